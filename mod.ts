@@ -1,0 +1,15 @@
+/**
+ * Tramontane: an inference engine and OpenAI-compatible server for Mistral Small 4, in TypeScript on Deno.
+ *
+ * @example
+ * ```ts
+ * import { Tokenizer } from "@tramontane/tramontane";
+ * const tok = await Tokenizer.fromFile("tekken.json");
+ * console.log(tok.encode("Hello world"));
+ * ```
+ *
+ * @module
+ */
+
+export type { DType } from "./graph/dtype.ts";
+export { DTYPES, isDType } from "./graph/dtype.ts";
