@@ -13,3 +13,5 @@
 
 export type { DType } from "./graph/dtype.ts";
 export { DTYPES, isDType } from "./graph/dtype.ts";
+export { StreamDecoder, Tokenizer } from "./chat/tokenizer.ts";
+export type { SpecialsPolicy, TekkenFile, TokenizerImageConfig } from "./chat/tokenizer.ts";
