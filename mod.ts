@@ -15,3 +15,5 @@ export type { DType } from "./graph/dtype.ts";
 export { DTYPES, isDType } from "./graph/dtype.ts";
 export { StreamDecoder, Tokenizer } from "./chat/tokenizer.ts";
 export type { SpecialsPolicy, TekkenFile, TokenizerImageConfig } from "./chat/tokenizer.ts";
+export { collectDeltas, generateToolCallId, OutputStreamParser, parseOutput } from "./chat/parse.ts";
+export type { Delta, ParsedOutput, ToolCall } from "./chat/parse.ts";
