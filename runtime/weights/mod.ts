@@ -1,0 +1,23 @@
+/**
+ * Checkpoint I/O and weight codecs: safetensors reading (streamed, one tensor at a time) and writing, checkpoint
+ * layout detection (Hugging Face / Mistral), checking against the model's expected tensors, and exact element
+ * conversions (bf16, f16, f8e4m3, NVFP4, scaled FP8, q8).
+ *
+ * @example
+ * ```ts
+ * import { bytesToF32, loadTensors, openCheckpoint } from "./mod.ts";
+ * const ckpt = await openCheckpoint("/models/tiny");
+ * await loadTensors(ckpt.reader, specs, ({ spec, info, data }) => {
+ *   if (info.dtype === "bf16") store(spec.name, bytesToF32(data, "bf16"));
+ * });
+ * ```
+ *
+ * @module
+ */
+
+export * from "./errors.ts";
+export * from "./codecs.ts";
+export * from "./safetensors.ts";
+export * from "./safetensors_writer.ts";
+export * from "./progress.ts";
+export * from "./checkpoint.ts";
