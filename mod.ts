@@ -16,4 +16,27 @@ export { DTYPES, isDType } from "./graph/dtype.ts";
 export { StreamDecoder, Tokenizer } from "./chat/tokenizer.ts";
 export type { SpecialsPolicy, TekkenFile, TokenizerImageConfig } from "./chat/tokenizer.ts";
 export { collectDeltas, generateToolCallId, OutputStreamParser, parseOutput } from "./chat/parse.ts";
-export type { Delta, ParsedOutput, ToolCall } from "./chat/parse.ts";
+export type { Delta, OutputTokenizer, ParsedOutput, ParseOptions, ToolCall } from "./chat/parse.ts";
+export { encodeChat } from "./chat/encode.ts";
+export type {
+  AssistantMessage,
+  AssistantToolCall,
+  ChatMessage,
+  ChatRequest,
+  ContentPart,
+  EncodeChatOptions,
+  EncodedChat,
+  FunctionTool,
+  ImagePart,
+  ImageRef,
+  ImageUrlPart,
+  MessageContent,
+  SystemMessage,
+  TextPart,
+  ThinkingPart,
+  ToolMessage,
+  UserMessage,
+} from "./chat/encode.ts";
+export { encodeRenderedPrompt, renderChatTemplate } from "./chat/template.ts";
+export type { RenderChatTemplateOptions } from "./chat/template.ts";
+export { InvalidRequestError } from "./chat/errors.ts";

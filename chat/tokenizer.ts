@@ -35,6 +35,7 @@ const V3_SPECIAL_TOKENS = [
 
 /** The shape of a `tekken.json` file (the fields we read). */
 export interface TekkenFile {
+  /** Pre-tokenizer pattern, vocabulary sizes and version. */
   config: {
     pattern: string;
     num_vocab_tokens?: number;
@@ -42,16 +43,23 @@ export interface TekkenFile {
     default_num_special_tokens?: number;
     version?: string;
   };
+  /** Ranks with their bytes (base64). */
   vocab: { rank: number; token_bytes: string; token_str?: string | null }[];
+  /** v7+: control tokens by rank. */
   special_tokens?: { rank: number; token_str: string; is_control?: boolean }[];
+  /** Vision settings (Pixtral-style models). */
   image?: { image_patch_size?: number; max_image_size?: number; spatial_merge_size?: number } | null;
+  /** v15: allowed `[MODEL_SETTINGS]` values. */
   model_settings_builder?: Record<string, unknown> | null;
 }
 
 /** Image settings carried by the tokenizer file (Pixtral-style vision). */
 export interface TokenizerImageConfig {
+  /** Pixels per patch side (14). */
   patchSize: number;
+  /** Longest image side before downscaling (1540). */
   maxImageSize: number;
+  /** Patches merged per token side (2). */
   spatialMergeSize: number;
 }
 
@@ -83,9 +91,13 @@ export class Tokenizer {
   readonly image: TokenizerImageConfig | null;
   /** The raw `model_settings_builder` block (v15), if any. */
   readonly modelSettings: Record<string, unknown> | null;
+  /** `<s>` */
   readonly bosId: number;
+  /** `</s>` */
   readonly eosId: number;
+  /** `<pad>` */
   readonly padId: number;
+  /** `<unk>` */
   readonly unkId: number;
 
   private readonly ranks: Ranks;
@@ -247,6 +259,7 @@ export class Tokenizer {
     return this.numSpecialTokens + this.tokens.length;
   }
 
+  /** Throws a RangeError for ids outside the used vocabulary. */
   private checkId(id: number): void {
     if (!Number.isInteger(id) || id < 0 || id >= this.usedVocabSize) {
       throw new RangeError(`tokenizer: id ${id} is outside the vocabulary (0..${this.usedVocabSize - 1})`);
@@ -284,7 +297,14 @@ export class Tokenizer {
  */
 export class StreamDecoder {
   private decoder = new TextDecoder();
-  constructor(private readonly tok: Tokenizer, private readonly opts: { specials?: SpecialsPolicy } = {}) {}
+  private readonly tok: Tokenizer;
+  private readonly opts: { specials?: SpecialsPolicy };
+
+  /** A decoder over `tok`; control tokens are skipped unless `specials: "keep"`. */
+  constructor(tok: Tokenizer, opts: { specials?: SpecialsPolicy } = {}) {
+    this.tok = tok;
+    this.opts = opts;
+  }
 
   /** Feeds one id; returns the text it completes. */
   push(id: number): string {
