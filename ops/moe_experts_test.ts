@@ -1,0 +1,75 @@
+import { assertEquals, assertThrows } from "../tests/assert.ts";
+import { mulberry32 } from "../tests/fixtures.ts";
+import { GraphBuilder } from "../graph/builder.ts";
+import { sym } from "../graph/ir.ts";
+import { moeExperts, moeExpertsOp } from "./moe_experts.ts";
+import { moeRouteOp } from "./moe_route.ts";
+import { f32, runReference } from "./op.ts";
+import { silu } from "./swiglu.ts";
+import { assertClose, randomF32 } from "./testing.ts";
+
+Deno.test("moe_experts: shapes of fused expert tensors", () => {
+  const g = new GraphBuilder();
+  const T = sym("T", 8);
+  const x = g.input("x", [T, 16], "f32"), route = g.input("route", [T, 4], "f32");
+  const gu = g.weight("gate_up", [4, 2 * 6, 16], "f8e4m3"), down = g.weight("down", [4, 16, 6], "f8e4m3");
+  assertEquals(moeExperts(g, x, route, gu, down, { topK: 2 }).shape, [T, 16]);
+  const bad = g.weight("down_bad", [4, 16, 5], "f8e4m3");
+  assertThrows(() => moeExperts(g, x, route, gu, bad, { topK: 2 }), Error, "gateUp dim 1");
+});
+
+Deno.test("moe_experts: two experts by hand", () => {
+  // Expert 0: gate [1, 0], up [0, 1], down [[1], [2]]; expert 1: gate [0, 1], up [1, 1], down [[-1], [1]].
+  const gu = f32([2, 2, 2], [1, 0, 0, 1, 0, 1, 1, 1]);
+  const down = f32([2, 2, 1], [1, 2, -1, 1]);
+  const x = f32([2, 2], [1, 2, 1, 2]);
+  const route = f32([2, 2], [0.25, 0.75, 1, 0]);
+  const y = runReference(moeExpertsOp, [x, route, gu, down], { topK: 2 });
+  const a0 = silu(1) * 2, a1 = silu(2) * 3; // x = [1, 2]: gates 1 and 2, ups 2 and 3
+  assertClose(y.data, [0.25 * a0 - 0.75 * a1, 0.25 * 2 * a0 + 0.75 * a1, a0, 2 * a0]);
+  assertClose([0.25 * a0 - 0.75 * a1], [-3.5980575648749755]);
+});
+
+Deno.test("moe_experts: route → experts matches a per-token naive mixture", () => {
+  const rand = mulberry32(5);
+  const [t, d, e, f, k] = [3, 5, 4, 3, 2];
+  const x = randomF32([t, d], rand), logits = randomF32([t, e], rand, 3);
+  const gu = randomF32([e, 2 * f, d], rand), down = randomF32([e, d, f], rand);
+  const route = runReference(moeRouteOp, [logits], { topK: k });
+  const y = runReference(moeExpertsOp, [x, route, gu, down], { topK: k });
+  const expected: number[] = [];
+  for (let r = 0; r < t; r++) {
+    const l = Array.from(logits.data.subarray(r * e, (r + 1) * e));
+    const p = l.map((v) => Math.exp(v)).map((v, _, all) => v / all.reduce((s, u) => s + u, 0));
+    const top = p.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0]).slice(0, k);
+    const z = top.reduce((s, [v]) => s + v, 0);
+    const acc = new Array(d).fill(0);
+    for (const [pv, ex] of top) {
+      const dot = (row: number) => {
+        let s = 0;
+        for (let c = 0; c < d; c++) s += gu.data[(ex * 2 * f + row) * d + c] * x.data[r * d + c];
+        return s;
+      };
+      const act = Array.from({ length: f }, (_, i) => silu(dot(i)) * dot(f + i));
+      for (let c = 0; c < d; c++) {
+        acc[c] += (pv / z) * act.reduce((s, a, i) => s + a * down.data[(ex * d + c) * f + i], 0);
+      }
+    }
+    expected.push(...acc);
+  }
+  assertClose(y.data, expected, 1e-5);
+});
+
+Deno.test("moe_experts: cost reads only the experts a batch can touch", () => {
+  const c = moeExpertsOp.cost(
+    [
+      { shape: [1, 8], dtype: "f32" },
+      { shape: [1, 16], dtype: "f32" },
+      { shape: [16, 8, 8], dtype: "f8e4m3" },
+      { shape: [16, 8, 4], dtype: "f8e4m3" },
+    ],
+    { shape: [1, 8], dtype: "f32" },
+    { topK: 2 },
+  );
+  assertEquals(c.bytes, 32 + 64 + 32 + 2 * (8 * 8 + 8 * 4));
+});

@@ -1,0 +1,37 @@
+import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { GraphBuilder } from "../../graph/builder.ts";
+import { tensorTable } from "../../graph/ir.ts";
+import { matmul } from "../../ops/matmul.ts";
+import { rmsNorm } from "../../ops/rms_norm.ts";
+import { makeSegment } from "../backend.ts";
+import { createNullBackend, nullBackend } from "./null.ts";
+
+Deno.test("null backend: records every call, checks bindings, computes nothing", async () => {
+  assertEquals(await nullBackend.probe(), 0);
+  const be = createNullBackend({ name: "fake", ops: ["matmul"], caps: { memoryBytes: 100 } });
+  const g = new GraphBuilder();
+  const x = g.input("x", [2, 4], "f32");
+  const y = matmul(g, x, g.weight("w", [3, 4], "bf16"));
+  g.output("y", rmsNorm(g, y, g.weight("n", [3], "bf16"), { eps: 1e-6 }));
+  const graph = g.build();
+  const table = tensorTable(graph);
+  const supported = graph.nodes.map((n) => be.supports(n, n.inputs.map((i) => table[i])));
+  assertEquals(supported, [true, false]);
+
+  const buf = be.alloc(64);
+  assertThrows(() => be.alloc(64), Error, "out of memory");
+  be.write(buf, 0, new Float32Array(8));
+  assertEquals((await be.read(buf, 32, 32)).length, 32);
+  const seg = makeSegment(graph, [2]);
+  const prepared = await be.prepare(seg);
+  assertThrows(() => be.run(prepared, new Map(), {}), Error, "unbound");
+  const view = { buffer: buf, offset: 0 };
+  be.run(prepared, new Map([[0, view], [1, view], [2, view]]), { T: 1 });
+  await be.sync();
+  be.free(buf);
+  assertEquals(be.calls.map((c) => c.method), ["alloc", "write", "read", "prepare", "run", "sync", "free"]);
+  const run = be.calls[4];
+  assert(run.method === "run");
+  assertEquals(run.nodes, [2]);
+  assertEquals(run.bindings.map(([id]) => id), [0, 1, 2]);
+});

@@ -1,0 +1,157 @@
+/**
+ * The `reference` backend: runs any segment with the ops' pure-TypeScript references. Slow and exact — the oracle
+ * every other backend is compared with. Memory is host `ArrayBuffer`s; float tensors are stored as f32 (weights
+ * arrive dequantised), ids as i32.
+ *
+ * @example
+ * ```ts
+ * import { referenceBackend } from "./reference.ts";
+ * const backend = await referenceBackend.create();
+ * const buf = backend.alloc(16);
+ * backend.write(buf, 0, new Float32Array([1, 2, 3, 4]));
+ * new Float32Array((await backend.read(buf, 0, 16)).buffer); // [1, 2, 3, 4]
+ * ```
+ *
+ * @module
+ */
+
+import { type Node, numel, resolveShape, type TensorInfo, tensorTable, type Vars } from "../../graph/ir.ts";
+import { REGISTRY } from "../../ops/mod.ts";
+import type { RefData, RefTensor } from "../../ops/op.ts";
+import {
+  type Backend,
+  type BackendCaps,
+  type BackendFactory,
+  type Bindings,
+  type BufferHandle,
+  canStore,
+  type Prepared,
+  type Segment,
+  storageDType,
+  type TensorView,
+} from "../backend.ts";
+
+const CAPS: BackendCaps = {
+  alignment: 16,
+  dtypes: ["f32", "i32"],
+  promote: { bf16: "f32", f16: "f32", f8e4m3: "f32", nvfp4: "f32", q8: "f32" },
+  memoryBytes: Infinity,
+  hostMemory: true,
+};
+
+type ReferencePrepared = Prepared & { nodes: Node[]; table: TensorInfo[] };
+
+class ReferenceBackend implements Backend {
+  readonly name = "reference";
+  readonly caps = CAPS;
+  #buffers = new Map<number, ArrayBuffer>();
+  #nextId = 1;
+
+  supports(node: Node, inputs: readonly TensorInfo[]): boolean {
+    return REGISTRY.has(node.op) && canStore(CAPS, node.dtype) && inputs.every((t) => canStore(CAPS, t.dtype));
+  }
+
+  alloc(bytes: number): BufferHandle {
+    if (!Number.isInteger(bytes) || bytes < 0) throw new Error(`alloc: bad size ${bytes}`);
+    const id = this.#nextId++;
+    this.#buffers.set(id, new ArrayBuffer(bytes));
+    return { backend: this.name, id, bytes };
+  }
+
+  free(buffer: BufferHandle): void {
+    this.#buffers.delete(buffer.id);
+  }
+
+  write(buffer: BufferHandle, offset: number, data: ArrayBufferView): void {
+    const mem = this.#memory(buffer);
+    if (offset < 0 || offset + data.byteLength > mem.byteLength) {
+      throw new RangeError(`write of ${data.byteLength} B at ${offset} overflows buffer of ${mem.byteLength} B`);
+    }
+    new Uint8Array(mem, offset, data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  read(buffer: BufferHandle, offset: number, bytes: number): Promise<Uint8Array> {
+    const mem = this.#memory(buffer);
+    if (offset < 0 || offset + bytes > mem.byteLength) {
+      return Promise.reject(new RangeError(`read of ${bytes} B at ${offset} overflows buffer of ${mem.byteLength} B`));
+    }
+    return Promise.resolve(new Uint8Array(mem.slice(offset, offset + bytes)));
+  }
+
+  prepare(segment: Segment): Promise<Prepared> {
+    const table = tensorTable(segment.graph);
+    const byId = new Map(segment.graph.nodes.map((n) => [n.id, n]));
+    const nodes = segment.nodes.map((id) => {
+      const n = byId.get(id);
+      if (!n) throw new Error(`segment node ${id} is not in the graph`);
+      if (!this.supports(n, n.inputs.map((i) => table[i]))) {
+        throw new Error(`reference: cannot run ${n.op} "${n.name}"`);
+      }
+      return n;
+    });
+    const prepared: ReferencePrepared = { segment, nodes, table };
+    return Promise.resolve(prepared);
+  }
+
+  run(prepared: Prepared, bindings: Bindings, vars: Vars): void {
+    const { segment, nodes, table } = prepared as ReferencePrepared;
+    for (const id of [...segment.inputs, ...segment.outputs]) {
+      if (!bindings.has(id)) throw new Error(`run: tensor ${id} "${table[id].name}" is not bound`);
+    }
+    const live = new Map<number, RefTensor>();
+    const get = (id: number): RefTensor => {
+      const t = live.get(id) ?? this.#view(table[id], bindings.get(id), vars, false);
+      live.set(id, t);
+      return t;
+    };
+    for (const node of nodes) {
+      const inputs = node.inputs.map(get);
+      const out = this.#view(table[node.id], bindings.get(node.id), vars, true);
+      try {
+        REGISTRY.get(node.op)!.reference(inputs, out, node.attrs);
+      } catch (e) {
+        throw new Error(`reference: ${node.op} #${node.id} "${node.name}" failed: ${(e as Error).message}`);
+      }
+      live.set(node.id, out);
+    }
+  }
+
+  sync(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  dispose(): void {
+    this.#buffers.clear();
+  }
+
+  #memory(buffer: BufferHandle): ArrayBuffer {
+    const mem = buffer.backend === this.name ? this.#buffers.get(buffer.id) : undefined;
+    if (!mem) throw new Error(`buffer ${buffer.backend}:${buffer.id} is not a live reference buffer`);
+    return mem;
+  }
+
+  /** A typed view on the bound memory of `t`, or (unbound: an intermediate) fresh scratch. */
+  #view(t: TensorInfo, view: TensorView | undefined, vars: Vars, zero: boolean): RefTensor {
+    const shape = resolveShape(t.shape, vars);
+    const n = numel(shape);
+    const isInt = storageDType(CAPS, t.dtype) === "i32";
+    if (!view) {
+      if (!zero) throw new Error(`tensor ${t.id} "${t.name}" is read before it is computed or bound`);
+      return { data: isInt ? new Int32Array(n) : new Float32Array(n), shape, dtype: t.dtype };
+    }
+    const mem = this.#memory(view.buffer);
+    if (view.offset % 4 !== 0 || view.offset + 4 * n > mem.byteLength) {
+      throw new RangeError(`tensor ${t.id} "${t.name}" (${4 * n} B at ${view.offset}) does not fit its buffer`);
+    }
+    const data: RefData = isInt ? new Int32Array(mem, view.offset, n) : new Float32Array(mem, view.offset, n);
+    if (zero) data.fill(0);
+    return { data, shape, dtype: t.dtype };
+  }
+}
+
+/** Factory of the `reference` backend: always available, lowest preference. */
+export const referenceBackend: BackendFactory = {
+  name: "reference",
+  probe: () => Promise.resolve(1),
+  create: () => Promise.resolve(new ReferenceBackend()),
+};
