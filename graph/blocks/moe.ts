@@ -1,0 +1,57 @@
+/**
+ * Mixture-of-experts block (MODEL.md §1, MoE): router logits in f32, softmax top-k with renormalisation
+ * (`moe_route`), the grouped routed experts (`moe_experts`, f32 accumulation), plus the always-on shared expert.
+ *
+ * @example
+ * ```ts
+ * // inside a model's build(): h += moe(g, x, { prefix: "layers.0", … })
+ * ```
+ *
+ * @module
+ */
+
+import type { GraphBuilder, Tensor } from "../builder.ts";
+import type { DType } from "../dtype.ts";
+import { add } from "../../ops/add.ts";
+import { matmul } from "../../ops/matmul.ts";
+import { moeExperts } from "../../ops/moe_experts.ts";
+import { moeRoute } from "../../ops/moe_route.ts";
+import { swigluMlp } from "./swiglu.ts";
+
+/** Sizes and dtypes of one MoE layer. */
+export type MoeOptions = {
+  /** Layer prefix: weights `${prefix}.moe.router`, `${prefix}.moe.gate_up`, …, `${prefix}.shared.*`. */
+  prefix: string;
+  layer?: number;
+  hidden: number;
+  experts: number;
+  topK: number;
+  /** Routed expert width F. */
+  width: number;
+  /** Shared experts (their widths add up: one SwiGLU of width shared·F); 0 for none. */
+  shared: number;
+  /** Stored dtype of expert and shared weights, and of the router (bf16 in the real checkpoint). */
+  linearDtype: DType;
+  routerDtype: DType;
+};
+
+/** `x [T, D]` (already normed) → `[T, D]`. */
+export function moe(g: GraphBuilder, x: Tensor, o: MoeOptions): Tensor {
+  const { prefix: p, layer } = o;
+  const at = (name: string) => ({ name: `${p}.${name}`, layer });
+  const router = g.weight(`${p}.moe.router`, [o.experts, o.hidden], o.routerDtype);
+  const logits = matmul(g, x, router, at("moe.logits")); // [T, E]
+  const route = moeRoute(g, logits, { topK: o.topK, ...at("moe.route") }); // [T, E], top-k non-zeros per row
+  const gateUp = g.weight(`${p}.moe.gate_up`, [o.experts, 2 * o.width, o.hidden], o.linearDtype);
+  const down = g.weight(`${p}.moe.down`, [o.experts, o.hidden, o.width], o.linearDtype);
+  const routed = moeExperts(g, x, route, gateUp, down, { topK: o.topK, ...at("moe.routed") }); // [T, D]
+  if (o.shared === 0) return routed;
+  const shared = swigluMlp(g, x, {
+    prefix: `${p}.shared`,
+    hidden: o.hidden,
+    width: o.shared * o.width,
+    dtype: o.linearDtype,
+    layer,
+  });
+  return add(g, routed, shared, at("moe.out"));
+}

@@ -1,0 +1,79 @@
+import { assert, assertEquals } from "../tests/assert.ts";
+import { decodeGraph, inspectModel, renderDot, renderJson, renderText } from "./inspect.ts";
+import { resolveModel } from "./models/mod.ts";
+import { main } from "../inspect.ts";
+
+/** Runs the CLI with console output captured. */
+async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const [log, error] = [console.log, console.error];
+  let out = "", err = "";
+  console.log = (...a: unknown[]) => void (out += a.join(" ") + "\n");
+  console.error = (...a: unknown[]) => void (err += a.join(" ") + "\n");
+  try {
+    return { code: await main(args), out, err };
+  } finally {
+    [console.log, console.error] = [log, error];
+  }
+}
+
+Deno.test("renderText: sections, grouped identical layers, plan hook", async () => {
+  const text = renderText(await inspectModel("tiny"));
+  for (const part of ["parameters", "active per token", "per context token", "latent cache (bf16)", "192 B"]) {
+    assert(text.includes(part), `missing "${part}"`);
+  }
+  assert(/^\s+0-1\s+moe/m.test(text), "the two identical tiny layers share one row");
+  assert(text.includes("plan: none"));
+  const planned = await inspectModel("tiny", { plan: () => ({ backend: "null", lines: ["all on null"] }) });
+  assert(renderText(planned).includes("plan (null)\n  all on null"));
+});
+
+Deno.test("renderJson: required fields; --dtype changes bytes, not parameters", async () => {
+  const r = JSON.parse(renderJson(await inspectModel("ms4-mini")));
+  assertEquals(r.params.total, 704_403_456);
+  assertEquals(r.params.vision, 0);
+  for (const k of ["text", "activePerToken", "embedding", "lmHead"]) assertEquals(typeof r.params[k], "number");
+  assertEquals(r.kvCache.bytesPerToken, 320 * 8 * 2);
+  assertEquals(r.weights.bytesByDtype, { bf16: 704_403_456 * 2 });
+  const bf16 = await inspectModel("mistral-small-4", { dtype: "bf16" });
+  assertEquals(Object.keys(bf16.weights.bytesByDtype), ["bf16"]);
+  assertEquals(bf16.weights.totalBytes, 2 * bf16.params.total);
+  const fp8 = await inspectModel("mistral-small-4");
+  assertEquals(fp8.params.total, bf16.params.total);
+  assert(fp8.weights.bytesByDtype.f8e4m3! > 100e9 && fp8.weights.bytesByDtype.f32! > 0, "FP8 linears + f32 scales");
+});
+
+/** Every edge of a DOT text joins declared nodes. */
+function checkDot(dot: string): void {
+  assert(dot.startsWith("digraph model {") && dot.trimEnd().endsWith("}"));
+  const declared = new Set([...dot.matchAll(/^ {2}(\w+) \[/gm)].map((m) => m[1]));
+  for (const [, from, to] of dot.matchAll(/^ {2}(\w+) -> (\w+);/gm)) {
+    assert(declared.has(from) && declared.has(to), `edge ${from} -> ${to} to an undeclared node`);
+  }
+}
+
+Deno.test("renderDot: the real model collapses layers 1..35; tiny expands both layers", async () => {
+  const real = renderDot(decodeGraph(await resolveModel("mistral-small-4")));
+  checkDot(real);
+  assert(real.includes("layers 1..35 (35 more, same as layer 0)"));
+  assert(!real.includes("layers.1.attn"), "collapsed layers draw no nodes");
+  const tiny = renderDot(decodeGraph(await resolveModel("tiny")), { expandLayers: 2 });
+  checkDot(tiny);
+  assert(!tiny.includes("collapsed") && tiny.includes("layers.1.moe.route: moe_route"));
+});
+
+Deno.test("CLI: --json alias, --format dot, and errors with usage", async () => {
+  const json = await cli("--model", "tiny", "--json");
+  assertEquals(json.code, 0);
+  assertEquals(JSON.parse(json.out).model, { name: "tiny", source: "preset", modelType: "mistral4", layout: null });
+  const dot = await cli("--model", "tiny", "--format", "dot");
+  assertEquals(dot.code, 0);
+  checkDot(dot.out);
+  const text = await cli("--model", "demo");
+  assert(text.code === 0 && text.out.startsWith("model demo (mistral4, from preset)"));
+  assertEquals((await cli("--format", "xml")).code, 2);
+  assert((await cli("--dtype", "fp7")).err.includes('unknown dtype "fp7"'));
+  assertEquals((await cli("--bogus")).code, 2);
+  const missing = await cli("--model", "/nonexistent/dir");
+  assert(missing.code === 1 && missing.err.includes("not a preset"));
+  assert((await cli("--help")).out.startsWith("usage:"));
+});

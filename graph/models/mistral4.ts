@@ -1,0 +1,183 @@
+/**
+ * The Mistral 4 family (Mistral Small 4, `model_type` "mistral4"): config readers and presets, the checkpoint
+ * tensor maps, and `build`, the forward pass of MODEL.md §1 as a graph over a varlen batch.
+ *
+ * @example
+ * ```ts
+ * import { GraphBuilder } from "../builder.ts";
+ * import { build, presetConfig } from "./mistral4.ts";
+ * const g = new GraphBuilder();
+ * const sizes = { maxTokens: 64, maxSeqs: 4, numBlocks: 32, blockSize: 16, maxBlocksPerSeq: 8 };
+ * const io = build(g, presetConfig("tiny"), sizes);
+ * const graph = g.build(); // inputs ids/pos/seq/blockTable/logitRows + 2 caches, output "logits" [R, 131072]
+ * ```
+ *
+ * @module
+ */
+
+import type { GraphBuilder, Tensor } from "../builder.ts";
+import type { DType } from "../dtype.ts";
+import { sym } from "../ir.ts";
+import { add } from "../../ops/add.ts";
+import { embedding } from "../../ops/embedding.ts";
+import { gatherRows } from "../../ops/gather_rows.ts";
+import { matmul } from "../../ops/matmul.ts";
+import { mla } from "../blocks/mla.ts";
+import { moe } from "../blocks/moe.ts";
+import { norm } from "../blocks/norm.ts";
+import { queryTemperature, ropeTable, softmaxScale } from "../blocks/rope.ts";
+import { swigluMlp } from "../blocks/swiglu.ts";
+import type { Mistral4Config } from "./mistral4_config.ts";
+
+export * from "./mistral4_config.ts";
+export * from "./mistral4_presets.ts";
+export * from "./mistral4_weights.ts";
+
+/** Sizes of one compiled step: symbol maxima, cache geometry, and dtype choices. */
+export interface Mistral4IOOptions {
+  /** Max tokens per step: the max of symbol `T`. */
+  maxTokens: number;
+  /** Max sequences per step: the max of symbol `S`. */
+  maxSeqs: number;
+  /** Max rows whose logits are wanted: the max of symbol `R` (default `maxSeqs`). */
+  maxRows?: number;
+  /** Blocks in each layer's latent cache. */
+  numBlocks: number;
+  /** Tokens per cache block. */
+  blockSize: number;
+  /** Columns of the block table (max context = maxBlocksPerSeq · blockSize). */
+  maxBlocksPerSeq: number;
+  /** Element type of the latent caches (default bf16; the reference backend holds f32 whatever this says). */
+  cacheDtype?: DType;
+  /** Overrides the stored dtype of the quantisable text linears (what `--dtype` means); default the checkpoint's. */
+  linearDtype?: DType;
+  /** MLA computation form (default "absorbed"; "naive" expands k/v, for tests). */
+  attention?: "absorbed" | "naive";
+}
+
+/**
+ * The step's tensors. Inputs: `ids i32 [T]`, `pos i32 [T]` (absolute positions), `seq i32 [T]` (row of the block
+ * table each token belongs to), `blockTable i32 [S, maxBlocksPerSeq]`, `logitRows i32 [R]` (tokens whose logits are
+ * computed), and per layer the state `layers.{i}.cache [numBlocks, blockSize, kv_lora_rank + qk_rope_head_dim]`,
+ * written in place. Output `logits [R, vocab_size]` (f32).
+ */
+export interface Mistral4IO {
+  /** Token ids `i32 [T]`. */
+  ids: Tensor;
+  /** Absolute positions `i32 [T]`. */
+  pos: Tensor;
+  /** Block-table row of each token `i32 [T]`. */
+  seq: Tensor;
+  /** Cache blocks of each sequence `i32 [S, maxBlocksPerSeq]`. */
+  blockTable: Tensor;
+  /** Tokens whose logits are computed `i32 [R]`. */
+  logitRows: Tensor;
+  /** Per-layer latent caches (state, written in place). */
+  caches: Tensor[];
+  /** Output `f32 [R, vocab_size]`. */
+  logits: Tensor;
+}
+
+/** Stored dtype of the quantisable text linears: the override, else the checkpoint's quantisation, else `dtype`. */
+export function linearDtype(config: Mistral4Config, override?: DType): DType {
+  return override ?? config.quantization?.weight_dtype ?? config.dtype;
+}
+
+/** Latent-cache bytes per token over all layers (MODEL.md: 320 values × 36 layers × 2 B = 23,040 in bf16). */
+export function cacheBytesPerToken(config: Mistral4Config, bytesPerValue = 2): number {
+  return (config.kv_lora_rank + config.qk_rope_head_dim) * config.num_hidden_layers * bytesPerValue;
+}
+
+/** Throws for config values the graph's ops cannot express, with what to change. */
+function checkBuildable(c: Mistral4Config): void {
+  const no = (why: string) => {
+    throw new Error(`mistral4: ${why}`);
+  };
+  if (!c.rope_interleave) no("rope_interleave false (half-split rope) is not supported; the rope op is interleaved");
+  if (!c.norm_topk_prob) no("norm_topk_prob false is not supported; moe_route always renormalises the top-k");
+  if (c.routed_scaling_factor !== 1) no(`routed_scaling_factor ${c.routed_scaling_factor} ≠ 1 is not supported`);
+}
+
+/**
+ * Declares the decoder for one varlen step on `g` and marks output `logits`. Reads like MODEL.md's forward pass:
+ * embed; per layer `h += MLA(rms_norm(h)); h += MoE(rms_norm(h))`; final norm; keep the `logitRows` rows; lm head.
+ * Every node is named `layers.{i}.…` (or `embed.out`, `norm.out`, `last_hidden`, `logits`).
+ *
+ * @example
+ * ```ts
+ * import { GraphBuilder } from "../builder.ts";
+ * import { build, presetConfig } from "./mistral4.ts";
+ * const g = new GraphBuilder();
+ * build(g, presetConfig("tiny"), { maxTokens: 8, maxSeqs: 2, numBlocks: 4, blockSize: 16, maxBlocksPerSeq: 2 });
+ * ```
+ */
+export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOptions): Mistral4IO {
+  const c = config;
+  checkBuildable(c);
+  const T = sym("T", io.maxTokens), S = sym("S", io.maxSeqs), R = sym("R", io.maxRows ?? io.maxSeqs);
+  const [D, V, dt] = [c.hidden_size, c.vocab_size, c.dtype];
+  const lin = linearDtype(c, io.linearDtype);
+  const ids = g.input("ids", [T], "i32");
+  const pos = g.input("pos", [T], "i32");
+  const seq = g.input("seq", [T], "i32");
+  const blockTable = g.input("blockTable", [S, io.maxBlocksPerSeq], "i32");
+  const logitRows = g.input("logitRows", [R], "i32");
+  const latentWidth = c.kv_lora_rank + c.qk_rope_head_dim;
+  const caches: Tensor[] = [];
+  // Same for every layer: computed once, carried as op attributes.
+  const rope = ropeTable(c), temperature = queryTemperature(c), scale = softmaxScale(c);
+
+  const embed = g.weight("embed", [V, D], dt);
+  let h = embedding(g, ids, embed, { dtype: "f32", name: "embed.out" }); // [T, D]; images will replace [IMG] rows
+  for (let i = 0; i < c.num_hidden_layers; i++) {
+    const p = `layers.${i}`;
+    g.layer = i;
+    const cache = g.state(`${p}.cache`, [io.numBlocks, io.blockSize, latentWidth], io.cacheDtype ?? "bf16");
+    caches.push(cache);
+
+    const xa = norm(g, h, { weight: `${p}.attn_norm`, dim: D, dtype: dt, eps: c.rms_norm_eps, name: `${p}.attn_in` });
+    const attn = mla(g, xa, {
+      prefix: `${p}.attn`,
+      layer: i,
+      hidden: D,
+      heads: c.num_attention_heads,
+      qLoraRank: c.q_lora_rank,
+      kvLoraRank: c.kv_lora_rank,
+      dn: c.qk_nope_head_dim,
+      dr: c.qk_rope_head_dim,
+      dv: c.v_head_dim,
+      linearDtype: lin,
+      normDtype: dt,
+      latentEps: c.latent_norm_eps,
+      rope,
+      temperature,
+      scale,
+      form: io.attention ?? "absorbed",
+    }, { pos, seq, blockTable, cache });
+    h = add(g, h, attn, { name: `${p}.h_attn` });
+
+    const xf = norm(g, h, { weight: `${p}.ffn_norm`, dim: D, dtype: dt, eps: c.rms_norm_eps, name: `${p}.ffn_in` });
+    const ffn = i < c.first_k_dense_replace
+      ? swigluMlp(g, xf, { prefix: `${p}.mlp`, hidden: D, width: c.intermediate_size, dtype: lin, layer: i })
+      : moe(g, xf, {
+        prefix: p,
+        layer: i,
+        hidden: D,
+        experts: c.n_routed_experts,
+        topK: c.num_experts_per_tok,
+        width: c.moe_intermediate_size,
+        shared: c.n_shared_experts,
+        linearDtype: lin,
+        routerDtype: dt,
+      });
+    h = add(g, h, ffn, { name: `${p}.h` });
+  }
+  g.layer = undefined;
+
+  const hn = norm(g, h, { weight: "norm", dim: D, dtype: dt, eps: c.rms_norm_eps, name: "norm.out" });
+  const last = gatherRows(g, hn, logitRows, { name: "last_hidden" }); // [R, D]
+  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], dt);
+  const logits = matmul(g, last, head, { name: "logits" }); // [R, V]
+  g.output("logits", logits);
+  return { ids, pos, seq, blockTable, logitRows, caches, logits };
+}

@@ -1,0 +1,373 @@
+/**
+ * Mistral 4 weights: the canonical (in-engine) tensor set and how each checkpoint layout maps onto it.
+ *
+ * Canonical names (ours; `i` = layer, shapes row-major, linears `[out, in]` as in PyTorch):
+ *
+ * | canonical | shape | HF | Mistral |
+ * |---|---|---|---|
+ * | `embed` | [V, D] | `embed_tokens` | `tok_embeddings` |
+ * | `layers.i.attn_norm` | [D] | `input_layernorm` | `attention_norm` |
+ * | `layers.i.attn.wq_a` | [Q, D] | `self_attn.q_a_proj` | `attention.wq_a` |
+ * | `layers.i.attn.q_norm` | [Q] | `self_attn.q_a_layernorm` | `attention.q_a_norm` |
+ * | `layers.i.attn.wq_b` | [H·(dn+dr), Q] | `self_attn.q_b_proj` | `attention.wq_b` |
+ * | `layers.i.attn.wkv_a` | [C+dr, D] | `self_attn.kv_a_proj_with_mqa` | `attention.wkv_a_with_mqa` |
+ * | `layers.i.attn.kv_norm` | [C] | `self_attn.kv_a_layernorm` | `attention.kv_a_norm` |
+ * | `layers.i.attn.wkv_b` | [H·(dn+dv), C] | `self_attn.kv_b_proj` | `attention.wkv_b` |
+ * | `layers.i.attn.wo` | [D, H·dv] | `self_attn.o_proj` | `attention.wo` |
+ * | `layers.i.ffn_norm` | [D] | `post_attention_layernorm` | `ffn_norm` |
+ * | `layers.i.moe.router` | [E, D] | `mlp.gate` | `gate` |
+ * | `layers.i.moe.gate_up` | [E, 2F, D] | `mlp.experts.gate_up_proj` | `experts.e.w1` (rows 0..F) ‖ `experts.e.w3` |
+ * | `layers.i.moe.down` | [E, D, F] | `mlp.experts.down_proj` | `experts.e.w2` |
+ * | `layers.i.shared.gate_up` | [2·S·F, D] | `mlp.shared_experts.{gate,up}_proj` | `shared_experts.w1` ‖ `w3` |
+ * | `layers.i.shared.down` | [D, S·F] | `mlp.shared_experts.down_proj` | `shared_experts.w2` |
+ * | `layers.i.mlp.{gate_up,down}` | dense layers only | `mlp.{gate,up,down}_proj` | `feed_forward.{w1,w3,w2}` |
+ * | `norm`, `lm_head` | [D], [V, D] | `norm`, `lm_head` | `norm`, `output` |
+ * | `<linear>.scale` | block scale | `weight_scale_inv`, `*_proj_scale_inv` | `qscale_weight` |
+ *
+ * Vision: `vision.patch_conv`, `vision.ln_pre`, `vision.layers.i.{attn_norm,ffn_norm}`,
+ * `vision.layers.i.attn.{wq,wk,wv,wo}`, `vision.layers.i.ffn.{gate_up,down}`, `projector.{norm,patch_merger,
+ * linear_1,linear_2}` (+ `.bias` with `multimodal_projector_bias`).
+ *
+ * A `.scale` tensor is a block scale: every scale dim divides the weight dim, scale[i] covers a contiguous block, and
+ * the weight is `W = q · scale` (a multiply: HF's `weight_scale_inv` and Mistral's `qscale_weight` both are).
+ * Every SwiGLU's gate and up are fused (gate rows first) so one matmul feeds the `swiglu` op; a fused tensor keeps
+ * one scale per source block (`[2, 1]`, experts `[E, 2, 1]`; HF's single expert scale `[E, 1, 1]` broadcasts).
+ *
+ * @module
+ */
+import type { DType } from "../dtype.ts";
+import type { Mistral4Config } from "./mistral4_config.ts";
+
+/** Which file layout a checkpoint uses (MODEL.md §2). */
+export type CheckpointLayout = "hf" | "mistral";
+
+/** One tensor the engine holds after loading. */
+export interface CanonicalTensor {
+  /** Canonical name (the table in this module's docs). */
+  name: string;
+  /** Row-major shape. */
+  shape: number[];
+  /** Element type as shipped (a loader may convert with `--dtype`). */
+  dtype: DType;
+  /** `weight` counts as a parameter; `scale` is the dequant multiplier of `scaleOf`. */
+  kind: "weight" | "scale";
+  /** For scales: the canonical weight they multiply. */
+  scaleOf?: string;
+  /** Text decoder or vision tower + projector. */
+  group: "text" | "vision";
+}
+
+/**
+ * How one checkpoint tensor becomes (part of) its canonical tensor.
+ * - `copy`: same elements in the same order; only the shape may differ by unit dims (a `[]` scale into `[1, 1]`).
+ * - `place`: the tensor (shape left-padded with 1s to the canonical rank) fills the block starting at `offset`.
+ * - `broadcast`: repeat along every dim where the checkpoint has 1 and the canonical shape does not.
+ * - `rope_unpermute`: HF stores vision q/k rows per head as half-split (all evens, then all odds); the canonical
+ *   layout is interleaved pairs: canonical row h·hd + 2i + j = HF row h·hd + j·hd/2 + i.
+ */
+export type LoadTransform =
+  | { kind: "copy" }
+  | { kind: "place"; offset: number[] }
+  | { kind: "broadcast" }
+  | { kind: "rope_unpermute"; heads: number };
+
+/** One tensor as it appears in a checkpoint file. */
+export interface CheckpointTensor {
+  /** Name in the file (HF names use the primary prefix; see `normalizeCheckpointName`). */
+  checkpointName: string;
+  /** Canonical tensor it feeds. */
+  canonicalName: string;
+  /** Shape in the file; `[]` stands for any one-element shape (`[]` or `[1]`). */
+  shape: number[];
+  /** Expected dtype; scales may be any float dtype. */
+  dtype: DType;
+  /** Load-time transform into the canonical tensor. */
+  transform: LoadTransform;
+}
+
+interface Entry {
+  canonical: CanonicalTensor;
+  hf: CheckpointTensor[];
+  mistral: CheckpointTensor[];
+}
+
+/** One source of a fused tensor: its names in both layouts, stacked along the rows. */
+type Part = { hf: string; mistral: string; rows: number };
+
+const COPY: LoadTransform = { kind: "copy" };
+const SCALE_DTYPE: DType = "f32";
+
+function src(name: string, canonical: string, shape: number[], dtype: DType, transform = COPY): CheckpointTensor {
+  return { checkpointName: name, canonicalName: canonical, shape, dtype, transform };
+}
+
+/** Collects the canonical set with both layouts' sources; one instance per config. */
+class Table {
+  readonly entries: Entry[] = [];
+  /** FP8 linears carry separate per-tensor scales; NVFP4's block scales are part of its dtype. */
+  readonly scaled: boolean;
+  constructor(readonly hfPrefix: string, readonly quantDtype: DType | null) {
+    this.scaled = quantDtype === "f8e4m3";
+  }
+
+  add(name: string, shape: number[], dtype: DType, group: "text" | "vision", kind: "weight" | "scale"): Entry {
+    const canonical: CanonicalTensor = { name, shape, dtype, kind, group };
+    if (kind === "scale") canonical.scaleOf = name.slice(0, -".scale".length);
+    const entry: Entry = { canonical, hf: [], mistral: [] };
+    this.entries.push(entry);
+    return entry;
+  }
+
+  /** A tensor that is never quantised (norms, embeddings, router, head, vision), same in both layouts. */
+  plain(name: string, shape: number[], dtype: DType, group: "text" | "vision", hf: string, mistral: string): Entry {
+    const e = this.add(name, shape, dtype, group, "weight");
+    e.hf.push(src(hf, name, shape, dtype));
+    e.mistral.push(src(mistral, name, shape, dtype));
+    return e;
+  }
+
+  /**
+   * A 2-D text linear `[Σ rows, K]` from one or more row blocks (gate ‖ up fuse two), FP8-quantised when the
+   * checkpoint is; its scale is `[parts, 1]`, one per-tensor scale per source block.
+   */
+  linear(name: string, k: number, dtype: DType, parts: Part[]): void {
+    const wdtype = this.quantDtype ?? dtype;
+    const rows = parts.reduce((n, p) => n + p.rows, 0);
+    const w = this.add(name, [rows, k], wdtype, "text", "weight");
+    const scale = this.scaled ? this.add(`${name}.scale`, [parts.length, 1], SCALE_DTYPE, "text", "scale") : null;
+    let row = 0;
+    parts.forEach((p, j) => {
+      const single = parts.length === 1;
+      const place = (offset: number[]): LoadTransform => single ? COPY : { kind: "place", offset };
+      w.hf.push(src(`${p.hf}.weight`, name, [p.rows, k], wdtype, place([row, 0])));
+      w.mistral.push(src(`${p.mistral}.weight`, name, [p.rows, k], wdtype, place([row, 0])));
+      scale?.hf.push(src(`${p.hf}.weight_scale_inv`, scale.canonical.name, [], SCALE_DTYPE, place([j, 0])));
+      scale?.mistral.push(src(`${p.mistral}.qscale_weight`, scale.canonical.name, [], SCALE_DTYPE, place([j, 0])));
+      row += p.rows;
+    });
+  }
+
+  /** Routed experts: HF ships them fused and 3-D; Mistral per expert and 2-D, fused here at load. */
+  experts(i: number, c: Mistral4Config): void {
+    const [E, F, D] = [c.n_routed_experts, c.moe_intermediate_size, c.hidden_size];
+    const wdtype = this.quantDtype ?? c.dtype;
+    const hf = `${this.hfPrefix}.layers.${i}.mlp.experts`;
+    const gateUp = this.add(`layers.${i}.moe.gate_up`, [E, 2 * F, D], wdtype, "text", "weight");
+    const down = this.add(`layers.${i}.moe.down`, [E, D, F], wdtype, "text", "weight");
+    gateUp.hf.push(src(`${hf}.gate_up_proj`, gateUp.canonical.name, [E, 2 * F, D], wdtype));
+    down.hf.push(src(`${hf}.down_proj`, down.canonical.name, [E, D, F], wdtype));
+    // Mistral ships separate w1/w3 scales, so the fused gate_up keeps one per half; HF's single one broadcasts.
+    const q = this.scaled;
+    const gateUpScale = q ? this.add(`${gateUp.canonical.name}.scale`, [E, 2, 1], SCALE_DTYPE, "text", "scale") : null;
+    const downScale = q ? this.add(`${down.canonical.name}.scale`, [E, 1, 1], SCALE_DTYPE, "text", "scale") : null;
+    gateUpScale?.hf.push(
+      src(`${hf}.gate_up_proj_scale_inv`, gateUpScale.canonical.name, [E, 1, 1], SCALE_DTYPE, { kind: "broadcast" }),
+    );
+    downScale?.hf.push(src(`${hf}.down_proj_scale_inv`, downScale.canonical.name, [E, 1, 1], SCALE_DTYPE));
+    for (let e = 0; e < E; e++) {
+      const m = `layers.${i}.experts.${e}`;
+      // w1 = gate (rows 0..F), w3 = up (rows F..2F), w2 = down.
+      const parts: [string, Entry, number[], number[], Entry | null, number[]][] = [
+        ["w1", gateUp, [F, D], [e, 0, 0], gateUpScale, [e, 0, 0]],
+        ["w3", gateUp, [F, D], [e, F, 0], gateUpScale, [e, 1, 0]],
+        ["w2", down, [D, F], [e, 0, 0], downScale, [e, 0, 0]],
+      ];
+      for (const [w, entry, shape, offset, scale, scaleOffset] of parts) {
+        entry.mistral.push(src(`${m}.${w}.weight`, entry.canonical.name, shape, wdtype, { kind: "place", offset }));
+        scale?.mistral.push(
+          src(`${m}.${w}.qscale_weight`, scale.canonical.name, [], SCALE_DTYPE, { kind: "place", offset: scaleOffset }),
+        );
+      }
+    }
+  }
+}
+
+/** The HF prefix of text tensors: `model.language_model` for the multimodal checkpoint, `model` for text-only. */
+export function hfTextPrefix(config: Mistral4Config): string {
+  return config.vision_config ? "model.language_model" : "model";
+}
+
+/** SwiGLU gate ‖ up sources in both layouts (w1 = gate, w3 = up). */
+function gateUp(hf: string, mistral: string, rows: number): Part[] {
+  return [
+    { hf: `${hf}.gate_proj`, mistral: `${mistral}.w1`, rows },
+    { hf: `${hf}.up_proj`, mistral: `${mistral}.w3`, rows },
+  ];
+}
+
+function buildTable(c: Mistral4Config): Table {
+  const t = new Table(hfTextPrefix(c), c.quantization?.weight_dtype ?? null);
+  const P = t.hfPrefix;
+  const [V, D, H, dt] = [c.vocab_size, c.hidden_size, c.num_attention_heads, c.dtype];
+  const [Q, C, dr] = [c.q_lora_rank, c.kv_lora_rank, c.qk_rope_head_dim];
+  const one = (hf: string, mistral: string, rows: number): Part[] => [{ hf, mistral, rows }];
+  t.plain("embed", [V, D], dt, "text", `${P}.embed_tokens.weight`, "tok_embeddings.weight");
+  for (let i = 0; i < c.num_hidden_layers; i++) {
+    const [h, m, n] = [`${P}.layers.${i}`, `layers.${i}`, `layers.${i}`];
+    const [ha, ma] = [`${h}.self_attn`, `${m}.attention`];
+    t.plain(`${n}.attn_norm`, [D], dt, "text", `${h}.input_layernorm.weight`, `${m}.attention_norm.weight`);
+    t.linear(`${n}.attn.wq_a`, D, dt, one(`${ha}.q_a_proj`, `${ma}.wq_a`, Q));
+    t.plain(`${n}.attn.q_norm`, [Q], dt, "text", `${ha}.q_a_layernorm.weight`, `${ma}.q_a_norm.weight`);
+    t.linear(`${n}.attn.wq_b`, Q, dt, one(`${ha}.q_b_proj`, `${ma}.wq_b`, H * (c.qk_nope_head_dim + dr)));
+    t.linear(`${n}.attn.wkv_a`, D, dt, one(`${ha}.kv_a_proj_with_mqa`, `${ma}.wkv_a_with_mqa`, C + dr));
+    t.plain(`${n}.attn.kv_norm`, [C], dt, "text", `${ha}.kv_a_layernorm.weight`, `${ma}.kv_a_norm.weight`);
+    t.linear(`${n}.attn.wkv_b`, C, dt, one(`${ha}.kv_b_proj`, `${ma}.wkv_b`, H * (c.qk_nope_head_dim + c.v_head_dim)));
+    t.linear(`${n}.attn.wo`, H * c.v_head_dim, dt, one(`${ha}.o_proj`, `${ma}.wo`, D));
+    t.plain(`${n}.ffn_norm`, [D], dt, "text", `${h}.post_attention_layernorm.weight`, `${m}.ffn_norm.weight`);
+    if (i < c.first_k_dense_replace) {
+      const I = c.intermediate_size;
+      t.linear(`${n}.mlp.gate_up`, D, dt, gateUp(`${h}.mlp`, `${m}.feed_forward`, I));
+      t.linear(`${n}.mlp.down`, I, dt, one(`${h}.mlp.down_proj`, `${m}.feed_forward.w2`, D));
+      continue;
+    }
+    t.plain(`${n}.moe.router`, [c.n_routed_experts, D], dt, "text", `${h}.mlp.gate.weight`, `${m}.gate.weight`);
+    t.experts(i, c);
+    if (c.n_shared_experts > 0) {
+      const S = c.n_shared_experts * c.moe_intermediate_size;
+      t.linear(`${n}.shared.gate_up`, D, dt, gateUp(`${h}.mlp.shared_experts`, `${m}.shared_experts`, S));
+      t.linear(`${n}.shared.down`, S, dt, one(`${h}.mlp.shared_experts.down_proj`, `${m}.shared_experts.w2`, D));
+    }
+  }
+  t.plain("norm", [D], dt, "text", `${P}.norm.weight`, "norm.weight");
+  if (!c.tie_word_embeddings) t.plain("lm_head", [V, D], dt, "text", "lm_head.weight", "output.weight");
+  if (c.vision_config) visionTable(t, c);
+  return t;
+}
+
+/** Pixtral encoder + Mistral 3 projector (bf16, never quantised; gate ‖ up fused like the text MLPs). */
+function visionTable(t: Table, c: Mistral4Config): void {
+  const v = c.vision_config!;
+  const [Hv, I, p, m, dt] = [v.hidden_size, v.intermediate_size, v.patch_size, v.spatial_merge_size, c.dtype];
+  const [hv, mv] = ["model.vision_tower", "vision_encoder"];
+  t.plain(
+    "vision.patch_conv",
+    [Hv, v.num_channels, p, p],
+    dt,
+    "vision",
+    `${hv}.patch_conv.weight`,
+    `${mv}.patch_conv.weight`,
+  );
+  t.plain("vision.ln_pre", [Hv], dt, "vision", `${hv}.ln_pre.weight`, `${mv}.ln_pre.weight`);
+  for (let i = 0; i < v.num_hidden_layers; i++) {
+    const [h, ms, n] = [`${hv}.transformer.layers.${i}`, `${mv}.transformer.layers.${i}`, `vision.layers.${i}`];
+    t.plain(`${n}.attn_norm`, [Hv], dt, "vision", `${h}.attention_norm.weight`, `${ms}.attention_norm.weight`);
+    for (const [w, hfw] of [["wq", "q_proj"], ["wk", "k_proj"], ["wv", "v_proj"], ["wo", "o_proj"]]) {
+      const e = t.plain(
+        `${n}.attn.${w}`,
+        [Hv, Hv],
+        dt,
+        "vision",
+        `${h}.attention.${hfw}.weight`,
+        `${ms}.attention.${w}.weight`,
+      );
+      // HF keeps q/k rows half-split for its rotate_half rope; the canonical (Mistral) layout is interleaved.
+      if (w === "wq" || w === "wk") e.hf[0].transform = { kind: "rope_unpermute", heads: v.num_attention_heads };
+    }
+    t.plain(`${n}.ffn_norm`, [Hv], dt, "vision", `${h}.ffn_norm.weight`, `${ms}.ffn_norm.weight`);
+    const gu = t.add(`${n}.ffn.gate_up`, [2 * I, Hv], dt, "vision", "weight");
+    gateUp(`${h}.feed_forward`, `${ms}.feed_forward`, I).forEach((part, j) => {
+      const place: LoadTransform = { kind: "place", offset: [j * I, 0] };
+      gu.hf.push(src(`${part.hf}.weight`, gu.canonical.name, [I, Hv], dt, place));
+      gu.mistral.push(src(`${part.mistral}.weight`, gu.canonical.name, [I, Hv], dt, place));
+    });
+    t.plain(
+      `${n}.ffn.down`,
+      [Hv, I],
+      dt,
+      "vision",
+      `${h}.feed_forward.down_proj.weight`,
+      `${ms}.feed_forward.w2.weight`,
+    );
+  }
+  const D = c.hidden_size;
+  const pm = "model.multi_modal_projector";
+  t.plain("projector.norm", [Hv], dt, "vision", `${pm}.norm.weight`, "pre_mm_projector_norm.weight");
+  t.plain(
+    "projector.patch_merger",
+    [Hv, Hv * m * m],
+    dt,
+    "vision",
+    `${pm}.patch_merger.merging_layer.weight`,
+    "patch_merger.merging_layer.weight",
+  );
+  for (const [n, hfn, mn, k] of [["linear_1", "linear_1", "w_in", Hv], ["linear_2", "linear_2", "w_out", D]] as const) {
+    t.plain(`projector.${n}`, [D, k], dt, "vision", `${pm}.${hfn}.weight`, `vision_language_adapter.${mn}.weight`);
+    if (v.multimodal_projector_bias) {
+      t.plain(`projector.${n}.bias`, [D], dt, "vision", `${pm}.${hfn}.bias`, `vision_language_adapter.${mn}.bias`);
+    }
+  }
+}
+
+/**
+ * Every canonical tensor of `config` (weights and, for quantised checkpoints, their scales).
+ *
+ * @example
+ * ```ts
+ * import { presetConfig } from "./mistral4_presets.ts";
+ * import { canonicalTensors, checkpointTensors, normalizeCheckpointName } from "./mistral4_weights.ts";
+ * const params = canonicalTensors(presetConfig("tiny")).filter((t) => t.kind === "weight");
+ * ```
+ */
+export function canonicalTensors(config: Mistral4Config): CanonicalTensor[] {
+  return buildTable(config).entries.map((e) => e.canonical);
+}
+
+/**
+ * The tensors a checkpoint of `layout` must contain for `config`, each with its canonical target and load-time
+ * transform. Activation scales are not listed (see `isIgnoredCheckpointTensor`).
+ *
+ * @example
+ * ```ts
+ * import { presetConfig } from "./mistral4_presets.ts";
+ * import { canonicalTensors, checkpointTensors, normalizeCheckpointName } from "./mistral4_weights.ts";
+ * const config = presetConfig("tiny");
+ * for (const t of checkpointTensors(config, "mistral")) console.log(t.checkpointName, "→", t.canonicalName);
+ * ```
+ */
+export function checkpointTensors(config: Mistral4Config, layout: CheckpointLayout): CheckpointTensor[] {
+  if (config.quantization?.weight_dtype === "nvfp4") {
+    // compressed-tensors names (weight_packed, weight_scale, weight_global_scale) are not mapped yet.
+    throw new Error("mistral4: NVFP4 checkpoints are not supported yet; use the FP8 or BF16 checkpoint");
+  }
+  return buildTable(config).entries.flatMap((e) => layout === "hf" ? e.hf : e.mistral);
+}
+
+/** Checkpoint name → tensor, for loaders; look names up through `normalizeCheckpointName`. */
+export function weightMap(config: Mistral4Config, layout: CheckpointLayout): Map<string, CheckpointTensor> {
+  return new Map(checkpointTensors(config, layout).map((t) => [t.checkpointName, t]));
+}
+
+/**
+ * Static activation scales and rope caches a weight-only engine skips (`activation_scale`, `qscale_act`,
+ * `*_proj_activation_scale`, `rotary_emb.inv_freq`).
+ */
+export function isIgnoredCheckpointTensor(name: string): boolean {
+  return /(activation_scale|\.qscale_act|rotary_emb\.inv_freq)$/.test(name);
+}
+
+/**
+ * Maps the prefix variants of HF checkpoints onto the names `checkpointTensors` lists: `language_model.model.*`,
+ * `model.language_model.*` and bare `model.*` text tensors, `language_model.lm_head`, and unprefixed
+ * `vision_tower.*` / `multi_modal_projector.*`. Mistral names pass through unchanged.
+ *
+ * @example
+ * ```ts
+ * import { presetConfig } from "./mistral4_presets.ts";
+ * import { canonicalTensors, checkpointTensors, normalizeCheckpointName } from "./mistral4_weights.ts";
+ * const config = presetConfig("tiny");
+ * normalizeCheckpointName(config, "hf", "language_model.model.norm.weight"); // "model.language_model.norm.weight"
+ * ```
+ */
+export function normalizeCheckpointName(config: Mistral4Config, layout: CheckpointLayout, name: string): string {
+  if (layout === "mistral") return name;
+  for (const part of ["vision_tower.", "multi_modal_projector."]) {
+    if (name.startsWith(part)) return `model.${name}`;
+    if (name.startsWith(`model.${part}`)) return name;
+  }
+  if (name.startsWith("language_model.lm_head.")) return name.slice("language_model.".length);
+  const prefix = hfTextPrefix(config);
+  for (const variant of ["language_model.model.", "model.language_model.", "model."]) {
+    if (name.startsWith(variant)) return `${prefix}.${name.slice(variant.length)}`;
+  }
+  return name;
+}

@@ -1,0 +1,70 @@
+/**
+ * `deno task inspect` — model inspection CLI: parameters, FLOPs, weight and cache bytes, per-layer table, graph.
+ *
+ * ```
+ * deno run --allow-read inspect.ts --model mistral-small-4 [--format text|json|dot] [--json] [--dtype f8e4m3]
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type DType, isDType } from "./graph/dtype.ts";
+import { decodeGraph, inspectModel, renderDot, renderJson, renderText } from "./graph/inspect.ts";
+import { resolveModel } from "./graph/models/mod.ts";
+
+const USAGE = `usage: inspect.ts [--model PRESET|DIR] [--format text|json|dot] [--json] [--dtype DTYPE] [--layers N]
+  --model   preset (tiny, demo, ms4-mini, mistral-small-4; default mistral-small-4) or a checkpoint directory
+  --format  text (default), json, or dot (Graphviz; --layers N layers drawn in full, default 1)
+  --json    same as --format json
+  --dtype   stored dtype of the text linears (f8e4m3, bf16, nvfp4, q8…) for the byte counts`;
+
+/** Runs the CLI on `args`; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let flags;
+  try {
+    flags = parseArgs({
+      args,
+      options: {
+        model: { type: "string", default: "mistral-small-4" },
+        format: { type: "string", default: "text" },
+        json: { type: "boolean", default: false },
+        dtype: { type: "string" },
+        layers: { type: "string", default: "1" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }).values;
+  } catch (e) {
+    console.error(`${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (flags.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const format = flags.json ? "json" : flags.format;
+  if (!["text", "json", "dot"].includes(format)) {
+    console.error(`--format must be text, json or dot, got "${format}"\n${USAGE}`);
+    return 2;
+  }
+  if (flags.dtype !== undefined && !isDType(flags.dtype)) {
+    console.error(`--dtype: unknown dtype "${flags.dtype}"\n${USAGE}`);
+    return 2;
+  }
+  const dtype = flags.dtype as DType | undefined;
+  try {
+    if (format === "dot") {
+      const graph = decodeGraph(await resolveModel(flags.model), { dtype });
+      console.log(renderDot(graph, { expandLayers: Number(flags.layers) }));
+      return 0;
+    }
+    const report = await inspectModel(flags.model, { dtype });
+    console.log(format === "json" ? renderJson(report) : renderText(report));
+    return 0;
+  } catch (e) {
+    console.error(`inspect: ${(e as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
