@@ -1,0 +1,150 @@
+/**
+ * A chat-completions request body → prompt ids and generation settings. The prompt comes from the built-in v15
+ * encoder (`chat/encode.ts`) or, with `--chat-template`, from the configured Jinja template (`chat/template.ts`).
+ *
+ * @module
+ */
+
+import { type ChatRequest, encodeChat } from "../chat/encode.ts";
+import { encodeRenderedPrompt, renderChatTemplate } from "../chat/template.ts";
+import type { ServerContext } from "./context.ts";
+import { badRequest } from "./errors.ts";
+import {
+  boolField,
+  type CommonParams,
+  commonParams,
+  intField,
+  MAX_TOP_LOGPROBS,
+  rejectUnsupported,
+  warnUnknownFields,
+} from "./params.ts";
+
+/** A checked chat request. */
+export interface ChatParams extends CommonParams {
+  promptIds: number[];
+  /** Image references from the prompt, for the vision encoder. */
+  images: unknown[];
+  /** Top-logprobs count (0 = chosen token only), or null when logprobs are off. */
+  logprobs: number | null;
+}
+
+/** Chat-only fields the server reads (see `params.ts` for the shared ones). */
+const CHAT_FIELDS = [
+  "messages",
+  "max_completion_tokens",
+  "top_logprobs",
+  "tools",
+  "tool_choice",
+  "parallel_tool_calls",
+  "reasoning_effort",
+  "response_format",
+  "modalities",
+];
+
+const CONSTRAINED = "requires constrained decoding, which is not available yet";
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** `auto` and `none` work by prompting; `required` and a named function would need constrained decoding. */
+function checkToolChoice(choice: unknown): "auto" | "none" {
+  if (choice === undefined || choice === null || choice === "auto") return "auto";
+  if (choice === "none") return "none";
+  if (choice === "required" || (isRecord(choice) && choice.type === "function")) {
+    throw badRequest(
+      `tool_choice ${JSON.stringify(choice)} ${CONSTRAINED}; use "auto" (the model decides) or "none".`,
+      "tool_choice",
+      "unsupported_value",
+    );
+  }
+  throw badRequest(
+    'tool_choice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}.',
+    "tool_choice",
+  );
+}
+
+/** Plain text is what the model writes anyway; JSON modes would need constrained decoding. */
+function checkResponseFormat(format: unknown): void {
+  if (format === undefined || format === null) return;
+  if (!isRecord(format) || typeof format.type !== "string") {
+    throw badRequest('response_format must be an object with a type, e.g. {"type": "text"}.', "response_format");
+  }
+  if (format.type === "text") return;
+  if (format.type === "json_object" || format.type === "json_schema") {
+    throw badRequest(`response_format ${format.type} ${CONSTRAINED}.`, "response_format", "unsupported_value");
+  }
+  throw badRequest(
+    `response_format type ${JSON.stringify(format.type)} is not supported; use "text".`,
+    "response_format.type",
+    "invalid_value",
+  );
+}
+
+function checkLogprobs(body: Record<string, unknown>): number | null {
+  const enabled = boolField(body, "logprobs", false);
+  const top = intField(body, "top_logprobs", 0, MAX_TOP_LOGPROBS);
+  if (top !== null && !enabled && top > 0) {
+    throw badRequest("top_logprobs needs logprobs set to true.", "top_logprobs");
+  }
+  return enabled ? top ?? 0 : null;
+}
+
+/** The prompt: the v15 encoder, or the configured template rendered and tokenized. */
+function buildPrompt(ctx: ServerContext, request: ChatRequest): { ids: number[]; images: unknown[] } {
+  if (ctx.chatTemplate === undefined) {
+    const encoded = encodeChat(ctx.tokenizer, request);
+    return { ids: encoded.ids, images: encoded.images };
+  }
+  // The template path has no validator of its own, so check the shape it will iterate over.
+  if (!Array.isArray(request.messages) || request.messages.length === 0 || !request.messages.every(isRecord)) {
+    throw badRequest("messages must be a non-empty list of message objects.", "messages", "invalid_value");
+  }
+  const tok = ctx.tokenizer;
+  const text = renderChatTemplate(ctx.chatTemplate, request, {
+    bosToken: tok.specialName(tok.bosId),
+    eosToken: tok.specialName(tok.eosId),
+    addGenerationPrompt: true,
+  });
+  return { ids: encodeRenderedPrompt(tok, text), images: [] };
+}
+
+/**
+ * Checks a chat-completions body and encodes its prompt.
+ *
+ * @example
+ * ```ts
+ * const p = chatParams(ctx, "chatcmpl-1", { messages: [{ role: "user", content: "Hi" }], max_tokens: 8 });
+ * // p.promptIds starts with <s>; p.maxTokens === 8
+ * ```
+ */
+export function chatParams(ctx: ServerContext, id: string, body: Record<string, unknown>): ChatParams {
+  rejectUnsupported(body, ["suffix", "best_of"]);
+  warnUnknownFields(ctx, id, body, CHAT_FIELDS);
+  if (body.parallel_tool_calls === false) {
+    ctx.logger.warn(`${id}: parallel_tool_calls=false is not enforced; the model may still make several calls`);
+  }
+  const common = commonParams(ctx, body);
+  checkResponseFormat(body.response_format);
+  const toolChoice = checkToolChoice(body.tool_choice);
+  const logprobs = checkLogprobs(body);
+  if (body.messages === undefined || body.messages === null) {
+    throw badRequest("messages is required: a non-empty list of messages.", "messages", "missing_required_parameter");
+  }
+  if (body.modalities !== undefined && body.modalities !== null) {
+    const m = body.modalities;
+    if (!Array.isArray(m) || m.some((x) => x !== "text")) {
+      throw badRequest('Only text output is supported: modalities must be ["text"].', "modalities");
+    }
+  }
+  const request: ChatRequest = {
+    messages: body.messages as ChatRequest["messages"],
+    // tool_choice "none": the model is not offered the tools, so it answers in text (the calls in the history stay).
+    tools: toolChoice === "none" ? null : body.tools as ChatRequest["tools"],
+    reasoning_effort: body.reasoning_effort as string | null | undefined,
+  };
+  const prompt = buildPrompt(ctx, request);
+  // With tool_choice "none" a call must never come back: the model stops if it starts one anyway.
+  const stopIds = toolChoice === "none" ? [...common.stopIds, ctx.tokenizer.specialId("[TOOL_CALLS]")] : common.stopIds;
+  return { ...common, stopIds, promptIds: prompt.ids, images: prompt.images, logprobs };
+}

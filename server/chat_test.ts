@@ -1,0 +1,462 @@
+import { assert, assertEquals, assertNotEquals } from "../tests/assert.ts";
+import { mulberry32 } from "../tests/fixtures.ts";
+import { callTools, MODEL, type OpenAI, say, startServer, thinkThenSay } from "./testing.ts";
+
+type Chunk = OpenAI.Chat.Completions.ChatCompletionChunk;
+
+const USER = [{ role: "user" as const, content: "What is the best book?" }];
+
+/** Folds streamed chunks per choice the way a client would. */
+function fold(chunks: Chunk[]) {
+  const out = new Map<
+    number,
+    {
+      content: string;
+      reasoning: string | null;
+      calls: { id: string; name: string; args: string }[];
+      finish: string | null;
+    }
+  >();
+  for (const c of chunks) {
+    for (const ch of c.choices) {
+      const s = out.get(ch.index) ?? { content: "", reasoning: null, calls: [], finish: null };
+      out.set(ch.index, s);
+      const d = ch.delta as typeof ch.delta & { reasoning?: string; reasoning_content?: string };
+      if (d.content) s.content += d.content;
+      if (d.reasoning !== undefined) {
+        assertEquals(d.reasoning_content, d.reasoning);
+        s.reasoning = (s.reasoning ?? "") + d.reasoning;
+      }
+      for (const tc of d.tool_calls ?? []) {
+        if (tc.id) s.calls[tc.index] = { id: tc.id, name: tc.function?.name ?? "", args: "" };
+        s.calls[tc.index].args += tc.function?.arguments ?? "";
+      }
+      if (ch.finish_reason) s.finish = ch.finish_reason;
+    }
+  }
+  return out;
+}
+
+Deno.test("chat: non-streamed answer through the openai client", async () => {
+  await using h = await startServer();
+  h.engine.script = say(h.tok, "Dune, by Frank Herbert.");
+  const res = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0 });
+  assert(res.id.startsWith("chatcmpl-"));
+  assertEquals(res.object, "chat.completion");
+  assertEquals(res.model, MODEL);
+  assertEquals(res.choices.length, 1);
+  assertEquals(res.choices[0].message.role, "assistant");
+  assertEquals(res.choices[0].message.content, "Dune, by Frank Herbert.");
+  assertEquals(res.choices[0].finish_reason, "stop");
+  const prompt = h.engine.requests[0].promptIds;
+  assertEquals(res.usage?.prompt_tokens, prompt.length);
+  // The ending </s> counts as generated, as vLLM counts it.
+  assertEquals(res.usage?.completion_tokens, say(h.tok, "Dune, by Frank Herbert.").length + 1);
+  assertEquals(res.usage?.total_tokens, res.usage!.prompt_tokens + res.usage!.completion_tokens);
+  assertEquals(res.usage?.prompt_tokens_details?.cached_tokens, 0);
+  assertEquals(
+    h.tok.decode(prompt, { specials: "keep" }),
+    '<s>[MODEL_SETTINGS]{"reasoning_effort": "none"}[/MODEL_SETTINGS][INST]What is the best book?[/INST]',
+  );
+});
+
+Deno.test("chat: streamed concatenation equals the non-streamed answer at temperature 0", async () => {
+  await using h = await startServer();
+  h.engine.script = say(h.tok, "Héllo wörld — ünïcode 🚀 and more text.\n\nSecond paragraph.");
+  const whole = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0 });
+  const stream = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0, stream: true });
+  const chunks: Chunk[] = [];
+  for await (const c of stream) chunks.push(c);
+  const folded = fold(chunks).get(0)!;
+  assertEquals(folded.content, whole.choices[0].message.content);
+  assertEquals(folded.finish, "stop");
+  assertEquals(new Set(chunks.map((c) => c.id)).size, 1);
+});
+
+Deno.test("chat: max_tokens cuts with finish_reason length", async () => {
+  await using h = await startServer();
+  h.engine.script = say(h.tok, "one two three four five six seven eight nine ten eleven twelve");
+  const res = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0, max_tokens: 3 });
+  assertEquals(res.choices[0].finish_reason, "length");
+  assertEquals(res.usage?.completion_tokens, 3);
+  const res2 = await h.client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    temperature: 0,
+    max_completion_tokens: 2,
+  });
+  assertEquals(res2.usage?.completion_tokens, 2);
+  assertEquals(h.engine.requests[1].maxTokens, 2);
+});
+
+Deno.test("chat: reasoning comes back as reasoning and reasoning_content, streamed and not", async () => {
+  await using h = await startServer();
+  h.engine.script = thinkThenSay(h.tok, "The user wants a book. Dune is a classic.", "Dune.");
+  const res = await h.client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    temperature: 0,
+    reasoning_effort: "high" as never,
+  });
+  const msg = res.choices[0].message as typeof res.choices[0]["message"] & {
+    reasoning?: string;
+    reasoning_content?: string;
+  };
+  assertEquals(msg.content, "Dune.");
+  assertEquals(msg.reasoning, "The user wants a book. Dune is a classic.");
+  assertEquals(msg.reasoning_content, msg.reasoning);
+  assert(h.tok.decode(h.engine.requests[0].promptIds, { specials: "keep" }).includes('"reasoning_effort": "high"'));
+
+  const stream = await h.client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    temperature: 0,
+    stream: true,
+    reasoning_effort: "high" as never,
+  });
+  const chunks: Chunk[] = [];
+  for await (const c of stream) chunks.push(c);
+  const folded = fold(chunks).get(0)!;
+  assertEquals(folded.reasoning, msg.reasoning);
+  assertEquals(folded.content, "Dune.");
+
+  // Without any [THINK] the fields are null.
+  h.engine.script = say(h.tok, "Plain.");
+  const plain = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0 });
+  assertEquals((plain.choices[0].message as unknown as Record<string, unknown>).reasoning, null);
+  assertEquals((plain.choices[0].message as unknown as Record<string, unknown>).reasoning_content, null);
+});
+
+Deno.test("chat: reasoning on input in either field reaches the prompt", async () => {
+  await using h = await startServer();
+  h.engine.script = say(h.tok, "ok");
+  for (const field of ["reasoning", "reasoning_content"]) {
+    await h.client.chat.completions.create({
+      model: MODEL,
+      temperature: 0,
+      messages: [
+        { role: "user", content: "Hi" },
+        { role: "assistant", content: "Hello", [field]: "greet back" } as never,
+        { role: "user", content: "Bye" },
+      ],
+    });
+  }
+  const [a, b] = h.engine.requests.map((r) => h.tok.decode(r.promptIds, { specials: "keep" }));
+  assertEquals(a, b);
+  assert(a.includes("[THINK]greet back[/THINK]Hello</s>"), a);
+});
+
+Deno.test("chat: tool calls round trip (parallel calls, streamed deltas, results in history)", async () => {
+  await using h = await startServer();
+  const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [{
+    type: "function",
+    function: {
+      name: "get_weather",
+      description: "Weather in a city",
+      parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+    },
+  }];
+  h.engine.script = [
+    ...say(h.tok, "Let me check."),
+    ...callTools(h.tok, [["get_weather", '{"city": "Paris"}'], ["get_weather", '{"city": "Rome"}']]),
+  ];
+  const messages: OpenAI.Chat.Completions.ChatCompletionMessageParam[] = [
+    { role: "user", content: "Weather in Paris and Rome?" },
+  ];
+  const res = await h.client.chat.completions.create({ model: MODEL, messages, tools, temperature: 0 });
+  const choice = res.choices[0];
+  assertEquals(choice.finish_reason, "tool_calls");
+  assertEquals(choice.message.content, "Let me check.");
+  const calls = choice.message.tool_calls!.map((c) =>
+    c as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall
+  );
+  assertEquals(calls.map((c) => [c.type, c.function.name, c.function.arguments]), [
+    ["function", "get_weather", '{"city": "Paris"}'],
+    ["function", "get_weather", '{"city": "Rome"}'],
+  ]);
+  for (const c of calls) assert(/^[A-Za-z0-9]{9}$/.test(c.id), c.id);
+  assert(h.tok.decode(h.engine.requests[0].promptIds, { specials: "keep" }).includes("[AVAILABLE_TOOLS]"));
+
+  // Streamed: the first delta of each call has index, id, type and name; arguments follow in pieces.
+  const stream = await h.client.chat.completions.create({
+    model: MODEL,
+    messages,
+    tools,
+    temperature: 0,
+    stream: true,
+  });
+  const chunks: Chunk[] = [];
+  for await (const c of stream) chunks.push(c);
+  const folded = fold(chunks).get(0)!;
+  assertEquals(folded.finish, "tool_calls");
+  assertEquals(folded.content, "Let me check.");
+  assertEquals(folded.calls.map((c) => [c.name, c.args]), [
+    ["get_weather", '{"city": "Paris"}'],
+    ["get_weather", '{"city": "Rome"}'],
+  ]);
+  const firsts = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? []).filter((t) => t.id !== undefined);
+  for (const t of firsts) assertEquals(t.type, "function");
+
+  // The calls and their results go back into the history.
+  h.engine.script = say(h.tok, "Sunny in both.");
+  const next = await h.client.chat.completions.create({
+    model: MODEL,
+    tools,
+    temperature: 0,
+    messages: [
+      ...messages,
+      choice.message as OpenAI.Chat.Completions.ChatCompletionMessageParam,
+      { role: "tool", tool_call_id: calls[1].id, content: "20C" },
+      { role: "tool", tool_call_id: calls[0].id, content: "18C" },
+    ],
+  });
+  assertEquals(next.choices[0].message.content, "Sunny in both.");
+  assertEquals(next.choices[0].finish_reason, "stop");
+  const prompt = h.tok.decode(h.engine.requests.at(-1)!.promptIds, { specials: "keep" });
+  assert(
+    prompt.endsWith(
+      'Let me check.[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}[TOOL_CALLS]get_weather[ARGS]{"city": "Rome"}' +
+        "</s>[TOOL_RESULTS]18C[/TOOL_RESULTS][TOOL_RESULTS]20C[/TOOL_RESULTS]",
+    ),
+    prompt,
+  );
+});
+
+Deno.test("chat: tool_choice none hides the tools; required and named functions are a clear 400", async () => {
+  await using h = await startServer();
+  const tools = [{ type: "function" as const, function: { name: "f", parameters: { type: "object" } } }];
+  h.engine.script = [...say(h.tok, "No tools."), ...callTools(h.tok, [["f", "{}"]])];
+  const res = await h.client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    tools,
+    tool_choice: "none",
+    temperature: 0,
+  });
+  assertEquals(res.choices[0].message.content, "No tools.");
+  assertEquals(res.choices[0].message.tool_calls, undefined);
+  assertEquals(res.choices[0].finish_reason, "stop");
+  assert(!h.tok.decode(h.engine.requests[0].promptIds, { specials: "keep" }).includes("[AVAILABLE_TOOLS]"));
+  for (const tool_choice of ["required", { type: "function", function: { name: "f" } }] as const) {
+    const r = await h.post("/v1/chat/completions", { model: MODEL, messages: USER, tools, tool_choice });
+    assertEquals(r.status, 400);
+    const body = await r.json();
+    assertEquals(body.error.param, "tool_choice");
+    assert(body.error.message.includes("requires constrained decoding, which is not available yet"));
+  }
+});
+
+Deno.test("chat: stop strings cut the output, also across streamed tokens", async () => {
+  await using h = await startServer();
+  const text = "Alpha beta. END gamma delta";
+  h.engine.script = say(h.tok, text);
+  for (const stop of [" END", ["zzz", "a. E"], "beta"]) {
+    const whole = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0, stop });
+    const first = (Array.isArray(stop) ? stop : [stop]).map((s) => text.indexOf(s)).filter((i) => i >= 0);
+    const expected = text.slice(0, Math.min(...first));
+    assertEquals(whole.choices[0].message.content, expected);
+    assertEquals(whole.choices[0].finish_reason, "stop");
+    assertEquals(
+      (whole.choices[0] as unknown as { stop_reason: string }).stop_reason,
+      text.slice(Math.min(...first)).startsWith(" END") ? " END" : Array.isArray(stop) ? "a. E" : stop,
+    );
+    const stream = await h.client.chat.completions.create({
+      model: MODEL,
+      messages: USER,
+      temperature: 0,
+      stop,
+      stream: true,
+    });
+    const chunks: Chunk[] = [];
+    for await (const c of stream) chunks.push(c);
+    // No chunk ever showed text past the cut.
+    assertEquals(fold(chunks).get(0)!.content, expected);
+  }
+  // A stop string that never completes holds nothing back at the end.
+  const res = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0, stop: "delta!" });
+  assertEquals(res.choices[0].message.content, text);
+});
+
+Deno.test("chat: stop token ids end the output", async () => {
+  await using h = await startServer();
+  const ids = say(h.tok, "one two three");
+  h.engine.script = ids;
+  const res = await h.post("/v1/chat/completions", {
+    model: MODEL,
+    messages: USER,
+    temperature: 0,
+    stop_token_ids: [ids[1]],
+  });
+  const body = await res.json();
+  assertEquals(body.choices[0].message.content, h.tok.decode([ids[0]]));
+  assertEquals(body.choices[0].finish_reason, "stop");
+  assertEquals(body.choices[0].stop_reason, ids[1]);
+});
+
+Deno.test("chat: seed gives the same sampled output; another seed differs", async () => {
+  await using h = await startServer({ engine: { vocab: Array.from({ length: 200 }, (_, i) => 1100 + i) } });
+  const ask = (seed: number) =>
+    h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0.8, seed, max_tokens: 12 });
+  const [a, b, c] = [await ask(42), await ask(42), await ask(7)];
+  assertEquals(a.choices[0].message.content, b.choices[0].message.content);
+  assertNotEquals(a.choices[0].message.content, c.choices[0].message.content);
+  assertEquals(h.engine.requests[0].sampling.seed, 42);
+  assertEquals(h.engine.requests[0].sampling.temperature, 0.8);
+});
+
+Deno.test("chat: n > 1 gives indexed choices, streamed interleaved", async () => {
+  await using h = await startServer({ engine: { vocab: Array.from({ length: 200 }, (_, i) => 1100 + i), delayMs: 1 } });
+  const res = await h.client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    n: 3,
+    seed: 5,
+    temperature: 1,
+    max_tokens: 6,
+  });
+  assertEquals(res.choices.map((c) => c.index), [0, 1, 2]);
+  assertEquals(res.usage?.completion_tokens, 18);
+  assertEquals(res.usage?.prompt_tokens, h.engine.requests[0].promptIds.length);
+  assertEquals(new Set(res.choices.map((c) => c.message.content)).size, 3);
+
+  const stream = await h.client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    n: 3,
+    seed: 5,
+    temperature: 1,
+    max_tokens: 6,
+    stream: true,
+  });
+  const chunks: Chunk[] = [];
+  for await (const c of stream) chunks.push(c);
+  const folded = fold(chunks);
+  for (let i = 0; i < 3; i++) {
+    assertEquals(folded.get(i)!.content, res.choices[i].message.content);
+    assertEquals(folded.get(i)!.finish, "length");
+  }
+  // Interleaved: choice indexes alternate rather than coming one choice after another.
+  const order = chunks.map((c) => c.choices[0].index);
+  const switches = order.filter((v, i) => i > 0 && v !== order[i - 1]).length;
+  assert(switches > 3, `chunks not interleaved: ${order}`);
+});
+
+Deno.test("chat: logprobs and top_logprobs in OpenAI's shape", async () => {
+  await using h = await startServer({ engine: { vocab: Array.from({ length: 50 }, (_, i) => 1100 + i) } });
+  h.engine.script = say(h.tok, "Dune is great");
+  const res = await h.client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    temperature: 0,
+    logprobs: true,
+    top_logprobs: 3,
+  });
+  const content = res.choices[0].logprobs!.content!;
+  assertEquals(content.length, say(h.tok, "Dune is great").length);
+  assertEquals(content.map((e) => e.token).join(""), res.choices[0].message.content);
+  for (const e of content) {
+    assert(e.logprob <= 0);
+    assertEquals(new TextDecoder().decode(new Uint8Array(e.bytes!)), e.token);
+    assertEquals(e.top_logprobs.length, 3);
+    assertEquals(e.top_logprobs[0].token, e.token);
+    for (let i = 1; i < 3; i++) assert(e.top_logprobs[i].logprob < e.top_logprobs[i - 1].logprob);
+  }
+  // logprobs without top_logprobs: the chosen token only.
+  const bare = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0, logprobs: true });
+  assertEquals(bare.choices[0].logprobs!.content![0].top_logprobs, []);
+  const none = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0 });
+  assertEquals(none.choices[0].logprobs, null);
+  const bad = await h.post("/v1/chat/completions", { messages: USER, logprobs: true, top_logprobs: 21 });
+  assertEquals(bad.status, 400);
+  assertEquals((await bad.json()).error.param, "top_logprobs");
+});
+
+Deno.test("chat: include_usage ends the stream with a usage chunk and empty choices", async () => {
+  await using h = await startServer();
+  h.engine.script = say(h.tok, "Short answer.");
+  const stream = await h.client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    temperature: 0,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  const chunks: Chunk[] = [];
+  for await (const c of stream) chunks.push(c);
+  const last = chunks.at(-1)!;
+  assertEquals(last.choices, []);
+  assertEquals(last.usage?.prompt_tokens, h.engine.requests[0].promptIds.length);
+  assertEquals(last.usage?.completion_tokens, say(h.tok, "Short answer.").length + 1);
+  for (const c of chunks.slice(0, -1)) assertEquals(c.usage, null);
+});
+
+Deno.test("chat: image_url content parts pass through to the encoder", async () => {
+  await using h = await startServer();
+  h.engine.script = say(h.tok, "A cat.");
+  const res = await h.client.chat.completions.create({
+    model: MODEL,
+    temperature: 0,
+    messages: [{
+      role: "user",
+      content: [
+        { type: "text", text: "What is this?" },
+        { type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } },
+      ],
+    }],
+  });
+  assertEquals(res.choices[0].message.content, "A cat.");
+  const req = h.engine.requests[0];
+  assertEquals(req.images, [{
+    index: req.promptIds.indexOf(h.tok.specialId("[IMG]")),
+    url: "data:image/png;base64,AAAA",
+  }]);
+});
+
+Deno.test("chat: --chat-template renders the prompt with the configured template", async () => {
+  const template = await Deno.readTextFile(
+    new URL("../../shared/fixtures/chat/templates/v15_image_think.jinja", import.meta.url),
+  );
+  await using h = await startServer({ server: { chatTemplate: template } });
+  await using ref = await startServer();
+  h.engine.script = ref.engine.script = say(h.tok, "Same.");
+  const messages = [{ role: "system" as const, content: "Be brief." }, ...USER];
+  const a = await h.client.chat.completions.create({ model: MODEL, messages, temperature: 0 });
+  await ref.client.chat.completions.create({ model: MODEL, messages, temperature: 0 });
+  assertEquals(a.choices[0].message.content, "Same.");
+  assertEquals(h.engine.requests[0].promptIds, ref.engine.requests[0].promptIds);
+});
+
+Deno.test("chat: streamed and whole agree on random outputs with reasoning, calls and stop strings", async () => {
+  await using h = await startServer();
+  const random = mulberry32(11);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)];
+  const words = ["Hello", " world", "\n", '{"a": 1}', " ", "get_x", "é", "🚀", "END", " lo"];
+  const controls = ["[THINK]", "[/THINK]", "[TOOL_CALLS]", "[ARGS]"].map((n) => h.tok.specialId(n));
+  const stopPool = ["lo w", "\n", "zz", "END", '": '];
+  for (let trial = 0; trial < 40; trial++) {
+    const script: number[] = [];
+    for (let i = 0; i < 12; i++) {
+      if (random() < 0.25) script.push(pick(controls));
+      else script.push(...h.tok.encode(pick(words)));
+    }
+    h.engine.script = script;
+    const stop = random() < 0.5 ? [pick(stopPool), pick(stopPool)] : undefined;
+    const request = { model: MODEL, messages: USER, temperature: 0, stop, max_tokens: 30 };
+    const whole = await h.client.chat.completions.create(request);
+    const stream = await h.client.chat.completions.create({ ...request, stream: true });
+    const chunks: Chunk[] = [];
+    for await (const c of stream) chunks.push(c);
+    const folded = fold(chunks).get(0)!;
+    const msg = whole.choices[0].message as typeof whole.choices[0]["message"] & { reasoning: string | null };
+    const label = `${h.tok.decode(script, { specials: "keep" })} stop=${JSON.stringify(stop)}`;
+    assertEquals(folded.content || null, msg.content, label);
+    assertEquals(folded.reasoning, msg.reasoning, label);
+    const calls = (msg.tool_calls ?? []) as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall[];
+    assertEquals(
+      folded.calls.map((c) => [c.name, c.args]),
+      calls.map((c) => [c.function.name, c.function.arguments]),
+      label,
+    );
+    assertEquals(folded.finish, whole.choices[0].finish_reason, label);
+  }
+});
