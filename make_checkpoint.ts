@@ -1,0 +1,95 @@
+/**
+ * `deno task make-checkpoint` — writes a random-weight checkpoint in the real HF or Mistral layout, for tests and
+ * demos without the real weights.
+ *
+ * ```
+ * deno run --allow-read --allow-write make_checkpoint.ts --model tiny --out /tmp/tiny [--dtype f8e4m3] [--seed 0]
+ *   [--layout hf|mistral] [--shard-mb 5000] [--force]
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { configFromSpec, makeCheckpoint } from "./runtime/weights/make_checkpoint.ts";
+import type { RandomDType } from "./runtime/weights/random.ts";
+
+const USAGE = `usage: make_checkpoint.ts --model PRESET|DIR|config.json|params.json --out DIR [--dtype f32|bf16|f8e4m3]
+    [--seed N] [--layout hf|mistral] [--shard-mb N] [--force]
+  --model     preset (tiny, demo, ms4-mini, mistral-small-4), a checkpoint directory, or a config file
+  --out       directory to write (created)
+  --dtype     stored dtype: f32, bf16, or f8e4m3 (FP8 text linears, the rest bf16); default the config's
+  --seed      seed of the random weights (default 0; the same seed gives the same weights as the preset)
+  --layout    hf (config.json + model-*.safetensors, default) or mistral (params.json + consolidated.safetensors)
+  --shard-mb  largest shard in MB (default 5000)
+  --force     replace checkpoint files already in --out`;
+
+function size(bytes: number): string {
+  return bytes < 1e6 ? `${(bytes / 1e3).toFixed(1)} kB` : `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+/** Runs the CLI on `args`; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  let flags;
+  try {
+    flags = parseArgs({
+      args,
+      options: {
+        model: { type: "string" },
+        out: { type: "string" },
+        dtype: { type: "string" },
+        seed: { type: "string", default: "0" },
+        layout: { type: "string", default: "hf" },
+        "shard-mb": { type: "string", default: "5000" },
+        force: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }).values;
+  } catch (e) {
+    console.error(`${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (flags.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const seed = Number(flags.seed), shardMb = Number(flags["shard-mb"]);
+  const bad = !flags.model || !flags.out
+    ? "--model and --out are required"
+    : flags.dtype !== undefined && !["f32", "bf16", "f8e4m3"].includes(flags.dtype)
+    ? `--dtype must be f32, bf16 or f8e4m3, got "${flags.dtype}"`
+    : flags.layout !== "hf" && flags.layout !== "mistral"
+    ? `--layout must be hf or mistral, got "${flags.layout}"`
+    : !Number.isSafeInteger(seed)
+    ? `--seed must be an integer, got "${flags.seed}"`
+    : !(shardMb > 0)
+    ? `--shard-mb must be a positive number, got "${flags["shard-mb"]}"`
+    : null;
+  if (bad) {
+    console.error(`${bad}\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const r = await makeCheckpoint({
+      config: await configFromSpec(flags.model!),
+      out: flags.out!,
+      dtype: flags.dtype as RandomDType | undefined,
+      seed,
+      layout: flags.layout as "hf" | "mistral",
+      maxShardBytes: shardMb * 1e6,
+      force: flags.force,
+    });
+    const dtype = r.config.quantization ? `${r.config.quantization.weight_dtype} + ${r.config.dtype}` : r.config.dtype;
+    console.log(
+      `wrote ${flags.model} (${dtype}, ${r.layout} layout, seed ${seed}) to ${flags.out}: ` +
+        `${r.params.toLocaleString("en-US")} parameters, ${size(r.totalBytes)}`,
+    );
+    for (const f of r.files) console.log(`  ${f.path}  ${size(f.bytes)}`);
+    return 0;
+  } catch (e) {
+    console.error(`make-checkpoint: ${(e as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
