@@ -1,12 +1,15 @@
 /**
- * `deno task serve` — the OpenAI-compatible server.
+ * `deno task serve` — the OpenAI-compatible server. Flags: `deno task serve --help`.
  *
- * The server is not built yet (issue 5); this entry says so instead of failing obscurely.
+ * @module
  */
+import { main } from "./server/cli.ts";
+
 if (import.meta.main) {
-  console.error(
-    "tramontane: the server is not built yet. The tokenizer, chat encoding and output parsing are available " +
-      "as a library through mod.ts; see README.md for what works today.",
-  );
-  Deno.exit(1);
+  try {
+    await main(Deno.args);
+  } catch (e) {
+    console.error(`tramontane: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
 }

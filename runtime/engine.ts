@@ -1,0 +1,301 @@
+/**
+ * The inference engine: continuous batching of many generations over one {@link Model}.
+ *
+ * One async loop runs the model one step at a time. Each step mixes decode tokens of running sequences with chunks
+ * of prompts being prefilled (the {@link Scheduler} decides under a token budget, admits queued requests as cache
+ * blocks allow, reuses cached prompt prefixes, and preempts by recompute when blocks run out). The step returns
+ * logits only for rows that sample; each is sampled on the host with its request's settings ({@link Sampler}) and
+ * delivered to that request's stream. The loop sleeps on a promise when there is no work: no timers, no spinning.
+ *
+ * @example
+ * ```ts
+ * import { loadModel } from "./model.ts";
+ * import { ModelEngine } from "./engine.ts";
+ * const model = await loadModel("tiny", { backend: "reference", quiet: true });
+ * const engine = await ModelEngine.create(model, { eosId: 2 });
+ * const sampling = { temperature: 0, topP: 1, topK: 0, minP: 0, presencePenalty: 0, frequencyPenalty: 0 };
+ * for await (const t of engine.generate({ promptIds: [1, 3, 1500], sampling, maxTokens: 8 })) console.log(t.id);
+ * await engine.close();
+ * model.dispose();
+ * ```
+ *
+ * @module
+ */
+
+import { setImmediate } from "node:timers/promises";
+import type { Engine, EngineStats, GenerateRequest, Generation } from "./engine_types.ts";
+import type { Model, StepInput } from "./model.ts";
+import { Sampler } from "./sampler.ts";
+import { type Chunk, Scheduler } from "./engine/scheduler.ts";
+import { Sequence } from "./engine/sequence.ts";
+import { TokenStream } from "./engine/stream.ts";
+
+/** Options of {@link ModelEngine.create}. */
+export interface ModelEngineOptions {
+  /** The end-of-sequence id (`</s>`): ends a sequence with `"eos"` and is not yielded. */
+  eosId: number;
+  /** Most sequences generating at once (default and upper bound: the model's `maxSeqs`). */
+  maxNumSeqs?: number;
+  /** Token budget of one step, decode tokens and prefill chunks together (default and bound: `maxTokens`). */
+  maxTokensPerStep?: number;
+  /** Reuse cached blocks of earlier prompts that share a prefix (default true). */
+  prefixCaching?: boolean;
+}
+
+/** {@link EngineStats} plus counters only this engine has. */
+export interface ModelEngineStats extends EngineStats {
+  /** Sequences preempted (blocks dropped, to be recomputed) since start. */
+  preemptions: number;
+  /** Steps run since start. */
+  steps: number;
+}
+
+/** Why a generation failed because the engine was closed under it. */
+export class EngineClosedError extends Error {
+  /** An error saying the engine has been closed. */
+  constructor() {
+    super("the engine was closed; no more tokens will be generated");
+    this.name = "EngineClosedError";
+  }
+}
+
+/**
+ * An {@link Engine} over a loaded {@link Model}. The model stays the caller's: {@link ModelEngine.close} stops the
+ * engine but does not dispose the model.
+ */
+export class ModelEngine implements Engine {
+  /** Context length: prompt plus generated tokens of one sequence. */
+  readonly maxModelLen: number;
+  readonly #model: Model;
+  readonly #eosId: number;
+  readonly #scheduler: Scheduler;
+  readonly #sampler: Sampler;
+  readonly #loop: Promise<void>;
+  #ready = false;
+  #closed = false;
+  #wakeUp: (() => void) | null = null;
+  #lastBatch = 0;
+  #tokensProcessed = 0;
+  #steps = 0;
+
+  private constructor(model: Model, options: ModelEngineOptions) {
+    const limits = model.limits;
+    const maxTokens = clamp(options.maxTokensPerStep ?? limits.maxTokens, 1, limits.maxTokens);
+    // Every running sequence must be able to decode in every step, so slots never exceed the token budget.
+    const maxNumSeqs = clamp(options.maxNumSeqs ?? limits.maxSeqs, 1, Math.min(limits.maxSeqs, maxTokens));
+    this.maxModelLen = limits.maxModelLen;
+    this.#model = model;
+    this.#eosId = options.eosId;
+    this.#scheduler = new Scheduler({
+      pool: model.pool,
+      maxNumSeqs,
+      maxTokens,
+      prefixCaching: options.prefixCaching ?? true,
+    });
+    this.#sampler = new Sampler(model.config.vocab_size);
+    this.#loop = this.#run();
+  }
+
+  /** Starts an engine over `model`; it is ready when this resolves. */
+  static create(model: Model, options: ModelEngineOptions): Promise<ModelEngine> {
+    const engine = new ModelEngine(model, options);
+    engine.#ready = true;
+    return Promise.resolve(engine);
+  }
+
+  /** True from creation until {@link ModelEngine.close}. */
+  get ready(): boolean {
+    return this.#ready && !this.#closed;
+  }
+
+  /** Starts one sequence; it is queued at once, whether or not the caller has started reading. */
+  generate(req: GenerateRequest): Generation {
+    // The callback may run during construction (an already-aborted signal), before the sequence exists.
+    const ref: { seq?: Sequence } = {};
+    const stream = new TokenStream(() => ref.seq && this.#cancel(ref.seq), req.signal);
+    const problem = this.#closed ? new EngineClosedError() : this.#validate(req);
+    if (problem) {
+      stream.fail(problem);
+      return stream;
+    }
+    const seq = ref.seq = new Sequence(req, stream, { maxModelLen: this.maxModelLen });
+    if (stream.closed) return stream; // aborted before it started
+    if (seq.maxGenerated === 0) {
+      stream.finish({ reason: "length" });
+      return stream;
+    }
+    this.#scheduler.add(seq);
+    this.#wake();
+    return stream;
+  }
+
+  /** Current load and counters. */
+  stats(): ModelEngineStats {
+    const pool = this.#model.pool;
+    return {
+      running: this.#scheduler.running.length,
+      waiting: this.#scheduler.waiting.length,
+      batchSize: this.#lastBatch,
+      cacheBlocksUsed: pool.usedBlocks,
+      cacheBlocksTotal: pool.numBlocks,
+      tokensProcessed: this.#tokensProcessed,
+      preemptions: this.#scheduler.preemptions,
+      steps: this.#steps,
+    };
+  }
+
+  /**
+   * Stops the loop: pending and running generations fail with {@link EngineClosedError} and their blocks are
+   * released. Resolves once a step in flight has finished and the loop has exited. Safe to call twice.
+   */
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      const s = this.#scheduler;
+      for (const seq of [...s.running, ...s.waiting]) this.#fail(seq, new EngineClosedError());
+      this.#wake();
+    }
+    await this.#loop;
+  }
+
+  /** {@link ModelEngine.close} without waiting for it. */
+  dispose(): void {
+    void this.close();
+  }
+
+  /** `await using` support. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #validate(req: GenerateRequest): Error | null {
+    const n = req.promptIds.length;
+    if (n === 0) return new RangeError("generate: the prompt is empty");
+    if (n > this.maxModelLen) {
+      return new RangeError(`generate: ${n} prompt tokens exceed maxModelLen ${this.maxModelLen}`);
+    }
+    const vocab = this.#model.config.vocab_size;
+    for (const id of req.promptIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+        return new RangeError(`generate: prompt id ${id} out of range`);
+      }
+    }
+    return null;
+  }
+
+  async #run(): Promise<void> {
+    const s = this.#scheduler;
+    while (!this.#closed) {
+      if (s.running.length === 0 && s.waiting.length === 0) {
+        await new Promise<void>((resolve) => this.#wakeUp = resolve);
+        continue;
+      }
+      try {
+        const { chunks, failed } = s.schedule();
+        for (const seq of failed) seq.stream.fail(this.#tooLong(seq));
+        if (chunks.length > 0) await this.#step(chunks);
+      } catch (e) {
+        // A bug rather than a request's fault: fail every sequence instead of leaving their streams hanging.
+        for (const seq of [...s.running, ...s.waiting]) this.#fail(seq, e);
+      }
+      // Let I/O (new requests, disconnects, consumers) in between steps, even when a step completes synchronously.
+      if (!this.#closed) await setImmediate();
+    }
+  }
+
+  #tooLong(seq: Sequence): RangeError {
+    const { numBlocks, blockSize } = this.#model.pool;
+    return new RangeError(
+      `generate: a sequence of ${seq.tokens.length} tokens and growing does not fit in the KV cache ` +
+        `(${numBlocks} blocks of ${blockSize} tokens); load the model with more cache blocks or a shorter maxModelLen`,
+    );
+  }
+
+  /** Runs one step over the planned chunks and hands out its tokens. */
+  async #step(chunks: Chunk[]): Promise<void> {
+    const input = stepInput(chunks);
+    let logits: Float32Array;
+    try {
+      logits = await this.#model.step(input);
+    } catch (e) {
+      for (const { seq } of chunks) this.#fail(seq, e);
+      return;
+    }
+    this.#steps++;
+    this.#lastBatch = chunks.length;
+    this.#tokensProcessed += input.ids.length;
+    this.#scheduler.commit(chunks);
+    const vocab = this.#model.config.vocab_size;
+    let row = 0;
+    for (const { seq, samples } of chunks) {
+      if (!samples) continue;
+      const r = row++;
+      // Removed during the step (cancelled, or the engine closed): its row is dropped.
+      if (seq.status !== "running") continue;
+      try {
+        this.#deliver(seq, logits.subarray(r * vocab, (r + 1) * vocab));
+      } catch (e) {
+        this.#fail(seq, e);
+      }
+    }
+  }
+
+  /** Samples a sequence's next token and delivers it, or ends the sequence. */
+  #deliver(seq: Sequence, row: Float32Array): void {
+    const token = this.#sampler.sample(row, seq.sampling);
+    if (token.id === this.#eosId) return this.#finish(seq, "eos");
+    if (seq.stopIds.has(token.id)) return this.#finish(seq, "stop", token.id);
+    seq.tokens.push(token.id);
+    seq.stream.push(token);
+    if (seq.generated >= seq.maxGenerated) this.#finish(seq, "length");
+  }
+
+  #finish(seq: Sequence, reason: "eos" | "stop" | "length", stopId?: number): void {
+    this.#scheduler.remove(seq);
+    seq.stream.finish(stopId === undefined ? { reason } : { reason, stopId });
+  }
+
+  #fail(seq: Sequence, error: unknown): void {
+    this.#scheduler.remove(seq);
+    seq.stream.fail(error);
+  }
+
+  /**
+   * The consumer ended the stream. Its blocks are released now even if a step using them is in flight: the pool is
+   * only bookkeeping, no block can be handed out again before that step ends (scheduling happens between steps),
+   * and the step's results for a removed sequence are dropped.
+   */
+  #cancel(seq: Sequence): void {
+    this.#scheduler.remove(seq);
+  }
+
+  #wake(): void {
+    const wakeUp = this.#wakeUp;
+    this.#wakeUp = null;
+    wakeUp?.();
+  }
+}
+
+/** The step's inputs: each chunk's tokens and positions, one block table per sequence, a logits row per sampler. */
+function stepInput(chunks: readonly Chunk[]): StepInput {
+  const ids: number[] = [], pos: number[] = [], seqIndex: number[] = [], logitRows: number[] = [];
+  const blockTables: number[][] = [];
+  for (const { seq, start, count, samples } of chunks) {
+    const s = blockTables.length;
+    // A copy: the table must not change under a step in flight if the sequence is cancelled meanwhile.
+    blockTables.push(seq.blocks!.blockTable.slice());
+    for (let j = start; j < start + count; j++) {
+      ids.push(seq.tokens[j]);
+      pos.push(j);
+      seqIndex.push(s);
+    }
+    if (samples) logitRows.push(ids.length - 1);
+  }
+  // A step must return at least one row; when only mid-prompt chunks run, one is computed and ignored.
+  if (logitRows.length === 0) logitRows.push(ids.length - 1);
+  return { ids, pos, seq: seqIndex, blockTables, logitRows };
+}
+
+function clamp(x: number, lo: number, hi: number): number {
+  return Math.min(Math.max(Math.floor(x), lo), hi);
+}

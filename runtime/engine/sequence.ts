@@ -1,0 +1,69 @@
+/**
+ * One request's state inside the engine: its token history, its place in the cache, its sampler state and the
+ * stream its consumer reads.
+ *
+ * @module
+ */
+
+import type { GenerateRequest } from "../engine_types.ts";
+import type { SequenceBlocks } from "../kv_cache.ts";
+import { SamplingState } from "../sampler.ts";
+import type { TokenStream } from "./stream.ts";
+
+/** Where a sequence is: queued for a slot, holding cache blocks, or gone. */
+export type SequenceStatus = "waiting" | "running" | "done";
+
+/**
+ * A sequence's whole history is `tokens` (prompt, then generated ids). The cache holds entries for the first
+ * `computed` of them; the rest are pending. Prefill and decode are the same thing: feed pending tokens, and sample
+ * once the last one is fed. So a sequence preempted by recompute just drops its blocks (`computed = 0`) and, when
+ * admitted again, prefills its prompt and output together, sampling the next new token at the end.
+ *
+ * @example
+ * ```ts
+ * const seq = new Sequence(req, stream, { maxModelLen: 4096 });
+ * seq.pending; // req.promptIds.length: nothing is cached yet
+ * ```
+ */
+export class Sequence {
+  /** Prompt then generated ids. */
+  readonly tokens: number[];
+  /** Length of the original prompt. */
+  readonly promptLen: number;
+  /** Most tokens this sequence may generate (`maxTokens`, or less where the context ends first). */
+  readonly maxGenerated: number;
+  /** Ids that end the sequence besides end-of-sequence. */
+  readonly stopIds: ReadonlySet<number>;
+  /** Penalty statistics and the seeded generator; kept across preemption. */
+  readonly sampling: SamplingState;
+  /** What the consumer reads. */
+  readonly stream: TokenStream;
+  /** Cache blocks while running; null while waiting or done. */
+  blocks: SequenceBlocks | null = null;
+  /** Tokens whose cache entries are written. */
+  computed = 0;
+  /** Queue state. */
+  status: SequenceStatus = "waiting";
+  /** Whether it was ever admitted (cached tokens are reported from the first admission only). */
+  admitted = false;
+
+  /** Wraps a validated request. */
+  constructor(req: GenerateRequest, stream: TokenStream, opts: { maxModelLen: number }) {
+    this.tokens = [...req.promptIds];
+    this.promptLen = req.promptIds.length;
+    this.maxGenerated = Math.max(0, Math.min(req.maxTokens, opts.maxModelLen - this.promptLen));
+    this.stopIds = new Set(req.stopIds ?? []);
+    this.sampling = new SamplingState(req.sampling, req.promptIds);
+    this.stream = stream;
+  }
+
+  /** Ids generated so far. */
+  get generated(): number {
+    return this.tokens.length - this.promptLen;
+  }
+
+  /** Tokens still to feed before the next sample. */
+  get pending(): number {
+    return this.tokens.length - this.computed;
+  }
+}
