@@ -40,3 +40,31 @@ export type {
 export { encodeRenderedPrompt, renderChatTemplate } from "./chat/template.ts";
 export type { RenderChatTemplateOptions } from "./chat/template.ts";
 export { InvalidRequestError } from "./chat/errors.ts";
+export { loadDemoTokenizer } from "./chat/demo_tokenizer.ts";
+export { loadModel, Model } from "./runtime/model.ts";
+export type { LoadModelOptions, ModelLimits, StepInput } from "./runtime/model.ts";
+export { ModelEngine } from "./runtime/engine.ts";
+export type { ModelEngineOptions, ModelEngineStats } from "./runtime/engine.ts";
+export type * from "./runtime/engine_types.ts";
+export { createServer, DEFAULT_SAMPLING } from "./server/server.ts";
+export type { ServeHandle, ServerOptions, TramontaneServer } from "./server/server.ts";
+export { GraphBuilder } from "./graph/builder.ts";
+export type { NodeOptions, Tensor } from "./graph/builder.ts";
+export type * from "./graph/ir.ts";
+export type { ConcreteType, Cost, OpDef, RefData, RefTensor } from "./ops/op.ts";
+export { presetConfig, presets } from "./graph/models/mistral4.ts";
+export type {
+  Mistral4Config,
+  Mistral4PresetName,
+  Mistral4Quantization,
+  Mistral4RopeScaling,
+  Mistral4VisionConfig,
+  SoftmaxScaleMode,
+} from "./graph/models/mistral4.ts";
+export { inspectModel, renderJson, renderText } from "./graph/inspect.ts";
+export type { InspectOptions, InspectReport, LayerRow, PlanSection } from "./graph/inspect.ts";
+export type * from "./runtime/backend.ts";
+export { BlockPool } from "./runtime/kv_cache.ts";
+export type { BlockPoolOptions, SequenceBlocks } from "./runtime/kv_cache.ts";
+export { Metrics } from "./server/metrics.ts";
+export type { Logger } from "./server/context.ts";

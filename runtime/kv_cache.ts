@@ -12,7 +12,9 @@
 
 /** Pool geometry. */
 export interface BlockPoolOptions {
+  /** Blocks in the pool (per layer: every layer uses the same table). */
   numBlocks: number;
+  /** Tokens per block. */
   blockSize: number;
 }
 
@@ -28,7 +30,9 @@ export interface BlockPoolOptions {
  * ```
  */
 export class BlockPool {
+  /** Blocks in the pool. */
   readonly numBlocks: number;
+  /** Tokens per block. */
   readonly blockSize: number;
   private readonly refs: Int32Array;
   private readonly hashOf: (string | null)[];
@@ -38,6 +42,7 @@ export class BlockPool {
   /** Free blocks that still hold a cached prefix, oldest first (Map keeps insertion order). */
   private readonly evictable = new Map<number, true>();
 
+  /** An empty pool. */
   constructor(opts: BlockPoolOptions) {
     if (!(opts.numBlocks > 0 && opts.blockSize > 0)) throw new Error("BlockPool: numBlocks and blockSize must be > 0");
     this.numBlocks = opts.numBlocks;
@@ -123,10 +128,12 @@ export class BlockPool {
     seq.numTokens = 0;
   }
 
+  /** Adds a reference to a block, taking it off the evictable list. */
   private retain(block: number): void {
     if (this.refs[block]++ === 0) this.evictable.delete(block);
   }
 
+  /** Hands out a block: an empty one first, else the least recently freed cached one. */
   private take(): number {
     let block = this.empty.pop();
     if (block === undefined) {
@@ -143,7 +150,9 @@ export class BlockPool {
 
 /** Per-sequence cache state. `blockTable[i]` holds tokens `[i·blockSize, (i+1)·blockSize)`. */
 export interface SequenceBlocks {
+  /** Blocks holding the sequence's tokens, in order. */
   blockTable: number[];
+  /** Tokens whose cache entries are written. */
   numTokens: number;
   /** Chain hashes of the sequence's full blocks, in order. */
   hashes: string[];

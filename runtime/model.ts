@@ -74,12 +74,19 @@ export interface StepInput {
 
 /** Resolved geometry of the compiled step. */
 export interface ModelLimits {
+  /** Longest sequence (prompt plus output). */
   maxModelLen: number;
+  /** Tokens per step (`T` max). */
   maxTokens: number;
+  /** Sequences per step (`S` max). */
   maxSeqs: number;
+  /** Logit rows per step (`R` max). */
   maxRows: number;
+  /** Tokens per cache block. */
   blockSize: number;
+  /** Cache blocks per layer. */
   numBlocks: number;
+  /** Block-table columns: `ceil(maxModelLen / blockSize)`. */
   maxBlocksPerSeq: number;
 }
 
