@@ -1,0 +1,237 @@
+import { assertEquals, assertRejects } from "../tests/assert.ts";
+import { mulberry32 } from "../tests/fixtures.ts";
+import { GraphBuilder } from "../graph/builder.ts";
+import { sym } from "../graph/ir.ts";
+import { add } from "../ops/add.ts";
+import { rmsNorm } from "../ops/rms_norm.ts";
+import { assertClose } from "../ops/testing.ts";
+import { type Backend, storageBytes } from "./backend.ts";
+import { createNullBackend, type NullBackend } from "./backends/null.ts";
+import { referenceBackend } from "./backends/reference.ts";
+import { runGraph } from "./execute.ts";
+import { PlanExecutor, Residency, type RunOptions } from "./plan_executor.ts";
+import { schedule } from "./schedule.ts";
+import { chain, impersonate, mlaLayer, residualLm, residualLmWeights } from "./schedule/testing.ts";
+
+function lmStep(rand: () => number, t: number, r: number): RunOptions {
+  const ids = Int32Array.from({ length: t }, () => Math.floor(rand() * 16));
+  const rows = Int32Array.from({ length: r }, () => Math.floor(rand() * t));
+  return { inputs: { ids, rows } };
+}
+
+Deno.test("plan executor: a graph split across two backends ≡ runGraph on one, for every T", async () => {
+  const rand = mulberry32(3);
+  const graph = residualLm();
+  const weights = residualLmWeights(rand);
+  const ref = await referenceBackend.create();
+  const gpu = impersonate(await referenceBackend.create(), "gpu", ["matmul"]);
+  const plan = schedule(graph, [gpu, ref]);
+  assertEquals(plan.segments.map((s) => s.backend), ["reference", "gpu", "reference", "gpu", "reference"]);
+  assertEquals(plan.copies.length, 4);
+  const ex = await PlanExecutor.create(graph, plan, [gpu, ref], { weights });
+  for (const [t, r] of [[3, 2], [16, 4], [1, 1], [9, 3]]) {
+    const step = lmStep(rand, t, r);
+    const split = await ex.run(step);
+    const whole = await runGraph(graph, ref, { weights, ...step });
+    assertEquals(split.logits.length, r * 12);
+    assertClose(split.logits, whole.logits, 0, `T=${t}`);
+  }
+  ex.dispose();
+  gpu.dispose();
+  ref.dispose();
+});
+
+Deno.test("plan executor: weights from a loader, once per backend holding them, in its storage dtype", async () => {
+  const graph = residualLm();
+  const weights = residualLmWeights(mulberry32(4));
+  const ref = await referenceBackend.create();
+  const gpu = impersonate(await referenceBackend.create(), "gpu", ["rms_norm", "matmul", "add", "gather_rows"]);
+  // embed lives on the gpu, which cannot run the embedding: the cpu side gets a replica.
+  const plan = schedule(graph, [gpu, ref], { weightPlacement: (w) => w.name === "embed" ? "gpu" : undefined });
+  const calls: string[] = [];
+  const ex = await PlanExecutor.create(graph, plan, [gpu, ref], {
+    weights: (w, storage, backend) => {
+      calls.push(`${w.name}@${backend.name}:${storage}`);
+      return weights.get(w.name)!;
+    },
+  });
+  assertEquals(calls.sort(), [
+    "embed@gpu:f32",
+    "embed@reference:f32",
+    "head@gpu:f32",
+    "norm1@gpu:f32",
+    "norm2@gpu:f32",
+    "wq@gpu:f32",
+  ]);
+  const step = lmStep(mulberry32(5), 5, 2);
+  assertClose((await ex.run(step)).logits, (await runGraph(graph, ref, { weights, ...step })).logits, 0);
+  ex.dispose();
+  ref.dispose();
+});
+
+/** Inputs of `mlaLayer` for tokens [from, to) of one sequence. */
+function mlaStep(
+  data: { q: Float32Array; ckv: Float32Array; kpe: Float32Array },
+  from: number,
+  to: number,
+  peek = false,
+) {
+  const inputs: Record<string, ArrayBufferView> = {
+    q_in: data.q.subarray(from * 12, to * 12),
+    ckv: data.ckv.subarray(from * 4, to * 4),
+    kpe: data.kpe.subarray(from * 2, to * 2),
+    seq: new Int32Array(to - from),
+    pos: Int32Array.from({ length: to - from }, (_, i) => from + i),
+    block_table: new Int32Array([2, 0]),
+  };
+  if (peek) inputs.zero = new Float32Array(96);
+  return { inputs };
+}
+
+function mlaData(seed: number, n: number) {
+  const rand = mulberry32(seed);
+  const f = (k: number) => Float32Array.from({ length: k }, () => rand() * 2 - 1);
+  return {
+    data: { q: f(n * 12), ckv: f(n * 4), kpe: f(n * 2) },
+    weights: new Map([["wq", f(144)], ["wkvb", f(56)]]),
+  };
+}
+
+Deno.test("plan executor: state stays resident across runs; state copies see each in-place write", async () => {
+  const { data, weights } = mlaData(6, 6);
+  const ref = await referenceBackend.create();
+  const full = await runGraph(mlaLayer(), ref, { weights, ...mlaStep(data, 0, 6) });
+
+  const graph = mlaLayer({ peek: true });
+  const gpu = impersonate(await referenceBackend.create(), "gpu", ["matmul", "reshape", "add"]);
+  const plan = schedule(graph, [gpu, ref]);
+  assertEquals(plan.state[0].backend, "reference");
+  assertEquals(plan.copies.filter((c) => c.name === "cache").length, 2);
+  const ex = await PlanExecutor.create(graph, plan, [gpu, ref], { weights });
+  const prefill = await ex.run(mlaStep(data, 0, 4, true));
+  assertClose(prefill.out, full.out.subarray(0, 4 * 6), 1e-5);
+  assertEquals(prefill.before, new Float32Array(96)); // the cache was zero before the first write
+  const cacheAfterPrefill = await ex.readState("cache");
+  assertClose(prefill.after, cacheAfterPrefill, 0);
+  const d1 = await ex.run(mlaStep(data, 4, 5, true));
+  assertClose(d1.out, full.out.subarray(4 * 6, 5 * 6), 1e-5);
+  assertClose(d1.before, cacheAfterPrefill, 0);
+  assertClose(d1.after, await ex.readState("cache"), 0);
+  // writeState restores a cache: rewinding to the prefill state makes the decode step repeat exactly.
+  ex.writeState("cache", cacheAfterPrefill);
+  assertClose((await ex.run(mlaStep(data, 4, 5, true))).out, d1.out, 0);
+  ex.dispose();
+  ref.dispose();
+});
+
+Deno.test("plan executor: prefill and decode buckets share weights and cache through a Residency", async () => {
+  const { data, weights } = mlaData(8, 6);
+  const ref = await referenceBackend.create();
+  const full = await runGraph(mlaLayer(), ref, { weights, ...mlaStep(data, 0, 6) });
+  const residency = new Residency();
+  const prefillGraph = mlaLayer({ maxT: 16 }), decodeGraph = mlaLayer({ maxT: 1 });
+  let loads = 0;
+  const loader = (w: { name: string }) => (loads++, weights.get(w.name)!);
+  const prefill = await PlanExecutor.create(prefillGraph, schedule(prefillGraph, [ref]), [ref], {
+    weights: loader,
+    residency,
+  });
+  const decode = await PlanExecutor.create(decodeGraph, schedule(decodeGraph, [ref]), [ref], {
+    weights: loader,
+    residency,
+  });
+  assertEquals(loads, 2); // wq and wkvb, uploaded once for both buckets
+  await prefill.run(mlaStep(data, 0, 5));
+  const last = await decode.run(mlaStep(data, 5, 6));
+  assertClose(last.out, full.out.subarray(5 * 6), 1e-5);
+  await assertRejects(() => decode.run(mlaStep(data, 0, 2)), Error, "T = 2 outside 0..1");
+  prefill.dispose();
+  decode.dispose();
+  residency.dispose();
+  ref.dispose();
+});
+
+Deno.test("plan executor: prepared once, allocated once; runs with any T only bind and run", async () => {
+  const graph = residualLm();
+  const gpu = createNullBackend({ name: "gpu", ops: ["matmul"] });
+  const cpu = createNullBackend({ name: "cpu" });
+  const plan = schedule(graph, [gpu, cpu]);
+  // The null backends hold bf16 as is: the loader hands over bytes of the stored size.
+  const ex = await PlanExecutor.create(graph, plan, [gpu, cpu], {
+    weights: (w, _storage, b) => new Uint8Array(storageBytes(b.caps, w.shape, w.dtype)),
+  });
+  const count = (b: NullBackend, method: string) => b.calls.filter((c) => c.method === method).length;
+  const prepares = [count(gpu, "prepare"), count(cpu, "prepare")];
+  assertEquals(prepares, [2, 3]);
+  const allocs = [count(gpu, "alloc"), count(cpu, "alloc")];
+  const rand = mulberry32(2);
+  const ts = [1, 7, 16, 2, 5, 1, 12, 3];
+  for (const t of ts) await ex.run(lmStep(rand, t, 1));
+  assertEquals([count(gpu, "prepare"), count(cpu, "prepare")], prepares);
+  assertEquals([count(gpu, "alloc"), count(cpu, "alloc")], allocs);
+  assertEquals(count(gpu, "run"), 2 * ts.length);
+  const runs = cpu.calls.filter((c) => c.method === "run");
+  assertEquals(runs.filter((_, i) => i % 3 === 0).map((c) => c.method === "run" && c.vars.T), ts);
+  // Copies move only this step's rows: norm1 [T, 8] f32 is read from the cpu as 32·T bytes.
+  const reads = cpu.calls.filter((c) => c.method === "read" && c.offset === plan.copies[0].src.offset);
+  assertEquals(reads.map((c) => c.method === "read" && c.bytes), ts.map((t) => 32 * t));
+  ex.dispose();
+  assertEquals(count(gpu, "free"), count(gpu, "alloc"));
+  assertEquals(count(cpu, "free"), count(cpu, "alloc"));
+});
+
+Deno.test("plan executor: errors say what is wrong", async () => {
+  const graph = chain(2);
+  const ref = await referenceBackend.create();
+  const plan = schedule(graph, [ref]);
+  const other: Backend = createNullBackend({ name: "other" });
+  await assertRejects(
+    () => PlanExecutor.create(graph, plan, [other], { weights: new Map() }),
+    Error,
+    "plan needs backends reference",
+  );
+  await assertRejects(
+    () => PlanExecutor.create(graph, plan, [ref], { weights: new Map() }),
+    Error,
+    "missing weights: w",
+  );
+  await assertRejects(
+    () => PlanExecutor.create(graph, plan, [ref], { weights: new Map([["w", new Float32Array(3)]]) }),
+    Error,
+    "weight w: 12 B given, 1024 B expected as f32 on reference",
+  );
+  const ex = await PlanExecutor.create(graph, plan, [ref], {
+    weights: new Map([["w", new Float32Array(256).fill(1)]]),
+  });
+  await assertRejects(() => ex.run({ inputs: {} }), Error, "missing input x");
+  await assertRejects(
+    () => ex.run({ inputs: { x: new Float32Array(256) }, vars: { T: 2 } }),
+    Error,
+    "1024 B given, 2048 B expected",
+  );
+  await assertRejects(() => ex.run({ inputs: { x: new Float32Array(9 * 256) } }), Error, "T = 9 outside 0..8");
+  assertClose((await ex.run({ inputs: { x: new Float32Array(512).fill(2) } })).y, new Float32Array(512).fill(1), 1e-6);
+  ex.dispose();
+  ref.dispose();
+});
+
+Deno.test("plan executor: a copy between backends storing a dtype differently converts it (bf16 → f32)", async () => {
+  const g = new GraphBuilder();
+  const x = g.input("x", [sym("T", 4), 8], "bf16");
+  const y = g.name(add(g, x, x), "y"); // bf16 on the gpu
+  g.output("z", g.name(rmsNorm(g, y, g.weight("w", [8], "f32"), { eps: 1e-6 }), "z"));
+  const graph = g.build();
+  const gpu = createNullBackend({ name: "gpu", ops: ["add"] });
+  const cpu = createNullBackend({ name: "cpu", caps: { dtypes: ["f32", "i32"], promote: { bf16: "f32" } } });
+  const plan = schedule(graph, [gpu, cpu]);
+  assertEquals(plan.copies.map((c) => [c.name, c.fromDType, c.toDType, c.bytes]), [["y", "bf16", "f32", 64]]);
+  const ex = await PlanExecutor.create(graph, plan, [gpu, cpu], {
+    weights: (w, _storage, b) => new Uint8Array(storageBytes(b.caps, w.shape, w.dtype)),
+  });
+  const [gpuBefore, cpuBefore] = [gpu.calls.length, cpu.calls.length]; // after weight uploads
+  await ex.run({ inputs: { x: new Uint16Array(3 * 8) } });
+  const reads = gpu.calls.slice(gpuBefore).flatMap((c) => c.method === "read" ? [c.bytes] : []);
+  const writes = cpu.calls.slice(cpuBefore).flatMap((c) => c.method === "write" ? [c.bytes] : []);
+  assertEquals([reads, writes], [[3 * 8 * 2], [3 * 8 * 4]]);
+  ex.dispose();
+});

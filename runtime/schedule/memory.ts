@@ -1,0 +1,52 @@
+/**
+ * Pass 6: liveness and memory plan. Live ranges come from pass 4's timeline (a slot lives from the step that
+ * writes it to the last step that reads it); each backend gets one arena holding its intermediates and incoming
+ * copies, packed by `planArena` with offsets aligned to `caps.alignment`. Inputs, outputs, state and weights keep
+ * buffers of their own, counted separately. A plan needing more than `caps.memoryBytes` is an error here, before
+ * anything is allocated.
+ *
+ * @module
+ */
+
+import { alignUp } from "../backend.ts";
+import { planArena } from "../memory_plan.ts";
+import type { Context } from "./context.ts";
+import { type BackendMemory, ScheduleError } from "./plan.ts";
+import type { Split } from "./split.ts";
+
+/** Pass 6: sets every arena slot's offset; returns each backend's memory. */
+export function planMemory(ctx: Context, split: Split): Record<string, BackendMemory> {
+  const perBackend: Record<string, BackendMemory> = {};
+  for (const backend of ctx.backends) {
+    const { alignment, memoryBytes } = backend.caps;
+    const mine = split.slots.filter((s) => s.backend === backend.name);
+    const arena = mine.filter((s) => s.in === "arena");
+    const { offsets, arenaBytes } = planArena(arena, alignment);
+    arena.forEach((s, i) => s.offset = offsets[i]);
+    const sum = (residences: string[]) =>
+      mine.filter((s) => residences.includes(s.in)).reduce((n, s) => n + alignUp(s.bytes, alignment), 0);
+    const memory: BackendMemory = {
+      arenaBytes,
+      unsharedBytes: sum(["arena"]),
+      weightBytes: sum(["weight"]),
+      stateBytes: sum(["state"]),
+      ioBytes: sum(["input", "output"]),
+      allocations: arena.map((s) => ({
+        tensor: s.tensor,
+        offset: s.offset,
+        bytes: s.bytes,
+        first: s.first,
+        last: s.last,
+      })),
+    };
+    const total = memory.arenaBytes + memory.weightBytes + memory.stateBytes + memory.ioBytes;
+    if (total > memoryBytes) {
+      throw new ScheduleError(
+        `plan needs ${total} B on ${backend.name} (weights ${memory.weightBytes}, state ${memory.stateBytes}, ` +
+          `arena ${memory.arenaBytes}, io ${memory.ioBytes}) but it has ${memoryBytes} B`,
+      );
+    }
+    perBackend[backend.name] = memory;
+  }
+  return perBackend;
+}

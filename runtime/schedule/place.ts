@@ -1,0 +1,144 @@
+/**
+ * Passes 1–3: where weights live, where each op runs by preference and weight location, and which ops fall back
+ * to another backend than the one asked for (reported, or an error under `strict`).
+ *
+ * "Asked for" is the first backend of the list, or the backend a weight was pinned to by `weightPlacement`;
+ * anything running elsewhere is a fallback, with the reason.
+ *
+ * @module
+ */
+
+import { BITS_PER_ELEMENT } from "../../graph/dtype.ts";
+import { maxShape, type Node, numel, type WeightDecl } from "../../graph/ir.ts";
+import { type Backend, canStore, storageBytes } from "../backend.ts";
+import { type Context, describeNode } from "./context.ts";
+import { type Fallback, ScheduleError } from "./plan.ts";
+
+/** Where a weight lives: its home backend; `pinned` when `weightPlacement` chose it; `why` when not the first. */
+export type WeightHome = { backend: string; pinned: boolean; why?: string };
+
+/**
+ * Pass 1: each weight goes to the first backend that can store its dtype, supports every op reading it and still
+ * has room (`caps.memoryBytes`, counting weights only: the arena is not known yet). Failing that, the first that
+ * can store it and supports some consumer; then the first that can store it at all. `weightPlacement` overrides.
+ */
+export function placeWeights(ctx: Context): Map<number, WeightHome> {
+  const homes = new Map<number, WeightHome>();
+  const used = new Map<string, number>(ctx.backends.map((b) => [b.name, 0]));
+  const fits = (b: Backend, w: WeightDecl) =>
+    used.get(b.name)! + storageBytes(b.caps, w.shape, w.dtype) <= b.caps.memoryBytes;
+  for (const w of ctx.graph.weights) {
+    const consumers = ctx.consumers.get(w.id) ?? [];
+    const storable = ctx.backends.filter((b) => canStore(b.caps, w.dtype));
+    const pinned = ctx.options.weightPlacement?.(w, consumers);
+    let chosen: Backend | undefined;
+    if (pinned !== undefined) {
+      chosen = ctx.byName.get(pinned);
+      if (!chosen) throw new ScheduleError(`weightPlacement put ${w.name} on ${pinned}, not one of ${names(ctx)}`);
+      if (!canStore(chosen.caps, w.dtype)) {
+        throw new ScheduleError(`weightPlacement put ${w.name} on ${pinned}, which cannot store ${w.dtype}`);
+      }
+    } else {
+      chosen = storable.find((b) => fits(b, w) && consumers.every((n) => ctx.supports(b, n))) ??
+        storable.find((b) => fits(b, w) && consumers.some((n) => ctx.supports(b, n))) ??
+        storable.find((b) => fits(b, w));
+    }
+    if (!chosen) {
+      const why = storable.length ? "none has room left" : `none can store ${w.dtype}`;
+      throw new ScheduleError(`weight ${w.name}: no backend can hold it (${names(ctx)}: ${why})`);
+    }
+    const home: WeightHome = { backend: chosen.name, pinned: pinned !== undefined };
+    const first = ctx.backends[0];
+    if (!home.pinned && chosen !== first) {
+      home.why = !canStore(first.caps, w.dtype)
+        ? `${first.name} cannot store ${w.dtype}`
+        : !fits(first, w)
+        ? `${first.name} has no room left for it`
+        : `${first.name} does not support every op reading it`;
+    }
+    homes.set(w.id, home);
+    used.set(chosen.name, used.get(chosen.name)! + storageBytes(chosen.caps, w.shape, w.dtype));
+  }
+  return homes;
+}
+
+/** An op's backend after pass 2, and the backend it was asked to run on. */
+export type OpPlace = { backend: string; wanted: string; weight?: number };
+
+/**
+ * Pass 2: an op reading weights goes where its weights are (the largest, when they are spread), so weights never
+ * move per step; any other op goes to the first backend. Support is checked in pass 3.
+ */
+export function placeOps(ctx: Context, weightHomes: ReadonlyMap<number, WeightHome>): Map<number, OpPlace> {
+  const places = new Map<number, OpPlace>();
+  const first = ctx.backends[0].name;
+  for (const node of ctx.graph.nodes) {
+    let weight: number | undefined, bits = -1;
+    for (const i of node.inputs) {
+      const t = ctx.table[i];
+      if (t.kind !== "weight") continue;
+      const b = numel(maxShape(t.shape)) * BITS_PER_ELEMENT[t.dtype];
+      if (b > bits) [weight, bits] = [i, b];
+    }
+    if (weight === undefined) {
+      places.set(node.id, { backend: first, wanted: first });
+      continue;
+    }
+    const home = weightHomes.get(weight)!;
+    places.set(node.id, { backend: home.backend, wanted: home.pinned ? home.backend : first, weight });
+  }
+  return places;
+}
+
+/**
+ * Pass 3: an op its backend does not support moves to the first backend (in preference order) that does. Every
+ * op not on the backend it was asked for is reported with the reason; `strict` makes that an error naming all of
+ * them. Returns node id → backend name, and the fallbacks.
+ */
+export function fallBack(
+  ctx: Context,
+  places: ReadonlyMap<number, OpPlace>,
+  weightHomes: ReadonlyMap<number, WeightHome>,
+): { placement: Map<number, string>; fallbacks: Fallback[] } {
+  const placement = new Map<number, string>();
+  const fallbacks: Fallback[] = [];
+  const unsupported: Node[] = [];
+  for (const node of ctx.graph.nodes) {
+    const place = places.get(node.id)!;
+    const backend = ctx.supports(ctx.byName.get(place.backend)!, node)
+      ? ctx.byName.get(place.backend)
+      : ctx.backends.find((b) => ctx.supports(b, node));
+    if (!backend) {
+      unsupported.push(node);
+      continue;
+    }
+    placement.set(node.id, backend.name);
+    if (backend.name === place.wanted) continue;
+    let reason: string;
+    if (!ctx.supports(ctx.byName.get(place.wanted)!, node)) {
+      reason = `${place.wanted} does not support ${node.op}(${node.inputs.map((i) => ctx.table[i].dtype).join(", ")})`;
+    } else {
+      const w = place.weight!;
+      reason = `its weight ${ctx.table[w].name} is on ${place.backend}: ${weightHomes.get(w)!.why}`;
+    }
+    fallbacks.push({ node: node.id, name: node.name, op: node.op, from: place.wanted, to: backend.name, reason });
+  }
+  if (unsupported.length) {
+    throw new ScheduleError(
+      `no backend (${names(ctx)}) supports ${unsupported.map(describeNode).join("; ")}`,
+      unsupported.map((n) => n.id),
+    );
+  }
+  if (ctx.options.strict && fallbacks.length) {
+    const list = fallbacks.map((f) => `${f.op} "${f.name}" (#${f.node}) ${f.from} → ${f.to}: ${f.reason}`);
+    throw new ScheduleError(
+      `strict: ${fallbacks.length} op(s) would not run where asked: ${list.join("; ")}`,
+      fallbacks.map((f) => f.node),
+    );
+  }
+  return { placement, fallbacks };
+}
+
+function names(ctx: Context): string {
+  return ctx.backends.map((b) => b.name).join(", ");
+}
