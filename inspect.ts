@@ -12,12 +12,30 @@ import { parseArgs } from "node:util";
 import { type DType, isDType } from "./graph/dtype.ts";
 import { decodeGraph, inspectModel, renderDot, renderJson, renderText } from "./graph/inspect.ts";
 import { resolveModel } from "./graph/models/mod.ts";
+import type { Graph } from "./graph/ir.ts";
+import { createBackend } from "./runtime/registry.ts";
+import { formatPlan, schedule } from "./runtime/schedule.ts";
+import type { PlanSection } from "./graph/inspect.ts";
 
 const USAGE = `usage: inspect.ts [--model PRESET|DIR] [--format text|json|dot] [--json] [--dtype DTYPE] [--layers N]
+                  [--backend NAME[,NAME…]|none]
   --model   preset (tiny, demo, ms4-mini, mistral-small-4; default mistral-small-4) or a checkpoint directory
   --format  text (default), json, or dot (Graphviz; --layers N layers drawn in full, default 1)
   --json    same as --format json
-  --dtype   stored dtype of the text linears (f8e4m3, bf16, nvfp4, q8…) for the byte counts`;
+  --dtype   stored dtype of the text linears (f8e4m3, bf16, nvfp4, q8…) for the byte counts
+  --backend backends to plan the decode step on, in preference order (default auto; none: no plan)`;
+
+/** The scheduler's placement and memory plan of the decode graph on `names` (backends created, then disposed). */
+async function planSection(names: string, graph: Graph): Promise<PlanSection> {
+  const backends = [];
+  try {
+    for (const name of names.split(",")) backends.push(await createBackend(name.trim()));
+    const plan = schedule(graph, backends);
+    return { backend: plan.backends.join(","), lines: formatPlan(plan, graph).split("\n"), plan };
+  } finally {
+    for (const b of backends) b.dispose();
+  }
+}
 
 /** Runs the CLI on `args`; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -31,6 +49,7 @@ export async function main(args: string[]): Promise<number> {
         json: { type: "boolean", default: false },
         dtype: { type: "string" },
         layers: { type: "string", default: "1" },
+        backend: { type: "string", default: "auto" },
         help: { type: "boolean", short: "h", default: false },
       },
     }).values;
@@ -58,7 +77,8 @@ export async function main(args: string[]): Promise<number> {
       console.log(renderDot(graph, { expandLayers: Number(flags.layers) }));
       return 0;
     }
-    const report = await inspectModel(flags.model, { dtype });
+    const plan = flags.backend === "none" ? undefined : (graph: Graph) => planSection(flags.backend!, graph);
+    const report = await inspectModel(flags.model, { dtype, plan });
     console.log(format === "json" ? renderJson(report) : renderText(report));
     return 0;
   } catch (e) {

@@ -77,3 +77,19 @@ Deno.test("CLI: --json alias, --format dot, and errors with usage", async () => 
   assert(missing.code === 1 && missing.err.includes("not a preset"));
   assert((await cli("--help")).out.startsWith("usage:"));
 });
+
+Deno.test("inspect CLI: --json includes the scheduler's plan for the chosen backend", async () => {
+  const lines: string[] = [];
+  const log = console.log;
+  console.log = (s: string) => lines.push(s);
+  try {
+    assertEquals(await main(["--model", "tiny", "--json", "--backend", "reference"]), 0);
+  } finally {
+    console.log = log;
+  }
+  const report = JSON.parse(lines.join("\n"));
+  assertEquals(report.plan.backend, "reference");
+  assertEquals(report.plan.plan.fallbacks, []);
+  assert(report.plan.plan.memory.perBackend.reference.arenaBytes > 0);
+  assertEquals(report.kvCache.bytesPerToken, 2 * (32 + 16) * 2);
+});
