@@ -3,7 +3,7 @@
  * demos without the real weights.
  *
  * ```
- * deno run --allow-read --allow-write make_checkpoint.ts --model tiny --out /tmp/tiny [--dtype f8e4m3] [--seed 0]
+ * deno run --allow-read --allow-write make_checkpoint.ts --model tiny --out /tmp/tiny [--dtype nvfp4] [--seed 0]
  *   [--layout hf|mistral] [--shard-mb 5000] [--force]
  * ```
  *
@@ -14,11 +14,12 @@ import { parseArgs } from "node:util";
 import { configFromSpec, makeCheckpoint } from "./runtime/weights/make_checkpoint.ts";
 import type { RandomDType } from "./runtime/weights/random.ts";
 
-const USAGE = `usage: make_checkpoint.ts --model PRESET|DIR|config.json|params.json --out DIR [--dtype f32|bf16|f8e4m3]
-    [--seed N] [--layout hf|mistral] [--shard-mb N] [--force]
+const USAGE = `usage: make_checkpoint.ts --model PRESET|DIR|config.json|params.json --out DIR
+    [--dtype f32|bf16|f8e4m3|nvfp4] [--seed N] [--layout hf|mistral] [--shard-mb N] [--force]
   --model     preset (tiny, demo, ms4-mini, mistral-small-4), a checkpoint directory, or a config file
   --out       directory to write (created)
-  --dtype     stored dtype: f32, bf16, or f8e4m3 (FP8 text linears, the rest bf16); default the config's
+  --dtype     stored dtype: f32, bf16, f8e4m3 (FP8 text linears, the rest bf16) or nvfp4 (compressed-tensors
+              NVFP4 experts as the NVFP4 release, the rest bf16); default the config's
   --seed      seed of the random weights (default 0; the same seed gives the same weights as the preset)
   --layout    hf (config.json + model-*.safetensors, default) or mistral (params.json + consolidated.safetensors)
   --shard-mb  largest shard in MB (default 5000)
@@ -56,8 +57,8 @@ export async function main(args: string[]): Promise<number> {
   const seed = Number(flags.seed), shardMb = Number(flags["shard-mb"]);
   const bad = !flags.model || !flags.out
     ? "--model and --out are required"
-    : flags.dtype !== undefined && !["f32", "bf16", "f8e4m3"].includes(flags.dtype)
-    ? `--dtype must be f32, bf16 or f8e4m3, got "${flags.dtype}"`
+    : flags.dtype !== undefined && !["f32", "bf16", "f8e4m3", "nvfp4"].includes(flags.dtype)
+    ? `--dtype must be f32, bf16, f8e4m3 or nvfp4, got "${flags.dtype}"`
     : flags.layout !== "hf" && flags.layout !== "mistral"
     ? `--layout must be hf or mistral, got "${flags.layout}"`
     : !Number.isSafeInteger(seed)

@@ -30,8 +30,10 @@ export type MoeOptions = {
   width: number;
   /** Shared experts (their widths add up: one SwiGLU of width shared·F); 0 for none. */
   shared: number;
-  /** Stored dtype of expert and shared weights, and of the router (bf16 in the real checkpoint). */
+  /** Stored dtype of the routed experts' weights. */
   linearDtype: DType;
+  /** Stored dtype of the shared expert's weights (default `linearDtype`). */
+  sharedDtype?: DType;
   routerDtype: DType;
 };
 
@@ -50,7 +52,7 @@ export function moe(g: GraphBuilder, x: Tensor, o: MoeOptions): Tensor {
     prefix: `${p}.shared`,
     hidden: o.hidden,
     width: o.shared * o.width,
-    dtype: o.linearDtype,
+    dtype: o.sharedDtype ?? o.linearDtype,
     layer,
   });
   return add(g, routed, shared, at("moe.out"));

@@ -27,7 +27,7 @@ import { moe } from "../blocks/moe.ts";
 import { norm } from "../blocks/norm.ts";
 import { queryTemperature, ropeTable, softmaxScale } from "../blocks/rope.ts";
 import { swigluMlp } from "../blocks/swiglu.ts";
-import type { Mistral4Config } from "./mistral4_config.ts";
+import { isQuantizedLinear, type Mistral4Config, type Mistral4LinearGroup } from "./mistral4_config.ts";
 
 export * from "./mistral4_config.ts";
 export * from "./mistral4_presets.ts";
@@ -78,9 +78,13 @@ export interface Mistral4IO {
   logits: Tensor;
 }
 
-/** Stored dtype of the quantisable text linears: the override, else the checkpoint's quantisation, else `dtype`. */
-export function linearDtype(config: Mistral4Config, override?: DType): DType {
-  return override ?? config.quantization?.weight_dtype ?? config.dtype;
+/**
+ * Stored dtype of one group of text linears: the override (`--dtype`), else the checkpoint's quantisation when it
+ * covers the group (the NVFP4 release quantises only the experts), else `dtype`.
+ */
+export function linearDtype(config: Mistral4Config, override?: DType, group: Mistral4LinearGroup = "attention"): DType {
+  if (override) return override;
+  return config.quantization && isQuantizedLinear(config, group) ? config.quantization.weight_dtype : config.dtype;
 }
 
 /** Latent-cache bytes per token over all layers (MODEL.md: 320 values × 36 layers × 2 B = 23,040 in bf16). */
@@ -116,7 +120,7 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
   checkBuildable(c);
   const T = sym("T", io.maxTokens), S = sym("S", io.maxSeqs), R = sym("R", io.maxRows ?? io.maxSeqs);
   const [D, V, dt] = [c.hidden_size, c.vocab_size, c.dtype];
-  const lin = linearDtype(c, io.linearDtype);
+  const lin = (group: Mistral4LinearGroup) => linearDtype(c, io.linearDtype, group);
   const ids = g.input("ids", [T], "i32");
   const pos = g.input("pos", [T], "i32");
   const seq = g.input("seq", [T], "i32");
@@ -146,7 +150,7 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
       dn: c.qk_nope_head_dim,
       dr: c.qk_rope_head_dim,
       dv: c.v_head_dim,
-      linearDtype: lin,
+      linearDtype: lin("attention"),
       normDtype: dt,
       latentEps: c.latent_norm_eps,
       rope,
@@ -158,7 +162,13 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
 
     const xf = norm(g, h, { weight: `${p}.ffn_norm`, dim: D, dtype: dt, eps: c.rms_norm_eps, name: `${p}.ffn_in` });
     const ffn = i < c.first_k_dense_replace
-      ? swigluMlp(g, xf, { prefix: `${p}.mlp`, hidden: D, width: c.intermediate_size, dtype: lin, layer: i })
+      ? swigluMlp(g, xf, {
+        prefix: `${p}.mlp`,
+        hidden: D,
+        width: c.intermediate_size,
+        dtype: lin("dense_mlp"),
+        layer: i,
+      })
       : moe(g, xf, {
         prefix: p,
         layer: i,
@@ -167,7 +177,8 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
         topK: c.num_experts_per_tok,
         width: c.moe_intermediate_size,
         shared: c.n_shared_experts,
-        linearDtype: lin,
+        linearDtype: lin("routed_experts"),
+        sharedDtype: lin("shared_experts"),
         routerDtype: dt,
       });
     h = add(g, h, ffn, { name: `${p}.h` });

@@ -78,12 +78,43 @@ export interface Mistral4VisionConfig {
   image_end_token_id: number;
 }
 
+/**
+ * The groups of text linears a checkpoint quantises or leaves alone as a whole: attention (the five MLA
+ * projections), the SwiGLU of leading dense layers, the shared experts, the routed experts.
+ */
+export type Mistral4LinearGroup = NonNullable<Mistral4Quantization["linears"]>[number];
+
+/** Every {@link Mistral4LinearGroup}, in the order `Mistral4Quantization.linears` lists them. */
+export const LINEAR_GROUPS: readonly Mistral4LinearGroup[] = [
+  "attention",
+  "dense_mlp",
+  "shared_experts",
+  "routed_experts",
+];
+
 /** Weight quantisation of the checkpoint's text linears (embeddings, norms, head, router, vision stay `dtype`). */
 export interface Mistral4Quantization {
   /** Element type of quantised linears. */
   weight_dtype: Extract<DType, "f8e4m3" | "nvfp4">;
-  /** Static activation scales shipped (`activation_scale`); weight-only kernels ignore them. */
+  /**
+   * `static`: activation scales are shipped beside the weights (FP8 `activation_scale`; NVFP4 W4A4
+   * `input_global_scale`); `dynamic`: none are. Weight-only kernels ignore them either way.
+   */
   activation_scheme: "static" | "dynamic";
+  /**
+   * NVFP4 only: the groups of text linears stored as NVFP4, from the compressed-tensors `ignore` list; the others
+   * are `dtype`. The real NVFP4 release keeps attention BF16. Absent: every text linear (FP8 checkpoints).
+   */
+  linears?: ("attention" | "dense_mlp" | "shared_experts" | "routed_experts")[];
+}
+
+/**
+ * Whether `config`'s checkpoint stores the text linears of `group` quantised (`config.quantization.weight_dtype`)
+ * rather than in `config.dtype`.
+ */
+export function isQuantizedLinear(config: Mistral4Config, group: Mistral4LinearGroup): boolean {
+  const q = config.quantization;
+  return q !== null && (q.linears ?? LINEAR_GROUPS).includes(group);
 }
 
 /** The Mistral 4 text decoder plus optional vision tower, with HF `mistral4` key names. */
@@ -190,20 +221,126 @@ function dtypeOf(name: unknown): DType {
   return "bf16";
 }
 
-/** HF `quantization_config` → ours; FP8 per-tensor and NVFP4 compressed-tensors are recognised. */
-function hfQuantization(q: unknown, where: string): Mistral4Quantization | null {
+/**
+ * HF `quantization_config` → ours: FP8 per-tensor, and NVFP4 compressed-tensors (resolved against `c`'s module
+ * names by {@link compressedTensorsQuantization}).
+ */
+function hfQuantization(q: unknown, c: Mistral4Config, where: string): Mistral4Quantization | null {
   if (q === undefined || q === null) return null;
   const qc = q as Json;
-  const method = String(qc.quant_method ?? "");
+  const method = String(qc.quant_method ?? "").replaceAll("_", "-");
   const activation = qc.activation_scheme === "dynamic" ? "dynamic" : "static";
   if (method === "fp8") {
     if (qc.weight_block_size) bad(where, "block-wise FP8 (weight_block_size) is not supported; use per-tensor FP8");
     return { weight_dtype: "f8e4m3", activation_scheme: activation };
   }
-  if (method === "compressed-tensors" || method === "modelopt") {
-    return { weight_dtype: "nvfp4", activation_scheme: activation };
+  if (method === "compressed-tensors") return compressedTensorsQuantization(qc, c, where);
+  if (method === "modelopt") {
+    bad(where, "ModelOpt NVFP4 (weight_scale_2, input_scale) is not supported; use the compressed-tensors checkpoint");
   }
   bad(where, `unsupported quant_method "${method}" (supported: fp8, compressed-tensors nvfp4)`);
+}
+
+/**
+ * A compressed-tensors `ignore` entry as a predicate on module names: `re:` is Python's `re.match` (anchored at the
+ * start only), anything else an exact name.
+ */
+function ignoreRule(entry: unknown, where: string): (module: string) => boolean {
+  if (typeof entry !== "string") bad(where, `quantization_config.ignore: ${JSON.stringify(entry)} is not a string`);
+  if (!entry.startsWith("re:")) return (m) => m === entry;
+  let re: RegExp;
+  try {
+    re = new RegExp(`^(?:${entry.slice(3)})`);
+  } catch (e) {
+    bad(where, `quantization_config.ignore: bad regex "${entry}" (${(e as Error).message})`);
+  }
+  return (m) => re.test(m);
+}
+
+/**
+ * The module names one text linear may have in an `ignore` list: the HF names under each prefix a runtime uses
+ * (transformers' `model.language_model.`, vLLM's `model.` for both layouts, the older `language_model.model.`) and
+ * the Mistral-native name. Each entry is `[hf suffix, mistral suffix]` after `layers.{i}.`.
+ */
+const GROUP_MODULES: Readonly<Record<Mistral4LinearGroup, (c: Mistral4Config) => [string, string][]>> = {
+  attention: () => MLA.map(([h, m]) => [`self_attn.${h}`, `attention.${m}`]),
+  dense_mlp: () => SWIGLU.map(([h, m]) => [`mlp.${h}`, `feed_forward.${m}`]),
+  shared_experts: () => SWIGLU.map(([h, m]) => [`mlp.shared_experts.${h}`, `shared_experts.${m}`]),
+  routed_experts: (c) =>
+    Array.from({ length: c.n_routed_experts }, (_, e) => e).flatMap((e) =>
+      SWIGLU.map(([h, m]): [string, string] => [`mlp.experts.${e}.${h}`, `experts.${e}.${m}`])
+    ),
+};
+const MLA: [string, string][] = [
+  ["q_a_proj", "wq_a"],
+  ["q_b_proj", "wq_b"],
+  ["kv_a_proj_with_mqa", "wkv_a_with_mqa"],
+  ["kv_b_proj", "wkv_b"],
+  ["o_proj", "wo"],
+];
+const SWIGLU: [string, string][] = [["gate_proj", "w1"], ["up_proj", "w3"], ["down_proj", "w2"]];
+const HF_LAYER_PREFIXES = ["model.language_model.layers", "model.layers", "language_model.model.layers"];
+
+/**
+ * A compressed-tensors `quantization_config` (`quant_method: "compressed-tensors"`, in `config.json` or, for the
+ * Mistral-native NVFP4 release, in `params.json`) → ours. Only `nvfp4-pack-quantized` with `Linear` targets is
+ * accepted: E2M1 weights, f8e4m3 scales per 16 inputs, one f32 global scale per linear. The `ignore` list is
+ * resolved into whole groups of text linears (every layer, every expert alike, else an error); `lm_head` must be
+ * ignored. Routers and embeddings are no `Linear`, so they are never quantised whatever the list says.
+ */
+export function compressedTensorsQuantization(
+  qc: Record<string, unknown>,
+  c: Mistral4Config,
+  where: string,
+): Mistral4Quantization {
+  const groups = Object.entries((qc.config_groups ?? {}) as Record<string, Json>);
+  if (!groups.length) bad(where, "compressed-tensors quantization_config has no config_groups");
+  let activations: boolean | undefined;
+  for (const [key, g] of groups) {
+    const at = `quantization_config.config_groups.${key}`;
+    const format = String(g.format ?? qc.format ?? "");
+    if (format !== "nvfp4-pack-quantized") {
+      bad(where, `${at}: format "${format}" is not supported (only nvfp4-pack-quantized NVFP4)`);
+    }
+    const w = (g.weights ?? {}) as Json;
+    if (w.num_bits !== 4 || (w.type ?? "float") !== "float" || w.group_size !== 16) {
+      bad(where, `${at}.weights must be NVFP4 (num_bits 4, type float, group_size 16), got ${JSON.stringify(w)}`);
+    }
+    if (w.symmetric === false) bad(where, `${at}.weights: asymmetric NVFP4 (zero points) is not supported`);
+    const targets = g.targets;
+    if (!Array.isArray(targets) || targets.length !== 1 || targets[0] !== "Linear") {
+      bad(where, `${at}.targets ${JSON.stringify(targets)} is not supported (only ["Linear"])`);
+    }
+    const a = g.input_activations !== undefined && g.input_activations !== null;
+    if (activations !== undefined && activations !== a) bad(where, "config_groups disagree on input_activations");
+    activations = a;
+  }
+  const ignore = (qc.ignore ?? []) as unknown[];
+  if (!Array.isArray(ignore)) bad(where, "quantization_config.ignore is not a list");
+  const rules = ignore.map((e) => ignoreRule(e, where));
+  const ignored = (names: string[]) => names.some((n) => rules.some((r) => r(n)));
+  if (!ignored(["lm_head", "language_model.lm_head", "output"])) {
+    bad(where, "quantization_config quantises lm_head (not in ignore); only text decoder linears may be NVFP4");
+  }
+  const linears = LINEAR_GROUPS.filter((group) => {
+    let quantized: string | undefined, kept: string | undefined;
+    for (let i = 0; i < c.num_hidden_layers; i++) {
+      for (const [h, m] of GROUP_MODULES[group](c)) {
+        const names = [...HF_LAYER_PREFIXES.map((p) => `${p}.${i}.${h}`), `layers.${i}.${m}`];
+        if (ignored(names)) kept ??= names[0];
+        else quantized ??= names[0];
+      }
+    }
+    if (quantized && kept) {
+      bad(
+        where,
+        `quantization_config.ignore keeps ${kept} unquantised but not ${quantized}; only whole groups of` +
+          ` linears (${LINEAR_GROUPS.join(", ")}) may differ`,
+      );
+    }
+    return kept === undefined;
+  });
+  return { weight_dtype: "nvfp4", activation_scheme: activations ? "static" : "dynamic", linears };
 }
 
 /** HF rope dict (`rope_parameters` or legacy `rope_scaling`) → ours, plus the softmax mode its keys imply. */
@@ -275,7 +412,7 @@ export function configFromHF(json: Record<string, unknown>, where = "config.json
   }
   const rope = hfRope(text, where);
   const explicitMode = text.softmax_scale_mode ?? top.softmax_scale_mode;
-  return validate({
+  const c: Mistral4Config = {
     model_type: "mistral4",
     vocab_size: num(text, "vocab_size", where),
     hidden_size: num(text, "hidden_size", where),
@@ -310,9 +447,12 @@ export function configFromHF(json: Record<string, unknown>, where = "config.json
     eos_token_id: firstId(text.eos_token_id, 2),
     pad_token_id: firstId(text.pad_token_id, 11),
     dtype: dtypeOf(text.dtype ?? text.torch_dtype ?? top.dtype ?? top.torch_dtype),
-    quantization: hfQuantization(top.quantization_config ?? text.quantization_config, where),
+    quantization: null,
     vision_config: wrapped && top.vision_config ? hfVision(top.vision_config as Json, top, where) : null,
-  }, where);
+  };
+  // The ignore list of a compressed-tensors config is resolved against the module names the rest implies.
+  c.quantization = hfQuantization(top.quantization_config ?? text.quantization_config, c, where);
+  return validate(c, where);
 }
 
 /**
@@ -335,10 +475,15 @@ export function configFromParams(json: Record<string, unknown>, where = "params.
   const yarn = p.yarn as Json | undefined;
   const l4 = (p.llama_4_scaling ?? {}) as Json;
   const original = yarn ? num(yarn, "original_max_position_embeddings", where) : 0;
+  // FP8: Mistral's own `quantization {qformat_weight}`. NVFP4: a compressed-tensors config, as `quantization_config`
+  // (the real release) or passed through `quantization` (vLLM accepts both).
   const quant = p.quantization as Json | undefined;
-  if (quant && quant.qformat_weight !== "fp8_e4m3") bad(where, `unsupported qformat_weight ${quant.qformat_weight}`);
+  const ct = (p.quantization_config ?? (quant?.quant_method !== undefined ? quant : undefined)) as Json | undefined;
+  if (quant && !ct && quant.qformat_weight !== "fp8_e4m3") {
+    bad(where, `unsupported qformat_weight ${quant.qformat_weight}`);
+  }
   const ve = p.vision_encoder as Json | undefined;
-  return validate({
+  const c: Mistral4Config = {
     model_type: "mistral4",
     vocab_size: num(p, "vocab_size", where),
     hidden_size: num(p, "dim", where),
@@ -385,9 +530,15 @@ export function configFromParams(json: Record<string, unknown>, where = "params.
     eos_token_id: 2,
     pad_token_id: 11,
     dtype: "bf16",
-    quantization: quant ? { weight_dtype: "f8e4m3", activation_scheme: "static" } : null,
+    quantization: !ct && quant ? { weight_dtype: "f8e4m3", activation_scheme: "static" } : null,
     vision_config: ve ? paramsVision(ve, where) : null,
-  }, where);
+  };
+  if (ct) {
+    const method = String(ct.quant_method ?? "").replaceAll("_", "-");
+    if (method !== "compressed-tensors") bad(where, `unsupported quantization_config quant_method "${method}"`);
+    c.quantization = compressedTensorsQuantization(ct, c, where);
+  }
+  return validate(c, where);
 }
 
 function paramsVision(ve: Json, where: string): Mistral4VisionConfig {

@@ -16,10 +16,13 @@ import {
   checkpointTensors,
   configFromHF,
   configFromParams,
+  LINEAR_GROUPS,
   type Mistral4Config,
   type Mistral4IOOptions,
+  type Mistral4Quantization,
   normalizeCheckpointName,
   presetConfig,
+  storedShape,
 } from "./mistral4.ts";
 import { families, resolveModel } from "./mod.ts";
 
@@ -220,6 +223,93 @@ Deno.test("configFromParams: params.json reproduces the preset; apply_scale sele
   assertThrows(() => configFromParams(dense), CheckpointError, "moe");
 });
 
+/**
+ * A compressed-tensors NVFP4 `quantization_config` in the release's form (`nvfp4-pack-quantized`, one `Linear` group,
+ * W4A4 with `dynamic: "local"` activations, attention and head ignored by vLLM's module names).
+ */
+const NVFP4_CT = {
+  quant_method: "compressed-tensors",
+  format: "nvfp4-pack-quantized",
+  quantization_status: "compressed",
+  config_groups: {
+    group_0: {
+      targets: ["Linear"],
+      weights: {
+        num_bits: 4,
+        type: "float",
+        strategy: "tensor_group",
+        group_size: 16,
+        symmetric: true,
+        dynamic: false,
+        scale_dtype: "torch.float8_e4m3fn",
+      },
+      input_activations: { num_bits: 4, type: "float", strategy: "tensor_group", group_size: 16, dynamic: "local" },
+    },
+  },
+  ignore: ["lm_head", "re:.*self_attn.*", "re:.*mlp.gate$", "re:vision_encoder.*", "re:vision_language_adapter.*"],
+};
+
+Deno.test("configFromParams / configFromHF: compressed-tensors NVFP4, ignore list resolved into linear groups", () => {
+  const { quantization: _, ...base } = structuredClone(PARAMS);
+  const real = presetConfig("mistral-small-4");
+  // The release: params.json with a compressed-tensors `quantization_config` (vLLM also passes `quantization` on).
+  assertEquals(configFromParams({ ...base, quantization_config: NVFP4_CT }), { ...real, quantization: RELEASE_NVFP4 });
+  assertEquals(configFromParams({ ...base, quantization: NVFP4_CT }).quantization, RELEASE_NVFP4);
+  // HF: weight-only (no input activations), nothing but the head ignored: every text linear NVFP4.
+  const group = NVFP4_CT.config_groups.group_0;
+  const a16 = { ...NVFP4_CT, ignore: ["lm_head"], config_groups: { g: { ...group, input_activations: null } } };
+  assertEquals(configFromHF({ ...structuredClone(HF_MISTRAL3), quantization_config: a16 }).quantization, {
+    weight_dtype: "nvfp4",
+    activation_scheme: "dynamic",
+    linears: [...LINEAR_GROUPS],
+  });
+  // Exact module names work too, as long as they cover a whole group (here: every layer's attention).
+  const names = Array.from(
+    { length: 36 },
+    (_, i) =>
+      ["q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj"].map((m) =>
+        `model.language_model.layers.${i}.self_attn.${m}`
+      ),
+  ).flat();
+  const exact = configFromHF({
+    ...structuredClone(HF_MISTRAL3),
+    quantization_config: { ...a16, ignore: ["lm_head", ...names] },
+  });
+  assertEquals(exact.quantization?.linears, ["dense_mlp", "shared_experts", "routed_experts"]);
+
+  const hf = (qc: Record<string, unknown>) => () =>
+    configFromHF({ ...structuredClone(HF_MISTRAL3), quantization_config: qc });
+  assertThrows(hf({ ...NVFP4_CT, ignore: ["re:.*self_attn.*"] }), CheckpointError, "lm_head");
+  assertThrows(
+    hf({ ...NVFP4_CT, ignore: ["lm_head", "re:model.language_model.layers.0.self_attn.*"] }),
+    CheckpointError,
+    "whole groups",
+  );
+  assertThrows(hf({ ...NVFP4_CT, ignore: ["lm_head", "re:.*experts.(3|4).*"] }), CheckpointError, "whole groups");
+  assertThrows(
+    hf({ ...NVFP4_CT, format: "float-quantized", config_groups: { g: { ...group, format: undefined } } }),
+    CheckpointError,
+    "nvfp4-pack-quantized",
+  );
+  assertThrows(
+    hf({ ...NVFP4_CT, config_groups: { g: { ...group, weights: { ...group.weights, group_size: 32 } } } }),
+    CheckpointError,
+    "group_size 16",
+  );
+  assertThrows(
+    hf({ ...NVFP4_CT, config_groups: { g: { ...group, targets: ["re:.*experts.*"] } } }),
+    CheckpointError,
+    "targets",
+  );
+  assertThrows(hf({ ...NVFP4_CT, ignore: ["lm_head", "re:("] }), CheckpointError, "bad regex");
+  assertThrows(hf({ quant_method: "modelopt", quant_algo: "NVFP4" }), CheckpointError, "ModelOpt");
+  assertThrows(
+    () => configFromParams({ ...base, quantization_config: { quant_method: "gptq" } }),
+    CheckpointError,
+    "gptq",
+  );
+});
+
 Deno.test("rope wiring: YaRN table, magnitude and Llama-4 temperature match the fixture", () => {
   const f = fixtureJson<{ inv_freq: number[]; llama4_q_scale_examples: Record<string, number> }>(
     "model/derived_yarn_and_scales.json",
@@ -248,10 +338,12 @@ function coverage(config: Mistral4Config, layout: CheckpointLayout) {
     names.add(t.checkpointName);
     const target = canon.get(t.canonicalName);
     assert(target, `${t.checkpointName} → unknown ${t.canonicalName}`);
-    const n = t.transform.kind === "broadcast" ? numel(target.shape) : Math.max(1, numel(t.shape));
+    const n = t.transform.kind === "broadcast" ? numel(storedShape(target)) : Math.max(1, numel(t.shape));
     written.set(t.canonicalName, (written.get(t.canonicalName) ?? 0) + n);
   }
-  for (const [name, t] of canon) assertEquals(written.get(name), numel(t.shape), `${layout}: ${name} coverage`);
+  for (const [name, t] of canon) {
+    assertEquals(written.get(name), numel(storedShape(t)), `${layout}: ${name} coverage`);
+  }
   return new Set(written.keys());
 }
 
@@ -282,6 +374,63 @@ Deno.test("checkpoint tensors: the real FP8 checkpoint lists every layer's exper
     checkpointTensors(c, "mistral").filter((t) => /\.experts\.\d+\.w1\.weight$/.test(t.checkpointName)).length,
     36 * 128,
   );
+});
+
+/** The NVFP4 release's quantisation: routed and shared experts NVFP4 (W4A4), attention BF16. */
+const RELEASE_NVFP4: Mistral4Quantization = {
+  weight_dtype: "nvfp4",
+  activation_scheme: "static",
+  linears: ["dense_mlp", "shared_experts", "routed_experts"],
+};
+
+Deno.test("checkpoint tensors: NVFP4 (compressed-tensors) in both layouts, per-expert HF names", () => {
+  const tiny = presetConfig("tiny");
+  const release: Mistral4Config = { ...tiny, quantization: RELEASE_NVFP4 };
+  const all: Mistral4Config = { ...tiny, quantization: { ...RELEASE_NVFP4, linears: [...LINEAR_GROUPS] } };
+  for (const c of [release, all, { ...all, first_k_dense_replace: 1, vision_config: null }]) {
+    assertEquals(coverage(c, "hf"), coverage(c, "mistral"));
+  }
+  const canon = new Map(canonicalTensors(release).map((t) => [t.name, t]));
+  assertEquals(canon.get("layers.0.attn.wq_a")?.dtype, "bf16");
+  assertEquals(canon.get("layers.1.moe.gate_up")?.dtype, "nvfp4");
+  assertEquals(canon.get("layers.1.moe.gate_up.scale")?.shape, [8, 64, 4]);
+  assertEquals(canon.get("layers.1.moe.gate_up.global_scale")?.shape, [8, 2]);
+  assertEquals(canon.get("layers.0.shared.gate_up.global_scale")?.shape, [2]);
+  assertEquals(canonicalTensors(all).find((t) => t.name === "layers.0.attn.wkv_b")?.dtype, "nvfp4");
+
+  const mi = new Map(checkpointTensors(release, "mistral").map((t) => [t.checkpointName, t]));
+  // w3 (up) fills rows F..2F of expert 5, its global scale the second slot of [E, 2].
+  const up = "layers.1.experts.5.w3";
+  assertEquals([mi.get(`${up}.weight_packed`)?.shape, mi.get(`${up}.weight_packed`)?.dtype], [[32, 32], "u8"]);
+  assertEquals(mi.get(`${up}.weight_packed`)?.transform, { kind: "place", offset: [5, 32, 0] });
+  assertEquals([mi.get(`${up}.weight_scale`)?.shape, mi.get(`${up}.weight_scale`)?.dtype], [[32, 4], "f8e4m3"]);
+  assertEquals(mi.get(`${up}.weight_global_scale`)?.transform, { kind: "place", offset: [5, 1] });
+  assertEquals(mi.get("layers.0.shared_experts.w2.weight_global_scale")?.transform, { kind: "copy" });
+  assertEquals(mi.get("layers.0.attention.wq_a.weight")?.dtype, "bf16");
+  assert(!mi.has("layers.0.attention.wq_a.weight_packed"));
+
+  const hf = new Map(checkpointTensors(release, "hf").map((t) => [t.checkpointName, t]));
+  const p = "model.language_model.layers.1.mlp.experts";
+  assertEquals(hf.get(`${p}.5.up_proj.weight_packed`)?.transform, { kind: "place", offset: [5, 32, 0] });
+  assertEquals(hf.get(`${p}.7.down_proj.weight_scale`)?.shape, [64, 2]);
+  assert(!hf.has(`${p}.gate_up_proj`), "no fused 3-D experts in an NVFP4 HF checkpoint");
+  const allHf = new Set(checkpointTensors(all, "hf").map((t) => t.checkpointName));
+  assert(allHf.has("model.language_model.layers.0.self_attn.kv_b_proj.weight_global_scale"));
+});
+
+Deno.test("checkpoint tensors: the NVFP4 release's headers (56,313 tensors, 70,801,959,560 bytes)", () => {
+  // Counts pinned by a third-party loader against the real safetensors headers of
+  // mistralai/Mistral-Small-4-119B-2603-NVFP4 (Mistral layout). Ours lists all but the 13,932 W4A4
+  // `input_global_scale`s (skipped): F32 [1] on routed experts, BF16 [1] on the shared one.
+  const c: Mistral4Config = { ...presetConfig("mistral-small-4"), quantization: RELEASE_NVFP4 };
+  const listed = checkpointTensors(c, "mistral");
+  const packed = listed.filter((t) => t.checkpointName.endsWith(".weight_packed")).length;
+  assertEquals(packed, 36 * 129 * 3);
+  assertEquals(listed.length + packed, 56313);
+  const bytes: Record<string, number> = { bf16: 2, u8: 1, f8e4m3: 1, f32: 4 };
+  const listedBytes = listed.reduce((a, t) => a + Math.max(1, numel(t.shape)) * bytes[t.dtype], 0);
+  assertEquals(listedBytes + 36 * 128 * 3 * 4 + 36 * 3 * 2, 70801959560);
+  assertEquals(coverage(c, "hf"), coverage(c, "mistral"));
 });
 
 Deno.test("normalizeCheckpointName: HF prefix variants map onto the listed names", () => {
@@ -338,8 +487,6 @@ Deno.test("build: a leading dense layer uses the SwiGLU block and the dense tens
   assert(names.includes("layers.1.moe.router"));
   const canon = canonicalTensors(c).filter((t) => t.kind === "weight" && t.group === "text").map((t) => t.name);
   assertEquals([...names].sort(), canon.sort());
-  const nvfp4: Mistral4Config = { ...c, quantization: { weight_dtype: "nvfp4", activation_scheme: "static" } };
-  assertThrows(() => checkpointTensors(nvfp4, "hf"), Error, "NVFP4");
 });
 
 /** Seeded weights for the reference backend (f32): norms near 1, the rest small. */
@@ -410,4 +557,21 @@ Deno.test("inspect JSON: params, active per token, cache bytes for the real mode
   assert(Math.abs(perParam - 2) < 0.02, `≈ 2 FLOPs per active parameter, got ${perParam}`);
   assertEquals(r.layers.length, 36);
   assertEquals(r.plan, null);
+});
+
+Deno.test("build: each linear group gets its own stored dtype (the NVFP4 release quantises only experts)", () => {
+  const base = presetConfig("tiny");
+  const c: Mistral4Config = {
+    ...base,
+    quantization: { weight_dtype: "nvfp4", activation_scheme: "static", linears: ["shared_experts", "routed_experts"] },
+  };
+  const dtypes = new Map(graphOf(c).weights.map((w) => [w.name, w.dtype]));
+  assertEquals(dtypes.get("layers.0.attn.wq_a"), base.dtype);
+  assertEquals(dtypes.get("layers.0.attn.wkv_b"), base.dtype);
+  assertEquals(dtypes.get("layers.0.moe.gate_up"), "nvfp4");
+  assertEquals(dtypes.get("layers.0.shared.down"), "nvfp4");
+  assertEquals(dtypes.get("layers.0.moe.router"), base.dtype);
+  // --dtype overrides every group.
+  const q8 = new Map(graphOf(c, { linearDtype: "q8" }).weights.map((w) => [w.name, w.dtype]));
+  assertEquals([q8.get("layers.0.attn.wq_a"), q8.get("layers.0.moe.gate_up")], ["q8", "q8"]);
 });

@@ -22,21 +22,34 @@
  * | `layers.i.shared.down` | [D, S·F] | `mlp.shared_experts.down_proj` | `shared_experts.w2` |
  * | `layers.i.mlp.{gate_up,down}` | dense layers only | `mlp.{gate,up,down}_proj` | `feed_forward.{w1,w3,w2}` |
  * | `norm`, `lm_head` | [D], [V, D] | `norm`, `lm_head` | `norm`, `output` |
- * | `<linear>.scale` | block scale | `weight_scale_inv`, `*_proj_scale_inv` | `qscale_weight` |
+ * | `<linear>.scale` | FP8 block scale | `weight_scale_inv`, `*_proj_scale_inv` | `qscale_weight` |
+ * | `<linear>.scale`, `.global_scale` | NVFP4 | `weight_scale`, `weight_global_scale` | same |
  *
  * Vision: `vision.patch_conv`, `vision.ln_pre`, `vision.layers.i.{attn_norm,ffn_norm}`,
  * `vision.layers.i.attn.{wq,wk,wv,wo}`, `vision.layers.i.ffn.{gate_up,down}`, `projector.{norm,patch_merger,
  * linear_1,linear_2}` (+ `.bias` with `multimodal_projector_bias`).
  *
- * A `.scale` tensor is a block scale: every scale dim divides the weight dim, scale[i] covers a contiguous block, and
- * the weight is `W = q · scale` (a multiply: HF's `weight_scale_inv` and Mistral's `qscale_weight` both are).
- * Every SwiGLU's gate and up are fused (gate rows first) so one matmul feeds the `swiglu` op; a fused tensor keeps
- * one scale per source block (`[2, 1]`, experts `[E, 2, 1]`; HF's single expert scale `[E, 1, 1]` broadcasts).
+ * FP8: a `.scale` tensor is a block scale: every scale dim divides the weight dim, scale[i] covers a contiguous
+ * block, and the weight is `W = q · scale` (a multiply: HF's `weight_scale_inv` and Mistral's `qscale_weight` both
+ * are). Every SwiGLU's gate and up are fused (gate rows first) so one matmul feeds the `swiglu` op; a fused tensor
+ * keeps one scale per source block (`[2, 1]`, experts `[E, 2, 1]`; HF's single expert scale `[E, 1, 1]` broadcasts).
+ *
+ * NVFP4 (compressed-tensors `nvfp4-pack-quantized`): each quantised source linear `m` ships `m.weight_packed u8
+ * [out, in/2]` (E2M1 codes, even input in the low nibble), `m.weight_scale f8e4m3 [out, in/16]`,
+ * `m.weight_global_scale f32 [1]` (a divisor: `W = e2m1 · weight_scale / weight_global_scale`) and, in W4A4
+ * checkpoints, `m.input_global_scale` (skipped). Canonically the weight has dtype `nvfp4` and its logical shape
+ * (its bytes are {@link storedShape}), `<linear>.scale` holds the f8 block scales (rows as the weight) and
+ * `<linear>.global_scale` one global per source linear (`[parts]`, experts `[E, 2]` and `[E]`); fused rows simply
+ * concatenate. Which text linears are NVFP4 follows the config's `quantization.linears` (the checkpoint's `ignore`
+ * list): the real release, `mistralai/Mistral-Small-4-119B-2603-NVFP4`, is Mistral-native (`params.json` with a
+ * compressed-tensors `quantization_config`, `layers.i.experts.e.w1.weight_packed`, …) with routed and shared experts
+ * NVFP4 and attention, router, embeddings, head and vision BF16. HF-layout NVFP4 checkpoints keep routed experts per
+ * expert (`mlp.experts.{e}.gate_proj.weight_packed`), as llm-compressor writes them.
  *
  * @module
  */
 import type { DType } from "../dtype.ts";
-import type { Mistral4Config } from "./mistral4_config.ts";
+import { isQuantizedLinear, type Mistral4Config, type Mistral4LinearGroup } from "./mistral4_config.ts";
 
 /** Which file layout a checkpoint uses (MODEL.md §2). */
 export type CheckpointLayout = "hf" | "mistral";
@@ -49,7 +62,7 @@ export interface CanonicalTensor {
   shape: number[];
   /** Element type as shipped (a loader may convert with `--dtype`). */
   dtype: DType;
-  /** `weight` counts as a parameter; `scale` is the dequant multiplier of `scaleOf`. */
+  /** `weight` counts as a parameter; `scale` dequantizes `scaleOf` (FP8 multiplier, NVFP4 block or global scale). */
   kind: "weight" | "scale";
   /** For scales: the canonical weight they multiply. */
   scaleOf?: string;
@@ -94,8 +107,17 @@ interface Entry {
 /** One source of a fused tensor: its names in both layouts, stacked along the rows. */
 type Part = { hf: string; mistral: string; rows: number };
 
+/** The scale tensors of one quantised weight: FP8 one per source; NVFP4 f8 block scales and f32 global scales. */
+interface Scales {
+  fp8: Entry | null;
+  block: Entry | null;
+  global: Entry | null;
+}
+
 const COPY: LoadTransform = { kind: "copy" };
 const SCALE_DTYPE: DType = "f32";
+/** Inputs per NVFP4 block scale (compressed-tensors `group_size`; the config reader accepts only 16). */
+const NVFP4_GROUP = 16;
 
 function src(name: string, canonical: string, shape: number[], dtype: DType, transform = COPY): CheckpointTensor {
   return { checkpointName: name, canonicalName: canonical, shape, dtype, transform };
@@ -104,15 +126,26 @@ function src(name: string, canonical: string, shape: number[], dtype: DType, tra
 /** Collects the canonical set with both layouts' sources; one instance per config. */
 class Table {
   readonly entries: Entry[] = [];
-  /** FP8 linears carry separate per-tensor scales; NVFP4's block scales are part of its dtype. */
-  readonly scaled: boolean;
-  constructor(readonly hfPrefix: string, readonly quantDtype: DType | null) {
-    this.scaled = quantDtype === "f8e4m3";
+  readonly hfPrefix: string;
+  constructor(readonly config: Mistral4Config) {
+    this.hfPrefix = hfTextPrefix(config);
   }
 
-  add(name: string, shape: number[], dtype: DType, group: "text" | "vision", kind: "weight" | "scale"): Entry {
+  /** Stored dtype of the text linears of `group`. */
+  dtypeOf(group: Mistral4LinearGroup): DType {
+    return isQuantizedLinear(this.config, group) ? this.config.quantization!.weight_dtype : this.config.dtype;
+  }
+
+  add(
+    name: string,
+    shape: number[],
+    dtype: DType,
+    group: "text" | "vision",
+    kind: "weight" | "scale",
+    scaleOf?: string,
+  ): Entry {
     const canonical: CanonicalTensor = { name, shape, dtype, kind, group };
-    if (kind === "scale") canonical.scaleOf = name.slice(0, -".scale".length);
+    if (scaleOf) canonical.scaleOf = scaleOf;
     const entry: Entry = { canonical, hf: [], mistral: [] };
     this.entries.push(entry);
     return entry;
@@ -127,56 +160,112 @@ class Table {
   }
 
   /**
-   * A 2-D text linear `[Σ rows, K]` from one or more row blocks (gate ‖ up fuse two), FP8-quantised when the
-   * checkpoint is; its scale is `[parts, 1]`, one per-tensor scale per source block.
+   * The scale tensors of weight `w` (`[…, rows, K]`): FP8 `<w>.scale` of `fp8Shape`, one per source linear; NVFP4
+   * `<w>.scale` (the f8 block scales, `[…, rows, K/16]`) and `<w>.global_scale` of `globalShape`, one per source.
    */
-  linear(name: string, k: number, dtype: DType, parts: Part[]): void {
-    const wdtype = this.quantDtype ?? dtype;
+  scales(w: Entry, fp8Shape: number[], globalShape: number[]): Scales {
+    const { name, shape, dtype } = w.canonical;
+    if (dtype === "f8e4m3") {
+      return {
+        fp8: this.add(`${name}.scale`, fp8Shape, SCALE_DTYPE, "text", "scale", name),
+        block: null,
+        global: null,
+      };
+    }
+    if (dtype !== "nvfp4") return { fp8: null, block: null, global: null };
+    const k = shape[shape.length - 1];
+    if (k % NVFP4_GROUP !== 0) throw new Error(`mistral4: NVFP4 ${name} has ${k} inputs, not a multiple of 16`);
+    return {
+      fp8: null,
+      block: this.add(`${name}.scale`, [...shape.slice(0, -1), k / NVFP4_GROUP], "f8e4m3", "text", "scale", name),
+      global: this.add(`${name}.global_scale`, globalShape, SCALE_DTYPE, "text", "scale", name),
+    };
+  }
+
+  /**
+   * The checkpoint tensors of one source linear `module` (`[rows, K]`) of `w` in `layout`, placed at `at.rows` of
+   * the weight (and block scales) and `at.fp8` / `at.global` of the per-linear scale; `null` offsets: the source is
+   * the whole tensor. NVFP4 sources are compressed-tensors' `weight_packed`, `weight_scale`, `weight_global_scale`.
+   */
+  source(
+    layout: CheckpointLayout,
+    w: Entry,
+    s: Scales,
+    module: string,
+    [rows, k]: [number, number],
+    at: { rows: number[] | null; fp8: number[] | null; global: number[] | null },
+  ): void {
+    const list = (e: Entry) => layout === "hf" ? e.hf : e.mistral;
+    const place = (offset: number[] | null): LoadTransform => offset ? { kind: "place", offset } : COPY;
+    const { name, dtype } = w.canonical;
+    if (dtype === "nvfp4") {
+      // Packed codes are two per byte along the inputs, so rows place exactly as in the logical shape.
+      list(w).push(src(`${module}.weight_packed`, name, [rows, k / 2], "u8", place(at.rows)));
+      list(s.block!).push(
+        src(`${module}.weight_scale`, s.block!.canonical.name, [rows, k / NVFP4_GROUP], "f8e4m3", place(at.rows)),
+      );
+      list(s.global!).push(
+        src(`${module}.weight_global_scale`, s.global!.canonical.name, [], SCALE_DTYPE, place(at.global)),
+      );
+      return;
+    }
+    list(w).push(src(`${module}.weight`, name, [rows, k], dtype, place(at.rows)));
+    const scale = layout === "hf" ? "weight_scale_inv" : "qscale_weight";
+    if (s.fp8) list(s.fp8).push(src(`${module}.${scale}`, s.fp8.canonical.name, [], SCALE_DTYPE, place(at.fp8)));
+  }
+
+  /**
+   * A 2-D text linear `[Σ rows, K]` of `group` from one or more row blocks (gate ‖ up fuse two), quantised when the
+   * checkpoint quantises that group; FP8 keeps one scale per block (`[parts, 1]`), NVFP4 one global per block.
+   */
+  linear(name: string, k: number, group: Mistral4LinearGroup, parts: Part[]): void {
     const rows = parts.reduce((n, p) => n + p.rows, 0);
-    const w = this.add(name, [rows, k], wdtype, "text", "weight");
-    const scale = this.scaled ? this.add(`${name}.scale`, [parts.length, 1], SCALE_DTYPE, "text", "scale") : null;
+    const w = this.add(name, [rows, k], this.dtypeOf(group), "text", "weight");
+    const s = this.scales(w, [parts.length, 1], [parts.length]);
+    const single = parts.length === 1;
     let row = 0;
     parts.forEach((p, j) => {
-      const single = parts.length === 1;
-      const place = (offset: number[]): LoadTransform => single ? COPY : { kind: "place", offset };
-      w.hf.push(src(`${p.hf}.weight`, name, [p.rows, k], wdtype, place([row, 0])));
-      w.mistral.push(src(`${p.mistral}.weight`, name, [p.rows, k], wdtype, place([row, 0])));
-      scale?.hf.push(src(`${p.hf}.weight_scale_inv`, scale.canonical.name, [], SCALE_DTYPE, place([j, 0])));
-      scale?.mistral.push(src(`${p.mistral}.qscale_weight`, scale.canonical.name, [], SCALE_DTYPE, place([j, 0])));
+      const at = single ? { rows: null, fp8: null, global: null } : { rows: [row, 0], fp8: [j, 0], global: [j] };
+      this.source("hf", w, s, p.hf, [p.rows, k], at);
+      this.source("mistral", w, s, p.mistral, [p.rows, k], at);
       row += p.rows;
     });
   }
 
-  /** Routed experts: HF ships them fused and 3-D; Mistral per expert and 2-D, fused here at load. */
-  experts(i: number, c: Mistral4Config): void {
+  /**
+   * Routed experts, fused here at load: Mistral ships them per expert and 2-D; HF fused and 3-D, except NVFP4
+   * checkpoints, which keep transformers' names but per expert (compressed-tensors quantises `Linear` modules, so
+   * llm-compressor un-fuses the 3-D experts first: `mlp.experts.{e}.{gate,up,down}_proj`).
+   */
+  experts(i: number): void {
+    const c = this.config;
     const [E, F, D] = [c.n_routed_experts, c.moe_intermediate_size, c.hidden_size];
-    const wdtype = this.quantDtype ?? c.dtype;
+    const wdtype = this.dtypeOf("routed_experts");
     const hf = `${this.hfPrefix}.layers.${i}.mlp.experts`;
     const gateUp = this.add(`layers.${i}.moe.gate_up`, [E, 2 * F, D], wdtype, "text", "weight");
     const down = this.add(`layers.${i}.moe.down`, [E, D, F], wdtype, "text", "weight");
-    gateUp.hf.push(src(`${hf}.gate_up_proj`, gateUp.canonical.name, [E, 2 * F, D], wdtype));
-    down.hf.push(src(`${hf}.down_proj`, down.canonical.name, [E, D, F], wdtype));
-    // Mistral ships separate w1/w3 scales, so the fused gate_up keeps one per half; HF's single one broadcasts.
-    const q = this.scaled;
-    const gateUpScale = q ? this.add(`${gateUp.canonical.name}.scale`, [E, 2, 1], SCALE_DTYPE, "text", "scale") : null;
-    const downScale = q ? this.add(`${down.canonical.name}.scale`, [E, 1, 1], SCALE_DTYPE, "text", "scale") : null;
-    gateUpScale?.hf.push(
-      src(`${hf}.gate_up_proj_scale_inv`, gateUpScale.canonical.name, [E, 1, 1], SCALE_DTYPE, { kind: "broadcast" }),
-    );
-    downScale?.hf.push(src(`${hf}.down_proj_scale_inv`, downScale.canonical.name, [E, 1, 1], SCALE_DTYPE));
+    // Mistral ships separate w1/w3 scales, so the fused gate_up keeps one per half; HF's single FP8 one broadcasts.
+    const gus = this.scales(gateUp, [E, 2, 1], [E, 2]);
+    const ds = this.scales(down, [E, 1, 1], [E]);
+    const hfPerExpert = c.quantization?.weight_dtype === "nvfp4";
+    if (!hfPerExpert) {
+      gateUp.hf.push(src(`${hf}.gate_up_proj`, gateUp.canonical.name, [E, 2 * F, D], wdtype));
+      down.hf.push(src(`${hf}.down_proj`, down.canonical.name, [E, D, F], wdtype));
+      gus.fp8?.hf.push(
+        src(`${hf}.gate_up_proj_scale_inv`, gus.fp8.canonical.name, [E, 1, 1], SCALE_DTYPE, { kind: "broadcast" }),
+      );
+      ds.fp8?.hf.push(src(`${hf}.down_proj_scale_inv`, ds.fp8.canonical.name, [E, 1, 1], SCALE_DTYPE));
+    }
     for (let e = 0; e < E; e++) {
-      const m = `layers.${i}.experts.${e}`;
       // w1 = gate (rows 0..F), w3 = up (rows F..2F), w2 = down.
-      const parts: [string, Entry, number[], number[], Entry | null, number[]][] = [
-        ["w1", gateUp, [F, D], [e, 0, 0], gateUpScale, [e, 0, 0]],
-        ["w3", gateUp, [F, D], [e, F, 0], gateUpScale, [e, 1, 0]],
-        ["w2", down, [D, F], [e, 0, 0], downScale, [e, 0, 0]],
+      const parts: [string, string, Entry, Scales, [number, number], number[], number[], number[]][] = [
+        ["w1", "gate_proj", gateUp, gus, [F, D], [e, 0, 0], [e, 0, 0], [e, 0]],
+        ["w3", "up_proj", gateUp, gus, [F, D], [e, F, 0], [e, 1, 0], [e, 1]],
+        ["w2", "down_proj", down, ds, [D, F], [e, 0, 0], [e, 0, 0], [e]],
       ];
-      for (const [w, entry, shape, offset, scale, scaleOffset] of parts) {
-        entry.mistral.push(src(`${m}.${w}.weight`, entry.canonical.name, shape, wdtype, { kind: "place", offset }));
-        scale?.mistral.push(
-          src(`${m}.${w}.qscale_weight`, scale.canonical.name, [], SCALE_DTYPE, { kind: "place", offset: scaleOffset }),
-        );
+      for (const [m, h, w, s, shape, rows, fp8, global] of parts) {
+        this.source("mistral", w, s, `layers.${i}.experts.${e}.${m}`, shape, { rows, fp8, global });
+        if (hfPerExpert) this.source("hf", w, s, `${hf}.${e}.${h}`, shape, { rows, fp8, global });
       }
     }
   }
@@ -196,7 +285,7 @@ function gateUp(hf: string, mistral: string, rows: number): Part[] {
 }
 
 function buildTable(c: Mistral4Config): Table {
-  const t = new Table(hfTextPrefix(c), c.quantization?.weight_dtype ?? null);
+  const t = new Table(c);
   const P = t.hfPrefix;
   const [V, D, H, dt] = [c.vocab_size, c.hidden_size, c.num_attention_heads, c.dtype];
   const [Q, C, dr] = [c.q_lora_rank, c.kv_lora_rank, c.qk_rope_head_dim];
@@ -206,26 +295,36 @@ function buildTable(c: Mistral4Config): Table {
     const [h, m, n] = [`${P}.layers.${i}`, `layers.${i}`, `layers.${i}`];
     const [ha, ma] = [`${h}.self_attn`, `${m}.attention`];
     t.plain(`${n}.attn_norm`, [D], dt, "text", `${h}.input_layernorm.weight`, `${m}.attention_norm.weight`);
-    t.linear(`${n}.attn.wq_a`, D, dt, one(`${ha}.q_a_proj`, `${ma}.wq_a`, Q));
+    t.linear(`${n}.attn.wq_a`, D, "attention", one(`${ha}.q_a_proj`, `${ma}.wq_a`, Q));
     t.plain(`${n}.attn.q_norm`, [Q], dt, "text", `${ha}.q_a_layernorm.weight`, `${ma}.q_a_norm.weight`);
-    t.linear(`${n}.attn.wq_b`, Q, dt, one(`${ha}.q_b_proj`, `${ma}.wq_b`, H * (c.qk_nope_head_dim + dr)));
-    t.linear(`${n}.attn.wkv_a`, D, dt, one(`${ha}.kv_a_proj_with_mqa`, `${ma}.wkv_a_with_mqa`, C + dr));
+    t.linear(`${n}.attn.wq_b`, Q, "attention", one(`${ha}.q_b_proj`, `${ma}.wq_b`, H * (c.qk_nope_head_dim + dr)));
+    t.linear(`${n}.attn.wkv_a`, D, "attention", one(`${ha}.kv_a_proj_with_mqa`, `${ma}.wkv_a_with_mqa`, C + dr));
     t.plain(`${n}.attn.kv_norm`, [C], dt, "text", `${ha}.kv_a_layernorm.weight`, `${ma}.kv_a_norm.weight`);
-    t.linear(`${n}.attn.wkv_b`, C, dt, one(`${ha}.kv_b_proj`, `${ma}.wkv_b`, H * (c.qk_nope_head_dim + c.v_head_dim)));
-    t.linear(`${n}.attn.wo`, H * c.v_head_dim, dt, one(`${ha}.o_proj`, `${ma}.wo`, D));
+    t.linear(
+      `${n}.attn.wkv_b`,
+      C,
+      "attention",
+      one(`${ha}.kv_b_proj`, `${ma}.wkv_b`, H * (c.qk_nope_head_dim + c.v_head_dim)),
+    );
+    t.linear(`${n}.attn.wo`, H * c.v_head_dim, "attention", one(`${ha}.o_proj`, `${ma}.wo`, D));
     t.plain(`${n}.ffn_norm`, [D], dt, "text", `${h}.post_attention_layernorm.weight`, `${m}.ffn_norm.weight`);
     if (i < c.first_k_dense_replace) {
       const I = c.intermediate_size;
-      t.linear(`${n}.mlp.gate_up`, D, dt, gateUp(`${h}.mlp`, `${m}.feed_forward`, I));
-      t.linear(`${n}.mlp.down`, I, dt, one(`${h}.mlp.down_proj`, `${m}.feed_forward.w2`, D));
+      t.linear(`${n}.mlp.gate_up`, D, "dense_mlp", gateUp(`${h}.mlp`, `${m}.feed_forward`, I));
+      t.linear(`${n}.mlp.down`, I, "dense_mlp", one(`${h}.mlp.down_proj`, `${m}.feed_forward.w2`, D));
       continue;
     }
     t.plain(`${n}.moe.router`, [c.n_routed_experts, D], dt, "text", `${h}.mlp.gate.weight`, `${m}.gate.weight`);
-    t.experts(i, c);
+    t.experts(i);
     if (c.n_shared_experts > 0) {
       const S = c.n_shared_experts * c.moe_intermediate_size;
-      t.linear(`${n}.shared.gate_up`, D, dt, gateUp(`${h}.mlp.shared_experts`, `${m}.shared_experts`, S));
-      t.linear(`${n}.shared.down`, S, dt, one(`${h}.mlp.shared_experts.down_proj`, `${m}.shared_experts.w2`, D));
+      t.linear(`${n}.shared.gate_up`, D, "shared_experts", gateUp(`${h}.mlp.shared_experts`, `${m}.shared_experts`, S));
+      t.linear(
+        `${n}.shared.down`,
+        S,
+        "shared_experts",
+        one(`${h}.mlp.shared_experts.down_proj`, `${m}.shared_experts.w2`, D),
+      );
     }
   }
   t.plain("norm", [D], dt, "text", `${P}.norm.weight`, "norm.weight");
@@ -325,10 +424,6 @@ export function canonicalTensors(config: Mistral4Config): CanonicalTensor[] {
  * ```
  */
 export function checkpointTensors(config: Mistral4Config, layout: CheckpointLayout): CheckpointTensor[] {
-  if (config.quantization?.weight_dtype === "nvfp4") {
-    // compressed-tensors names (weight_packed, weight_scale, weight_global_scale) are not mapped yet.
-    throw new Error("mistral4: NVFP4 checkpoints are not supported yet; use the FP8 or BF16 checkpoint");
-  }
   return buildTable(config).entries.flatMap((e) => layout === "hf" ? e.hf : e.mistral);
 }
 
@@ -339,10 +434,24 @@ export function weightMap(config: Mistral4Config, layout: CheckpointLayout): Map
 
 /**
  * Static activation scales and rope caches a weight-only engine skips (`activation_scale`, `qscale_act`,
- * `*_proj_activation_scale`, `rotary_emb.inv_freq`).
+ * `*_proj_activation_scale`, NVFP4 W4A4 `input_global_scale`, `rotary_emb.inv_freq`).
  */
 export function isIgnoredCheckpointTensor(name: string): boolean {
-  return /(activation_scale|\.qscale_act|rotary_emb\.inv_freq)$/.test(name);
+  return /(activation_scale|\.qscale_act|\.input_global_scale|rotary_emb\.inv_freq)$/.test(name);
+}
+
+/**
+ * Shape of the elements a canonical tensor stores: NVFP4 packs two codes per byte along the inputs, so its bytes
+ * are `[…, K/2]`; every other dtype stores its logical shape.
+ *
+ * @example
+ * ```ts
+ * import { storedShape } from "./mistral4_weights.ts";
+ * storedShape({ shape: [64, 32], dtype: "nvfp4" }); // [64, 16]
+ * ```
+ */
+export function storedShape(t: Pick<CanonicalTensor, "shape" | "dtype">): number[] {
+  return t.dtype === "nvfp4" ? [...t.shape.slice(0, -1), t.shape[t.shape.length - 1] / 2] : [...t.shape];
 }
 
 /**

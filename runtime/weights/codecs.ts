@@ -399,6 +399,83 @@ function checkNvfp4Dims(rows: number, cols: number): void {
 }
 
 /**
+ * The f32 multiplier of one NVFP4 block: its f8e4m3 `weight_scale` code divided by the tensor's `weight_global_scale`,
+ * both in f32 (`fround(scale / fround(global))`). Every NVFP4 decode goes through this, so a weight whose block scales
+ * are kept folded (canonical weights) decodes bit-identically to one decoded from the stored codes.
+ *
+ * @example
+ * ```ts
+ * nvfp4BlockScale(0x40, 4); // f8 0x40 = 2, divided by the global scale 4: 0.5
+ * ```
+ */
+export function nvfp4BlockScale(code: number, globalScale: number): number {
+  return Math.fround(F8_VALUES[code & 0xff] / Math.fround(globalScale));
+}
+
+/**
+ * Folds stored block scales into f32 multipliers: `out[b] = nvfp4BlockScale(codes[b], globals[j])` where global `j`
+ * covers the `j`-th of `globals.length` equal runs of blocks (one run per source linear: a fused gate ‖ up has two,
+ * a `[E, …]` expert tensor one per expert).
+ */
+export function foldNvfp4Scales(codes: Uint8Array, globals: ArrayLike<number>): Float32Array {
+  const n = globals.length;
+  if (n === 0 || codes.length % n !== 0) {
+    throw new RangeError(`NVFP4: ${codes.length} block scales do not split into ${n} global-scale runs`);
+  }
+  const run = codes.length / n, out = new Float32Array(codes.length);
+  for (let b = 0; b < codes.length; b++) out[b] = nvfp4BlockScale(codes[b], globals[Math.floor(b / run)]);
+  return out;
+}
+
+/**
+ * Inverts {@link foldNvfp4Scales}: the f8e4m3 code of each folded block scale. Exact for every value the fold can
+ * produce (distinct f8 values stay distinct after the division); throws a RangeError for any other value.
+ */
+export function unfoldNvfp4Scales(scales: Float32Array, globals: ArrayLike<number>): Uint8Array {
+  const n = globals.length;
+  if (n === 0 || scales.length % n !== 0) {
+    throw new RangeError(`NVFP4: ${scales.length} block scales do not split into ${n} global-scale runs`);
+  }
+  const run = scales.length / n, out = new Uint8Array(scales.length);
+  for (let b = 0; b < scales.length; b++) {
+    const g = globals[Math.floor(b / run)], s = scales[b];
+    // The nearest f8 of s·g is the code but for the rounding of the division; its neighbours cover that.
+    const guess = encodeF8e4m3(s * Math.fround(g));
+    let code = -1;
+    for (const c of [guess, guess + 1, guess - 1]) {
+      if (c >= 0 && c < 256 && Object.is(nvfp4BlockScale(c, g), s)) code = c;
+    }
+    for (let c = 0; c < 256 && code < 0; c++) if (Object.is(nvfp4BlockScale(c, g), s)) code = c;
+    if (code < 0) throw new RangeError(`NVFP4: block scale ${s} is no f8e4m3 value divided by ${g} (block ${b})`);
+    out[b] = code;
+  }
+  return out;
+}
+
+/**
+ * Decodes NVFP4 codes whose block scales are already folded ({@link foldNvfp4Scales}): `W = e2m1 · scales[b]`, the
+ * same f32 product as {@link dequantizeNvfp4}, so both give identical bits.
+ */
+export function dequantizeNvfp4Folded(
+  packed: Uint8Array,
+  scales: ArrayLike<number>,
+  dst: Float32Array = new Float32Array(packed.length * 2),
+): Float32Array {
+  if (packed.length * 2 !== scales.length * NVFP4_BLOCK || dst.length !== packed.length * 2) {
+    throw new RangeError(`NVFP4: ${packed.length} packed bytes do not fit ${scales.length} blocks of ${NVFP4_BLOCK}`);
+  }
+  for (let b = 0; b < scales.length; b++) {
+    const s = scales[b], p0 = b * (NVFP4_BLOCK / 2), o0 = b * NVFP4_BLOCK;
+    for (let j = 0; j < NVFP4_BLOCK / 2; j++) {
+      const byte = packed[p0 + j];
+      dst[o0 + 2 * j] = E2M1_LUT[byte & 15] * s;
+      dst[o0 + 2 * j + 1] = E2M1_LUT[byte >>> 4] * s;
+    }
+  }
+  return dst;
+}
+
+/**
  * Dequantizes an NVFP4 weight `[rows, cols]` to f32: `W = e2m1 · fround(scale / global)`, the product rounded to
  * f32, as compressed-tensors does in f32.
  *
@@ -420,9 +497,8 @@ export function dequantizeNvfp4(
       `NVFP4: packed ${t.packed.length} / scale ${t.scale.length} bytes do not fit [${rows}, ${cols}]`,
     );
   }
-  const g = Math.fround(t.globalScale);
   for (let b = 0; b < rows * blocks; b++) {
-    const s = Math.fround(F8_VALUES[t.scale[b]] / g);
+    const s = nvfp4BlockScale(t.scale[b], t.globalScale);
     const p0 = b * (NVFP4_BLOCK / 2);
     const o0 = b * NVFP4_BLOCK;
     for (let j = 0; j < NVFP4_BLOCK / 2; j++) {

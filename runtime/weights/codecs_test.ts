@@ -7,6 +7,7 @@ import {
   decodeF8e4m3,
   dequantizeFp8,
   dequantizeNvfp4,
+  dequantizeNvfp4Folded,
   dequantizeQ8,
   encodeBf16,
   encodeE2m1,
@@ -18,9 +19,12 @@ import {
   f32ToF16,
   f32ToF8e4m3,
   f8e4m3ToF32,
+  foldNvfp4Scales,
+  nvfp4BlockScale,
   quantizeFp8,
   quantizeNvfp4,
   quantizeQ8,
+  unfoldNvfp4Scales,
 } from "./codecs.ts";
 
 function assertEq(actual: unknown, expected: unknown, msg = ""): void {
@@ -201,6 +205,40 @@ Deno.test("NVFP4: hand-packed row decodes with scale / global divisor, even elem
   assertEq(w[1], -1.5);
   assertEq(w[8], 9);
   assertEq(w[9], 0);
+});
+
+Deno.test("NVFP4: folded block scales decode bit-identically and unfold to the stored f8 codes", () => {
+  const rnd = seeded(11);
+  const rows = 6, cols = 48, parts = 3;
+  // Three source linears of very different magnitudes: each gets its own global scale.
+  const v = new Float32Array(rows * cols).map((_, i) => (rnd() - 0.5) * 10 ** (Math.floor(i / (2 * cols)) - 1));
+  const stored = [0, 1, 2].map((j) => quantizeNvfp4(v.subarray(j * 2 * cols, (j + 1) * 2 * cols), 2, cols));
+  const codes = new Uint8Array(stored.flatMap((q) => [...q.scale]));
+  const globals = stored.map((q) => q.globalScale);
+  const folded = foldNvfp4Scales(codes, globals);
+  assertEq(folded[0], nvfp4BlockScale(codes[0], globals[0]));
+  assertEq(folded[codes.length - 1], nvfp4BlockScale(codes[codes.length - 1], globals[parts - 1]));
+  const packed = new Uint8Array(stored.flatMap((q) => [...q.packed]));
+  const a = dequantizeNvfp4Folded(packed, folded);
+  stored.forEach((q, j) => {
+    const b = dequantizeNvfp4(q, 2, cols);
+    for (let i = 0; i < b.length; i++) assertEq(a[j * 2 * cols + i], b[i], `element ${j}/${i}`);
+  });
+  const back = unfoldNvfp4Scales(folded, globals);
+  for (let b = 0; b < codes.length; b++) assertEq(back[b], codes[b], `block ${b}`);
+  // Every f8 code (NaNs aside) folds and unfolds exactly, under awkward global scales too.
+  for (const g of [1, 3, 0.1, 2688 / 0.37, 1e-3]) {
+    const all = new Uint8Array(256).map((_, c) => c).filter((c) => (c & 0x7f) !== 0x7f);
+    const round = unfoldNvfp4Scales(foldNvfp4Scales(all, [g]), [g]);
+    for (let i = 0; i < all.length; i++) assertEq(round[i], all[i], `code ${hex(all[i])} under ${g}`);
+  }
+  let threw = false;
+  try {
+    unfoldNvfp4Scales(new Float32Array([0.3]), [1]); // 0.3 is no f8e4m3 value
+  } catch (e) {
+    threw = e instanceof RangeError;
+  }
+  assertEq(threw, true, "a scale no f8 code folds to");
 });
 
 Deno.test("NVFP4: quantize → dequantize stays within the block quantisation step", () => {

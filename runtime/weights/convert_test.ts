@@ -1,5 +1,6 @@
 import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { mulberry32 } from "../../tests/fixtures.ts";
+import { dequantizeNvfp4, quantizeNvfp4 } from "./codecs.ts";
 import { convertWeight } from "./convert.ts";
 import { type CanonicalWeight, weightToF32 } from "./load.ts";
 
@@ -46,5 +47,30 @@ Deno.test("convertWeight: bf16 and f8e4m3 (one scale per expert) keep values wit
   assertEquals(f8.scales!.length, 4);
   assert(maxRelErr(weightToF32(f8), orig) < 2 ** -3);
   assertEquals(convertWeight(w, "f32"), w);
-  assertThrows(() => convertWeight(w, "nvfp4"), RangeError, "nvfp4");
+});
+
+Deno.test("convertWeight: nvfp4 quantises like compressed-tensors, one global scale per expert", () => {
+  const w = f32Weight([4, 8, 32], 3);
+  const orig = weightToF32(w);
+  const q = convertWeight(w, "nvfp4");
+  assertEquals([q.dtype, q.shape, q.data.length, q.scales!.length, q.globalScales!.length], [
+    "nvfp4",
+    [4, 8, 32],
+    4 * 8 * 16,
+    4 * 8 * 2,
+    4,
+  ]);
+  // Expert 2 alone is what quantizeNvfp4 makes of its rows, bit for bit.
+  const e2 = quantizeNvfp4(orig.subarray(2 * 256, 3 * 256), 8, 32);
+  assertEquals(q.globalScales![2], e2.globalScale);
+  assertEquals(weightToF32(q).subarray(2 * 256, 3 * 256), dequantizeNvfp4(e2, 8, 32));
+  assert(maxRelErr(weightToF32(q), orig) < 1 / 4, "within the E2M1 step of each block's largest value");
+  assertEquals(convertWeight(f32Weight([5, 64], 4), "nvfp4").globalScales!.length, 1);
+  // Back to f32 gives the NVFP4 values exactly, and NVFP4 again is the identity.
+  assertEquals(weightToF32(convertWeight(convertWeight(q, "f32"), "nvfp4")), weightToF32(q));
+  assertThrows(
+    () => convertWeight(f32Weight([4, 40], 5), "nvfp4"),
+    RangeError,
+    "40 columns; NVFP4 needs a multiple of 16",
+  );
 });

@@ -1,8 +1,9 @@
 /**
  * Loading a checkpoint directory into canonical weights: open it (HF or Mistral layout), read its config, check every
  * tensor against `checkpointTensors`, then stream tensors one at a time through their load transforms (place into
- * fused gate ‖ up and experts, broadcast expert scales, undo HF's vision rope permutation). Peak memory is the
- * canonical weights plus about one tensor.
+ * fused gate ‖ up and experts, broadcast expert scales, undo HF's vision rope permutation), then fold NVFP4 block
+ * scales by their global scales. Peak memory is the canonical weights plus about one tensor (NVFP4: plus its f8 block
+ * scales until folded).
  *
  * @module
  */
@@ -19,26 +20,47 @@ import {
   type LoadTransform,
   type Mistral4Config,
   normalizeCheckpointName,
+  storedShape,
 } from "../../graph/models/mistral4.ts";
 import { type Checkpoint, checkTensors, loadTensors, openCheckpoint, type TensorSpec } from "./checkpoint.ts";
-import { bytesToF32, dequantizeFp8, dequantizeQ8, f32ToBytes, FLOAT_BYTES, type FloatDType } from "./codecs.ts";
+import {
+  bytesToF32,
+  dequantizeFp8,
+  dequantizeNvfp4Folded,
+  dequantizeQ8,
+  f32ToBytes,
+  FLOAT_BYTES,
+  type FloatDType,
+  foldNvfp4Scales,
+} from "./codecs.ts";
 
-/** One canonical tensor as loaded: stored encoding + per-block dequant scales (FP8), convertible to f32. */
+/** One canonical tensor as loaded: stored encoding + per-block dequant scales, convertible to f32. */
 export interface CanonicalWeight {
   /** Canonical name (`graph/models/mistral4_weights.ts`). */
   name: string;
-  /** Row-major shape. */
+  /** Row-major logical shape (NVFP4: elements, not bytes). */
   shape: number[];
-  /** Stored element type: f32, bf16 or f8e4m3. */
+  /** Stored element type: f32, bf16, f16, f8e4m3, nvfp4 or q8. */
   dtype: DType;
-  /** Little-endian elements of `dtype`. */
+  /** Little-endian elements of `dtype`; NVFP4: E2M1 codes two per byte, even element in the low nibble. */
   data: Uint8Array;
-  /** FP8 only: the canonical `<name>.scale` values, one per contiguous block, `W = fp8 · scale`. */
+  /**
+   * FP8: the canonical `<name>.scale` values, one per contiguous block, `W = fp8 · scale`. q8: one per 32 inputs.
+   * NVFP4: one per 16 inputs, the f8 block scale already divided by its linear's global scale
+   * (`nvfp4BlockScale`), so `W = e2m1 · scale`; rows of fused tensors concatenate.
+   */
   scales?: Float32Array;
+  /**
+   * NVFP4 only: each source linear's `weight_global_scale` (a divisor), in row order; global `j` covers the `j`-th of
+   * equal runs of rows (fused gate ‖ up: 2, experts `[E, 2]` / `[E]`). With them `scales` gives back the stored f8
+   * block scales exactly (`unfoldNvfp4Scales`).
+   */
+  globalScales?: Float32Array;
 }
 
 /**
- * Decodes a canonical weight to f32, exactly (FP8: code · block scale in f32, as `dequantizeFp8`).
+ * Decodes a canonical weight to f32, exactly (FP8: code · block scale in f32, as `dequantizeFp8`; NVFP4: E2M1 ·
+ * folded block scale, bit-identical to `dequantizeNvfp4` on the stored tensors).
  *
  * @example
  * ```ts
@@ -48,6 +70,10 @@ export interface CanonicalWeight {
  */
 export function weightToF32(w: CanonicalWeight): Float32Array {
   if (w.dtype === "f8e4m3") return dequantizeFp8(w.data, w.scales ?? 1);
+  if (w.dtype === "nvfp4") {
+    if (!w.scales) throw new RangeError(`weightToF32: NVFP4 ${w.name} has no block scales`);
+    return dequantizeNvfp4Folded(w.data, w.scales);
+  }
   if (w.dtype === "q8") {
     // int8 blocks of 32 along the last dim, one f32 scale per block (see convert.ts).
     const cols = w.shape[w.shape.length - 1];
@@ -210,6 +236,21 @@ function convert(data: Uint8Array, from: DType, to: DType): Uint8Array {
 }
 
 /**
+ * How a canonical tensor is held while loading: the dtype its buffer is in, and the dtypes the checkpoint may
+ * ship it as. Quantised codes must come as they are (FP8 weights, NVFP4 packed bytes and f8 block scales); every
+ * float (unquantised weights, FP8 and NVFP4 global scales) may be any float, converted.
+ */
+function holding(t: CanonicalTensor): { buffer: DType; accepts: DType | readonly DType[] } {
+  if (t.dtype === "nvfp4") return { buffer: "u8", accepts: "u8" };
+  if (t.dtype === "f8e4m3") return { buffer: "f8e4m3", accepts: "f8e4m3" };
+  return { buffer: t.kind === "scale" ? "f32" : t.dtype, accepts: FLOATS };
+}
+
+function elemBytes(dtype: DType): number {
+  return dtype === "u8" ? 1 : FLOAT_BYTES[dtype as FloatDType];
+}
+
+/**
  * Loads a checkpoint directory into canonical weights. Every problem with the tensor set (missing, extra, wrong
  * shape or dtype, truncated file) is a `CheckpointError` naming the tensor and the file. f16 weights are widened to
  * f32 (or narrowed to bf16 with `f16: "bf16"`); other float weights are converted to the config's dtype.
@@ -227,16 +268,11 @@ export async function loadCanonicalWeights(dir: string, options: LoadCanonicalOp
   const canon = new Map(canonicalTensors(config).map((t) => [t.name, t]));
   const sources = checkpointTensors(config, layout);
   const source = new Map(sources.map((s) => [s.checkpointName, s]));
-  const target = (t: CanonicalTensor): DType => t.kind === "scale" ? "f32" : t.dtype;
-  const specs: TensorSpec[] = sources.map((s) => {
-    const t = canon.get(s.canonicalName)!;
-    // Scales may be any float; unquantised weights any float too (converted), FP8 weights only FP8.
-    return {
-      name: s.checkpointName,
-      shape: s.shape,
-      dtype: t.dtype === "f8e4m3" && t.kind === "weight" ? t.dtype : FLOATS,
-    };
-  });
+  const specs: TensorSpec[] = sources.map((s) => ({
+    name: s.checkpointName,
+    shape: s.shape,
+    dtype: holding(canon.get(s.canonicalName)!).accepts,
+  }));
   const check = {
     normalizeName: (n: string) => normalizeCheckpointName(config, layout, n),
     ignore: isIgnoredCheckpointTensor,
@@ -249,17 +285,17 @@ export async function loadCanonicalWeights(dir: string, options: LoadCanonicalOp
   const buffers = new Map<string, Uint8Array>();
   const written = new Map<string, number>();
   await loadTensors(reader, specs.filter(wanted), ({ spec, info, data }) => {
-    const s = source.get(spec.name)!, t = canon.get(s.canonicalName)!, dt = target(t);
-    const elem = FLOAT_BYTES[dt as FloatDType];
+    const s = source.get(spec.name)!, t = canon.get(s.canonicalName)!, dt = holding(t).buffer;
+    const elem = elemBytes(dt), shape = storedShape(t);
     const src = convert(data, info.dtype!, dt);
     let dst = buffers.get(t.name);
     if (!dst && s.transform.kind === "copy") dst = src; // the whole tensor: adopt it, no copy
     else {
-      dst ??= new Uint8Array(numel(t.shape) * elem);
-      applyTransform(s.transform, dst, t.shape, src, info.shape, elem);
+      dst ??= new Uint8Array(numel(shape) * elem);
+      applyTransform(s.transform, dst, shape, src, info.shape, elem);
     }
     buffers.set(t.name, dst);
-    const n = s.transform.kind === "broadcast" ? numel(t.shape) : numel(info.shape);
+    const n = s.transform.kind === "broadcast" ? numel(shape) : numel(info.shape);
     written.set(t.name, (written.get(t.name) ?? 0) + n);
   }, { ...check, ignore: (n) => check.ignore(n) || skipped.has(n), quiet: options.quiet, label: `loading ${dir}` });
 
@@ -267,15 +303,27 @@ export async function loadCanonicalWeights(dir: string, options: LoadCanonicalOp
   for (const t of canon.values()) {
     if (options.group !== "all" && t.group !== "text") continue;
     const data = buffers.get(t.name);
-    if (!data || written.get(t.name) !== numel(t.shape)) {
+    if (!data || written.get(t.name) !== numel(storedShape(t))) {
       throw new Error(`loadCanonicalWeights: ${t.name} was not fully written (a checkpoint table bug)`);
     }
     if (t.kind === "scale") continue;
     weights.set(t.name, { name: t.name, shape: [...t.shape], dtype: t.dtype, data });
   }
+  const f32 = (name: string) => {
+    let b = buffers.get(name)!;
+    if (b.byteOffset % 4 !== 0) b = b.slice(); // a view into a shard read need not be 4-aligned
+    return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+  };
   for (const t of canon.values()) {
     const w = t.kind === "scale" && weights.get(t.scaleOf!);
-    if (w) w.scales = new Float32Array(buffers.get(t.name)!.buffer, buffers.get(t.name)!.byteOffset, numel(t.shape));
+    if (!w) continue;
+    if (w.dtype !== "nvfp4") w.scales = f32(t.name);
+    else if (t.name === `${w.name}.global_scale`) {
+      // Folded now, once, so decoding needs no division (and matches dequantizeNvfp4 bit for bit).
+      w.globalScales = f32(t.name);
+      w.scales = foldNvfp4Scales(buffers.get(`${w.name}.scale`)!, w.globalScales);
+      buffers.delete(`${w.name}.scale`); // the f8 codes are in `scales` now; free them as we go
+    }
   }
   return { config, layout, weights };
 }

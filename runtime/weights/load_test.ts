@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
 import { presetConfig } from "../../graph/models/mistral4.ts";
-import { bytesToF32, f32ToBytes } from "./codecs.ts";
+import { bytesToF32, encodeF8e4m3, f32ToBytes } from "./codecs.ts";
 import { CheckpointError } from "./errors.ts";
 import { type CanonicalWeight, loadCanonicalWeights, weightToF32 } from "./load.ts";
 import { makeCheckpoint, mistralParamsJson } from "./make_checkpoint.ts";
@@ -170,5 +170,73 @@ Deno.test("weightToF32: bf16, f32 and FP8 with per-block scales", () => {
     scales: new Float32Array([0.5, 4]),
   };
   assertEquals([...weightToF32(fp8)], [0.5, 1, 4, 8]);
-  assertThrows(() => weightToF32({ ...fp8, dtype: "nvfp4" }), RangeError, "nvfp4");
+  // NVFP4: codes 1 (+0.5) low, 0xb (-1.5) high in byte 0; block scales already divided by the global scale.
+  const nv: CanonicalWeight = {
+    name: "d",
+    shape: [2, 16],
+    dtype: "nvfp4",
+    data: new Uint8Array(16).fill(0xb1),
+    scales: new Float32Array([0.25, 2]),
+  };
+  const v = weightToF32(nv);
+  assertEquals([v[0], v[1], v[16], v[17]], [0.125, -0.375, 1, -3]);
+  assertThrows(() => weightToF32({ ...nv, scales: undefined }), RangeError, "no block scales");
+  assertThrows(() => weightToF32({ ...fp8, dtype: "i32" }), RangeError, "i32");
+});
+
+/** One tensor of a checkpoint file rewritten: new dtype, shape and bytes. */
+function replaced(name: string, dtype: string, shape: number[], data: Uint8Array) {
+  return (ts: TensorToWrite[]) => ts.map((t) => t.name === name ? { name, dtype, shape, data } as TensorToWrite : t);
+}
+
+Deno.test("load: NVFP4 W = e2m1 · weight_scale / weight_global_scale, even element in the low nibble", async () => {
+  await withDir(async (dir) => {
+    await makeCheckpoint({ config: presetConfig("tiny"), out: dir, layout: "mistral", dtype: "nvfp4" });
+    // Shared down [64, 32]: hand-made row 0, the other rows zero.
+    const m = "layers.0.shared_experts.w2";
+    const packed = new Uint8Array(64 * 16), scale = new Uint8Array(64 * 2);
+    packed.set([0x21, 0xf9], 0); // elements 0..3: codes 1 (+0.5), 2 (+1), 9 (-0.5), 0xf (-6)
+    packed[8] = 0x07; // element 16 (block 1): code 7 (+6)
+    scale.set([encodeF8e4m3(2), encodeF8e4m3(1)], 0);
+    const global = new Uint8Array(new Float32Array([4]).buffer);
+    await rewrite(dir, MISTRAL, (ts) =>
+      replaced(`${m}.weight_global_scale`, "F32", [1], global)(
+        replaced(`${m}.weight_scale`, "F8_E4M3", [64, 2], scale)(
+          replaced(`${m}.weight_packed`, "U8", [64, 16], packed)(ts),
+        ),
+      ));
+    const w = (await loadCanonicalWeights(dir, { quiet: true })).weights.get("layers.0.shared.down")!;
+    assertEquals([w.dtype, w.shape, [...w.globalScales!], w.scales![0], w.scales![1]], [
+      "nvfp4",
+      [64, 32],
+      [4],
+      0.5,
+      0.25,
+    ]);
+    const row = weightToF32(w).subarray(0, 32);
+    // A multiplied global scale would give 4, 8, …; swapped nibbles 0.5, 0.25, ….
+    assertEquals([...row.subarray(0, 4)], [0.25, 0.5, -0.25, -3]);
+    assertEquals(row[16], 1.5);
+    assertEquals(row.filter((x) => x !== 0).length, 5);
+  });
+});
+
+Deno.test("load errors: NVFP4 scales of the wrong shape or dtype name the tensor and the file", async () => {
+  await withDir(async (dir) => {
+    await makeCheckpoint({ config: presetConfig("tiny"), out: dir, layout: "mistral", dtype: "nvfp4" });
+    const file = join(dir, MISTRAL), name = "layers.1.experts.2.w1.weight_scale";
+    await rewrite(dir, MISTRAL, replaced(name, "F8_E4M3", [32, 3], new Uint8Array(96)));
+    await expectError(dir, "shape", [`"${name}"`, file, "[32,3]", "[32,4]"]);
+    await rewrite(dir, MISTRAL, replaced(name, "F32", [32, 4], new Uint8Array(512)));
+    await expectError(dir, "dtype", [`"${name}"`, file, "f8e4m3"]);
+  });
+  await withDir(async (dir) => {
+    // HF: the per-expert packed weight, and one index entry naming its shard.
+    await makeCheckpoint({ config: presetConfig("tiny"), out: dir, dtype: "nvfp4" });
+    const name = "model.language_model.layers.0.mlp.experts.7.down_proj.weight_packed";
+    const index = JSON.parse(await Deno.readTextFile(join(dir, "model.safetensors.index.json")));
+    const shard = index.weight_map[name];
+    await rewrite(dir, shard, replaced(name, "U8", [64, 32], new Uint8Array(64 * 32)));
+    await expectError(dir, "shape", [`"${name}"`, join(dir, shard), "[64,32]", "[64,16]"]);
+  });
 });

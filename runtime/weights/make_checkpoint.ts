@@ -9,6 +9,9 @@
  *   `weight_scale_inv` scalars (`[E,1,1]` for experts) plus static `activation_scale`s.
  * - `mistral`: `params.json` and `consolidated.safetensors` (sharded with an index when over the shard size);
  *   per-expert `w1/w2/w3`; FP8 as `qscale_weight` plus `qscale_act`.
+ * - NVFP4 in either layout: a compressed-tensors `quantization_config` (in `config.json`, or in `params.json` as the
+ *   real release has it) whose `ignore` list keeps what `quantization.linears` leaves out; each quantised linear as
+ *   `weight_packed` / `weight_scale` / `weight_global_scale` plus W4A4 `input_global_scale`; HF experts per expert.
  *
  * @module
  */
@@ -24,9 +27,13 @@ import {
   checkpointTensors,
   configFromHF,
   configFromParams,
+  isQuantizedLinear,
+  LINEAR_GROUPS,
   type Mistral4Config,
+  type Mistral4LinearGroup,
+  storedShape,
 } from "../../graph/models/mistral4.ts";
-import { FLOAT_BYTES, type FloatDType } from "./codecs.ts";
+import { FLOAT_BYTES, type FloatDType, unfoldNvfp4Scales } from "./codecs.ts";
 import { CheckpointError } from "./errors.ts";
 import { broadcastIndex, type CanonicalWeight, copyBlock, ropeHfRow } from "./load.ts";
 import { configForDtype, type RandomDType, randomWeightSource } from "./random.ts";
@@ -38,7 +45,7 @@ export interface MakeCheckpointOptions {
   config: Mistral4Config;
   /** Output directory (created; must not already hold a checkpoint unless `force`). */
   out: string;
-  /** Stored dtype (see `configForDtype`); default the config's (FP8 when it is quantised, else f32 or bf16). */
+  /** Stored dtype (see `configForDtype`); default the config's (its quantisation when it has one, else f32 or bf16). */
   dtype?: RandomDType;
   /** Seed of the random weights (default 0). */
   seed?: number;
@@ -71,6 +78,72 @@ const HF_DTYPE: Partial<Record<DType, string>> = { f32: "float32", bf16: "bfloat
 
 function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * `ignore` entries keeping each group of text linears unquantised: HF module names, which vLLM also uses for the
+ * Mistral-native layout (the real release's `params.json` names its modules so).
+ */
+const KEEP: Readonly<Record<Mistral4LinearGroup, string>> = {
+  attention: "re:.*self_attn.*",
+  dense_mlp: "re:.*mlp\\.(gate|up|down)_proj$",
+  shared_experts: "re:.*mlp\\.shared_experts\\..*",
+  routed_experts: "re:.*mlp\\.experts\\..*",
+};
+
+/** An NVFP4 args block of compressed-tensors (`tensor_group`: f8 scales per 16 under one global scale). */
+function fp4Args(dynamic: boolean | "local"): Record<string, unknown> {
+  return {
+    num_bits: 4,
+    type: "float",
+    symmetric: true,
+    group_size: 16,
+    strategy: "tensor_group",
+    block_structure: null,
+    dynamic,
+    actorder: null,
+    scale_dtype: dynamic === false ? "torch.float8_e4m3fn" : null,
+    zp_dtype: null,
+    observer: dynamic === false ? "memoryless_minmax" : "static_minmax",
+    observer_kwargs: {},
+  };
+}
+
+/**
+ * The compressed-tensors `quantization_config` of an NVFP4 config, as llm-compressor writes it (`nvfp4-pack-quantized`,
+ * one `Linear` group, W4A4 when activation scales are shipped). The `ignore` list names the head, the router, the
+ * vision tower in `layout`'s module names and every group of text linears left unquantised.
+ */
+export function compressedTensorsConfigJson(c: Mistral4Config, layout: CheckpointLayout): Record<string, unknown> {
+  const q = c.quantization!;
+  const vision = !c.vision_config
+    ? []
+    : layout === "hf"
+    ? ["re:.*vision_tower.*", "re:.*multi_modal_projector.*"]
+    : ["re:vision_encoder.*", "re:vision_language_adapter.*", "re:patch_merger.*"];
+  return {
+    quant_method: "compressed-tensors",
+    format: "nvfp4-pack-quantized",
+    quantization_status: "compressed",
+    config_groups: {
+      group_0: {
+        targets: ["Linear"],
+        format: "nvfp4-pack-quantized",
+        weights: fp4Args(false),
+        input_activations: q.activation_scheme === "static" ? fp4Args("local") : null,
+        output_activations: null,
+      },
+    },
+    ignore: [
+      "lm_head",
+      "re:.*mlp.gate$",
+      ...LINEAR_GROUPS.filter((g) => !isQuantizedLinear(c, g)).map((g) => KEEP[g]),
+      ...vision,
+    ],
+    kv_cache_scheme: null,
+    sparsity_config: {},
+    transform_config: {},
+  };
 }
 
 /** The transformers `config.json` for `c`: a `mistral3` wrapper when it has vision, else a bare `mistral4`. */
@@ -127,7 +200,7 @@ export function hfConfigJson(c: Mistral4Config): Record<string, unknown> {
     text.rope_parameters = rp;
   }
   if (c.softmax_scale_mode !== "plain") text.softmax_scale_mode = c.softmax_scale_mode; // a Tramontane key
-  const quant = c.quantization && {
+  const quant = c.quantization?.weight_dtype === "nvfp4" ? compressedTensorsConfigJson(c, "hf") : c.quantization && {
     activation_scheme: c.quantization.activation_scheme,
     dequantize: false,
     modules_to_not_convert: c.vision_config ? ["model.vision_tower", "model.multi_modal_projector", "lm_head"] : [
@@ -203,7 +276,8 @@ export function mistralParamsJson(c: Mistral4Config): Record<string, unknown> {
       alpha: r.beta_slow,
     };
   }
-  if (c.quantization) p.quantization = { qformat_weight: "fp8_e4m3", qscheme_act: "TENSOR" };
+  if (c.quantization?.weight_dtype === "nvfp4") p.quantization_config = compressedTensorsConfigJson(c, "mistral");
+  else if (c.quantization) p.quantization = { qformat_weight: "fp8_e4m3", qscheme_act: "TENSOR" };
   p.moe = {
     expert_parallel: 1,
     route_every_n: 1,
@@ -294,15 +368,26 @@ export async function configFromSpec(spec: string): Promise<Mistral4Config> {
   return basename(spec) === "params.json" ? configFromParams(json, spec) : familyOfHF(json).configFromHF(json, spec);
 }
 
+function bytesOf(a: Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** The bytes of canonical tensor `t` held by its weight `w`: the weight itself, or one of its scale tensors. */
+function canonicalBytes(t: CanonicalTensor, w: CanonicalWeight): Uint8Array {
+  if (t.kind === "weight") return w.data;
+  if (w.dtype !== "nvfp4") return bytesOf(w.scales!);
+  // NVFP4 keeps folded block scales: the stored f8 codes come back exactly through the global scales.
+  return t.name.endsWith(".global_scale") ? bytesOf(w.globalScales!) : unfoldNvfp4Scales(w.scales!, w.globalScales!);
+}
+
 /** A checkpoint tensor's bytes from its canonical weight: the load transform run backwards. */
 function checkpointBytes(s: CheckpointTensor, t: CanonicalTensor, w: CanonicalWeight): Uint8Array {
-  const isScale = t.kind === "scale";
-  const data = isScale ? new Uint8Array(w.scales!.buffer, w.scales!.byteOffset, w.scales!.byteLength) : w.data;
-  const elem = data.byteLength / numel(t.shape);
+  const data = canonicalBytes(t, w), shape = storedShape(t);
+  const elem = data.byteLength / numel(shape);
   const out = new Uint8Array(numel(s.shape) * elem);
   const tr = s.transform;
   if (tr.kind === "copy") out.set(data);
-  else if (tr.kind === "place") copyBlock(data, t.shape, out, s.shape, tr.offset, elem, false);
+  else if (tr.kind === "place") copyBlock(data, shape, out, s.shape, tr.offset, elem, false);
   else if (tr.kind === "rope_unpermute") {
     const rows = t.shape[0], row = data.byteLength / rows;
     for (let r = 0; r < rows; r++) out.set(data.subarray(r * row, (r + 1) * row), ropeHfRow(r, rows, tr.heads) * row);
@@ -320,10 +405,21 @@ function checkpointBytes(s: CheckpointTensor, t: CanonicalTensor, w: CanonicalWe
   return out;
 }
 
-/** Static activation scales a real FP8 checkpoint ships beside each quantised weight (loaders ignore them). */
+/**
+ * Static activation scales a real checkpoint ships beside each quantised weight (loaders ignore them): FP8
+ * `activation_scale` / `qscale_act`, NVFP4 W4A4 `input_global_scale`.
+ */
 function activationScales(c: Mistral4Config, layout: CheckpointLayout, sources: CheckpointTensor[]): TensorToWrite[] {
   if (c.quantization?.activation_scheme !== "static") return [];
   const one = new Uint8Array(new Float32Array([1]).buffer);
+  if (c.quantization.weight_dtype === "nvfp4") {
+    return sources.filter((s) => s.checkpointName.endsWith(".weight_packed")).map((s) => ({
+      name: s.checkpointName.replace(/\.weight_packed$/, ".input_global_scale"),
+      dtype: "f32" as const,
+      shape: [1],
+      data: one,
+    }));
+  }
   return sources.filter((s) => s.dtype === "f8e4m3").map((s) => {
     const n = s.checkpointName;
     const name = layout === "mistral"
@@ -363,7 +459,7 @@ async function prepareDir(out: string, force: boolean): Promise<void> {
 export async function makeCheckpoint(options: MakeCheckpointOptions): Promise<MakeCheckpointResult> {
   const layout = options.layout ?? "hf";
   const base = options.config;
-  const dtype = options.dtype ?? (base.quantization ? "f8e4m3" : base.dtype === "f32" ? "f32" : "bf16");
+  const dtype = options.dtype ?? base.quantization?.weight_dtype ?? (base.dtype === "f32" ? "f32" : "bf16");
   const config = configForDtype(base, dtype);
   const { name: cfgName, json } = configFile(config, layout);
   const src = randomWeightSource(config, { seed: options.seed ?? 0, group: "all" });
@@ -393,7 +489,8 @@ export async function makeCheckpoint(options: MakeCheckpointOptions): Promise<Ma
     return {
       name: s.checkpointName,
       dtype: s.dtype,
-      shape: s.shape,
+      // A listed `[]` is any one-element shape: FP8 checkpoints store scalars, compressed-tensors `[1]`.
+      shape: s.shape.length === 0 && s.checkpointName.endsWith(".weight_global_scale") ? [1] : s.shape,
       data: () => checkpointBytes(s, t, weight(t.kind === "scale" ? t.scaleOf! : t.name)),
     };
   });
@@ -403,7 +500,10 @@ export async function makeCheckpoint(options: MakeCheckpointOptions): Promise<Ma
   const maxShardBytes = options.maxShardBytes ?? 5e9;
   const metadata = { format: "pt" };
   let paths: string[];
-  const total = tensors.reduce((a, t) => a + numel(t.shape) * FLOAT_BYTES[t.dtype as FloatDType], 0);
+  const total = tensors.reduce(
+    (a, t) => a + numel(t.shape) * (t.dtype === "u8" ? 1 : FLOAT_BYTES[t.dtype as FloatDType]),
+    0,
+  );
   if (layout === "mistral" && total <= maxShardBytes) {
     const path = join(options.out, "consolidated.safetensors");
     await writeSafetensors(path, tensors, metadata);

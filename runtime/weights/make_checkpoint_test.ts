@@ -1,8 +1,15 @@
 import { join } from "node:path";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
-import { type CheckpointLayout, type Mistral4Config, presetConfig } from "../../graph/models/mistral4.ts";
+import {
+  type CheckpointLayout,
+  configFromHF,
+  LINEAR_GROUPS,
+  type Mistral4Config,
+  presetConfig,
+} from "../../graph/models/mistral4.ts";
 import { main } from "../../make_checkpoint.ts";
-import { type CanonicalWeight, loadCanonicalWeights } from "./load.ts";
+import { bytesToF32, dequantizeNvfp4 } from "./codecs.ts";
+import { type CanonicalWeight, loadCanonicalWeights, weightToF32 } from "./load.ts";
 import { configFile, makeCheckpoint } from "./make_checkpoint.ts";
 import { configForDtype, randomCanonicalWeights, type RandomDType } from "./random.ts";
 import { openSafetensors } from "./safetensors.ts";
@@ -25,6 +32,8 @@ function assertSameWeights(got: Map<string, CanonicalWeight>, want: Map<string, 
     assertEquals([g.shape, g.dtype], [w.shape, w.dtype], `${what}: ${name}`);
     assert(g.data.length === w.data.length && g.data.every((b, i) => b === w.data[i]), `${what}: ${name} data`);
     assertEquals(g.scales ? [...g.scales] : undefined, w.scales ? [...w.scales] : undefined, `${what}: ${name} scales`);
+    const [gg, wg] = [g.globalScales, w.globalScales].map((a) => a ? [...a] : undefined);
+    assertEquals(gg, wg, `${what}: ${name} global scales`);
   }
 }
 
@@ -47,7 +56,7 @@ async function roundTrip(
 }
 
 for (const layout of ["hf", "mistral"] as const) {
-  for (const dtype of ["f32", "bf16", "f8e4m3"] as const) {
+  for (const dtype of ["f32", "bf16", "f8e4m3", "nvfp4"] as const) {
     Deno.test(`make-checkpoint → load: tiny ${dtype} ${layout} is bit-identical to the random weights`, async () => {
       await withDir(async (dir) => {
         // Mistral bf16 goes over the shard size: consolidated-0000i-of-0000n + index.
@@ -60,15 +69,20 @@ for (const layout of ["hf", "mistral"] as const) {
           assert(names.filter((n) => /^model-\d{5}-of-\d{5}\.safetensors$/.test(n)).length > 1, "sharded");
           const index = JSON.parse(await Deno.readTextFile(join(dir, "model.safetensors.index.json")));
           const p = "model.language_model.layers.1.mlp.experts";
-          assert(`${p}.gate_up_proj` in index.weight_map && "lm_head.weight" in index.weight_map);
-          assert("model.vision_tower.ln_pre.weight" in index.weight_map);
+          // NVFP4 HF checkpoints keep the experts per expert (llm-compressor's un-fused Linear modules).
+          assertEquals(`${p}.gate_up_proj` in index.weight_map, dtype !== "nvfp4");
+          assertEquals(`${p}.3.up_proj.weight_packed` in index.weight_map, dtype === "nvfp4");
+          assertEquals(`${p}.3.up_proj.input_global_scale` in index.weight_map, dtype === "nvfp4");
+          assert("lm_head.weight" in index.weight_map && "model.vision_tower.ln_pre.weight" in index.weight_map);
           assertEquals(`${p}.down_proj_scale_inv` in index.weight_map, dtype === "f8e4m3");
           assertEquals(`${p}.down_proj_activation_scale` in index.weight_map, dtype === "f8e4m3");
         } else {
           const file = sharded ? "consolidated.safetensors.index.json" : "consolidated.safetensors";
           assertEquals([names[0], names.at(-1)], ["params.json", file]);
           const r = await openSafetensors(join(dir, file));
-          assert(r.has("layers.1.experts.7.w3.weight") && r.has("output.weight"));
+          assertEquals(r.has("layers.1.experts.7.w3.weight"), dtype !== "nvfp4");
+          assertEquals(r.has("layers.1.experts.7.w3.weight_packed"), dtype === "nvfp4");
+          assert(r.has("output.weight"));
           assertEquals(r.has("layers.1.experts.7.w3.qscale_weight"), dtype === "f8e4m3");
         }
       });
@@ -92,6 +106,49 @@ Deno.test("make-checkpoint: FP8 config.json carries quantization_config and real
     assertEquals(r.info(`${p}.mlp.experts.gate_up_proj_scale_inv`).shape, [8, 1, 1]);
     assertEquals(r.info(`${p}.mlp.experts.gate_up_proj`).storage, "F8_E4M3");
     assertEquals(r.info("lm_head.weight").storage, "BF16");
+  });
+});
+
+Deno.test("make-checkpoint: NVFP4 writes a compressed-tensors quantization_config, real shapes", async () => {
+  await withDir(async (dir) => {
+    const made = await makeCheckpoint({ config: presetConfig("tiny"), out: dir, dtype: "nvfp4" });
+    const qc = JSON.parse(await Deno.readTextFile(join(dir, "config.json"))).quantization_config;
+    assertEquals([qc.quant_method, qc.format, qc.config_groups.group_0.targets], [
+      "compressed-tensors",
+      "nvfp4-pack-quantized",
+      ["Linear"],
+    ]);
+    assertEquals(qc.config_groups.group_0.weights.group_size, 16);
+    assertEquals(qc.config_groups.group_0.input_activations.dynamic, "local");
+    assert(qc.ignore.includes("lm_head") && qc.ignore.includes("re:.*self_attn.*"), JSON.stringify(qc.ignore));
+    // configFromHF reads it back to the same config (makeCheckpoint checks this; here it is visible).
+    assertEquals(configFromHF(JSON.parse(await Deno.readTextFile(join(dir, "config.json")))), made.config);
+    const r = await openSafetensors(join(dir, "model.safetensors.index.json"));
+    const e = "model.language_model.layers.1.mlp.experts.0.gate_proj";
+    assertEquals([r.info(`${e}.weight_packed`).storage, r.info(`${e}.weight_packed`).shape], ["U8", [32, 32]]);
+    assertEquals([r.info(`${e}.weight_scale`).storage, r.info(`${e}.weight_scale`).shape], ["F8_E4M3", [32, 4]]);
+    assertEquals([r.info(`${e}.weight_global_scale`).storage, r.info(`${e}.weight_global_scale`).shape], ["F32", [1]]);
+    assertEquals(r.info("model.language_model.layers.0.self_attn.q_a_proj.weight").storage, "BF16");
+    // The stored tensors decode, by the codec alone, to exactly the loaded canonical weight's rows.
+    const f8 = await r.read(`${e}.weight_scale`), g = bytesToF32(await r.read(`${e}.weight_global_scale`), "f32");
+    const stored = dequantizeNvfp4(
+      { packed: await r.read(`${e}.weight_packed`), scale: f8, globalScale: g[0] },
+      32,
+      64,
+    );
+    const loaded = await loadCanonicalWeights(dir, { quiet: true });
+    assertEquals(weightToF32(loaded.weights.get("layers.1.moe.gate_up")!).subarray(0, 32 * 64), stored);
+  });
+  await withDir(async (dir) => {
+    // Mistral layout, weight-only and every linear NVFP4: params.json carries the config as the release does.
+    const tiny = presetConfig("tiny");
+    const q = { weight_dtype: "nvfp4" as const, activation_scheme: "dynamic" as const, linears: [...LINEAR_GROUPS] };
+    await roundTrip({ ...tiny, quantization: q }, "nvfp4", "mistral", dir, 5e9);
+    const params = JSON.parse(await Deno.readTextFile(join(dir, "params.json")));
+    assertEquals([params.quantization, params.quantization_config.quant_method], [undefined, "compressed-tensors"]);
+    assertEquals(params.quantization_config.config_groups.group_0.input_activations, null);
+    const r = await openSafetensors(join(dir, "consolidated.safetensors"));
+    assert(r.has("layers.0.attention.wkv_b.weight_packed") && !r.has("layers.0.attention.wkv_b.input_global_scale"));
   });
 });
 
@@ -166,12 +223,20 @@ Deno.test("make-checkpoint CLI: writes a checkpoint, rejects bad flags", async (
       console.log = log;
     }
     assertEquals((await loadCanonicalWeights(again, { quiet: true })).config, loaded.config);
+    const nv = join(dir, "nvfp4");
+    console.log = () => {};
+    try {
+      assertEquals(await main(["--model", "tiny", "--out", nv, "--dtype", "nvfp4", "--layout", "mistral"]), 0);
+    } finally {
+      console.log = log;
+    }
+    assertEquals((await loadCanonicalWeights(nv, { quiet: true })).config.quantization?.weight_dtype, "nvfp4");
   });
   const error = console.error;
   console.error = () => {};
   try {
     assertEquals(await main(["--model", "tiny"]), 2);
-    assertEquals(await main(["--model", "tiny", "--out", "/tmp/x", "--dtype", "nvfp4"]), 2);
+    assertEquals(await main(["--model", "tiny", "--out", "/tmp/x", "--dtype", "q8"]), 2);
     assertEquals(await main(["--model", "tiny", "--out", "/tmp/x", "--layout", "gguf"]), 2);
     assertEquals(await main(["--model", "nope", "--out", "/tmp/x"]), 1);
   } finally {

@@ -16,13 +16,22 @@ import {
   type CanonicalTensor,
   canonicalTensors,
   checkpointTensors,
+  LINEAR_GROUPS,
   type Mistral4Config,
+  type Mistral4LinearGroup,
 } from "../../graph/models/mistral4.ts";
 import { f32ToBytes, type FloatDType, quantizeFp8 } from "./codecs.ts";
+import { nvfp4Weight } from "./convert.ts";
 import { broadcastIndex, type CanonicalWeight } from "./load.ts";
 
 /** The dtypes random weights (and `make-checkpoint --dtype`) can be produced in. */
-export type RandomDType = "f32" | "bf16" | "f8e4m3";
+export type RandomDType = "f32" | "bf16" | "f8e4m3" | "nvfp4";
+
+/**
+ * The text linears the NVFP4 release (`mistralai/Mistral-Small-4-119B-2603-NVFP4`) quantises: every expert
+ * (routed and shared, and dense MLPs, which its recipe would take too); attention stays BF16.
+ */
+export const NVFP4_RELEASE_LINEARS: readonly Mistral4LinearGroup[] = ["dense_mlp", "shared_experts", "routed_experts"];
 
 /** Options of {@link randomCanonicalWeights}. */
 export interface RandomWeightsOptions {
@@ -36,9 +45,10 @@ export interface RandomWeightsOptions {
 
 /**
  * The config of a checkpoint stored in `dtype`: `f32` / `bf16` make every weight that dtype (no quantisation);
- * `f8e4m3` quantises the text linears (per-tensor FP8 with static activation scales, as the official checkpoint)
- * and keeps the rest in the config's dtype. Build the graph from this config so its declared dtypes match the
- * weights.
+ * `f8e4m3` quantises the text linears (per-tensor FP8 with static activation scales, as the official checkpoint);
+ * `nvfp4` quantises the linears the NVFP4 release does (W4A4 compressed-tensors, attention kept; a config already
+ * NVFP4 keeps its own choice). The rest stays in the config's dtype. Build the graph from this config so its
+ * declared dtypes match the weights.
  *
  * @example
  * ```ts
@@ -49,11 +59,20 @@ export interface RandomWeightsOptions {
 export function configForDtype(config: Mistral4Config, dtype?: DType): Mistral4Config {
   if (dtype === undefined) return config;
   if (dtype === "f32" || dtype === "bf16") return { ...config, dtype, quantization: null };
+  const dt = config.dtype === "f32" || config.dtype === "bf16" ? config.dtype : "bf16";
   if (dtype === "f8e4m3") {
-    const dt = config.dtype === "f32" || config.dtype === "bf16" ? config.dtype : "bf16";
     return { ...config, dtype: dt, quantization: { weight_dtype: "f8e4m3", activation_scheme: "static" } };
   }
-  throw new RangeError(`random weights: dtype ${dtype} is not supported (use f32, bf16 or f8e4m3)`);
+  if (dtype === "nvfp4") {
+    const q = config.quantization?.weight_dtype === "nvfp4" ? config.quantization : null;
+    const linears = LINEAR_GROUPS.filter((g) => (q?.linears ?? NVFP4_RELEASE_LINEARS).includes(g));
+    return {
+      ...config,
+      dtype: dt,
+      quantization: { weight_dtype: "nvfp4", activation_scheme: q?.activation_scheme ?? "static", linears },
+    };
+  }
+  throw new RangeError(`random weights: dtype ${dtype} is not supported (use f32, bf16, f8e4m3 or nvfp4)`);
 }
 
 /** 32-bit FNV-1a of the name mixed with the seed through murmur3's finaliser: one stream per (seed, name). */
@@ -106,7 +125,7 @@ export interface RandomWeightSource {
   config: Mistral4Config;
   /** Canonical weights (not scales) of the group, in canonical order. */
   tensors: CanonicalTensor[];
-  /** Generates one canonical weight (with its FP8 scales); deterministic, independent of the others. */
+  /** Generates one canonical weight (with its FP8 or NVFP4 scales); deterministic, independent of the others. */
   generate(name: string): CanonicalWeight;
 }
 
@@ -148,10 +167,13 @@ export function randomWeightSource(config: Mistral4Config, options: RandomWeight
       w.data = q.codes;
       w.scales = new Float32Array(numel(scaleShape));
       for (let i = 0; i < w.scales.length; i++) w.scales[i] = q.scales[broadcastIndex(i, scaleShape, blockShape)];
+    } else if (t.dtype === "nvfp4") {
+      // One global scale per source linear, as a real checkpoint has (the canonical `.global_scale` shape).
+      return nvfp4Weight(name, t.shape, values, byName.get(`${name}.global_scale`)!.shape.reduce((a, b) => a * b, 1));
     } else if (t.dtype === "f32" || t.dtype === "bf16" || t.dtype === "f16") {
       w.data = f32ToBytes(values, t.dtype as FloatDType);
     } else {
-      throw new RangeError(`random weights: ${name} has dtype ${t.dtype}; use f32, bf16 or f8e4m3`);
+      throw new RangeError(`random weights: ${name} has dtype ${t.dtype}; use f32, bf16, f8e4m3 or nvfp4`);
     }
     return w;
   };
@@ -160,7 +182,8 @@ export function randomWeightSource(config: Mistral4Config, options: RandomWeight
 
 /**
  * Deterministic random canonical weights for `config` (a preset, usually), in their stored dtype: bf16/f32 values
- * are rounded, FP8 weights are codes with one scale per block (absmax/448) as `canonicalTensors` declares.
+ * are rounded, FP8 weights are codes with one scale per block (absmax/448) as `canonicalTensors` declares, NVFP4
+ * weights E2M1 codes with folded block scales and one global scale per source linear.
  *
  * @example
  * ```ts

@@ -1,10 +1,16 @@
 import { assert, assertEquals, assertNotEquals, assertThrows } from "../../tests/assert.ts";
 import { GraphBuilder } from "../../graph/builder.ts";
-import { build, canonicalTensors, type Mistral4Config, presetConfig } from "../../graph/models/mistral4.ts";
+import {
+  build,
+  canonicalTensors,
+  LINEAR_GROUPS,
+  type Mistral4Config,
+  presetConfig,
+} from "../../graph/models/mistral4.ts";
 import { referenceBackend } from "../backends/reference.ts";
 import { runGraph } from "../execute.ts";
 import { weightToF32 } from "./load.ts";
-import { configForDtype, randomCanonicalWeights, tensorSeed } from "./random.ts";
+import { configForDtype, randomCanonicalWeights, type RandomDType, tensorSeed } from "./random.ts";
 
 function stats(a: Float32Array): { mean: number; std: number; min: number; max: number } {
   let s = 0, s2 = 0, min = Infinity, max = -Infinity;
@@ -50,7 +56,46 @@ Deno.test("random weights: groups, dtypes and FP8 scales as canonicalTensors dec
   // Scale = block absmax / 448: the largest code of a block is (close to) ±448.
   const deq = weightToF32(wq);
   assertEquals(stats(deq.map(Math.abs)).max, Math.fround(448 * wq.scales![0]));
-  assertThrows(() => configForDtype(tiny, "nvfp4"), RangeError, "nvfp4");
+  assertThrows(() => configForDtype(tiny, "q8"), RangeError, "q8");
+});
+
+Deno.test("random weights: NVFP4 as the release quantises it, one global scale per source linear", () => {
+  const tiny = presetConfig("tiny");
+  const c = configForDtype(tiny, "nvfp4");
+  assertEquals(c.quantization, {
+    weight_dtype: "nvfp4",
+    activation_scheme: "static",
+    linears: ["dense_mlp", "shared_experts", "routed_experts"],
+  });
+  // A config already NVFP4 keeps its own choice of linears.
+  const mine = {
+    ...tiny,
+    quantization: {
+      weight_dtype: "nvfp4" as const,
+      activation_scheme: "dynamic" as const,
+      linears: ["attention" as const],
+    },
+  };
+  assertEquals(configForDtype(mine, "nvfp4").quantization, mine.quantization);
+  const w = randomCanonicalWeights(tiny, { seed: 0, dtype: "nvfp4" });
+  assertEquals(w.get("layers.0.attn.wq_a")!.dtype, "bf16");
+  const gu = w.get("layers.1.moe.gate_up")!,
+    down = w.get("layers.1.moe.down")!,
+    shared = w.get("layers.0.shared.gate_up")!;
+  assertEquals([gu.dtype, gu.data.length, gu.scales!.length, gu.globalScales!.length], [
+    "nvfp4",
+    8 * 64 * 32,
+    8 * 64 * 4,
+    16,
+  ]);
+  assertEquals([down.globalScales!.length, shared.globalScales!.length], [8, 2]);
+  // Each source linear is quantised on its own: its largest |value| is 6 × its largest block scale.
+  const values = weightToF32(gu);
+  for (const part of [0, 1, 5]) {
+    const rows = values.subarray(part * 32 * 64, (part + 1) * 32 * 64),
+      scales = gu.scales!.subarray(part * 32 * 4, (part + 1) * 32 * 4);
+    assertEquals(stats(rows.map(Math.abs)).max, Math.fround(6 * Math.max(...scales)));
+  }
 });
 
 Deno.test("random weights: scaled by role (norms ≈ 1, linears 1/sqrt(fan_in), head logits ≈ 2)", () => {
@@ -66,7 +111,7 @@ Deno.test("random weights: scaled by role (norms ≈ 1, linears 1/sqrt(fan_in), 
 });
 
 /** Runs `tiny` on the reference backend with random weights stored in `dtype`; returns the logits of 3 rows. */
-async function tinyLogits(dtype: "f32" | "bf16" | "f8e4m3", config = presetConfig("tiny")): Promise<Float32Array> {
+async function tinyLogits(dtype: RandomDType, config = presetConfig("tiny")): Promise<Float32Array> {
   const c: Mistral4Config = configForDtype(config, dtype);
   const g = new GraphBuilder();
   build(g, c, { maxTokens: 8, maxSeqs: 2, maxRows: 3, numBlocks: 4, blockSize: 4, maxBlocksPerSeq: 2 });
@@ -86,7 +131,7 @@ async function tinyLogits(dtype: "f32" | "bf16" | "f8e4m3", config = presetConfi
 
 Deno.test("random weights: tiny gives finite, non-degenerate logits in every dtype", async () => {
   const V = 131072;
-  for (const dtype of ["f32", "bf16", "f8e4m3"] as const) {
+  for (const dtype of ["f32", "bf16", "f8e4m3", "nvfp4"] as const) {
     const logits = await tinyLogits(dtype);
     assertEquals(logits.length, 3 * V);
     assert(logits.every(Number.isFinite), `${dtype}: finite logits`);
@@ -101,6 +146,16 @@ Deno.test("random weights: tiny gives finite, non-degenerate logits in every dty
     });
     assert(new Set(argmax).size > 1, `${dtype}: every row has the same argmax ${argmax}`);
   }
+  // NVFP4 attention too (a recipe that ignores only the head): still finite, and close to the release's logits.
+  const tiny = presetConfig("tiny");
+  const all = { ...tiny, quantization: { weight_dtype: "nvfp4" as const, activation_scheme: "static" as const } };
+  const [a, b] = [
+    await tinyLogits("nvfp4", { ...all, quantization: { ...all.quantization, linears: [...LINEAR_GROUPS] } }),
+    await tinyLogits("nvfp4"),
+  ];
+  assert(a.every(Number.isFinite), "nvfp4 attention: finite logits");
+  const diff = stats(a.map((v, i) => v - b[i])).std, spread = stats(b).std;
+  assert(diff > 0 && diff < spread, `quantised attention moves logits by ${diff} (spread ${spread})`);
 });
 
 Deno.test("random weights: routing spreads tokens over experts with soft probabilities", () => {
