@@ -1,0 +1,240 @@
+// MLA attention over a paged latent cache, in absorbed form (MODEL.md §1). One kernel serves decode and prefill:
+// each query token t attends to positions 0 .. pos[t] of its sequence, whose latents must already be in the cache
+// (mla_cache_write first). Work items are (token, group of hg heads): decode uses small groups so one token's
+// heads spread across threads; prefill uses hg = H so the cache tile is loaded once for every head.
+#include "matmul.h"
+
+// Cache layout: blocks of bs token rows; a row is [c_kv (kvr) | k_rope (dr)] in f32 or bf16; block b of sequence s
+// is block_tables[s·maxBlocks + b]. Writes rows [r0, r1) of kv (f32 [T, ldkv], row = [c_kv | k_rope]).
+EXPORT(mla_cache_write)
+void mla_cache_write(const float *kv, int ldkv, void *cache, int cdt, const int32_t *blockTables, int maxBlocks,
+                     int bs, const int32_t *tokSeq, const int32_t *tokPos, int width, int r0, int r1) {
+  for (int t = r0; t < r1; t++) {
+    int32_t p = tokPos[t];
+    size_t slot = (size_t)blockTables[(size_t)tokSeq[t] * (size_t)maxBlocks + (size_t)(p / bs)] * (size_t)bs +
+                  (size_t)(p % bs);
+    const float *src = kv + (size_t)t * (size_t)ldkv;
+    if (cdt == DT_BF16) {
+      uint16_t *dst = (uint16_t *)cache + slot * (size_t)width;
+      for (int k = 0; k < width; k++) dst[k] = f32_to_bf16(src[k]);
+    } else {
+      float *dst = (float *)cache + slot * (size_t)width;
+      for (int k = 0; k < width; k++) dst[k] = src[k];
+    }
+  }
+}
+
+typedef struct {
+  const float *q;        // f32 [T, H, dn + dr]: q_nope | q_rope per head (rope and temperature already applied)
+  const void *wkvb;      // W_kvb [H·(dn + dv), kvr]: per head dn rows of W_UK, then dv rows of W_UV
+  int32_t wdt;           // DT_*
+  float wscale;          // f8 per-tensor scale
+  const float *wqs;      // q8 block scales
+  const void *cache;     // [blocks, bs, kvr + dr]
+  int32_t cdt;           // DT_F32 or DT_BF16
+  const int32_t *blockTables;  // [S, maxBlocks]
+  int32_t maxBlocks, bs;
+  const int32_t *tokSeq, *tokPos;  // [T]
+  float *out;            // f32 [T, H, dv]
+  int32_t T, H, dn, dr, dv, kvr;
+  float scale;           // softmax scale, e.g. 1/sqrt(dn + dr)
+  int32_t hg;            // heads per work item
+  int32_t tb;            // tokens per work item (prefill chunks: 4–8; decode: 1); rows = ceil(T/tb)·ceil(H/hg)
+} MlaParams;
+
+#define LT 64       // cache rows per tile
+#define MAXROWS 128 // (token, head) query rows per work item: bounds the stack (~0.6 MiB at kv_lora 256)
+
+static WDesc rows_of(const WDesc *W, size_t K, size_t n0) {
+  WDesc r = *W;
+  switch (W->dt) {
+    case DT_F32: r.w = (const float *)W->w + n0 * K; break;
+    case DT_BF16: r.w = (const uint16_t *)W->w + n0 * K; break;
+    case DT_F8E4M3: r.w = (const uint8_t *)W->w + n0 * K; break;
+    case DT_Q8:
+      r.w = (const int8_t *)W->w + n0 * K;
+      r.qs = W->qs + n0 * ((K + Q8_BLOCK - 1) / Q8_BLOCK);
+      break;
+  }
+  return r;
+}
+
+// Attention for nt tokens of one sequence (positions pos[0..nt)) and heads h0 .. h0+nh, query rows ordered
+// (token, head). Work shared by the rows: every W_kvb row is decoded once, every cache tile loaded once.
+static void mla_block(const MlaParams *p, const WDesc *W, int t0, int nt, int h0, int nh, const int32_t *pos) {
+  const int H = p->H, dn = p->dn, dr = p->dr, dv = p->dv, kvr = p->kvr, QW = kvr + dr, R = nt * nh;
+  // Cache tiles are used in place when they are f32 and an 8-wide read at the last c_kv column stays in the row.
+  const int direct = p->cdt == DT_F32 && (kvr % 8 == 0 || dr >= 8);
+  const int narrow = R <= 4, np = narrow ? 1 : (R + 7) / 8;
+  float Q[R * QW] __attribute__((aligned(16)));
+  float QP[np * QW * 8] __attribute__((aligned(16)));
+  float O[R * kvr] __attribute__((aligned(16)));
+  float S[R * LT] __attribute__((aligned(16)));
+  float ST[LT * 8] __attribute__((aligned(16)));
+  float kbuf[direct ? 4 : LT * QW + 8] __attribute__((aligned(16)));
+  float row[kvr] __attribute__((aligned(16)));
+  float mx[R], den[R];
+  int ctx = 0;
+  for (int ti = 0; ti < nt; ti++) ctx = pos[ti] + 1 > ctx ? pos[ti] + 1 : ctx;
+  // 1. Absorb: q_lat = q_nope · W_UK[h] ([dn] · [dn, kvr] → [kvr]); append q_rope; fold in the scale.
+  for (int i = 0; i < R * kvr; i++) Q[(i / kvr) * QW + i % kvr] = 0.0f;
+  for (int h = 0; h < nh; h++) {
+    for (int j = 0; j < dn; j++) {
+      decode_row(W, (size_t)kvr, (size_t)(h0 + h) * (size_t)(dn + dv) + (size_t)j, 0, kvr, row);
+      for (int ti = 0; ti < nt; ti++) {
+        float *Qr = Q + (ti * nh + h) * QW;
+        float qj = p->q[((size_t)(t0 + ti) * (size_t)H + (size_t)(h0 + h)) * (size_t)(dn + dr) + (size_t)j];
+        f4 a = splat(qj);
+        int c = 0;
+        for (; c + 4 <= kvr; c += 4) st(Qr + c, madd(a, ld(row + c), ld(Qr + c)));
+        for (; c < kvr; c++) Qr[c] += qj * row[c];
+      }
+    }
+  }
+  for (int ti = 0; ti < nt; ti++)
+    for (int h = 0; h < nh; h++) {
+      const float *qh = p->q + ((size_t)(t0 + ti) * (size_t)H + (size_t)(h0 + h)) * (size_t)(dn + dr);
+      float *Qr = Q + (ti * nh + h) * QW;
+      for (int c = 0; c < dr; c++) Qr[kvr + c] = qh[dn + c];
+      for (int c = 0; c < QW; c++) Qr[c] *= p->scale;
+    }
+  for (int i = 0; i < R * kvr; i++) O[i] = 0.0f;
+  for (int i = 0; i < R; i++) {
+    mx[i] = -__builtin_inff();
+    den[i] = 0.0f;
+  }
+  // Qᵀ panels [QW][8] (or one [QW][4] for ≤ 4 rows, so small items cost proportionally less): the cache rows are
+  // the streamed operand of the register tile, so cache tiles need no packing (transposing every tile would cost
+  // as much as the products).
+  if (narrow) {
+    for (int c = 0; c < QW; c++)
+      for (int i = 0; i < 4; i++) QP[c * 4 + i] = i < R ? Q[i * QW + c] : 0.0f;
+  } else {
+    for (int g = 0; g < np; g++) pack_panel(Q + g * 8 * QW, QW, R - 8 * g < 8 ? R - 8 * g : 8, QW, QP + g * QW * 8);
+  }
+  // 2. Flash-style pass over the cache: S = Q·Kᵀ per tile, causal mask per token, online softmax, O += P·C_kv.
+  const int32_t *table = p->blockTables + (size_t)p->tokSeq[t0] * (size_t)p->maxBlocks;
+  for (int l0 = 0, n; l0 < ctx; l0 += n) {
+    n = ctx - l0 < LT ? ctx - l0 : LT;
+    int bsz = p->bs - l0 % p->bs;  // a tile never crosses a block boundary
+    n = n < bsz ? n : bsz;
+    size_t slot = (size_t)table[l0 / p->bs] * (size_t)p->bs + (size_t)(l0 % p->bs);
+    const float *Kf;
+    if (direct) {
+      Kf = (const float *)p->cache + slot * (size_t)QW;
+    } else {
+      for (int l = 0; l < n; l++) {
+        if (p->cdt == DT_BF16) {
+          const uint16_t *src = (const uint16_t *)p->cache + (slot + (size_t)l) * (size_t)QW;
+          int c = 0;
+          for (; c + 8 <= QW; c += 8) {
+            f4 lo, hi;
+            bf16x8_dec(ld(src + c), &lo, &hi);
+            st(kbuf + l * QW + c, lo);
+            st(kbuf + l * QW + c + 4, hi);
+          }
+          for (; c < QW; c++) kbuf[l * QW + c] = bf16_to_f32(src[c]);
+        } else {
+          const float *src = (const float *)p->cache + (slot + (size_t)l) * (size_t)QW;
+          for (int c = 0; c < QW; c++) kbuf[l * QW + c] = src[c];
+        }
+      }
+      for (int c = 0; c < 8; c++) kbuf[n * QW + c] = 0.0f;
+      Kf = kbuf;
+    }
+    for (int g = 0; g < np; g++) {
+      int gn = narrow ? R : (R - 8 * g < 8 ? R - 8 * g : 8);
+      for (int l = 0; l < n; l += 4) {  // Sᵀ[l][i] = K[l] · Qᵀ[:, i]
+        int mr = n - l < 4 ? n - l : 4;
+        const float *a[4];
+        float *c[4];
+        for (int i = 0; i < mr; i++) {
+          a[i] = Kf + (size_t)(l + i) * (size_t)QW;
+          c[i] = ST + (l + i) * 8;
+        }
+        if (narrow) ukr_n4(mr, a, QP, 4, QW, c, 0);
+        else ukr(mr, a, QP + g * QW * 8, 8, QW, c, 8, 0);
+      }
+      for (int i = 0; i < gn; i++)
+        for (int l = 0; l < n; l++) S[(8 * g + i) * LT + l] = ST[l * 8 + i];
+    }
+    for (int i = 0; i < R; i++) {
+      float *Si = S + i * LT, m = mx[i];
+      int vis = pos[i / nh] + 1 - l0;  // causal: this token sees cache rows l0 .. pos
+      vis = vis < n ? vis : n;
+      for (int l = vis < 0 ? 0 : vis; l < n; l++) Si[l] = -__builtin_inff();
+      for (int l = 0; l < vis; l++) m = Si[l] > m ? Si[l] : m;
+      if (vis <= 0) {  // nothing visible in this tile: zero weights, the row's state is unchanged
+        for (int l = 0; l < n; l++) Si[l] = 0.0f;
+        continue;
+      }
+      float corr = expf_(mx[i] - m), sum = 0.0f;  // exp(−inf) = 0 on the first tile
+      int l = 0;
+      f4 mv = splat(m), acc = splat(0.0f);
+      for (; l + 4 <= n; l += 4) {
+        f4 e = exp4(wasm_f32x4_sub(ld(Si + l), mv));
+        st(Si + l, e);
+        acc = wasm_f32x4_add(acc, e);
+      }
+      for (; l < n; l++) {
+        Si[l] = expf_(Si[l] - m);
+        sum += Si[l];
+      }
+      den[i] = den[i] * corr + sum + hsum(acc);
+      mx[i] = m;
+      if (corr != 1.0f) {
+        f4 cv = splat(corr);
+        int c = 0;
+        for (; c + 4 <= kvr; c += 4) st(O + i * kvr + c, wasm_f32x4_mul(ld(O + i * kvr + c), cv));
+        for (; c < kvr; c++) O[i * kvr + c] *= corr;
+      }
+    }
+    for (int c0 = 0; c0 < kvr; c0 += 8) {
+      int nc = kvr - c0 < 8 ? kvr - c0 : 8;
+      for (int i0 = 0; i0 < R; i0 += 4) {
+        int mr = R - i0 < 4 ? R - i0 : 4;
+        const float *a[4];
+        float *c[4];
+        for (int i = 0; i < mr; i++) {
+          a[i] = S + (i0 + i) * LT;
+          c[i] = O + (i0 + i) * kvr + c0;
+        }
+        ukr(mr, a, Kf + c0, (size_t)QW, n, c, nc, 1);
+      }
+    }
+  }
+  // 3. out[t, h] = W_UV[h] · (O / den) ([dv, kvr] · [kvr] → [dv]); one pass over W_UV[h] for all nt tokens.
+  for (int i = 0; i < R; i++) {
+    float inv = den[i] > 0.0f ? 1.0f / den[i] : 0.0f;  // no visible position (pos < 0): zeros, not NaN
+    for (int c = 0; c < kvr; c++) O[i * kvr + c] *= inv;
+  }
+  for (int h = 0; h < nh; h++) {
+    WDesc Wv = rows_of(W, (size_t)kvr, (size_t)(h0 + h) * (size_t)(dn + dv) + (size_t)dn);
+    float *y = p->out + ((size_t)t0 * (size_t)H + (size_t)(h0 + h)) * (size_t)dv;
+    mm_core(&Wv, O + h * kvr, 0, (size_t)(nh * kvr), y, (size_t)(H * dv), nt, (size_t)kvr, 0, dv);
+  }
+}
+
+// Rows [r0, r1) of ceil(T/tb) · ceil(H/hg) work items (token block, head group). Inside an item, blocks larger
+// than MAXROWS query rows are processed in parts, and a block whose tokens are not all of one sequence token by
+// token, so any (tb, hg) is valid.
+EXPORT(mla_attention)
+void mla_attention(const MlaParams *p, int r0, int r1) {
+  const int H = p->H, hg = p->hg > 0 && p->hg < H ? p->hg : H, tb = p->tb > 0 ? p->tb : 1;
+  const int G = (H + hg - 1) / hg;
+  const WDesc W = {p->wkvb, p->wqs, p->wscale, p->wdt};
+  for (int r = r0; r < r1; r++) {
+    const int t0 = (r / G) * tb, g0 = (r % G) * hg, gn = H - g0 < hg ? H - g0 : hg;
+    const int nt = p->T - t0 < tb ? p->T - t0 : tb;
+    int same = 1;
+    for (int ti = 1; ti < nt; ti++) same &= p->tokSeq[t0 + ti] == p->tokSeq[t0];
+    for (int h0 = g0; h0 < g0 + gn; h0 += MAXROWS) {
+      const int nh = g0 + gn - h0 < MAXROWS ? g0 + gn - h0 : MAXROWS;
+      const int step = same ? (MAXROWS / nh > 0 ? MAXROWS / nh : 1) : 1;
+      for (int ti = 0; ti < nt; ti += step) {
+        const int n = nt - ti < step ? nt - ti : step;
+        mla_block(p, &W, t0 + ti, n, h0, nh, p->tokPos + t0 + ti);
+      }
+    }
+  }
+}

@@ -1,0 +1,384 @@
+/**
+ * Low-level access to the WASM SIMD CPU kernels (`kernels/wasm/kernels.wasm`, built from `kernels/wasm/*.c`).
+ *
+ * This is the layer the `wasm` backend plugin wraps; it knows nothing about graphs. Pieces:
+ *
+ * - {@linkcode WasmKernels.load} instantiates the module on a shared `WebAssembly.Memory` (max 4 GiB) and owns a
+ *   64-byte-aligned arena (`alloc` / `free`) above the module's static data. Pointers are byte offsets (numbers);
+ *   `f32(ptr, n)` and friends give typed views (recreated on demand, since growing the memory replaces its buffer).
+ * - `k.exports.<kernel>(…args, r0, r1)` runs a kernel on the calling thread; `ThreadPool.parallelFor`
+ *   (threads.ts) splits the last two arguments, a row range, across workers sharing the memory.
+ * - {@linkcode warmup} gets the kernels onto V8's optimising tier before timing-sensitive work.
+ *
+ * Kernel ABI (C signatures in kernels/wasm/*.c; `r0, r1` is always the row range a call works on):
+ *
+ * | kernel | arguments before r0, r1 | rows |
+ * |---|---|---|
+ * | `matmul` | x, w, wdt, wscale, wqs, y, M, N, K | N (output features) |
+ * | `dequant_rows` | w, wdt, wscale, wqs, ids (0: identity), out, K | output rows (embedding gather) |
+ * | `quantize_q8` | src f32 [N,K], q i8 [N,K], qs f32 [N, ceil(K/32)], K | N |
+ * | `f32_to_bf16_n`, `bf16_to_f32_n` | src, dst | elements |
+ * | `rms_norm` | x, ldx, w (0: none), y, ldy, D, eps | rows |
+ * | `softmax` | x, ldx, y, ldy, D, scale | rows |
+ * | `add`, `mul` | a, b, y | elements |
+ * | `scale_add` | a, s, b (0: none), y — y = a·s (+ b) | elements |
+ * | `swiglu` | g, ldg, u, ldu, y, ldy, F — y = silu(g)·u | rows |
+ * | `gelu` | x, y (erf form) | elements |
+ * | `rope` | x, ldx, nh, ldh, off, dr, theta, pos, posStride, split, mag, beta, orig | tokens |
+ * | `mla_cache_write` | kv, ldkv, cache, cdt, blockTables, maxBlocks, bs, tokSeq, tokPos, width | tokens |
+ * | `mla_attention` | params ({@linkcode MLA_PARAMS}) | ceil(T / tb) · ceil(H / hg) |
+ * | `moe_route` | logits, E, k, renorm, scale, idx, w | tokens |
+ * | `moe_plan` (no rows; returns nActive) | idx, T, k, E, offsets, order, inv, active | — |
+ * | `moe_gate_up`, `moe_down`, `moe_combine` | params ({@linkcode MOE_PARAMS}) | see {@linkcode moeRows} |
+ * | `argmax` | logits, V, out | rows |
+ * | `sample` | logits, V, temps, topk, topp, u, out, scratch (8·V bytes per row) | rows |
+ *
+ * Weight dtypes ({@linkcode DT}): f32; bf16; f8e4m3 with one f32 scale per tensor (`W = f8 · wscale`); q8 = int8
+ * values `[N, K]` plus f32 scales `[N, ceil(K/32)]` (`W = q · scale` per 32-block along K, `wqs` points at the
+ * scales; {@linkcode q8Bytes} gives the sizes). Activations are always f32, accumulation is f32.
+ *
+ * Numerics: f32/bf16/f8 weights are decoded exactly, so results differ from an f64 reference only by f32
+ * accumulation order and FMA (normalised max error ≲ 3e-6 at K ≤ 16k). `matmul` with M ≤ 8 (and K ≤ 16384) is the
+ * decode path, which for q8 also quantises each activation row to int8 per 32-block (q = round(x·127/amax)) and
+ * multiplies in int8: per output, |Δy| ≤ Σ_blocks (max|x_b| / 254) · Σ_{k∈b} |w_k|. With M > 8 q8 weights are
+ * dequantised exactly instead. Each output element is computed by one thread with the same code whatever the
+ * split, so results are bit-identical for any thread count. For `matmul`, pass `{ align: 8 }` to `parallelFor`.
+ *
+ * @example
+ * ```ts
+ * import { DT, WasmKernels } from "./module.ts";
+ * const k = await WasmKernels.load();
+ * const x = k.alloc(4 * 4), w = k.alloc(4 * 4 * 2), y = k.alloc(4 * 2);
+ * k.f32(x, 4).set([1, 2, 3, 4]);
+ * k.f32(w, 8).set([1, 0, 0, 0, 0, 1, 0, 0]);
+ * k.exports.matmul(x, w, DT.f32, 1, 0, y, 1, 2, 4, 0, 2); // y = [1, 2]
+ * ```
+ *
+ * @module
+ */
+
+/** Weight dtype codes passed to kernels (`wdt`, `cdt`); must match `DT_*` in kernels/wasm/common.h. */
+export const DT = { f32: 0, bf16: 1, f8e4m3: 2, q8: 3 } as const;
+/** A dtype the WASM kernels take as a weight. */
+export type WasmWeightDType = keyof typeof DT;
+
+/** Elements per q8 scale block along K. */
+export const Q8_BLOCK = 32;
+
+/** Byte sizes of a q8 matrix [N, K]: int8 values, then f32 scales (offset 64-byte aligned when packed together). */
+export function q8Bytes(n: number, k: number): { values: number; scales: number; scalesOffset: number } {
+  const values = n * k;
+  return { values, scales: n * Math.ceil(k / Q8_BLOCK) * 4, scalesOffset: Math.ceil(values / 64) * 64 };
+}
+
+type Fn = (...args: number[]) => number | void;
+
+/** The kernel exports; every argument is a number (pointers are byte offsets). */
+export interface KernelExports {
+  matmul: Fn;
+  dequant_rows: Fn;
+  quantize_q8: Fn;
+  f32_to_bf16_n: Fn;
+  bf16_to_f32_n: Fn;
+  rms_norm: Fn;
+  softmax: Fn;
+  add: Fn;
+  mul: Fn;
+  scale_add: Fn;
+  swiglu: Fn;
+  gelu: Fn;
+  rope: Fn;
+  mla_cache_write: Fn;
+  mla_attention: Fn;
+  moe_route: Fn;
+  moe_plan: (...args: number[]) => number;
+  moe_gate_up: Fn;
+  moe_down: Fn;
+  moe_combine: Fn;
+  argmax: Fn;
+  sample: Fn;
+}
+
+/** Names of the kernels callable through `ThreadPool.parallelFor`. */
+export type KernelName = keyof KernelExports;
+
+/**
+ * Field order of the `MlaParams` struct (attention.c), one 4-byte slot each; `f` marks f32 fields, the rest are
+ * i32 (pointers included). Write it with {@linkcode writeParams}.
+ */
+export const MLA_PARAMS = [
+  "q",
+  "wkvb",
+  "wdt",
+  "wscale:f",
+  "wqs",
+  "cache",
+  "cdt",
+  "blockTables",
+  "maxBlocks",
+  "bs",
+  "tokSeq",
+  "tokPos",
+  "out",
+  "T",
+  "H",
+  "dn",
+  "dr",
+  "dv",
+  "kvr",
+  "scale:f",
+  "hg",
+  "tb",
+] as const;
+
+/** Field order of the `MoeParams` struct (moe.c); see {@linkcode MLA_PARAMS}. Unused pointers are 0. */
+export const MOE_PARAMS = [
+  "x",
+  "offsets",
+  "order",
+  "inv",
+  "active",
+  "nActive",
+  "wg",
+  "wu",
+  "wd",
+  "wdt",
+  "sg",
+  "su",
+  "sd",
+  "fsg",
+  "fsu",
+  "fsd",
+  "qg",
+  "qu",
+  "qd",
+  "qsg",
+  "qsu",
+  "qsd",
+  "act",
+  "up",
+  "ys",
+  "w",
+  "addend",
+  "out",
+  "T",
+  "D",
+  "F",
+  "k",
+  "chunk",
+] as const;
+
+/** Row counts of the three MoE phases for `ThreadPool.parallelFor`. */
+export function moeRows(
+  p: { nActive: number; F: number; D: number; T: number; chunk: number },
+): { gateUp: number; down: number; combine: number } {
+  return {
+    gateUp: p.nActive * Math.ceil(p.F / p.chunk),
+    down: p.nActive * Math.ceil(p.D / p.chunk),
+    combine: p.T,
+  };
+}
+
+const PAGE = 65536;
+const MAX_PAGES = 65536; // 4 GiB: the wasm32 limit
+
+/** Options for {@linkcode WasmKernels.load}. */
+export interface LoadOptions {
+  /** Bytes to reserve up front for the arena (the memory grows on demand anyway). */
+  initialBytes?: number;
+  /** Upper bound of the memory in bytes (default and maximum 4 GiB). */
+  maxBytes?: number;
+  /** Module bytes to use instead of reading the committed kernels.wasm. */
+  wasm?: Uint8Array;
+}
+
+/** The kernels module instantiated on a shared memory, with an arena allocator and typed views. */
+export class WasmKernels {
+  /** The compiled module (workers instantiate the same one). */
+  readonly module: WebAssembly.Module;
+  /** The shared linear memory every thread works in. */
+  readonly memory: WebAssembly.Memory;
+  /** Kernel functions of the main-thread instance. */
+  readonly exports: KernelExports;
+  /** First byte above the module's static data and main stack; the arena starts here. */
+  readonly heapBase: number;
+  #maxPages: number;
+  #top: number;
+  #free: { ptr: number; size: number }[] = [];
+  #sizes = new Map<number, number>();
+
+  private constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, instance: WebAssembly.Instance) {
+    this.module = module;
+    this.memory = memory;
+    const ex = instance.exports as Record<string, unknown>;
+    this.exports = ex as unknown as KernelExports;
+    this.heapBase = (ex.__heap_base as WebAssembly.Global).value as number;
+    this.#top = align(this.heapBase, 64);
+    this.#maxPages = MAX_PAGES;
+  }
+
+  /** Compiles and instantiates the kernels on a fresh shared memory. */
+  static async load(opts: LoadOptions = {}): Promise<WasmKernels> {
+    const bytes = opts.wasm ?? await readWasm(new URL("../../../kernels/wasm/kernels.wasm", import.meta.url));
+    const module = await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
+    const maxPages = Math.min(MAX_PAGES, Math.floor((opts.maxBytes ?? 2 ** 32) / PAGE));
+    // 4 MiB covers the 2 MiB main stack and static data; the rest grows on demand.
+    const initial = Math.min(maxPages, Math.ceil((4 * 2 ** 20 + (opts.initialBytes ?? 0)) / PAGE));
+    const memory = new WebAssembly.Memory({ initial, maximum: maxPages, shared: true });
+    const instance = await WebAssembly.instantiate(module, { env: { memory } });
+    const k = new WasmKernels(module, memory, instance);
+    k.#maxPages = maxPages;
+    return k;
+  }
+
+  /** Bytes currently backed by the memory. */
+  get byteLength(): number {
+    return this.memory.buffer.byteLength;
+  }
+
+  /** Allocates `bytes` (rounded up to 64) at a 64-byte-aligned offset, growing the memory when needed. */
+  alloc(bytes: number): number {
+    const size = Math.max(64, align(bytes, 64));
+    for (let i = 0; i < this.#free.length; i++) {
+      const f = this.#free[i];
+      if (f.size < size) continue;
+      const ptr = f.ptr;
+      if (f.size === size) this.#free.splice(i, 1);
+      else {
+        f.ptr += size;
+        f.size -= size;
+      }
+      this.#sizes.set(ptr, size);
+      return ptr;
+    }
+    const ptr = this.#top;
+    const end = ptr + size;
+    if (end > this.#maxPages * PAGE) {
+      throw new RangeError(`wasm memory exhausted: ${end} bytes needed, limit ${this.#maxPages * PAGE}`);
+    }
+    const have = this.memory.buffer.byteLength;
+    if (end > have) this.memory.grow(Math.ceil((end - have) / PAGE));
+    this.#top = end;
+    this.#sizes.set(ptr, size);
+    return ptr;
+  }
+
+  /** Returns a block from {@linkcode alloc} to the arena (coalescing neighbours). */
+  free(ptr: number): void {
+    const size = this.#sizes.get(ptr);
+    if (size === undefined) throw new Error(`free of unknown pointer ${ptr}`);
+    this.#sizes.delete(ptr);
+    const list = this.#free;
+    let i = 0;
+    while (i < list.length && list[i].ptr < ptr) i++;
+    list.splice(i, 0, { ptr, size });
+    if (i + 1 < list.length && ptr + size === list[i + 1].ptr) {
+      list[i].size += list[i + 1].size;
+      list.splice(i + 1, 1);
+    }
+    if (i > 0 && list[i - 1].ptr + list[i - 1].size === ptr) {
+      list[i - 1].size += list[i].size;
+      list.splice(i, 1);
+      i--;
+    }
+    // A free block that ends at the bump pointer goes back to it.
+    if (list[i].ptr + list[i].size === this.#top) {
+      this.#top = list[i].ptr;
+      list.splice(i, 1);
+    }
+  }
+
+  /** Bytes handed out and not freed (for leak checks in tests). */
+  get allocatedBytes(): number {
+    let s = 0;
+    for (const v of this.#sizes.values()) s += v;
+    return s;
+  }
+
+  /** Float32 view of `n` elements at byte offset `ptr`. */
+  f32(ptr: number, n: number): Float32Array {
+    return new Float32Array(this.memory.buffer, ptr, n);
+  }
+  /** Int32 view. */
+  i32(ptr: number, n: number): Int32Array {
+    return new Int32Array(this.memory.buffer, ptr, n);
+  }
+  /** Uint16 view (bf16 bits). */
+  u16(ptr: number, n: number): Uint16Array {
+    return new Uint16Array(this.memory.buffer, ptr, n);
+  }
+  /** Uint8 view (f8 bits). */
+  u8(ptr: number, n: number): Uint8Array {
+    return new Uint8Array(this.memory.buffer, ptr, n);
+  }
+  /** Int8 view (q8 values). */
+  i8(ptr: number, n: number): Int8Array {
+    return new Int8Array(this.memory.buffer, ptr, n);
+  }
+
+  /** Copies `data` into a fresh allocation and returns its pointer. */
+  upload(data: ArrayBufferView): number {
+    const ptr = this.alloc(data.byteLength);
+    this.u8(ptr, data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    return ptr;
+  }
+}
+
+/**
+ * Runs the hot kernels on small inputs for about `ms` milliseconds. V8 first runs wasm with its baseline compiler
+ * and swaps in optimised code in the background once a function is hot; until then kernels run several times
+ * slower. Compiled code belongs to the module, so workers started from it benefit too.
+ */
+export function warmup(k: WasmKernels, ms = 300): void {
+  const K = 256, N = 64, M = 16;
+  const x = k.alloc(M * K * 4), y = k.alloc(M * N * 4), w = k.alloc(N * K * 4), qs = k.alloc(N * (K / 32) * 4);
+  const fx = k.f32(x, M * K), fw = k.f32(w, N * K);
+  for (let i = 0; i < fx.length; i++) fx[i] = Math.sin(i);
+  for (let i = 0; i < fw.length; i++) fw[i] = Math.cos(i) * 0.1;
+  k.f32(qs, N * (K / 32)).fill(0.01);
+  const e = k.exports, end = performance.now() + ms;
+  try {
+    while (performance.now() < end) {
+      for (const dt of [DT.f32, DT.bf16, DT.f8e4m3, DT.q8]) {
+        for (const m of [1, 2, 3, 5, M]) e.matmul(x, w, dt, 1, qs, y, m, N, K, 0, N);
+      }
+      e.rms_norm(x, K, w, x, K, K, 1e-6, 0, M);
+      e.softmax(x, K, y, K, K, 1, 0, 1);
+      e.swiglu(x, K, x + 512, K, y, K, 128, 0, 2);
+      e.gelu(x, y, 0, 512);
+    }
+  } finally {
+    for (const p of [x, y, w, qs]) k.free(p);
+  }
+}
+
+/**
+ * Writes a params struct (fields in `layout` order, 4 bytes each; `name:f` fields as f32) at `ptr`.
+ * Missing fields are 0.
+ */
+export function writeParams(
+  k: WasmKernels,
+  ptr: number,
+  layout: readonly string[],
+  values: Record<string, number>,
+): void {
+  const i32 = k.i32(ptr, layout.length), f32 = k.f32(ptr, layout.length);
+  for (let i = 0; i < layout.length; i++) {
+    const [name, kind] = layout[i].split(":");
+    const v = values[name] ?? 0;
+    if (kind === "f") f32[i] = v;
+    else i32[i] = v | 0;
+  }
+}
+
+/** Reads the module from disk, or fetches it when this file was imported over http(s) (e.g. from JSR). */
+async function readWasm(url: URL): Promise<Uint8Array> {
+  if (url.protocol === "file:") return await Deno.readFile(url);
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`cannot load ${url}: HTTP ${res.status}`);
+  return new Uint8Array(await res.arrayBuffer());
+}
+
+function align(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
