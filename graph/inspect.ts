@@ -120,7 +120,7 @@ export function decodeGraph(resolved: ResolvedModel, options: InspectOptions = {
 const bytesOf = (n: number, dtype: DType) => (n * BITS_PER_ELEMENT[dtype]) / 8;
 
 /** Fraction of a weight read for one token: top-k of the routed experts, none of the embedding table. */
-function activeFraction(name: string, c: Mistral4Config): number {
+export function activeFraction(name: string, c: Mistral4Config): number {
   if (/^layers\.\d+\.moe\.(gate_up|down)$/.test(name)) return c.num_experts_per_tok / c.n_routed_experts;
   return name === "embed" && !c.tie_word_embeddings ? 0 : 1;
 }

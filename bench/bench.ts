@@ -1,0 +1,182 @@
+/**
+ * `deno task bench` — prefill and decode speed of one model, like llama-bench:
+ *
+ * ```
+ * deno task bench --model ms4-mini --dtype q8 --threads 2 --prompt 512 --gen 64 --batch 1,8 [--json]
+ * ```
+ *
+ * Prefill runs one `--prompt`-token sequence in a single step and computes logits for its last token only. Decode
+ * runs `--gen` steps of `B` sequences (one token each, greedy) for every batch size B. The same run measures the
+ * machine's memory bandwidth (a STREAM-style add on the WASM kernels) so decode can be read against its roofline:
+ * bytes read per decoded token (active weights in their stored dtype + latent cache) / bandwidth.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { BITS_PER_ELEMENT, type DType, isDType } from "../graph/dtype.ts";
+import { activeFraction } from "../graph/inspect.ts";
+import { loadModel, type Model } from "../runtime/model.ts";
+import { WasmKernels } from "../runtime/backends/wasm/module.ts";
+import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
+
+const { values } = parseArgs({
+  options: {
+    model: { type: "string", default: "ms4-mini" },
+    dtype: { type: "string" },
+    backend: { type: "string", default: "auto" },
+    threads: { type: "string" },
+    prompt: { type: "string", default: "512" },
+    gen: { type: "string", default: "64" },
+    batch: { type: "string", default: "1" },
+    seed: { type: "string", default: "0" },
+    json: { type: "boolean", default: false },
+  },
+});
+if (values.dtype !== undefined && !isDType(values.dtype)) throw new Error(`--dtype ${values.dtype} is unknown`);
+const promptLen = Number(values.prompt);
+const gen = Number(values.gen);
+const batches = values.batch!.split(",").map(Number);
+const threads = values.threads ? Number(values.threads) : navigator.hardwareConcurrency;
+
+let peakRss = Deno.memoryUsage().rss;
+const sampleRss = () => peakRss = Math.max(peakRss, Deno.memoryUsage().rss);
+
+const t0 = performance.now();
+const model = await loadModel(values.model!, {
+  backend: values.backend,
+  dtype: values.dtype as DType | undefined,
+  threads,
+  seed: Number(values.seed),
+  maxModelLen: promptLen + gen + 16,
+  maxTokens: Math.max(promptLen, ...batches),
+  maxSeqs: Math.max(...batches),
+  quiet: true,
+});
+const loadSeconds = (performance.now() - t0) / 1000;
+sampleRss();
+
+/** Random prompt ids in the text range (seeded by position so every run uses the same prompt). */
+function promptIds(n: number, salt: number): number[] {
+  return Array.from({ length: n }, (_, i) => 1000 + ((i * 7919 + salt * 104729) % (model.config.vocab_size - 1000)));
+}
+
+function argmax(logits: Float32Array, row: number, vocab: number): number {
+  let best = 0;
+  for (let v = 1; v < vocab; v++) if (logits[row * vocab + v] > logits[row * vocab + best]) best = v;
+  return best;
+}
+
+async function prefill(m: Model): Promise<number> {
+  const ids = promptIds(promptLen, 1);
+  const seq = m.pool.newSequence();
+  m.pool.grow(seq, ids.length);
+  const range = ids.map((_, i) => i);
+  const start = performance.now();
+  await m.step({
+    ids,
+    pos: range,
+    seq: range.map(() => 0),
+    blockTables: [seq.blockTable],
+    logitRows: [ids.length - 1],
+  });
+  const seconds = (performance.now() - start) / 1000;
+  m.pool.release(seq);
+  sampleRss();
+  return promptLen / seconds;
+}
+
+async function decode(m: Model, batch: number): Promise<number> {
+  const seqs = Array.from({ length: batch }, () => m.pool.newSequence());
+  for (const s of seqs) m.pool.grow(s, gen + 1);
+  const tables = seqs.map((s) => s.blockTable);
+  const rows = seqs.map((_, b) => b);
+  // One prompt token each (different ones), then `gen` greedy steps of `batch` tokens.
+  let ids = rows.map((b) => promptIds(1, b + 2)[0]);
+  const vocab = m.config.vocab_size;
+  let seconds = 0;
+  for (let p = 0; p <= gen; p++) {
+    const start = performance.now();
+    const logits = await m.step({ ids, pos: rows.map(() => p), seq: rows, blockTables: tables, logitRows: rows });
+    if (p > 0) seconds += (performance.now() - start) / 1000; // step 0 is the 1-token prefill
+    ids = rows.map((b) => argmax(logits, b, vocab));
+  }
+  for (const s of seqs) m.pool.release(s);
+  sampleRss();
+  return (batch * gen) / seconds;
+}
+
+/** Bytes read from memory to decode one token at batch 1: active weights in their stored dtype. */
+function bytesPerToken(m: Model): number {
+  let bytes = 0;
+  for (const w of m.graph.weights) {
+    const n = (w.shape as number[]).reduce((a, b) => a * b, 1);
+    // The embedding is read one row per token.
+    const read = w.name === "embed" ? n / m.config.vocab_size : n * activeFraction(w.name, m.config);
+    bytes += (read * BITS_PER_ELEMENT[w.dtype]) / 8;
+  }
+  return bytes;
+}
+
+/** STREAM-style add (y = a + b over 3 × 128 MiB) on the WASM kernels with `threads` threads: GB/s, best of 5. */
+async function memoryBandwidth(): Promise<number> {
+  const k = await WasmKernels.load();
+  const pool = await ThreadPool.create(k, threads);
+  try {
+    const n = 32 << 20; // floats per array
+    const [a, b, y] = [k.alloc(4 * n), k.alloc(4 * n), k.alloc(4 * n)];
+    k.f32(a, n).fill(1);
+    k.f32(b, n).fill(2);
+    let best = 0;
+    for (let i = 0; i < 5; i++) {
+      const start = performance.now();
+      pool.parallelFor("add", [a, b, y], n, { minRows: 1 << 16 });
+      best = Math.max(best, (3 * 4 * n) / ((performance.now() - start) / 1000) / 1e9);
+    }
+    return best;
+  } finally {
+    pool.dispose();
+  }
+}
+
+const prefillTps = await prefill(model);
+const decodeTps: Record<string, number> = {};
+for (const b of batches) decodeTps[b] = await decode(model, b);
+const perToken = bytesPerToken(model);
+const bandwidth = await memoryBandwidth();
+sampleRss();
+
+const result = {
+  model: model.name,
+  backend: model.backend.name,
+  dtype: model.graph.weights.find((w) => w.name.endsWith("attn.wq_a"))?.dtype ?? values.dtype ?? "?",
+  threads,
+  prompt: promptLen,
+  gen,
+  loadSeconds,
+  prefillTokensPerSecond: prefillTps,
+  decodeTokensPerSecond: decodeTps[batches[0]],
+  decodeTokensPerSecondByBatch: decodeTps,
+  bytesPerToken: perToken,
+  memoryBandwidthGBps: bandwidth,
+  rooflineTokensPerSecond: (bandwidth * 1e9) / perToken,
+  rooflineFraction: decodeTps[1] !== undefined ? decodeTps[1] / ((bandwidth * 1e9) / perToken) : null,
+  peakRssBytes: peakRss,
+};
+model.dispose();
+
+if (values.json) console.log(JSON.stringify(result));
+else {
+  const f = (x: number, d = 1) => x.toFixed(d);
+  console.log(`| model | backend | dtype | threads | test | tokens/s |`);
+  console.log(`|---|---|---|---|---|---|`);
+  const head = `| ${result.model} | ${result.backend} | ${result.dtype} | ${threads}`;
+  console.log(`${head} | pp${promptLen} | ${f(prefillTps)} |`);
+  for (const b of batches) console.log(`${head} | tg${gen} (batch ${b}) | ${f(decodeTps[b], 2)} |`);
+  console.log(
+    `\nbytes/token ${(perToken / 1e6).toFixed(1)} MB · bandwidth ${f(bandwidth)} GB/s · roofline ` +
+      `${f(result.rooflineTokensPerSecond, 2)} tok/s` +
+      (result.rooflineFraction !== null ? ` (${f(100 * result.rooflineFraction)}% reached at batch 1)` : "") +
+      ` · peak RSS ${(peakRss / 2 ** 30).toFixed(2)} GiB · load ${f(loadSeconds)} s`,
+  );
+}
