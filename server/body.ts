@@ -25,7 +25,15 @@ export async function readBody(req: Request, limit: number): Promise<Uint8Array>
   const parts: Uint8Array[] = [];
   let size = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    let chunk: ReadableStreamReadResult<Uint8Array>;
+    try {
+      chunk = await reader.read();
+    } catch (e) {
+      // The client went away mid-upload: nobody to answer, and not a server fault (nginx's 499).
+      if (req.signal.aborted) throw new ApiError(499, "The client closed the request.", { code: "client_closed" });
+      throw e;
+    }
+    const { done, value } = chunk;
     if (done) break;
     size += value.length;
     if (size > limit) {
