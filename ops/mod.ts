@@ -13,6 +13,7 @@
 
 import type { OpDef } from "./op.ts";
 import { addOp } from "./add.ts";
+import { attentionOp } from "./attention.ts";
 import { attnTemperatureOp } from "./attn_temperature.ts";
 import { concatOp } from "./concat.ts";
 import { embeddingOp } from "./embedding.ts";
@@ -23,16 +24,19 @@ import { mlaAttentionOp } from "./mla_attention.ts";
 import { moeExpertsOp } from "./moe_experts.ts";
 import { moeRouteOp } from "./moe_route.ts";
 import { mulOp } from "./mul.ts";
+import { patchMergeOp } from "./patch_merge.ts";
 import { reshapeOp } from "./reshape.ts";
 import { rmsNormOp } from "./rms_norm.ts";
 import { ropeOp } from "./rope.ts";
 import { sampleOp } from "./sample.ts";
+import { scatterRowsOp } from "./scatter_rows.ts";
 import { sliceOp } from "./slice.ts";
 import { swigluOp } from "./swiglu.ts";
 
 // deno-lint-ignore no-explicit-any
 const ALL: OpDef<any>[] = [
   addOp,
+  attentionOp,
   attnTemperatureOp,
   concatOp,
   embeddingOp,
@@ -43,10 +47,12 @@ const ALL: OpDef<any>[] = [
   moeExpertsOp,
   moeRouteOp,
   mulOp,
+  patchMergeOp,
   reshapeOp,
   rmsNormOp,
   ropeOp,
   sampleOp,
+  scatterRowsOp,
   sliceOp,
   swigluOp,
 ];
@@ -65,6 +71,7 @@ export function getOp(name: string): OpDef<any> {
 
 export type { ConcreteType, Cost, OpDef, RefData, RefTensor } from "./op.ts";
 export { add } from "./add.ts";
+export { attention, type AttentionAttrs, type AttentionInputs } from "./attention.ts";
 export { attnTemperature, type AttnTemperatureAttrs } from "./attn_temperature.ts";
 export { concat } from "./concat.ts";
 export { embedding, type EmbeddingAttrs } from "./embedding.ts";
@@ -75,10 +82,12 @@ export { mlaAttention, type MlaAttentionAttrs, type MlaInputs, type MlaOptions }
 export { moeExperts, type MoeExpertsAttrs } from "./moe_experts.ts";
 export { moeRoute, type MoeRouteAttrs } from "./moe_route.ts";
 export { mul } from "./mul.ts";
+export { patchMerge } from "./patch_merge.ts";
 export { reshape, type ReshapeAttrs } from "./reshape.ts";
 export { rmsNorm, type RmsNormAttrs } from "./rms_norm.ts";
 export { rope, type RopeAttrs, type RopeOptions } from "./rope.ts";
 export { type RopeFrequencyOptions, ropeInvFreq, type YarnConfig, yarnMagnitude } from "./yarn.ts";
 export { sample, type SampleInputs, sampleRow } from "./sample.ts";
+export { scatterRows } from "./scatter_rows.ts";
 export { slice, type SliceAttrs } from "./slice.ts";
 export { swiglu } from "./swiglu.ts";

@@ -50,6 +50,28 @@ export type BackendCaps = {
   memoryBytes: number;
   /** True when buffers are host memory (copies to and from the host are plain memcpy). */
   hostMemory: boolean;
+  /**
+   * How weights are laid out when not as plain elements of their stored dtype (e.g. quantisation scales stored
+   * after the values). Absent: a weight is its elements, {@link storageBytes} long.
+   */
+  weightLayout?: WeightLayout;
+};
+
+/**
+ * A loaded weight as the loader holds it (structurally `CanonicalWeight` of runtime/weights/load.ts): elements of
+ * `dtype` in `data`, plus FP8 block scales or q8 per-32 scales in `scales`.
+ */
+export type WeightData = { shape: readonly number[]; dtype: DType; data: Uint8Array; scales?: Float32Array };
+
+/**
+ * A backend's own weight layout: its size, and the encoder the loader hands weights through. `dtype` is always a
+ * stored dtype (see {@link storageDType}); the loader converts a weight to it before `encode`.
+ */
+export type WeightLayout = {
+  /** Bytes a weight of concrete `shape` stored as `dtype` takes. */
+  bytes(shape: readonly number[], dtype: DType): number;
+  /** The stored bytes of `w` (`w.dtype` a stored dtype of this backend), exactly `bytes(w.shape, w.dtype)` long. */
+  encode(w: WeightData): Uint8Array;
 };
 
 /** An opaque allocation on one backend. */
@@ -131,6 +153,12 @@ export function canStore(caps: BackendCaps, dtype: DType): boolean {
 export function storageBytes(caps: BackendCaps, shape: Shape, dtype: DType, vars?: Vars): number {
   const n = numel(vars ? resolveShape(shape, vars) : maxShape(shape));
   return Math.ceil((n * BITS_PER_ELEMENT[storageDType(caps, dtype)]) / 8);
+}
+
+/** Bytes a weight takes on a backend: its `caps.weightLayout` when it has one, else {@link storageBytes}. */
+export function weightBytes(caps: BackendCaps, shape: Shape, dtype: DType): number {
+  const layout = caps.weightLayout;
+  return layout ? layout.bytes(maxShape(shape), storageDType(caps, dtype)) : storageBytes(caps, shape, dtype);
 }
 
 /** `n` rounded up to a multiple of `alignment`. */

@@ -20,13 +20,16 @@ import { GraphBuilder } from "../graph/builder.ts";
 import type { Graph } from "../graph/ir.ts";
 import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
 import type { Mistral4Config } from "../graph/models/mistral4.ts";
-import type { Backend } from "./backend.ts";
+import { type Backend, type BackendCaps, storageDType } from "./backend.ts";
 import { createBackend } from "./registry.ts";
 import { Executor } from "./execute.ts";
 import { BlockPool, type SequenceBlocks } from "./kv_cache.ts";
+import { bf16ToF32 } from "./weights/codecs.ts";
 import { convertWeight } from "./weights/convert.ts";
 import { type CanonicalWeight, loadCanonicalWeights, weightToF32 } from "./weights/load.ts";
 import { configForDtype, randomCanonicalWeights } from "./weights/random.ts";
+import { VisionRunner } from "./vision.ts";
+import { scatterRowsOp } from "../ops/scatter_rows.ts";
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
@@ -52,10 +55,17 @@ export interface LoadModelOptions {
   blockSize?: number;
   /** Cache blocks per layer (default enough for `maxSeqs` full-length sequences). */
   numBlocks?: number;
+  /** Latent cache dtype (default bf16; f32 for exact cross-backend comparisons). */
+  cacheDtype?: DType;
   /** MLA form (default "absorbed"; "naive" for equivalence tests). */
   attention?: "absorbed" | "naive";
   /** No progress output while loading. */
   quiet?: boolean;
+  /**
+   * Accept images (`encodeImages`, `StepInput.imageRows`). Default: when the config has a vision tower and the
+   * backend runs `scatter_rows`; false gives the text-only step graph.
+   */
+  vision?: boolean;
 }
 
 /** One step: tokens of several sequences, each sequence's block table, and the tokens whose logits are wanted. */
@@ -70,6 +80,10 @@ export interface StepInput {
   blockTables: readonly (readonly number[])[];
   /** Indices into the step's tokens whose logits are computed `[R]`. */
   logitRows: readonly number[];
+  /** Step tokens (`[IMG]` positions) whose embedding is replaced by an image vector `[I]`. */
+  imageRows?: readonly number[];
+  /** The image vectors `[I, hidden_size]`, row-major (see {@link Model.encodeImages}). */
+  imageFeatures?: Float32Array;
 }
 
 /** Resolved geometry of the compiled step. */
@@ -103,6 +117,7 @@ export class Model {
   /** Cache block bookkeeping shared by every sequence of this model. */
   readonly pool: BlockPool;
   readonly #executor: Executor;
+  readonly #vision: VisionRunner | null;
 
   /** Use {@link loadModel}. */
   constructor(init: {
@@ -111,12 +126,14 @@ export class Model {
     graph: Graph;
     limits: ModelLimits;
     executor: Executor;
+    vision?: VisionRunner | null;
   }) {
     this.config = init.config;
     this.name = init.name;
     this.graph = init.graph;
     this.limits = init.limits;
     this.#executor = init.executor;
+    this.#vision = init.vision ?? null;
     this.pool = new BlockPool({ numBlocks: init.limits.numBlocks, blockSize: init.limits.blockSize });
   }
 
@@ -125,9 +142,30 @@ export class Model {
     return this.#executor.backend;
   }
 
+  /** Whether the model takes images (see {@link LoadModelOptions.vision}). */
+  get vision(): boolean {
+    return this.#vision !== null;
+  }
+
+  /**
+   * Runs the vision tower and projector: one `f32 [rows·cols, hidden_size]` array per preprocessed image
+   * (`chat/image.ts` `preprocessImage`), a vector per `[IMG]` token in row-major grid order.
+   */
+  encodeImages(
+    images: readonly { pixels: Float32Array; grid: { rows: number; cols: number } }[],
+  ): Promise<Float32Array[]> {
+    if (!this.#vision) throw new Error(`model ${this.name} was loaded without vision`);
+    return this.#vision.encode(images);
+  }
+
   /** Runs one step and returns logits `[logitRows.length, vocab]`. Cache entries of every token are written. */
   async step(input: StepInput): Promise<Float32Array> {
     const { ids, pos, seq, blockTables, logitRows } = input;
+    const imageRows = input.imageRows ?? [], imageFeatures = input.imageFeatures ?? new Float32Array(0);
+    if (imageFeatures.length !== imageRows.length * this.config.hidden_size) {
+      throw new Error(`step: ${imageFeatures.length} image values for ${imageRows.length} rows`);
+    }
+    if (imageRows.length > 0 && !this.#vision) throw new Error(`step: model ${this.name} was loaded without vision`);
     const l = this.limits;
     if (ids.length === 0 || ids.length > l.maxTokens) throw new Error(`step: ${ids.length} tokens (1..${l.maxTokens})`);
     if (pos.length !== ids.length || seq.length !== ids.length) throw new Error("step: ids, pos, seq lengths differ");
@@ -149,6 +187,7 @@ export class Model {
         seq: Int32Array.from(seq),
         blockTable: table,
         logitRows: Int32Array.from(logitRows),
+        ...(this.#vision ? { imageRows: Int32Array.from(imageRows), imageFeatures } : {}),
       },
     });
     return out.logits as Float32Array;
@@ -181,13 +220,15 @@ export class Model {
     }
   }
 
-  /** Reads one layer's latent cache (for tests and debugging). */
-  readCache(layer: number): Promise<Float32Array> {
-    return this.#executor.readState(`layers.${layer}.cache`) as Promise<Float32Array>;
+  /** Reads one layer's latent cache as f32 (for tests and debugging). */
+  async readCache(layer: number): Promise<Float32Array> {
+    const data = await this.#executor.readState(`layers.${layer}.cache`);
+    return data instanceof Uint16Array ? bf16ToF32(data) : data as Float32Array; // a bf16 cache held natively
   }
 
   /** Frees the backend's memory. */
   dispose(): void {
+    this.#vision?.dispose();
     this.#executor.dispose();
     this.#executor.backend.dispose();
   }
@@ -211,37 +252,64 @@ function chunkOf(seq: SequenceBlocks, ids: readonly number[], start: number, n: 
  */
 export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<Model> {
   const resolved = await resolveModel(spec);
+  const backend = await createBackend(options.backend ?? "auto", { threads: options.threads });
+  // Images need the vision tower's weights and `scatter_rows` on the step's backend.
+  const vision = resolved.config.vision_config !== null && (options.vision ?? runsScatterRows(backend));
+  const group = vision ? "all" : "text";
   let config = resolved.config;
   let weights: Map<string, CanonicalWeight>;
-  if (resolved.source === "preset") {
-    // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those.
-    const made = options.dtype === "q8" ? undefined : options.dtype;
-    config = configForDtype(config, made);
-    weights = randomCanonicalWeights(config, { seed: options.seed ?? 0, dtype: made });
-  } else {
-    const loaded = await loadCanonicalWeights(spec, { quiet: options.quiet });
-    config = loaded.config;
-    weights = loaded.weights;
-  }
-  const limits = resolveLimits(config, options);
-  const graph = buildStepGraph(resolved.family, config, limits, options);
-  const backend = await createBackend(options.backend ?? "auto", { threads: options.threads });
   try {
-    // The reference-style executor takes f32; values pass through the graph's stored dtype first, so they are
-    // exactly what a backend holding that dtype computes with.
-    const f32 = new Map<string, Float32Array>();
-    for (const w of graph.weights) {
-      const cw = weights.get(w.name);
-      if (!cw) throw new Error(`model ${spec}: weight ${w.name} was not loaded`);
-      f32.set(w.name, weightToF32(convertWeight(cw, w.dtype)));
-      weights.delete(w.name);
+    if (resolved.source === "preset") {
+      // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those.
+      const made = options.dtype === "q8" ? undefined : options.dtype;
+      config = configForDtype(config, made);
+      weights = randomCanonicalWeights(config, { seed: options.seed ?? 0, dtype: made, group });
+    } else {
+      const loaded = await loadCanonicalWeights(spec, { quiet: options.quiet, group });
+      config = loaded.config;
+      weights = loaded.weights;
     }
-    const executor = await Executor.create(graph, backend, { weights: f32 });
-    return new Model({ config, name: resolved.name, graph, limits, executor });
   } catch (e) {
     backend.dispose();
     throw e;
   }
+  const limits = resolveLimits(config, options);
+  const graph = buildStepGraph(resolved.family, config, limits, { ...options, vision });
+  try {
+    const missing = graph.weights.filter((w) => !weights.has(w.name)).map((w) => w.name);
+    if (missing.length) throw new Error(`model ${spec}: weights ${missing.join(", ")} were not loaded`);
+    // One weight at a time, each dropped once uploaded: the host never holds a second copy of the model.
+    const executor = await Executor.create(graph, backend, {
+      weights: (w, _storage, b) => {
+        const data = storedWeight(weights.get(w.name)!, w.dtype, b.caps);
+        weights.delete(w.name);
+        return data;
+      },
+    });
+    const runner = vision ? new VisionRunner({ config, family: resolved.family, backend, weights }) : null;
+    return new Model({ config, name: resolved.name, graph, limits, executor, vision: runner });
+  } catch (e) {
+    backend.dispose();
+    throw e;
+  }
+}
+
+/**
+ * A weight as a backend with `caps` stores the graph's `dtype`. Values pass through the graph's dtype first, so
+ * every backend computes with exactly what that dtype represents (a backend promoting it, like the reference to
+ * f32, sees the decoded values); a backend with a weight layout of its own gets them through its encoder.
+ *
+ * @example
+ * ```ts
+ * // const data = storedWeight(canonical, "q8", backend.caps); // what `Executor` uploads for that weight
+ * ```
+ */
+export function storedWeight(cw: CanonicalWeight, dtype: DType, caps: BackendCaps): ArrayBufferView {
+  const w = convertWeight(cw, dtype), storage = storageDType(caps, dtype);
+  if (caps.weightLayout) return caps.weightLayout.encode(storage === dtype ? w : convertWeight(w, storage));
+  if (storage === "f32") return weightToF32(w);
+  if (storage !== dtype) throw new Error(`weight ${cw.name}: ${dtype} stored as ${storage} needs a weight layout`);
+  return w.data;
 }
 
 function resolveLimits(config: Mistral4Config, o: LoadModelOptions): ModelLimits {
@@ -273,6 +341,30 @@ function buildStepGraph(family: ModelFamily, config: Mistral4Config, l: ModelLim
     maxBlocksPerSeq: l.maxBlocksPerSeq,
     linearDtype: o.dtype,
     attention: o.attention,
+    cacheDtype: o.cacheDtype,
+    maxImageRows: o.vision ? l.maxTokens : 0,
   });
   return g.build();
+}
+
+/** Whether `backend` runs `scatter_rows` on f32 embeddings (the op that feeds image vectors to the decoder). */
+function runsScatterRows(backend: Backend): boolean {
+  const t = (id: number, shape: number[], dtype: "f32" | "i32") => ({
+    id,
+    kind: "input" as const,
+    name: "",
+    shape,
+    dtype,
+  });
+  const inputs = [t(0, [2, 4], "f32"), t(1, [1], "i32"), t(2, [1, 4], "f32")];
+  const node = {
+    id: 3,
+    op: scatterRowsOp.name,
+    inputs: [0, 1, 2],
+    attrs: {},
+    shape: [2, 4],
+    dtype: "f32" as const,
+    name: "",
+  };
+  return backend.supports(node, inputs);
 }

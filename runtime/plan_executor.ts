@@ -34,6 +34,7 @@ import {
   storageBytes,
   storageDType,
   type TensorView,
+  weightBytes,
 } from "./backend.ts";
 import type { Location, Plan, PlanCopy } from "./schedule/plan.ts";
 import { bytesToF32, f32ToBytes, type FloatDType } from "./weights/codecs.ts";
@@ -46,7 +47,8 @@ export type WeightMap = ReadonlyMap<string, ArrayBufferView>;
 
 /**
  * Weights on demand, in the format `backend` stores `weight.dtype` as (`storage`: e.g. f32 on the reference for a
- * bf16 weight, see `caps.promote`). Called once per weight and backend holding it.
+ * bf16 weight, see `caps.promote`; through `caps.weightLayout.encode` when the backend has one). Called once per
+ * weight and backend holding it.
  */
 export type WeightLoader = (
   weight: WeightDecl,
@@ -228,7 +230,7 @@ export class PlanExecutor {
       const decl = this.graph.weights.find((d) => d.id === w.tensor)!;
       for (const name of w.backends) {
         const backend = this.#backends.get(name)!;
-        const bytes = storageBytes(backend.caps, decl.shape, decl.dtype);
+        const bytes = weightBytes(backend.caps, decl.shape, decl.dtype);
         const buffer = await this.#residency.acquire("weight", backend, decl.name, bytes, async (buffer) => {
           const storage = storageDType(backend.caps, decl.dtype);
           const data = typeof weights === "function" ? await weights(decl, storage, backend) : weights.get(decl.name)!;

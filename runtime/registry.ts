@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * import { createBackend, probeAll } from "./registry.ts";
- * await probeAll(); // [{ name: "reference", score: 1 }]
+ * await probeAll(); // [{ name: "reference", score: 1 }, { name: "wasm", score: 10 }]
  * const backend = await createBackend("auto", { threads: 4 });
  * backend.dispose();
  * ```
@@ -16,10 +16,12 @@
 
 import type { Backend, BackendFactory, BackendOptions } from "./backend.ts";
 import { referenceBackend } from "./backends/reference.ts";
+import { wasmBackend } from "./backends/wasm/backend.ts";
 
 /** Every known backend factory. A new backend is one import and one entry here. */
 export const BACKENDS: readonly BackendFactory[] = [
   referenceBackend,
+  wasmBackend,
 ];
 
 /** What a probe found: `score` 0 means unavailable (`error` says why when the probe threw). */

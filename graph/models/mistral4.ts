@@ -27,6 +27,9 @@ import { moe } from "../blocks/moe.ts";
 import { norm } from "../blocks/norm.ts";
 import { queryTemperature, ropeTable, softmaxScale } from "../blocks/rope.ts";
 import { swigluMlp } from "../blocks/swiglu.ts";
+import { projector } from "../blocks/projector.ts";
+import { visionEncoder } from "../blocks/vision_encoder.ts";
+import { scatterRows } from "../../ops/scatter_rows.ts";
 import { isQuantizedLinear, type Mistral4Config, type Mistral4LinearGroup } from "./mistral4_config.ts";
 
 export * from "./mistral4_config.ts";
@@ -53,6 +56,11 @@ export interface Mistral4IOOptions {
   linearDtype?: DType;
   /** MLA computation form (default "absorbed"; "naive" expands k/v, for tests). */
   attention?: "absorbed" | "naive";
+  /**
+   * Max image-feature rows per step (symbol `I`): adds inputs `imageRows i32 [I]` and `imageFeatures f32 [I, D]`
+   * scattered over the embeddings. 0 or absent: a text-only graph, exactly as without vision.
+   */
+  maxImageRows?: number;
 }
 
 /**
@@ -76,6 +84,10 @@ export interface Mistral4IO {
   caches: Tensor[];
   /** Output `f32 [R, vocab_size]`. */
   logits: Tensor;
+  /** Token rows that take an image vector `i32 [I]` (with `maxImageRows`). */
+  imageRows?: Tensor;
+  /** The image vectors `f32 [I, hidden_size]` (with `maxImageRows`). */
+  imageFeatures?: Tensor;
 }
 
 /**
@@ -132,7 +144,14 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
   const rope = ropeTable(c), temperature = queryTemperature(c), scale = softmaxScale(c);
 
   const embed = g.weight("embed", [V, D], dt);
-  let h = embedding(g, ids, embed, { dtype: "f32", name: "embed.out" }); // [T, D]; images will replace [IMG] rows
+  let h = embedding(g, ids, embed, { dtype: "f32", name: "embed.out" }); // [T, D]
+  let image: { imageRows: Tensor; imageFeatures: Tensor } | undefined;
+  if (io.maxImageRows) {
+    // Image vectors replace the embeddings of the [IMG] tokens (MODEL.md §1).
+    const I = sym("I", io.maxImageRows);
+    image = { imageRows: g.input("imageRows", [I], "i32"), imageFeatures: g.input("imageFeatures", [I, D], "f32") };
+    h = scatterRows(g, h, image.imageRows, image.imageFeatures, { name: "embed.images" }); // [T, D]
+  }
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const p = `layers.${i}`;
     g.layer = i;
@@ -190,5 +209,70 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
   const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], dt);
   const logits = matmul(g, last, head, { name: "logits" }); // [R, V]
   g.output("logits", logits);
-  return { ids, pos, seq, blockTable, logitRows, caches, logits };
+  return { ids, pos, seq, blockTable, logitRows, caches, logits, ...image };
+}
+
+/** Sizes of the vision graph: max patches per run (symbol `P`; merged tokens `M` = P / merge²). */
+export interface Mistral4VisionIOOptions {
+  maxPatches: number;
+}
+
+/** The vision graph's tensors (inputs as `runtime/vision.ts` `visionBatch` makes them; output `features`). */
+export interface Mistral4VisionIO {
+  /** Unfolded patches `f32 [P, C·p·p]`. */
+  patches: Tensor;
+  /** (row, col) of each patch `i32 [P, 2]`. */
+  pos: Tensor;
+  /** Image of each patch `i32 [P]`: attention is block-diagonal over it. */
+  segment: Tensor;
+  /** Patch rows of each merged token `i32 [M, merge²]`. */
+  mergeIndex: Tensor;
+  /** Output: one text-width vector per token-grid cell `f32 [M, hidden_size]`. */
+  features: Tensor;
+}
+
+/**
+ * Declares the vision tower and projector (MODEL.md §3.2–4) for a batch of images and marks output `features`.
+ *
+ * @example
+ * ```ts
+ * import { GraphBuilder } from "../builder.ts";
+ * import { buildVision, presetConfig } from "./mistral4.ts";
+ * const g = new GraphBuilder();
+ * buildVision(g, presetConfig("tiny"), { maxPatches: 64 }); // features [M, 64]
+ * ```
+ */
+export function buildVision(g: GraphBuilder, config: Mistral4Config, io: Mistral4VisionIOOptions): Mistral4VisionIO {
+  const v = config.vision_config;
+  if (!v) throw new Error("mistral4: this model has no vision_config");
+  if (v.multimodal_projector_bias) throw new Error("mistral4: projector biases are not supported yet");
+  const k = v.spatial_merge_size ** 2;
+  if (io.maxPatches % k !== 0) throw new Error(`mistral4: maxPatches ${io.maxPatches} is not a multiple of ${k}`);
+  const P = sym("P", io.maxPatches), M = sym("M", io.maxPatches / k);
+  const patches = g.input("patches", [P, v.num_channels * v.patch_size ** 2], "f32");
+  const pos = g.input("pos", [P, 2], "i32");
+  const segment = g.input("segment", [P], "i32");
+  const mergeIndex = g.input("mergeIndex", [M, k], "i32");
+  const encoded = visionEncoder(g, { patches, pos, segment }, {
+    hidden: v.hidden_size,
+    layers: v.num_hidden_layers,
+    heads: v.num_attention_heads,
+    headDim: v.head_dim,
+    width: v.intermediate_size,
+    patchSize: v.patch_size,
+    channels: v.num_channels,
+    ropeTheta: v.rope_theta,
+    eps: v.layer_norm_eps,
+    dtype: config.dtype,
+  });
+  // transformers' projector norm takes the text rms_norm_eps (Mistral's own code uses 1e-5; the gap is negligible).
+  const features = projector(g, encoded, mergeIndex, {
+    visionHidden: v.hidden_size,
+    hidden: config.hidden_size,
+    merge: v.spatial_merge_size,
+    eps: config.rms_norm_eps,
+    dtype: config.dtype,
+  });
+  g.output("features", features);
+  return { patches, pos, segment, mergeIndex, features };
 }

@@ -32,6 +32,8 @@ export interface ModelFamily {
   checkpointTensors: typeof mistral4.checkpointTensors;
   /** Declares the forward pass on a graph builder. */
   build: typeof mistral4.build;
+  /** Declares the vision tower + projector (image batch → text-width features). */
+  buildVision: typeof mistral4.buildVision;
 }
 
 /** The families, keyed by text `model_type` (a `mistral3` wrapper resolves through its `text_config`). */
@@ -44,6 +46,7 @@ export const families: Readonly<Record<string, ModelFamily>> = {
     canonicalTensors: mistral4.canonicalTensors,
     checkpointTensors: mistral4.checkpointTensors,
     build: mistral4.build,
+    buildVision: mistral4.buildVision,
   },
 };
 

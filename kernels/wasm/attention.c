@@ -29,7 +29,7 @@ typedef struct {
   const void *wkvb;      // W_kvb [H·(dn + dv), kvr]: per head dn rows of W_UK, then dv rows of W_UV
   int32_t wdt;           // DT_*
   float wscale;          // f8 per-tensor scale
-  const float *wqs;      // q8 block scales
+  const float *wqs;      // q8 block scales; f8: 0 or per-row scales [H·(dn + dv)]
   const void *cache;     // [blocks, bs, kvr + dr]
   int32_t cdt;           // DT_F32 or DT_BF16
   const int32_t *blockTables;  // [S, maxBlocks]
@@ -50,7 +50,10 @@ static WDesc rows_of(const WDesc *W, size_t K, size_t n0) {
   switch (W->dt) {
     case DT_F32: r.w = (const float *)W->w + n0 * K; break;
     case DT_BF16: r.w = (const uint16_t *)W->w + n0 * K; break;
-    case DT_F8E4M3: r.w = (const uint8_t *)W->w + n0 * K; break;
+    case DT_F8E4M3:
+      r.w = (const uint8_t *)W->w + n0 * K;
+      if (W->qs) r.qs = W->qs + n0;  // per-row scales
+      break;
     case DT_Q8:
       r.w = (const int8_t *)W->w + n0 * K;
       r.qs = W->qs + n0 * ((K + Q8_BLOCK - 1) / Q8_BLOCK);

@@ -33,13 +33,14 @@ void decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, float *o
     }
     case DT_F8E4M3: {
       const uint8_t *w = (const uint8_t *)W->w + base;
-      f4 s = splat(W->scale);
+      float sc = W->qs ? W->qs[n] : W->scale;  // per-row scales when given, else the per-tensor one
+      f4 s = splat(sc);
       for (; k + 16 <= len; k += 16) {
         f4 d[4];
         f8x16_dec(ld(w + k), d);
         for (int j = 0; j < 4; j++) st(out + k + 4 * j, wasm_f32x4_mul(d[j], s));
       }
-      for (; k < len; k++) out[k] = f8_to_f32(w[k]) * W->scale;
+      for (; k < len; k++) out[k] = f8_to_f32(w[k]) * sc;
       break;
     }
     case DT_Q8: {
@@ -431,7 +432,12 @@ static void dec_group(const WDesc *W, int mr, int nr, const float *const *xr, co
   switch (W->dt) {
     case DT_F32: dec_f32(mr, nr, xr, (const float *)W->w + n * K, K, out); break;
     case DT_BF16: dec_bf16(mr, nr, xr, xp, (const uint16_t *)W->w + n * K, K, out); break;
-    case DT_F8E4M3: dec_f8(mr, nr, xr, xp, (const uint8_t *)W->w + n * K, K, W->scale, out); break;
+    case DT_F8E4M3:
+      dec_f8(mr, nr, xr, xp, (const uint8_t *)W->w + n * K, K, W->qs ? 1.0f : W->scale, out);
+      if (W->qs)  // per-row scales (block scales expanded to rows by the backend)
+        for (int m = 0; m < mr; m++)
+          for (int r = 0; r < nr; r++) out[m][r] *= W->qs[n + (size_t)r];
+      break;
     case DT_Q8: {
       size_t nb = (K + Q8_BLOCK - 1) / Q8_BLOCK;
       dec_q8(mr, nr, qa, (const int8_t *)W->w + n * K, W->qs + n * nb, K, out);
@@ -490,7 +496,8 @@ void mm_core(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, fl
 
 // ---------------------------------------------------------------- exports
 
-// y[M, N] = x[M, K] · W[N, K]ᵀ, rows [r0, r1) of N. wdt: DT_*; wscale: f8 scale; wqs: q8 block scales.
+// y[M, N] = x[M, K] · W[N, K]ᵀ, rows [r0, r1) of N. wdt: DT_*; wscale: f8 per-tensor scale; wqs: q8 block scales,
+// or for f8 (when non-zero) one scale per row of W, replacing wscale.
 EXPORT(matmul)
 void matmul(const float *x, const void *w, int wdt, float wscale, const float *wqs, float *y, int M, int N, int K,
             int r0, int r1) {

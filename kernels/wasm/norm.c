@@ -1,4 +1,4 @@
-// Row-wise and elementwise kernels: rms_norm, softmax, add/mul/scale, swiglu, gelu (erf).
+// Row-wise and elementwise kernels: rms_norm, softmax, add/mul/scale, swiglu, gelu (erf), strided row copies.
 // Row kernels take [r0, r1) over rows; elementwise kernels take [r0, r1) over elements.
 #include "common.h"
 
@@ -119,4 +119,14 @@ void gelu(const float *x, float *y, int r0, int r1) {
   int i = r0;
   for (; i + 4 <= r1; i += 4) st(y + i, gelu4(ld(x + i)));
   for (; i < r1; i++) y[i] = wasm_f32x4_extract_lane(gelu4(splat(x[i])), 0);
+}
+
+// dst[r·ldd .. +bytes) = src[i·lds .. +bytes) with i = idx ? idx[r] : r, rows [r0, r1); strides in bytes. Serves
+// slice, concat, gather_rows and reshape for any element type (the backend checks idx bounds first).
+EXPORT(copy_rows)
+void copy_rows(const uint8_t *src, int lds, const int32_t *idx, uint8_t *dst, int ldd, int bytes, int r0, int r1) {
+  for (int r = r0; r < r1; r++) {
+    size_t i = idx ? (size_t)idx[r] : (size_t)r;
+    __builtin_memcpy(dst + (size_t)r * (size_t)ldd, src + i * (size_t)lds, (size_t)bytes);
+  }
 }

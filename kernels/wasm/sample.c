@@ -28,11 +28,21 @@ static void sift_down(const float *p, int32_t *h, int n, int i) {
   }
 }
 
+// Pops the best id off the heap h[0..n) into h[n−1] (so popped ids collect at the end, best last-most).
+#define POP(p, h, n)                  \
+  do {                                \
+    int32_t top_ = (h)[0];            \
+    (h)[0] = (h)[--(n)];              \
+    (h)[n] = top_;                    \
+    sift_down((p), (h), (n), 0);      \
+  } while (0)
+
 // Rows [r0, r1) of logits [T, V], each with its own temperature, top-k (≤ 0: off), top-p (≥ 1: off) and uniform
-// u in [0, 1). temp ≤ 0 → argmax. Otherwise p_i = exp((l_i − max)/temp) (f32); keep the top-k, then the shortest
-// prefix of them (by p desc, id asc) whose f32 running sum reaches top_p · Σ kept; pick the first token whose
-// running sum exceeds u · Σ prefix. When nothing is cut (no top-k, no top-p) tokens are walked in id order, which
-// avoids a sort and is the same distribution. scratch: 8·V bytes per row (row t at scratch + 8·V·t).
+// u in [0, 1). temp ≤ 0 → argmax. Otherwise p_i = exp((l_i − max)/temp) (f32); candidates in order of p desc,
+// id asc (the `sample` op's order); keep the top-k, then the shortest prefix of them whose f32 running sum
+// reaches top_p · Σ kept; pick the first token whose running sum exceeds u · Σ prefix. Candidates come off a heap
+// only as far as the walk goes, so a peaked distribution costs O(V), not a sort. scratch: 8·V bytes per row
+// (row t at scratch + 8·V·t).
 EXPORT(sample)
 void sample(const float *logits, int V, const float *temps, const int32_t *topk, const float *topp, const float *u,
             int32_t *out, void *scratch, int r0, int r1) {
@@ -51,60 +61,44 @@ void sample(const float *logits, int V, const float *temps, const int32_t *topk,
     int K = topk[t] > 0 && topk[t] < V ? topk[t] : V;
     float P = topp[t];
     float rnd = u[t];
-    if (K == V && !(P < 1.0f)) {
-      float z = 0.0f;
-      for (int i = 0; i < V; i++) z += p[i];
-      float target = rnd * z, cum = 0.0f;
-      int pick = V - 1;
-      for (int i = 0; i < V; i++) {
-        cum += p[i];
-        if (target < cum) { pick = i; break; }
-      }
-      out[t] = pick;
-      continue;
-    }
-    // Heap-sort just far enough: popped ids land at the array's end in descending order.
+    // sorted(j) = h[V − 1 − j], the j-th best, available once popped.
     for (int i = 0; i < V; i++) h[i] = i;
     for (int i = V / 2 - 1; i >= 0; i--) sift_down(p, h, V, i);
     int n = V;
     float z = 0.0f;
     if (K < V) {
       for (int j = 0; j < K; j++) {
-        int32_t top = h[0];
-        h[0] = h[--n];
-        h[n] = top;
-        sift_down(p, h, n, 0);
-        z += p[top];
+        POP(p, h, n);
+        z += p[h[n]];
       }
     } else {
       for (int i = 0; i < V; i++) z += p[i];
     }
-    // sorted(j) = the j-th largest, available once popped.
-    int popped = V - n, keep = K;
+    int keep = K;
     if (P < 1.0f) {
       float target = P * z, cum = 0.0f;
       keep = 0;
       for (;;) {
-        if (keep == popped) {
-          int32_t top = h[0];
-          h[0] = h[--n];
-          h[n] = top;
-          sift_down(p, h, n, 0);
-          popped++;
-        }
+        if (keep == V - n) POP(p, h, n);
         cum += p[h[V - 1 - keep]];
         keep++;
         if (cum >= target || keep == K) break;
       }
     }
+    // Mass of the kept prefix: all of it when nothing was cut (then nothing need be popped yet).
     float zk = 0.0f;
-    for (int j = 0; j < keep; j++) zk += p[h[V - 1 - j]];
+    if (keep <= V - n) {
+      for (int j = 0; j < keep; j++) zk += p[h[V - 1 - j]];
+    } else {
+      zk = z;
+    }
     float target = rnd * zk, cum = 0.0f;
-    int pick = h[V - keep];
+    int pick = -1;
     for (int j = 0; j < keep; j++) {
+      if (j == V - n) POP(p, h, n);
       cum += p[h[V - 1 - j]];
       if (target < cum) { pick = h[V - 1 - j]; break; }
     }
-    out[t] = pick;
+    out[t] = pick >= 0 ? pick : h[V - keep];  // rounding left the target unreached: the last kept
   }
 }

@@ -10,7 +10,7 @@
 
 import { BITS_PER_ELEMENT } from "../../graph/dtype.ts";
 import { maxShape, type Node, numel, type WeightDecl } from "../../graph/ir.ts";
-import { type Backend, canStore, storageBytes } from "../backend.ts";
+import { type Backend, canStore, weightBytes } from "../backend.ts";
 import { type Context, describeNode } from "./context.ts";
 import { type Fallback, ScheduleError } from "./plan.ts";
 
@@ -26,7 +26,7 @@ export function placeWeights(ctx: Context): Map<number, WeightHome> {
   const homes = new Map<number, WeightHome>();
   const used = new Map<string, number>(ctx.backends.map((b) => [b.name, 0]));
   const fits = (b: Backend, w: WeightDecl) =>
-    used.get(b.name)! + storageBytes(b.caps, w.shape, w.dtype) <= b.caps.memoryBytes;
+    used.get(b.name)! + weightBytes(b.caps, w.shape, w.dtype) <= b.caps.memoryBytes;
   for (const w of ctx.graph.weights) {
     const consumers = ctx.consumers.get(w.id) ?? [];
     const storable = ctx.backends.filter((b) => canStore(b.caps, w.dtype));
@@ -44,7 +44,9 @@ export function placeWeights(ctx: Context): Map<number, WeightHome> {
         storable.find((b) => fits(b, w));
     }
     if (!chosen) {
-      const why = storable.length ? "none has room left" : `none can store ${w.dtype}`;
+      const why = storable.length
+        ? "none has room left; a smaller --dtype shrinks the weights (bf16: 2 B per value, q8 and f8e4m3: about 1 B)"
+        : `none can store ${w.dtype}`;
       throw new ScheduleError(`weight ${w.name}: no backend can hold it (${names(ctx)}: ${why})`);
     }
     const home: WeightHome = { backend: chosen.name, pinned: pinned !== undefined };
@@ -57,7 +59,7 @@ export function placeWeights(ctx: Context): Map<number, WeightHome> {
         : `${first.name} does not support every op reading it`;
     }
     homes.set(w.id, home);
-    used.set(chosen.name, used.get(chosen.name)! + storageBytes(chosen.caps, w.shape, w.dtype));
+    used.set(chosen.name, used.get(chosen.name)! + weightBytes(chosen.caps, w.shape, w.dtype));
   }
   return homes;
 }

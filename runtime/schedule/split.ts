@@ -13,7 +13,7 @@
  */
 
 import type { Node } from "../../graph/ir.ts";
-import { canStore, makeSegment, storageBytes, storageDType } from "../backend.ts";
+import { canStore, makeSegment, storageBytes, storageDType, weightBytes } from "../backend.ts";
 import { REGISTRY } from "../../ops/mod.ts";
 import { type Context, describeNode } from "./context.ts";
 import type { WeightHome } from "./place.ts";
@@ -85,7 +85,7 @@ export function splitSegments(
       backend,
       tensor,
       in: residence,
-      bytes: storageBytes(caps, t.shape, t.dtype),
+      bytes: residence === "weight" ? weightBytes(caps, t.shape, t.dtype) : storageBytes(caps, t.shape, t.dtype),
       first,
       last: first,
       offset: 0,

@@ -865,8 +865,8 @@ function refSample(p: Float32Array, topk: number, topp: number, u: number): numb
     return ids[ids.length - 1];
   };
   const all = Array.from({ length: V }, (_, i) => i);
-  if (K === V && !(topp < 1)) return walk(all, sum(all));
   const sorted = all.slice().sort((a, c) => p[c] - p[a] || a - c);
+  if (K === V && !(topp < 1)) return walk(sorted, sum(all)); // nothing cut: the total, summed in id order
   const z = K < V ? sum(sorted.slice(0, K)) : sum(all);
   let keep = K;
   if (topp < 1) {

@@ -24,6 +24,7 @@
  * | `scale_add` | a, s, b (0: none), y — y = a·s (+ b) | elements |
  * | `swiglu` | g, ldg, u, ldu, y, ldy, F — y = silu(g)·u | rows |
  * | `gelu` | x, y (erf form) | elements |
+ * | `copy_rows` | src, lds, idx (0: identity), dst, ldd, bytes — strides in bytes | rows |
  * | `rope` | x, ldx, nh, ldh, off, dr, theta, pos, posStride, split, mag, beta, orig | tokens |
  * | `mla_cache_write` | kv, ldkv, cache, cdt, blockTables, maxBlocks, bs, tokSeq, tokPos, width | tokens |
  * | `mla_attention` | params ({@linkcode MLA_PARAMS}) | ceil(T / tb) · ceil(H / hg) |
@@ -33,9 +34,10 @@
  * | `argmax` | logits, V, out | rows |
  * | `sample` | logits, V, temps, topk, topp, u, out, scratch (8·V bytes per row) | rows |
  *
- * Weight dtypes ({@linkcode DT}): f32; bf16; f8e4m3 with one f32 scale per tensor (`W = f8 · wscale`); q8 = int8
- * values `[N, K]` plus f32 scales `[N, ceil(K/32)]` (`W = q · scale` per 32-block along K, `wqs` points at the
- * scales; {@linkcode q8Bytes} gives the sizes). Activations are always f32, accumulation is f32.
+ * Weight dtypes ({@linkcode DT}): f32; bf16; f8e4m3 with one f32 scale per tensor (`W = f8 · wscale`) or, when
+ * `wqs` is non-zero, one f32 scale per row (`W[n] = f8 · wqs[n]`; MoE: `qg/qu/qd` with strides `qsg/qsu/qsd`);
+ * q8 = int8 values `[N, K]` plus f32 scales `[N, ceil(K/32)]` (`W = q · scale` per 32-block along K, `wqs` points
+ * at the scales; {@linkcode q8Bytes} gives the sizes). Activations are always f32, accumulation is f32.
  *
  * Numerics: f32/bf16/f8 weights are decoded exactly, so results differ from an f64 reference only by f32
  * accumulation order and FMA (normalised max error ≲ 3e-6 at K ≤ 16k). `matmul` with M ≤ 8 (and K ≤ 16384) is the
@@ -87,6 +89,7 @@ export interface KernelExports {
   scale_add: Fn;
   swiglu: Fn;
   gelu: Fn;
+  copy_rows: Fn;
   rope: Fn;
   mla_cache_write: Fn;
   mla_attention: Fn;

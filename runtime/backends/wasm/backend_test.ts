@@ -1,0 +1,81 @@
+import { assert, assertEquals, assertThrows } from "../../../tests/assert.ts";
+import { GraphBuilder } from "../../../graph/builder.ts";
+import { embedding, matmul } from "../../../ops/mod.ts";
+import { weightBytes } from "../../backend.ts";
+import { runGraph } from "../../execute.ts";
+import { schedule } from "../../schedule.ts";
+import { ScheduleError } from "../../schedule/plan.ts";
+import { quantizeFp8 } from "../../weights/codecs.ts";
+import { wasmBackend, wasmWeightLayout } from "./backend.ts";
+
+const available = await wasmBackend.probe().then((s) => s > 0, () => false);
+
+Deno.test("wasm weight layout: q8 and f8 scales after the values, f8 block scales expanded to rows", () => {
+  assertEquals(wasmWeightLayout.bytes([3, 5], "f32"), 60);
+  assertEquals(wasmWeightLayout.bytes([3, 5], "bf16"), 30);
+  assertEquals(wasmWeightLayout.bytes([3, 5], "f8e4m3"), 16 + 12); // 15 codes padded to 16, 3 row scales
+  assertEquals(wasmWeightLayout.bytes([2, 4, 64], "q8"), 512 + 8 * 2 * 4);
+  const values = Float32Array.from({ length: 4 * 3 }, (_, i) => (i + 1) * (i < 6 ? 1 : 100));
+  const q = quantizeFp8(values, 2); // a fused gate ‖ up: one scale per half
+  const out = wasmWeightLayout.encode({ shape: [4, 3], dtype: "f8e4m3", data: q.codes, scales: q.scales });
+  assertEquals(out.subarray(0, 12), q.codes);
+  assertEquals([...new Float32Array(out.buffer, 12, 4)], [q.scales[0], q.scales[0], q.scales[1], q.scales[1]]);
+  assertThrows(() =>
+    wasmWeightLayout.encode({ shape: [3, 3], dtype: "f8e4m3", data: new Uint8Array(9), scales: q.scales })
+  );
+  assertThrows(() => wasmWeightLayout.bytes([4], "nvfp4"), RangeError);
+});
+
+Deno.test({
+  name: "wasm backend: buffers, weight sizes, support, bad ids, memory limits, dispose",
+  ignore: !available,
+  async fn() {
+    const backend = await wasmBackend.create({ threads: 2, memoryBytes: 64 * 2 ** 20 });
+    try {
+      assertEquals(backend.name, "wasm");
+      const buf = backend.alloc(16);
+      backend.write(buf, 4, new Float32Array([1, 2]));
+      assertEquals([...new Float32Array((await backend.read(buf, 4, 8)).buffer)], [1, 2]);
+      assertThrows(() => backend.write(buf, 12, new Float32Array(2)), RangeError);
+      backend.free(buf);
+      assertEquals(weightBytes(backend.caps, [8, 32], "q8"), 256 + 32);
+      assertEquals(weightBytes(backend.caps, [8, 32], "nvfp4"), 8 * 32 * 4); // stored as f32
+
+      const g = new GraphBuilder();
+      const ids = g.input("ids", [2], "i32"), table = g.weight("table", [4, 8], "f32");
+      const h = embedding(g, ids, table);
+      g.output("y", matmul(g, h, g.weight("w", [3, 8], "f8e4m3")));
+      const half = matmul(g, g.input("x", [1, 8], "bf16"), g.weight("w2", [3, 8], "f32")); // bf16 activations
+      g.output("half", half);
+      const graph = g.build();
+      const node = (op: string) => graph.nodes.find((n) => n.op === op && n.dtype === "f32")!;
+      const info = (id: number) => [...graph.inputs, ...graph.weights, ...graph.nodes].find((t) => t.id === id)!;
+      const infos = (n: typeof graph.nodes[0]) =>
+        n.inputs.map((i) => ({
+          ...info(i),
+          kind: graph.weights.some((w) => w.id === i) ? "weight" as const : "input" as const,
+        }));
+      assert(backend.supports(node("matmul"), infos(node("matmul"))), "f8 weights");
+      const bf = graph.nodes.find((n) => n.dtype === "bf16")!;
+      assert(!backend.supports(bf, infos(bf)), "bf16 activations fall back");
+
+      // An id outside the table is an error, not a read past it.
+      const small = new GraphBuilder();
+      small.output("y", embedding(small, small.input("ids", [2], "i32"), small.weight("t", [4, 8], "f32")));
+      const weights = new Map([["t", new Float32Array(32).fill(1)]]);
+      const run = (v: number[]) => runGraph(small.build(), backend, { weights, inputs: { ids: Int32Array.from(v) } });
+      assertEquals([...(await run([3, 0])).y as Float32Array], new Array(16).fill(1));
+      let err: Error | undefined;
+      await run([1, 4]).catch((e) => err = e);
+      assert(err?.message.includes("id 4 at row 1 outside 0..3"), String(err));
+
+      // 64 MiB cannot hold a 64 MiB weight: the scheduler says what to change, and so does alloc.
+      const big = new GraphBuilder();
+      big.output("y", matmul(big, big.input("x", [1, 1024], "f32"), big.weight("w", [16384, 1024], "f32")));
+      assertThrows(() => schedule(big.build(), [backend]), ScheduleError, "--dtype");
+      assertThrows(() => backend.alloc(128 * 2 ** 20), RangeError, "--dtype");
+    } finally {
+      backend.dispose();
+    }
+  },
+});

@@ -1,0 +1,570 @@
+/**
+ * The `wasm` backend's op compilers: `supportsNode` says which nodes the kernels run (by op and stored dtypes), and
+ * `compileNode` turns one node into a {@link Step}: a closure with everything shape-independent resolved at
+ * prepare time (kernel, dtype codes, attribute tables, scratch sizes) that reads pointers and symbol values from
+ * the {@link RunState} of each run and splits rows across the thread pool.
+ *
+ * Weights use the layout of {@link wasmWeightLayout}: f8e4m3 and q8 values are followed by their f32 scales, which
+ * is how a graph that declares only the weight still carries FP8 block scales to the kernels.
+ *
+ * @module
+ */
+
+import type { DType } from "../../../graph/dtype.ts";
+import { maxShape, type Node, numel, resolveShape, type TensorInfo, type Vars } from "../../../graph/ir.ts";
+import { attnTemperatureScale } from "../../../ops/attn_temperature.ts";
+import type { MlaAttentionAttrs } from "../../../ops/mla_attention.ts";
+import type { RopeAttrs } from "../../../ops/rope.ts";
+import type { WeightData, WeightLayout } from "../../backend.ts";
+import { DT, MLA_PARAMS, MOE_PARAMS, Q8_BLOCK, type WasmKernels, writeParams } from "./module.ts";
+import type { ThreadPool } from "./threads.ts";
+
+/** What a step reads at run time: the byte address of every tensor by id, the symbols, the shared temp block. */
+export type RunState = { ptr: Float64Array; vars: Vars; temp: number };
+
+/** One compiled node. */
+export type Step = (s: RunState) => void;
+
+/** What compiling a node needs from the backend. */
+export interface CompileContext {
+  k: WasmKernels;
+  pool: ThreadPool;
+  /** Tensor table of the segment's graph. */
+  table: TensorInfo[];
+  /** The dtype tensor `id` is stored as on this backend. */
+  stored(id: number): DType;
+  /** Memory kept as long as the backend (attribute tables). */
+  persist(bytes: number): number;
+  /** Declares that the step needs `bytes` of temporary memory at `RunState.temp` while it runs. */
+  temp(bytes: number): void;
+}
+
+// ---------------------------------------------------------------------------------------------- weight layout
+
+/** Byte offset of the scales after `n` one-byte values: 4-aligned so the kernels read them as f32. */
+function scalesOffset(n: number): number {
+  return Math.ceil(n / 4) * 4;
+}
+
+/**
+ * The wasm weight layout (`caps.weightLayout`), for a weight of shape `[..., K]` with `rows = numel / K`:
+ * - f32, bf16, i32: the elements, little-endian, as is.
+ * - q8: int8 values `[rows, K]`, zero bytes up to a multiple of 4, then f32 scales `[rows, ceil(K/32)]`.
+ * - f8e4m3: E4M3 codes `[rows, K]`, zero bytes up to a multiple of 4, then one f32 scale per row `[rows]`: the
+ *   canonical block scales expanded (B scales split the rows into B equal runs: 1 per 2-D tensor, 2 for a fused
+ *   gate ‖ up, E or 2E for experts), so `W[r, :] = f8 · scale[r]`.
+ */
+export const wasmWeightLayout: WeightLayout = {
+  bytes(shape: readonly number[], dtype: DType): number {
+    const n = numel(shape), K = shape[shape.length - 1] ?? 1, rows = K === 0 ? 0 : n / K;
+    if (dtype === "q8") return scalesOffset(n) + rows * Math.ceil(K / Q8_BLOCK) * 4;
+    if (dtype === "f8e4m3") return scalesOffset(n) + rows * 4;
+    if (dtype === "bf16") return 2 * n;
+    if (dtype === "f32" || dtype === "i32") return 4 * n;
+    throw new RangeError(`wasm: weights cannot be stored as ${dtype}`);
+  },
+  encode(w: WeightData): Uint8Array {
+    const out = new Uint8Array(wasmWeightLayout.bytes(w.shape, w.dtype));
+    const n = numel(w.shape), K = w.shape[w.shape.length - 1] ?? 1, rows = K === 0 ? 0 : n / K;
+    const elem = w.dtype === "bf16" ? 2 : w.dtype === "f32" || w.dtype === "i32" ? 4 : 1;
+    if (w.data.byteLength !== n * elem) {
+      throw new RangeError(
+        `wasm: weight of shape [${w.shape}] as ${w.dtype} has ${w.data.byteLength} B, not ${n * elem}`,
+      );
+    }
+    out.set(w.data);
+    if (w.dtype !== "q8" && w.dtype !== "f8e4m3") return out;
+    const scales = new Float32Array(out.buffer, scalesOffset(n), (out.byteLength - scalesOffset(n)) / 4);
+    if (w.dtype === "q8") {
+      if (w.scales?.length !== scales.length) {
+        throw new RangeError(`wasm: q8 weight [${w.shape}] needs ${scales.length} scales, has ${w.scales?.length}`);
+      }
+      scales.set(w.scales);
+      return out;
+    }
+    const blocks = w.scales ?? new Float32Array([1]);
+    if (blocks.length === 0 || rows % blocks.length !== 0) {
+      throw new RangeError(
+        `wasm: f8 weight [${w.shape}]: ${rows} rows do not split into ${blocks.length} scale blocks`,
+      );
+    }
+    const run = rows / blocks.length;
+    for (let r = 0; r < rows; r++) scales[r] = blocks[Math.floor(r / run)];
+    return out;
+  },
+};
+
+// ---------------------------------------------------------------------------------------------- support
+
+const MATRIX = new Set<DType>(["f32", "bf16", "f8e4m3", "q8"]);
+const PLAIN = new Set<DType>(["f32", "bf16", "i32"]);
+const ELEM_BYTES: Partial<Record<DType, number>> = { f32: 4, i32: 4, bf16: 2 };
+const WDT: Partial<Record<DType, number>> = DT;
+
+/**
+ * True when the kernels run `node` with these stored input dtypes: activations f32, ids i32, matrices (matmul,
+ * embedding, W_kvb, experts) in f32/bf16/f8e4m3/q8 when they are weights (else f32/bf16), caches f32/bf16.
+ */
+export function supportsNode(node: Node, stored: readonly DType[], kinds: readonly TensorInfo["kind"][]): boolean {
+  const is = (i: number, ...dts: DType[]) => dts.includes(stored[i]);
+  const matrix = (i: number) => kinds[i] === "weight" ? MATRIX.has(stored[i]) : is(i, "f32", "bf16");
+  const out = node.dtype;
+  const allF32 = stored.every((d) => d === "f32") && out === "f32";
+  switch (node.op) {
+    case "embedding":
+      return is(0, "i32") && matrix(1) && out === "f32";
+    case "rms_norm":
+      return is(0, "f32") && is(1, "f32", "bf16") && out === "f32";
+    case "matmul":
+      return is(0, "f32") && matrix(1) && out === "f32";
+    case "add":
+    case "mul":
+    case "swiglu":
+    case "gelu":
+    case "moe_route":
+      return allF32;
+    case "slice":
+    case "reshape":
+    case "concat":
+      return stored.every((d) => d === stored[0] && PLAIN.has(d));
+    case "gather_rows":
+      return PLAIN.has(stored[0]) && is(1, "i32");
+    case "scatter_rows":
+      return PLAIN.has(stored[0]) && is(1, "i32") && stored[2] === stored[0];
+    case "rope": {
+      const pairAxis = (node.attrs as RopeAttrs).pairAxis;
+      // The kernel takes one position column, or two split at one pair index (2-D vision rope).
+      const split = pairAxis.findIndex((a) => a !== 0);
+      const twoColumns = split < 0 || pairAxis.slice(split).every((a) => a === 1);
+      return is(0, "f32") && is(1, "i32") && out === "f32" && twoColumns;
+    }
+    case "attn_temperature":
+      return is(0, "f32") && is(1, "i32") && out === "f32";
+    case "mla_attention":
+      return is(0, "f32") && is(1, "f32") && is(2, "f32") && matrix(3) && is(4, "f32", "bf16") &&
+        is(5, "i32") && is(6, "i32") && is(7, "i32") && out === "f32";
+    case "moe_experts":
+      // One dtype code serves gate, up and down.
+      return is(0, "f32") && is(1, "f32") && matrix(2) && stored[3] === stored[2] && out === "f32";
+    case "sample":
+      return is(0, "f32") && is(1, "f32") && is(2, "i32") && is(3, "f32") && is(4, "f32") && out === "i32";
+    default:
+      return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- compile
+
+// Fewest elements (or rows × width) worth a thread of their own: below this, waking workers costs more.
+const MIN_ELEMS = 1 << 14;
+
+/** Compiles one node (already checked by `supportsNode`). */
+export function compileNode(c: CompileContext, node: Node): Step {
+  const compile = COMPILERS[node.op];
+  if (!compile) throw new Error(`wasm: no kernel for ${node.op}`);
+  return compile(c, node);
+}
+
+type Compiler = (c: CompileContext, node: Node) => Step;
+
+const shapeOf = (c: CompileContext, id: number, vars: Vars) => resolveShape(c.table[id].shape, vars);
+const lastOf = (s: readonly number[]) => s[s.length - 1];
+const minRows = (width: number) => Math.max(1, Math.ceil(MIN_ELEMS / Math.max(1, width)));
+
+/** Kernel arguments of a matrix input: dtype code, and where its scales start relative to its address (0: none). */
+function matrixArgs(c: CompileContext, id: number): { wdt: number; scales: number } {
+  const dt = c.stored(id), t = c.table[id];
+  const n = numel(maxShape(t.shape));
+  const scales = t.kind === "weight" && (dt === "q8" || dt === "f8e4m3") ? scalesOffset(n) : 0;
+  return { wdt: WDT[dt]!, scales };
+}
+
+/** f32 copy of a small f32 or bf16 vector (norm weights): bf16 is widened into temp memory each run. */
+function f32Vector(c: CompileContext, id: number, n: number, at: number): (s: RunState) => number {
+  if (c.stored(id) === "f32") return (s) => s.ptr[id];
+  c.temp(at + 4 * n);
+  return (s) => {
+    c.k.exports.bf16_to_f32_n(s.ptr[id], s.temp + at, 0, n);
+    return s.temp + at;
+  };
+}
+
+function checkIndices(c: CompileContext, ptr: number, n: number, bound: number, what: string): void {
+  const v = c.k.i32(ptr, n);
+  for (let i = 0; i < n; i++) {
+    if (!(v[i] >= 0 && v[i] < bound)) throw new RangeError(`${what} ${v[i]} at row ${i} outside 0..${bound - 1}`);
+  }
+}
+
+const COMPILERS: Record<string, Compiler> = {
+  embedding(c, node) {
+    const [ids, table] = node.inputs, { wdt, scales } = matrixArgs(c, table);
+    const [V, D] = maxShape(c.table[table].shape);
+    return (s) => {
+      const T = shapeOf(c, ids, s.vars)[0], w = s.ptr[table];
+      checkIndices(c, s.ptr[ids], T, V, "embedding: id");
+      const args = [w, wdt, 1, scales ? w + scales : 0, s.ptr[ids], s.ptr[node.id], D];
+      c.pool.parallelFor("dequant_rows", args, T, { minRows: minRows(D) });
+    };
+  },
+
+  rms_norm(c, node) {
+    const [x, wid] = node.inputs, D = lastOf(maxShape(c.table[wid].shape)), eps = node.attrs.eps as number;
+    const weight = f32Vector(c, wid, D, 0);
+    return (s) => {
+      const rows = numel(shapeOf(c, x, s.vars)) / D;
+      const args = [s.ptr[x], D, weight(s), s.ptr[node.id], D, D, eps];
+      c.pool.parallelFor("rms_norm", args, rows, { minRows: minRows(D) });
+    };
+  },
+
+  matmul(c, node) {
+    const [x, wid] = node.inputs, { wdt, scales } = matrixArgs(c, wid);
+    const [N, K] = maxShape(c.table[wid].shape);
+    return (s) => {
+      const M = numel(shapeOf(c, x, s.vars)) / K, w = s.ptr[wid];
+      const args = [s.ptr[x], w, wdt, 1, scales ? w + scales : 0, s.ptr[node.id], M, N, K];
+      // Split over output features in 8-row panels; enough of them per thread to pay for the wake-up.
+      c.pool.parallelFor("matmul", args, N, { align: 8, minRows: minRows(M * K) });
+    };
+  },
+
+  add: elementwise2("add"),
+  mul: elementwise2("mul"),
+
+  gelu(c, node) {
+    const [x] = node.inputs;
+    return (s) => {
+      const n = numel(shapeOf(c, x, s.vars));
+      c.pool.parallelFor("gelu", [s.ptr[x], s.ptr[node.id]], n, { align: 4, minRows: MIN_ELEMS });
+    };
+  },
+
+  swiglu(c, node) {
+    const [x] = node.inputs, F = lastOf(maxShape(node.shape));
+    return (s) => {
+      const rows = numel(shapeOf(c, node.id, s.vars)) / F, xp = s.ptr[x];
+      const args = [xp, 2 * F, xp + 4 * F, 2 * F, s.ptr[node.id], F, F];
+      c.pool.parallelFor("swiglu", args, rows, { minRows: minRows(F) });
+    };
+  },
+
+  slice(c, node) {
+    const [x] = node.inputs, es = ELEM_BYTES[c.stored(x)]!;
+    const d = lastOf(maxShape(c.table[x].shape)), start = node.attrs.start as number, w = lastOf(maxShape(node.shape));
+    return (s) => {
+      const rows = numel(shapeOf(c, x, s.vars)) / d;
+      copyRows(c, s.ptr[x] + start * es, d * es, 0, s.ptr[node.id], w * es, w * es, rows);
+    };
+  },
+
+  concat(c, node) {
+    const es = ELEM_BYTES[c.stored(node.id)]!, dOut = lastOf(maxShape(node.shape));
+    const parts = node.inputs.map((id) => ({ id, d: lastOf(maxShape(c.table[id].shape)) }));
+    return (s) => {
+      const rows = numel(shapeOf(c, node.id, s.vars)) / dOut;
+      let col = 0;
+      for (const { id, d } of parts) {
+        copyRows(c, s.ptr[id], d * es, 0, s.ptr[node.id] + col * es, dOut * es, d * es, rows);
+        col += d;
+      }
+    };
+  },
+
+  reshape(c, node) {
+    const [x] = node.inputs, es = ELEM_BYTES[c.stored(x)]!;
+    return (s) => {
+      if (s.ptr[x] === s.ptr[node.id]) return;
+      c.k.exports.copy_rows(s.ptr[x], 0, 0, s.ptr[node.id], 0, numel(shapeOf(c, x, s.vars)) * es, 0, 1);
+    };
+  },
+
+  gather_rows(c, node) {
+    const [x, rows] = node.inputs, es = ELEM_BYTES[c.stored(x)]!;
+    return (s) => {
+      const xs = shapeOf(c, x, s.vars), R = shapeOf(c, rows, s.vars)[0], w = (numel(xs) / (xs[0] || 1)) * es;
+      checkIndices(c, s.ptr[rows], R, xs[0], "gather_rows: row");
+      copyRows(c, s.ptr[x], w, s.ptr[rows], s.ptr[node.id], w, w, R);
+    };
+  },
+
+  scatter_rows(c, node) {
+    const [x, rows, src] = node.inputs, w = lastOf(maxShape(node.shape)) * ELEM_BYTES[c.stored(x)]!;
+    return (s) => {
+      const T = shapeOf(c, x, s.vars)[0], R = shapeOf(c, rows, s.vars)[0], out = s.ptr[node.id];
+      checkIndices(c, s.ptr[rows], R, T, "scatter_rows: row");
+      c.k.exports.copy_rows(s.ptr[x], 0, 0, out, 0, T * w, 0, 1);
+      // In order, one row at a time: a row given twice ends with its last source, as in the reference.
+      const idx = c.k.i32(s.ptr[rows], R);
+      for (let r = 0; r < R; r++) c.k.exports.copy_rows(s.ptr[src] + r * w, 0, 0, out + idx[r] * w, 0, w, 0, 1);
+    };
+  },
+
+  rope(c, node) {
+    const [x, pos] = node.inputs, a = node.attrs as RopeAttrs;
+    const xs = maxShape(c.table[x].shape), dr = lastOf(xs), heads = numel(xs.slice(1)) / dr, np = dr / 2;
+    const posStride = c.table[pos].shape.length === 2 ? maxShape(c.table[pos].shape)[1] : 1;
+    const firstOne = a.pairAxis.findIndex((v) => v !== 0);
+    const split = a.pairAxis.length === 0 || firstOne < 0 ? np : firstOne;
+    const theta = c.persist(4 * np);
+    c.k.f32(theta, np).set(a.invFreq);
+    return (s) => {
+      const T = shapeOf(c, x, s.vars)[0], out = s.ptr[node.id];
+      c.k.exports.copy_rows(s.ptr[x], 0, 0, out, 0, T * heads * dr * 4, 0, 1);
+      const args = [out, heads * dr, heads, dr, 0, dr, theta, s.ptr[pos], posStride, split, a.magnitude, 0, 0];
+      c.pool.parallelFor("rope", args, T, { minRows: minRows(heads * dr * 8) });
+    };
+  },
+
+  attn_temperature(c, node) {
+    const [x, pos] = node.inputs, beta = node.attrs.beta as number, original = node.attrs.original as number;
+    return (s) => {
+      const xs = shapeOf(c, x, s.vars), T = xs[0], w = T === 0 ? 0 : numel(xs) / T;
+      const p = c.k.i32(s.ptr[pos], T);
+      // Runs of tokens sharing a scale (all of them below the original length) go in one call.
+      for (let t0 = 0; t0 < T;) {
+        const sc = Math.fround(attnTemperatureScale(p[t0], beta, original));
+        let t1 = t0 + 1;
+        while (t1 < T && Math.fround(attnTemperatureScale(p[t1], beta, original)) === sc) t1++;
+        const args = [s.ptr[x] + 4 * t0 * w, sc, 0, s.ptr[node.id] + 4 * t0 * w];
+        c.pool.parallelFor("scale_add", args, (t1 - t0) * w, { align: 4, minRows: MIN_ELEMS });
+        t0 = t1;
+      }
+    };
+  },
+
+  mla_attention: compileMla,
+  moe_route: compileMoeRoute,
+  moe_experts: compileMoeExperts,
+  sample: compileSample,
+};
+
+function elementwise2(kernel: "add" | "mul"): Compiler {
+  return (c, node) => {
+    const [a, b] = node.inputs;
+    return (s) => {
+      const n = numel(shapeOf(c, node.id, s.vars));
+      c.pool.parallelFor(kernel, [s.ptr[a], s.ptr[b], s.ptr[node.id]], n, { align: 4, minRows: MIN_ELEMS });
+    };
+  };
+}
+
+function copyRows(
+  c: CompileContext,
+  src: number,
+  lds: number,
+  idx: number,
+  dst: number,
+  ldd: number,
+  bytes: number,
+  rows: number,
+): void {
+  c.pool.parallelFor("copy_rows", [src, lds, idx, dst, ldd, bytes], rows, { minRows: minRows(bytes) });
+}
+
+// ---------------------------------------------------------------------------------------------- attention
+
+function compileMla(c: CompileContext, node: Node): Step {
+  const [q, ckv, kpe, wkvb, cache, seq, pos, bt] = node.inputs;
+  const a = node.attrs as MlaAttentionAttrs;
+  const { heads: H, dn, dr, dv, kvr, blockSize: bs } = a, QW = kvr + dr;
+  const { wdt, scales } = matrixArgs(c, wkvb);
+  const cdt = c.stored(cache) === "bf16" ? DT.bf16 : DT.f32;
+  const nb = maxShape(c.table[cache].shape)[0], mb = maxShape(c.table[bt].shape)[1];
+  const Tmax = maxShape(c.table[q].shape)[0];
+  // Temp: [c_kv | k_rope] rows for the cache write, then the kernel's params struct.
+  const kvBytes = Math.ceil((Tmax * QW * 4) / 64) * 64;
+  c.temp(kvBytes + 4 * MLA_PARAMS.length);
+  return (s) => {
+    const T = shapeOf(c, q, s.vars)[0], S = shapeOf(c, bt, s.vars)[0];
+    if (T === 0) return;
+    checkMla(c, s, node, T, S, mb, nb);
+    const kv = s.temp, params = s.temp + kvBytes;
+    copyRows(c, s.ptr[ckv], kvr * 4, 0, kv, QW * 4, kvr * 4, T);
+    copyRows(c, s.ptr[kpe], dr * 4, 0, kv + kvr * 4, QW * 4, dr * 4, T);
+    const common = [s.ptr[cache], cdt, s.ptr[bt], mb, bs, s.ptr[seq], s.ptr[pos]];
+    c.pool.parallelFor("mla_cache_write", [kv, QW, ...common, QW], T, { minRows: minRows(QW) });
+    // Prefill: token blocks share W_kvb decoding and cache tiles, all heads at once. Decode: one token's heads
+    // spread over the threads.
+    const threads = c.pool.threads;
+    let tb = 1, hg = H;
+    if (T >= 4 * threads) tb = Math.max(1, Math.min(8, Math.floor(T / (4 * threads))));
+    else hg = Math.ceil(H / Math.min(H, Math.ceil((4 * threads) / T)));
+    const w = s.ptr[wkvb];
+    writeParams(c.k, params, MLA_PARAMS, {
+      q: s.ptr[q],
+      wkvb: w,
+      wdt,
+      wscale: 1,
+      wqs: scales ? w + scales : 0,
+      cache: s.ptr[cache],
+      cdt,
+      blockTables: s.ptr[bt],
+      maxBlocks: mb,
+      bs,
+      tokSeq: s.ptr[seq],
+      tokPos: s.ptr[pos],
+      out: s.ptr[node.id],
+      T,
+      H,
+      dn,
+      dr,
+      dv,
+      kvr,
+      scale: a.scale,
+      hg,
+      tb,
+    });
+    c.pool.parallelFor("mla_attention", [params], Math.ceil(T / tb) * Math.ceil(H / hg));
+  };
+}
+
+/** Sequence, position and block ids must address the cache: a bad one would write outside it. */
+function checkMla(c: CompileContext, s: RunState, node: Node, T: number, S: number, mb: number, nb: number): void {
+  const [, , , , , seqId, posId, btId] = node.inputs, bs = (node.attrs as MlaAttentionAttrs).blockSize;
+  const seq = c.k.i32(s.ptr[seqId], T), pos = c.k.i32(s.ptr[posId], T), bt = c.k.i32(s.ptr[btId], S * mb);
+  const last = new Int32Array(S).fill(-1);
+  for (let t = 0; t < T; t++) {
+    const q = seq[t], p = pos[t];
+    if (!(q >= 0 && q < S)) throw new RangeError(`mla_attention: seq ${q} outside 0..${S - 1}`);
+    if (!(p >= 0 && Math.floor(p / bs) < mb)) throw new RangeError(`mla_attention: pos ${p} beyond ${mb} blocks`);
+    if (p > last[q]) last[q] = p;
+  }
+  for (let q = 0; q < S; q++) {
+    for (let b = 0; b <= Math.floor(last[q] / bs) && last[q] >= 0; b++) {
+      const id = bt[q * mb + b];
+      if (!(id >= 0 && id < nb)) throw new RangeError(`mla_attention: block ${id} (seq ${q}) outside 0..${nb - 1}`);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- MoE
+
+function compileMoeRoute(c: CompileContext, node: Node): Step {
+  const [logits] = node.inputs, K = node.attrs.topK as number;
+  const [Tmax, E] = maxShape(node.shape);
+  c.temp(8 * Tmax * K);
+  return (s) => {
+    const T = shapeOf(c, logits, s.vars)[0], idx = s.temp, w = s.temp + 4 * Tmax * K;
+    c.pool.parallelFor("moe_route", [s.ptr[logits], E, K, 1, 1, idx, w], T, { minRows: minRows(E * K * 4) });
+    // The op's result is dense [T, E]: zeros but for each token's top-k weights.
+    const out = c.k.f32(s.ptr[node.id], T * E), ids = c.k.i32(idx, T * K), ws = c.k.f32(w, T * K);
+    out.fill(0);
+    for (let i = 0; i < T * K; i++) out[Math.floor(i / K) * E + ids[i]] = ws[i];
+  };
+}
+
+function compileMoeExperts(c: CompileContext, node: Node): Step {
+  const [x, route, gateUp, down] = node.inputs, K = node.attrs.topK as number;
+  const [E, , D] = maxShape(c.table[gateUp].shape), F = maxShape(c.table[down].shape)[2];
+  const Tmax = maxShape(c.table[x].shape)[0], A = Tmax * K;
+  const dt = c.stored(gateUp), { wdt, scales: guScales } = matrixArgs(c, gateUp), dnScales = matrixArgs(c, down).scales;
+  const es = dt === "f32" ? 4 : dt === "bf16" ? 2 : 1;
+  // Scale strides per expert in floats: q8 blocks along the input dim, f8 one per row.
+  const rowScales = (width: number) => dt === "q8" ? Math.ceil(width / Q8_BLOCK) : dt === "f8e4m3" ? 1 : 0;
+  const guRow = rowScales(D), dnRow = rowScales(F);
+  // Temp layout (bytes): idx, w, order, inv [A] · offsets [E+1] · active [E] · act, up [A, F] · ys [A, D] · params.
+  const sizes = [
+    4 * A,
+    4 * A,
+    4 * A,
+    4 * A,
+    4 * (E + 1),
+    4 * E,
+    4 * A * F,
+    4 * A * F,
+    4 * A * D,
+    4 * MOE_PARAMS.length,
+  ];
+  const offsets: number[] = [];
+  let total = 0;
+  for (const b of sizes) offsets.push(total), total += Math.ceil(b / 64) * 64;
+  c.temp(total);
+  const chunkField = MOE_PARAMS.indexOf("chunk");
+  return (s) => {
+    const T = shapeOf(c, x, s.vars)[0];
+    if (T === 0) return;
+    const [idx, w, order, inv, offs, active, act, up, ys, params] = offsets.map((o) => s.temp + o);
+    denseToTopK(c, s.ptr[route], T, E, K, idx, w);
+    const nActive = c.k.exports.moe_plan(idx, T, K, E, offs, order, inv, active);
+    const gu = s.ptr[gateUp], dw = s.ptr[down];
+    const guQs = guScales ? gu + guScales : 0, dnQs = dnScales ? dw + dnScales : 0;
+    writeParams(c.k, params, MOE_PARAMS, {
+      x: s.ptr[x],
+      offsets: offs,
+      order,
+      inv,
+      active,
+      nActive,
+      wg: gu,
+      wu: gu + F * D * es,
+      wd: dw,
+      wdt,
+      sg: 2 * F * D * es,
+      su: 2 * F * D * es,
+      sd: D * F * es,
+      qg: guQs,
+      qu: guQs ? guQs + 4 * F * guRow : 0,
+      qd: dnQs,
+      qsg: 2 * F * guRow,
+      qsu: 2 * F * guRow,
+      qsd: D * dnRow,
+      act,
+      up,
+      ys,
+      w,
+      out: s.ptr[node.id],
+      T,
+      D,
+      F,
+      k: K,
+      chunk: 8,
+    });
+    // Work items are (expert, chunk of output columns): about 4 per thread, in multiples of 8 columns.
+    const perExpert = Math.max(1, Math.ceil((4 * c.pool.threads) / nActive));
+    const chunk = (width: number) => Math.max(8, Math.ceil(width / perExpert / 8) * 8);
+    const field = c.k.i32(params, MOE_PARAMS.length);
+    field[chunkField] = chunk(F);
+    c.pool.parallelFor("moe_gate_up", [params], nActive * Math.ceil(F / chunk(F)));
+    field[chunkField] = chunk(D);
+    c.pool.parallelFor("moe_down", [params], nActive * Math.ceil(D / chunk(D)));
+    c.pool.parallelFor("moe_combine", [params], T, { minRows: minRows(D * K) });
+  };
+}
+
+/**
+ * The non-zeros of each route row as k (expert, weight) pairs in expert order. Rows with fewer (a weight that
+ * underflowed) are padded with weight 0 on an expert already chosen, which adds exactly nothing.
+ */
+function denseToTopK(c: CompileContext, route: number, T: number, E: number, K: number, idx: number, w: number) {
+  const r = c.k.f32(route, T * E), ids = c.k.i32(idx, T * K), ws = c.k.f32(w, T * K);
+  for (let t = 0; t < T; t++) {
+    let j = 0;
+    for (let e = 0; e < E; e++) {
+      const v = r[t * E + e];
+      if (v === 0) continue;
+      if (j === K) throw new RangeError(`moe_experts: route row ${t} has more than topK = ${K} non-zeros`);
+      ids[t * K + j] = e;
+      ws[t * K + j++] = v;
+    }
+    const pad = j > 0 ? ids[t * K] : 0;
+    for (; j < K; j++) ids[t * K + j] = pad, ws[t * K + j] = 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------- sampling
+
+function compileSample(c: CompileContext, node: Node): Step {
+  const [logits, temps, topK, topP, uniform] = node.inputs;
+  const V = maxShape(c.table[logits].shape)[1], threads = c.pool.threads;
+  // The kernel wants 8·V bytes per row it samples; rows go in batches of one per thread.
+  c.temp(8 * V * threads);
+  return (s) => {
+    const R = shapeOf(c, logits, s.vars)[0];
+    for (let b = 0; b < R; b += threads) {
+      const n = Math.min(threads, R - b), o = 4 * b;
+      const args = [s.ptr[logits] + o * V, V, s.ptr[temps] + o, s.ptr[topK] + o, s.ptr[topP] + o];
+      c.pool.parallelFor("sample", [...args, s.ptr[uniform] + o, s.ptr[node.id] + o, s.temp], n);
+    }
+  };
+}

@@ -1,0 +1,526 @@
+/**
+ * Every op on every backend against the reference: a table of small seeded graphs (one op each, plus the helper
+ * nodes that feed it), run through the scheduler and the plan executor on each backend whose `probe() > 0`, and
+ * compared with the reference's results by normalised error (`max|a − e| / max|e|`); ids compare exactly.
+ *
+ * Bounds (wasm, measured with BACKEND_OPS_REPORT=1): f32 / bf16 / f8e4m3 weights 1e-5 (measured ≤ 2.5e-7: weights
+ * decode exactly, only f32 accumulation order and FMA differ from the reference's f64 sums); q8 2e-2 (measured
+ * ≤ 1.1e-2: rows ≤ 8 quantise activations to int8 per 32-block, the reference sees only the dequantised weights;
+ * more rows dequantise the weights exactly, ≤ 5e-7); norms, rope, swiglu 2e-6 (≤ 1.6e-7); gelu 1e-5 (its erfc
+ * approximation, ≤ 3.4e-6); add / mul 1e-7 and copies 0 (both exact on wasm); a bf16 cache 1e-2 (≤ 2.3e-3: the backend rounds the
+ * latents it stores, the reference keeps them f32).
+ *
+ * The table is exported for benches: `OP_CASES` (build a case with `c.build()`) and `runOpCase`.
+ *
+ * @module
+ */
+
+import { GraphBuilder, type Tensor } from "../graph/builder.ts";
+import type { DType } from "../graph/dtype.ts";
+import { type Dim, type Graph, sym, tensorTable, type Vars } from "../graph/ir.ts";
+import * as ops from "../ops/mod.ts";
+import { normalisedError } from "../ops/testing.ts";
+import { type Backend, storageDType } from "../runtime/backend.ts";
+import { referenceBackend } from "../runtime/backends/reference.ts";
+import { storedWeight } from "../runtime/model.ts";
+import { type HostArray, PlanExecutor } from "../runtime/plan_executor.ts";
+import { BACKENDS } from "../runtime/registry.ts";
+import { type Plan, schedule } from "../runtime/schedule.ts";
+import { bf16ToF32, f32ToBytes, type FloatDType, quantizeFp8 } from "../runtime/weights/codecs.ts";
+import { convertWeight } from "../runtime/weights/convert.ts";
+import type { CanonicalWeight } from "../runtime/weights/load.ts";
+import { assert, assertEquals } from "./assert.ts";
+
+/** A built case: a graph with its seeded weights, per-run inputs, initial state (f32 values) and symbols. */
+export interface BuiltCase {
+  graph: Graph;
+  weights: Map<string, CanonicalWeight>;
+  inputs: Record<string, Float32Array | Int32Array>;
+  state: Record<string, Float32Array>;
+  vars?: Vars;
+}
+
+/** One row of the table: the op under test, its bound, and how to build it (deterministic). */
+export interface OpCase {
+  /** Unique label (op, dtypes, shapes). */
+  name: string;
+  /** The op whose node must run on the backend under test. */
+  op: string;
+  /** Normalised error bound of float outputs. */
+  tol: number;
+  /** Bound for state read back after the run (a cache); default `tol`. */
+  stateTol?: number;
+  build(): BuiltCase;
+}
+
+/** mulberry32: a small seeded PRNG on [0, 1). */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function seedOf(name: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
+
+/** Builds one case's graph and data; values are uniform in ±scale and never exactly zero. */
+class Case {
+  readonly g = new GraphBuilder();
+  readonly r: () => number;
+  readonly weights = new Map<string, CanonicalWeight>();
+  readonly inputs: Record<string, Float32Array | Int32Array> = {};
+  readonly state: Record<string, Float32Array> = {};
+
+  constructor(name: string) {
+    this.r = rng(seedOf(name));
+  }
+
+  values(n: number, scale = 1): Float32Array {
+    const v = new Float32Array(n);
+    for (let i = 0; i < n; i++) v[i] = ((2 * this.r() - 1) || 0.5) * scale;
+    return v;
+  }
+
+  /** A random f32 input; a dim given as `[n, max]` is the symbol T (at most max), bound to n by the data. */
+  f32(name: string, shape: (number | [number, number])[], scale = 1): Tensor {
+    const dims: Dim[] = shape.map((d) => typeof d === "number" ? d : sym("T", d[1]));
+    const real = shape.map((d) => typeof d === "number" ? d : d[0]);
+    this.inputs[name] = this.values(numel(real), scale);
+    return this.g.input(name, dims, "f32");
+  }
+
+  i32(name: string, values: readonly number[], shape: Dim[] = [values.length]): Tensor {
+    this.inputs[name] = Int32Array.from(values);
+    return this.g.input(name, shape, "i32");
+  }
+
+  /**
+   * A weight of `dtype` with values uniform in ±scale; f8e4m3 gets `blocks` scale blocks (1 per tensor, 2 for a
+   * fused gate ‖ up, E or 2E for experts), q8 per-32 scales.
+   */
+  weight(name: string, shape: number[], dtype: DType, scale = 1, blocks = 1): Tensor {
+    const values = this.values(numel(shape), scale);
+    let w: CanonicalWeight = { name, shape, dtype: "f32", data: f32ToBytes(values, "f32") };
+    if (dtype === "f8e4m3") {
+      const q = quantizeFp8(values, blocks);
+      w = { name, shape, dtype, data: q.codes, scales: q.scales };
+    } else {
+      w = convertWeight(w, dtype);
+    }
+    this.weights.set(name, w);
+    return this.g.weight(name, shape, dtype);
+  }
+
+  cache(name: string, shape: number[], dtype: DType): Tensor {
+    // bf16-exact values, so a backend holding the cache in bf16 starts from the same contents.
+    const bytes = f32ToBytes(this.values(numel(shape)), "bf16");
+    this.state[name] = bf16ToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, numel(shape)));
+    return this.g.state(name, shape, dtype);
+  }
+
+  done(outputs: Record<string, Tensor>): BuiltCase {
+    for (const [name, t] of Object.entries(outputs)) this.g.output(name, t);
+    return { graph: this.g.build(), weights: this.weights, inputs: this.inputs, state: this.state };
+  }
+}
+
+/** A case whose graph comes from `body` (seeded by the case name). */
+function opCase(name: string, op: string, tol: number, body: (c: Case) => Record<string, Tensor>, stateTol?: number) {
+  const build = () => {
+    const c = new Case(name);
+    return c.done(body(c));
+  };
+  return { name, op, tol, stateTol, build } satisfies OpCase;
+}
+
+// ---------------------------------------------------------------------------------------------- the table
+
+const MATRIX_TOL: Record<string, number> = { f32: 1e-5, bf16: 1e-5, f8e4m3: 1e-5, q8: 2e-2 };
+const FLOAT_WEIGHTS: DType[] = ["f32", "bf16", "f8e4m3"];
+
+function matmulCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  const Ks = [1, 3, 17, 65, 257], Ms = [1, 3, 9], Ns = [1, 13, 33];
+  for (const dt of FLOAT_WEIGHTS) {
+    Ks.forEach((K, i) => {
+      const M = Ms[i % 3], N = Ns[(i + 1) % 3];
+      cases.push(opCase(`matmul ${dt} M=${M} K=${K} N=${N}`, "matmul", MATRIX_TOL[dt], (c) => {
+        const x = c.f32("x", [[M, 16], K]);
+        return { y: ops.matmul(c.g, x, c.weight("w", [N, K], dt, 1 / Math.sqrt(K))) };
+      }));
+    });
+  }
+  // FP8 with the block scales of a fused gate ‖ up (2) and of a tensor split in 3.
+  for (const [M, K, N, blocks] of [[1, 65, 18, 2], [9, 17, 18, 2], [4, 33, 21, 3]]) {
+    cases.push(opCase(`matmul f8e4m3 ${blocks} scale blocks M=${M} K=${K} N=${N}`, "matmul", 1e-5, (c) => {
+      const x = c.f32("x", [[M, 16], K]);
+      return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "f8e4m3", 0.3, blocks)) };
+    }));
+  }
+  // q8: K a multiple of 32 (its block); M ≤ 8 quantises activations, M > 8 dequantises the weight exactly.
+  for (const [M, K, N] of [[1, 32, 13], [5, 96, 33], [12, 288, 17], [3, 64, 1]]) {
+    cases.push(opCase(`matmul q8 M=${M} K=${K} N=${N}`, "matmul", M > 8 ? 1e-5 : 2e-2, (c) => {
+      const x = c.f32("x", [[M, 16], K]);
+      return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "q8", 1 / Math.sqrt(K))) };
+    }));
+  }
+  cases.push(opCase("matmul f32 x rank 3 [T, 2, 17]", "matmul", 1e-5, (c) => {
+    const x = c.f32("x", [[3, 8], 2, 17]);
+    return { y: ops.matmul(c.g, x, c.weight("w", [7, 17], "f32")) };
+  }));
+  return cases;
+}
+
+function elementwiseCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  for (const D of [1, 3, 17, 65, 257]) {
+    for (const wdt of ["f32", "bf16"] as DType[]) {
+      cases.push(opCase(`rms_norm D=${D} w ${wdt}`, "rms_norm", 2e-6, (c) => {
+        const x = c.f32("x", [[D % 5 + 1, 9], D], 3);
+        const w = c.weight("w", [D], wdt, 1);
+        return { y: ops.rmsNorm(c.g, x, w, { eps: 1e-6 }) };
+      }));
+    }
+  }
+  for (const shape of [[[3, 8], 37], [[1, 1], 1], [[5, 5], 4, 9]] as (number | [number, number])[][]) {
+    for (const op of ["add", "mul"] as const) {
+      cases.push(opCase(`${op} ${JSON.stringify(shape)}`, op, 1e-7, (c) => {
+        const a = c.f32("a", shape), b = c.f32("b", shape);
+        return { y: op === "add" ? ops.add(c.g, a, b) : ops.mul(c.g, a, b) };
+      }));
+    }
+  }
+  for (const F of [1, 13, 64]) {
+    cases.push(
+      opCase(`swiglu F=${F}`, "swiglu", 2e-6, (c) => ({ y: ops.swiglu(c.g, c.f32("x", [[3, 4], 2 * F], 4)) })),
+    );
+  }
+  for (const n of [1, 33, 1000]) {
+    // The kernel's erfc approximation: |Δ| ≤ 1e-6·|x|.
+    cases.push(opCase(`gelu n=${n}`, "gelu", 1e-5, (c) => ({ y: ops.gelu(c.g, c.f32("x", [[2, 2], n], 5)) })));
+  }
+  return cases;
+}
+
+function helperCases(): OpCase[] {
+  return [
+    opCase("slice f32 [T, 3, 20] 5..17", "slice", 0, (c) => {
+      return { y: ops.slice(c.g, c.f32("x", [[4, 8], 3, 20]), { start: 5, end: 17 }) };
+    }),
+    opCase(
+      "slice f32 [T, 7] 0..1",
+      "slice",
+      0,
+      (c) => ({ y: ops.slice(c.g, c.f32("x", [[5, 5], 7]), { start: 0, end: 1 }) }),
+    ),
+    opCase("slice i32 [T, 6] 2..5", "slice", 0, (c) => {
+      const x = c.i32("x", Array.from({ length: 18 }, (_, i) => i * 7 - 30), [sym("T", 4), 6]);
+      return { y: ops.slice(c.g, x, { start: 2, end: 5 }) };
+    }),
+    opCase("concat [T, 3, 5] ‖ [T, 3, 7]", "concat", 0, (c) => {
+      return { y: ops.concat(c.g, [c.f32("a", [[2, 4], 3, 5]), c.f32("b", [[2, 4], 3, 7])]) };
+    }),
+    opCase("concat [T, 1] ‖ [T, 2] ‖ [T, 3]", "concat", 0, (c) => {
+      return { y: ops.concat(c.g, [c.f32("a", [[3, 3], 1]), c.f32("b", [[3, 3], 2]), c.f32("c", [[3, 3], 3])]) };
+    }),
+    opCase("reshape [T, 12] → [T, 3, 4]", "reshape", 0, (c) => {
+      const x = c.f32("x", [[3, 5], 12]);
+      return { y: ops.reshape(c.g, x, { shape: [x.shape[0], 3, 4] }) };
+    }),
+    opCase("reshape i32 [T, 4] → [T, 2, 2]", "reshape", 0, (c) => {
+      const T = sym("T", 3), x = c.i32("x", [1, -2, 3, 4, 5, 6, 7, 8], [T, 4]);
+      return { y: ops.reshape(c.g, x, { shape: [T, 2, 2] }) };
+    }),
+    opCase("scatter_rows [T, 9] rows with a repeat", "scatter_rows", 0, (c) => {
+      const I = sym("I", 5), x = c.f32("x", [[7, 8], 9]), rows = c.i32("rows", [6, 0, 2, 6], [I]);
+      c.inputs.src = c.values(4 * 9);
+      return { y: ops.scatterRows(c.g, x, rows, c.g.input("src", [I, 9], "f32")) };
+    }),
+    opCase("gather_rows [T, 3, 5] rows with repeats", "gather_rows", 0, (c) => {
+      const x = c.f32("x", [[6, 8], 3, 5]), rows = c.i32("rows", [5, 0, 5, 2], [sym("R", 6)]);
+      return { y: ops.gatherRows(c.g, x, rows) };
+    }),
+  ];
+}
+
+function ropeCases(): OpCase[] {
+  const yarn = { factor: 128, originalMaxPositionEmbeddings: 8192, betaFast: 32, betaSlow: 1 };
+  return [
+    opCase("rope [T, 3, 16] positions up to 1e6, yarn", "rope", 2e-6, (c) => {
+      const pos = c.i32("pos", [0, 1, 17, 8191, 100_000, 999_999], [sym("T", 8)]);
+      const x = c.f32("x", [[6, 8], 3, 16]);
+      return { y: ops.rope(c.g, x, pos, { theta: 10000, yarn }) };
+    }),
+    opCase("rope [T, 6] magnitude 1.3", "rope", 2e-6, (c) => {
+      const pos = c.i32("pos", [3, 4, 5], [sym("T", 4)]);
+      return { y: ops.rope(c.g, c.f32("x", [[3, 4], 6]), pos, { theta: 500, magnitude: 1.3 }) };
+    }),
+    opCase("rope 2-D positions [T, 2], pairs split 2 | 2", "rope", 2e-6, (c) => {
+      const pos = c.i32("pos", [0, 0, 1, 3, 7, 2], [sym("T", 3), 2]);
+      const x = c.f32("x", [[3, 3], 2, 8]);
+      return { y: ops.rope(c.g, x, pos, { theta: 100, pairAxis: [0, 0, 1, 1] }) };
+    }),
+    opCase("attn_temperature across the original length", "attn_temperature", 2e-7, (c) => {
+      const pos = c.i32("pos", [0, 3, 4, 9, 40, 41, 1000], [sym("T", 8)]);
+      return { y: ops.attnTemperature(c.g, c.f32("x", [[7, 8], 2, 5]), pos, { beta: 0.1, original: 4 }) };
+    }),
+  ];
+}
+
+type MlaGeom = { H: number; dn: number; dr: number; dv: number; kvr: number; bs: number };
+const MLA_ODD: MlaGeom = { H: 3, dn: 6, dr: 4, dv: 5, kvr: 12, bs: 4 };
+const MLA_POW2: MlaGeom = { H: 4, dn: 16, dr: 16, dv: 16, kvr: 32, bs: 8 };
+
+/**
+ * MLA over two sequences with scattered block tables. `history[s]` positions of sequence s are already cached
+ * (from the initial cache contents); `queries[s]` new tokens follow them. The two sequences' tokens interleave.
+ */
+function mlaCase(
+  label: string,
+  m: MlaGeom,
+  wdt: DType,
+  cdt: DType,
+  history: [number, number],
+  queries: [number, number],
+  form: "absorbed" | "naive" = "absorbed",
+): OpCase {
+  const name = `mla_attention ${label} ${wdt} cache ${cdt} H=${m.H} kvr=${m.kvr} bs=${m.bs}`;
+  const tol = cdt === "bf16" ? 1e-2 : MATRIX_TOL[wdt] * 2;
+  return opCase(name, "mla_attention", tol, (c) => {
+    const mb = Math.ceil((Math.max(history[0] + queries[0], history[1] + queries[1]) + 1) / m.bs);
+    const nb = 2 * mb + 3;
+    // Blocks handed out in a shuffled order: the op must follow the table.
+    const perm = Array.from({ length: nb }, (_, i) => i);
+    for (let i = nb - 1; i > 0; i--) {
+      const j = Math.floor(c.r() * (i + 1));
+      [perm[i], perm[j]] = [perm[j], perm[i]];
+    }
+    const seq: number[] = [], pos: number[] = [];
+    for (let i = 0; i < Math.max(...queries); i++) {
+      for (const s of [1, 0]) if (i < queries[s]) seq.push(s), pos.push(history[s] + i);
+    }
+    const T = sym("T", seq.length + 2), S = sym("S", 2);
+    const q = c.f32("q", [[seq.length, seq.length + 2], m.H, m.dn + m.dr]);
+    const ckv = c.f32("ckv", [[seq.length, seq.length + 2], m.kvr]);
+    const kpe = c.f32("kpe", [[seq.length, seq.length + 2], m.dr]);
+    const wkvb = c.weight("wkvb", [m.H * (m.dn + m.dv), m.kvr], wdt, 1 / Math.sqrt(m.kvr));
+    const cache = c.cache("cache", [nb, m.bs, m.kvr + m.dr], cdt);
+    const out = ops.mlaAttention(c.g, {
+      q,
+      ckv,
+      kpe,
+      wkvb,
+      cache,
+      seq: c.i32("seq", seq, [T]),
+      pos: c.i32("pos", pos, [T]),
+      blockTable: c.i32("blockTable", perm.slice(0, 2 * mb), [S, mb]),
+    }, { scale: 1 / Math.sqrt(m.dn + m.dr), form });
+    return { y: out };
+  }, cdt === "bf16" ? 1e-2 : 0);
+}
+
+function mlaCases(): OpCase[] {
+  return [
+    mlaCase("prefill", MLA_ODD, "f32", "f32", [0, 0], [7, 4]),
+    mlaCase("prefill", MLA_POW2, "bf16", "f32", [0, 0], [9, 5]),
+    mlaCase("prefill naive form", MLA_ODD, "f32", "f32", [0, 0], [5, 3], "naive"),
+    mlaCase("chunk after history", MLA_ODD, "f8e4m3", "f32", [5, 2], [3, 1]),
+    mlaCase("chunk after history", MLA_POW2, "q8", "f32", [11, 20], [6, 1]),
+    mlaCase("decode", MLA_ODD, "f32", "f32", [9, 2], [1, 1]),
+    mlaCase("decode", MLA_POW2, "f8e4m3", "f32", [30, 17], [1, 1]),
+    mlaCase("decode", MLA_POW2, "bf16", "bf16", [12, 7], [1, 1]),
+    mlaCase("prefill", MLA_ODD, "f32", "bf16", [0, 3], [6, 2]),
+    // Long enough for token blocks (several tokens per work item): one sequence, then two interleaved.
+    mlaCase("long prefill one sequence", MLA_POW2, "f32", "f32", [3, 0], [29, 0]),
+    mlaCase("long prefill", MLA_ODD, "bf16", "f32", [0, 0], [12, 9]),
+  ];
+}
+
+function moeCase(dt: DType, T: number, E: number, K: number, D: number, F: number, blocks = 1): OpCase {
+  const scales = dt === "f8e4m3"
+    ? ` (${blocks === E ? "per-expert" : blocks === 2 * E ? "gate/up per expert" : blocks} scales)`
+    : "";
+  const name = `moe_experts ${dt}${scales} T=${T} top ${K} of ${E} D=${D} F=${F}`;
+  // q8 with few tokens per expert quantises activations; with many, the weights decode exactly.
+  return opCase(name, "moe_experts", MATRIX_TOL[dt], (c) => {
+    const x = c.f32("x", [[T, T + 3], D]);
+    const route = ops.moeRoute(c.g, c.f32("logits", [[T, T + 3], E], 3), { topK: K });
+    const gateUp = c.weight("gate_up", [E, 2 * F, D], dt, 1 / Math.sqrt(D), blocks);
+    const down = c.weight("down", [E, D, F], dt, 1 / Math.sqrt(F), dt === "f8e4m3" ? E : 1);
+    return { y: ops.moeExperts(c.g, x, route, gateUp, down, { topK: K }), route };
+  });
+}
+
+function moeCases(): OpCase[] {
+  return [
+    opCase("moe_route top 2 of 8", "moe_route", 1e-6, (c) => {
+      return { y: ops.moeRoute(c.g, c.f32("logits", [[9, 12], 8], 3), { topK: 2 }) };
+    }),
+    opCase("moe_route top 5 of 5", "moe_route", 1e-6, (c) => {
+      return { y: ops.moeRoute(c.g, c.f32("logits", [[3, 4], 5], 3), { topK: 5 }) };
+    }),
+    moeCase("f32", 1, 8, 2, 24, 16),
+    moeCase("f32", 20, 8, 2, 24, 16),
+    moeCase("bf16", 3, 16, 4, 33, 13),
+    moeCase("bf16", 30, 16, 4, 33, 13),
+    moeCase("f8e4m3", 2, 8, 2, 17, 24, 8),
+    moeCase("f8e4m3", 20, 8, 2, 17, 24, 16),
+    moeCase("f8e4m3", 5, 16, 4, 40, 8, 32),
+    moeCase("q8", 1, 8, 2, 32, 32),
+    moeCase("q8", 6, 16, 4, 64, 32),
+  ];
+}
+
+function embeddingCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  for (const [dt, D] of [["f32", 17], ["bf16", 33], ["f8e4m3", 17], ["q8", 64]] as [DType, number][]) {
+    cases.push(opCase(`embedding ${dt} D=${D}`, "embedding", 0, (c) => {
+      const ids = c.i32("ids", [3, 0, 36, 3, 20], [sym("T", 8)]);
+      return { y: ops.embedding(c.g, ids, c.weight("table", [37, D], dt)) };
+    }));
+  }
+  return cases;
+}
+
+function sampleCases(): OpCase[] {
+  const rows = (R: number, V: number) =>
+    opCase(`sample R=${R} V=${V}`, "sample", 0, (c) => {
+      const Rs = sym("R", R + 2);
+      const t = [0, 0.7, 1, 1.5, 0.9, 0, 2, 0.3, 1];
+      const k = [0, 0, 5, 40, 0, 3, 0, 1, 2];
+      const p = [1, 0.9, 1, 0.5, 1, 1, 0.2, 1, 0.95];
+      const pick = <T>(a: T[]) => Array.from({ length: R }, (_, i) => a[i % a.length]);
+      const input = (name: string, values: number[]) => {
+        c.inputs[name] = Float32Array.from(values);
+        return c.g.input(name, [Rs], "f32");
+      };
+      c.inputs.logits = c.values(R * V, 4);
+      const logits = c.g.input("logits", [Rs, V], "f32");
+      const temperature = input("temperature", pick(t)), topP = input("topP", pick(p));
+      const uniform = input("uniform", Array.from({ length: R }, () => c.r()));
+      const topK = c.i32("topK", pick(k), [Rs]);
+      return { ids: ops.sample(c.g, { logits, temperature, topK, topP, uniform }) };
+    });
+  return [rows(5, 300), rows(9, 1000)];
+}
+
+/** Every case, in table order. */
+export const OP_CASES: readonly OpCase[] = [
+  ...embeddingCases(),
+  ...matmulCases(),
+  ...elementwiseCases(),
+  ...helperCases(),
+  ...ropeCases(),
+  ...mlaCases(),
+  ...moeCases(),
+  ...sampleCases(),
+];
+
+// ---------------------------------------------------------------------------------------------- running
+
+/** What a run gives back: outputs by name and state by name, floats as f32 (ids as i32). */
+export type CaseResult = { outputs: Record<string, Float32Array | Int32Array>; state: Record<string, Float32Array> };
+
+function toF32(a: HostArray): Float32Array | Int32Array {
+  if (a instanceof Uint16Array) return bf16ToF32(a);
+  if (a instanceof Float32Array || a instanceof Int32Array) return a;
+  throw new Error("unexpected host array");
+}
+
+/**
+ * Runs a built case on `backends` (the first is the one under test; others take what it does not support) and
+ * returns outputs and state. Weights go through `storedWeight`, as the model loader sends them.
+ */
+export async function runOpCase(built: BuiltCase, backends: readonly Backend[]): Promise<CaseResult & { plan: Plan }> {
+  const { graph } = built;
+  const plan = schedule(graph, backends, { strict: backends.length === 1 });
+  const ex = await PlanExecutor.create(graph, plan, backends, {
+    weights: (w, _storage, b) => storedWeight(built.weights.get(w.name)!, w.dtype, b.caps),
+  });
+  try {
+    for (const [name, values] of Object.entries(built.state)) {
+      const s = plan.state.find((s) => s.name === name)!, decl = graph.inputs.find((i) => i.name === name)!;
+      const stored = storageDType(backends.find((b) => b.name === s.backend)!.caps, decl.dtype);
+      ex.writeState(name, f32ToBytes(values, stored as FloatDType));
+    }
+    const raw = await ex.run({ inputs: built.inputs, vars: built.vars });
+    const outputs: CaseResult["outputs"] = {}, state: CaseResult["state"] = {};
+    for (const [name, a] of Object.entries(raw)) outputs[name] = toF32(a);
+    for (const name of Object.keys(built.state)) state[name] = toF32(await ex.readState(name)) as Float32Array;
+    return { outputs, state, plan };
+  } finally {
+    ex.dispose();
+  }
+}
+
+/** Largest normalised error over a case's outputs and state (ids: Infinity on any mismatch). */
+function compare(c: OpCase, got: CaseResult, want: CaseResult): { err: number; stateErr: number } {
+  let err = 0, stateErr = 0;
+  for (const [name, w] of Object.entries(want.outputs)) {
+    const g = got.outputs[name];
+    if (w instanceof Int32Array) err = Math.max(err, g.every((v, i) => v === w[i]) ? 0 : Infinity);
+    else err = Math.max(err, normalisedError(g, w));
+  }
+  for (const [name, w] of Object.entries(want.state)) {
+    stateErr = Math.max(stateErr, normalisedError(got.state[name], w));
+  }
+  if (c.stateTol === undefined) err = Math.max(err, stateErr);
+  return { err, stateErr };
+}
+
+// BACKEND_OPS_REPORT=1 prints each case's error (to set and document the bounds).
+const REPORT = Deno.env.get("BACKEND_OPS_REPORT") === "1";
+// BACKEND_OPS_THREADS=N runs the backends with N threads (default 2): other splits of the same work.
+const THREADS = Number(Deno.env.get("BACKEND_OPS_THREADS") ?? 2);
+
+for (const factory of BACKENDS.filter((f) => f.name !== "reference")) {
+  const score = await factory.probe().catch(() => 0);
+  Deno.test({
+    name: `backend ops: ${factory.name} ≡ reference on ${OP_CASES.length} cases`,
+    ignore: score <= 0,
+    async fn(t) {
+      const backend = await factory.create({ threads: THREADS });
+      const reference = await referenceBackend.create();
+      const skipped: string[] = [];
+      try {
+        for (const c of OP_CASES) {
+          await t.step(c.name, async () => {
+            const built = c.build();
+            const node = built.graph.nodes.find((n) => n.op === c.op)!;
+            const table = tensorTable(built.graph);
+            if (!backend.supports(node, node.inputs.map((i) => table[i]))) {
+              skipped.push(c.name);
+              return;
+            }
+            const want = await runOpCase(built, [reference]);
+            const got = await runOpCase(c.build(), [backend, reference]);
+            const placed = got.plan.segments.find((s) => s.nodes.includes(node.id))!.backend;
+            assertEquals(placed, backend.name, `${c.op} ran on ${placed}`);
+            const { err, stateErr } = compare(c, got, want);
+            if (REPORT) {
+              console.log(`${factory.name}\t${c.name}\t${err.toExponential(2)}\t${stateErr.toExponential(2)}`);
+            }
+            assert(err <= c.tol, `${c.name}: normalised error ${err} > ${c.tol}`);
+            if (c.stateTol !== undefined) assert(stateErr <= c.stateTol, `${c.name}: state error ${stateErr}`);
+          });
+        }
+      } finally {
+        backend.dispose();
+        reference.dispose();
+      }
+      if (skipped.length) console.warn(`${factory.name} does not run: ${skipped.join("; ")}`);
+      // The CPU backend runs the whole text model: nothing in the table may fall back.
+      if (factory.name === "wasm") assertEquals(skipped, []);
+    },
+  });
+}

@@ -1,0 +1,206 @@
+/**
+ * The vision path on the `tiny` preset (random f32 weights): the vision graph (encoder + projector) against a
+ * naive loop implementation written from MODEL.md §3, block-diagonal batching, and image vectors reaching the
+ * decoder at the `[IMG]` rows of a step.
+ */
+import { assert, assertEquals } from "./assert.ts";
+import { presetConfig } from "../graph/models/mistral4.ts";
+import { erf } from "../ops/gelu.ts";
+import { normalisedError } from "../ops/testing.ts";
+import { loadModel, type Model, type StepInput } from "../runtime/model.ts";
+import { chunkImageInputs, visionBatch, type VisionImage } from "../runtime/vision.ts";
+import { weightToF32 } from "../runtime/weights/load.ts";
+import { configForDtype, randomCanonicalWeights } from "../runtime/weights/random.ts";
+
+const SEED = 5;
+const CONFIG = configForDtype(presetConfig("tiny"), "f32");
+
+function lcg(seed: number): () => number {
+  let s = seed;
+  return () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
+}
+
+function randomImage(rows: number, cols: number, seed: number): VisionImage {
+  const rand = lcg(seed);
+  const pixels = new Float32Array(3 * 28 * rows * 28 * cols).map(() => 4 * rand() - 2);
+  return { pixels, grid: { rows, cols } };
+}
+
+async function withModel<T>(opts: Parameters<typeof loadModel>[1], fn: (m: Model) => Promise<T>): Promise<T> {
+  const model = await loadModel("tiny", { backend: "reference", dtype: "f32", seed: SEED, maxModelLen: 64, ...opts });
+  try {
+    return await fn(model);
+  } finally {
+    model.dispose();
+  }
+}
+
+// ---- the naive implementation: plain nested loops over [rows][cols] arrays, f64 -------------------------------
+
+type Mat = number[][];
+const W = randomCanonicalWeights(CONFIG, { seed: SEED, dtype: "f32", group: "all" });
+function weight(name: string, rows: number): Mat {
+  const flat = Array.from(weightToF32(W.get(name)!));
+  const cols = flat.length / rows;
+  return Array.from({ length: rows }, (_, r) => flat.slice(r * cols, (r + 1) * cols));
+}
+const linear = (x: Mat, w: Mat): Mat => x.map((row) => w.map((wr) => wr.reduce((s, v, k) => s + v * row[k], 0)));
+const addM = (a: Mat, b: Mat): Mat => a.map((r, i) => r.map((v, j) => v + b[i][j]));
+function rms(x: Mat, w: number[], eps: number): Mat {
+  return x.map((r) => {
+    const inv = 1 / Math.sqrt(r.reduce((s, v) => s + v * v, 0) / r.length + eps);
+    return r.map((v, i) => v * inv * w[i]);
+  });
+}
+
+function naiveImage(im: VisionImage): Mat {
+  const v = CONFIG.vision_config!;
+  const [Hv, H, hd, p] = [v.hidden_size, v.num_attention_heads, v.head_dim, v.patch_size];
+  const ph = 2 * im.grid.rows, pw = 2 * im.grid.cols, width = pw * p, height = ph * p;
+  // Conv 3 → Hv, kernel = stride = 14.
+  const conv = Array.from(weightToF32(W.get("vision.patch_conv")!));
+  const coords: [number, number][] = [];
+  let x: Mat = [];
+  for (let r = 0; r < ph; r++) {
+    for (let c = 0; c < pw; c++) {
+      coords.push([r, c]);
+      x.push(Array.from({ length: Hv }, (_, o) => {
+        let s = 0;
+        for (let ch = 0; ch < 3; ch++) {
+          for (let ky = 0; ky < p; ky++) {
+            for (let kx = 0; kx < p; kx++) {
+              s += conv[((o * 3 + ch) * p + ky) * p + kx] * im.pixels[(ch * height + r * p + ky) * width + c * p + kx];
+            }
+          }
+        }
+        return s;
+      }));
+    }
+  }
+  x = rms(x, weight("vision.ln_pre", 1)[0], v.layer_norm_eps);
+  const f = Array.from({ length: hd / 2 }, (_, i) => Math.pow(v.rope_theta, -(2 * i) / hd));
+  // Pair i < hd/4 turns with the row at f[2i]; pair hd/4 + i with the column at f[2i + 1].
+  const angle = ([r, c]: [number, number], i: number) => i < hd / 4 ? r * f[2 * i] : c * f[2 * (i - hd / 4) + 1];
+  const rot = (m: Mat): Mat =>
+    m.map((row, t) =>
+      row.map((_, e) => {
+        const i = Math.floor((e % hd) / 2), base = e - (e % 2), a = angle(coords[t], i);
+        const [re, im2] = [row[base], row[base + 1]];
+        return e % 2 === 0 ? re * Math.cos(a) - im2 * Math.sin(a) : re * Math.sin(a) + im2 * Math.cos(a);
+      })
+    );
+  for (let l = 0; l < v.num_hidden_layers; l++) {
+    const pre = `vision.layers.${l}`;
+    const xa = rms(x, weight(`${pre}.attn_norm`, 1)[0], v.layer_norm_eps);
+    const q = rot(linear(xa, weight(`${pre}.attn.wq`, Hv))), k = rot(linear(xa, weight(`${pre}.attn.wk`, Hv)));
+    const vv = linear(xa, weight(`${pre}.attn.wv`, Hv));
+    const ctx: Mat = x.map(() => new Array(Hv).fill(0));
+    for (let h = 0; h < H; h++) {
+      for (let i = 0; i < x.length; i++) {
+        const s = x.map((_, j) => {
+          let d = 0;
+          for (let e = 0; e < hd; e++) d += q[i][h * hd + e] * k[j][h * hd + e];
+          return d / Math.sqrt(hd);
+        });
+        const m = Math.max(...s), e = s.map((z) => Math.exp(z - m)), z = e.reduce((a, b) => a + b, 0);
+        for (let j = 0; j < x.length; j++) {
+          for (let c = 0; c < hd; c++) ctx[i][h * hd + c] += (e[j] / z) * vv[j][h * hd + c];
+        }
+      }
+    }
+    x = addM(x, linear(ctx, weight(`${pre}.attn.wo`, Hv)));
+    const xf = rms(x, weight(`${pre}.ffn_norm`, 1)[0], v.layer_norm_eps);
+    const gu = linear(xf, weight(`${pre}.ffn.gate_up`, 2 * v.intermediate_size));
+    const I = v.intermediate_size;
+    const act = gu.map((r) => r.slice(0, I).map((g, i) => (g / (1 + Math.exp(-g))) * r[I + i]));
+    x = addM(x, linear(act, weight(`${pre}.ffn.down`, Hv)));
+  }
+  const xn = rms(x, weight("projector.norm", 1)[0], CONFIG.rms_norm_eps);
+  const merged: Mat = [];
+  for (let tr = 0; tr < im.grid.rows; tr++) {
+    for (let tc = 0; tc < im.grid.cols; tc++) {
+      const vec = new Array(4 * Hv);
+      for (let c = 0; c < Hv; c++) {
+        for (let dy = 0; dy < 2; dy++) {
+          for (let dx = 0; dx < 2; dx++) vec[c * 4 + dy * 2 + dx] = xn[(2 * tr + dy) * pw + 2 * tc + dx][c];
+        }
+      }
+      merged.push(vec);
+    }
+  }
+  const D = CONFIG.hidden_size;
+  const a = linear(linear(merged, weight("projector.patch_merger", Hv)), weight("projector.linear_1", D));
+  const g = a.map((r) => r.map((z) => 0.5 * z * (1 + erf(z / Math.SQRT2))));
+  return linear(g, weight("projector.linear_2", D));
+}
+
+// ---- tests ------------------------------------------------------------------------------------------------------
+
+Deno.test("visionBatch: patch positions, segments, merge index and (c, ky, kx) unfold order", () => {
+  const im = randomImage(1, 2, 1);
+  const b = visionBatch([im, randomImage(1, 1, 2)], { patchSize: 14, mergeSize: 2, channels: 3 });
+  assertEquals(b.numPatches, 8 + 4);
+  assertEquals(b.tokens, [2, 1]);
+  assertEquals(Array.from(b.pos.subarray(0, 10)), [0, 0, 0, 1, 0, 2, 0, 3, 1, 0]);
+  assertEquals(Array.from(b.segment), [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1]);
+  assertEquals(Array.from(b.mergeIndex), [0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 10, 11]);
+  // Patch 5 = (row 1, col 1): element (c 2, ky 3, kx 4) is pixel [2][14 + 3][14 + 4] of the 28×56 image.
+  assertEquals(b.patches[5 * 588 + 2 * 196 + 3 * 14 + 4], im.pixels[2 * 28 * 56 + 17 * 56 + 18]);
+});
+
+Deno.test("vision graph: encoder + projector ≡ a naive implementation; two images ≡ each alone", async () => {
+  await withModel({}, async (model) => {
+    assert(model.vision, "tiny loads with vision on the reference backend");
+    const images = [randomImage(1, 2, 11), randomImage(2, 1, 12)];
+    const together = await model.encodeImages(images);
+    assertEquals(together.map((f) => f.length), [2 * 64, 2 * 64]);
+    for (let i = 0; i < images.length; i++) {
+      const expected = naiveImage(images[i]).flat();
+      const err = normalisedError(together[i], expected);
+      assert(err < 1e-4, `image ${i}: normalised error ${err}`);
+      const [alone] = await model.encodeImages([images[i]]);
+      assert(normalisedError(alone, together[i]) < 1e-6, `image ${i}: batched ≠ alone`);
+    }
+  });
+});
+
+Deno.test("step: image vectors replace the [IMG] rows; text-only graphs are unchanged", async () => {
+  // [BOS] a [IMG] [IMG] [IMG_END] b c: a 1×2 grid.
+  const ids = [1, 1500, 10, 10, 13, 2201, 77_000];
+  const vocab = CONFIG.vocab_size;
+  const run = async (model: Model, extra: Partial<StepInput>) => {
+    const seq = model.pool.newSequence();
+    try {
+      assert(model.pool.grow(seq, ids.length));
+      const range = ids.map((_, i) => i);
+      return await model.step({
+        ids,
+        pos: range,
+        seq: range.map(() => 0),
+        blockTables: [seq.blockTable],
+        logitRows: range,
+        ...extra,
+      });
+    } finally {
+      model.pool.release(seq);
+    }
+  };
+  const plain = await withModel({ vision: false }, (m) => run(m, {}));
+  await withModel({}, async (model) => {
+    assertEquals(Array.from(await run(model, {})), Array.from(plain), "I = 0 ≡ the text-only graph");
+    const [features] = await model.encodeImages([randomImage(1, 2, 21)]);
+    const withImage = await run(model, { imageRows: [2, 3], imageFeatures: features });
+    const row = (l: Float32Array, r: number) => Array.from(l.subarray(r * vocab, (r + 1) * vocab));
+    for (let r = 0; r < ids.length; r++) {
+      if (r < 2) assertEquals(row(withImage, r), row(plain, r), `row ${r} precedes the image`);
+      else assert(normalisedError(row(withImage, r), row(plain, r)) > 1e-4, `row ${r} must see the image`);
+    }
+  });
+});
+
+Deno.test("chunkImageInputs: only the chunk's [IMG] rows, offset into the step", () => {
+  const features = Float32Array.from([1, 1, 2, 2, 3, 3]);
+  const r = chunkImageInputs([{ positions: [2, 3, 5], features }], 2, 3, 6, 10);
+  assertEquals(r.imageRows, [10, 12]);
+  assertEquals(Array.from(r.imageFeatures), [2, 2, 3, 3]);
+});
