@@ -258,10 +258,13 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
   const group = vision ? "all" : "text";
   let config = resolved.config;
   let weights: Map<string, CanonicalWeight>;
+  // The dtype the graph must override: none when a preset's random weights are already made in it.
+  let override = options.dtype;
   try {
     if (resolved.source === "preset") {
       // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those.
       const made = options.dtype === "q8" ? undefined : options.dtype;
+      if (made !== undefined) override = undefined;
       config = configForDtype(config, made);
       weights = randomCanonicalWeights(config, { seed: options.seed ?? 0, dtype: made, group });
     } else {
@@ -274,7 +277,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     throw e;
   }
   const limits = resolveLimits(config, options);
-  const graph = buildStepGraph(resolved.family, config, limits, { ...options, vision });
+  const graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision });
   try {
     const missing = graph.weights.filter((w) => !weights.has(w.name)).map((w) => w.name);
     if (missing.length) throw new Error(`model ${spec}: weights ${missing.join(", ")} were not loaded`);

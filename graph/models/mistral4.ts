@@ -206,7 +206,9 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
 
   const hn = norm(g, h, { weight: "norm", dim: D, dtype: dt, eps: c.rms_norm_eps, name: "norm.out" });
   const last = gatherRows(g, hn, logitRows, { name: "last_hidden" }); // [R, D]
-  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], dt);
+  // An explicit --dtype quantises the head too (as llama.cpp's Q8_0 files do): it is the largest tensor read per
+  // token in small models. Checkpoint quantisation (FP8, NVFP4) leaves it bf16, as shipped.
+  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], io.linearDtype ?? dt);
   const logits = matmul(g, last, head, { name: "logits" }); // [R, V]
   g.output("logits", logits);
   return { ids, pos, seq, blockTable, logitRows, caches, logits, ...image };
