@@ -12,27 +12,13 @@
 
 import { DT, MLA_PARAMS, MOE_PARAMS, moeRows, q8Bytes, warmup, WasmKernels, writeParams } from "./module.ts";
 import { ThreadPool } from "./threads.ts";
+import { assert } from "../../../tests/assert.ts";
+import { mulberry32 } from "../../../tests/fixtures.ts";
 
 const k = await WasmKernels.load();
 const ex = k.exports;
 
 // ------------------------------------------------------------------------------------------- helpers
-
-function assert(cond: unknown, msg: string): asserts cond {
-  if (!cond) throw new Error(msg);
-}
-
-function rng(seed: number): () => number {
-  // mulberry32: fast, seedable, good enough for test data.
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Uniform in ±scale, never exactly zero. */
 function randArray(r: () => number, n: number, scale = 1): Float32Array {
@@ -207,7 +193,7 @@ const DTYPES: WDT[] = ["f32", "bf16", "f8e4m3", "q8"];
 
 for (const dt of DTYPES) {
   Deno.test(`matmul ${dt}: decode and prefill paths, odd shapes`, () => {
-    const r = rng(1000 + DT[dt]);
+    const r = mulberry32(1000 + DT[dt]);
     const b = new Bufs();
     let worst = 0;
     try {
@@ -259,7 +245,7 @@ for (const dt of DTYPES) {
 
 Deno.test("matmul: 2 threads give bit-identical results (decode and prefill, every dtype)", async () => {
   await withPool(2, (pool) => {
-    const r = rng(7);
+    const r = mulberry32(7);
     const b = new Bufs();
     try {
       for (const dt of DTYPES) {
@@ -279,7 +265,7 @@ Deno.test("matmul: 2 threads give bit-identical results (decode and prefill, eve
 });
 
 Deno.test("matmul: K above the decode limit (16384) falls back to the packed path, every dtype", () => {
-  const r = rng(9);
+  const r = mulberry32(9);
   const b = new Bufs();
   try {
     for (const dt of DTYPES) {
@@ -319,7 +305,7 @@ Deno.test("arena: 64-byte alignment, reuse and coalescing of freed blocks, growt
 });
 
 Deno.test("dequant_rows gathers and decodes rows of every dtype; quantize_q8 matches its definition", () => {
-  const r = rng(11);
+  const r = mulberry32(11);
   const b = new Bufs();
   try {
     for (const dt of DTYPES) {
@@ -356,7 +342,10 @@ Deno.test("f8e4m3 decode covers all 254 finite codes exactly, bf16 conversions r
     ex.dequant_rows(w, DT.f8e4m3, 1, 0, 0, out, 256, 0, 1);
     const got = k.f32(out, 256);
     for (let i = 0; i < 256; i++) if ((i & 0x7f) !== 0x7f) assert(got[i] === f8ToF32(i), `f8 code ${i}`);
-    const src = randArray(rng(5), 1001, 3), sp = b.f32(src), hp = b.bytes(new Uint16Array(1001)), back = b.f32(1001);
+    const src = randArray(mulberry32(5), 1001, 3),
+      sp = b.f32(src),
+      hp = b.bytes(new Uint16Array(1001)),
+      back = b.f32(1001);
     ex.f32_to_bf16_n(sp, hp, 0, 1001);
     ex.bf16_to_f32_n(hp, back, 0, 1001);
     for (let i = 0; i < 1001; i++) assert(k.u16(hp, 1001)[i] === f32ToBf16(src[i]), `bf16 ${i}`);
@@ -369,7 +358,7 @@ Deno.test("f8e4m3 decode covers all 254 finite codes exactly, bf16 conversions r
 // ------------------------------------------------------------------------------------------- elementwise
 
 Deno.test("rms_norm, softmax, add, mul, scale_add, swiglu, gelu", async () => {
-  const r = rng(21);
+  const r = mulberry32(21);
   const b = new Bufs();
   try {
     for (const d of [1, 3, 17, 64, 257]) {
@@ -456,7 +445,7 @@ function erf(x: number): number {
 // ------------------------------------------------------------------------------------------- rope
 
 Deno.test("rope: interleaved pairs, θ table, large positions, llama-4 scale, 2-D split", () => {
-  const r = rng(31);
+  const r = mulberry32(31);
   const b = new Bufs();
   try {
     const yarn = [1, 0.75, 0.5623413251903491, 0.00042105894684815834, 1.0418136188775968e-6];
@@ -507,7 +496,7 @@ interface MlaCase {
 }
 
 function runMla(c: MlaCase, dt: WDT, cdt: "f32" | "bf16", hg: number, pool?: ThreadPool, tb = 1): void {
-  const r = rng(c.H * 1000 + c.kvr + c.bs + DT[dt] * 7 + (cdt === "bf16" ? 3 : 0));
+  const r = mulberry32(c.H * 1000 + c.kvr + c.bs + DT[dt] * 7 + (cdt === "bf16" ? 3 : 0));
   const b = new Bufs();
   try {
     const { H, dn, dr, dv, kvr, bs } = c, QW = kvr + dr, S = c.lens.length;
@@ -648,7 +637,7 @@ Deno.test("mla_attention: 2 threads, heads split across threads", async () => {
 // ------------------------------------------------------------------------------------------- MoE
 
 Deno.test("moe_route: f32 softmax, top-k (ties → lower id), renormalise with +1e-20", () => {
-  const r = rng(41);
+  const r = mulberry32(41);
   const b = new Bufs();
   try {
     for (const [E, kk] of [[8, 2], [32, 4], [5, 5], [128, 4]]) {
@@ -675,7 +664,7 @@ Deno.test("moe_route: f32 softmax, top-k (ties → lower id), renormalise with +
 });
 
 function runMoe(dt: WDT, T: number, E: number, kk: number, D: number, F: number, fused: boolean, pool?: ThreadPool) {
-  const r = rng(T * 100 + E + D + F + DT[dt]);
+  const r = mulberry32(T * 100 + E + D + F + DT[dt]);
   const b = new Bufs();
   try {
     // Weights: gate/up either fused per expert [E, 2F, D] (HF) or separate [E, F, D]; down [E, D, F].
@@ -799,7 +788,7 @@ Deno.test("moe: 2 threads give the single-thread result", async () => {
 // ------------------------------------------------------------------------------------------- sampling
 
 Deno.test("argmax and sample (temperature, top-k, top-p, uniform u) match the reference walk", () => {
-  const r = rng(51);
+  const r = mulberry32(51);
   const b = new Bufs();
   try {
     for (const V of [1, 7, 1000]) {
