@@ -253,12 +253,14 @@ export class ModelEngine implements Engine {
 
   /** Samples a sequence's next token and delivers it, or ends the sequence. */
   #deliver(seq: Sequence, row: Float32Array): void {
-    const token = this.#sampler.sample(row, seq.sampling);
+    const token = this.#sampler.sample(row, seq.sampling, seq.maxGenerated - seq.generated);
     if (token.id === this.#eosId) return this.#finish(seq, "eos");
     if (seq.stopIds.has(token.id)) return this.#finish(seq, "stop", token.id);
     seq.tokens.push(token.id);
     seq.stream.push(token);
-    if (seq.generated >= seq.maxGenerated) this.#finish(seq, "length");
+    // A complete constrained output allows nothing but </s>: end now rather than spend a step sampling it.
+    if (seq.sampling.matcher?.done) this.#finish(seq, "eos");
+    else if (seq.generated >= seq.maxGenerated) this.#finish(seq, "length");
   }
 
   #finish(seq: Sequence, reason: "eos" | "stop" | "length", stopId?: number): void {

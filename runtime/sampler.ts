@@ -15,6 +15,10 @@
  * Everything is O(V) per row: one copy, one exp pass, and quickselect-style partitions for top-k, the top-p cut
  * and the draw itself; only the ≤ 20 reported alternatives are ever sorted.
  *
+ * Constrained decoding: when the request has a {@link SamplingParams.constraint}, its matcher's mask sets every
+ * disallowed logit to −∞ right after the penalties, before any filter, so temperature, top-k/p, min-p and the
+ * log-probabilities all see the constrained distribution; the chosen id then advances the matcher.
+ *
  * @example
  * ```ts
  * import { Sampler, SamplingState } from "./sampler.ts";
@@ -27,7 +31,7 @@
  * @module
  */
 
-import type { GeneratedToken, SamplingParams, TokenLogprob } from "./engine_types.ts";
+import type { ConstraintMatcher, GeneratedToken, SamplingParams, TokenLogprob } from "./engine_types.ts";
 
 /** Most alternatives reported per token (OpenAI's limit). */
 export const MAX_TOP_LOGPROBS = 20;
@@ -100,6 +104,8 @@ export class SamplingState {
   readonly counts: Map<number, number> = new Map();
   /** Every id of the prompt and the output (repetition penalty); null when that penalty is off. */
   readonly seen: Set<number> | null;
+  /** This sequence's position in the request's constraint; null when unconstrained. */
+  readonly matcher: ConstraintMatcher | null;
 
   /** State for a new sequence with this prompt. */
   constructor(params: SamplingParams, promptIds: readonly number[]) {
@@ -107,6 +113,7 @@ export class SamplingState {
     this.rng = new Rng(params.seed);
     const rp = params.repetitionPenalty;
     this.seen = rp !== undefined && rp !== 1 ? new Set(promptIds) : null;
+    this.matcher = params.constraint?.matcher() ?? null;
   }
 
   /** Records a generated id. */
@@ -125,6 +132,7 @@ export class Sampler {
   readonly #w: Float64Array; // exp((x - max) / T): unnormalised probabilities
   readonly #idx: Int32Array; // candidate ids, partitioned in place
   readonly #top: Int32Array; // running list of a small top-k
+  readonly #mask: Uint32Array; // allowed ids of a constrained row
 
   /** A sampler for rows of `vocab` logits. */
   constructor(vocab: number) {
@@ -132,17 +140,32 @@ export class Sampler {
     this.#w = new Float64Array(vocab);
     this.#idx = new Int32Array(vocab);
     this.#top = new Int32Array(Math.max(SMALL_K, MAX_TOP_LOGPROBS));
+    this.#mask = new Uint32Array(Math.ceil(vocab / 32));
   }
 
-  /** Picks the next token of a sequence from its logits row, records it in `state`, and reports logprobs if asked. */
-  sample(row: ArrayLike<number>, state: SamplingState): GeneratedToken {
+  /**
+   * Picks the next token of a sequence from its logits row, records it in `state`, and reports logprobs if asked.
+   * `remaining` (tokens left, this one included) is what a constrained sequence must finish within.
+   */
+  sample(row: ArrayLike<number>, state: SamplingState, remaining = Infinity): GeneratedToken {
+    const token = this.#pick(row, state, remaining);
+    state.matcher?.advance(token.id, remaining);
+    return token;
+  }
+
+  #pick(row: ArrayLike<number>, state: SamplingState, remaining: number): GeneratedToken {
     const v = row.length;
     if (v !== this.#x.length) throw new Error(`sampler: row of ${v} logits, expected ${this.#x.length}`);
     const p = state.params;
     const x = this.#x;
     for (let i = 0; i < v; i++) x[i] = row[i];
     applyPenalties(x, state);
+    if (state.matcher) {
+      state.matcher.fillMask(this.#mask, remaining);
+      applyMask(x, this.#mask);
+    }
     const best = argmax(x);
+    if (state.matcher && x[best] === -Infinity) throw new Error("sampler: the constraint allows no token (a bug)");
     const greedy = !(p.temperature > 0);
     const wantLogprobs = p.logprobs !== undefined;
     if (greedy && !wantLogprobs) {
@@ -155,7 +178,9 @@ export class Sampler {
     const k = !greedy && p.topK > 0 && p.topK < v ? p.topK : v;
     // z costs an exp per id: skip it when only the top k matter and no logprobs are asked for.
     const z = wantLogprobs || k === v ? this.#weighAll(max, temperature) : NaN;
-    const id = greedy ? best : this.#draw(p, k, max, temperature, z, state.rng.uniform());
+    let id = greedy ? best : this.#draw(p, k, max, temperature, z, state.rng.uniform());
+    // Rounding can leave the draw at the end of the candidate order, where masked (−∞) ids sit.
+    if (x[id] === -Infinity) id = best;
     state.observe(id);
     if (!wantLogprobs) return { id };
     const logZ = Math.log(z);
@@ -167,7 +192,9 @@ export class Sampler {
       const all = this.#idx;
       for (let i = 0; i < v; i++) all[i] = i;
       topInto(all, v, x, top, this.#top);
-      token.topLogprobs = Array.from(all.subarray(0, top), (j): TokenLogprob => ({ id: j, logprob: logprobOf(j) }));
+      token.topLogprobs = Array.from(all.subarray(0, top), (j): TokenLogprob => ({ id: j, logprob: logprobOf(j) }))
+        // Ids a constraint forbids have no probability: they are not alternatives.
+        .filter((t) => t.logprob > -Infinity);
     }
     return token;
   }
@@ -277,6 +304,24 @@ function applyPenalties(x: Float64Array, state: SamplingState): void {
   }
   if (p.presencePenalty !== 0 || p.frequencyPenalty !== 0) {
     for (const [id, count] of state.counts) x[id] -= p.frequencyPenalty * count + p.presencePenalty;
+  }
+}
+
+/** Sets the logits of ids whose mask bit is clear to −∞ (visiting only those: a mask is mostly full or empty). */
+function applyMask(x: Float64Array, mask: Uint32Array): void {
+  const v = x.length;
+  for (let w = 0; w < mask.length; w++) {
+    let clear = ~mask[w];
+    if (clear === 0) continue;
+    const base = w * 32;
+    if (clear === -1) {
+      x.fill(-Infinity, base, Math.min(base + 32, v));
+      continue;
+    }
+    for (; clear !== 0; clear &= clear - 1) {
+      const id = base + 31 - Math.clz32(clear & -clear);
+      if (id < v) x[id] = -Infinity;
+    }
   }
 }
 

@@ -10,7 +10,7 @@ import type { GeneratedToken } from "../runtime/engine_types.ts";
 import type { ChoiceEvent, EndEvent } from "./choices.ts";
 import { chatParams } from "./chat_request.ts";
 import type { RequestRecord, ServerContext } from "./context.ts";
-import { jsonResponse } from "./errors.ts";
+import { badRequest, jsonResponse } from "./errors.ts";
 import { type ChatLogprob, chatLogprobs } from "./logprobs.ts";
 import { tokenBudget } from "./params.ts";
 import { Run, streamResponse, type Usage } from "./generation.ts";
@@ -88,6 +88,15 @@ export async function handleChat(
 ): Promise<Response> {
   const params = chatParams(ctx, record.id, body);
   const maxTokens = tokenBudget(ctx, params.promptIds.length, params.maxTokens, null, "messages");
+  const minTokens = params.sampling.constraint?.minTokens ?? 0;
+  if (minTokens > maxTokens) {
+    throw badRequest(
+      `max_tokens is too small: ${maxTokens}. The shortest output that completes the requested JSON or tool call ` +
+        `needs up to ${minTokens} tokens; raise max_tokens (or max_completion_tokens).`,
+      params.maxTokens === null ? "messages" : "max_tokens",
+      "invalid_value",
+    );
+  }
   const run = new Run<Delta>(ctx, record, {
     ...params,
     prompts: [{ ids: params.promptIds, maxTokens }],

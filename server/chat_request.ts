@@ -7,6 +7,9 @@
 
 import { type ChatRequest, encodeChat } from "../chat/encode.ts";
 import { encodeRenderedPrompt, renderChatTemplate } from "../chat/template.ts";
+import type { TokenConstraint } from "../runtime/engine_types.ts";
+import { buildConstraint, ConstraintError } from "../runtime/grammar/constraint.ts";
+import { chatConstraintSpec, parseToolChoice, type ToolChoice } from "../runtime/grammar/openai.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./errors.ts";
 import {
@@ -41,44 +44,37 @@ const CHAT_FIELDS = [
   "modalities",
 ];
 
-const CONSTRAINED = "requires constrained decoding, which is not available yet";
-
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-/** `auto` and `none` work by prompting; `required` and a named function would need constrained decoding. */
-function checkToolChoice(choice: unknown): "auto" | "none" {
-  if (choice === undefined || choice === null || choice === "auto") return "auto";
-  if (choice === "none") return "none";
-  if (choice === "required" || (isRecord(choice) && choice.type === "function")) {
-    throw badRequest(
-      `tool_choice ${JSON.stringify(choice)} ${CONSTRAINED}; use "auto" (the model decides) or "none".`,
-      "tool_choice",
-      "unsupported_value",
-    );
+/** A constraint problem as the client's 400. */
+function constraintError<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof ConstraintError) throw badRequest(e.message, e.param, e.code);
+    throw e;
   }
-  throw badRequest(
-    'tool_choice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}.',
-    "tool_choice",
-  );
 }
 
-/** Plain text is what the model writes anyway; JSON modes would need constrained decoding. */
-function checkResponseFormat(format: unknown): void {
-  if (format === undefined || format === null) return;
-  if (!isRecord(format) || typeof format.type !== "string") {
-    throw badRequest('response_format must be an object with a type, e.g. {"type": "text"}.', "response_format");
-  }
-  if (format.type === "text") return;
-  if (format.type === "json_object" || format.type === "json_schema") {
-    throw badRequest(`response_format ${format.type} ${CONSTRAINED}.`, "response_format", "unsupported_value");
-  }
-  throw badRequest(
-    `response_format type ${JSON.stringify(format.type)} is not supported; use "text".`,
-    "response_format.type",
-    "invalid_value",
-  );
+/** Whether reasoning is on: the requested effort, or the tokenizer's default, is not "none". */
+function reasoningOn(ctx: ServerContext, requested: unknown): boolean {
+  const builder = ctx.tokenizer.modelSettings?.reasoning_effort;
+  const fallback = isRecord(builder) && typeof builder.default === "string" ? builder.default : "none";
+  const effort = requested ?? fallback;
+  return typeof effort === "string" && effort !== "none";
+}
+
+/**
+ * The request's output constraint (JSON answer, forced tool calls), compiled, or null when the output is free.
+ * Built after the prompt so that the encoder has checked the tools' shape.
+ */
+function outputConstraint(ctx: ServerContext, body: Record<string, unknown>): TokenConstraint | null {
+  return constraintError(() => {
+    const spec = chatConstraintSpec(body, reasoningOn(ctx, body.reasoning_effort));
+    return spec && buildConstraint(ctx.tokenizer, spec);
+  });
 }
 
 function checkLogprobs(body: Record<string, unknown>): number | null {
@@ -121,12 +117,14 @@ function buildPrompt(ctx: ServerContext, request: ChatRequest): { ids: number[];
 export function chatParams(ctx: ServerContext, id: string, body: Record<string, unknown>): ChatParams {
   rejectUnsupported(body, ["suffix", "best_of"]);
   warnUnknownFields(ctx, id, body, CHAT_FIELDS);
-  if (body.parallel_tool_calls === false) {
-    ctx.logger.warn(`${id}: parallel_tool_calls=false is not enforced; the model may still make several calls`);
+  const forced = body.tool_choice === "required" || isRecord(body.tool_choice);
+  if (body.parallel_tool_calls === false && !forced) {
+    ctx.logger.warn(
+      `${id}: parallel_tool_calls=false is enforced only with tool_choice "required" or a named function`,
+    );
   }
   const common = commonParams(ctx, body);
-  checkResponseFormat(body.response_format);
-  const toolChoice = checkToolChoice(body.tool_choice);
+  const toolChoice: ToolChoice = constraintError(() => parseToolChoice(body.tool_choice));
   const logprobs = checkLogprobs(body);
   if (body.messages === undefined || body.messages === null) {
     throw badRequest("messages is required: a non-empty list of messages.", "messages", "missing_required_parameter");
@@ -144,7 +142,9 @@ export function chatParams(ctx: ServerContext, id: string, body: Record<string, 
     reasoning_effort: body.reasoning_effort as string | null | undefined,
   };
   const prompt = buildPrompt(ctx, request);
+  const constraint = outputConstraint(ctx, body);
+  const sampling = constraint ? { ...common.sampling, constraint } : common.sampling;
   // With tool_choice "none" a call must never come back: the model stops if it starts one anyway.
   const stopIds = toolChoice === "none" ? [...common.stopIds, ctx.tokenizer.specialId("[TOOL_CALLS]")] : common.stopIds;
-  return { ...common, stopIds, promptIds: prompt.ids, images: prompt.images, logprobs };
+  return { ...common, sampling, stopIds, promptIds: prompt.ids, images: prompt.images, logprobs };
 }

@@ -222,7 +222,7 @@ Deno.test("chat: tool calls round trip (parallel calls, streamed deltas, results
   );
 });
 
-Deno.test("chat: tool_choice none hides the tools; required and named functions are a clear 400", async () => {
+Deno.test("chat: tool_choice none hides the tools; required and named functions constrain the output", async () => {
   await using h = await startServer();
   const tools = [{ type: "function" as const, function: { name: "f", parameters: { type: "object" } } }];
   h.engine.script = [...say(h.tok, "No tools."), ...callTools(h.tok, [["f", "{}"]])];
@@ -237,13 +237,22 @@ Deno.test("chat: tool_choice none hides the tools; required and named functions 
   assertEquals(res.choices[0].message.tool_calls, undefined);
   assertEquals(res.choices[0].finish_reason, "stop");
   assert(!h.tok.decode(h.engine.requests[0].promptIds, { specials: "keep" }).includes("[AVAILABLE_TOOLS]"));
+  assertEquals(h.engine.requests[0].sampling.constraint, undefined);
+  // Forced calls reach the engine as a constraint (the fake ignores it and says its script).
   for (const tool_choice of ["required", { type: "function", function: { name: "f" } }] as const) {
     const r = await h.post("/v1/chat/completions", { model: MODEL, messages: USER, tools, tool_choice });
-    assertEquals(r.status, 400);
-    const body = await r.json();
-    assertEquals(body.error.param, "tool_choice");
-    assert(body.error.message.includes("requires constrained decoding, which is not available yet"));
+    assertEquals(r.status, 200);
+    await r.body?.cancel();
+    assert(h.engine.requests.at(-1)!.sampling.constraint!.minTokens > 0);
   }
+  const r = await h.post("/v1/chat/completions", {
+    model: MODEL,
+    messages: USER,
+    tools,
+    tool_choice: { type: "function", function: { name: "g" } },
+  });
+  assertEquals(r.status, 400);
+  assertEquals((await r.json()).error.param, "tool_choice");
 });
 
 Deno.test("chat: stop strings cut the output, also across streamed tokens", async () => {

@@ -37,10 +37,10 @@ const UNSUPPORTED: Record<string, string> = {
   web_search_options: "web search is not supported",
   suffix: "suffix (fill-in-the-middle) is not supported yet",
   best_of: "best_of is not supported; use n",
-  guided_json: "guided decoding requires constrained decoding, which is not available yet",
-  guided_regex: "guided decoding requires constrained decoding, which is not available yet",
-  guided_choice: "guided decoding requires constrained decoding, which is not available yet",
-  guided_grammar: "guided decoding requires constrained decoding, which is not available yet",
+  guided_json: 'guided_json is not supported; send response_format {"type": "json_schema", ...} instead',
+  guided_regex: "guided_regex is not supported; constrained decoding takes JSON schemas (response_format)",
+  guided_choice: 'guided_choice is not supported; send response_format with a schema {"enum": [...]} instead',
+  guided_grammar: "guided_grammar is not supported; constrained decoding takes JSON schemas (response_format)",
 };
 
 /** Values of unsupported fields that mean "not used", so clients that always send them still work. */

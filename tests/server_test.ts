@@ -318,9 +318,28 @@ Deno.test("real server: tools, tool calls and tool results in the history are ac
   const none = await whole(s.client, { model: MODEL, messages, tools, tool_choice: "none", max_tokens: GEN });
   assertEquals(none.usage?.prompt_tokens, promptTokens(s.tok, { messages } as ChatRequest));
   assert(none.usage!.prompt_tokens < r.usage!.prompt_tokens, "the tool list is gone from the prompt");
-  // Calls the model cannot honour without constrained decoding are refused, not ignored.
+  // tool_choice "required" constrains the output: even the random weights make a well-formed call.
+  const forced = await bothWays(s.client, {
+    model: MODEL,
+    messages,
+    tools,
+    tool_choice: "required",
+    max_tokens: 32,
+    temperature: 0,
+  });
+  assertEquals(forced.answers[0].finish, "tool_calls");
+  const call = forced.answers[0].toolCalls[0];
+  assertEquals(call.name, "get_weather");
+  assertEquals(typeof JSON.parse(call.arguments).city, "string");
+  // A tool_choice naming a function that is not offered is refused, not ignored.
   const e = await assertRejects(() =>
-    s.client.chat.completions.create({ model: MODEL, messages, tools, tool_choice: "required", max_tokens: GEN })
+    s.client.chat.completions.create({
+      model: MODEL,
+      messages,
+      tools,
+      tool_choice: { type: "function", function: { name: "get_time" } },
+      max_tokens: GEN,
+    })
   );
   assertStatus(e, 400, "tool_choice");
 });
