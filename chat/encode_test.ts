@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
-import { fixture, fixtureJson } from "../tests/fixtures.ts";
+import { type ChatRenderedExpectations, fixture, fixtureJson } from "../tests/fixtures.ts";
 import { type ChatMessage, type ChatRequest, encodeChat, type FunctionTool } from "./encode.ts";
 import { InvalidRequestError } from "./errors.ts";
 import { Tokenizer } from "./tokenizer.ts";
@@ -123,19 +123,9 @@ Deno.test("encode: v13 cases raise 'unsupported tokenizer version'; their v15 co
   });
 });
 
-interface Conversation extends ChatRequest {
-  name: string;
-}
-interface Rendering {
-  name: string;
-  rendered: string | null;
-  error: string | null;
-}
+type Conversation = ChatRequest & { name: string };
 const conversations = fixtureJson<Conversation[]>("chat/conversations.json");
-const renderedFixture = fixtureJson<{
-  renderings: Record<string, Rendering[]>;
-  v15_image_think_prompt_token_ids: { cases: { name: string; prompt_token_ids: number[] }[] };
-}>("chat/rendered_expectations.json");
+const renderedFixture = fixtureJson<ChatRenderedExpectations>("chat/rendered_expectations.json");
 
 /**
  * Where the v15 templates and the encoder (mistral-common's rules for Small 4, MODEL.md §4) disagree on purpose.

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
-import { fixture, fixtureJson } from "../tests/fixtures.ts";
+import { type ChatRenderedExpectations, fixture, fixtureJson } from "../tests/fixtures.ts";
 import { type ChatRequest, encodeChat } from "./encode.ts";
 import { InvalidRequestError } from "./errors.ts";
 import { encodeRenderedPrompt, renderChatTemplate } from "./template.ts";
@@ -7,19 +7,9 @@ import { Tokenizer } from "./tokenizer.ts";
 
 const tok = await Tokenizer.fromFile(fixture("tokenizer/tekken_small4_v15_derived.json"));
 
-interface Conversation extends ChatRequest {
-  name: string;
-}
-interface Rendering {
-  name: string;
-  rendered: string | null;
-  error: string | null;
-}
+type Conversation = ChatRequest & { name: string };
 const conversations = fixtureJson<Conversation[]>("chat/conversations.json");
-const expectations = fixtureJson<{
-  renderings: Record<string, Rendering[]>;
-  v15_image_think_prompt_token_ids: { cases: { name: string; prompt_token_ids: number[] }[] };
-}>("chat/rendered_expectations.json");
+const expectations = fixtureJson<ChatRenderedExpectations>("chat/rendered_expectations.json");
 
 const templates = new Map(
   Object.keys(expectations.renderings).map((name) => [

@@ -30,6 +30,7 @@ import { bf16ToF32, f32ToBytes, type FloatDType, quantizeFp8 } from "../runtime/
 import { convertWeight } from "../runtime/weights/convert.ts";
 import type { CanonicalWeight } from "../runtime/weights/load.ts";
 import { assert, assertEquals } from "./assert.ts";
+import { mulberry32 } from "./fixtures.ts";
 
 /** A built case: a graph with its seeded weights, per-run inputs, initial state (f32 values) and symbols. */
 export interface BuiltCase {
@@ -53,18 +54,6 @@ export interface OpCase {
   build(): BuiltCase;
 }
 
-/** mulberry32: a small seeded PRNG on [0, 1). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function seedOf(name: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
@@ -82,7 +71,7 @@ class Case {
   readonly state: Record<string, Float32Array> = {};
 
   constructor(name: string) {
-    this.r = rng(seedOf(name));
+    this.r = mulberry32(seedOf(name));
   }
 
   values(n: number, scale = 1): Float32Array {

@@ -25,3 +25,16 @@ export function mulberry32(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** One template's rendering of a conversation in `chat/rendered_expectations.json`. */
+export interface ChatRendering {
+  name: string;
+  rendered: string | null;
+  error: string | null;
+}
+
+/** `chat/rendered_expectations.json`: renderings per template, and the v15 prompt ids. */
+export interface ChatRenderedExpectations {
+  renderings: Record<string, ChatRendering[]>;
+  v15_image_think_prompt_token_ids: { cases: { name: string; prompt_token_ids: number[] }[] };
+}
