@@ -26,12 +26,13 @@ import { setImmediate } from "node:timers/promises";
 
 /** Longest run of engine steps without a timer turn (which lets sockets be polled). */
 const IO_TURN_MS = 5;
-import type { Engine, EngineStats, GenerateRequest, Generation } from "./engine_types.ts";
+import type { Engine, EngineStats, GenerateRequest, Generation, VisionSettings } from "./engine_types.ts";
 import type { Model, StepInput } from "./model.ts";
 import { Sampler } from "./sampler.ts";
 import { type Chunk, Scheduler } from "./engine/scheduler.ts";
 import { Sequence } from "./engine/sequence.ts";
 import { TokenStream } from "./engine/stream.ts";
+import { chunkImageInputs } from "./vision.ts";
 
 /** Options of {@link ModelEngine.create}. */
 export interface ModelEngineOptions {
@@ -69,6 +70,8 @@ export class EngineClosedError extends Error {
 export class ModelEngine implements Engine {
   /** Context length: prompt plus generated tokens of one sequence. */
   readonly maxModelLen: number;
+  /** How the model wants its images, or null when it was loaded without vision. */
+  readonly vision: VisionSettings | null;
   readonly #model: Model;
   readonly #eosId: number;
   readonly #scheduler: Scheduler;
@@ -87,6 +90,10 @@ export class ModelEngine implements Engine {
     // Every running sequence must be able to decode in every step, so slots never exceed the token budget.
     const maxNumSeqs = clamp(options.maxNumSeqs ?? limits.maxSeqs, 1, Math.min(limits.maxSeqs, maxTokens));
     this.maxModelLen = limits.maxModelLen;
+    const v = model.config.vision_config;
+    this.vision = model.vision && v
+      ? { patchSize: v.patch_size, mergeSize: v.spatial_merge_size, maxImageSize: v.image_size }
+      : null;
     this.#model = model;
     this.#eosId = options.eosId;
     this.#scheduler = new Scheduler({
@@ -183,6 +190,30 @@ export class ModelEngine implements Engine {
         return new RangeError(`generate: prompt id ${id} out of range`);
       }
     }
+    return this.#validateImages(req);
+  }
+
+  #validateImages(req: GenerateRequest): Error | null {
+    const images = req.images ?? [];
+    if (images.length === 0) return null;
+    if (!this.vision) return new RangeError(`generate: model ${this.#model.name} was loaded without vision`);
+    const { patchSize, mergeSize } = this.vision;
+    let last = -1;
+    for (const [i, im] of images.entries()) {
+      const { rows, cols } = im.grid, side = patchSize * mergeSize;
+      if (im.pixels.length !== 3 * rows * side * cols * side) {
+        return new RangeError(`generate: image ${i} has ${im.pixels.length} values for a ${rows}×${cols} grid`);
+      }
+      if (im.positions.length !== rows * cols || im.key.length === 0) {
+        return new RangeError(`generate: image ${i} needs ${rows * cols} positions and a key`);
+      }
+      for (const p of im.positions) {
+        if (!Number.isInteger(p) || p <= last || p >= req.promptIds.length) {
+          return new RangeError(`generate: image ${i} position ${p} is not increasing within the prompt`);
+        }
+        last = p;
+      }
+    }
     return null;
   }
 
@@ -224,7 +255,10 @@ export class ModelEngine implements Engine {
 
   /** Runs one step over the planned chunks and hands out its tokens. */
   async #step(chunks: Chunk[]): Promise<void> {
-    const input = stepInput(chunks);
+    await this.#encodeImages(chunks);
+    chunks = chunks.filter((c) => c.seq.status === "running");
+    if (chunks.length === 0) return;
+    const input = stepInput(chunks, this.#model.config.hidden_size);
     let logits: Float32Array;
     try {
       logits = await this.#model.step(input);
@@ -248,6 +282,22 @@ export class ModelEngine implements Engine {
       } catch (e) {
         this.#fail(seq, e);
       }
+    }
+  }
+
+  /**
+   * Runs the vision encoder for the step's sequences whose images have no vectors yet (all their images in one
+   * batch, at their first chunk): a failure fails those sequences only.
+   */
+  async #encodeImages(chunks: readonly Chunk[]): Promise<void> {
+    const need = chunks.map((c) => c.seq).filter((s) => s.needsImages);
+    if (need.length === 0) return;
+    try {
+      const features = await this.#model.encodeImages(need.flatMap((s) => s.images));
+      let i = 0;
+      for (const seq of need) seq.features = features.slice(i, i += seq.images.length);
+    } catch (e) {
+      for (const seq of need) this.#fail(seq, e);
     }
   }
 
@@ -289,12 +339,22 @@ export class ModelEngine implements Engine {
   }
 }
 
-/** The step's inputs: each chunk's tokens and positions, one block table per sequence, a logits row per sampler. */
-function stepInput(chunks: readonly Chunk[]): StepInput {
+/**
+ * The step's inputs: each chunk's tokens and positions, one block table per sequence, a logits row per sampler, and
+ * the vectors of the image tokens the chunks cover.
+ */
+function stepInput(chunks: readonly Chunk[], hidden: number): StepInput {
   const ids: number[] = [], pos: number[] = [], seqIndex: number[] = [], logitRows: number[] = [];
   const blockTables: number[][] = [];
+  const imageRows: number[] = [], imageParts: Float32Array[] = [];
   for (const { seq, start, count, samples } of chunks) {
     const s = blockTables.length;
+    if (seq.features) {
+      const images = seq.images.map((im, i) => ({ positions: im.positions, features: seq.features![i] }));
+      const part = chunkImageInputs(images, hidden, start, start + count, ids.length);
+      imageRows.push(...part.imageRows);
+      imageParts.push(part.imageFeatures);
+    }
     // A copy: the table must not change under a step in flight if the sequence is cancelled meanwhile.
     blockTables.push(seq.blocks!.blockTable.slice());
     for (let j = start; j < start + count; j++) {
@@ -306,7 +366,11 @@ function stepInput(chunks: readonly Chunk[]): StepInput {
   }
   // A step must return at least one row; when only mid-prompt chunks run, one is computed and ignored.
   if (logitRows.length === 0) logitRows.push(ids.length - 1);
-  return { ids, pos, seq: seqIndex, blockTables, logitRows };
+  if (imageRows.length === 0) return { ids, pos, seq: seqIndex, blockTables, logitRows };
+  const imageFeatures = new Float32Array(imageRows.length * hidden);
+  let o = 0;
+  for (const f of imageParts) imageFeatures.set(f, (o += f.length) - f.length);
+  return { ids, pos, seq: seqIndex, blockTables, logitRows, imageRows, imageFeatures };
 }
 
 function clamp(x: number, lo: number, hi: number): number {

@@ -72,8 +72,36 @@ export interface GenerateRequest {
   stopIds?: number[];
   /** Aborting frees the sequence's slot and cache blocks at once; the iterator then ends with `"abort"`. */
   signal?: AbortSignal;
-  /** Images referenced by `[IMG]` placeholders in the prompt (vision; ignored until the encoder exists). */
-  images?: unknown[];
+  /**
+   * The prompt's images, in prompt order: each one's preprocessed pixels and the prompt positions of its `[IMG]`
+   * tokens, which receive its vectors. Only for an engine with {@link Engine.vision}.
+   */
+  images?: ImageInput[];
+}
+
+/** One image of a prompt, ready for the vision encoder (`chat/image.ts` `preprocessImage` makes the pixels). */
+export interface ImageInput {
+  /** Normalised CHW pixels of `(patch·merge·rows) × (patch·merge·cols)`. */
+  pixels: Float32Array;
+  /** Token grid: `rows · cols` vectors, row-major. */
+  grid: { rows: number; cols: number };
+  /** Prompt positions of the image's `[IMG]` tokens, increasing, `rows · cols` of them (row-major). */
+  positions: number[];
+  /**
+   * A digest of the image's content (any length; e.g. SHA-256 of its bytes as 8 words): prompts share cached
+   * blocks only where their images' keys agree, since `[IMG]` token ids alone say nothing about the picture.
+   */
+  key: Uint32Array;
+}
+
+/** How an engine's model wants images preprocessed (from its vision config). */
+export interface VisionSettings {
+  /** Pixels per patch side. */
+  patchSize: number;
+  /** Patches per merged token side. */
+  mergeSize: number;
+  /** Longest image side before the downscale. */
+  maxImageSize: number;
 }
 
 /** One generated token. */
@@ -151,6 +179,8 @@ export interface Engine {
   readonly maxModelLen: number;
   /** False while weights load or warm up; the server answers 503 meanwhile. */
   readonly ready: boolean;
+  /** Set when the model reads images ({@link GenerateRequest.images}); absent or null for text only. */
+  readonly vision?: VisionSettings | null;
   /** Starts one sequence. Errors (out of memory, a backend failure) reject the iterator's `next()`. */
   generate(req: GenerateRequest): Generation;
   /** Current load, for `/metrics`. */

@@ -13,6 +13,7 @@ import type {
   Generation,
   GenerationEnd,
   TokenLogprob,
+  VisionSettings,
 } from "./engine_types.ts";
 
 /** Options for {@link FakeEngine}. */
@@ -36,6 +37,8 @@ export interface FakeEngineOptions {
   blockSize?: number;
   /** Cache blocks in all (default 1024). */
   cacheBlocks?: number;
+  /** Accept images preprocessed this way (default: text only); they are recorded in `requests`, not looked at. */
+  vision?: VisionSettings;
 }
 
 /** The PRNG of `tests/fixtures.ts` (mulberry32), repeated here so the runtime does not import test code. */
@@ -82,6 +85,8 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  */
 export class FakeEngine implements Engine {
   readonly maxModelLen: number;
+  /** See {@link FakeEngineOptions.vision}. */
+  readonly vision: VisionSettings | null;
   /** Settable by tests: the server answers 503 while false. */
   ready: boolean;
   /** Settable by tests: per-token delay in milliseconds. */
@@ -105,6 +110,7 @@ export class FakeEngine implements Engine {
     this.#vocab = options.vocab ?? [];
     this.#eosId = options.eosId ?? 2;
     this.maxModelLen = options.maxModelLen ?? 4096;
+    this.vision = options.vision ?? null;
     this.delayMs = options.delayMs ?? 0;
     this.ready = options.ready ?? true;
     this.#blockSize = options.blockSize ?? 16;

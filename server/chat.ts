@@ -11,6 +11,7 @@ import type { ChoiceEvent, EndEvent } from "./choices.ts";
 import { chatParams } from "./chat_request.ts";
 import type { RequestRecord, ServerContext } from "./context.ts";
 import { badRequest, jsonResponse } from "./errors.ts";
+import { promptImages } from "./images.ts";
 import { type ChatLogprob, chatLogprobs } from "./logprobs.ts";
 import { tokenBudget } from "./params.ts";
 import { Run, streamResponse, type Usage } from "./generation.ts";
@@ -87,7 +88,8 @@ export async function handleChat(
   clientSignal: AbortSignal,
 ): Promise<Response> {
   const params = chatParams(ctx, record.id, body);
-  const maxTokens = tokenBudget(ctx, params.promptIds.length, params.maxTokens, null, "messages");
+  const prompt = await promptImages(ctx, params.promptIds, params.images);
+  const maxTokens = tokenBudget(ctx, prompt.ids.length, params.maxTokens, null, "messages");
   const minTokens = params.sampling.constraint?.minTokens ?? 0;
   if (minTokens > maxTokens) {
     throw badRequest(
@@ -99,7 +101,8 @@ export async function handleChat(
   }
   const run = new Run<Delta>(ctx, record, {
     ...params,
-    prompts: [{ ids: params.promptIds, maxTokens }],
+    images: prompt.images,
+    prompts: [{ ids: prompt.ids, maxTokens }],
     makeStage: () => new OutputStreamParser(ctx.tokenizer),
     pieceText: deltaText,
   }, clientSignal);

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type ChatRequest, encodeChat } from "../chat/encode.ts";
+import { type ChatRequest, encodeChat, type ImageRef } from "../chat/encode.ts";
 import { encodeRenderedPrompt, renderChatTemplate } from "../chat/template.ts";
 import type { TokenConstraint } from "../runtime/engine_types.ts";
 import { buildConstraint, ConstraintError } from "../runtime/grammar/constraint.ts";
@@ -25,8 +25,8 @@ import {
 /** A checked chat request. */
 export interface ChatParams extends CommonParams {
   promptIds: number[];
-  /** Image references from the prompt, for the vision encoder. */
-  images: unknown[];
+  /** The prompt's `[IMG]` placeholders and their URLs (see `images.ts`). */
+  images: ImageRef[];
   /** Top-logprobs count (0 = chosen token only), or null when logprobs are off. */
   logprobs: number | null;
 }
@@ -87,7 +87,7 @@ function checkLogprobs(body: Record<string, unknown>): number | null {
 }
 
 /** The prompt: the v15 encoder, or the configured template rendered and tokenized. */
-function buildPrompt(ctx: ServerContext, request: ChatRequest): { ids: number[]; images: unknown[] } {
+function buildPrompt(ctx: ServerContext, request: ChatRequest): { ids: number[]; images: ImageRef[] } {
   if (ctx.chatTemplate === undefined) {
     const encoded = encodeChat(ctx.tokenizer, request);
     return { ids: encoded.ids, images: encoded.images };
@@ -102,7 +102,40 @@ function buildPrompt(ctx: ServerContext, request: ChatRequest): { ids: number[];
     eosToken: tok.specialName(tok.eosId),
     addGenerationPrompt: true,
   });
-  return { ids: encodeRenderedPrompt(tok, text), images: [] };
+  const ids = encodeRenderedPrompt(tok, text);
+  return { ids, images: templateImages(ids, request.messages, tok.specialId("[IMG]")) };
+}
+
+/**
+ * The images of a template-rendered prompt: the template writes one `[IMG]` per image part, in message order, so
+ * the n-th `[IMG]` is the n-th image part. A template that drops or repeats images would silently lose them, so a
+ * count mismatch is a 400.
+ */
+function templateImages(ids: readonly number[], messages: ChatRequest["messages"], imgId: number): ImageRef[] {
+  const urls: string[] = [];
+  for (const m of messages as unknown[]) {
+    const content = isRecord(m) ? m.content : undefined;
+    if (!Array.isArray(content)) continue;
+    for (const part of content) {
+      if (!isRecord(part) || (part.type !== "image_url" && part.type !== "image")) continue;
+      const source = part.type === "image" ? part.image : part.image_url;
+      const url = isRecord(source) ? source.url : source;
+      if (typeof url !== "string" || url === "") {
+        throw badRequest('An image part needs a URL: {"type": "image_url", "image_url": {"url": "..."}}.', "messages");
+      }
+      urls.push(url);
+    }
+  }
+  const positions = ids.flatMap((id, i) => id === imgId ? [i] : []);
+  if (positions.length !== urls.length) {
+    throw badRequest(
+      `The chat template wrote ${positions.length} [IMG] placeholders for ${urls.length} images; ` +
+        `use a template that renders each image part as [IMG], or the built-in encoder.`,
+      "messages",
+      "unsupported_value",
+    );
+  }
+  return positions.map((index, i) => ({ index, url: urls[i] }));
 }
 
 /**

@@ -1,5 +1,5 @@
 import { assert, assertEquals, assertNotEquals } from "../tests/assert.ts";
-import { mulberry32 } from "../tests/fixtures.ts";
+import { fixture, mulberry32 } from "../tests/fixtures.ts";
 import { callTools, MODEL, type OpenAI, say, startServer, thinkThenSay } from "./testing.ts";
 
 type Chunk = OpenAI.Chat.Completions.ChatCompletionChunk;
@@ -399,26 +399,73 @@ Deno.test("chat: include_usage ends the stream with a usage chunk and empty choi
   for (const c of chunks.slice(0, -1)) assertEquals(c.usage, null);
 });
 
-Deno.test("chat: image_url content parts pass through to the encoder", async () => {
-  await using h = await startServer();
-  h.engine.script = say(h.tok, "A cat.");
+const VISION = { patchSize: 14, mergeSize: 2, maxImageSize: 1540 };
+
+async function dataUrl(name: string, mime: string): Promise<string> {
+  const bytes = await Deno.readFile(fixture(`images/${name}`));
+  return `data:${mime};base64,${btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(""))}`;
+}
+
+Deno.test("chat: images are preprocessed and expanded to their token layout; usage counts their tokens", async () => {
+  await using h = await startServer({ engine: { vision: VISION } });
+  h.engine.script = say(h.tok, "A cat and a camera.");
+  const [cat, camera] = [await dataUrl("chelsea.png", "image/png"), await dataUrl("camera.png", "image/png")];
   const res = await h.client.chat.completions.create({
     model: MODEL,
     temperature: 0,
     messages: [{
       role: "user",
       content: [
-        { type: "text", text: "What is this?" },
-        { type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } },
+        { type: "text", text: "What are these?" },
+        { type: "image_url", image_url: { url: cat } },
+        { type: "image_url", image_url: { url: camera } },
       ],
     }],
   });
-  assertEquals(res.choices[0].message.content, "A cat.");
+  assertEquals(res.choices[0].message.content, "A cat and a camera.");
   const req = h.engine.requests[0];
-  assertEquals(req.images, [{
-    index: req.promptIds.indexOf(h.tok.specialId("[IMG]")),
-    url: "data:image/png;base64,AAAA",
-  }]);
+  const [IMG, BREAK, END] = ["[IMG]", "[IMG_BREAK]", "[IMG_END]"].map((n) => h.tok.specialId(n));
+  // Grids from image_preprocessing_reference.json: 451×300 → 17×11 tokens, 512×512 → 19×19.
+  assertEquals(req.images!.map((im) => im.grid), [{ rows: 11, cols: 17 }, { rows: 19, cols: 19 }]);
+  assertEquals(req.promptIds.filter((id) => id === IMG).length, 17 * 11 + 19 * 19);
+  assertEquals(req.promptIds.filter((id) => id === BREAK).length, 10 + 18);
+  assertEquals(req.promptIds.filter((id) => id === END).length, 2);
+  for (const im of req.images!) {
+    assertEquals(im.positions.length, im.grid.rows * im.grid.cols);
+    assert(im.positions.every((p) => req.promptIds[p] === IMG));
+    assertEquals(im.pixels.length, 3 * (im.grid.rows * 28) * (im.grid.cols * 28));
+    assertEquals(im.key.length, 8);
+  }
+  assertNotEquals(req.images![0].key, req.images![1].key);
+  assertEquals(res.usage?.prompt_tokens, req.promptIds.length);
+});
+
+Deno.test("chat: image errors are 400s that say what is wrong, and the server keeps serving", async () => {
+  await using text = await startServer();
+  const ask = (url: string) => ({
+    model: MODEL,
+    messages: [{ role: "user", content: [{ type: "text", text: "?" }, { type: "image_url", image_url: { url } }] }],
+  });
+  const png = await dataUrl("foo3x5x4indexed.png", "image/png");
+  const noVision = await text.post("/v1/chat/completions", ask(png));
+  assertEquals(noVision.status, 400);
+  const e1 = (await noVision.json()).error;
+  assertEquals([e1.param, e1.code], ["messages", "unsupported_content"]);
+  assert(e1.message.includes("does not accept images"), e1.message);
+
+  await using h = await startServer({ engine: { vision: VISION }, server: { images: { maxImages: 1 } } });
+  h.engine.script = say(h.tok, "Fine.");
+  const bad = await h.post("/v1/chat/completions", ask("data:image/png;base64,AAAA"));
+  assertEquals(bad.status, 400);
+  assertEquals((await bad.json()).error.param, "messages");
+  const two = ask(png);
+  (two.messages[0].content as unknown[]).push({ type: "image_url", image_url: { url: png } });
+  const tooMany = await h.post("/v1/chat/completions", two);
+  assertEquals(tooMany.status, 400);
+  assertEquals((await tooMany.json()).error.code, "too_many_images");
+  const ok = await h.post("/v1/chat/completions", ask(png));
+  assertEquals(ok.status, 200);
+  assertEquals((await ok.json()).choices[0].message.content, "Fine.");
 });
 
 Deno.test("chat: --chat-template renders the prompt with the configured template", async () => {

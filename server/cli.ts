@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { isDType } from "../graph/dtype.ts";
 import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
-import type { Engine, EngineStats, GenerateRequest, Generation } from "../runtime/engine_types.ts";
+import type { Engine, EngineStats, GenerateRequest, Generation, VisionSettings } from "../runtime/engine_types.ts";
 import { ModelEngine } from "../runtime/engine.ts";
 import { loadModel } from "../runtime/model.ts";
 import { createServer } from "./server.ts";
@@ -29,7 +29,10 @@ const USAGE = `usage: deno task serve [options]
   --chat-template FILE       a Jinja chat template instead of the built-in v15 encoder
   --served-model-name NAME   the model name clients use (default: the preset or directory name)
   --max-body-bytes N         largest request body (default 32 MiB)
-  --seed N                   seed of a preset's random weights (default 0)`;
+  --seed N                   seed of a preset's random weights (default 0)
+  --max-images N             images accepted per request (default 8)
+  --max-image-bytes N        largest image, downloaded or inline (default 20 MB)
+  --allow-private-image-urls let image URLs reach private and loopback addresses (trusted networks only)`;
 
 /** An engine that answers "not ready" until the real one is loaded, so /health can say 503 meanwhile. */
 class LoadingEngine implements Engine {
@@ -37,6 +40,9 @@ class LoadingEngine implements Engine {
   constructor(readonly maxModelLen: number) {}
   get ready(): boolean {
     return this.inner?.ready ?? false;
+  }
+  get vision(): VisionSettings | null {
+    return this.inner?.vision ?? null;
   }
   generate(req: GenerateRequest): Generation {
     if (!this.inner) throw new Error("the model is still loading");
@@ -76,6 +82,9 @@ export async function main(args: string[]): Promise<void> {
       "served-model-name": { type: "string" },
       "max-body-bytes": { type: "string" },
       seed: { type: "string" },
+      "max-images": { type: "string" },
+      "max-image-bytes": { type: "string" },
+      "allow-private-image-urls": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -104,6 +113,11 @@ export async function main(args: string[]): Promise<void> {
     apiKey: values["api-key"],
     maxBodyBytes: intFlag(values, "max-body-bytes"),
     chatTemplate,
+    images: {
+      maxImages: intFlag(values, "max-images"),
+      maxBytes: intFlag(values, "max-image-bytes"),
+      allowPrivate: values["allow-private-image-urls"],
+    },
   });
   const handle = server.serve({ hostname: values.host, port: intFlag(values, "port") });
   console.log(`tramontane: listening on ${handle.url} (loading ${model}…)`);

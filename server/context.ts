@@ -8,6 +8,7 @@
 import type { Tokenizer } from "../chat/tokenizer.ts";
 import type { Engine, SamplingParams } from "../runtime/engine_types.ts";
 import type { Metrics } from "./metrics.ts";
+import type { ImageOptions } from "./images.ts";
 
 /** Where log lines go; `console` fits. */
 export interface Logger {
@@ -28,6 +29,8 @@ export interface ServerContext {
   chatTemplate?: string;
   /** Sampling values for fields a request leaves out. */
   defaults: SamplingParams;
+  /** Limits on image inputs (downloads, sizes, count). */
+  images: ImageOptions;
   metrics: Metrics;
   logger: Logger;
   /** Unix seconds when the server started (the `created` of `/v1/models`). */

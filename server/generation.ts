@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { SamplingParams } from "../runtime/engine_types.ts";
+import type { ImageInput, SamplingParams } from "../runtime/engine_types.ts";
 import { type ChoiceEvent, runChoices, type RunOptions, type TextStage } from "./choices.ts";
 import type { RequestRecord, ServerContext } from "./context.ts";
 import { toApiError } from "./errors.ts";
@@ -29,7 +29,7 @@ export interface PromptSpec {
 /** One generation request, ready to run: `n` choices per prompt. */
 export interface GenerationSpec<P> {
   prompts: PromptSpec[];
-  images: unknown[];
+  images: ImageInput[];
   sampling: SamplingParams;
   /** Top-logprobs count, or null for none. */
   logprobs: number | null;

@@ -17,6 +17,7 @@ import { handleCompletions } from "./completions.ts";
 import { type Logger, newId, type RequestRecord, type ServerContext } from "./context.ts";
 import { ApiError, errorResponse, jsonResponse, toApiError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
+import { DEFAULT_IMAGE_OPTIONS, type ImageOptions } from "./images.ts";
 
 export type { Logger } from "./context.ts";
 export { Metrics } from "./metrics.ts";
@@ -39,6 +40,8 @@ export interface ServerOptions {
   logger?: Logger;
   /** Sampling values for fields a request leaves out; see {@link DEFAULT_SAMPLING}. */
   defaults?: Partial<SamplingParams>;
+  /** Limits on image inputs; see {@link DEFAULT_IMAGE_OPTIONS}. */
+  images?: Partial<ImageOptions>;
 }
 
 /**
@@ -151,6 +154,8 @@ export function createServer(options: ServerOptions): TramontaneServer {
     modelName: options.modelName,
     chatTemplate: options.chatTemplate,
     defaults: { ...DEFAULT_SAMPLING, ...options.defaults },
+    // Unset fields (a CLI flag not given) keep their defaults.
+    images: { ...DEFAULT_IMAGE_OPTIONS, ...definedFields(options.images ?? {}) },
     metrics,
     logger: options.logger ?? console,
     startedAt: Math.floor(Date.now() / 1000),
@@ -287,4 +292,8 @@ export function createServer(options: ServerOptions): TramontaneServer {
   }
 
   return { fetch, serve, metrics };
+}
+
+function definedFields<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -123,7 +123,7 @@ export class Scheduler {
     while (!preempted && budget > 0 && this.waiting.length > 0 && this.running.length < this.#o.maxNumSeqs) {
       const seq = this.waiting[0];
       const blocks = pool.newSequence();
-      const cached = this.#o.prefixCaching ? pool.reusePrefix(blocks, seq.tokens) : 0;
+      const cached = this.#o.prefixCaching ? pool.reusePrefix(blocks, seq.cacheKeys) : 0;
       const n = Math.min(seq.tokens.length - cached, budget);
       if (!pool.grow(blocks, cached + n)) {
         pool.release(blocks);
@@ -158,7 +158,7 @@ export class Scheduler {
     for (const { seq, start, count } of chunks) {
       if (seq.status !== "running" || seq.computed !== start) continue;
       seq.computed = start + count;
-      this.#o.pool.commit(seq.blocks!, seq.tokens, seq.computed);
+      this.#o.pool.commit(seq.blocks!, seq.cacheKeys, seq.computed);
     }
   }
 

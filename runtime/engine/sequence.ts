@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { GenerateRequest } from "../engine_types.ts";
+import type { GenerateRequest, ImageInput } from "../engine_types.ts";
 import type { SequenceBlocks } from "../kv_cache.ts";
 import { SamplingState } from "../sampler.ts";
 import type { TokenStream } from "./stream.ts";
@@ -46,6 +46,11 @@ export class Sequence {
   status: SequenceStatus = "waiting";
   /** Whether it was ever admitted (cached tokens are reported from the first admission only). */
   admitted = false;
+  /** The prompt's images (empty for text). */
+  readonly images: readonly ImageInput[];
+  /** Their vectors (`[rows·cols, hidden]` each), once encoded; kept so a preempted sequence can recompute. */
+  features: Float32Array[] | null = null;
+  #keys: number[] | null = null;
 
   /** Wraps a validated request. */
   constructor(req: GenerateRequest, stream: TokenStream, opts: { maxModelLen: number }) {
@@ -53,6 +58,8 @@ export class Sequence {
     this.promptLen = req.promptIds.length;
     this.maxGenerated = Math.max(0, Math.min(req.maxTokens, opts.maxModelLen - this.promptLen));
     this.stopIds = new Set(req.stopIds ?? []);
+    this.images = req.images ?? [];
+    if (this.images.length > 0) this.#keys = imageKeys(req.promptIds, this.images);
     this.sampling = new SamplingState(req.sampling, req.promptIds);
     this.stream = stream;
   }
@@ -66,4 +73,29 @@ export class Sequence {
   get pending(): number {
     return this.tokens.length - this.computed;
   }
+
+  /** Whether the image vectors are needed and not computed yet. */
+  get needsImages(): boolean {
+    return this.images.length > 0 && this.features === null;
+  }
+
+  /**
+   * What the prefix cache hashes: the tokens, except that each `[IMG]` position carries a word of its image's key,
+   * so two prompts share blocks only where their pictures match too.
+   */
+  get cacheKeys(): readonly number[] {
+    const keys = this.#keys;
+    if (keys === null) return this.tokens;
+    while (keys.length < this.tokens.length) keys.push(this.tokens[keys.length]);
+    return keys;
+  }
+}
+
+/** The prompt with every image position replaced by a key word (high bit set: never a token id). */
+function imageKeys(prompt: readonly number[], images: readonly ImageInput[]): number[] {
+  const keys = [...prompt];
+  for (const im of images) {
+    im.positions.forEach((p, i) => keys[p] = (im.key[i % im.key.length] | 0x80000000) | 0);
+  }
+  return keys;
 }

@@ -1,0 +1,195 @@
+/**
+ * Images through the engine and the server: the engine's chunked prefill places each image's vectors exactly as
+ * one direct `Model.step` does, prefix caching tells pictures apart, and a chat request with two images on the
+ * `demo` model is billed the token counts of their grids.
+ *
+ * @module
+ */
+
+import { assert, assertEquals } from "./assert.ts";
+import { fixture } from "./fixtures.ts";
+import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
+import { type ImageInput, type SamplingParams } from "../runtime/engine_types.ts";
+import { ModelEngine } from "../runtime/engine.ts";
+import { loadModel, type Model } from "../runtime/model.ts";
+import { createServer } from "../server/server.ts";
+
+const GREEDY: SamplingParams = {
+  temperature: 0,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+  logprobs: 3,
+};
+
+function lcg(seed: number): () => number {
+  let s = seed;
+  return () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
+}
+
+/** A prompt `<s> [INST] text [IMG]… text [/INST]` with one random image of `rows × cols` tokens at position 3. */
+function imagePrompt(rows: number, cols: number, seed: number): { ids: number[]; image: ImageInput } {
+  const rand = lcg(seed);
+  const ids = [1, 3, 1500], positions: number[] = [];
+  for (let r = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++) {
+      positions.push(ids.length);
+      ids.push(10);
+    }
+    ids.push(r === rows - 1 ? 13 : 12);
+  }
+  ids.push(1600, 1700, 4);
+  const pixels = new Float32Array(3 * 28 * rows * 28 * cols).map(() => 4 * rand() - 2);
+  const key = Uint32Array.from({ length: 8 }, () => Math.floor(rand() * 2 ** 32));
+  return { ids, image: { pixels, grid: { rows, cols }, positions, key } };
+}
+
+async function withTiny<T>(fn: (m: Model) => Promise<T>): Promise<T> {
+  const model = await loadModel("tiny", { backend: "reference", dtype: "f32", seed: 3, maxModelLen: 128, quiet: true });
+  try {
+    return await fn(model);
+  } finally {
+    model.dispose();
+  }
+}
+
+async function firstToken(engine: ModelEngine, ids: number[], image: ImageInput) {
+  const gen = engine.generate({ promptIds: ids, sampling: GREEDY, maxTokens: 1, images: [image] });
+  const tok = await gen.next();
+  let end = await gen.next();
+  while (!end.done) end = await gen.next();
+  assert(!tok.done);
+  return { token: tok.value, cached: end.value.cachedTokens };
+}
+
+Deno.test("engine: an image prompt prefilled in small chunks ≡ one direct step with the image rows", async () => {
+  await withTiny(async (model) => {
+    const { ids, image } = imagePrompt(3, 4, 7);
+    const [features] = await model.encodeImages([image]);
+    const seq = model.pool.newSequence();
+    assert(model.pool.grow(seq, ids.length));
+    const range = ids.map((_, i) => i);
+    const logits = await model.step({
+      ids,
+      pos: range,
+      seq: range.map(() => 0),
+      blockTables: [seq.blockTable],
+      logitRows: [ids.length - 1],
+      imageRows: image.positions,
+      imageFeatures: features,
+    });
+    model.pool.release(seq);
+    let best = 0;
+    for (let j = 1; j < logits.length; j++) if (logits[j] > logits[best]) best = j;
+
+    // 7-token chunks: the image's 12 rows and 3 breaks straddle three steps.
+    const engine = await ModelEngine.create(model, { eosId: 2, maxTokensPerStep: 7, prefixCaching: false });
+    try {
+      const { token } = await firstToken(engine, ids, image);
+      assertEquals(token.id, best);
+      const max = logits[best];
+      const lse = max + Math.log(logits.reduce((s, v) => s + Math.exp(v - max), 0));
+      assert(Math.abs(token.logprob! - (logits[best] - lse)) < 1e-4, `${token.logprob} vs ${logits[best] - lse}`);
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
+Deno.test("engine: the prefix cache reuses an image's blocks only for the same picture", async () => {
+  await withTiny(async (model) => {
+    const engine = await ModelEngine.create(model, { eosId: 2, maxTokensPerStep: 64 });
+    try {
+      const a = imagePrompt(4, 4, 11), b = imagePrompt(4, 4, 12); // same tokens, other pixels and key
+      const first = await firstToken(engine, a.ids, a.image);
+      const again = await firstToken(engine, a.ids, a.image);
+      assert(again.cached >= 16, `the same image is served from the cache (${again.cached} tokens)`);
+      assertEquals(again.token, first.token);
+      const other = await firstToken(engine, b.ids, b.image);
+      assert(other.cached <= a.image.positions[0], `another picture reuses at most the text before it`);
+      assert(
+        other.token.topLogprobs!.some((t, i) => t.logprob !== first.token.topLogprobs![i].logprob),
+        "another picture changes the distribution",
+      );
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
+Deno.test("engine: images for a text-only model, or with a wrong shape, fail that request only", async () => {
+  const model = await loadModel("tiny", { backend: "reference", dtype: "f32", maxModelLen: 128, vision: false });
+  try {
+    const engine = await ModelEngine.create(model, { eosId: 2 });
+    assertEquals(engine.vision, null);
+    const { ids, image } = imagePrompt(2, 2, 1);
+    await assertRejects(engine.generate({ promptIds: ids, sampling: GREEDY, maxTokens: 1, images: [image] }), "vision");
+    await engine.close();
+  } finally {
+    model.dispose();
+  }
+  await withTiny(async (model) => {
+    const engine = await ModelEngine.create(model, { eosId: 2 });
+    const { ids, image } = imagePrompt(2, 2, 1);
+    const bad = { ...image, positions: image.positions.slice(1) };
+    await assertRejects(
+      engine.generate({ promptIds: ids, sampling: GREEDY, maxTokens: 1, images: [bad] }),
+      "positions",
+    );
+    const { token } = await firstToken(engine, ids, image);
+    assert(token.id >= 0);
+    await engine.close();
+  });
+});
+
+async function assertRejects(gen: AsyncGenerator<unknown, unknown>, word: string): Promise<void> {
+  try {
+    await gen.next();
+  } catch (e) {
+    assert(String(e).includes(word), String(e));
+    return;
+  }
+  throw new Error("expected the generation to fail");
+}
+
+Deno.test("server: two images and text on the demo model → 200, prompt tokens match their grids", async () => {
+  const tok = await loadDemoTokenizer();
+  const model = await loadModel("demo", { maxModelLen: 1024, maxTokens: 256, quiet: true });
+  const engine = await ModelEngine.create(model, { eosId: tok.eosId });
+  const logs: string[] = [];
+  const logger = { info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: () => {} };
+  const handle = createServer({ engine, tokenizer: tok, modelName: "demo", logger }).serve({ port: 0 });
+  try {
+    assert(engine.vision !== null, "demo loads with vision");
+    const url = async (name: string) => {
+      const bytes = await Deno.readFile(fixture(`images/${name}`));
+      return `data:image/png;base64,${btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(""))}`;
+    };
+    const content = [
+      { type: "text", text: "Compare" },
+      { type: "image_url", image_url: { url: await url("chelsea.png") } },
+      { type: "text", text: "with" },
+      { type: "image_url", image_url: { url: await url("camera.png") } },
+    ];
+    const body = (c: unknown[]) =>
+      JSON.stringify({ model: "demo", max_tokens: 4, messages: [{ role: "user", content: c }] });
+    const post = (b: string) => fetch(`${handle.url}/v1/chat/completions`, { method: "POST", body: b });
+    const res = await post(body(content));
+    assertEquals(res.status, 200);
+    const usage = (await res.json()).usage;
+    // The same prompt with 1×1-token images (foo3x5x4indexed.png: [IMG][IMG_END]) isolates the images' share.
+    const tiny = await url("foo3x5x4indexed.png");
+    const small = await post(body(content.map((c) => c.type === "text" ? c : { ...c, image_url: { url: tiny } })));
+    assertEquals(small.status, 200);
+    const smallTokens = (await small.json()).usage.prompt_tokens;
+    // image_preprocessing_reference.json: chelsea.png 198 tokens (17×11 + 11 breaks/end), camera.png 380 (19×19 + 19).
+    assertEquals(usage.prompt_tokens - smallTokens, 198 + 380 - 2 * 2);
+    assertEquals(engine.stats().running, 0);
+  } finally {
+    await handle.shutdown();
+    await engine.close();
+    model.dispose();
+  }
+});
