@@ -9,7 +9,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { fixture } from "./fixtures.ts";
 import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
-import { type ImageInput, type SamplingParams } from "../runtime/engine_types.ts";
+import type { ImageInput, SamplingParams } from "../runtime/engine_types.ts";
 import { ModelEngine } from "../runtime/engine.ts";
 import { loadModel, type Model } from "../runtime/model.ts";
 import { createServer } from "../server/server.ts";
