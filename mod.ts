@@ -40,14 +40,38 @@ export type {
 export { encodeRenderedPrompt, renderChatTemplate } from "./chat/template.ts";
 export type { RenderChatTemplateOptions } from "./chat/template.ts";
 export { InvalidRequestError } from "./chat/errors.ts";
+export {
+  decodeImage,
+  imageTokenGrid,
+  imageTokenLayout,
+  loadImageUrl,
+  preprocessDecoded,
+  preprocessImage,
+  SMALL4_IMAGE_CONFIG,
+  SMALL4_IMAGE_TOKEN_IDS,
+} from "./chat/image.ts";
+export type {
+  DecodedImage,
+  ImageConfig,
+  ImageLimits,
+  ImageTokenIds,
+  ImageTokenName,
+  LoadImageOptions,
+  PreprocessedImage,
+  TokenGrid,
+} from "./chat/image.ts";
+export { expandImagePlaceholders } from "./chat/image_prompt.ts";
+export type { ExpandedPrompt } from "./chat/image_prompt.ts";
 export { loadDemoTokenizer } from "./chat/demo_tokenizer.ts";
 export { loadModel, Model } from "./runtime/model.ts";
-export type { LoadModelOptions, ModelLimits, StepInput } from "./runtime/model.ts";
+export type { LoadModelOptions, ModelLimits, StepInput, StepSampling } from "./runtime/model.ts";
 export { ModelEngine } from "./runtime/engine.ts";
 export type { ModelEngineOptions, ModelEngineStats } from "./runtime/engine.ts";
 export type * from "./runtime/engine_types.ts";
 export { createServer, DEFAULT_SAMPLING } from "./server/server.ts";
 export type { ServeHandle, ServerOptions, TramontaneServer } from "./server/server.ts";
+export { DEFAULT_IMAGE_OPTIONS } from "./server/images.ts";
+export type { ImageOptions } from "./server/images.ts";
 export { GraphBuilder } from "./graph/builder.ts";
 export type { NodeOptions, Tensor } from "./graph/builder.ts";
 export type * from "./graph/ir.ts";

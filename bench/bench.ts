@@ -10,6 +10,14 @@
  * machine's memory bandwidth (a STREAM-style add on the WASM kernels) so decode can be read against its roofline:
  * bytes read per decoded token (active weights in their stored dtype + latent cache) / bandwidth.
  *
+ * `--pieces N`, `--spin-us N`, `--join-spin-us N` set the wasm backend's dispatch tuning (`wasmTuning.pieces`,
+ * `ThreadPool.spinMicros`, `joinSpinMicros`) for comparisons; `--pieces 0 --spin-us 5 --join-spin-us 5` is close to
+ * the dispatch before dynamic pieces and timed spinning.
+ *
+ * `--profile` (wasm backend) then decodes `--gen` more steps at the first batch size with every op timed and prints
+ * milliseconds per step by op kind (matmuls by weight dtype and name), the host time around the backend's runs,
+ * and the thread-pool jobs per step with the measured cost of an empty one.
+ *
  * @module
  */
 
@@ -19,6 +27,8 @@ import { activeFraction } from "../graph/inspect.ts";
 import { loadModel, type Model } from "../runtime/model.ts";
 import { WasmKernels } from "../runtime/backends/wasm/module.ts";
 import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
+import { wasmProfile } from "../runtime/backends/wasm/profile.ts";
+import { wasmTuning } from "../runtime/backends/wasm/ops.ts";
 
 const { values } = parseArgs({
   options: {
@@ -31,6 +41,11 @@ const { values } = parseArgs({
     batch: { type: "string", default: "1" },
     seed: { type: "string", default: "0" },
     json: { type: "boolean", default: false },
+    profile: { type: "boolean", default: false },
+    // wasm dispatch tuning (defaults: the backend's): pieces per thread of large jobs, worker and caller spin times.
+    pieces: { type: "string" },
+    "spin-us": { type: "string" },
+    "join-spin-us": { type: "string" },
   },
 });
 if (values.dtype !== undefined && !isDType(values.dtype)) throw new Error(`--dtype ${values.dtype} is unknown`);
@@ -55,6 +70,12 @@ const model = await loadModel(values.model!, {
 });
 const loadSeconds = (performance.now() - t0) / 1000;
 sampleRss();
+if (values.pieces !== undefined) wasmTuning.pieces = Number(values.pieces);
+if (model.backend.name === "wasm") {
+  const pool = (model.backend as unknown as { pool: ThreadPool }).pool;
+  if (values["spin-us"] !== undefined) pool.spinMicros = Number(values["spin-us"]);
+  if (values["join-spin-us"] !== undefined) pool.joinSpinMicros = Number(values["join-spin-us"]);
+}
 
 /** Random prompt ids in the text range (seeded by position so every run uses the same prompt). */
 function promptIds(n: number, salt: number): number[] {
@@ -86,6 +107,10 @@ async function prefill(m: Model): Promise<number> {
   return promptLen / seconds;
 }
 
+/** Per-step wall time of `decode` (ms), filled when `profileSteps` is true. */
+let stepMs: number[] = [];
+let profileSteps = false;
+
 async function decode(m: Model, batch: number): Promise<number> {
   const seqs = Array.from({ length: batch }, () => m.pool.newSequence());
   for (const s of seqs) m.pool.grow(s, gen + 1);
@@ -96,9 +121,13 @@ async function decode(m: Model, batch: number): Promise<number> {
   const vocab = m.config.vocab_size;
   let seconds = 0;
   for (let p = 0; p <= gen; p++) {
+    if (profileSteps && p === 1) wasmProfile.reset();
+    wasmProfile.enabled = profileSteps && p > 0;
     const start = performance.now();
     const logits = await m.step({ ids, pos: rows.map(() => p), seq: rows, blockTables: tables, logitRows: rows });
+    wasmProfile.enabled = false;
     if (p > 0) seconds += (performance.now() - start) / 1000; // step 0 is the 1-token prefill
+    if (p > 0 && profileSteps) stepMs.push(performance.now() - start);
     ids = rows.map((b) => argmax(logits, b, vocab));
   }
   for (const s of seqs) m.pool.release(s);
@@ -139,9 +168,58 @@ async function memoryBandwidth(): Promise<number> {
   }
 }
 
+/** Wall time of one thread-pool job that does nothing (wake the workers, wait for them), in ms: median of 2000. */
+async function emptyJobMs(): Promise<number> {
+  const k = await WasmKernels.load({ maxBytes: 64 * 2 ** 20 });
+  const pool = await ThreadPool.create(k, threads);
+  try {
+    const a = k.alloc(64), times: number[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const start = performance.now();
+      pool.parallelFor("add", [a, a, a], 8, { align: 4 });
+      times.push(performance.now() - start);
+    }
+    return times.sort((x, y) => x - y)[times.length >> 1];
+  } finally {
+    pool.dispose();
+  }
+}
+
+/** Decodes `--gen` steps at batch `batch` with every op timed; returns the table of ms per step by key. */
+async function profileDecode(m: Model, batch: number): Promise<string> {
+  if (m.backend.name !== "wasm") throw new Error(`--profile needs the wasm backend, not ${m.backend.name}`);
+  stepMs = [];
+  profileSteps = true;
+  await decode(m, batch);
+  profileSteps = false;
+  const steps = stepMs.length, per = (x: number) => (x / steps).toFixed(3);
+  const total = stepMs.reduce((a, b) => a + b, 0), rows = wasmProfile.rows();
+  const ops = rows.reduce((a, r) => a + r.ms, 0);
+  const jobMs = await emptyJobMs();
+  const lines: string[] = [];
+  const log = (line: string) => lines.push(line);
+  log(`\nprofile: decode batch ${batch}, ${steps} steps, ms per step (${threads} threads)\n`);
+  log(`| op | ms/step | % of step | calls/step | jobs/step |`);
+  log(`|---|---|---|---|---|`);
+  for (const r of rows) {
+    const pct = (100 * r.ms / total).toFixed(1);
+    log(`| ${r.key} | ${per(r.ms)} | ${pct} | ${per(r.calls)} | ${per(r.jobs)} |`);
+  }
+  const runLoop = wasmProfile.runMs - ops, host = total - wasmProfile.runMs;
+  log(`| (wasm run loop, timers) | ${per(runLoop)} | ${(100 * runLoop / total).toFixed(1)} | | |`);
+  log(`| (host: executor, inputs, logits read) | ${per(host)} | ${(100 * host / total).toFixed(1)} | | |`);
+  log(`| **step** | ${per(total)} | 100 | | ${per(wasmProfile.jobs)} |`);
+  log(
+    `\nan empty thread-pool job costs ${(1000 * jobMs).toFixed(1)} µs (median): ` +
+      `${per(wasmProfile.jobs * jobMs)} ms per step in dispatch at the jobs above (already inside the op times)`,
+  );
+  return lines.join("\n");
+}
+
 const prefillTps = await prefill(model);
 const decodeTps: Record<string, number> = {};
 for (const b of batches) decodeTps[b] = await decode(model, b);
+const profile = values.profile ? await profileDecode(model, batches[0]) : "";
 const perToken = bytesPerToken(model);
 const bandwidth = await memoryBandwidth();
 sampleRss();
@@ -180,3 +258,4 @@ else {
       ` · peak RSS ${(peakRss / 2 ** 30).toFixed(2)} GiB · load ${f(loadSeconds)} s`,
   );
 }
+if (profile) (values.json ? console.error : console.log)(profile);

@@ -140,13 +140,16 @@ function samplerMs(constrained: boolean): number {
 }
 const sampler = { unconstrainedMs: samplerMs(false), constrainedMs: samplerMs(true) };
 
-let e2e: { requests: number; valid: number; seconds: number; failures: unknown[] } | null = null;
+let e2e: { requests: number; valid: number; seconds: number; failures: unknown[]; slowest: unknown[] } | null = null;
 if (requests > 0) {
   const s = await startTinyServer();
   t0 = performance.now();
   const results = await runRequests(s, requests);
   const failures = results.filter((r) => r.errors.length > 0);
-  e2e = { requests, valid: requests - failures.length, seconds: (performance.now() - t0) / 1000, failures };
+  // The slowest requests, to tell a stall (one request taking minutes) from a uniformly slow run.
+  const slowest = [...results].sort((a, b) => b.ms - a.ms).slice(0, 3);
+  const seconds = (performance.now() - t0) / 1000;
+  e2e = { requests, valid: requests - failures.length, seconds, failures, slowest };
   await s.close();
 }
 
@@ -172,5 +175,7 @@ else {
   if (e2e) {
     console.log(`\ntiny model: ${e2e.valid}/${e2e.requests} valid in ${e2e.seconds.toFixed(0)} s`);
     for (const x of e2e.failures) console.log(JSON.stringify(x));
+    console.log("slowest requests:");
+    for (const x of e2e.slowest) console.log(JSON.stringify(x));
   }
 }

@@ -2,7 +2,8 @@
  * `attention`: plain (non-causal) multi-head attention over one packed batch of independent groups, as the vision
  * encoder needs: `q [N, H, d]`, `k [N, H, d]`, `v [N, H, dv]`, `segment i32 [N]` → `[N, H, dv]`. Row i attends
  * to every row j with `segment[j] = segment[i]` (block-diagonal: a patch sees only the patches of its own image),
- * scores `scale · q·k`, softmax in f64.
+ * scores `scale · q·k`, softmax in f64. Each segment's rows must be one contiguous run (as `visionBatch` packs
+ * images): the reference does not need it, but the `wasm` kernel attends over row ranges and refuses other layouts.
  *
  * @example
  * ```ts

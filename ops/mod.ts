@@ -87,7 +87,7 @@ export { reshape, type ReshapeAttrs } from "./reshape.ts";
 export { rmsNorm, type RmsNormAttrs } from "./rms_norm.ts";
 export { rope, type RopeAttrs, type RopeOptions } from "./rope.ts";
 export { type RopeFrequencyOptions, ropeInvFreq, type YarnConfig, yarnMagnitude } from "./yarn.ts";
-export { sample, type SampleInputs, sampleRow } from "./sample.ts";
+export { maskWords, sample, type SampleInputs, sampleRow } from "./sample.ts";
 export { scatterRows } from "./scatter_rows.ts";
 export { slice, type SliceAttrs } from "./slice.ts";
 export { swiglu } from "./swiglu.ts";

@@ -1,12 +1,19 @@
 /**
  * `sample`: one token id per row of `logits [R, V]`, with per-row `temperature f32 [R]`, `topK i32 [R]`
- * (0 = off), `topP f32 [R]` (1 = off) and `uniform f32 [R]` (a random number in [0, 1) drawn by the caller, so a
- * run is deterministic) → `i32 [R]`.
+ * (0 = off), `topP f32 [R]` (1 = off), `uniform f32 [R]` (a random number in [0, 1) drawn by the caller, so a
+ * run is deterministic) and an optional allowed-id mask → `i32 [R]`.
  *
- * Per row: temperature ≤ 0 → argmax (lowest index on ties). Otherwise candidates are ordered by logit (ties: lower
- * index first), cut to the top k, given probabilities `softmax(logit / temperature)` over the kept set, cut to the
- * shortest prefix whose probability reaches top p, renormalised; the id is the first whose cumulative
- * probability exceeds `uniform · total`. Computed in f64.
+ * Masks (constrained decoding): `mask i32 [M, ceil(V/32)]` holds M bitmasks in the layout of
+ * `ConstraintMatcher.fillMask` (bit `id & 31` of word `id >> 5` set = allowed; bits at ids ≥ V are ignored; i32
+ * words because the IR has no u32), and `maskRow i32 [R]` says which of them row r obeys, or −1 for none. So an
+ * unconstrained row costs nothing, and a step without constrained rows uploads `M = 0` masks rather than a 16 KB
+ * all-ones row per row at the full vocabulary. A masked row whose mask allows no id gives −1.
+ *
+ * Per row: disallowed ids are dropped first, so nothing below ever sees them. Temperature ≤ 0 → argmax (lowest
+ * index on ties). Otherwise candidates are ordered by logit (ties: lower index first), cut to the top k, given
+ * probabilities `softmax(logit / temperature)` over the kept set, cut to the shortest prefix whose probability
+ * reaches top p, renormalised; the id is the first whose cumulative probability exceeds `uniform · total`. Computed
+ * in f64.
  *
  * @example
  * ```ts
@@ -14,8 +21,9 @@
  * import { sample } from "./sample.ts";
  * const g = new GraphBuilder();
  * const ids = sample(g, {
- *   logits: g.input("logits", [2, 10], "f32"), temperature: g.input("temperature", [2], "f32"),
+ *   logits: g.input("logits", [2, 64], "f32"), temperature: g.input("temperature", [2], "f32"),
  *   topK: g.input("top_k", [2], "i32"), topP: g.input("top_p", [2], "f32"), uniform: g.input("uniform", [2], "f32"),
+ *   maskRow: g.input("mask_row", [2], "i32"), mask: g.input("mask", [1, 2], "i32"), // row r obeys mask maskRow[r]
  * }); // i32 [2]
  * ```
  *
@@ -29,8 +37,8 @@ import { expectDim, expectDType, expectFloat, expectRank, ioBytes, type OpDef } 
 /** The `sample` op (no attributes: every parameter is a per-row input). */
 export const sampleOp: OpDef<Record<string, never>> = {
   name: "sample",
-  inputNames: ["logits", "temperature", "topK", "topP", "uniform"],
-  inferShape([logits, temperature, topK, topP, uniform]) {
+  inputNames: ["logits", "temperature", "topK", "topP", "uniform", "maskRow", "mask"],
+  inferShape([logits, temperature, topK, topP, uniform, maskRow, mask]) {
     expectRank("logits", logits, 2);
     expectFloat("logits", logits);
     const types: [string, typeof temperature, DType][] = [
@@ -38,19 +46,26 @@ export const sampleOp: OpDef<Record<string, never>> = {
       ["topK", topK, "i32"],
       ["topP", topP, "f32"],
       ["uniform", uniform, "f32"],
+      ["maskRow", maskRow, "i32"],
     ];
     for (const [n, x, dtype] of types) {
       expectRank(n, x, 1);
       expectDType(n, x, dtype);
       expectDim(`rows (${n} vs logits)`, x.shape[0], logits.shape[0]);
     }
+    expectRank("mask", mask, 2);
+    expectDType("mask", mask, "i32");
+    const v = logits.shape[1];
+    if (typeof v === "number") expectDim("mask words (ceil(V / 32))", mask.shape[1], maskWords(v));
     return { shape: [logits.shape[0]], dtype: "i32" };
   },
-  reference([logits, temperature, topK, topP, uniform], out) {
-    const [r, v] = logits.shape;
+  reference([logits, temperature, topK, topP, uniform, maskRow, mask], out) {
+    const [r, v] = logits.shape, w = maskWords(v);
     for (let i = 0; i < r; i++) {
       const row = logits.data.subarray(i * v, (i + 1) * v);
-      out.data[i] = sampleRow(row, temperature.data[i], topK.data[i], topP.data[i], uniform.data[i]);
+      const m = maskRow.data[i];
+      const words = m >= 0 ? mask.data.subarray(m * w, (m + 1) * w) : null;
+      out.data[i] = sampleRow(row, temperature.data[i], topK.data[i], topP.data[i], uniform.data[i], words);
     }
   },
   cost(inputs, out) {
@@ -58,16 +73,35 @@ export const sampleOp: OpDef<Record<string, never>> = {
   },
 };
 
-/** Samples one id from a row of logits (see the module doc); exported for the engine's host-side sampler. */
-export function sampleRow(row: ArrayLike<number>, temperature: number, topK: number, topP: number, u: number): number {
+/** Words of one allowed-id mask over a vocabulary of `v` ids: `ceil(v / 32)`. */
+export function maskWords(v: number): number {
+  return Math.ceil(v / 32);
+}
+
+/**
+ * Samples one id from a row of logits (see the module doc); `mask` (null: every id) gives the allowed ids, and a
+ * mask allowing none gives −1. Exported as the ground truth for the host-side sampler's tests.
+ */
+export function sampleRow(
+  row: ArrayLike<number>,
+  temperature: number,
+  topK: number,
+  topP: number,
+  u: number,
+  mask: ArrayLike<number> | null = null,
+): number {
   const v = row.length;
+  const allowed = (j: number) => mask === null || ((mask[j >> 5] >>> (j & 31)) & 1) === 1;
   if (!(temperature > 0)) {
-    let best = 0;
-    for (let j = 1; j < v; j++) if (row[j] > row[best]) best = j;
+    let best = -1;
+    for (let j = 0; j < v; j++) if (allowed(j) && (best < 0 || row[j] > row[best])) best = j;
     return best;
   }
-  const order = Array.from({ length: v }, (_, j) => j).sort((a, b) => row[b] - row[a] || a - b);
-  const k = topK > 0 ? Math.min(topK, v) : v;
+  const order: number[] = [];
+  for (let j = 0; j < v; j++) if (allowed(j)) order.push(j);
+  if (order.length === 0) return -1;
+  order.sort((a, b) => row[b] - row[a] || a - b);
+  const k = topK > 0 ? Math.min(topK, order.length) : order.length;
   const probs = new Float64Array(k);
   let total = 0;
   for (let j = 0; j < k; j++) total += probs[j] = Math.exp((row[order[j]] - row[order[0]]) / temperature);
@@ -95,9 +129,19 @@ export function sampleRow(row: ArrayLike<number>, temperature: number, topK: num
 }
 
 /** The per-row inputs of {@link sample}. */
-export type SampleInputs = { logits: Tensor; temperature: Tensor; topK: Tensor; topP: Tensor; uniform: Tensor };
+export type SampleInputs = {
+  logits: Tensor;
+  temperature: Tensor;
+  topK: Tensor;
+  topP: Tensor;
+  uniform: Tensor;
+  /** Which row of `mask` each logits row obeys, −1 for none `i32 [R]`. */
+  maskRow: Tensor;
+  /** Allowed-id bitmasks `i32 [M, ceil(V/32)]` (M may be 0). */
+  mask: Tensor;
+};
 
 /** One sampled id per logits row. */
 export function sample(g: GraphBuilder, x: SampleInputs, options: NodeOptions = {}): Tensor {
-  return g.op(sampleOp, [x.logits, x.temperature, x.topK, x.topP, x.uniform], {}, options);
+  return g.op(sampleOp, [x.logits, x.temperature, x.topK, x.topP, x.uniform, x.maskRow, x.mask], {}, options);
 }

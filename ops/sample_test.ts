@@ -13,11 +13,14 @@ Deno.test("sample: one i32 per row; per-row params must match rows", () => {
     topK: g.input("top_k", [R], "i32"),
     topP: g.input("top_p", [R], "f32"),
     uniform: g.input("uniform", [R], "f32"),
+    maskRow: g.input("mask_row", [R], "i32"),
+    mask: g.input("mask", [sym("C", 4), 1], "i32"),
   };
   const ids = sample(g, inputs);
   assertEquals(ids.shape, [R]);
   assertEquals(ids.dtype, "i32");
   assertThrows(() => sample(g, { ...inputs, topK: g.input("k_f", [R], "f32") }), Error, "topK must be i32");
+  assertThrows(() => sample(g, { ...inputs, mask: g.input("m2", [2, 2], "i32") }), Error, "mask words");
 });
 
 Deno.test("sample: greedy at temperature 0, lowest index on ties", () => {
@@ -43,6 +46,29 @@ Deno.test("sample: the op applies per-row parameters", () => {
     i32([2], [0, 0]),
     f32([2], [1, 1]),
     f32([2], [0.3, 0.8]),
+    i32([2], [-1, -1]),
+    i32([0, 1], []),
   ]);
   assertEquals(Array.from(y.data), [1, 0]);
+});
+
+Deno.test("sample: masked ids are dropped before argmax, top-k and top-p; bits past V are ignored", () => {
+  const l = [5, 4, 3, 2, 1];
+  const only = (...ids: number[]) => [ids.reduce((w, id) => w | (1 << id), 0)];
+  assertEquals(sampleRow(l, 0, 0, 1, 0, only(2, 4)), 2); // greedy: the best allowed
+  assertEquals(sampleRow(l, 1, 1, 1, 0.99, only(3, 4)), 3); // top-k 1 among the allowed
+  assertEquals(sampleRow(l, 1, 0, 1, 0.99, only(1)), 1); // a single allowed id, whatever u
+  assertEquals(sampleRow(l, 1, 0, 1, 0.5, only(7, 31)), -1); // bits past V only: nothing allowed
+  assertEquals(sampleRow(l, 0, 0, 1, 0.5, [0]), -1);
+  // Row 0 obeys mask 1, row 1 none, row 2 mask 0.
+  const y = runReference(sampleOp, [
+    f32([3, 5], [...l, ...l, ...l]),
+    f32([3], [0, 0, 0]),
+    i32([3], [0, 0, 0]),
+    f32([3], [1, 1, 1]),
+    f32([3], [0, 0, 0]),
+    i32([3], [1, -1, 0]),
+    i32([2, 1], [...only(3), ...only(4)]),
+  ]);
+  assertEquals(Array.from(y.data), [4, 0, 3]);
 });

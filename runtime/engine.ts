@@ -3,9 +3,11 @@
  *
  * One async loop runs the model one step at a time. Each step mixes decode tokens of running sequences with chunks
  * of prompts being prefilled (the {@link Scheduler} decides under a token budget, admits queued requests as cache
- * blocks allow, reuses cached prompt prefixes, and preempts by recompute when blocks run out). The step returns
- * logits only for rows that sample; each is sampled on the host with its request's settings ({@link Sampler}) and
- * delivered to that request's stream. The loop sleeps on a promise when there is no work: no timers, no spinning.
+ * blocks allow, reuses cached prompt prefixes, and preempts by recompute when blocks run out). Rows that sample are
+ * sampled on the backend when the model ends its step with the sampler and every row's settings are ones it has
+ * (temperature, top-k, top-p, constraint masks uploaded per step: only token ids come back); otherwise the step
+ * returns their logits and each is sampled on the host ({@link Sampler}). Either way the token is delivered to that
+ * request's stream. The loop sleeps on a promise when there is no work: no timers, no spinning.
  *
  * @example
  * ```ts
@@ -26,12 +28,23 @@ import { setImmediate } from "node:timers/promises";
 
 /** Longest run of engine steps without a timer turn (which lets sockets be polled). */
 const IO_TURN_MS = 5;
-import type { Engine, EngineStats, GenerateRequest, Generation, VisionSettings } from "./engine_types.ts";
+import type {
+  Engine,
+  EngineStats,
+  GeneratedToken,
+  GenerateRequest,
+  Generation,
+  VisionSettings,
+} from "./engine_types.ts";
 import type { Model, StepInput } from "./model.ts";
 import { Sampler } from "./sampler.ts";
 import { type Chunk, Scheduler } from "./engine/scheduler.ts";
 import { Sequence } from "./engine/sequence.ts";
 import { TokenStream } from "./engine/stream.ts";
+import { BackendSampling, remainingOf, samplesOnBackend } from "./engine/backend_sampling.ts";
+
+/** A step's sampled token of `seq`, at logits row `r`, taken into the sequence's sampling state. */
+type Pick = (seq: Sequence, r: number) => GeneratedToken;
 import { chunkImageInputs } from "./vision.ts";
 
 /** Options of {@link ModelEngine.create}. */
@@ -44,6 +57,12 @@ export interface ModelEngineOptions {
   maxTokensPerStep?: number;
   /** Reuse cached blocks of earlier prompts that share a prefix (default true). */
   prefixCaching?: boolean;
+  /**
+   * Sample on the backend (`Model.sampleStep`: only token ids come back) in steps whose every row asks only for
+   * what the backend sampler does: temperature, top-k, top-p, a constraint (default true, where the model has the
+   * sampler). False always reads the logits back and samples on the host.
+   */
+  backendSampling?: boolean;
 }
 
 /** {@link EngineStats} plus counters only this engine has. */
@@ -52,6 +71,12 @@ export interface ModelEngineStats extends EngineStats {
   preemptions: number;
   /** Steps run since start. */
   steps: number;
+  /** Images run through the vision encoder since start. */
+  imagesEncoded: number;
+  /** Tokens sampled on the backend (logits never read back) since start. */
+  backendSampled: number;
+  /** Tokens sampled on the host from logits read back (penalties, min-p, logprobs, or no backend sampler). */
+  hostSampled: number;
 }
 
 /** Why a generation failed because the engine was closed under it. */
@@ -76,6 +101,7 @@ export class ModelEngine implements Engine {
   readonly #eosId: number;
   readonly #scheduler: Scheduler;
   readonly #sampler: Sampler;
+  readonly #backendSampling: BackendSampling | null;
   readonly #loop: Promise<void>;
   #ready = false;
   #closed = false;
@@ -83,6 +109,9 @@ export class ModelEngine implements Engine {
   #lastBatch = 0;
   #tokensProcessed = 0;
   #steps = 0;
+  #imagesEncoded = 0;
+  #backendSampled = 0;
+  #hostSampled = 0;
 
   private constructor(model: Model, options: ModelEngineOptions) {
     const limits = model.limits;
@@ -103,6 +132,9 @@ export class ModelEngine implements Engine {
       prefixCaching: options.prefixCaching ?? true,
     });
     this.#sampler = new Sampler(model.config.vocab_size);
+    this.#backendSampling = model.samplesOnBackend && (options.backendSampling ?? true)
+      ? new BackendSampling(model.config.vocab_size, limits.maxRows)
+      : null;
     this.#loop = this.#run();
   }
 
@@ -151,6 +183,9 @@ export class ModelEngine implements Engine {
       tokensProcessed: this.#tokensProcessed,
       preemptions: this.#scheduler.preemptions,
       steps: this.#steps,
+      imagesEncoded: this.#imagesEncoded,
+      backendSampled: this.#backendSampled,
+      hostSampled: this.#hostSampled,
     };
   }
 
@@ -259,9 +294,13 @@ export class ModelEngine implements Engine {
     chunks = chunks.filter((c) => c.seq.status === "running");
     if (chunks.length === 0) return;
     const input = stepInput(chunks, this.#model.config.hidden_size);
-    let logits: Float32Array;
+    const sampling = chunks.filter((c) => c.samples).map((c) => c.seq);
+    let pick: Pick;
     try {
-      logits = await this.#model.step(input);
+      const backend = this.#backendSampling;
+      pick = backend && sampling.every((seq) => samplesOnBackend(seq.sampling.params))
+        ? await this.#sampleOnBackend(backend, input, sampling)
+        : await this.#sampleOnHost(input);
     } catch (e) {
       for (const { seq } of chunks) this.#fail(seq, e);
       return;
@@ -270,7 +309,6 @@ export class ModelEngine implements Engine {
     this.#lastBatch = chunks.length;
     this.#tokensProcessed += input.ids.length;
     this.#scheduler.commit(chunks);
-    const vocab = this.#model.config.vocab_size;
     let row = 0;
     for (const { seq, samples } of chunks) {
       if (!samples) continue;
@@ -278,22 +316,42 @@ export class ModelEngine implements Engine {
       // Removed during the step (cancelled, or the engine closed): its row is dropped.
       if (seq.status !== "running") continue;
       try {
-        this.#deliver(seq, logits.subarray(r * vocab, (r + 1) * vocab));
+        this.#deliver(seq, pick(seq, r));
       } catch (e) {
         this.#fail(seq, e);
       }
     }
   }
 
+  /** Runs the step with the sampler on the backend: masks and draws go up, `R` ids come back, no logits. */
+  async #sampleOnBackend(backend: BackendSampling, input: StepInput, seqs: readonly Sequence[]): Promise<Pick> {
+    const ids = await this.#model.sampleStep(input, backend.pack(seqs, input.logitRows.length));
+    return (seq, r) => {
+      this.#backendSampled++;
+      return backend.accept(seq, ids[r]);
+    };
+  }
+
+  /** Runs the step for its logits and samples each row on the host with every setting. */
+  async #sampleOnHost(input: StepInput): Promise<Pick> {
+    const logits = await this.#model.step(input), vocab = this.#model.config.vocab_size;
+    return (seq, r) => {
+      this.#hostSampled++;
+      return this.#sampler.sample(logits.subarray(r * vocab, (r + 1) * vocab), seq.sampling, remainingOf(seq));
+    };
+  }
+
   /**
-   * Runs the vision encoder for the step's sequences whose images have no vectors yet (all their images in one
-   * batch, at their first chunk): a failure fails those sequences only.
+   * Runs the vision encoder for the step's sequences whose chunk reaches image tokens without vectors (all of a
+   * sequence's images in one batch): a failure fails those sequences only.
    */
   async #encodeImages(chunks: readonly Chunk[]): Promise<void> {
-    const need = chunks.map((c) => c.seq).filter((s) => s.needsImages);
+    const need = chunks.filter((c) => c.seq.needsImages(c.start, c.start + c.count)).map((c) => c.seq);
     if (need.length === 0) return;
     try {
-      const features = await this.#model.encodeImages(need.flatMap((s) => s.images));
+      const images = need.flatMap((s) => s.images);
+      const features = await this.#model.encodeImages(images);
+      this.#imagesEncoded += images.length;
       let i = 0;
       for (const seq of need) seq.features = features.slice(i, i += seq.images.length);
     } catch (e) {
@@ -301,9 +359,8 @@ export class ModelEngine implements Engine {
     }
   }
 
-  /** Samples a sequence's next token and delivers it, or ends the sequence. */
-  #deliver(seq: Sequence, row: Float32Array): void {
-    const token = this.#sampler.sample(row, seq.sampling, seq.maxGenerated - seq.generated);
+  /** Delivers a sequence's sampled token, or ends the sequence. */
+  #deliver(seq: Sequence, token: GeneratedToken): void {
     if (token.id === this.#eosId) return this.#finish(seq, "eos");
     if (seq.stopIds.has(token.id)) return this.#finish(seq, "stop", token.id);
     seq.tokens.push(token.id);

@@ -50,7 +50,7 @@ export class Executor {
     return new Executor(graph, backend, await PlanExecutor.create(graph, plan, [backend], options));
   }
 
-  /** Runs the graph once; returns every graph output by name. */
+  /** Runs the graph once; returns the graph outputs asked for (default all) by name. */
   run(options: RunOptions): Promise<Record<string, HostArray>> {
     return this.#plan.run(options);
   }

@@ -17,7 +17,7 @@
 
 import type { DType } from "../graph/dtype.ts";
 import { GraphBuilder } from "../graph/builder.ts";
-import type { Graph } from "../graph/ir.ts";
+import { type Graph, tensorTable } from "../graph/ir.ts";
 import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
 import type { Mistral4Config } from "../graph/models/mistral4.ts";
 import { type Backend, type BackendCaps, storageDType } from "./backend.ts";
@@ -66,6 +66,12 @@ export interface LoadModelOptions {
    * backend runs `scatter_rows`; false gives the text-only step graph.
    */
   vision?: boolean;
+  /**
+   * End the step graph with the `sample` op, so {@link Model.sampleStep} returns token ids and the logits never
+   * leave the backend. Default: when the backend runs `sample`, except on `reference`, which computes on the host
+   * anyway (no read-back to save) and whose sampler sorts the vocabulary.
+   */
+  sampling?: boolean;
 }
 
 /** One step: tokens of several sequences, each sequence's block table, and the tokens whose logits are wanted. */
@@ -84,6 +90,28 @@ export interface StepInput {
   imageRows?: readonly number[];
   /** The image vectors `[I, hidden_size]`, row-major (see {@link Model.encodeImages}). */
   imageFeatures?: Float32Array;
+}
+
+/**
+ * Per-row settings of {@link Model.sampleStep}, one entry per `logitRows` row (the `sample` op's inputs; see
+ * `ops/sample.ts` for the exact semantics).
+ */
+export interface StepSampling {
+  /** ≤ 0: greedy (argmax, lowest id on ties); otherwise logits are divided by it. */
+  temperature: ArrayLike<number>;
+  /** Keep the k most likely ids; 0 = off. */
+  topK: ArrayLike<number>;
+  /** Nucleus: the shortest prefix of candidates reaching this mass; 1 = off. */
+  topP: ArrayLike<number>;
+  /** A uniform draw in [0, 1) per row, from the row's own generator (unused when greedy). */
+  uniform: ArrayLike<number>;
+  /** The row of `masks` each row obeys, or −1 for none. Absent: no row is masked. */
+  maskRow?: ArrayLike<number>;
+  /**
+   * Allowed-id bitmasks, `ceil(vocab / 32)` words each, in `ConstraintMatcher.fillMask`'s layout; only the masks
+   * rows refer to, so unconstrained rows upload nothing.
+   */
+  masks?: Uint32Array;
 }
 
 /** Resolved geometry of the compiled step. */
@@ -118,6 +146,7 @@ export class Model {
   readonly pool: BlockPool;
   readonly #executor: Executor;
   readonly #vision: VisionRunner | null;
+  readonly #sampling: boolean;
 
   /** Use {@link loadModel}. */
   constructor(init: {
@@ -134,6 +163,7 @@ export class Model {
     this.limits = init.limits;
     this.#executor = init.executor;
     this.#vision = init.vision ?? null;
+    this.#sampling = init.graph.outputs.some((o) => o.name === "sampled");
     this.pool = new BlockPool({ numBlocks: init.limits.numBlocks, blockSize: init.limits.blockSize });
   }
 
@@ -148,6 +178,14 @@ export class Model {
   }
 
   /**
+   * The backend the vision graph runs on: the model's when it runs every vision op, else `reference`; null before
+   * the first `encodeImages` (the graph is built then) or without vision.
+   */
+  get visionBackend(): string | null {
+    return this.#vision?.backendName ?? null;
+  }
+
+  /**
    * Runs the vision tower and projector: one `f32 [rows·cols, hidden_size]` array per preprocessed image
    * (`chat/image.ts` `preprocessImage`), a vector per `[IMG]` token in row-major grid order.
    */
@@ -158,8 +196,63 @@ export class Model {
     return this.#vision.encode(images);
   }
 
-  /** Runs one step and returns logits `[logitRows.length, vocab]`. Cache entries of every token are written. */
+  /** Whether the step graph ends with the sampler, so {@link Model.sampleStep} is available. */
+  get samplesOnBackend(): boolean {
+    return this.#sampling;
+  }
+
+  /**
+   * Runs one step and returns logits `[logitRows.length, vocab]`. Cache entries of every token are written. With
+   * the sampler in the graph it still runs, greedily (an argmax per row: far less than the head's matmul).
+   */
   async step(input: StepInput): Promise<Float32Array> {
+    const R = input.logitRows.length;
+    const greedy = { temperature: new Float32Array(R), topK: new Int32Array(R), topP: new Float32Array(R).fill(1) };
+    const sampler = this.#sampling ? this.#samplerInputs(R, { ...greedy, uniform: new Float32Array(R) }) : {};
+    const out = await this.#executor.run({ inputs: { ...this.#stepInputs(input), ...sampler }, outputs: ["logits"] });
+    return out.logits as Float32Array;
+  }
+
+  /**
+   * Runs one step and samples one token id per `logitRows` row on the backend, with per-row settings and
+   * constraint masks: only `R` ids come back, never the logits. Needs {@link Model.samplesOnBackend}. A masked row
+   * whose mask allows no id gives −1.
+   *
+   * @example
+   * ```ts
+   * // const [id] = await model.sampleStep(input, { temperature: [0.7], topK: [0], topP: [0.9], uniform: [rng.uniform()] });
+   * ```
+   */
+  async sampleStep(input: StepInput, sampling: StepSampling): Promise<Int32Array> {
+    if (!this.#sampling) throw new Error(`sampleStep: model ${this.name} was loaded without the backend sampler`);
+    const inputs = { ...this.#stepInputs(input), ...this.#samplerInputs(input.logitRows.length, sampling) };
+    return (await this.#executor.run({ inputs, outputs: ["sampled"] })).sampled as Int32Array;
+  }
+
+  /** The `sample` op's inputs for `R` rows, checked. */
+  #samplerInputs(R: number, s: StepSampling): Record<string, ArrayBufferView> {
+    const words = Math.ceil(this.config.vocab_size / 32);
+    const masks = s.masks ?? new Uint32Array(0), count = masks.length / words;
+    const maskRow = s.maskRow ? Int32Array.from(s.maskRow) : new Int32Array(R).fill(-1);
+    for (const [name, a] of Object.entries({ ...s, maskRow })) {
+      if (name !== "masks" && a.length !== R) throw new Error(`sampleStep: ${a.length} ${name} values for ${R} rows`);
+    }
+    if (!Number.isInteger(count)) {
+      throw new Error(`sampleStep: ${masks.length} mask words, not whole masks of ${words}`);
+    }
+    if (maskRow.some((m) => m >= count)) throw new Error(`sampleStep: a mask row refers past the ${count} masks`);
+    return {
+      temperature: Float32Array.from(s.temperature),
+      topK: Int32Array.from(s.topK),
+      topP: Float32Array.from(s.topP),
+      uniform: Float32Array.from(s.uniform),
+      maskRow,
+      mask: masks, // u32 words uploaded as the graph's i32: the same bits
+    };
+  }
+
+  /** The step graph's inputs for one step, checked. */
+  #stepInputs(input: StepInput): Record<string, ArrayBufferView> {
     const { ids, pos, seq, blockTables, logitRows } = input;
     const imageRows = input.imageRows ?? [], imageFeatures = input.imageFeatures ?? new Float32Array(0);
     if (imageFeatures.length !== imageRows.length * this.config.hidden_size) {
@@ -180,17 +273,14 @@ export class Model {
       if (blocks.length > l.maxBlocksPerSeq) throw new Error(`step: sequence ${s} has too many blocks`);
       table.set(blocks, s * l.maxBlocksPerSeq);
     });
-    const out = await this.#executor.run({
-      inputs: {
-        ids: Int32Array.from(ids),
-        pos: Int32Array.from(pos),
-        seq: Int32Array.from(seq),
-        blockTable: table,
-        logitRows: Int32Array.from(logitRows),
-        ...(this.#vision ? { imageRows: Int32Array.from(imageRows), imageFeatures } : {}),
-      },
-    });
-    return out.logits as Float32Array;
+    return {
+      ids: Int32Array.from(ids),
+      pos: Int32Array.from(pos),
+      seq: Int32Array.from(seq),
+      blockTable: table,
+      logitRows: Int32Array.from(logitRows),
+      ...(this.#vision ? { imageRows: Int32Array.from(imageRows), imageFeatures } : {}),
+    };
   }
 
   /**
@@ -277,7 +367,11 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     throw e;
   }
   const limits = resolveLimits(config, options);
-  const graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision });
+  let graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision, sampling: true });
+  // The sampler ends the step where the backend runs it (unless turned off); elsewhere the host samples logits.
+  if (!(options.sampling ?? backend.name !== "reference") || !runsNode(backend, graph, "sampled")) {
+    graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision, sampling: false });
+  }
   try {
     const missing = graph.weights.filter((w) => !weights.has(w.name)).map((w) => w.name);
     if (missing.length) throw new Error(`model ${spec}: weights ${missing.join(", ")} were not loaded`);
@@ -346,8 +440,15 @@ function buildStepGraph(family: ModelFamily, config: Mistral4Config, l: ModelLim
     attention: o.attention,
     cacheDtype: o.cacheDtype,
     maxImageRows: o.vision ? l.maxTokens : 0,
+    sample: o.sampling,
   });
   return g.build();
+}
+
+/** Whether `backend` runs the node named `name` of `graph`. */
+function runsNode(backend: Backend, graph: Graph, name: string): boolean {
+  const table = tensorTable(graph), node = graph.nodes.find((n) => n.name === name)!;
+  return backend.supports(node, node.inputs.map((i) => table[i]));
 }
 
 /** Whether `backend` runs `scatter_rows` on f32 embeddings (the op that feeds image vectors to the decoder). */

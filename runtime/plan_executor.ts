@@ -63,8 +63,12 @@ export type PlanExecutorOptions = {
   residency?: Residency;
 };
 
-/** One run: per-run inputs by name and symbol values (symbols left out are solved from input lengths). */
-export type RunOptions = { inputs: Record<string, ArrayBufferView>; vars?: Vars };
+/**
+ * One run: per-run inputs by name, symbol values (symbols left out are solved from input lengths), and the outputs
+ * to read back (default every graph output). Outputs left out are still computed but never leave the backend: a
+ * step that samples on the backend reads its ids, not the logits.
+ */
+export type RunOptions = { inputs: Record<string, ArrayBufferView>; vars?: Vars; outputs?: readonly string[] };
 
 /**
  * Weight and state buffers by backend and name, shared by the executors given it: a prefill and a decode plan of
@@ -155,8 +159,12 @@ export class PlanExecutor {
     return ex;
   }
 
-  /** Runs the plan once; returns every graph output by name. */
+  /** Runs the plan once; returns the graph outputs asked for (default all) by name. */
   async run(options: RunOptions): Promise<Record<string, HostArray>> {
+    const wanted = options.outputs;
+    for (const name of wanted ?? []) {
+      if (!this.plan.outputs.some((o) => o.name === name)) throw new Error(`no graph output ${name}`);
+    }
     const vars = solveVars(this.graph, options.inputs, options.vars ?? {});
     for (const i of this.graph.inputs) {
       if (i.state && i.name in options.inputs) throw new Error(`${i.name} is state: use writeState()`);
@@ -182,6 +190,7 @@ export class PlanExecutor {
     await Promise.all(this.plan.backends.map((b) => this.#backends.get(b)!.sync()));
     const out: Record<string, HostArray> = {};
     for (const o of this.plan.outputs) {
+      if (wanted && !wanted.includes(o.name)) continue;
       const view = this.#view(o.backend, o.tensor, { in: o.in, offset: 0 });
       out[o.name] = await this.#read(o.backend, view, this.#table[o.tensor].shape, this.#table[o.tensor].dtype, vars);
     }

@@ -180,6 +180,34 @@ Deno.test("plan executor: prepared once, allocated once; runs with any T only bi
   assertEquals(count(cpu, "free"), count(cpu, "alloc"));
 });
 
+Deno.test("plan executor: `outputs` reads back only the outputs asked for; the rest stay on the backend", async () => {
+  const g = new GraphBuilder();
+  const x = g.input("x", [sym("T", 4), 8], "f32");
+  const y = add(g, x, x);
+  g.output("y", y);
+  g.output("z", add(g, y, x));
+  const graph = g.build();
+  const cpu = createNullBackend({ name: "cpu" });
+  const ex = await PlanExecutor.create(graph, schedule(graph, [cpu]), [cpu], { weights: new Map() });
+  const reads = () => cpu.calls.filter((c) => c.method === "read").length;
+  const inputs = { x: new Float32Array(3 * 8) };
+  assertEquals(Object.keys(await ex.run({ inputs })).sort(), ["y", "z"]);
+  assertEquals(reads(), 2);
+  assertEquals(Object.keys(await ex.run({ inputs, outputs: ["z"] })), ["z"]);
+  assertEquals(reads(), 3);
+  await assertRejects(() => ex.run({ inputs, outputs: ["w"] }), Error, "no graph output w");
+  ex.dispose();
+  const ref = await referenceBackend.create();
+  const out = await runGraph(graph, ref, {
+    weights: new Map(),
+    inputs: { x: new Float32Array(8).fill(1) },
+    outputs: ["z"],
+  });
+  assertEquals(Array.from(out.z as Float32Array), new Array(8).fill(3));
+  assertEquals(out.y, undefined);
+  ref.dispose();
+});
+
 Deno.test("plan executor: errors say what is wrong", async () => {
   const graph = chain(2);
   const ref = await referenceBackend.create();

@@ -154,6 +154,11 @@ export class VisionRunner {
     return out;
   }
 
+  /** Name of the backend the vision graph runs on (null until the first `encode` builds it). */
+  get backendName(): string | null {
+    return this.#executor?.backend.name ?? null;
+  }
+
   /** Frees the vision graph's buffers (and its own backend, if it made one). */
   dispose(): void {
     this.#executor?.dispose();

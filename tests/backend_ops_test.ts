@@ -7,8 +7,9 @@
  * decode exactly, only f32 accumulation order and FMA differ from the reference's f64 sums); q8 2e-2 (measured
  * ≤ 1.1e-2: rows ≤ 8 quantise activations to int8 per 32-block, the reference sees only the dequantised weights;
  * more rows dequantise the weights exactly, ≤ 5e-7); norms, rope, swiglu 2e-6 (≤ 1.6e-7); gelu 1e-5 (its erfc
- * approximation, ≤ 3.4e-6); add / mul 1e-7 and copies 0 (both exact on wasm); a bf16 cache 1e-2 (≤ 2.3e-3: the backend rounds the
- * latents it stores, the reference keeps them f32).
+ * approximation, ≤ 3.4e-6); vision attention 2e-6 (≤ 3.6e-7: f32 scores and online softmax), 5e-6 with scores of
+ * ±50 (1.2e-6: f32 rounding of the scores, amplified by exp); add / mul 1e-7 and copies (patch_merge too) 0 (both
+ * exact on wasm); a bf16 cache 1e-2 (≤ 2.3e-3: the backend rounds the latents it stores, the reference keeps them f32).
  *
  * The table is exported for benches: `OP_CASES` (build a case with `c.build()`) and `runOpCase`.
  *
@@ -24,6 +25,8 @@ import { type Backend, storageDType } from "../runtime/backend.ts";
 import { referenceBackend } from "../runtime/backends/reference.ts";
 import { storedWeight } from "../runtime/model.ts";
 import { type HostArray, PlanExecutor } from "../runtime/plan_executor.ts";
+import { wasmBackend } from "../runtime/backends/wasm/backend.ts";
+import { wasmTuning } from "../runtime/backends/wasm/ops.ts";
 import { BACKENDS } from "../runtime/registry.ts";
 import { type Plan, schedule } from "../runtime/schedule.ts";
 import { bf16ToF32, f32ToBytes, type FloatDType, quantizeFp8 } from "../runtime/weights/codecs.ts";
@@ -332,6 +335,22 @@ function mlaCases(): OpCase[] {
     // Long enough for token blocks (several tokens per work item): one sequence, then two interleaved.
     mlaCase("long prefill one sequence", MLA_POW2, "f32", "f32", [3, 0], [29, 0]),
     mlaCase("long prefill", MLA_ODD, "bf16", "f32", [0, 0], [12, 9]),
+    ...mlaDecodeCases(),
+    // Past the wasm backend's default split length: split decode without forcing it.
+    mlaCase("decode split by default", MLA_POW2, "q8", "bf16", [300, 257], [1, 1]),
+  ];
+}
+
+/**
+ * Decode at context lengths off the 64-row tiles and block sizes, one and two tokens per sequence; the wasm test
+ * below also runs them with its split decode forced on and off.
+ */
+function mlaDecodeCases(): OpCase[] {
+  return [
+    mlaCase("decode long", MLA_ODD, "f32", "f32", [70, 3], [1, 1]),
+    mlaCase("decode long", MLA_POW2, "q8", "bf16", [129, 64], [1, 1]),
+    mlaCase("decode long one sequence", MLA_POW2, "bf16", "f32", [200, 0], [1, 0]),
+    mlaCase("decode long, 2 tokens each", MLA_ODD, "f8e4m3", "f32", [65, 1], [2, 2]),
   ];
 }
 
@@ -382,9 +401,11 @@ function embeddingCases(): OpCase[] {
 }
 
 function sampleCases(): OpCase[] {
-  const rows = (R: number, V: number) =>
-    opCase(`sample R=${R} V=${V}`, "sample", 0, (c) => {
-      const Rs = sym("R", R + 2);
+  // `masks` allowed-id masks (0: none, so `mask` is [0, W]): dense, sparse, a single id, then none (→ −1); each
+  // with random bits past V, which must be ignored. Row r obeys mask r % (masks + 1) − 1 (−1: unmasked).
+  const rows = (R: number, V: number, masks: number) =>
+    opCase(`sample R=${R} V=${V} masks=${masks}`, "sample", 0, (c) => {
+      const Rs = sym("R", R + 2), W = Math.ceil(V / 32);
       const t = [0, 0.7, 1, 1.5, 0.9, 0, 2, 0.3, 1];
       const k = [0, 0, 5, 40, 0, 3, 0, 1, 2];
       const p = [1, 0.9, 1, 0.5, 1, 1, 0.2, 1, 0.95];
@@ -398,9 +419,68 @@ function sampleCases(): OpCase[] {
       const temperature = input("temperature", pick(t)), topP = input("topP", pick(p));
       const uniform = input("uniform", Array.from({ length: R }, () => c.r()));
       const topK = c.i32("topK", pick(k), [Rs]);
-      return { ids: ops.sample(c.g, { logits, temperature, topK, topP, uniform }) };
+      const words = new Uint32Array(masks * W);
+      for (let m = 0; m < masks; m++) {
+        const density = [0.8, 0.05, 0, 0][m % 4];
+        for (let id = 0; id < W * 32; id++) {
+          const on = id >= V ? c.r() < 0.5 : m % 4 === 2 ? id === (7 * m + 3) % V : c.r() < density;
+          if (on) words[m * W + (id >> 5)] |= 1 << (id & 31);
+        }
+      }
+      const maskRow = c.i32("maskRow", Array.from({ length: R }, (_, r) => r % (masks + 1) - 1), [Rs]);
+      const mask = c.i32("mask", Array.from(new Int32Array(words.buffer)), [sym("C", R), W]);
+      return { ids: ops.sample(c.g, { logits, temperature, topK, topP, uniform, maskRow, mask }) };
     });
-  return [rows(5, 300), rows(9, 1000)];
+  return [rows(5, 300, 0), rows(9, 1000, 0), rows(9, 300, 4), rows(12, 1000, 3)];
+}
+
+/**
+ * Vision ops: block-diagonal attention over uneven segments (one of length 1, some longer than the kernel's 16-row
+ * query blocks and 64-row key tiles), head dims that are and are not multiples of 4, d ≠ dv; patch_merge with the
+ * 2×2 merge (K = 4, the kernel's transposed path) and another K, with repeated rows.
+ */
+function visionCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  // [segment lengths], H, d, dv, q and k amplitude (6: scores spread over ±50, so most weights flush to 0).
+  const geoms: [number[], number, number, number, number][] = [
+    [[3, 1, 3], 2, 8, 8, 2],
+    [[20, 1, 24], 3, 16, 16, 2],
+    [[40, 33], 2, 16, 16, 6],
+    [[70, 1, 79], 2, 88, 88, 2],
+    [[5, 9, 1, 2], 3, 12, 20, 2],
+    [[1, 6, 4], 2, 5, 3, 2],
+  ];
+  for (const [lens, H, d, dv, amp] of geoms) {
+    const N = lens.reduce((a, b) => a + b, 0);
+    cases.push(
+      opCase(
+        `attention segments [${lens}] H=${H} d=${d} dv=${dv} q,k ±${amp}`,
+        "attention",
+        amp > 2 ? 5e-6 : 2e-6,
+        (c) => {
+          const segment = lens.flatMap((n, s) => new Array(n).fill(s));
+          const q = c.f32("q", [[N, N + 3], H, d], amp), k = c.f32("k", [[N, N + 3], H, d], amp);
+          const v = c.f32("v", [[N, N + 3], H, dv]);
+          const seg = c.i32("segment", segment, [sym("T", N + 3)]);
+          return { y: ops.attention(c.g, { q, k, v, segment: seg }, { scale: 1 / Math.sqrt(d) }) };
+        },
+      ),
+    );
+  }
+  for (
+    const [P, C, K, index] of [[13, 9, 4, [0, 1, 4, 5, 12, 12, 3, 0, 7, 8, 11, 2]], [9, 8, 4, [8, 0, 1, 2]], [
+      6,
+      5,
+      3,
+      [5, 0, 1, 1, 2, 3, 4, 0, 5],
+    ]] as [number, number, number, number[]][]
+  ) {
+    cases.push(opCase(`patch_merge P=${P} C=${C} K=${K}`, "patch_merge", 0, (c) => {
+      const M = index.length / K, idx = c.i32("index", index, [sym("M", M + 1), K]);
+      return { y: ops.patchMerge(c.g, c.f32("x", [[P, P + 2], C]), idx) };
+    }));
+  }
+  return cases;
 }
 
 /** Every case, in table order. */
@@ -413,6 +493,7 @@ export const OP_CASES: readonly OpCase[] = [
   ...mlaCases(),
   ...moeCases(),
   ...sampleCases(),
+  ...visionCases(),
 ];
 
 // ---------------------------------------------------------------------------------------------- running
@@ -513,3 +594,30 @@ for (const factory of BACKENDS.filter((f) => f.name !== "reference")) {
     },
   });
 }
+
+Deno.test({
+  name: "backend ops: wasm decode attention ≡ reference with split decode forced on and off",
+  ignore: await wasmBackend.probe().catch(() => 0) <= 0,
+  async fn(t) {
+    const backend = await wasmBackend.create({ threads: THREADS });
+    const reference = await referenceBackend.create();
+    const saved = wasmTuning.splitContext;
+    try {
+      for (const splitContext of [0, Infinity]) {
+        for (const c of mlaDecodeCases()) {
+          await t.step(`${c.name} (split from ${splitContext})`, async () => {
+            wasmTuning.splitContext = splitContext;
+            const want = await runOpCase(c.build(), [reference]);
+            const got = await runOpCase(c.build(), [backend, reference]);
+            const { err } = compare(c, got, want);
+            assert(err <= c.tol, `${c.name}: normalised error ${err} > ${c.tol}`);
+          });
+        }
+      }
+    } finally {
+      wasmTuning.splitContext = saved;
+      backend.dispose();
+      reference.dispose();
+    }
+  },
+});

@@ -17,10 +17,11 @@
 
 import type { GraphBuilder, Tensor } from "../builder.ts";
 import type { DType } from "../dtype.ts";
-import { sym } from "../ir.ts";
+import { type Dim, sym } from "../ir.ts";
 import { add } from "../../ops/add.ts";
 import { embedding } from "../../ops/embedding.ts";
 import { gatherRows } from "../../ops/gather_rows.ts";
+import { maskWords, sample } from "../../ops/sample.ts";
 import { matmul } from "../../ops/matmul.ts";
 import { mla } from "../blocks/mla.ts";
 import { moe } from "../blocks/moe.ts";
@@ -61,13 +62,19 @@ export interface Mistral4IOOptions {
    * scattered over the embeddings. 0 or absent: a text-only graph, exactly as without vision.
    */
   maxImageRows?: number;
+  /**
+   * Ends the step with the sampler: adds the `sample` op's per-row inputs (`temperature f32 [R]`, `topK i32 [R]`,
+   * `topP f32 [R]`, `uniform f32 [R]`, `maskRow i32 [R]`, `mask i32 [C, ceil(vocab/32)]` with C ≤ R) and output
+   * `sampled i32 [R]`, so a step can return token ids without its logits leaving the backend.
+   */
+  sample?: boolean;
 }
 
 /**
  * The step's tensors. Inputs: `ids i32 [T]`, `pos i32 [T]` (absolute positions), `seq i32 [T]` (row of the block
  * table each token belongs to), `blockTable i32 [S, maxBlocksPerSeq]`, `logitRows i32 [R]` (tokens whose logits are
  * computed), and per layer the state `layers.{i}.cache [numBlocks, blockSize, kv_lora_rank + qk_rope_head_dim]`,
- * written in place. Output `logits [R, vocab_size]` (f32).
+ * written in place. Output `logits [R, vocab_size]` (f32); with `sample`, also `sampled i32 [R]`.
  */
 export interface Mistral4IO {
   /** Token ids `i32 [T]`. */
@@ -84,6 +91,8 @@ export interface Mistral4IO {
   caches: Tensor[];
   /** Output `f32 [R, vocab_size]`. */
   logits: Tensor;
+  /** One id per logits row `i32 [R]` (with `sample`). */
+  sampled?: Tensor;
   /** Token rows that take an image vector `i32 [I]` (with `maxImageRows`). */
   imageRows?: Tensor;
   /** The image vectors `f32 [I, hidden_size]` (with `maxImageRows`). */
@@ -211,7 +220,24 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
   const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], io.linearDtype ?? dt);
   const logits = matmul(g, last, head, { name: "logits" }); // [R, V]
   g.output("logits", logits);
-  return { ids, pos, seq, blockTable, logitRows, caches, logits, ...image };
+  // Named `sampled`, not `ids`: that is the step's input of token ids.
+  const sampled = io.sample ? samplerOf(g, logits, R, V) : undefined;
+  if (sampled) g.output("sampled", sampled);
+  return { ids, pos, seq, blockTable, logitRows, caches, logits, ...image, ...(sampled ? { sampled } : {}) };
+}
+
+/** The sampler over the logits `[R, V]`, with its per-row inputs (see {@link Mistral4IOOptions.sample}). */
+function samplerOf(g: GraphBuilder, logits: Tensor, R: Dim, V: number): Tensor {
+  const C = sym("C", typeof R === "number" ? R : R.max); // masked rows: one mask per constrained sequence
+  return sample(g, {
+    logits,
+    temperature: g.input("temperature", [R], "f32"),
+    topK: g.input("topK", [R], "i32"),
+    topP: g.input("topP", [R], "f32"),
+    uniform: g.input("uniform", [R], "f32"),
+    maskRow: g.input("maskRow", [R], "i32"),
+    mask: g.input("mask", [C, maskWords(V)], "i32"),
+  }, { name: "sampled" });
 }
 
 /** Sizes of the vision graph: max patches per run (symbol `P`; merged tokens `M` = P / merge²). */

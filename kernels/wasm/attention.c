@@ -40,6 +40,8 @@ typedef struct {
   float scale;           // softmax scale, e.g. 1/sqrt(dn + dr)
   int32_t hg;            // heads per work item
   int32_t tb;            // tokens per work item (prefill chunks: 4–8; decode: 1); rows = ceil(T/tb)·ceil(H/hg)
+  int32_t splits;        // > 1: split decode (see mla_attention), context parts per token
+  float *part;           // split decode scratch: per (token, part) [H, kvr] unnormalised O, then [H] max, [H] sum
 } MlaParams;
 
 #define LT 64       // cache rows per tile
@@ -64,7 +66,11 @@ static WDesc rows_of(const WDesc *W, size_t K, size_t n0) {
 
 // Attention for nt tokens of one sequence (positions pos[0..nt)) and heads h0 .. h0+nh, query rows ordered
 // (token, head). Work shared by the rows: every W_kvb row is decoded once, every cache tile loaded once.
-static void mla_block(const MlaParams *p, const WDesc *W, int t0, int nt, int h0, int nh, const int32_t *pos) {
+// Cache rows [c0, c1) only (clipped to the context). part == 0: the finished output. Otherwise (one token) the
+// unnormalised state of this context part goes to part ([H, kvr] O, [H] max, [H] sum; heads h0.. of it) for
+// mla_merge, which applies the W_UV projection after combining the parts.
+static void mla_block(const MlaParams *p, const WDesc *W, int t0, int nt, int h0, int nh, const int32_t *pos,
+                      int c0, int c1, float *part) {
   const int H = p->H, dn = p->dn, dr = p->dr, dv = p->dv, kvr = p->kvr, QW = kvr + dr, R = nt * nh;
   // Cache tiles are used in place when they are f32 and an 8-wide read at the last c_kv column stays in the row.
   const int direct = p->cdt == DT_F32 && (kvr % 8 == 0 || dr >= 8);
@@ -79,6 +85,7 @@ static void mla_block(const MlaParams *p, const WDesc *W, int t0, int nt, int h0
   float mx[R], den[R];
   int ctx = 0;
   for (int ti = 0; ti < nt; ti++) ctx = pos[ti] + 1 > ctx ? pos[ti] + 1 : ctx;
+  ctx = ctx < c1 ? ctx : c1;
   // 1. Absorb: q_lat = q_nope · W_UK[h] ([dn] · [dn, kvr] → [kvr]); append q_rope; fold in the scale.
   for (int i = 0; i < R * kvr; i++) Q[(i / kvr) * QW + i % kvr] = 0.0f;
   for (int h = 0; h < nh; h++) {
@@ -117,7 +124,7 @@ static void mla_block(const MlaParams *p, const WDesc *W, int t0, int nt, int h0
   }
   // 2. Flash-style pass over the cache: S = Q·Kᵀ per tile, causal mask per token, online softmax, O += P·C_kv.
   const int32_t *table = p->blockTables + (size_t)p->tokSeq[t0] * (size_t)p->maxBlocks;
-  for (int l0 = 0, n; l0 < ctx; l0 += n) {
+  for (int l0 = c0, n; l0 < ctx; l0 += n) {
     n = ctx - l0 < LT ? ctx - l0 : LT;
     int bsz = p->bs - l0 % p->bs;  // a tile never crosses a block boundary
     n = n < bsz ? n : bsz;
@@ -206,6 +213,14 @@ static void mla_block(const MlaParams *p, const WDesc *W, int t0, int nt, int h0
       }
     }
   }
+  if (part) {  // one token: its rows are its heads
+    for (int i = 0; i < R; i++) {
+      for (int c = 0; c < kvr; c++) part[(size_t)(h0 + i) * (size_t)kvr + (size_t)c] = O[i * kvr + c];
+      part[(size_t)H * (size_t)kvr + (size_t)(h0 + i)] = mx[i];
+      part[(size_t)H * (size_t)(kvr + 1) + (size_t)(h0 + i)] = den[i];
+    }
+    return;
+  }
   // 3. out[t, h] = W_UV[h] · (O / den) ([dv, kvr] · [kvr] → [dv]); one pass over W_UV[h] for all nt tokens.
   for (int i = 0; i < R; i++) {
     float inv = den[i] > 0.0f ? 1.0f / den[i] : 0.0f;  // no visible position (pos < 0): zeros, not NaN
@@ -221,11 +236,26 @@ static void mla_block(const MlaParams *p, const WDesc *W, int t0, int nt, int h0
 // Rows [r0, r1) of ceil(T/tb) · ceil(H/hg) work items (token block, head group). Inside an item, blocks larger
 // than MAXROWS query rows are processed in parts, and a block whose tokens are not all of one sequence token by
 // token, so any (tb, hg) is valid.
+//
+// Split decode (splits > 1): rows = T · splits, item (t, s) runs every head of token t over part s of its context
+// (equal parts of whole 64-row tiles), so each part of the latent cache is read once for all heads and a long
+// context spreads over the threads; mla_merge then finishes each (token, head).
 EXPORT(mla_attention)
 void mla_attention(const MlaParams *p, int r0, int r1) {
   const int H = p->H, hg = p->hg > 0 && p->hg < H ? p->hg : H, tb = p->tb > 0 ? p->tb : 1;
   const int G = (H + hg - 1) / hg;
   const WDesc W = {p->wkvb, p->wqs, p->wscale, p->wdt};
+  if (p->splits > 1) {
+    const int S = p->splits;
+    for (int r = r0; r < r1; r++) {
+      const int t = r / S, s = r % S, tiles = (p->tokPos[t] + 1 + LT - 1) / LT;
+      const int c0 = (int)(((int64_t)tiles * s / S) * LT), c1 = (int)(((int64_t)tiles * (s + 1) / S) * LT);
+      float *part = p->part + (size_t)r * (size_t)H * (size_t)(p->kvr + 2);
+      for (int h0 = 0; h0 < H; h0 += MAXROWS)
+        mla_block(p, &W, t, 1, h0, H - h0 < MAXROWS ? H - h0 : MAXROWS, p->tokPos + t, c0, c1, part);
+    }
+    return;
+  }
   for (int r = r0; r < r1; r++) {
     const int t0 = (r / G) * tb, g0 = (r % G) * hg, gn = H - g0 < hg ? H - g0 : hg;
     const int nt = p->T - t0 < tb ? p->T - t0 : tb;
@@ -236,8 +266,45 @@ void mla_attention(const MlaParams *p, int r0, int r1) {
       const int step = same ? (MAXROWS / nh > 0 ? MAXROWS / nh : 1) : 1;
       for (int ti = 0; ti < nt; ti += step) {
         const int n = nt - ti < step ? nt - ti : step;
-        mla_block(p, &W, t0 + ti, n, h0, nh, p->tokPos + t0 + ti);
+        mla_block(p, &W, t0 + ti, n, h0, nh, p->tokPos + t0 + ti, 0, 1 << 30, 0);
       }
     }
+  }
+}
+
+// Split decode, second pass: rows = T · H, item (t, h) combines the splits parts of mla_attention (online-softmax
+// rescaling to the largest max), normalises, and projects with W_UV[h] into out[t, h].
+EXPORT(mla_merge)
+void mla_merge(const MlaParams *p, int r0, int r1) {
+  const int H = p->H, kvr = p->kvr, dn = p->dn, dv = p->dv, S = p->splits;
+  const WDesc W = {p->wkvb, p->wqs, p->wscale, p->wdt};
+  const size_t stride = (size_t)H * (size_t)(kvr + 2);
+  float O[kvr] __attribute__((aligned(16)));
+  for (int r = r0; r < r1; r++) {
+    const int t = r / H, h = r % H;
+    const float *base = p->part + (size_t)t * (size_t)S * stride;
+    float m = -__builtin_inff(), den = 0.0f;
+    for (int s = 0; s < S; s++) {
+      float ms = base[s * stride + (size_t)H * (size_t)kvr + (size_t)h];
+      m = ms > m ? ms : m;
+    }
+    for (int c = 0; c < kvr; c++) O[c] = 0.0f;
+    for (int s = 0; s < S; s++) {
+      const float *ps = base + s * stride;
+      float ms = ps[(size_t)H * (size_t)kvr + (size_t)h], ds = ps[(size_t)H * (size_t)(kvr + 1) + (size_t)h];
+      if (ds == 0.0f) continue;  // nothing visible in this part
+      float f = expf_(ms - m);
+      den += ds * f;
+      const float *os = ps + (size_t)h * (size_t)kvr;
+      f4 fv = splat(f);
+      int c = 0;
+      for (; c + 4 <= kvr; c += 4) st(O + c, madd(ld(os + c), fv, ld(O + c)));
+      for (; c < kvr; c++) O[c] += os[c] * f;
+    }
+    float inv = den > 0.0f ? 1.0f / den : 0.0f;
+    for (int c = 0; c < kvr; c++) O[c] *= inv;
+    WDesc Wv = rows_of(&W, (size_t)kvr, (size_t)h * (size_t)(dn + dv) + (size_t)dn);
+    mm_core(&Wv, O, 0, (size_t)kvr, p->out + ((size_t)t * (size_t)H + (size_t)h) * (size_t)dv, 0, 1, (size_t)kvr, 0,
+            dv);
   }
 }

@@ -74,9 +74,13 @@ export class Sequence {
     return this.tokens.length - this.computed;
   }
 
-  /** Whether the image vectors are needed and not computed yet. */
-  get needsImages(): boolean {
-    return this.images.length > 0 && this.features === null;
+  /**
+   * Whether tokens `[from, to)` hold image tokens whose vectors are not computed yet (a prompt whose images are
+   * all served from the prefix cache never runs the encoder).
+   */
+  needsImages(from: number, to: number): boolean {
+    if (this.features !== null) return false;
+    return this.images.some((im) => im.positions.some((p) => p >= from && p < to));
   }
 
   /**

@@ -46,6 +46,7 @@ import {
 } from "../../backend.ts";
 import { warmup, WasmKernels } from "./module.ts";
 import { compileNode, type RunState, type Step, supportsNode, wasmWeightLayout } from "./ops.ts";
+import { profileKey, wasmProfile } from "./profile.ts";
 import { ThreadPool } from "./threads.ts";
 
 export { wasmWeightLayout } from "./ops.ts";
@@ -60,6 +61,8 @@ const DTYPES: readonly DType[] = ["f32", "bf16", "f8e4m3", "q8", "i32"];
 type WasmPrepared = Prepared & {
   steps: Step[];
   nodes: Node[];
+  /** Profile key of each step (see profile.ts). */
+  keys: string[];
   table: TensorInfo[];
   /** Scratch of node results left unbound (allocated on first use). */
   scratch: Map<number, number>;
@@ -96,6 +99,11 @@ class WasmBackend implements Backend {
   /** Threads each step splits its rows across (the caller included). */
   get threads(): number {
     return this.#pool.threads;
+  }
+
+  /** The thread pool (benchmarks tune its spin times). */
+  get pool(): ThreadPool {
+    return this.#pool;
   }
 
   supports(node: Node, inputs: readonly TensorInfo[]): boolean {
@@ -169,10 +177,14 @@ class WasmBackend implements Backend {
         nodes.push(n);
         this.#growTemp(tempBytes);
       }
+      const keys = nodes.map((n) =>
+        profileKey(n.op, n.name, n.op === "matmul" ? storageDType(this.caps, table[n.inputs[1]].dtype) : undefined)
+      );
       const prepared: WasmPrepared = {
         segment,
         steps,
         nodes,
+        keys,
         table,
         scratch: new Map(),
         ptr: new Float64Array(table.length),
@@ -190,6 +202,7 @@ class WasmBackend implements Backend {
       p.lastBindings = bindings;
     }
     const state: RunState = { ptr: p.ptr, vars, temp: this.#temp };
+    if (wasmProfile.enabled) return this.#runProfiled(p, state);
     for (let i = 0; i < p.steps.length; i++) {
       try {
         p.steps[i](state);
@@ -198,6 +211,25 @@ class WasmBackend implements Backend {
         throw new Error(`wasm: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
       }
     }
+  }
+
+  /** `run` with every step timed into {@link wasmProfile}. */
+  #runProfiled(p: WasmPrepared, state: RunState): void {
+    const start = performance.now();
+    let t = start;
+    for (let i = 0; i < p.steps.length; i++) {
+      const jobs = wasmProfile.jobs;
+      try {
+        p.steps[i](state);
+      } catch (e) {
+        const n = p.nodes[i];
+        throw new Error(`wasm: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
+      }
+      const now = performance.now();
+      wasmProfile.record(p.keys[i], now - t, wasmProfile.jobs - jobs);
+      t = now;
+    }
+    wasmProfile.runMs += performance.now() - start;
   }
 
   sync(): Promise<void> {

@@ -495,7 +495,8 @@ interface MlaCase {
   queries: number; // query tokens per sequence, at the last positions
 }
 
-function runMla(c: MlaCase, dt: WDT, cdt: "f32" | "bf16", hg: number, pool?: ThreadPool, tb = 1): void {
+/** `splits` > 1: split decode (mla_attention over context parts, then mla_merge); hg and tb are then unused. */
+function runMla(c: MlaCase, dt: WDT, cdt: "f32" | "bf16", hg: number, pool?: ThreadPool, tb = 1, splits = 0): void {
   const r = mulberry32(c.H * 1000 + c.kvr + c.bs + DT[dt] * 7 + (cdt === "bf16" ? 3 : 0));
   const b = new Bufs();
   try {
@@ -554,11 +555,18 @@ function runMla(c: MlaCase, dt: WDT, cdt: "f32" | "bf16", hg: number, pool?: Thr
       scale,
       hg,
       tb,
+      splits,
+      part: splits > 1 ? b.f32(T * splits * H * (kvr + 2)) : 0,
     };
     writeParams(k, params, MLA_PARAMS, values);
-    const rows = Math.ceil(T / tb) * Math.ceil(H / hg);
-    if (pool) pool.parallelFor("mla_attention", [params], rows);
-    else ex.mla_attention(params, 0, rows);
+    const run = (kernel: "mla_attention" | "mla_merge", rows: number) => {
+      if (pool) pool.parallelFor(kernel, [params], rows, { chunks: 3 * rows });
+      else ex[kernel](params, 0, rows);
+    };
+    if (splits > 1) {
+      run("mla_attention", T * splits);
+      run("mla_merge", T * H);
+    } else run("mla_attention", Math.ceil(T / tb) * Math.ceil(H / hg));
     const got = k.f32(out, T * H * dv).slice();
     // Naive (expanded) MLA: k_nope = W_UK·c_kv, v = W_UV·c_kv per cached position, ordinary causal attention.
     const ref = new Float64Array(T * H * dv);
@@ -592,12 +600,20 @@ function runMla(c: MlaCase, dt: WDT, cdt: "f32" | "bf16", hg: number, pool?: Thr
       }
     }
     // q8: W_UV runs on the int8 decode path, so o_lat is quantised too (see the q8 bound above).
-    expectClose(got, ref, dt === "q8" ? 1e-2 : 2e-5, `mla ${JSON.stringify(c)} ${dt} cache=${cdt} hg=${hg} tb=${tb}`);
+    expectClose(
+      got,
+      ref,
+      dt === "q8" ? 1e-2 : 2e-5,
+      `mla ${JSON.stringify(c)} ${dt} cache=${cdt} hg=${hg} tb=${tb} splits=${splits}`,
+    );
     if (pool) {
       // Same numbers as one thread.
       const out1 = b.f32(T * H * dv);
       writeParams(k, params, MLA_PARAMS, { ...values, out: out1 });
-      ex.mla_attention(params, 0, rows);
+      if (splits > 1) {
+        ex.mla_attention(params, 0, T * splits);
+        ex.mla_merge(params, 0, T * H);
+      } else ex.mla_attention(params, 0, Math.ceil(T / tb) * Math.ceil(H / hg));
       expectEqual(got, k.f32(out1, T * H * dv), "mla 2 threads");
     }
   } finally {
@@ -624,6 +640,22 @@ Deno.test("mla_attention (absorbed, paged) ≡ naive MLA: decode and prefill sha
   runMla({ ...ODD, bs: 64, lens: [130], queries: 9 }, "f8e4m3", "f32", 3, undefined, 4); // last block short
   runMla(WIDE, "f32", "bf16", 10, undefined, 3); // 30 rows: four 8-wide Q panels
   runMla(WIDE, "bf16", "f32", 5, undefined, 30); // 150 rows > 128: split inside the item
+});
+
+Deno.test("mla_attention split decode (context parts + mla_merge) ≡ naive MLA, odd contexts, 1 and many tokens", async () => {
+  // Contexts shorter than, equal to and past whole 64-row tiles and block sizes; more parts than tiles (empty parts).
+  const LONG: MlaCase = { H: 3, dn: 6, dr: 6, dv: 10, kvr: 20, bs: 5, lens: [1, 63, 64, 65, 200], queries: 1 };
+  const MANY: MlaCase = { ...WIDE, lens: [130, 7], queries: 2 };
+  for (const splits of [2, 3, 5]) {
+    runMla(LONG, "f32", "f32", 1, undefined, 1, splits);
+    runMla(LONG, "q8", "bf16", 1, undefined, 1, splits);
+    runMla(MANY, "bf16", "f32", 1, undefined, 1, splits);
+    runMla({ ...MS4, lens: [150, 2] }, "f8e4m3", "bf16", 1, undefined, 1, splits);
+  }
+  await withPool(2, (pool) => {
+    runMla(LONG, "f32", "bf16", 1, pool, 1, 4);
+    runMla(MANY, "q8", "f32", 1, pool, 1, 3);
+  });
 });
 
 Deno.test("mla_attention: 2 threads, heads split across threads", async () => {
@@ -787,56 +819,77 @@ Deno.test("moe: 2 threads give the single-thread result", async () => {
 
 // ------------------------------------------------------------------------------------------- sampling
 
-Deno.test("argmax and sample (temperature, top-k, top-p, uniform u) match the reference walk", () => {
+Deno.test("argmax and sample (temperature, top-k, top-p, uniform u, masks) match the reference walk", () => {
   const r = mulberry32(51);
   const b = new Bufs();
   try {
-    for (const V of [1, 7, 1000]) {
-      const settings: [number, number, number][] = [
-        [0, 0, 1],
-        [0.7, 0, 1],
-        [1.5, 5, 1],
-        [1, 0, 0.9],
-        [0.7, 50, 0.5],
-        [1, 1, 1],
-        [2, V, 0.3],
-        [1, 0, 0],
-      ];
-      const T = settings.length;
-      const logits = randArray(r, T * V, 5);
-      if (V > 1) logits[1] = logits[0]; // a tie
-      const u = Array.from({ length: T }, () => r());
-      const lp = b.f32(logits), out = b.i32(T), scratch = b.f32(2 * V * T);
-      ex.sample(
-        lp,
-        V,
-        b.f32(settings.map((s) => s[0])),
-        b.i32(settings.map((s) => s[1])),
-        b.f32(settings.map((s) => s[2])),
-        b.f32(u),
-        out,
-        scratch,
-        0,
-        T,
-      );
-      const am = b.i32(T);
-      ex.argmax(lp, V, am, 0, T);
-      for (let t = 0; t < T; t++) {
-        const row = logits.subarray(t * V, t * V + V);
-        let best = 0;
-        for (let i = 1; i < V; i++) if (row[i] > row[best]) best = i;
-        assert(k.i32(am, T)[t] === best, `argmax V=${V}`);
-        const [temp, topk, topp] = settings[t];
-        const got = k.i32(out, T)[t];
-        if (temp <= 0) {
-          assert(got === best, `temperature 0 is argmax (V=${V})`);
-          continue;
+    // 20000: nearly flat rows (as a random-weight model gives), where the cuts select among thousands.
+    for (const V of [1, 7, 1000, 20000]) {
+      for (const masked of [false, true]) {
+        const settings: [number, number, number][] = [
+          [0, 0, 1],
+          [0.7, 0, 1],
+          [1.5, 5, 1],
+          [1, 0, 0.9],
+          [0.7, 50, 0.5],
+          [1, 1, 1],
+          [2, V, 0.3],
+          [1, 0, 0],
+          [0, 3, 1],
+        ];
+        const T = settings.length, W = Math.ceil(V / 32);
+        const logits = randArray(r, T * V, V > 10000 ? 0.05 : 5);
+        if (V > 1) logits[1] = logits[0]; // a tie
+        const u = Array.from({ length: T }, () => r());
+        // Masks: dense, sparse, a single id, none allowed (→ −1), with random bits past V that must be ignored.
+        const masks = new Uint32Array(4 * W);
+        for (let i = 0; i < 4 * W * 32; i++) {
+          const m = i / (W * 32) | 0, id = i % (W * 32);
+          const on = id >= V ? r() < 0.5 : m === 0 ? r() < 0.8 : m === 1 ? r() < 0.1 : m === 2 && id === V - 1;
+          if (on) masks[i >> 5] |= 1 << (i & 31);
         }
-        // The kernel leaves p_i in scratch: check it, then replay the selection walk on exactly those values.
-        const p = k.f32(scratch + t * 8 * V, V).slice();
-        const m = Math.max(...row);
-        expectClose(p, Array.from(row, (l) => Math.exp(fr(fr(l - m) * fr(1 / temp)))), 2e-6, "sample probs");
-        assert(got === refSample(p, topk, topp, u[t]), `sample V=${V} ${settings[t]}: got ${got}`);
+        const maskRow = Array.from({ length: T }, (_, t) => t % 5 - 1); // −1 (none), then masks 0–3
+        const allowed = (t: number, id: number) =>
+          !masked || maskRow[t] < 0 || (masks[maskRow[t] * W + (id >> 5)] >>> (id & 31) & 1) === 1;
+        const lp = b.f32(logits), out = b.i32(T), scratch = b.f32(2 * V * T);
+        ex.sample(
+          lp,
+          V,
+          b.f32(settings.map((s) => s[0])),
+          b.i32(settings.map((s) => s[1])),
+          b.f32(settings.map((s) => s[2])),
+          b.f32(u),
+          masked ? b.i32(maskRow) : 0,
+          b.i32(new Int32Array(masks.buffer)),
+          out,
+          scratch,
+          0,
+          T,
+        );
+        const am = b.i32(T);
+        ex.argmax(lp, V, am, 0, T);
+        for (let t = 0; t < T; t++) {
+          const row = logits.subarray(t * V, t * V + V);
+          const ids = Array.from({ length: V }, (_, i) => i).filter((i) => allowed(t, i));
+          let best = 0;
+          for (let i = 1; i < V; i++) if (row[i] > row[best]) best = i;
+          assert(k.i32(am, T)[t] === best, `argmax V=${V}`);
+          let bestAllowed = -1;
+          for (const i of ids) if (bestAllowed < 0 || row[i] > row[bestAllowed]) bestAllowed = i;
+          const [temp, topk, topp] = settings[t];
+          const got = k.i32(out, T)[t];
+          const what = `V=${V} masked=${masked} row ${t} ${settings[t]}`;
+          if (temp <= 0 || ids.length === 0) {
+            assert(got === bestAllowed, `temperature 0 is argmax, no allowed id is −1 (${what}): got ${got}`);
+            continue;
+          }
+          // The kernel leaves p_i of the allowed ids in scratch: check them, then replay the selection walk on them.
+          const p = k.f32(scratch + t * 8 * V, V).slice();
+          const m = Math.max(...ids.map((i) => row[i]));
+          const want = ids.map((i) => Math.exp(fr(fr(row[i] - m) * fr(1 / temp))));
+          expectClose(Float32Array.from(ids, (i) => p[i]), want, 2e-6, "sample probs");
+          assert(got === refSample(p, ids, topk, topp, u[t]), `sample ${what}: got ${got}`);
+        }
       }
     }
   } finally {
@@ -844,8 +897,9 @@ Deno.test("argmax and sample (temperature, top-k, top-p, uniform u) match the re
   }
 });
 
-function refSample(p: Float32Array, topk: number, topp: number, u: number): number {
-  const V = p.length, K = topk > 0 && topk < V ? topk : V;
+/** The kernel's walk over the candidates `all` (allowed ids, increasing) with their f32 probabilities `p`. */
+function refSample(p: Float32Array, all: number[], topk: number, topp: number, u: number): number {
+  const V = all.length, K = topk > 0 && topk < V ? topk : V;
   const sum = (ids: number[]) => ids.reduce((a, i) => fr(a + p[i]), 0);
   const walk = (ids: number[], z: number) => {
     const target = fr(u * z);
@@ -853,7 +907,6 @@ function refSample(p: Float32Array, topk: number, topp: number, u: number): numb
     for (const i of ids) if (target < (cum = fr(cum + p[i]))) return i;
     return ids[ids.length - 1];
   };
-  const all = Array.from({ length: V }, (_, i) => i);
   const sorted = all.slice().sort((a, c) => p[c] - p[a] || a - c);
   if (K === V && !(topp < 1)) return walk(sorted, sum(all)); // nothing cut: the total, summed in id order
   const z = K < V ? sum(sorted.slice(0, K)) : sum(all);
@@ -893,6 +946,35 @@ Deno.test("ThreadPool: ranges cover every row once, alignment, small jobs stay o
       const a = b.f32(new Float32Array(8).fill(3)), y = b.f32(8);
       pool.parallelFor("add", [a, a, y], 8); // still usable afterwards
       expectEqual(k.f32(y, 8), new Float32Array(8).fill(6), "after error");
+    } finally {
+      b.free();
+    }
+  });
+  assert(k.allocatedBytes === 0, `test allocations leaked: ${k.allocatedBytes} bytes`);
+});
+
+Deno.test("ThreadPool: dynamic pieces (chunks) cover every row exactly once, aligned, and surface errors", async () => {
+  await withPool(3, (pool) => {
+    const b = new Bufs();
+    try {
+      for (const rows of [1, 5, 8, 33, 64, 1001, 4099]) {
+        for (const [align, chunks, minRows] of [[1, 12, 1], [4, 7, 1], [8, 64, 16], [1, 1000, 1], [4, 2, 1]]) {
+          // In place y += 1: a row run twice would read 3, a row skipped 1.
+          const one = b.f32(new Float32Array(rows).fill(1)), y = b.f32(new Float32Array(rows).fill(1));
+          pool.parallelFor("add", [y, one, y], rows, { align, chunks, minRows });
+          expectEqual(k.f32(y, rows), new Float32Array(rows).fill(2), `rows=${rows} align=${align} chunks=${chunks}`);
+        }
+      }
+      let threw = false;
+      try {
+        pool.parallelFor("add", [0x7ffffff0, 0x7ffffff0, 0x7ffffff0], 640, { chunks: 16 }); // traps
+      } catch {
+        threw = true;
+      }
+      assert(threw, "a trapping kernel throws in dynamic mode");
+      const a = b.f32(new Float32Array(64).fill(3)), y = b.f32(64);
+      pool.parallelFor("add", [a, a, y], 64, { chunks: 9 });
+      expectEqual(k.f32(y, 64), new Float32Array(64).fill(6), "after error");
     } finally {
       b.free();
     }

@@ -27,12 +27,15 @@
  * | `copy_rows` | src, lds, idx (0: identity), dst, ldd, bytes — strides in bytes | rows |
  * | `rope` | x, ldx, nh, ldh, off, dr, theta, pos, posStride, split, mag, beta, orig | tokens |
  * | `mla_cache_write` | kv, ldkv, cache, cdt, blockTables, maxBlocks, bs, tokSeq, tokPos, width | tokens |
- * | `mla_attention` | params ({@linkcode MLA_PARAMS}) | ceil(T / tb) · ceil(H / hg) |
+ * | `mla_attention` | params ({@linkcode MLA_PARAMS}) | ceil(T / tb) · ceil(H / hg); split decode: T · splits |
+ * | `mla_merge` (split decode) | params | T · H |
  * | `moe_route` | logits, E, k, renorm, scale, idx, w | tokens |
  * | `moe_plan` (no rows; returns nActive) | idx, T, k, E, offsets, order, inv, active | — |
  * | `moe_gate_up`, `moe_down`, `moe_combine` | params ({@linkcode MOE_PARAMS}) | see {@linkcode moeRows} |
  * | `argmax` | logits, V, out | rows |
- * | `sample` | logits, V, temps, topk, topp, u, out, scratch (8·V bytes per row) | rows |
+ * | `sample` | logits, V, temps, topk, topp, u, maskRow (0: none), masks, out, scratch (8·V bytes per row) | rows |
+ * | `seg_attention` | q, k, v, out, H, d, dv, scale, items ({q0, q1, k0, k1, h, cost0} each), nItems | cost units |
+ * | `patch_merge` | x, C, index, K, out | merged tokens |
  *
  * Weight dtypes ({@linkcode DT}): f32; bf16; f8e4m3 with one f32 scale per tensor (`W = f8 · wscale`) or, when
  * `wqs` is non-zero, one f32 scale per row (`W[n] = f8 · wqs[n]`; MoE: `qg/qu/qd` with strides `qsg/qsu/qsd`);
@@ -93,6 +96,7 @@ export interface KernelExports {
   rope: Fn;
   mla_cache_write: Fn;
   mla_attention: Fn;
+  mla_merge: Fn;
   moe_route: Fn;
   moe_plan: (...args: number[]) => number;
   moe_gate_up: Fn;
@@ -100,6 +104,8 @@ export interface KernelExports {
   moe_combine: Fn;
   argmax: Fn;
   sample: Fn;
+  seg_attention: Fn;
+  patch_merge: Fn;
 }
 
 /** Names of the kernels callable through `ThreadPool.parallelFor`. */
@@ -132,6 +138,8 @@ export const MLA_PARAMS = [
   "scale:f",
   "hg",
   "tb",
+  "splits",
+  "part",
 ] as const;
 
 /** Field order of the `MoeParams` struct (moe.c); see {@linkcode MLA_PARAMS}. Unused pointers are 0. */

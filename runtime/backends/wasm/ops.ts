@@ -147,7 +147,12 @@ export function supportsNode(node: Node, stored: readonly DType[], kinds: readon
       // One dtype code serves gate, up and down.
       return is(0, "f32") && is(1, "f32") && matrix(2) && stored[3] === stored[2] && out === "f32";
     case "sample":
-      return is(0, "f32") && is(1, "f32") && is(2, "i32") && is(3, "f32") && is(4, "f32") && out === "i32";
+      return is(0, "f32") && is(1, "f32") && is(2, "i32") && is(3, "f32") && is(4, "f32") && is(5, "i32") &&
+        is(6, "i32") && out === "i32";
+    case "attention":
+      return is(0, "f32") && is(1, "f32") && is(2, "f32") && is(3, "i32") && out === "f32";
+    case "patch_merge":
+      return is(0, "f32") && is(1, "i32") && out === "f32";
     default:
       return false;
   }
@@ -157,6 +162,15 @@ export function supportsNode(node: Node, stored: readonly DType[], kinds: readon
 
 // Fewest elements (or rows × width) worth a thread of their own: below this, waking workers costs more.
 const MIN_ELEMS = 1 << 14;
+
+/**
+ * Tuning of the compiled steps, read at every run (benchmarks and tests change it):
+ * - `pieces`: pieces per thread of the large jobs (matmul, attention, MoE) that the threads take as they finish
+ *   (`ParallelOptions.chunks`); 0 or 1: one contiguous range per thread.
+ * - `splitContext`: from this many positions on, decode attention items take every head over a part of the
+ *   context (split decode) rather than a group of heads over all of it; tests set 0 or Infinity to force a path.
+ */
+export const wasmTuning = { pieces: 4, splitContext: 256 };
 
 /** Compiles one node (already checked by `supportsNode`). */
 export function compileNode(c: CompileContext, node: Node): Step {
@@ -224,8 +238,13 @@ const COMPILERS: Record<string, Compiler> = {
     return (s) => {
       const M = numel(shapeOf(c, x, s.vars)) / K, w = s.ptr[wid];
       const args = [s.ptr[x], w, wdt, 1, scales ? w + scales : 0, s.ptr[node.id], M, N, K];
-      // Split over output features in 8-row panels; enough of them per thread to pay for the wake-up.
-      c.pool.parallelFor("matmul", args, N, { align: 8, minRows: minRows(M * K) });
+      // Split over output features in 8-row panels; enough of them per thread to pay for the wake-up, in pieces
+      // the threads take as they finish (a thread descheduled on a busy machine would otherwise hold up the step).
+      c.pool.parallelFor("matmul", args, N, {
+        align: 8,
+        minRows: minRows(M * K),
+        chunks: wasmTuning.pieces * c.pool.threads,
+      });
     };
   },
 
@@ -337,6 +356,8 @@ const COMPILERS: Record<string, Compiler> = {
   moe_route: compileMoeRoute,
   moe_experts: compileMoeExperts,
   sample: compileSample,
+  attention: compileSegAttention,
+  patch_merge: compilePatchMerge,
 };
 
 function elementwise2(kernel: "add" | "mul"): Compiler {
@@ -372,9 +393,11 @@ function compileMla(c: CompileContext, node: Node): Step {
   const cdt = c.stored(cache) === "bf16" ? DT.bf16 : DT.f32;
   const nb = maxShape(c.table[cache].shape)[0], mb = maxShape(c.table[bt].shape)[1];
   const Tmax = maxShape(c.table[q].shape)[0];
-  // Temp: [c_kv | k_rope] rows for the cache write, then the kernel's params struct.
-  const kvBytes = Math.ceil((Tmax * QW * 4) / 64) * 64;
-  c.temp(kvBytes + 4 * MLA_PARAMS.length);
+  // Temp: [c_kv | k_rope] rows for the cache write, the kernel's params struct, then split-decode partial states
+  // (T · splits < 8 · threads items of [H, kvr + 2]).
+  const kvBytes = Math.ceil((Tmax * QW * 4) / 64) * 64, paramBytes = 64 * Math.ceil(MLA_PARAMS.length / 16);
+  const partItems = 8 * c.pool.threads;
+  c.temp(kvBytes + paramBytes + partItems * H * (kvr + 2) * 4);
   return (s) => {
     const T = shapeOf(c, q, s.vars)[0], S = shapeOf(c, bt, s.vars)[0];
     if (T === 0) return;
@@ -387,9 +410,19 @@ function compileMla(c: CompileContext, node: Node): Step {
     // Prefill: token blocks share W_kvb decoding and cache tiles, all heads at once. Decode: one token's heads
     // spread over the threads.
     const threads = c.pool.threads;
-    let tb = 1, hg = H;
+    let tb = 1, hg = H, splits = 0;
     if (T >= 4 * threads) tb = Math.max(1, Math.min(8, Math.floor(T / (4 * threads))));
-    else hg = Math.ceil(H / Math.min(H, Math.ceil((4 * threads) / T)));
+    else {
+      // Decode. Head groups read the whole latent cache once per group: fine while it is short. Past
+      // wasmTuning.splitContext, every item takes all heads over a part of the context instead (the cache is read
+      // once, the parts spread over the threads), and mla_merge combines the parts.
+      const p = c.k.i32(s.ptr[pos], T);
+      let ctx = 0;
+      for (let t = 0; t < T; t++) ctx = Math.max(ctx, p[t] + 1);
+      const parts = Math.min(Math.ceil((4 * threads) / T), Math.ceil(ctx / 64), Math.floor(partItems / T));
+      if (ctx >= wasmTuning.splitContext && parts > 1) splits = parts;
+      else hg = Math.ceil(H / Math.min(H, Math.ceil((4 * threads) / T)));
+    }
     const w = s.ptr[wkvb];
     writeParams(c.k, params, MLA_PARAMS, {
       q: s.ptr[q],
@@ -414,8 +447,17 @@ function compileMla(c: CompileContext, node: Node): Step {
       scale: a.scale,
       hg,
       tb,
+      splits,
+      part: s.temp + kvBytes + paramBytes,
     });
-    c.pool.parallelFor("mla_attention", [params], Math.ceil(T / tb) * Math.ceil(H / hg));
+    if (splits > 1) {
+      c.pool.parallelFor("mla_attention", [params], T * splits, { chunks: wasmTuning.pieces * threads });
+      c.pool.parallelFor("mla_merge", [params], T * H, { chunks: wasmTuning.pieces * threads });
+      return;
+    }
+    c.pool.parallelFor("mla_attention", [params], Math.ceil(T / tb) * Math.ceil(H / hg), {
+      chunks: wasmTuning.pieces * threads,
+    });
   };
 }
 
@@ -525,9 +567,10 @@ function compileMoeExperts(c: CompileContext, node: Node): Step {
     const chunk = (width: number) => Math.max(8, Math.ceil(width / perExpert / 8) * 8);
     const field = c.k.i32(params, MOE_PARAMS.length);
     field[chunkField] = chunk(F);
-    c.pool.parallelFor("moe_gate_up", [params], nActive * Math.ceil(F / chunk(F)));
+    const pieces = wasmTuning.pieces * c.pool.threads;
+    c.pool.parallelFor("moe_gate_up", [params], nActive * Math.ceil(F / chunk(F)), { chunks: pieces });
     field[chunkField] = chunk(D);
-    c.pool.parallelFor("moe_down", [params], nActive * Math.ceil(D / chunk(D)));
+    c.pool.parallelFor("moe_down", [params], nActive * Math.ceil(D / chunk(D)), { chunks: pieces });
     c.pool.parallelFor("moe_combine", [params], T, { minRows: minRows(D * K) });
   };
 }
@@ -555,7 +598,7 @@ function denseToTopK(c: CompileContext, route: number, T: number, E: number, K: 
 // ---------------------------------------------------------------------------------------------- sampling
 
 function compileSample(c: CompileContext, node: Node): Step {
-  const [logits, temps, topK, topP, uniform] = node.inputs;
+  const [logits, temps, topK, topP, uniform, maskRow, mask] = node.inputs;
   const V = maxShape(c.table[logits].shape)[1], threads = c.pool.threads;
   // The kernel wants 8·V bytes per row it samples; rows go in batches of one per thread.
   c.temp(8 * V * threads);
@@ -563,8 +606,74 @@ function compileSample(c: CompileContext, node: Node): Step {
     const R = shapeOf(c, logits, s.vars)[0];
     for (let b = 0; b < R; b += threads) {
       const n = Math.min(threads, R - b), o = 4 * b;
-      const args = [s.ptr[logits] + o * V, V, s.ptr[temps] + o, s.ptr[topK] + o, s.ptr[topP] + o];
-      c.pool.parallelFor("sample", [...args, s.ptr[uniform] + o, s.ptr[node.id] + o, s.temp], n);
+      const args = [s.ptr[logits] + o * V, V, s.ptr[temps] + o, s.ptr[topK] + o, s.ptr[topP] + o, s.ptr[uniform] + o];
+      // Mask rows index the whole mask tensor, so its pointer is not offset.
+      const masks = [s.ptr[maskRow] + o, s.ptr[mask]];
+      c.pool.parallelFor("sample", [...args, ...masks, s.ptr[node.id] + o, s.temp], n);
     }
+  };
+}
+
+// ---------------------------------------------------------------------------------------------- vision
+
+// Query rows per `seg_attention` work item: QB in kernels/wasm/vision.c.
+const SEG_QB = 16;
+
+/**
+ * Block-diagonal attention (`attention`): work items are (≤ SEG_QB query rows of one segment, head), weighted by
+ * their key count so the threads' shares of the cost-unit range carry equal work (see vision.c).
+ */
+function compileSegAttention(c: CompileContext, node: Node): Step {
+  const [q, k, v, seg] = node.inputs, scale = node.attrs.scale as number;
+  const [Nmax, H, d] = maxShape(c.table[q].shape), dv = lastOf(maxShape(c.table[v].shape));
+  // Every item holds at least one row: at most N·H items of 6 i32.
+  c.temp(24 * Nmax * H);
+  return (s) => {
+    const N = shapeOf(c, q, s.vars)[0];
+    if (N === 0) return;
+    const items = c.k.i32(s.temp, 6 * N * H);
+    const { count, cost } = segmentItems(c.k.i32(s.ptr[seg], N), H, items);
+    const args = [s.ptr[q], s.ptr[k], s.ptr[v], s.ptr[node.id], H, d, dv, scale, s.temp, count];
+    c.pool.parallelFor("seg_attention", args, cost, { minRows: minRows(8 * (d + dv)) });
+  };
+}
+
+/**
+ * Writes the work items of `segment` into `items` ({q0, q1, k0, k1, h, cost0} each) and returns their count and
+ * total cost. An item costs one unit per 8 keys per query row, plus 4 for its setup. The kernel attends over
+ * `[k0, k1)`, so each segment must be one contiguous run of rows (what `visionBatch` builds).
+ */
+export function segmentItems(segment: Int32Array, H: number, items: Int32Array): { count: number; cost: number } {
+  const seen = new Set<number>();
+  let count = 0, cost = 0;
+  for (let k0 = 0, k1: number; k0 < segment.length; k0 = k1) {
+    const id = segment[k0];
+    if (seen.has(id)) {
+      throw new RangeError(`attention: segment ${id} is not one contiguous run of rows (row ${k0}); wasm needs that`);
+    }
+    seen.add(id);
+    for (k1 = k0 + 1; k1 < segment.length && segment[k1] === id;) k1++;
+    // Blocks of equal size (no short tail block): ceil(len / SEG_QB) of them.
+    const len = k1 - k0, blocks = Math.ceil(len / SEG_QB), rows = Math.ceil(len / blocks);
+    for (let q0 = k0; q0 < k1; q0 += rows) {
+      const q1 = Math.min(k1, q0 + rows);
+      for (let h = 0; h < H; h++) {
+        items.set([q0, q1, k0, k1, h, cost], 6 * count++);
+        cost += (q1 - q0) * Math.ceil(len / 8) + 4;
+      }
+    }
+  }
+  return { count, cost };
+}
+
+/** `patch_merge`: a channel-major gather of `index`'s rows; indices are checked first, as for `gather_rows`. */
+function compilePatchMerge(c: CompileContext, node: Node): Step {
+  const [x, index] = node.inputs;
+  const C = lastOf(maxShape(c.table[x].shape)), K = lastOf(maxShape(c.table[index].shape));
+  return (s) => {
+    const P = shapeOf(c, x, s.vars)[0], M = shapeOf(c, index, s.vars)[0];
+    checkIndices(c, s.ptr[index], M * K, P, "patch_merge: row");
+    const args = [s.ptr[x], C, s.ptr[index], K, s.ptr[node.id]];
+    c.pool.parallelFor("patch_merge", args, M, { minRows: minRows(C * K) });
   };
 }

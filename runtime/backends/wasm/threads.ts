@@ -3,8 +3,11 @@
  *
  * `parallelFor(kernel, args, rows)` splits `[0, rows)` into contiguous ranges, one per thread (the calling thread
  * takes the first), calls `kernel(...args, r0, r1)` on each and returns when all are done. Jobs are posted through
- * control words in a small SharedArrayBuffer: a generation counter wakes the workers (they spin briefly, then
- * `Atomics.wait`), a done counter wakes the caller. Kernels must write disjoint outputs per row range.
+ * control words in a small SharedArrayBuffer: a generation counter wakes the workers, a done counter wakes the
+ * caller. Both sides spin for a while before they `Atomics.wait` (workers `spinMicros` after their last job, the
+ * caller `joinSpinMicros`): decode posts a job every few tens of microseconds with single-threaded work between,
+ * and waking a sleeping thread costs tens of microseconds on a quiet machine and up to a scheduler tick on a busy
+ * one. Kernels must write disjoint outputs per row range.
  *
  * @example
  * ```ts
@@ -20,6 +23,7 @@
  */
 
 import type { KernelName, WasmKernels } from "./module.ts";
+import { wasmProfile } from "./profile.ts";
 
 /** Control-block layout (Int32 indices unless named _BYTE); counters sit on separate cache lines. */
 export const CTL = {
@@ -30,6 +34,13 @@ export const CTL = {
   NARGS: 34,
   ERR: 35,
   MSG_LEN: 36,
+  // Dynamic jobs: pieces (0: static ranges), rows, units (rows / align, rounded up), align; NEXT: next piece.
+  CHUNKS: 37,
+  ROWS: 38,
+  UNITS: 39,
+  ALIGN: 40,
+  SPIN_US: 41, // microseconds a worker polls after a job before it sleeps
+  NEXT: 48,
   RANGES: 64, // [r0, r1] per thread
   ARGS_BYTE: 1024,
   MAX_ARGS: 32,
@@ -46,17 +57,19 @@ export interface WorkerInit {
   workers: number;
   stackTop: number;
   names: string[];
-  spin: number;
 }
 
 /** Options of {@linkcode ThreadPool.create}. */
 export interface PoolOptions {
   /** Bytes of stack per worker (default 2 MiB, like the main thread's). */
   stackBytes?: number;
-  /** Polls of the control word before a worker sleeps (default 1000, a few microseconds). */
-  spin?: number;
-  /** Polls of the done counter before the caller sleeps (default 1000). */
-  joinSpin?: number;
+  /**
+   * Microseconds a worker polls for the next job after its last one before it sleeps (default 20). Longer spins
+   * save wake-ups on a quiet machine but steal the core from the caller when other processes leave only one.
+   */
+  spinMicros?: number;
+  /** Microseconds the caller polls for the workers to finish a job before it sleeps (default 20). */
+  joinSpinMicros?: number;
 }
 
 /** Options of one {@linkcode ThreadPool.parallelFor} call. */
@@ -65,6 +78,17 @@ export interface ParallelOptions {
   align?: number;
   /** Fewest rows worth a thread of their own; smaller jobs use fewer threads (default 1). */
   minRows?: number;
+  /**
+   * Split into this many pieces (fewer if `minRows` asks), which the threads take in turn as they finish, so a
+   * thread that was descheduled or given slower rows does not hold the others up. Default: one contiguous range
+   * per thread. Kernels whose results depend on the split must not use it.
+   */
+  chunks?: number;
+}
+
+/** Start of piece `c` of `pieces` over `units` aligned units of `rows` rows. */
+export function pieceBound(c: number, pieces: number, units: number, align: number, rows: number): number {
+  return Math.min(rows, Math.floor((c * units) / pieces) * align);
 }
 
 /** Worker threads that share the kernels' memory. Dispose to terminate them. */
@@ -79,7 +103,7 @@ export class ThreadPool {
   readonly #ids: Map<string, number>;
   readonly #fns: ((...a: number[]) => unknown)[];
   #disposed = false;
-  #joinSpin = 1000;
+  #joinSpinMs = 0.02;
 
   private constructor(
     k: WasmKernels,
@@ -130,7 +154,6 @@ export class ThreadPool {
           workers: n - 1,
           stackTop: stack + stackBytes,
           names,
-          spin: opts.spin ?? 1000,
         };
         w.postMessage(init);
       }
@@ -142,8 +165,25 @@ export class ThreadPool {
     }
     for (const w of workers) w.onmessage = w.onerror = null;
     const pool = new ThreadPool(k, n, workers, stacks, ctl, names);
-    pool.#joinSpin = opts.joinSpin ?? 1000;
+    pool.spinMicros = opts.spinMicros ?? 20;
+    pool.joinSpinMicros = opts.joinSpinMicros ?? 20;
     return pool;
+  }
+
+  /** Microseconds a worker polls for the next job after its last one before it sleeps (takes effect at once). */
+  get spinMicros(): number {
+    return Atomics.load(this.#ctl, CTL.SPIN_US);
+  }
+  set spinMicros(us: number) {
+    Atomics.store(this.#ctl, CTL.SPIN_US, Math.max(0, Math.round(us)));
+  }
+
+  /** Microseconds the caller polls for the workers to finish a job before it sleeps. */
+  get joinSpinMicros(): number {
+    return this.#joinSpinMs * 1000;
+  }
+  set joinSpinMicros(us: number) {
+    this.#joinSpinMs = Math.max(0, us) / 1000;
   }
 
   /**
@@ -165,8 +205,11 @@ export class ThreadPool {
       fn(...args, 0, rows);
       return;
     }
+    if (wasmProfile.enabled) wasmProfile.jobs++;
     const ctl = this.#ctl;
-    const bound = (t: number) => Math.min(rows, Math.floor((t * units) / used) * alignTo);
+    const pieces = Math.min(Math.floor(units / perThread), Math.floor(opts.chunks ?? 0));
+    const dynamic = pieces > used;
+    const bound = (t: number) => pieceBound(t, used, units, alignTo, rows);
     for (let t = 1; t < this.threads; t++) {
       ctl[CTL.RANGES + 2 * t] = t < used ? bound(t) : 0;
       ctl[CTL.RANGES + 2 * t + 1] = t < used ? bound(t + 1) : 0;
@@ -174,12 +217,22 @@ export class ThreadPool {
     for (let i = 0; i < args.length; i++) this.#args[i] = args[i];
     ctl[CTL.KERNEL] = id;
     ctl[CTL.NARGS] = args.length;
+    ctl[CTL.CHUNKS] = dynamic ? pieces : 0;
+    ctl[CTL.ROWS] = rows;
+    ctl[CTL.UNITS] = units;
+    ctl[CTL.ALIGN] = alignTo;
+    Atomics.store(ctl, CTL.NEXT, 0);
     Atomics.store(ctl, CTL.ERR, 0);
     Atomics.store(ctl, CTL.DONE, 0);
     Atomics.add(ctl, CTL.GEN, 1);
     Atomics.notify(ctl, CTL.GEN);
     try {
-      fn(...args, 0, bound(1));
+      if (!dynamic) fn(...args, 0, bound(1));
+      else {
+        for (let c = Atomics.add(ctl, CTL.NEXT, 1); c < pieces; c = Atomics.add(ctl, CTL.NEXT, 1)) {
+          fn(...args, pieceBound(c, pieces, units, alignTo, rows), pieceBound(c + 1, pieces, units, alignTo, rows));
+        }
+      }
     } finally {
       this.#join();
     }
@@ -193,7 +246,14 @@ export class ThreadPool {
   #join(): void {
     const ctl = this.#ctl, want = this.threads - 1;
     let d = Atomics.load(ctl, CTL.DONE);
-    for (let i = 0; i < this.#joinSpin && d !== want; i++) d = Atomics.load(ctl, CTL.DONE);
+    if (d !== want) {
+      // Poll (reading the clock every 64 polls) until the workers are done or the spin time is spent.
+      const end = performance.now() + this.#joinSpinMs;
+      for (let i = 1; d !== want; i++) {
+        d = Atomics.load(ctl, CTL.DONE);
+        if ((i & 63) === 0 && performance.now() > end) break;
+      }
+    }
     while (d !== want) {
       Atomics.wait(ctl, CTL.DONE, d, 1000);
       d = Atomics.load(ctl, CTL.DONE);

@@ -7,7 +7,7 @@
  */
 /// <reference lib="deno.worker" />
 
-import { CTL, type WorkerInit } from "./threads.ts";
+import { CTL, pieceBound, type WorkerInit } from "./threads.ts";
 
 self.onmessage = async (ev: MessageEvent<WorkerInit>) => {
   const init = ev.data;
@@ -22,23 +22,42 @@ self.onmessage = async (ev: MessageEvent<WorkerInit>) => {
   let seen = Atomics.load(ctl, CTL.GEN);
   self.postMessage("ready");
   for (;;) {
-    // Spin briefly: decode issues many small kernels back to back, and a futex wake costs tens of microseconds.
-    let gen = seen;
-    for (let i = 0; i < init.spin && gen === seen; i++) gen = Atomics.load(ctl, CTL.GEN);
+    // Spin for a while after each job (reading the clock every 64 polls): decode issues many small kernels with
+    // single-threaded work between them, and waking from Atomics.wait costs tens of microseconds when the machine
+    // is quiet and up to a scheduler tick when it is busy.
+    let gen = Atomics.load(ctl, CTL.GEN);
+    if (gen === seen) {
+      const end = performance.now() + Atomics.load(ctl, CTL.SPIN_US) / 1000;
+      for (let i = 1; gen === seen; i++) {
+        gen = Atomics.load(ctl, CTL.GEN);
+        if ((i & 63) === 0 && performance.now() > end) break;
+      }
+    }
     while (gen === seen) {
       Atomics.wait(ctl, CTL.GEN, seen);
       gen = Atomics.load(ctl, CTL.GEN);
     }
     seen = gen;
     if (Atomics.load(ctl, CTL.QUIT)) break;
+    const pieces = ctl[CTL.CHUNKS];
     const r0 = ctl[CTL.RANGES + 2 * me], r1 = ctl[CTL.RANGES + 2 * me + 1];
-    if (r1 > r0) {
+    if (r1 > r0 || pieces > 0) {
       try {
-        const n = ctl[CTL.NARGS], a: number[] = new Array(n + 2);
+        const n = ctl[CTL.NARGS], a: number[] = new Array(n + 2), fn = fns[ctl[CTL.KERNEL]];
         for (let i = 0; i < n; i++) a[i] = args[i];
-        a[n] = r0;
-        a[n + 1] = r1;
-        fns[ctl[CTL.KERNEL]](...a);
+        if (pieces === 0) {
+          a[n] = r0;
+          a[n + 1] = r1;
+          fn(...a);
+        } else {
+          // Take pieces until none is left (see ParallelOptions.chunks).
+          const rows = ctl[CTL.ROWS], units = ctl[CTL.UNITS], align = ctl[CTL.ALIGN];
+          for (let c = Atomics.add(ctl, CTL.NEXT, 1); c < pieces; c = Atomics.add(ctl, CTL.NEXT, 1)) {
+            a[n] = pieceBound(c, pieces, units, align, rows);
+            a[n + 1] = pieceBound(c + 1, pieces, units, align, rows);
+            fn(...a);
+          }
+        }
       } catch (e) {
         if (Atomics.compareExchange(ctl, CTL.ERR, 0, me) === 0) {
           const msg = new TextEncoder().encode(String(e instanceof Error ? e.message : e).slice(0, 900));
