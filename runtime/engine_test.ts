@@ -8,16 +8,9 @@ import { mulberry32 } from "../tests/fixtures.ts";
 import { EngineClosedError, ModelEngine, type ModelEngineOptions } from "./engine.ts";
 import type { GeneratedToken, GenerateRequest, Generation, GenerationEnd, SamplingParams } from "./engine_types.ts";
 import { loadModel, type LoadModelOptions, type Model } from "./model.ts";
+import { GREEDY } from "./sampler.ts";
 
 const EOS = 2;
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-};
 
 async function withModel<T>(opts: LoadModelOptions, fn: (m: Model) => Promise<T>): Promise<T> {
   const model = await loadModel("tiny", {

@@ -1,15 +1,7 @@
 import { assert, assertEquals, assertNotEquals } from "../tests/assert.ts";
-import type { GenerationEnd, SamplingParams } from "./engine_types.ts";
+import type { GenerationEnd } from "./engine_types.ts";
 import { FakeEngine } from "./fake_engine.ts";
-
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-};
+import { GREEDY } from "./sampler.ts";
 
 async function drain(gen: AsyncGenerator<{ id: number }, GenerationEnd>): Promise<[number[], GenerationEnd]> {
   const ids: number[] = [];

@@ -36,6 +36,16 @@ import type { ConstraintMatcher, GeneratedToken, SamplingParams, TokenLogprob } 
 /** Most alternatives reported per token (OpenAI's limit). */
 export const MAX_TOP_LOGPROBS = 20;
 
+/** Greedy decoding with every filter and penalty off: the settings of tests and deterministic tools. */
+export const GREEDY: Readonly<SamplingParams> = {
+  temperature: 0,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+};
+
 /**
  * xoshiro128** — a small, fast generator with 128 bits of state, so one sequence's draws never depend on another's.
  *

@@ -12,17 +12,10 @@ import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
 import type { ImageInput, SamplingParams } from "../runtime/engine_types.ts";
 import { ModelEngine } from "../runtime/engine.ts";
 import { loadModel, type Model } from "../runtime/model.ts";
+import { GREEDY as GREEDY_SAMPLING } from "../runtime/sampler.ts";
 import { createServer } from "../server/server.ts";
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-  logprobs: 3,
-};
+const GREEDY: SamplingParams = { ...GREEDY_SAMPLING, logprobs: 3 };
 
 function lcg(seed: number): () => number {
   let s = seed;

@@ -125,6 +125,8 @@ INLINE void f8x16_dec(v128_t v, f4 d[4]) {
 // ---- math ----
 // exp for f32x4 (Cephes polynomial, ~1 ulp). Inputs below -87.3 give exactly 0 (so exp(-inf) = 0), inputs above 88
 // are clamped (exp(88) ≈ 1.65e38), NaN propagates to the polynomial and stays NaN-ish; callers never pass NaN.
+// The exponent n is an integer in [-126, 127] after the clamp, where the relaxed truncation agrees with the
+// saturating one (which costs ~8 instructions on x86 against 1).
 INLINE f4 exp4(f4 x) {
   f4 zero_mask = wasm_f32x4_lt(x, splat(-87.33f));
   x = wasm_f32x4_max(wasm_f32x4_min(x, splat(88.0f)), splat(-87.33f));
@@ -138,7 +140,7 @@ INLINE f4 exp4(f4 x) {
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(1.6666665459e-1f));
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(5.0000001201e-1f));
   p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_mul(p, r), r), r), splat(1.0f));
-  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_trunc_sat_f32x4(n), wasm_i32x4_splat(127)), 23);
+  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_relaxed_trunc_f32x4(n), wasm_i32x4_splat(127)), 23);
   return wasm_v128_andnot(wasm_f32x4_mul(p, e), zero_mask);
 }
 INLINE float expf_(float x) { return wasm_f32x4_extract_lane(exp4(splat(x)), 0); }

@@ -8,25 +8,6 @@
 // must be one contiguous run of rows), head h, and the item's first cost unit. Costs grow with the segment
 // length, so the host passes the total cost as the row count and a range [r0, r1) runs the items whose cost0
 // lies in it: threads get equal work even when images differ in size.
-// common.h's exp4 with the exponent converted by a relaxed truncation: n is an integer in [-126, 127] there, where
-// both conversions agree, and the saturating one costs ~8 instructions on x86 against 1.
-INLINE f4 exp4r(f4 x) {
-  f4 zero_mask = wasm_f32x4_lt(x, splat(-87.33f));
-  x = wasm_f32x4_max(wasm_f32x4_min(x, splat(88.0f)), splat(-87.33f));
-  f4 n = wasm_f32x4_nearest(wasm_f32x4_mul(x, splat(1.44269504088896341f)));
-  f4 r = wasm_f32x4_sub(x, wasm_f32x4_mul(n, splat(0.693359375f)));
-  r = wasm_f32x4_sub(r, wasm_f32x4_mul(n, splat(-2.12194440e-4f)));
-  f4 p = splat(1.9875691500e-4f);
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(1.3981999507e-3f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(8.3334519073e-3f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(4.1665795894e-2f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(1.6666665459e-1f));
-  p = wasm_f32x4_add(wasm_f32x4_mul(p, r), splat(5.0000001201e-1f));
-  p = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_mul(p, r), r), r), splat(1.0f));
-  v128_t e = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_relaxed_trunc_f32x4(n), wasm_i32x4_splat(127)), 23);
-  return wasm_v128_andnot(wasm_f32x4_mul(p, e), zero_mask);
-}
-
 #define QB 16  // query rows per item: each packed key tile serves QB rows
 #define LT 64  // key rows per tile
 
@@ -149,7 +130,7 @@ static void seg_item(const float *q, const float *k, const float *v, float *out,
       f4 mv = splat(m), acc = splat(0.0f), lo = splat(-30.0f);
       for (int l = 0; l < n8; l += 4) {
         f4 x = wasm_f32x4_sub(ld(Si + l), mv);
-        f4 e = wasm_v128_and(exp4r(x), wasm_f32x4_ge(x, lo));
+        f4 e = wasm_v128_and(exp4(x), wasm_f32x4_ge(x, lo));
         st(Si + l, e);
         acc = wasm_f32x4_add(acc, e);
       }

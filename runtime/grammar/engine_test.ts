@@ -10,6 +10,7 @@ import { fixture, mulberry32 } from "../../tests/fixtures.ts";
 import { ModelEngine } from "../engine.ts";
 import type { GenerateRequest, Generation, GenerationEnd, SamplingParams } from "../engine_types.ts";
 import { loadModel } from "../model.ts";
+import { GREEDY } from "../sampler.ts";
 import { buildConstraint } from "./constraint.ts";
 import { SCHEMAS, validate } from "./testing.ts";
 
@@ -37,14 +38,7 @@ Deno.test("engine: constrained sequences survive preemption and batching, and en
   const engine = await ModelEngine.create(model, { eosId: tok.eosId });
   try {
     const schemas = [SCHEMAS.person, SCHEMAS.enums, SCHEMAS.tree, SCHEMAS.matrix];
-    const greedy: SamplingParams = {
-      temperature: 0,
-      topP: 1,
-      topK: 0,
-      minP: 0,
-      presencePenalty: 0,
-      frequencyPenalty: 0,
-    };
+    const greedy: SamplingParams = GREEDY;
     const reqs: GenerateRequest[] = schemas.map((schema, i) => {
       const constraint = buildConstraint(tok, { json: { schema }, tools: null, parallelCalls: true, reasoning: false });
       const rand = mulberry32(i + 1);
