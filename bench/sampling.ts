@@ -17,7 +17,7 @@
 
 import { parseArgs } from "node:util";
 import { Tokenizer } from "../chat/tokenizer.ts";
-import { BackendSampling, remainingOf } from "../runtime/engine/backend_sampling.ts";
+import { BackendSampling } from "../runtime/engine/backend_sampling.ts";
 import { Sequence } from "../runtime/engine/sequence.ts";
 import { TokenStream } from "../runtime/engine/stream.ts";
 import type { SamplingParams } from "../runtime/engine_types.ts";
@@ -97,9 +97,7 @@ async function step(m: Model, d: ReturnType<typeof start>, p: number, onBackend:
   } else {
     const logits = await m.step(input);
     const t1 = performance.now();
-    ids = d.seqs.map((s, r) =>
-      sampler.sample(logits.subarray(r * vocab, (r + 1) * vocab), s.sampling, remainingOf(s)).id
-    );
+    ids = d.seqs.map((s, r) => sampler.sample(logits.subarray(r * vocab, (r + 1) * vocab), s.sampling, s.remaining).id);
     d.hostMs.push(performance.now() - t1);
   }
   d.stepMs.push(performance.now() - t0);

@@ -312,6 +312,25 @@ class Emitter {
   }
 }
 
+/**
+ * The URL of an image content part (`image_url` in OpenAI's form, `image` in mistral-common's), or null when `part`
+ * is not one; `at` names the part in the error an image part without a URL gets.
+ *
+ * @example
+ * ```ts
+ * imagePartUrl({ type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } }, "messages[0].content[1]");
+ * ```
+ */
+export function imagePartUrl(part: Record<string, unknown>, at: string): string | null {
+  if (part.type !== "image_url" && part.type !== "image") return null;
+  const source = part.type === "image" ? part.image : part.image_url;
+  const url = isRecord(source) ? source.url : source;
+  if (typeof url !== "string" || url === "") {
+    throw invalid(`${at} needs an image URL: {"type": "image_url", "image_url": {"url": "..."}}.`, at);
+  }
+  return url;
+}
+
 /** mistral-common's compatibility rule: a user turn of one text then one image puts the image first. */
 function imageFirst(content: string | Chunk[]): string | Chunk[] {
   if (typeof content === "string" || content.length !== 2) return content;
@@ -431,12 +450,7 @@ function parseContent(content: unknown, at: string, role: Role, optional: boolea
       if (role !== "user" && role !== "tool") {
         throw invalid(`${p}: images are only supported in user and tool messages.`, p, "unsupported_value");
       }
-      const source = part.type === "image" ? part.image : part.image_url;
-      const url = isRecord(source) ? source.url : source;
-      if (typeof url !== "string" || url === "") {
-        throw invalid(`${p} needs an image URL: {"type": "image_url", "image_url": {"url": "..."}}.`, p);
-      }
-      return { kind: "image", url };
+      return { kind: "image", url: imagePartUrl(part, p)! };
     }
     if (part.type === "thinking") {
       if (role === "system") {

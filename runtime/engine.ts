@@ -25,9 +25,6 @@
  */
 
 import { setImmediate } from "node:timers/promises";
-
-/** Longest run of engine steps without a timer turn (which lets sockets be polled). */
-const IO_TURN_MS = 5;
 import type {
   Engine,
   EngineStats,
@@ -41,11 +38,14 @@ import { Sampler } from "./sampler.ts";
 import { type Chunk, Scheduler } from "./engine/scheduler.ts";
 import { Sequence } from "./engine/sequence.ts";
 import { TokenStream } from "./engine/stream.ts";
-import { BackendSampling, remainingOf, samplesOnBackend } from "./engine/backend_sampling.ts";
+import { BackendSampling, samplesOnBackend } from "./engine/backend_sampling.ts";
+import { chunkImageInputs } from "./vision.ts";
+
+/** Longest run of engine steps without a timer turn (which lets sockets be polled). */
+const IO_TURN_MS = 5;
 
 /** A step's sampled token of `seq`, at logits row `r`, taken into the sequence's sampling state. */
 type Pick = (seq: Sequence, r: number) => GeneratedToken;
-import { chunkImageInputs } from "./vision.ts";
 
 /** Options of {@link ModelEngine.create}. */
 export interface ModelEngineOptions {
@@ -337,7 +337,7 @@ export class ModelEngine implements Engine {
     const logits = await this.#model.step(input), vocab = this.#model.config.vocab_size;
     return (seq, r) => {
       this.#hostSampled++;
-      return this.#sampler.sample(logits.subarray(r * vocab, (r + 1) * vocab), seq.sampling, remainingOf(seq));
+      return this.#sampler.sample(logits.subarray(r * vocab, (r + 1) * vocab), seq.sampling, seq.remaining);
     };
   }
 
@@ -367,7 +367,7 @@ export class ModelEngine implements Engine {
     seq.stream.push(token);
     // A complete constrained output allows nothing but </s>: end now rather than spend a step sampling it.
     if (seq.sampling.matcher?.done) this.#finish(seq, "eos");
-    else if (seq.generated >= seq.maxGenerated) this.#finish(seq, "length");
+    else if (seq.remaining <= 0) this.#finish(seq, "length");
   }
 
   #finish(seq: Sequence, reason: "eos" | "stop" | "length", stopId?: number): void {

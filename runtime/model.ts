@@ -30,6 +30,7 @@ import { type CanonicalWeight, loadCanonicalWeights, weightToF32 } from "./weigh
 import { configForDtype, randomCanonicalWeights } from "./weights/random.ts";
 import { VisionRunner } from "./vision.ts";
 import { scatterRowsOp } from "../ops/scatter_rows.ts";
+import { maskWords } from "../ops/sample.ts";
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
@@ -231,7 +232,7 @@ export class Model {
 
   /** The `sample` op's inputs for `R` rows, checked. */
   #samplerInputs(R: number, s: StepSampling): Record<string, ArrayBufferView> {
-    const words = Math.ceil(this.config.vocab_size / 32);
+    const words = maskWords(this.config.vocab_size);
     const masks = s.masks ?? new Uint32Array(0), count = masks.length / words;
     const maskRow = s.maskRow ? Int32Array.from(s.maskRow) : new Int32Array(R).fill(-1);
     for (const [name, a] of Object.entries({ ...s, maskRow })) {

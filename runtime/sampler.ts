@@ -32,6 +32,7 @@
  */
 
 import type { ConstraintMatcher, GeneratedToken, SamplingParams, TokenLogprob } from "./engine_types.ts";
+import { maskWords } from "../ops/sample.ts";
 
 /** Most alternatives reported per token (OpenAI's limit). */
 export const MAX_TOP_LOGPROBS = 20;
@@ -150,7 +151,7 @@ export class Sampler {
     this.#w = new Float64Array(vocab);
     this.#idx = new Int32Array(vocab);
     this.#top = new Int32Array(Math.max(SMALL_K, MAX_TOP_LOGPROBS));
-    this.#mask = new Uint32Array(Math.ceil(vocab / 32));
+    this.#mask = new Uint32Array(maskWords(vocab));
   }
 
   /**

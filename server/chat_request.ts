@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type ChatRequest, encodeChat, type ImageRef } from "../chat/encode.ts";
+import { type ChatRequest, encodeChat, imagePartUrl, type ImageRef } from "../chat/encode.ts";
 import { encodeRenderedPrompt, renderChatTemplate } from "../chat/template.ts";
 import type { TokenConstraint } from "../runtime/engine_types.ts";
 import { buildConstraint, ConstraintError } from "../runtime/grammar/constraint.ts";
@@ -113,19 +113,14 @@ function buildPrompt(ctx: ServerContext, request: ChatRequest): { ids: number[];
  */
 function templateImages(ids: readonly number[], messages: ChatRequest["messages"], imgId: number): ImageRef[] {
   const urls: string[] = [];
-  for (const m of messages as unknown[]) {
+  (messages as unknown[]).forEach((m, i) => {
     const content = isRecord(m) ? m.content : undefined;
-    if (!Array.isArray(content)) continue;
-    for (const part of content) {
-      if (!isRecord(part) || (part.type !== "image_url" && part.type !== "image")) continue;
-      const source = part.type === "image" ? part.image : part.image_url;
-      const url = isRecord(source) ? source.url : source;
-      if (typeof url !== "string" || url === "") {
-        throw badRequest('An image part needs a URL: {"type": "image_url", "image_url": {"url": "..."}}.', "messages");
-      }
-      urls.push(url);
-    }
-  }
+    if (!Array.isArray(content)) return;
+    content.forEach((part, j) => {
+      const url = isRecord(part) ? imagePartUrl(part, `messages[${i}].content[${j}]`) : null;
+      if (url !== null) urls.push(url);
+    });
+  });
   const positions = ids.flatMap((id, i) => id === imgId ? [i] : []);
   if (positions.length !== urls.length) {
     throw badRequest(

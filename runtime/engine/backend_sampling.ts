@@ -22,6 +22,7 @@
 import type { GeneratedToken, SamplingParams } from "../engine_types.ts";
 import type { StepSampling } from "../model.ts";
 import type { Sequence } from "./sequence.ts";
+import { maskWords } from "../../ops/sample.ts";
 
 /**
  * Whether the backend's `sample` op implements every setting of `p`: temperature, top-k, top-p and a constraint.
@@ -32,11 +33,6 @@ export function samplesOnBackend(p: SamplingParams): boolean {
     (p.repetitionPenalty ?? 1) === 1 && p.logprobs === undefined;
 }
 
-/** Tokens a sequence may still generate, this one included: what its constraint must finish within. */
-export function remainingOf(seq: Sequence): number {
-  return seq.maxGenerated - seq.generated;
-}
-
 /** Packs steps for `Model.sampleStep`, reusing one mask buffer of `rows × ceil(vocab / 32)` words. */
 export class BackendSampling {
   readonly #words: number;
@@ -44,7 +40,7 @@ export class BackendSampling {
 
   /** Room for `rows` sampled rows over a vocabulary of `vocab` ids. */
   constructor(vocab: number, rows: number) {
-    this.#words = Math.ceil(vocab / 32);
+    this.#words = maskWords(vocab);
     this.#masks = new Uint32Array(rows * this.#words);
   }
 
@@ -67,7 +63,7 @@ export class BackendSampling {
       if (p.temperature > 0) uniform[r] = seq.sampling.rng.uniform();
       const matcher = seq.sampling.matcher;
       if (matcher) {
-        matcher.fillMask(this.#masks.subarray(masks * w, (masks + 1) * w), remainingOf(seq));
+        matcher.fillMask(this.#masks.subarray(masks * w, (masks + 1) * w), seq.remaining);
         maskRow[r] = masks++;
       }
     });
@@ -78,7 +74,7 @@ export class BackendSampling {
   accept(seq: Sequence, id: number): GeneratedToken {
     if (id < 0) throw new Error("sampler: the constraint allows no token (a bug)");
     seq.sampling.observe(id);
-    seq.sampling.matcher?.advance(id, remainingOf(seq));
+    seq.sampling.matcher?.advance(id, seq.remaining);
     return { id };
   }
 }

@@ -69,6 +69,11 @@ export class Sequence {
     return this.tokens.length - this.promptLen;
   }
 
+  /** Tokens it may still generate, the next one included: what a constraint must finish within. */
+  get remaining(): number {
+    return this.maxGenerated - this.generated;
+  }
+
   /** Tokens still to feed before the next sample. */
   get pending(): number {
     return this.tokens.length - this.computed;

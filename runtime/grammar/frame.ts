@@ -145,6 +145,25 @@ export function binary(s: string): string {
   return out;
 }
 
+/**
+ * The parent of a value parsed on its own (a schema check, a string analysed by the mask builder): it completes
+ * once and accepts nothing after, so reaching it means the value is complete.
+ */
+export class SinkNode extends GrammarNode {
+  override step(): void {}
+  override need(): number {
+    return 0;
+  }
+  override resume(f: Frame): Frame {
+    return f;
+  }
+}
+
+/** A fresh sink and the top frame to start a value under it. */
+export function sinkFrame(): Frame {
+  return frame(new SinkNode(), 0, 0, 0, 0, null, null, 0);
+}
+
 /** UTF-8 bytes of a string. */
 export function utf8(s: string): Uint8Array {
   return new TextEncoder().encode(s);

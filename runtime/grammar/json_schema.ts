@@ -22,7 +22,7 @@
  * @module
  */
 
-import { type Frame, GrammarNode, utf8 } from "./frame.ts";
+import { type Frame, type GrammarNode, sinkFrame, utf8 } from "./frame.ts";
 import { finalizeNodes } from "./grammar.ts";
 import { ArrayNode, LiteralNode, ObjectNode, type PropertySpec, RefNode, UnionNode } from "./json_nodes.ts";
 import { NumberNode } from "./number_node.ts";
@@ -497,10 +497,9 @@ export function mergeSchemas(a: Schema, b: Schema, path: string): Schema {
 /** Whether `node` (finalized) accepts exactly the JSON text `text`. */
 function accepts(node: GrammarNode, text: string): boolean {
   // A throwaway parse: the node inside a minimal grammar of one value.
-  const sink = new SinkNode();
+  const top = sinkFrame();
   let frames = [] as Frame[];
   const bytes = utf8(text);
-  const top = { node: sink, s: 0, a: 0, b: 0, c: 0, x: null, parent: null, rest: 0 };
   node.start(bytes[0], top, 0, frames);
   for (let i = 1; i < bytes.length && frames.length > 0; i++) {
     const next: typeof frames = [];
@@ -509,21 +508,10 @@ function accepts(node: GrammarNode, text: string): boolean {
   }
   return frames.some((f) => {
     for (let g = f;; g = g.parent!.node.resume(g.parent!, g)) {
-      if (g.node === sink) return true;
+      if (g.node === top.node) return true;
       if (!g.node.canEnd(g)) return false;
     }
   });
-}
-
-/** The parent of a value checked in isolation: completes once, accepts nothing after. */
-class SinkNode extends GrammarNode {
-  override step(): void {}
-  override need(): number {
-    return 0;
-  }
-  override resume(f: Frame): Frame {
-    return f;
-  }
 }
 
 /**
@@ -545,8 +533,7 @@ function checkNotLeftRecursive(start: RefNode, ref: string): void {
 
 /** `oneOf` means exactly one: guaranteed when no two branches can start with the same byte. */
 function checkDisjoint(branches: GrammarNode[], path: string): void {
-  const sink = new SinkNode();
-  const top = { node: sink, s: 0, a: 0, b: 0, c: 0, x: null, parent: null, rest: 0 };
+  const top = sinkFrame();
   const owner = new Map<number, number>();
   branches.forEach((node, i) => {
     for (let b = 0; b < 256; b++) {

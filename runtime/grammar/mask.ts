@@ -18,10 +18,11 @@
  * @module
  */
 
-import { complete, type Frame, frame, GrammarNode, isAccepting, SPECIAL_BASE, totalNeed } from "./frame.ts";
+import { complete, type Frame, isAccepting, sinkFrame, SPECIAL_BASE, totalNeed } from "./frame.ts";
 import { FINISH, LEX_STATES, lexTable } from "./string_lexer.ts";
 import { type CharAutomaton, StringNode } from "./string_node.ts";
 import { ThinkNode } from "./sequence.ts";
+import { maskWords } from "../../ops/sample.ts";
 
 /** What the index needs from a tokenizer (`chat/tokenizer.ts`'s `Tokenizer` provides it). */
 export interface IndexTokenizer {
@@ -89,18 +90,9 @@ interface AutomatonCache {
   ids: number;
 }
 
-/** The parent of a string analysed on its own: its completion marks a closing quote. */
-class CloseMarker extends GrammarNode {
-  override step(): void {}
-  override need(): number {
-    return 0;
-  }
-  override resume(f: Frame): Frame {
-    return f;
-  }
-}
-const MARKER = new CloseMarker();
-const MARKER_FRAME = frame(MARKER, 0, 0, 0, 0, null, null, 0);
+/** The parent of a string analysed on its own: reaching it marks a closing quote. */
+const MARKER_FRAME = sinkFrame();
+const MARKER = MARKER_FRAME.node;
 
 function newSuffixTrie(): SuffixTrie {
   return { next: [new Map()], ids: [[]], chars: [[]], quote: [[]] };
@@ -185,7 +177,7 @@ export class TokenIndex {
   /** Indexes a tokenizer's vocabulary (about 0.2 s for 131k tokens). */
   constructor(tok: IndexTokenizer) {
     this.vocabSize = tok.vocabSize;
-    this.maskWords = Math.ceil(tok.vocabSize / 32);
+    this.maskWords = maskWords(tok.vocabSize);
     this.eosId = tok.eosId;
     const syms = new Map<string, number>();
     for (const name of GRAMMAR_SPECIALS) {

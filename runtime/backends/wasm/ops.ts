@@ -172,6 +172,9 @@ const MIN_ELEMS = 1 << 14;
  */
 export const wasmTuning = { pieces: 4, splitContext: 256 };
 
+/** `ParallelOptions.chunks` of a large job under the current tuning. */
+const pieces = (c: CompileContext) => wasmTuning.pieces * c.pool.threads;
+
 /** Compiles one node (already checked by `supportsNode`). */
 export function compileNode(c: CompileContext, node: Node): Step {
   const compile = COMPILERS[node.op];
@@ -243,7 +246,7 @@ const COMPILERS: Record<string, Compiler> = {
       c.pool.parallelFor("matmul", args, N, {
         align: 8,
         minRows: minRows(M * K),
-        chunks: wasmTuning.pieces * c.pool.threads,
+        chunks: pieces(c),
       });
     };
   },
@@ -451,12 +454,12 @@ function compileMla(c: CompileContext, node: Node): Step {
       part: s.temp + kvBytes + paramBytes,
     });
     if (splits > 1) {
-      c.pool.parallelFor("mla_attention", [params], T * splits, { chunks: wasmTuning.pieces * threads });
-      c.pool.parallelFor("mla_merge", [params], T * H, { chunks: wasmTuning.pieces * threads });
+      c.pool.parallelFor("mla_attention", [params], T * splits, { chunks: pieces(c) });
+      c.pool.parallelFor("mla_merge", [params], T * H, { chunks: pieces(c) });
       return;
     }
     c.pool.parallelFor("mla_attention", [params], Math.ceil(T / tb) * Math.ceil(H / hg), {
-      chunks: wasmTuning.pieces * threads,
+      chunks: pieces(c),
     });
   };
 }
@@ -567,10 +570,9 @@ function compileMoeExperts(c: CompileContext, node: Node): Step {
     const chunk = (width: number) => Math.max(8, Math.ceil(width / perExpert / 8) * 8);
     const field = c.k.i32(params, MOE_PARAMS.length);
     field[chunkField] = chunk(F);
-    const pieces = wasmTuning.pieces * c.pool.threads;
-    c.pool.parallelFor("moe_gate_up", [params], nActive * Math.ceil(F / chunk(F)), { chunks: pieces });
+    c.pool.parallelFor("moe_gate_up", [params], nActive * Math.ceil(F / chunk(F)), { chunks: pieces(c) });
     field[chunkField] = chunk(D);
-    c.pool.parallelFor("moe_down", [params], nActive * Math.ceil(D / chunk(D)), { chunks: pieces });
+    c.pool.parallelFor("moe_down", [params], nActive * Math.ceil(D / chunk(D)), { chunks: pieces(c) });
     c.pool.parallelFor("moe_combine", [params], T, { minRows: minRows(D * K) });
   };
 }
