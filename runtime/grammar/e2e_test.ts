@@ -4,13 +4,13 @@
  * as JSON that validates, or as tool calls whose arguments validate; refusals must be 400s that name the problem.
  */
 import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
-import { e2eCases, runRequests, startTinyServer } from "./e2e_testing.ts";
+import { e2eCases, runRequests, startE2eServer } from "./e2e_testing.ts";
 
 /** Requests in CI; `deno run -A bench/grammar.ts --requests 200` runs more. */
 const REQUESTS = 40;
 
 Deno.test("e2e: constrained requests on the tiny model always parse and validate, streamed or not", async () => {
-  const s = await startTinyServer();
+  const s = await startE2eServer();
   try {
     const results = await runRequests(s, REQUESTS);
     const failed = results.filter((r) => r.errors.length > 0);
@@ -26,7 +26,7 @@ Deno.test("e2e: constrained requests on the tiny model always parse and validate
 });
 
 Deno.test("e2e: what the grammar cannot do is a 400 naming it", async () => {
-  const s = await startTinyServer();
+  const s = await startE2eServer();
   try {
     const messages = [{ role: "user" as const, content: "hi" }];
     const refuse = async (body: Record<string, unknown>, param: string, words: string) => {

@@ -75,8 +75,10 @@ export function e2eCases(): E2eCase[] {
   return cases;
 }
 
-/** A running server over the tiny model. */
-export interface TinyServer {
+/** A running server over a random-weight preset. */
+export interface E2eServer {
+  /** The preset, also the `model` requests name. */
+  model: string;
   tok: Tokenizer;
   engine: ModelEngine;
   client: OpenAI;
@@ -85,11 +87,17 @@ export interface TinyServer {
   close(): Promise<void>;
 }
 
-/** Starts the real server over the `tiny` preset (reference backend) with the demo tokenizer. */
-export async function startTinyServer(opts: { maxSeqs?: number } = {}): Promise<TinyServer> {
+/**
+ * Starts the real server over a random-weight preset (default `tiny` on the reference backend) with the demo
+ * tokenizer.
+ */
+export async function startE2eServer(
+  opts: { model?: string; backend?: string; maxSeqs?: number } = {},
+): Promise<E2eServer> {
+  const name = opts.model ?? "tiny";
   const tok = await loadDemoTokenizer();
-  const model = await loadModel("tiny", {
-    backend: "reference",
+  const model = await loadModel(name, {
+    backend: opts.backend ?? "reference",
     quiet: true,
     maxModelLen: 1024,
     maxSeqs: opts.maxSeqs ?? 4,
@@ -97,10 +105,11 @@ export async function startTinyServer(opts: { maxSeqs?: number } = {}): Promise<
   });
   const engine = await ModelEngine.create(model, { eosId: tok.eosId });
   const logger = new MemoryLogger();
-  const handle = createServer({ engine, tokenizer: tok, modelName: "tiny", logger })
+  const handle = createServer({ engine, tokenizer: tok, modelName: name, logger })
     .serve({ hostname: "127.0.0.1", port: 0 });
   const client = new OpenAI({ apiKey: "unused", baseURL: `${handle.url}/v1`, maxRetries: 0, timeout: 120_000 });
   return {
+    model: name,
     tok,
     engine,
     client,
@@ -203,14 +212,14 @@ export interface E2eResult {
  * Request `i`: case `i mod n`, streamed on every other pass (so each case is tried both ways), seeded, at
  * temperature 0 or 1, with a budget a little above the schema's minimum.
  */
-export async function runRequest(s: TinyServer, cases: E2eCase[], i: number): Promise<E2eResult> {
+export async function runRequest(s: E2eServer, cases: E2eCase[], i: number): Promise<E2eResult> {
   const c = cases[i % cases.length];
   const stream = (i + Math.floor(i / cases.length)) % 2 === 1;
   const spec = chatConstraintSpec(c.body, c.body.reasoning_effort === "high");
   const min = buildConstraint(s.tok, spec!).minTokens;
   const maxTokens = min + 1 + (i * 7) % 16;
   const body = {
-    model: "tiny",
+    model: s.model,
     messages: [{ role: "user", content: `Request ${i}: answer in the required format.` }],
     max_tokens: maxTokens,
     temperature: i % 5 === 0 ? 0 : 1,
@@ -228,7 +237,7 @@ export async function runRequest(s: TinyServer, cases: E2eCase[], i: number): Pr
 }
 
 /** Runs requests `0 … count − 1`, `concurrency` at a time. */
-export async function runRequests(s: TinyServer, count: number, concurrency = 4): Promise<E2eResult[]> {
+export async function runRequests(s: E2eServer, count: number, concurrency = 4): Promise<E2eResult[]> {
   const cases = e2eCases();
   const results: E2eResult[] = new Array(count);
   let next = 0;
