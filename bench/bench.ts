@@ -14,7 +14,8 @@
  * `ThreadPool.spinMicros`, `joinSpinMicros`) for comparisons; `--pieces 0 --spin-us 5 --join-spin-us 5` is close to
  * the dispatch before dynamic pieces and timed spinning.
  *
- * `--profile` (wasm backend) then decodes `--gen` more steps at the first batch size with every op timed and prints
+ * `--profile` (wasm backend) then runs three more prefills and `--gen` more decode steps at the first batch size with
+ * every op timed and prints, for each,
  * milliseconds per step by op kind (matmuls by weight dtype and name), the host time around the backend's runs,
  * and the thread-pool jobs per step with the measured cost of an empty one.
  *
@@ -94,6 +95,8 @@ async function prefillOnce(m: Model): Promise<number> {
   const seq = m.pool.newSequence();
   m.pool.grow(seq, ids.length);
   const range = ids.map((_, i) => i);
+  if (profileSteps && stepMs.length === 0) wasmProfile.reset();
+  wasmProfile.enabled = profileSteps;
   const start = performance.now();
   await m.step({
     ids,
@@ -103,6 +106,8 @@ async function prefillOnce(m: Model): Promise<number> {
     logitRows: [ids.length - 1],
   });
   const seconds = (performance.now() - start) / 1000;
+  wasmProfile.enabled = false;
+  if (profileSteps) stepMs.push(seconds * 1000);
   m.pool.release(seq);
   sampleRss();
   return seconds;
@@ -118,7 +123,7 @@ async function prefill(m: Model): Promise<number> {
   return promptLen / runs[1];
 }
 
-/** Per-step wall time of `decode` (ms), filled when `profileSteps` is true. */
+/** Per-step wall time of `prefillOnce` and `decode` (ms), filled when `profileSteps` is true. */
 let stepMs: number[] = [];
 let profileSteps = false;
 
@@ -196,20 +201,20 @@ async function emptyJobMs(): Promise<number> {
   }
 }
 
-/** Decodes `--gen` steps at batch `batch` with every op timed; returns the table of ms per step by key. */
-async function profileDecode(m: Model, batch: number): Promise<string> {
-  if (m.backend.name !== "wasm") throw new Error(`--profile needs the wasm backend, not ${m.backend.name}`);
+/** Runs `steps` with every op timed and returns the table of ms per step by key, titled `title`. */
+async function profileTable(title: string, steps: () => Promise<void>): Promise<string> {
+  if (model.backend.name !== "wasm") throw new Error(`--profile needs the wasm backend, not ${model.backend.name}`);
   stepMs = [];
   profileSteps = true;
-  await decode(m, batch);
+  await steps();
   profileSteps = false;
-  const steps = stepMs.length, per = (x: number) => (x / steps).toFixed(3);
+  const n = stepMs.length, per = (x: number) => (x / n).toFixed(3);
   const total = stepMs.reduce((a, b) => a + b, 0), rows = wasmProfile.rows();
   const ops = rows.reduce((a, r) => a + r.ms, 0);
   const jobMs = await emptyJobMs();
   const lines: string[] = [];
   const log = (line: string) => lines.push(line);
-  log(`\nprofile: decode batch ${batch}, ${steps} steps, ms per step (${threads} threads)\n`);
+  log(`\nprofile: ${title}, ${n} steps, ms per step (${threads} threads)\n`);
   log(`| op | ms/step | % of step | calls/step | jobs/step |`);
   log(`|---|---|---|---|---|`);
   for (const r of rows) {
@@ -230,7 +235,12 @@ async function profileDecode(m: Model, batch: number): Promise<string> {
 const prefillTps = await prefill(model);
 const decodeTps: Record<string, number> = {};
 for (const b of batches) decodeTps[b] = await decode(model, b);
-const profile = values.profile ? await profileDecode(model, batches[0]) : "";
+const profile = !values.profile ? "" : [
+  await profileTable(`prefill ${promptLen} tokens`, async () => {
+    for (let i = 0; i < 3; i++) await prefillOnce(model);
+  }),
+  await profileTable(`decode batch ${batches[0]}`, async () => void await decode(model, batches[0])),
+].join("\n");
 const perToken = bytesPerToken(model);
 const bandwidth = await memoryBandwidth();
 sampleRss();

@@ -6,7 +6,8 @@
  * Bounds (wasm, measured with BACKEND_OPS_REPORT=1): f32 / bf16 / f8e4m3 weights 1e-5 (measured ≤ 2.5e-7: weights
  * decode exactly, only f32 accumulation order and FMA differ from the reference's f64 sums); q8 2e-2 (measured
  * ≤ 1.1e-2: rows ≤ 8 quantise activations to int8 per 32-block, the reference sees only the dequantised weights;
- * more rows dequantise the weights exactly, ≤ 5e-7); norms, rope, swiglu 2e-6 (≤ 1.6e-7); gelu 1e-5 (its erfc
+ * so do more rows on hosts with the int8 prefill path (x86 with AVX-VNNI), elsewhere they dequantise the weights
+ * exactly, ≤ 5e-7); norms, rope, swiglu 2e-6 (≤ 1.6e-7); gelu 1e-5 (its erfc
  * approximation, ≤ 3.4e-6); vision attention 2e-6 (≤ 3.6e-7: f32 scores and online softmax), 5e-6 with scores of
  * ±50 (1.2e-6: f32 rounding of the scores, amplified by exp); add / mul 1e-7 and copies (patch_merge too) 0 (both
  * exact on wasm); a bf16 cache 1e-2 (≤ 2.3e-3: the backend rounds the latents it stores, the reference keeps them f32).
@@ -27,6 +28,7 @@ import { storedWeight } from "../runtime/model.ts";
 import { type HostArray, PlanExecutor } from "../runtime/plan_executor.ts";
 import { wasmBackend } from "../runtime/backends/wasm/backend.ts";
 import { wasmTuning } from "../runtime/backends/wasm/ops.ts";
+import { WasmKernels } from "../runtime/backends/wasm/module.ts";
 import { BACKENDS } from "../runtime/registry.ts";
 import { type Plan, schedule } from "../runtime/schedule.ts";
 import { bf16ToF32, f32ToBytes, type FloatDType, quantizeFp8 } from "../runtime/weights/codecs.ts";
@@ -138,6 +140,8 @@ function opCase(name: string, op: string, tol: number, body: (c: Case) => Record
 // ---------------------------------------------------------------------------------------------- the table
 
 const MATRIX_TOL: Record<string, number> = { f32: 1e-5, bf16: 1e-5, f8e4m3: 1e-5, q8: 2e-2 };
+/** Whether this host runs q8 matmuls of more than 8 rows on int8 products (the kernels probe it). */
+const INT8_PREFILL = (await WasmKernels.load({ maxBytes: 64 * 2 ** 20 })).exports.q8_prefill_int8(1) === 1;
 const FLOAT_WEIGHTS: DType[] = ["f32", "bf16", "f8e4m3"];
 
 function matmulCases(): OpCase[] {
@@ -159,9 +163,10 @@ function matmulCases(): OpCase[] {
       return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "f8e4m3", 0.3, blocks)) };
     }));
   }
-  // q8: K a multiple of 32 (its block); M ≤ 8 quantises activations, M > 8 dequantises the weight exactly.
+  // q8: K a multiple of 32 (its block); M ≤ 8 quantises activations, so does M > 8 where the host runs the int8
+  // prefill path, else the weight dequantises exactly.
   for (const [M, K, N] of [[1, 32, 13], [5, 96, 33], [12, 288, 17], [3, 64, 1]]) {
-    cases.push(opCase(`matmul q8 M=${M} K=${K} N=${N}`, "matmul", M > 8 ? 1e-5 : 2e-2, (c) => {
+    cases.push(opCase(`matmul q8 M=${M} K=${K} N=${N}`, "matmul", M > 8 && !INT8_PREFILL ? 1e-5 : 2e-2, (c) => {
       const x = c.f32("x", [[M, 16], K]);
       return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "q8", 1 / Math.sqrt(K))) };
     }));
@@ -275,7 +280,8 @@ const MLA_POW2: MlaGeom = { H: 4, dn: 16, dr: 16, dv: 16, kvr: 32, bs: 8 };
 
 /**
  * MLA over two sequences with scattered block tables. `history[s]` positions of sequence s are already cached
- * (from the initial cache contents); `queries[s]` new tokens follow them. The two sequences' tokens interleave.
+ * (from the initial cache contents); `queries[s]` new tokens follow them. The two sequences' tokens interleave,
+ * or with `runs` come as one run per sequence (sequence 1 first), as chunked prefills do.
  */
 function mlaCase(
   label: string,
@@ -284,8 +290,9 @@ function mlaCase(
   cdt: DType,
   history: [number, number],
   queries: [number, number],
-  form: "absorbed" | "naive" = "absorbed",
+  opts: { form?: "absorbed" | "naive"; runs?: boolean } = {},
 ): OpCase {
+  const form = opts.form ?? "absorbed";
   const name = `mla_attention ${label} ${wdt} cache ${cdt} H=${m.H} kvr=${m.kvr} bs=${m.bs}`;
   const tol = cdt === "bf16" ? 1e-2 : MATRIX_TOL[wdt] * 2;
   return opCase(name, "mla_attention", tol, (c) => {
@@ -298,8 +305,12 @@ function mlaCase(
       [perm[i], perm[j]] = [perm[j], perm[i]];
     }
     const seq: number[] = [], pos: number[] = [];
-    for (let i = 0; i < Math.max(...queries); i++) {
-      for (const s of [1, 0]) if (i < queries[s]) seq.push(s), pos.push(history[s] + i);
+    if (opts.runs) {
+      for (const s of [1, 0]) for (let i = 0; i < queries[s]; i++) seq.push(s), pos.push(history[s] + i);
+    } else {
+      for (let i = 0; i < Math.max(...queries); i++) {
+        for (const s of [1, 0]) if (i < queries[s]) seq.push(s), pos.push(history[s] + i);
+      }
     }
     const T = sym("T", seq.length + 2), S = sym("S", 2);
     const q = c.f32("q", [[seq.length, seq.length + 2], m.H, m.dn + m.dr]);
@@ -323,9 +334,10 @@ function mlaCase(
 
 function mlaCases(): OpCase[] {
   return [
+    ...mlaPrefillCases(),
     mlaCase("prefill", MLA_ODD, "f32", "f32", [0, 0], [7, 4]),
     mlaCase("prefill", MLA_POW2, "bf16", "f32", [0, 0], [9, 5]),
-    mlaCase("prefill naive form", MLA_ODD, "f32", "f32", [0, 0], [5, 3], "naive"),
+    mlaCase("prefill naive form", MLA_ODD, "f32", "f32", [0, 0], [5, 3], { form: "naive" }),
     mlaCase("chunk after history", MLA_ODD, "f8e4m3", "f32", [5, 2], [3, 1]),
     mlaCase("chunk after history", MLA_POW2, "q8", "f32", [11, 20], [6, 1]),
     mlaCase("decode", MLA_ODD, "f32", "f32", [9, 2], [1, 1]),
@@ -338,6 +350,20 @@ function mlaCases(): OpCase[] {
     ...mlaDecodeCases(),
     // Past the wasm backend's default split length: split decode without forcing it.
     mlaCase("decode split by default", MLA_POW2, "q8", "bf16", [300, 257], [1, 1]),
+  ];
+}
+
+/**
+ * Prefill runs long enough for the wasm backend's naive (expanded) MLA prefill by default, after a cached history,
+ * across its 256-row context tiles, next to a decode token of another sequence; the wasm test below also runs every
+ * prefill-shaped case with the naive path forced on and off.
+ */
+function mlaPrefillCases(): OpCase[] {
+  return [
+    mlaCase("prefill runs", MLA_POW2, "f32", "f32", [0, 5], [70, 66], { runs: true }),
+    mlaCase("prefill run after history, one decode", MLA_POW2, "q8", "bf16", [290, 9], [75, 1], { runs: true }),
+    mlaCase("prefill runs", MLA_ODD, "f8e4m3", "f32", [3, 0], [67, 64], { runs: true }),
+    mlaCase("prefill run past a context tile", MLA_POW2, "bf16", "f32", [0, 3], [300, 1], { runs: true }),
   ];
 }
 
@@ -594,6 +620,33 @@ for (const factory of BACKENDS.filter((f) => f.name !== "reference")) {
     },
   });
 }
+
+Deno.test({
+  name: "backend ops: wasm prefill attention ≡ reference with the naive prefill forced on and off",
+  ignore: await wasmBackend.probe().catch(() => 0) <= 0,
+  async fn(t) {
+    const backend = await wasmBackend.create({ threads: THREADS });
+    const reference = await referenceBackend.create();
+    const saved = wasmTuning.naivePrefill;
+    try {
+      for (const naivePrefill of [1, Infinity]) {
+        for (const c of mlaCases().filter((c) => !/decode/.test(c.name))) {
+          await t.step(`${c.name} (naive from ${naivePrefill})`, async () => {
+            wasmTuning.naivePrefill = naivePrefill;
+            const want = await runOpCase(c.build(), [reference]);
+            const got = await runOpCase(c.build(), [backend, reference]);
+            const { err } = compare(c, got, want);
+            assert(err <= c.tol, `${c.name}: normalised error ${err} > ${c.tol}`);
+          });
+        }
+      }
+    } finally {
+      wasmTuning.naivePrefill = saved;
+      backend.dispose();
+      reference.dispose();
+    }
+  },
+});
 
 Deno.test({
   name: "backend ops: wasm decode attention ≡ reference with split decode forced on and off",

@@ -157,28 +157,81 @@ void pack_panel(const float *R, int ldr, int nr, int kc, float *P) {
     for (int j = 0; j < 8; j++) P[k * 8 + j] = j < nr ? R[j * ldr + k] : 0.0f;
 }
 
+// A rows a[0..mr) × [0, kc) → Ap[kc][4], k-major so one 16-byte load holds the four rows' values at k; rows mr..3
+// are zero.
+static void pack_a4(const float *const *a, int mr, int kc, float *Ap) {
+  f4 z = wasm_f32x4_splat(0.0f);
+  int k = 0;
+  for (; k + 4 <= kc; k += 4) {
+    f4 v[4];
+    for (int i = 0; i < 4; i++) v[i] = i < mr ? ld(a[i] + k) : z;
+    transpose4(&v[0], &v[1], &v[2], &v[3]);
+    for (int i = 0; i < 4; i++) st(Ap + (k + i) * 4, v[i]);
+  }
+  for (; k < kc; k++)
+    for (int i = 0; i < 4; i++) Ap[k * 4 + i] = i < mr ? a[i][k] : 0.0f;
+}
+
+// C[mr, 0..nc) (+)= Ap[0..kc)[4]ᵀ · P[kc][8] with both operands packed: per k one load of the four A values,
+// whose lanes are broadcast by shuffles, and two of the panel. Against broadcasting loads from four row pointers
+// this leaves the load ports to the panel and needs no address arithmetic per row (measured ~20% faster).
+NOINLINE void ukr_p4(const float *Ap, const float *P, int kc, float *const *c, int mr, int nc, int acc) {
+  f4 c0[4], c1[4];
+  for (int i = 0; i < 4; i++) c0[i] = c1[i] = wasm_f32x4_splat(0.0f);
+  for (int k = 0; k < kc; k++) {
+    f4 b0 = ld(P + k * 8), b1 = ld(P + k * 8 + 4), av = ld(Ap + k * 4);
+    f4 a0 = wasm_i32x4_shuffle(av, av, 0, 0, 0, 0), a1 = wasm_i32x4_shuffle(av, av, 1, 1, 1, 1);
+    f4 a2 = wasm_i32x4_shuffle(av, av, 2, 2, 2, 2), a3 = wasm_i32x4_shuffle(av, av, 3, 3, 3, 3);
+    c0[0] = madd(a0, b0, c0[0]);
+    c1[0] = madd(a0, b1, c1[0]);
+    c0[1] = madd(a1, b0, c0[1]);
+    c1[1] = madd(a1, b1, c1[1]);
+    c0[2] = madd(a2, b0, c0[2]);
+    c1[2] = madd(a2, b1, c1[2]);
+    c0[3] = madd(a3, b0, c0[3]);
+    c1[3] = madd(a3, b1, c1[3]);
+  }
+  for (int i = 0; i < mr; i++) {
+    if (nc == 8) {
+      if (acc) {
+        c0[i] = wasm_f32x4_add(c0[i], ld(c[i]));
+        c1[i] = wasm_f32x4_add(c1[i], ld(c[i] + 4));
+      }
+      st(c[i], c0[i]);
+      st(c[i] + 4, c1[i]);
+    } else {
+      float t[8];
+      st(t, c0[i]);
+      st(t + 4, c1[i]);
+      for (int j = 0; j < nc; j++) c[i][j] = acc ? c[i][j] + t[j] : t[j];
+    }
+  }
+}
+
 static void mm_prefill(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
                        size_t K, int n0, int n1) {
   float P[KB * 8] __attribute__((aligned(16)));
   float R[8 * KB] __attribute__((aligned(16)));
+  float Ap[MB * KB] __attribute__((aligned(16)));  // the x block, packed in groups of 4 rows
   for (int mb = 0; mb < M; mb += MB) {
     int me = mb + MB < M ? mb + MB : M;
     for (size_t kb = 0; kb < K; kb += KB) {
       int kc = (int)(K - kb < KB ? K - kb : KB);
+      for (int m = mb; m < me; m += 4) {
+        int mr = me - m < 4 ? me - m : 4;
+        const float *a[4];
+        for (int i = 0; i < mr; i++) a[i] = x + (xidx ? (size_t)xidx[m + i] : (size_t)(m + i)) * ldx + kb;
+        pack_a4(a, mr, kc, Ap + (m - mb) * kc);
+      }
       for (int nb = n0; nb < n1; nb += 8) {
         int nc = n1 - nb < 8 ? n1 - nb : 8;
         for (int j = 0; j < nc; j++) decode_row(W, K, (size_t)(nb + j), kb, kc, R + j * KB);
         pack_panel(R, KB, nc, kc, P);
         for (int m = mb; m < me; m += 4) {
           int mr = me - m < 4 ? me - m : 4;
-          const float *a[4];
           float *c[4];
-          for (int i = 0; i < mr; i++) {
-            size_t row = xidx ? (size_t)xidx[m + i] : (size_t)(m + i);
-            a[i] = x + row * ldx + kb;
-            c[i] = y + (size_t)(m + i) * ldy + nb;
-          }
-          ukr(mr, a, P, 8, kc, c, nc, kb > 0);
+          for (int i = 0; i < mr; i++) c[i] = y + (size_t)(m + i) * ldy + nb;
+          ukr_p4(Ap + (m - mb) * kc, P, kc, c, mr, nc, kb > 0);
         }
       }
     }
@@ -506,6 +559,7 @@ void mm_core(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, fl
   if (M <= 0 || n1 <= n0) return;
   // The decode path keeps per-call activation copies on the stack (≤ 8 rows × K): beyond K = 16384 use packing.
   if (M <= DECODE_MAX_M && K <= 16384) mm_decode(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
+  else if (W->dt == DT_Q8 && q8_gemm_usable()) mm_prefill_q8(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
   else mm_prefill(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
 }
 

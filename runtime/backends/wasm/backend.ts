@@ -101,6 +101,11 @@ class WasmBackend implements Backend {
     return this.#pool.threads;
   }
 
+  /** The kernels instance (benchmarks switch its q8 prefill path). */
+  get kernels(): WasmKernels {
+    return this.#k;
+  }
+
   /** The thread pool (benchmarks tune its spin times). */
   get pool(): ThreadPool {
     return this.#pool;

@@ -17,6 +17,7 @@
  * | `matmul` | x, w, wdt, wscale, wqs, y, M, N, K | N (output features) |
  * | `dequant_rows` | w, wdt, wscale, wqs, ids (0: identity), out, K | output rows (embedding gather) |
  * | `quantize_q8` | src f32 [N,K], q i8 [N,K], qs f32 [N, ceil(K/32)], K | N |
+ * | `q8_prefill_int8` (no rows; returns 1 when on) | want: 1 = int8 q8 prefill where the host allows, 0 = f32 | — |
  * | `f32_to_bf16_n`, `bf16_to_f32_n` | src, dst | elements |
  * | `rms_norm` | x, ldx, w (0: none), y, ldy, D, eps | rows |
  * | `softmax` | x, ldx, y, ldy, D, scale | rows |
@@ -29,6 +30,7 @@
  * | `mla_cache_write` | kv, ldkv, cache, cdt, blockTables, maxBlocks, bs, tokSeq, tokPos, width | tokens |
  * | `mla_attention` | params ({@linkcode MLA_PARAMS}) | ceil(T / tb) · ceil(H / hg); split decode: T · splits |
  * | `mla_merge` (split decode) | params | T · H |
+ * | `mla_gather`, `mla_prefill` (naive prefill) | params ({@linkcode MLA_PREFILL_PARAMS}) | tile rows; ceil(n / tb) · H |
  * | `moe_route` | logits, E, k, renorm, scale, idx, w | tokens |
  * | `moe_plan` (no rows; returns nActive) | idx, T, k, E, offsets, order, inv, active | — |
  * | `moe_gate_up`, `moe_down`, `moe_combine` | params ({@linkcode MOE_PARAMS}) | see {@linkcode moeRows} |
@@ -45,8 +47,10 @@
  * Numerics: f32/bf16/f8 weights are decoded exactly, so results differ from an f64 reference only by f32
  * accumulation order and FMA (normalised max error ≲ 3e-6 at K ≤ 16k). `matmul` with M ≤ 8 (and K ≤ 16384) is the
  * decode path, which for q8 also quantises each activation row to int8 per 32-block (q = round(x·127/amax)) and
- * multiplies in int8: per output, |Δy| ≤ Σ_blocks (max|x_b| / 254) · Σ_{k∈b} |w_k|. With M > 8 q8 weights are
- * dequantised exactly instead. Each output element is computed by one thread with the same code whatever the
+ * multiplies in int8: per output, |Δy| ≤ Σ_blocks (max|x_b| / 254) · Σ_{k∈b} |w_k|. With M > 8 q8 matmuls take
+ * the same int8 products where the host's relaxed dot multiplies its second operand as u8 without saturating
+ * (x86 with AVX-VNNI; probed on first use, `q8_prefill_int8` reports or turns it off), else they dequantise the
+ * weights exactly and multiply f32 activations. Each output element is computed by one thread with the same code whatever the
  * split, so results are bit-identical for any thread count. For `matmul`, pass `{ align: 8 }` to `parallelFor`.
  *
  * @example
@@ -83,6 +87,7 @@ export interface KernelExports {
   matmul: Fn;
   dequant_rows: Fn;
   quantize_q8: Fn;
+  q8_prefill_int8: (want: number) => number;
   f32_to_bf16_n: Fn;
   bf16_to_f32_n: Fn;
   rms_norm: Fn;
@@ -97,6 +102,8 @@ export interface KernelExports {
   mla_cache_write: Fn;
   mla_attention: Fn;
   mla_merge: Fn;
+  mla_gather: Fn;
+  mla_prefill: Fn;
   moe_route: Fn;
   moe_plan: (...args: number[]) => number;
   moe_gate_up: Fn;
@@ -140,6 +147,32 @@ export const MLA_PARAMS = [
   "tb",
   "splits",
   "part",
+] as const;
+
+/** Field order of the `MlaPrefillParams` struct (attention_prefill.c); see {@linkcode MLA_PARAMS}. */
+export const MLA_PREFILL_PARAMS = [
+  "q",
+  "cache",
+  "cdt",
+  "table",
+  "bs",
+  "ckv",
+  "kr",
+  "kv",
+  "state",
+  "out",
+  "n",
+  "p0",
+  "c0",
+  "cl",
+  "last",
+  "H",
+  "dn",
+  "dr",
+  "dv",
+  "kvr",
+  "scale:f",
+  "tb",
 ] as const;
 
 /** Field order of the `MoeParams` struct (moe.c); see {@linkcode MLA_PARAMS}. Unused pointers are 0. */

@@ -16,7 +16,7 @@ import { attnTemperatureScale } from "../../../ops/attn_temperature.ts";
 import type { MlaAttentionAttrs } from "../../../ops/mla_attention.ts";
 import type { RopeAttrs } from "../../../ops/rope.ts";
 import type { WeightData, WeightLayout } from "../../backend.ts";
-import { DT, MLA_PARAMS, MOE_PARAMS, Q8_BLOCK, type WasmKernels, writeParams } from "./module.ts";
+import { DT, MLA_PARAMS, MLA_PREFILL_PARAMS, MOE_PARAMS, Q8_BLOCK, type WasmKernels, writeParams } from "./module.ts";
 import type { ThreadPool } from "./threads.ts";
 
 /** What a step reads at run time: the byte address of every tensor by id, the symbols, the shared temp block. */
@@ -169,8 +169,10 @@ const MIN_ELEMS = 1 << 14;
  *   (`ParallelOptions.chunks`); 0 or 1: one contiguous range per thread.
  * - `splitContext`: from this many positions on, decode attention items take every head over a part of the
  *   context (split decode) rather than a group of heads over all of it; tests set 0 or Infinity to force a path.
+ * - `naivePrefill`: runs of at least this many consecutive tokens of one sequence take MLA's naive (expanded) form
+ *   (kernels/wasm/attention_prefill.c), the rest the absorbed kernel; 1 or Infinity forces a path.
  */
-export const wasmTuning = { pieces: 4, splitContext: 256 };
+export const wasmTuning = { pieces: 4, splitContext: 256, naivePrefill: 64 };
 
 /** `ParallelOptions.chunks` of a large job under the current tuning. */
 const pieces = (c: CompileContext) => wasmTuning.pieces * c.pool.threads;
@@ -391,77 +393,153 @@ function copyRows(
 function compileMla(c: CompileContext, node: Node): Step {
   const [q, ckv, kpe, wkvb, cache, seq, pos, bt] = node.inputs;
   const a = node.attrs as MlaAttentionAttrs;
-  const { heads: H, dn, dr, dv, kvr, blockSize: bs } = a, QW = kvr + dr;
+  const { heads: H, dn, dr, dv, kvr, blockSize: bs } = a, QW = kvr + dr, N = H * (dn + dv);
   const { wdt, scales } = matrixArgs(c, wkvb);
   const cdt = c.stored(cache) === "bf16" ? DT.bf16 : DT.f32;
   const nb = maxShape(c.table[cache].shape)[0], mb = maxShape(c.table[bt].shape)[1];
   const Tmax = maxShape(c.table[q].shape)[0];
-  // Temp: [c_kv | k_rope] rows for the cache write, the kernel's params struct, then split-decode partial states
-  // (T · splits < 8 · threads items of [H, kvr + 2]).
-  const kvBytes = Math.ceil((Tmax * QW * 4) / 64) * 64, paramBytes = 64 * Math.ceil(MLA_PARAMS.length / 16);
-  const partItems = 8 * c.pool.threads;
-  c.temp(kvBytes + paramBytes + partItems * H * (kvr + 2) * 4);
+  // Temp: [c_kv | k_rope] rows for the cache write, the kernels' params structs, split-decode partial states
+  // (T · splits < 8 · threads items of [H, kvr + 2]), then the naive prefill's tiles (c_kv, k_rope, expanded kv
+  // padded by 8 floats, see attention_prefill.c) and per-token states.
+  const at64 = (n: number) => Math.ceil(n / 64) * 64;
+  const kvBytes = at64(Tmax * QW * 4), paramBytes = 64 * Math.ceil(MLA_PARAMS.length / 16);
+  const prefillParamBytes = 64 * Math.ceil(MLA_PREFILL_PARAMS.length / 16);
+  const partItems = 8 * c.pool.threads, partBytes = at64(partItems * H * (kvr + 2) * 4);
+  const tiles = [CT * kvr * 4, CT * dr * 4, (CT * N + 8) * 4, Tmax * H * (dv + 2) * 4].map(at64);
+  c.temp(kvBytes + paramBytes + prefillParamBytes + partBytes + tiles.reduce((x, y) => x + y, 0));
   return (s) => {
     const T = shapeOf(c, q, s.vars)[0], S = shapeOf(c, bt, s.vars)[0];
     if (T === 0) return;
     checkMla(c, s, node, T, S, mb, nb);
-    const kv = s.temp, params = s.temp + kvBytes;
+    const kv = s.temp, params = s.temp + kvBytes, prefillParams = params + paramBytes;
+    const part = prefillParams + prefillParamBytes;
     copyRows(c, s.ptr[ckv], kvr * 4, 0, kv, QW * 4, kvr * 4, T);
     copyRows(c, s.ptr[kpe], dr * 4, 0, kv + kvr * 4, QW * 4, dr * 4, T);
     const common = [s.ptr[cache], cdt, s.ptr[bt], mb, bs, s.ptr[seq], s.ptr[pos]];
     c.pool.parallelFor("mla_cache_write", [kv, QW, ...common, QW], T, { minRows: minRows(QW) });
-    // Prefill: token blocks share W_kvb decoding and cache tiles, all heads at once. Decode: one token's heads
-    // spread over the threads.
-    const threads = c.pool.threads;
-    let tb = 1, hg = H, splits = 0;
-    if (T >= 4 * threads) tb = Math.max(1, Math.min(8, Math.floor(T / (4 * threads))));
-    else {
-      // Decode. Head groups read the whole latent cache once per group: fine while it is short. Past
-      // wasmTuning.splitContext, every item takes all heads over a part of the context instead (the cache is read
-      // once, the parts spread over the threads), and mla_merge combines the parts.
-      const p = c.k.i32(s.ptr[pos], T);
-      let ctx = 0;
-      for (let t = 0; t < T; t++) ctx = Math.max(ctx, p[t] + 1);
-      const parts = Math.min(Math.ceil((4 * threads) / T), Math.ceil(ctx / 64), Math.floor(partItems / T));
-      if (ctx >= wasmTuning.splitContext && parts > 1) splits = parts;
-      else hg = Math.ceil(H / Math.min(H, Math.ceil((4 * threads) / T)));
+    const w = s.ptr[wkvb], wqs = scales ? w + scales : 0;
+    // Runs of consecutive positions of one sequence long enough for the naive form; the absorbed kernel takes the
+    // tokens between them.
+    const seqs = c.k.i32(s.ptr[seq], T), poss = c.k.i32(s.ptr[pos], T);
+    let done = 0;
+    for (const r of naiveRuns(seqs, poss, wasmTuning.naivePrefill)) {
+      if (r.start > done) absorbed(done, r.start);
+      const [ckvTile, krTile, kvTile, state] = offsets(part + partBytes, tiles);
+      const p0 = poss[r.start], ctx = p0 + r.n;
+      for (let c0 = 0; c0 < ctx; c0 += CT) {
+        const cl = Math.min(CT, ctx - c0);
+        writeParams(c.k, prefillParams, MLA_PREFILL_PARAMS, {
+          q: s.ptr[q] + r.start * H * (dn + dr) * 4,
+          cache: s.ptr[cache],
+          cdt,
+          table: s.ptr[bt] + seqs[r.start] * mb * 4,
+          bs,
+          ckv: ckvTile,
+          kr: krTile,
+          kv: kvTile,
+          state,
+          out: s.ptr[node.id] + r.start * H * dv * 4,
+          n: r.n,
+          p0,
+          c0,
+          cl,
+          last: c0 + cl >= ctx ? 1 : 0,
+          H,
+          dn,
+          dr,
+          dv,
+          kvr,
+          scale: a.scale,
+          tb: 8,
+        });
+        c.pool.parallelFor("mla_gather", [prefillParams], cl, { minRows: minRows(QW) });
+        c.pool.parallelFor("matmul", [ckvTile, w, wdt, 1, wqs, kvTile, cl, N, kvr], N, {
+          align: 8,
+          minRows: minRows(cl * kvr),
+          chunks: pieces(c),
+        });
+        c.pool.parallelFor("mla_prefill", [prefillParams], Math.ceil(r.n / 8) * H, { chunks: pieces(c) });
+      }
+      done = r.start + r.n;
     }
-    const w = s.ptr[wkvb];
-    writeParams(c.k, params, MLA_PARAMS, {
-      q: s.ptr[q],
-      wkvb: w,
-      wdt,
-      wscale: 1,
-      wqs: scales ? w + scales : 0,
-      cache: s.ptr[cache],
-      cdt,
-      blockTables: s.ptr[bt],
-      maxBlocks: mb,
-      bs,
-      tokSeq: s.ptr[seq],
-      tokPos: s.ptr[pos],
-      out: s.ptr[node.id],
-      T,
-      H,
-      dn,
-      dr,
-      dv,
-      kvr,
-      scale: a.scale,
-      hg,
-      tb,
-      splits,
-      part: s.temp + kvBytes + paramBytes,
-    });
-    if (splits > 1) {
-      c.pool.parallelFor("mla_attention", [params], T * splits, { chunks: pieces(c) });
-      c.pool.parallelFor("mla_merge", [params], T * H, { chunks: pieces(c) });
-      return;
+    if (done < T) absorbed(done, T);
+
+    /** The absorbed kernel over tokens [t0, t1). */
+    function absorbed(t0: number, t1: number): void {
+      const n = t1 - t0, threads = c.pool.threads;
+      // Prefill: token blocks share W_kvb decoding and cache tiles, all heads at once. Decode: one token's heads
+      // spread over the threads.
+      let tb = 1, hg = H, splits = 0;
+      if (n >= 4 * threads) tb = Math.max(1, Math.min(8, Math.floor(n / (4 * threads))));
+      else {
+        // Decode. Head groups read the whole latent cache once per group: fine while it is short. Past
+        // wasmTuning.splitContext, every item takes all heads over a part of the context instead (the cache is
+        // read once, the parts spread over the threads), and mla_merge combines the parts.
+        let ctx = 0;
+        for (let t = t0; t < t1; t++) ctx = Math.max(ctx, poss[t] + 1);
+        const parts = Math.min(Math.ceil((4 * threads) / n), Math.ceil(ctx / 64), Math.floor(partItems / n));
+        if (ctx >= wasmTuning.splitContext && parts > 1) splits = parts;
+        else hg = Math.ceil(H / Math.min(H, Math.ceil((4 * threads) / n)));
+      }
+      writeParams(c.k, params, MLA_PARAMS, {
+        q: s.ptr[q] + t0 * H * (dn + dr) * 4,
+        wkvb: w,
+        wdt,
+        wscale: 1,
+        wqs,
+        cache: s.ptr[cache],
+        cdt,
+        blockTables: s.ptr[bt],
+        maxBlocks: mb,
+        bs,
+        tokSeq: s.ptr[seq] + t0 * 4,
+        tokPos: s.ptr[pos] + t0 * 4,
+        out: s.ptr[node.id] + t0 * H * dv * 4,
+        T: n,
+        H,
+        dn,
+        dr,
+        dv,
+        kvr,
+        scale: a.scale,
+        hg,
+        tb,
+        splits,
+        part,
+      });
+      if (splits > 1) {
+        c.pool.parallelFor("mla_attention", [params], n * splits, { chunks: pieces(c) });
+        c.pool.parallelFor("mla_merge", [params], n * H, { chunks: pieces(c) });
+        return;
+      }
+      c.pool.parallelFor("mla_attention", [params], Math.ceil(n / tb) * Math.ceil(H / hg), { chunks: pieces(c) });
     }
-    c.pool.parallelFor("mla_attention", [params], Math.ceil(T / tb) * Math.ceil(H / hg), {
-      chunks: pieces(c),
-    });
   };
+}
+
+/** Context rows per tile of the naive MLA prefill (expanded k_nope and v of every head: CT · H · (dn + dv)). */
+const CT = 256;
+
+/** Start addresses of consecutive blocks of the given sizes from `base`. */
+function offsets(base: number, sizes: number[]): number[] {
+  const out: number[] = [];
+  for (const size of sizes) out.push(base), base += size;
+  return out;
+}
+
+/**
+ * Maximal runs of at least `min` tokens of one sequence at consecutive positions: the naive MLA prefill needs its
+ * tokens at p0, p0 + 1, … (every earlier position of the sequence already in the cache).
+ */
+export function naiveRuns(seq: Int32Array, pos: Int32Array, min: number): { start: number; n: number }[] {
+  const runs: { start: number; n: number }[] = [];
+  for (let t = 0; t < seq.length;) {
+    let e = t + 1;
+    while (e < seq.length && seq[e] === seq[t] && pos[e] === pos[e - 1] + 1) e++;
+    if (e - t >= min) runs.push({ start: t, n: e - t });
+    t = e;
+  }
+  return runs;
 }
 
 /** Sequence, position and block ids must address the cache: a bad one would write outside it. */
