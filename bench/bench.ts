@@ -6,7 +6,8 @@
  * ```
  *
  * Prefill runs one `--prompt`-token sequence in a single step and computes logits for its last token only. Decode
- * runs `--gen` steps of `B` sequences (one token each, greedy) for every batch size B. The same run measures the
+ * runs `--gen` steps of `B` sequences (one token each, greedy: on the backend where it samples, so only the ids
+ * are read back, as in the engine) for every batch size B. The same run measures the
  * machine's memory bandwidth (a STREAM-style add on the WASM kernels) so decode can be read against its roofline:
  * bytes read per decoded token (active weights in their stored dtype + latent cache) / bandwidth.
  *
@@ -134,17 +135,24 @@ async function decode(m: Model, batch: number): Promise<number> {
   const rows = seqs.map((_, b) => b);
   // One prompt token each (different ones), then `gen` greedy steps of `batch` tokens.
   let ids = rows.map((b) => promptIds(1, b + 2)[0]);
+  const zeros = () => new Float32Array(batch);
+  const greedy = { temperature: zeros(), topK: new Int32Array(batch), topP: zeros().fill(1), uniform: zeros() };
   const vocab = m.config.vocab_size;
   let seconds = 0;
   for (let p = 0; p <= gen; p++) {
     if (profileSteps && p === 1) wasmProfile.reset();
     wasmProfile.enabled = profileSteps && p > 0;
     const start = performance.now();
-    const logits = await m.step({ ids, pos: rows.map(() => p), seq: rows, blockTables: tables, logitRows: rows });
+    const input = { ids, pos: rows.map(() => p), seq: rows, blockTables: tables, logitRows: rows };
+    // Greedy on the backend where it samples (only the ids come back, as in the engine), else on the host.
+    if (m.samplesOnBackend) ids = [...await m.sampleStep(input, greedy)];
+    else {
+      const logits = await m.step(input);
+      ids = rows.map((b) => argmax(logits, b, vocab));
+    }
     wasmProfile.enabled = false;
     if (p > 0) seconds += (performance.now() - start) / 1000; // step 0 is the 1-token prefill
     if (p > 0 && profileSteps) stepMs.push(performance.now() - start);
-    ids = rows.map((b) => argmax(logits, b, vocab));
   }
   for (const s of seqs) m.pool.release(s);
   sampleRss();

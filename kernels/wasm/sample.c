@@ -1,14 +1,31 @@
 // Token selection on the CPU: argmax and temperature / top-k / top-p sampling from a given uniform number.
 #include "common.h"
 
-// out[t] = the first index of the largest logit of row t, rows [r0, r1).
+// out[t] = the first index of the largest logit of row t, rows [r0, r1); NaNs are never largest (a row whose
+// logit 0 is NaN gives 0, as a scalar `l[i] > l[best]` walk would). Two SIMD passes: the maximum, then its first
+// index; a scalar walk reloads l[best] every step and costs several times more over a 131k vocabulary.
 EXPORT(argmax)
 void argmax(const float *logits, int V, int32_t *out, int r0, int r1) {
   for (int t = r0; t < r1; t++) {
     const float *l = logits + (size_t)t * (size_t)V;
+    if (l[0] != l[0]) {
+      out[t] = 0;
+      continue;
+    }
+    f4 m4 = splat(l[0]);
+    int i = 0;
+    for (; i + 4 <= V; i += 4) m4 = wasm_f32x4_pmax(m4, ld(l + i));  // pmax keeps m4 when the new lane is NaN
+    float m = hmax(m4);
+    for (; i < V; i++) m = l[i] > m ? l[i] : m;
     int best = 0;
-    for (int i = 1; i < V; i++)
-      if (l[i] > l[best]) best = i;
+    f4 mv = splat(m);
+    for (i = 0; i + 4 <= V; i += 4)
+      if (wasm_v128_any_true(wasm_f32x4_eq(ld(l + i), mv))) break;
+    for (; i < V; i++)
+      if (l[i] == m) {
+        best = i;
+        break;
+      }
     out[t] = best;
   }
 }

@@ -870,6 +870,33 @@ Deno.test("moe: 2 threads give the single-thread result", async () => {
 
 // ------------------------------------------------------------------------------------------- sampling
 
+Deno.test("argmax: first index of the maximum, ties, NaNs never largest, tails off the SIMD width", () => {
+  const r = mulberry32(52);
+  const b = new Bufs();
+  try {
+    const rows: number[][] = [];
+    for (const V of [1, 2, 3, 4, 5, 9, 131]) {
+      const row = Array.from({ length: V }, () => r() * 4 - 2);
+      rows.push(row.slice());
+      const top = Math.max(...row), last = V - 1;
+      rows.push(row.map((x, i) => i === last || i === Math.floor(V / 2) ? top + 1 : x)); // tie at the max
+      rows.push(row.map((x, i) => i % 3 === 1 ? NaN : x)); // NaNs inside
+      rows.push(row.map((x, i) => i === 0 ? NaN : x + 5)); // NaN first: a scalar walk stays at 0
+      rows.push(row.map(() => -Infinity));
+      rows.push(row.map((x, i) => i === last ? -0 : i === 0 ? 0 : -1)); // ±0 tie: the first
+    }
+    for (const row of rows) {
+      const out = b.i32(1);
+      ex.argmax(b.f32(row), row.length, out, 0, 1);
+      let best = 0;
+      for (let i = 1; i < row.length; i++) if (Math.fround(row[i]) > Math.fround(row[best])) best = i;
+      assert(k.i32(out, 1)[0] === best, `argmax of [${row}]: ${k.i32(out, 1)[0]}, want ${best}`);
+    }
+  } finally {
+    b.free();
+  }
+});
+
 Deno.test("argmax and sample (temperature, top-k, top-p, uniform u, masks) match the reference walk", () => {
   const r = mulberry32(51);
   const b = new Bufs();
