@@ -1,5 +1,7 @@
 /**
- * Prefill matmul GFLOPS: our WASM kernel against onnxruntime-node's MatMul on the same shapes, in one run.
+ * Prefill matmul GFLOPS: our WASM kernel against onnxruntime-node's MatMul on the same shapes, in one run; also
+ * the WASM kernel on the same weights quantised to q8 (int8 products where the host allows, see
+ * kernels/wasm/gemm_q8.c; f32 panels elsewhere), in multiply-adds × 2 per second like the others.
  *
  * ```
  * ONNXRUNTIME_NODE_INSTALL=skip deno task bench:matmul [--threads 2] [--json]
@@ -11,7 +13,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { DT, WasmKernels } from "../runtime/backends/wasm/module.ts";
+import { DT, q8Bytes, WasmKernels } from "../runtime/backends/wasm/module.ts";
 import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
 
 const { values } = parseArgs({ options: { threads: { type: "string" }, json: { type: "boolean", default: false } } });
@@ -62,7 +64,8 @@ const random = (n: number) => Float32Array.from({ length: n }, (_, i) => Math.si
 const k = await WasmKernels.load();
 const pool = await ThreadPool.create(k, threads);
 const ort = await import("onnxruntime-node");
-const rows: { shape: string; wasm: number; onnx: number }[] = [];
+const int8 = k.exports.q8_prefill_int8(1) === 1;
+const rows: { shape: string; wasm: number; wasmQ8: number; onnx: number }[] = [];
 try {
   for (const [M, K, N] of SHAPES) {
     const flops = 2 * M * K * N;
@@ -80,7 +83,17 @@ try {
       wasmTimes.push((performance.now() - t) / 1000);
     }
     const wasmOut = k.f32(py, M * N).slice();
-    for (const p of [px, pw, py]) k.free(p);
+    // The same weights in q8 (quantised by the kernels' own quantize_q8), same activations.
+    const q = q8Bytes(N, K), pq = k.alloc(q.scalesOffset + q.scales);
+    k.exports.quantize_q8(pw, pq, pq + q.scalesOffset, K, 0, N);
+    const q8Times: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const t = performance.now();
+      pool.parallelFor("matmul", [px, pq, DT.q8, 1, pq + q.scalesOffset, py, M, N, K], N, { align: 8 });
+      q8Times.push((performance.now() - t) / 1000);
+    }
+    const q8Out = k.f32(py, M * N).slice();
+    for (const p of [px, pw, py, pq]) k.free(p);
 
     const session = await ort.InferenceSession.create(matmulModel(M, K, N, wKN), {
       intraOpNumThreads: threads,
@@ -101,9 +114,13 @@ try {
     let err = 0, norm = 0;
     for (let i = 0; i < M * N; i++) [err, norm] = [err + (wasmOut[i] - onnxOut![i]) ** 2, norm + onnxOut![i] ** 2];
     if (Math.sqrt(err / norm) > 1e-4) throw new Error(`outputs differ at ${M}×${K}×${N}: ${Math.sqrt(err / norm)}`);
+    [err, norm] = [0, 0];
+    for (let i = 0; i < M * N; i++) [err, norm] = [err + (q8Out[i] - onnxOut![i]) ** 2, norm + onnxOut![i] ** 2];
+    if (Math.sqrt(err / norm) > 2e-2) throw new Error(`q8 output off at ${M}×${K}×${N}: ${Math.sqrt(err / norm)}`);
     rows.push({
       shape: `${M}×${K}×${N}`,
       wasm: flops / median(wasmTimes) / 1e9,
+      wasmQ8: flops / median(q8Times) / 1e9,
       onnx: flops / median(onnxTimes) / 1e9,
     });
   }
@@ -111,11 +128,15 @@ try {
   pool.dispose();
 }
 
-if (values.json) console.log(JSON.stringify({ threads, rows }));
+if (values.json) console.log(JSON.stringify({ threads, int8, rows }));
 else {
-  console.log(`| M×K×N | wasm GFLOPS | onnxruntime GFLOPS | ratio |\n|---|---|---|---|`);
+  const f = (x: number, d = 1) => x.toFixed(d);
+  console.log(
+    `| M×K×N | wasm f32 GFLOPS | onnxruntime f32 GFLOPS | ratio | wasm q8 (${int8 ? "int8" : "f32 panels"}) |`,
+  );
+  console.log(`|---|---|---|---|---|`);
   for (const r of rows) {
-    console.log(`| ${r.shape} | ${r.wasm.toFixed(1)} | ${r.onnx.toFixed(1)} | ${(r.wasm / r.onnx).toFixed(2)} |`);
+    console.log(`| ${r.shape} | ${f(r.wasm)} | ${f(r.onnx)} | ${f(r.wasm / r.onnx, 2)} | ${f(r.wasmQ8)} |`);
   }
   console.log(`\n${threads} threads, medians of 7 runs each.`);
 }
