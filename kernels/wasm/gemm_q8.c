@@ -17,7 +17,8 @@
 #define GM 64    // M block: quantised activations (GM × GK bytes) stay in L2 while the panels stream past
 
 static volatile int32_t probe_a = -128, probe_b = 255;
-static int32_t mode = -1;  // -1: not probed yet, 0: f32 path, 1: int8 path
+static int32_t mode = -1;         // prefill: −1 not probed yet, 0 f32 path, 1 int8 path
+static int32_t decode_mode = -1;  // decode (matmul.c dot_q8u): −1 not probed yet, 0 sign transfer, 1 u8 weights
 
 static int host_dot_is_u8(void) {
   v128_t b = wasm_i8x16_splat((int8_t)probe_b), zero = wasm_i32x4_splat(0);
@@ -37,6 +38,19 @@ int q8_prefill_int8(int want) {
 int q8_gemm_usable(void) {
   if (mode < 0) mode = host_dot_is_u8();
   return mode;
+}
+
+// The decode kernels' q8 products (M ≤ 8) with the weight as the u8 operand (1, where the host allows) or with the
+// activation's sign moved onto the weight (0). Bit-identical results; returns whether the u8 form is on.
+EXPORT(q8_decode_u8)
+int q8_decode_u8(int want) {
+  decode_mode = want && host_dot_is_u8();
+  return decode_mode;
+}
+
+int q8_decode_u8_on(void) {
+  if (decode_mode < 0) decode_mode = host_dot_is_u8();
+  return decode_mode;
 }
 
 // Rows x[row(m)] for m in [0, mr), columns [k0, k0 + kc) → A[m][kcp] as q + 128, scales S[m][kcp/32]; columns past

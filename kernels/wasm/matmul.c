@@ -342,9 +342,11 @@ INLINE void dot_f8(int MR, int NR, const float *const *xr, const float *const *x
 // sign mask, so the int8 product runs on relaxed_dot_i8x16_i7x16 with the sign moved onto the weight:
 // w·q = (w ⊕ s − s)·|q| with |q| ≤ 127 — exact in i32 (no saturation) and valid on every host.
 typedef struct {
-  const uint8_t *ab;  // |q| [K]
-  const uint8_t *sg;  // 0xff where q < 0 [K]
-  const float *s;     // scale per block [nb]
+  const uint8_t *ab;    // |q| [K]
+  const uint8_t *sg;    // 0xff where q < 0 [K]
+  const int8_t *q;      // q [K] (dot_q8u)
+  const int32_t *corr;  // per block 4 lanes: −128 · Σ q over the bytes of that lane in both halves [nb][4] (dot_q8u)
+  const float *s;       // scale per block [nb]
 } QAct;
 
 INLINE void dot_q8(int MR, int NR, const QAct *xa, const int8_t *w, const float *ws, size_t K, size_t dr,
@@ -390,7 +392,50 @@ INLINE void dot_q8(int MR, int NR, const QAct *xa, const int8_t *w, const float 
     }
 }
 
-void quantize_act_q8(const float *x, size_t K, uint8_t *ab, uint8_t *sg, float *s) {
+// q8 × q8 where the host's relaxed dot multiplies its second operand as u8 exactly (q8_u8_dot): the weight goes in
+// as w + 128 (one xor per weight vector, shared by every activation row) and the signed activation as the first
+// operand, so Σ q·(w + 128) = Σ q·w + 128·Σ q, and each lane starts at −128 · Σ q over its own bytes. Every lane
+// then holds the same integer as in dot_q8, so the results are bit-identical; per (activation row, weight row, block)
+// it saves the sign transfer (an xor and a subtraction per 16 bytes), which is most of the work at batch > 1.
+INLINE void dot_q8u(int MR, int NR, const QAct *xa, const int8_t *w, const float *ws, size_t K, size_t dr,
+                    float out[4][4]) {
+  size_t nb = (K + Q8_BLOCK - 1) / Q8_BLOCK, nfull = K / Q8_BLOCK;
+  const size_t rs = dr * K, rsb = dr * nb;
+  const v128_t bias = wasm_i8x16_splat((int8_t)0x80);
+  f4 acc[4][4];
+  for (int m = 0; m < MR; m++)
+    for (int r = 0; r < NR; r++) acc[m][r] = wasm_f32x4_splat(0.0f);
+  for (size_t b = 0; b < nfull; b++) {
+    size_t k = b * Q8_BLOCK;
+    v128_t w0[4], w1[4];
+    for (int r = 0; r < NR; r++) {
+      w0[r] = wasm_v128_xor(ld(w + r * rs + k), bias);
+      w1[r] = wasm_v128_xor(ld(w + r * rs + k + 16), bias);
+    }
+    for (int m = 0; m < MR; m++) {
+      v128_t q0 = ld(xa[m].q + k), q1 = ld(xa[m].q + k + 16), c = ld(xa[m].corr + 4 * b);
+      float xs = xa[m].s[b];
+      for (int r = 0; r < NR; r++) {
+        v128_t d = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(q0, w0[r], c);
+        d = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(q1, w1[r], d);
+        acc[m][r] = madd(wasm_f32x4_convert_i32x4(d), splat(ws[r * rsb + b] * xs), acc[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < MR; m++)
+    for (int r = 0; r < NR; r++) {
+      float s = hsum(acc[m][r]);
+      if (nfull < nb) {  // short last block: scalar, same integer product
+        int32_t isum = 0;
+        for (size_t k = nfull * Q8_BLOCK; k < K; k++) isum += (int32_t)xa[m].q[k] * (int32_t)w[r * rs + k];
+        s += (float)isum * (ws[r * rsb + nfull] * xa[m].s[nfull]);
+      }
+      out[m][r] = s;
+    }
+}
+
+// Also writes q itself and each block's −128·Σq when q8 (0: skip them).
+void quantize_act_q8(const float *x, size_t K, uint8_t *ab, uint8_t *sg, int8_t *q8out, int32_t *corr, float *s) {
   size_t nb = (K + Q8_BLOCK - 1) / Q8_BLOCK;
   for (size_t b = 0; b < nb; b++) {
     size_t k0 = b * Q8_BLOCK, k1 = k0 + Q8_BLOCK < K ? k0 + Q8_BLOCK : K;
@@ -412,6 +457,7 @@ void quantize_act_q8(const float *x, size_t K, uint8_t *ab, uint8_t *sg, float *
         q8 = wasm_i8x16_max(q8, wasm_i8x16_splat(-127));  // never −128: keeps |q| in 7 bits
         st(ab + k, wasm_i8x16_abs(q8));
         st(sg + k, wasm_i8x16_shr(q8, 7));
+        if (q8out) st(q8out + k, q8);
       }
     }
     for (; k < k1; k++) {
@@ -420,6 +466,15 @@ void quantize_act_q8(const float *x, size_t K, uint8_t *ab, uint8_t *sg, float *
       int32_t qi = (int32_t)q;
       ab[k] = (uint8_t)(qi < 0 ? -qi : qi);
       sg[k] = qi < 0 ? 0xff : 0;
+      if (q8out) q8out[k] = (int8_t)qi;
+    }
+    if (q8out) {  // lane j of a full block's dot products covers bytes 4j..4j+3 of each 16-byte half
+      for (int j = 0; j < 4; j++) {
+        int32_t sum = 0;
+        for (size_t kk = k0 + 4 * (size_t)j; kk < k1; kk += 16)
+          for (size_t i = kk; i < kk + 4 && i < k1; i++) sum += q8out[i];
+        corr[4 * b + (size_t)j] = -128 * sum;
+      }
     }
   }
 }
@@ -485,6 +540,12 @@ NOINLINE void dec_q8(int mr, int nr, const QAct *qa, const int8_t *w, const floa
   CASES(CALL)
 #undef CALL
 }
+NOINLINE void dec_q8u(int mr, int nr, const QAct *qa, const int8_t *w, const float *ws, size_t K, size_t dr,
+                      float out[4][4]) {
+#define CALL(A, B) dot_q8u(A, B, qa, w, ws, K, dr, out)
+  CASES(CALL)
+#undef CALL
+}
 
 // Rows n, n + dr, …, n + (nr − 1)·dr of W against mr activation rows.
 static void dec_group(const WDesc *W, int mr, int nr, const float *const *xr, const float *const *xp,
@@ -500,7 +561,8 @@ static void dec_group(const WDesc *W, int mr, int nr, const float *const *xr, co
       break;
     case DT_Q8: {
       size_t nb = (K + Q8_BLOCK - 1) / Q8_BLOCK;
-      dec_q8(mr, nr, qa, (const int8_t *)W->w + n * K, W->qs + n * nb, K, dr, out);
+      if (qa[0].q) dec_q8u(mr, nr, qa, (const int8_t *)W->w + n * K, W->qs + n * nb, K, dr, out);
+      else dec_q8(mr, nr, qa, (const int8_t *)W->w + n * K, W->qs + n * nb, K, dr, out);
       break;
     }
   }
@@ -528,18 +590,23 @@ static void mm_decode(const WDesc *W, const float *x, const int32_t *xidx, size_
   size_t pk = perm ? (K + 15) & ~(size_t)15 : 4;
   size_t qk = W->dt == DT_Q8 ? (K + 15) & ~(size_t)15 : 16;
   float xpbuf[M * pk] __attribute__((aligned(16)));
-  uint8_t qbuf[M * (2 * qk)] __attribute__((aligned(16)));
+  uint8_t qbuf[M * (3 * qk)] __attribute__((aligned(16)));
   float qsbuf[W->dt == DT_Q8 ? M * nb : 1];
+  int32_t corrbuf[W->dt == DT_Q8 ? 4 * M * nb : 1] __attribute__((aligned(16)));
+  const int u8 = W->dt == DT_Q8 && q8_decode_u8_on();
   const float *xp[DECODE_MAX_M];
   QAct qa[DECODE_MAX_M];
   for (int m = 0; m < M; m++) {
     xp[m] = xpbuf + m * pk;
     if (perm) perm_rows(W->dt, xr[m], K, xpbuf + m * pk);
     if (W->dt == DT_Q8) {
-      qa[m].ab = qbuf + m * 2 * qk;
-      qa[m].sg = qbuf + m * 2 * qk + qk;
+      qa[m].ab = qbuf + m * 3 * qk;
+      qa[m].sg = qbuf + m * 3 * qk + qk;
+      qa[m].q = u8 ? (const int8_t *)(qbuf + m * 3 * qk + 2 * qk) : 0;
+      qa[m].corr = u8 ? corrbuf + 4 * m * nb : 0;
       qa[m].s = qsbuf + m * nb;
-      quantize_act_q8(xr[m], K, (uint8_t *)qa[m].ab, (uint8_t *)qa[m].sg, (float *)qa[m].s);
+      quantize_act_q8(xr[m], K, (uint8_t *)qa[m].ab, (uint8_t *)qa[m].sg, (int8_t *)qa[m].q, (int32_t *)qa[m].corr,
+                      (float *)qa[m].s);
     }
   }
   // Fewer activation rows → more W rows per step (MR·NR ≤ 8 accumulators). Rows beyond 4 form a second group

@@ -13,7 +13,9 @@ void ukr(int mr, const float *const *a, const float *P, size_t ldp, int kc, floa
 void ukr_n4(int mr, const float *const *a, const float *P, size_t ldp, int kc, float *const *c, int acc);
 // nr ≤ 8 rows of R (row stride ldr) → P[kc][8], zero-padded.
 void pack_panel(const float *R, int ldr, int nr, int kc, float *P);
-// gemm_q8.c: whether this host runs the int8 prefill path (probed once), and that path (M > 8, q8 weights).
+// gemm_q8.c: whether this host runs the int8 prefill path and the u8 decode products (both probed once), and the
+// prefill path (M > 8, q8 weights).
 int q8_gemm_usable(void);
+int q8_decode_u8_on(void);
 void mm_prefill_q8(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
                    size_t K, int n0, int n1);

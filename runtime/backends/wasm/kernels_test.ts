@@ -314,6 +314,28 @@ Deno.test("matmul: K above the decode limit (16384) falls back to the packed pat
   }
 });
 
+Deno.test("matmul q8, M ≤ 8: the u8-weight products give the sign-transfer ones bit for bit", () => {
+  const r = mulberry32(12);
+  const b = new Bufs();
+  const on = ex.q8_decode_u8(1) === 1;
+  try {
+    for (const [m, n, kk] of [[1, 37, 1024], [2, 13, 65], [3, 20, 96], [5, 9, 257], [8, 33, 32], [4, 8, 1]]) {
+      const W = makeWeight(b, r, "q8", n, kk), x = b.f32(randArray(r, m * kk)), y1 = b.f32(m * n), y2 = b.f32(m * n);
+      ex.q8_decode_u8(0);
+      ex.matmul(x, W.w, DT.q8, W.scale, W.qs, y1, m, n, kk, 0, n);
+      ex.q8_decode_u8(1);
+      ex.matmul(x, W.w, DT.q8, W.scale, W.qs, y2, m, n, kk, 0, n);
+      expectEqual(
+        k.f32(y2, m * n),
+        k.f32(y1, m * n),
+        `q8 decode ${m}x${n}x${kk} (u8 form ${on ? "on" : "unavailable"})`,
+      );
+    }
+  } finally {
+    b.free();
+  }
+});
+
 Deno.test("matmul q8, M > 8: q8_prefill_int8(0) keeps f32 activations (exact dequantised product)", () => {
   const r = mulberry32(11);
   const b = new Bufs();
@@ -883,7 +905,7 @@ Deno.test("argmax: first index of the maximum, ties, NaNs never largest, tails o
       rows.push(row.map((x, i) => i % 3 === 1 ? NaN : x)); // NaNs inside
       rows.push(row.map((x, i) => i === 0 ? NaN : x + 5)); // NaN first: a scalar walk stays at 0
       rows.push(row.map(() => -Infinity));
-      rows.push(row.map((x, i) => i === last ? -0 : i === 0 ? 0 : -1)); // ±0 tie: the first
+      rows.push(row.map((_x, i) => i === last ? -0 : i === 0 ? 0 : -1)); // ±0 tie: the first
     }
     for (const row of rows) {
       const out = b.i32(1);
