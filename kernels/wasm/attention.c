@@ -2,6 +2,7 @@
 // each query token t attends to positions 0 .. pos[t] of its sequence, whose latents must already be in the cache
 // (mla_cache_write first). Work items are (token, group of hg heads): decode uses small groups so one token's
 // heads spread across threads; prefill uses hg = H so the cache tile is loaded once for every head.
+#include "attention.h"
 #include "matmul.h"
 
 // Cache layout: blocks of bs token rows; a row is [c_kv (kvr) | k_rope (dr)] in f32 or bf16; block b of sequence s
@@ -168,37 +169,8 @@ static void mla_block(const MlaParams *p, const WDesc *W, int t0, int nt, int h0
       for (int i = 0; i < gn; i++)
         for (int l = 0; l < n; l++) S[(8 * g + i) * LT + l] = ST[l * 8 + i];
     }
-    for (int i = 0; i < R; i++) {
-      float *Si = S + i * LT, m = mx[i];
-      int vis = pos[i / nh] + 1 - l0;  // causal: this token sees cache rows l0 .. pos
-      vis = vis < n ? vis : n;
-      for (int l = vis < 0 ? 0 : vis; l < n; l++) Si[l] = -__builtin_inff();
-      for (int l = 0; l < vis; l++) m = Si[l] > m ? Si[l] : m;
-      if (vis <= 0) {  // nothing visible in this tile: zero weights, the row's state is unchanged
-        for (int l = 0; l < n; l++) Si[l] = 0.0f;
-        continue;
-      }
-      float corr = expf_(mx[i] - m), sum = 0.0f;  // exp(−inf) = 0 on the first tile
-      int l = 0;
-      f4 mv = splat(m), acc = splat(0.0f);
-      for (; l + 4 <= n; l += 4) {
-        f4 e = exp4(wasm_f32x4_sub(ld(Si + l), mv));
-        st(Si + l, e);
-        acc = wasm_f32x4_add(acc, e);
-      }
-      for (; l < n; l++) {
-        Si[l] = expf_(Si[l] - m);
-        sum += Si[l];
-      }
-      den[i] = den[i] * corr + sum + hsum(acc);
-      mx[i] = m;
-      if (corr != 1.0f) {
-        f4 cv = splat(corr);
-        int c = 0;
-        for (; c + 4 <= kvr; c += 4) st(O + i * kvr + c, wasm_f32x4_mul(ld(O + i * kvr + c), cv));
-        for (; c < kvr; c++) O[i * kvr + c] *= corr;
-      }
-    }
+    for (int i = 0; i < R; i++)  // causal: token i / nh sees cache rows l0 .. pos
+      softmax_tile(S + i * LT, n, pos[i / nh] + 1 - l0, mx + i, den + i, O + i * kvr, kvr);
     for (int c0 = 0; c0 < kvr; c0 += 8) {
       int nc = kvr - c0 < 8 ? kvr - c0 : 8;
       for (int i0 = 0; i0 < R; i0 += 4) {

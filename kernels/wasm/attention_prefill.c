@@ -8,6 +8,7 @@
 // Per context tile [c0, c0 + cl): mla_gather (rows = cl) copies the cache rows to f32 c_kv and k_rope tiles, the
 // `matmul` kernel expands c_kv into kv, then mla_prefill (rows = ceil(n / tb) · H) folds the tile into each item's
 // online-softmax state (`state`), and on the last tile writes out = O / sum.
+#include "attention.h"
 #include "matmul.h"
 
 typedef struct {
@@ -101,32 +102,10 @@ void mla_prefill(const MlaPrefillParams *p, int r0, int r1) {
           ukr(mr, a, QP, 8, dn, c, 8, 0);
           ukr(mr, b, QP + dn * 8, 8, dr, c, 8, 1);
         }
-        for (int i = 0; i < nt; i++) {
-          float *Si = S + i * LT, m = mx[i];
-          int v = p->p0 + t0 + i + 1 - (p->c0 + l0);  // causal: rows before v are visible to token i
-          v = v < nl ? v : nl;
-          for (int l = 0; l < nl; l++) Si[l] = l < v ? ST[l * 8 + i] : -__builtin_inff();
-          if (v <= 0) {
-            for (int l = 0; l < nl; l++) Si[l] = 0.0f;
-            continue;
-          }
-          for (int l = 0; l < v; l++) m = Si[l] > m ? Si[l] : m;
-          float corr = expf_(mx[i] - m), sum = 0.0f;
-          int l = 0;
-          f4 mv = splat(m), acc = splat(0.0f);
-          for (; l + 4 <= nl; l += 4) {
-            f4 e = exp4(wasm_f32x4_sub(ld(Si + l), mv));
-            st(Si + l, e);
-            acc = wasm_f32x4_add(acc, e);
-          }
-          for (; l < nl; l++) {
-            Si[l] = expf_(Si[l] - m);
-            sum += Si[l];
-          }
-          den[i] = den[i] * corr + sum + hsum(acc);
-          mx[i] = m;
-          if (corr != 1.0f)
-            for (int c = 0; c < dv; c++) O[i * dv + c] *= corr;
+        for (int i = 0; i < nt; i++) {  // causal: token i sees rows up to its position
+          float *Si = S + i * LT;
+          for (int l = 0; l < nl; l++) Si[l] = ST[l * 8 + i];
+          softmax_tile(Si, nl, p->p0 + t0 + i + 1 - (p->c0 + l0), mx + i, den + i, O + i * dv, dv);
         }
         // O[i] += Σ_l S[i][l] · v[l]; the panel rows are v rows in place (stride N); a read past dv stays in kv
         // (it is padded), and only nc columns are stored.

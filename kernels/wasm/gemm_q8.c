@@ -62,23 +62,12 @@ static void quantize_rows(const float *x, const int32_t *xidx, size_t ldx, int m
     uint8_t *a = A + (size_t)m * (size_t)kcp;
     for (int b = 0; b < kcp / Q8_BLOCK; b++) {
       int c0 = b * Q8_BLOCK, c1 = c0 + Q8_BLOCK < kc ? c0 + Q8_BLOCK : kc;
-      float amax = 0.0f;
-      for (int c = c0; c < c1; c++) {
-        float v = __builtin_fabsf(xr[c]);
-        amax = v > amax ? v : amax;
-      }
-      float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+      float amax = absmax(xr + c0, c1 - c0), id = amax > 0.0f ? 127.0f / amax : 0.0f;
       S[m * (kcp / Q8_BLOCK) + b] = amax / 127.0f;
       if (c1 - c0 == Q8_BLOCK) {
         f4 idv = splat(id);
-        for (int c = c0; c < c1; c += 16) {
-          v128_t q[4];
-          for (int j = 0; j < 4; j++)
-            q[j] = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(ld(xr + c + 4 * j), idv)));
-          v128_t q8 = wasm_i8x16_narrow_i16x8(wasm_i16x8_narrow_i32x4(q[0], q[1]), wasm_i16x8_narrow_i32x4(q[2], q[3]));
-          q8 = wasm_i8x16_max(q8, wasm_i8x16_splat(-127));
-          st(a + c, wasm_v128_xor(q8, wasm_i8x16_splat((int8_t)0x80)));  // + 128 as u8
-        }
+        for (int c = c0; c < c1; c += 16)
+          st(a + c, wasm_v128_xor(quant16(xr + c, idv), wasm_i8x16_splat((int8_t)0x80)));  // + 128 as u8
       } else {
         for (int c = c0; c < c0 + Q8_BLOCK; c++) {
           float q = c < c1 ? __builtin_nearbyintf(xr[c] * id) : 0.0f;
@@ -164,19 +153,8 @@ NOINLINE void ukr_q8(const uint8_t *a0, const uint8_t *a1, const float *s0, cons
     y10 = madd(wasm_f32x4_convert_i32x4(d10), wasm_f32x4_mul(ws[2 * b], e1), y10);
     y11 = madd(wasm_f32x4_convert_i32x4(d11), wasm_f32x4_mul(ws[2 * b + 1], e1), y11);
   }
-  f4 out[2][2] = {{y00, y01}, {y10, y11}};
-  float *c[2] = {c0, c1};
-  for (int i = 0; i < mr; i++) {
-    if (nc == 8) {
-      st(c[i], acc ? wasm_f32x4_add(ld(c[i]), out[i][0]) : out[i][0]);
-      st(c[i] + 4, acc ? wasm_f32x4_add(ld(c[i] + 4), out[i][1]) : out[i][1]);
-    } else {
-      float t[8];
-      st(t, out[i][0]);
-      st(t + 4, out[i][1]);
-      for (int j = 0; j < nc; j++) c[i][j] = acc ? c[i][j] + t[j] : t[j];
-    }
-  }
+  store8(c0, y00, y01, nc, acc);
+  if (mr == 2) store8(c1, y10, y11, nc, acc);
 }
 
 void mm_prefill_q8(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,

@@ -79,21 +79,7 @@ INLINE void ukr_t(int MR, const float *const *a, const float *P, size_t ldp, int
       c1[i] = madd(av, b1, c1[i]);
     }
   }
-  for (int i = 0; i < MR; i++) {
-    if (nc == 8) {
-      if (acc) {
-        c0[i] = wasm_f32x4_add(c0[i], ld(c[i]));
-        c1[i] = wasm_f32x4_add(c1[i], ld(c[i] + 4));
-      }
-      st(c[i], c0[i]);
-      st(c[i] + 4, c1[i]);
-    } else {
-      float t[8];
-      st(t, c0[i]);
-      st(t + 4, c1[i]);
-      for (int j = 0; j < nc; j++) c[i][j] = acc ? c[i][j] + t[j] : t[j];
-    }
-  }
+  for (int i = 0; i < MR; i++) store8(c[i], c0[i], c1[i], nc, acc);
 }
 NOINLINE void ukr1(const float *const *a, const float *P, size_t ldp, int kc, float *const *c, int nc, int acc) {
   ukr_t(1, a, P, ldp, kc, c, nc, acc);
@@ -191,21 +177,7 @@ NOINLINE void ukr_p4(const float *Ap, const float *P, int kc, float *const *c, i
     c0[3] = madd(a3, b0, c0[3]);
     c1[3] = madd(a3, b1, c1[3]);
   }
-  for (int i = 0; i < mr; i++) {
-    if (nc == 8) {
-      if (acc) {
-        c0[i] = wasm_f32x4_add(c0[i], ld(c[i]));
-        c1[i] = wasm_f32x4_add(c1[i], ld(c[i] + 4));
-      }
-      st(c[i], c0[i]);
-      st(c[i] + 4, c1[i]);
-    } else {
-      float t[8];
-      st(t, c0[i]);
-      st(t + 4, c1[i]);
-      for (int j = 0; j < nc; j++) c[i][j] = acc ? c[i][j] + t[j] : t[j];
-    }
-  }
+  for (int i = 0; i < mr; i++) store8(c[i], c0[i], c1[i], nc, acc);
 }
 
 static void mm_prefill(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
@@ -439,22 +411,13 @@ void quantize_act_q8(const float *x, size_t K, uint8_t *ab, uint8_t *sg, int8_t 
   size_t nb = (K + Q8_BLOCK - 1) / Q8_BLOCK;
   for (size_t b = 0; b < nb; b++) {
     size_t k0 = b * Q8_BLOCK, k1 = k0 + Q8_BLOCK < K ? k0 + Q8_BLOCK : K;
-    float amax = 0.0f;
-    for (size_t k = k0; k < k1; k++) {
-      float a = __builtin_fabsf(x[k]);
-      amax = a > amax ? a : amax;
-    }
-    float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    float amax = absmax(x + k0, (int)(k1 - k0)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
     s[b] = amax / 127.0f;
     size_t k = k0;
     if (k1 - k0 == Q8_BLOCK) {
       f4 idv = splat(id);
       for (int h = 0; h < 2; h++, k += 16) {
-        v128_t q[4];
-        for (int j = 0; j < 4; j++)
-          q[j] = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(ld(x + k + 4 * j), idv)));
-        v128_t q8 = wasm_i8x16_narrow_i16x8(wasm_i16x8_narrow_i32x4(q[0], q[1]), wasm_i16x8_narrow_i32x4(q[2], q[3]));
-        q8 = wasm_i8x16_max(q8, wasm_i8x16_splat(-127));  // never −128: keeps |q| in 7 bits
+        v128_t q8 = quant16(x + k, idv);
         st(ab + k, wasm_i8x16_abs(q8));
         st(sg + k, wasm_i8x16_shr(q8, 7));
         if (q8out) st(q8out + k, q8);
@@ -659,12 +622,7 @@ void quantize_q8(const float *src, int8_t *q, float *qs, int K, int r0, int r1) 
     int8_t *qr = q + (size_t)r * (size_t)K;
     for (size_t b = 0; b < nb; b++) {
       size_t k0 = b * Q8_BLOCK, k1 = k0 + Q8_BLOCK < (size_t)K ? k0 + Q8_BLOCK : (size_t)K;
-      float amax = 0.0f;
-      for (size_t k = k0; k < k1; k++) {
-        float a = __builtin_fabsf(x[k]);
-        amax = a > amax ? a : amax;
-      }
-      float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+      float amax = absmax(x + k0, (int)(k1 - k0)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
       qs[(size_t)r * nb + b] = amax / 127.0f;
       for (size_t k = k0; k < k1; k++) {
         float v = __builtin_nearbyintf(x[k] * id);

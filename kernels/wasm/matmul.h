@@ -2,6 +2,38 @@
 #pragma once
 #include "common.h"
 
+// c[0, nc) (+)= the 8 values lo ‖ hi (nc ≤ 8).
+INLINE void store8(float *c, f4 lo, f4 hi, int nc, int acc) {
+  if (nc == 8) {
+    st(c, acc ? wasm_f32x4_add(lo, ld(c)) : lo);
+    st(c + 4, acc ? wasm_f32x4_add(hi, ld(c + 4)) : hi);
+  } else {
+    float t[8];
+    st(t, lo);
+    st(t + 4, hi);
+    for (int j = 0; j < nc; j++) c[j] = acc ? c[j] + t[j] : t[j];
+  }
+}
+
+// max |x[i]| over [0, n).
+INLINE float absmax(const float *x, int n) {
+  float m = 0.0f;
+  for (int i = 0; i < n; i++) {
+    float a = __builtin_fabsf(x[i]);
+    m = a > m ? a : m;
+  }
+  return m;
+}
+
+// 16 activations x[0, 16) → int8 round(x·id), clamped to ±127 (never −128, so |q| fits in 7 bits): the activation
+// quantisation of the q8 decode and prefill paths.
+INLINE v128_t quant16(const float *x, f4 id) {
+  v128_t q[4];
+  for (int j = 0; j < 4; j++) q[j] = wasm_i32x4_trunc_sat_f32x4(wasm_f32x4_nearest(wasm_f32x4_mul(ld(x + 4 * j), id)));
+  v128_t q8 = wasm_i8x16_narrow_i16x8(wasm_i16x8_narrow_i32x4(q[0], q[1]), wasm_i16x8_narrow_i32x4(q[2], q[3]));
+  return wasm_i8x16_max(q8, wasm_i8x16_splat(-127));
+}
+
 // y[m*ldy + n] = Σ_k x[row(m)*ldx + k] · W[n, k] for n in [n0, n1); row(m) = xidx ? xidx[m] : m.
 void mm_core(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M, size_t K,
              int n0, int n1);
