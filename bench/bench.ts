@@ -9,7 +9,9 @@
  * runs `--gen` steps of `B` sequences (one token each, greedy: on the backend where it samples, so only the ids
  * are read back, as in the engine) for every batch size B. The same run measures the
  * machine's memory bandwidth (a STREAM-style add on the WASM kernels) so decode can be read against its roofline:
- * bytes read per decoded token (active weights in their stored dtype + latent cache) / bandwidth.
+ * bytes read per decoded token (active weights in their stored dtype + latent cache) / bandwidth. Peak RSS is read
+ * against the plan's prediction: weights, latent cache, arena and I/O of the step plan plus the backend's kernel
+ * scratch.
  *
  * `--pieces N`, `--spin-us N`, `--join-spin-us N` set the wasm backend's dispatch tuning (`wasmTuning.pieces`,
  * `ThreadPool.spinMicros`, `joinSpinMicros`) for comparisons; `--pieces 0 --spin-us 5 --join-spin-us 5` is close to
@@ -250,6 +252,8 @@ const profile = !values.profile ? "" : [
   await profileTable(`decode batch ${batches[0]}`, async () => void await decode(model, batches[0])),
 ].join("\n");
 const perToken = bytesPerToken(model);
+const scratchBytes = (model.backend as { scratchBytes?: number }).scratchBytes ?? 0;
+const planned = Object.values(model.plannedMemory).reduce((a, b) => a + b, 0) + scratchBytes;
 const bandwidth = await memoryBandwidth();
 sampleRss();
 
@@ -269,6 +273,10 @@ const result = {
   rooflineTokensPerSecond: (bandwidth * 1e9) / perToken,
   rooflineFraction: decodeTps[1] !== undefined ? decodeTps[1] / ((bandwidth * 1e9) / perToken) : null,
   peakRssBytes: peakRss,
+  // The step plan's sizes (weights, latent cache, arena, I/O) plus the backend's kernel scratch: what the engine
+  // itself asks for; the rest of the RSS is the runtime and the host's copy of the weights while they load.
+  plannedBytes: planned,
+  plannedBytesByKind: { ...model.plannedMemory, scratch: scratchBytes },
 };
 model.dispose();
 
@@ -285,6 +293,13 @@ else {
       `${f(result.rooflineTokensPerSecond, 2)} tok/s` +
       (result.rooflineFraction !== null ? ` (${f(100 * result.rooflineFraction)}% reached at batch 1)` : "") +
       ` · peak RSS ${(peakRss / 2 ** 30).toFixed(2)} GiB · load ${f(loadSeconds)} s`,
+  );
+  const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
+  const p = result.plannedBytesByKind;
+  console.log(
+    `planned ${mib(planned)} (weights ${mib(p.weights)}, cache ${mib(p.state)}, arena ${mib(p.arena)}, ` +
+      `io ${mib(p.io)}, kernel scratch ${mib(p.scratch)}); peak RSS − planned = ${mib(peakRss - planned)} ` +
+      `(runtime; the host's copy of the weights while loading)`,
   );
 }
 if (profile) (values.json ? console.error : console.log)(profile);

@@ -22,7 +22,7 @@
 import type { Graph } from "../graph/ir.ts";
 import type { Backend } from "./backend.ts";
 import { type HostArray, PlanExecutor, type RunOptions, type WeightLoader, type WeightMap } from "./plan_executor.ts";
-import { schedule } from "./schedule.ts";
+import { type Plan, schedule } from "./schedule.ts";
 
 export { solveVars } from "./plan_executor.ts";
 export type { HostArray, RunOptions, WeightLoader, WeightMap } from "./plan_executor.ts";
@@ -48,6 +48,11 @@ export class Executor {
   static async create(graph: Graph, backend: Backend, options: ExecutorOptions): Promise<Executor> {
     const plan = schedule(graph, [backend], { strict: true });
     return new Executor(graph, backend, await PlanExecutor.create(graph, plan, [backend], options));
+  }
+
+  /** The plan being run (segments, memory per backend). */
+  get plan(): Plan {
+    return this.#plan.plan;
   }
 
   /** Runs the graph once; returns the graph outputs asked for (default all) by name. */

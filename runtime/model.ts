@@ -197,6 +197,15 @@ export class Model {
     return this.#vision.encode(images);
   }
 
+  /**
+   * What the step plan sizes on the model's backend: weights, state (the latent cache), the arena of intermediates
+   * (at the largest step shape) and per-run I/O buffers, in bytes.
+   */
+  get plannedMemory(): { weights: number; state: number; arena: number; io: number } {
+    const m = this.#executor.plan.memory.perBackend[this.backend.name];
+    return { weights: m.weightBytes, state: m.stateBytes, arena: m.arenaBytes, io: m.ioBytes };
+  }
+
   /** Whether the step graph ends with the sampler, so {@link Model.sampleStep} is available. */
   get samplesOnBackend(): boolean {
     return this.#sampling;

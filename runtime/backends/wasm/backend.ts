@@ -101,6 +101,11 @@ class WasmBackend implements Backend {
     return this.#pool.threads;
   }
 
+  /** Scratch memory of the prepared segments (the largest any kernel asked for), outside the plan's buffers. */
+  get scratchBytes(): number {
+    return this.#tempBytes;
+  }
+
   /** The kernels instance (benchmarks switch its q8 prefill path). */
   get kernels(): WasmKernels {
     return this.#k;
