@@ -7,7 +7,7 @@
  *
  * Prefill runs one `--prompt`-token sequence in a single step and computes logits for its last token only. Decode
  * runs `--gen` steps of `B` sequences (one token each, greedy: on the backend where it samples, so only the ids
- * are read back, as in the engine) for every batch size B. The same run measures the
+ * are read back, as in the engine) for every batch size B, `--repetitions` times (default 3; the median counts). The same run measures the
  * machine's memory bandwidth (a STREAM-style add on the WASM kernels) so decode can be read against its roofline:
  * bytes read per decoded token (active weights in their stored dtype + latent cache) / bandwidth. Peak RSS is read
  * against the plan's prediction: weights, latent cache, arena and I/O of the step plan plus the backend's kernel
@@ -46,6 +46,7 @@ const { values } = parseArgs({
     seed: { type: "string", default: "0" },
     json: { type: "boolean", default: false },
     profile: { type: "boolean", default: false },
+    repetitions: { type: "string", default: "3" },
     // wasm dispatch tuning (defaults: the backend's): pieces per thread of large jobs, worker and caller spin times.
     pieces: { type: "string" },
     "spin-us": { type: "string" },
@@ -55,6 +56,7 @@ const { values } = parseArgs({
 if (values.dtype !== undefined && !isDType(values.dtype)) throw new Error(`--dtype ${values.dtype} is unknown`);
 const promptLen = Number(values.prompt);
 const gen = Number(values.gen);
+const repetitions = Math.max(1, Number(values.repetitions));
 const batches = values.batch!.split(",").map(Number);
 const threads = values.threads ? Number(values.threads) : navigator.hardwareConcurrency;
 
@@ -243,8 +245,14 @@ async function profileTable(title: string, steps: () => Promise<void>): Promise<
 }
 
 const prefillTps = await prefill(model);
+// Decode: the median of --repetitions runs per batch size (as llama-bench's -r), so one stall of the shared machine
+// does not decide the number.
 const decodeTps: Record<string, number> = {};
-for (const b of batches) decodeTps[b] = await decode(model, b);
+for (const b of batches) {
+  const runs: number[] = [];
+  for (let r = 0; r < repetitions; r++) runs.push(await decode(model, b));
+  decodeTps[b] = runs.sort((x, y) => x - y)[runs.length >> 1];
+}
 const profile = !values.profile ? "" : [
   await profileTable(`prefill ${promptLen} tokens`, async () => {
     for (let i = 0; i < 3; i++) await prefillOnce(model);
