@@ -277,6 +277,7 @@ function ropeCases(): OpCase[] {
 type MlaGeom = { H: number; dn: number; dr: number; dv: number; kvr: number; bs: number };
 const MLA_ODD: MlaGeom = { H: 3, dn: 6, dr: 4, dv: 5, kvr: 12, bs: 4 };
 const MLA_POW2: MlaGeom = { H: 4, dn: 16, dr: 16, dv: 16, kvr: 32, bs: 8 };
+const MLA_WIDE: MlaGeom = { H: 3, dn: 32, dr: 16, dv: 44, kvr: 96, bs: 16 };
 
 /**
  * MLA over two sequences with scattered block tables. `history[s]` positions of sequence s are already cached
@@ -290,7 +291,7 @@ function mlaCase(
   cdt: DType,
   history: [number, number],
   queries: [number, number],
-  opts: { form?: "absorbed" | "naive"; runs?: boolean } = {},
+  opts: { form?: "absorbed" | "naive"; runs?: boolean; order?: [number, number][] } = {},
 ): OpCase {
   const form = opts.form ?? "absorbed";
   const name = `mla_attention ${label} ${wdt} cache ${cdt} H=${m.H} kvr=${m.kvr} bs=${m.bs}`;
@@ -305,7 +306,10 @@ function mlaCase(
       [perm[i], perm[j]] = [perm[j], perm[i]];
     }
     const seq: number[] = [], pos: number[] = [];
-    if (opts.runs) {
+    if (opts.order) { // (sequence, tokens) runs in this order; each sequence continues where it left off
+      const next = [...history];
+      for (const [s, n] of opts.order) for (let i = 0; i < n; i++) seq.push(s), pos.push(next[s]++);
+    } else if (opts.runs) {
       for (const s of [1, 0]) for (let i = 0; i < queries[s]; i++) seq.push(s), pos.push(history[s] + i);
     } else {
       for (let i = 0; i < Math.max(...queries); i++) {
@@ -355,8 +359,8 @@ function mlaCases(): OpCase[] {
 
 /**
  * Prefill runs long enough for the wasm backend's naive (expanded) MLA prefill by default, after a cached history,
- * across its 256-row context tiles, next to a decode token of another sequence; the wasm test below also runs every
- * prefill-shaped case with the naive path forced on and off.
+ * across its 256-row context tiles, next to single tokens of another sequence, and split by them; the wasm test below
+ * also runs every MLA case with the naive path forced on (single tokens too) and off.
  */
 function mlaPrefillCases(): OpCase[] {
   return [
@@ -364,6 +368,15 @@ function mlaPrefillCases(): OpCase[] {
     mlaCase("prefill run after history, one decode", MLA_POW2, "q8", "bf16", [290, 9], [75, 1], { runs: true }),
     mlaCase("prefill runs", MLA_ODD, "f8e4m3", "f32", [3, 0], [67, 64], { runs: true }),
     mlaCase("prefill run past a context tile", MLA_POW2, "bf16", "f32", [0, 3], [300, 1], { runs: true }),
+    mlaCase("prefill run first, then one token of another sequence", MLA_POW2, "f32", "f32", [9, 290], [1, 75], {
+      runs: true,
+    }),
+    mlaCase("two prefill runs of one sequence around another's tokens", MLA_POW2, "f32", "f32", [250, 17], [130, 5], {
+      order: [[0, 65], [1, 5], [0, 65]],
+    }),
+    mlaCase("prefill run between single tokens, odd head sizes", MLA_WIDE, "q8", "f32", [100, 7], [300, 3], {
+      order: [[1, 2], [0, 300], [1, 1]],
+    }),
   ];
 }
 
@@ -385,7 +398,7 @@ function moeCase(dt: DType, T: number, E: number, K: number, D: number, F: numbe
     ? ` (${blocks === E ? "per-expert" : blocks === 2 * E ? "gate/up per expert" : blocks} scales)`
     : "";
   const name = `moe_experts ${dt}${scales} T=${T} top ${K} of ${E} D=${D} F=${F}`;
-  // q8 with few tokens per expert quantises activations; with many, the weights decode exactly.
+  // q8 quantises activations: always with few tokens per expert, with many where the host has the int8 prefill path.
   return opCase(name, "moe_experts", MATRIX_TOL[dt], (c) => {
     const x = c.f32("x", [[T, T + 3], D]);
     const route = ops.moeRoute(c.g, c.f32("logits", [[T, T + 3], E], 3), { topK: K });
@@ -412,6 +425,7 @@ function moeCases(): OpCase[] {
     moeCase("f8e4m3", 5, 16, 4, 40, 8, 32),
     moeCase("q8", 1, 8, 2, 32, 32),
     moeCase("q8", 6, 16, 4, 64, 32),
+    moeCase("q8", 40, 4, 2, 64, 32), // ~20 tokens per expert: the int8 prefill path over gathered rows
   ];
 }
 
@@ -630,7 +644,7 @@ Deno.test({
     const saved = wasmTuning.naivePrefill;
     try {
       for (const naivePrefill of [1, Infinity]) {
-        for (const c of mlaCases().filter((c) => !/decode/.test(c.name))) {
+        for (const c of mlaCases()) {
           await t.step(`${c.name} (naive from ${naivePrefill})`, async () => {
             wasmTuning.naivePrefill = naivePrefill;
             const want = await runOpCase(c.build(), [reference]);

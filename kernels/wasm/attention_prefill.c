@@ -7,7 +7,8 @@
 //
 // Per context tile [c0, c0 + cl): mla_gather (rows = cl) copies the cache rows to f32 c_kv and k_rope tiles, the
 // `matmul` kernel expands c_kv into kv, then mla_prefill (rows = ceil(n / tb) · H) folds the tile into each item's
-// online-softmax state (`state`), and on the last tile writes out = O / sum.
+// online-softmax state — the unnormalised O kept in `out` itself, the running max and sum in `state` — and on the last
+// tile writes out = O / sum.
 #include "attention.h"
 #include "matmul.h"
 
@@ -20,8 +21,8 @@ typedef struct {
   float *ckv;          // tile [CT, kvr] f32
   float *kr;           // tile [CT, dr] f32
   float *kv;           // tile [CT, H·(dn + dv)]: per head dn of k_nope then dv of v
-  float *state;        // [n, H, dv + 2]: unnormalised O, running max, running sum
-  float *out;          // [n, H, dv]
+  float *state;        // [n, H, 2]: running max, running sum
+  float *out;          // [n, H, dv]: the unnormalised O between tiles, the result after the last
   int32_t n, p0;       // token i of the run is at position p0 + i
   int32_t c0, cl;      // this context tile
   int32_t last;        // 1 on the run's last tile: normalise into out
@@ -66,17 +67,17 @@ void mla_prefill(const MlaPrefillParams *p, int r0, int r1) {
     // Rows of this tile the block's last token sees (its earlier tokens see fewer: masked below).
     int vis = p->p0 + t0 + nt - p->c0;
     vis = vis < p->cl ? vis : p->cl;
-    float *sp = p->state + ((size_t)t0 * (size_t)H + (size_t)h) * (size_t)(dv + 2);
-    const size_t sstride = (size_t)H * (size_t)(dv + 2);
+    float *sp = p->state + ((size_t)t0 * (size_t)H + (size_t)h) * 2;
+    float *op = p->out + ((size_t)t0 * (size_t)H + (size_t)h) * (size_t)dv;
+    const size_t ostride = (size_t)H * (size_t)dv;
     if (p->c0 == 0) {
       for (int i = 0; i < nt * dv; i++) O[i] = 0.0f;
       for (int i = 0; i < nt; i++) mx[i] = -__builtin_inff(), den[i] = 0.0f;
     } else {
       for (int i = 0; i < nt; i++) {
-        const float *si = sp + (size_t)i * sstride;
-        for (int c = 0; c < dv; c++) O[i * dv + c] = si[c];
-        mx[i] = si[dv];
-        den[i] = si[dv + 1];
+        for (int c = 0; c < dv; c++) O[i * dv + c] = op[(size_t)i * ostride + (size_t)c];
+        mx[i] = sp[(size_t)i * (size_t)H * 2];
+        den[i] = sp[(size_t)i * (size_t)H * 2 + 1];
       }
     }
     if (vis > 0) {
@@ -124,18 +125,13 @@ void mla_prefill(const MlaPrefillParams *p, int r0, int r1) {
         }
       }
     }
-    if (p->last) {
-      for (int i = 0; i < nt; i++) {
-        float inv = den[i] > 0.0f ? 1.0f / den[i] : 0.0f;
-        float *o = p->out + ((size_t)(t0 + i) * (size_t)H + (size_t)h) * (size_t)dv;
-        for (int c = 0; c < dv; c++) o[c] = O[i * dv + c] * inv;
-      }
-    } else {
-      for (int i = 0; i < nt; i++) {
-        float *si = sp + (size_t)i * sstride;
-        for (int c = 0; c < dv; c++) si[c] = O[i * dv + c];
-        si[dv] = mx[i];
-        si[dv + 1] = den[i];
+    for (int i = 0; i < nt; i++) {
+      float inv = !p->last ? 1.0f : den[i] > 0.0f ? 1.0f / den[i] : 0.0f;
+      float *o = op + (size_t)i * ostride;
+      for (int c = 0; c < dv; c++) o[c] = O[i * dv + c] * inv;
+      if (!p->last) {
+        sp[(size_t)i * (size_t)H * 2] = mx[i];
+        sp[(size_t)i * (size_t)H * 2 + 1] = den[i];
       }
     }
   }

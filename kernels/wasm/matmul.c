@@ -367,7 +367,8 @@ INLINE void dot_q8(int MR, int NR, const QAct *xa, const int8_t *w, const float 
 // q8 × q8 where the host's relaxed dot multiplies its second operand as u8 exactly (q8_u8_dot): the weight goes in
 // as w + 128 (one xor per weight vector, shared by every activation row) and the signed activation as the first
 // operand, so Σ q·(w + 128) = Σ q·w + 128·Σ q, and each lane starts at −128 · Σ q over its own bytes. Every lane
-// then holds the same integer as in dot_q8, so the results are bit-identical; per (activation row, weight row, block)
+// then holds the same integer as in dot_q8 (for weights in ±127, as every q8 encoder here makes them: dot_q8's sign
+// transfer would wrap −128), so the results are bit-identical; per (activation row, weight row, block)
 // it saves the sign transfer (an xor and a subtraction per 16 bytes), which is most of the work at batch > 1.
 INLINE void dot_q8u(int MR, int NR, const QAct *xa, const int8_t *w, const float *ws, size_t K, size_t dr,
                     float out[4][4]) {

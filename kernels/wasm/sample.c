@@ -8,7 +8,7 @@ EXPORT(argmax)
 void argmax(const float *logits, int V, int32_t *out, int r0, int r1) {
   for (int t = r0; t < r1; t++) {
     const float *l = logits + (size_t)t * (size_t)V;
-    if (l[0] != l[0]) {
+    if (V <= 0 || l[0] != l[0]) {
       out[t] = 0;
       continue;
     }

@@ -400,12 +400,12 @@ function compileMla(c: CompileContext, node: Node): Step {
   const Tmax = maxShape(c.table[q].shape)[0];
   // Temp: [c_kv | k_rope] rows for the cache write, the kernels' params structs, split-decode partial states
   // (T · splits < 8 · threads items of [H, kvr + 2]), then the naive prefill's tiles (c_kv, k_rope, expanded kv
-  // padded by 8 floats, see attention_prefill.c) and per-token states.
+  // padded by 8 floats, see attention_prefill.c) and per-(token, head) running max and sum.
   const at64 = (n: number) => Math.ceil(n / 64) * 64;
   const kvBytes = at64(Tmax * QW * 4), paramBytes = 64 * Math.ceil(MLA_PARAMS.length / 16);
   const prefillParamBytes = 64 * Math.ceil(MLA_PREFILL_PARAMS.length / 16);
   const partItems = 8 * c.pool.threads, partBytes = at64(partItems * H * (kvr + 2) * 4);
-  const tiles = [CT * kvr * 4, CT * dr * 4, (CT * N + 8) * 4, Tmax * H * (dv + 2) * 4].map(at64);
+  const tiles = [CT * kvr * 4, CT * dr * 4, (CT * N + 8) * 4, Tmax * H * 2 * 4].map(at64);
   c.temp(kvBytes + paramBytes + prefillParamBytes + partBytes + tiles.reduce((x, y) => x + y, 0));
   return (s) => {
     const T = shapeOf(c, q, s.vars)[0], S = shapeOf(c, bt, s.vars)[0];
