@@ -28,7 +28,7 @@
 import { parseArgs } from "node:util";
 import { BITS_PER_ELEMENT, type DType, isDType } from "../graph/dtype.ts";
 import { activeFraction } from "../graph/inspect.ts";
-import { loadModel, type Model } from "../runtime/model.ts";
+import { greedySampling, loadModel, type Model } from "../runtime/model.ts";
 import { WasmKernels } from "../runtime/backends/wasm/module.ts";
 import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
 import { wasmProfile } from "../runtime/backends/wasm/profile.ts";
@@ -139,8 +139,7 @@ async function decode(m: Model, batch: number): Promise<number> {
   const rows = seqs.map((_, b) => b);
   // One prompt token each (different ones), then `gen` greedy steps of `batch` tokens.
   let ids = rows.map((b) => promptIds(1, b + 2)[0]);
-  const zeros = () => new Float32Array(batch);
-  const greedy = { temperature: zeros(), topK: new Int32Array(batch), topP: zeros().fill(1), uniform: zeros() };
+  const greedy = greedySampling(batch);
   const vocab = m.config.vocab_size;
   let seconds = 0;
   for (let p = 0; p <= gen; p++) {

@@ -23,7 +23,7 @@
 
 import { parseArgs } from "node:util";
 import { type DType, isDType } from "../graph/dtype.ts";
-import { loadModel } from "../runtime/model.ts";
+import { greedySampling, loadModel } from "../runtime/model.ts";
 import { wasmTuning } from "../runtime/backends/wasm/ops.ts";
 import type { WasmKernels } from "../runtime/backends/wasm/module.ts";
 
@@ -102,8 +102,7 @@ async function once(): Promise<number> {
 const rowsB = Array.from({ length: batch }, (_, b) => b);
 const seqs = rowsB.map(() => model.pool.newSequence());
 for (const s of seqs) model.pool.grow(s, steps * (rounds + 1) * 2);
-const zeros = () => new Float32Array(batch);
-const greedy = { temperature: zeros(), topK: new Int32Array(batch), topP: zeros().fill(1), uniform: zeros() };
+const greedy = greedySampling(batch);
 let next = rowsB.map((b) => 1000 + 7 * b), pos = 0;
 
 /** Tokens/s of each of `steps` decode steps. */

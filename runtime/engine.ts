@@ -39,7 +39,7 @@ import { type Chunk, Scheduler } from "./engine/scheduler.ts";
 import { Sequence } from "./engine/sequence.ts";
 import { TokenStream } from "./engine/stream.ts";
 import { BackendSampling, samplesOnBackend } from "./engine/backend_sampling.ts";
-import { chunkImageInputs } from "./vision.ts";
+import { chunkImageParts, concatVectors } from "./vision.ts";
 
 /** Longest run of engine steps without a timer turn (which lets sockets be polled). */
 const IO_TURN_MS = 5;
@@ -403,14 +403,14 @@ export class ModelEngine implements Engine {
 function stepInput(chunks: readonly Chunk[], hidden: number): StepInput {
   const ids: number[] = [], pos: number[] = [], seqIndex: number[] = [], logitRows: number[] = [];
   const blockTables: number[][] = [];
-  const imageRows: number[] = [], imageParts: Float32Array[] = [];
+  const imageRows: number[] = [], imageParts: Float32Array[] = []; // views: copied once, at the end
   for (const { seq, start, count, samples } of chunks) {
     const s = blockTables.length;
     if (seq.features) {
       const images = seq.images.map((im, i) => ({ positions: im.positions, features: seq.features![i] }));
-      const part = chunkImageInputs(images, hidden, start, start + count, ids.length);
+      const part = chunkImageParts(images, hidden, start, start + count, ids.length);
       imageRows.push(...part.imageRows);
-      imageParts.push(part.imageFeatures);
+      imageParts.push(...part.parts);
     }
     // A copy: the table must not change under a step in flight if the sequence is cancelled meanwhile.
     blockTables.push(seq.blocks!.blockTable.slice());
@@ -424,10 +424,15 @@ function stepInput(chunks: readonly Chunk[], hidden: number): StepInput {
   // A step must return at least one row; when only mid-prompt chunks run, one is computed and ignored.
   if (logitRows.length === 0) logitRows.push(ids.length - 1);
   if (imageRows.length === 0) return { ids, pos, seq: seqIndex, blockTables, logitRows };
-  const imageFeatures = new Float32Array(imageRows.length * hidden);
-  let o = 0;
-  for (const f of imageParts) imageFeatures.set(f, (o += f.length) - f.length);
-  return { ids, pos, seq: seqIndex, blockTables, logitRows, imageRows, imageFeatures };
+  return {
+    ids,
+    pos,
+    seq: seqIndex,
+    blockTables,
+    logitRows,
+    imageRows,
+    imageFeatures: concatVectors(imageParts, hidden),
+  };
 }
 
 function clamp(x: number, lo: number, hi: number): number {

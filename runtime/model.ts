@@ -115,6 +115,12 @@ export interface StepSampling {
   masks?: Uint32Array;
 }
 
+/** {@link StepSampling} that picks every one of `rows` rows greedily (argmax, no mask). */
+export function greedySampling(rows: number): StepSampling {
+  const zeros = () => new Float32Array(rows);
+  return { temperature: zeros(), topK: new Int32Array(rows), topP: zeros().fill(1), uniform: zeros() };
+}
+
 /** Resolved geometry of the compiled step. */
 export interface ModelLimits {
   /** Longest sequence (prompt plus output). */
@@ -217,8 +223,7 @@ export class Model {
    */
   async step(input: StepInput): Promise<Float32Array> {
     const R = input.logitRows.length;
-    const greedy = { temperature: new Float32Array(R), topK: new Int32Array(R), topP: new Float32Array(R).fill(1) };
-    const sampler = this.#sampling ? this.#samplerInputs(R, { ...greedy, uniform: new Float32Array(R) }) : {};
+    const sampler = this.#sampling ? this.#samplerInputs(R, greedySampling(R)) : {};
     const out = await this.#executor.run({ inputs: { ...this.#stepInputs(input), ...sampler }, outputs: ["logits"] });
     return out.logits as Float32Array;
   }
@@ -377,9 +382,10 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     throw e;
   }
   const limits = resolveLimits(config, options);
-  let graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision, sampling: true });
   // The sampler ends the step where the backend runs it (unless turned off); elsewhere the host samples logits.
-  if (!(options.sampling ?? backend.name !== "reference") || !runsNode(backend, graph, "sampled")) {
+  const sampling = options.sampling ?? backend.name !== "reference";
+  let graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision, sampling });
+  if (sampling && !runsNode(backend, graph, "sampled")) {
     graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision, sampling: false });
   }
   try {

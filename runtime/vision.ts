@@ -200,15 +200,32 @@ export function chunkImageInputs(
   to: number,
   stepOffset = 0,
 ): { imageRows: number[]; imageFeatures: Float32Array } {
-  const rows: number[] = [], parts: Float32Array[] = [];
+  const { imageRows, parts } = chunkImageParts(images, hidden, from, to, stepOffset);
+  return { imageRows, imageFeatures: concatVectors(parts, hidden) };
+}
+
+/** As {@link chunkImageInputs}, with each row's vector a view into its image's features (no copy yet). */
+export function chunkImageParts(
+  images: readonly PromptImage[],
+  hidden: number,
+  from: number,
+  to: number,
+  stepOffset = 0,
+): { imageRows: number[]; parts: Float32Array[] } {
+  const imageRows: number[] = [], parts: Float32Array[] = [];
   for (const im of images) {
     im.positions.forEach((p, i) => {
       if (p < from || p >= to) return;
-      rows.push(stepOffset + p - from);
+      imageRows.push(stepOffset + p - from);
       parts.push(im.features.subarray(i * hidden, (i + 1) * hidden));
     });
   }
-  const imageFeatures = new Float32Array(rows.length * hidden);
-  parts.forEach((f, i) => imageFeatures.set(f, i * hidden));
-  return { imageRows: rows, imageFeatures };
+  return { imageRows, parts };
+}
+
+/** `hidden`-wide vectors into one row-major array. */
+export function concatVectors(parts: readonly Float32Array[], hidden: number): Float32Array {
+  const out = new Float32Array(parts.length * hidden);
+  parts.forEach((f, i) => out.set(f, i * hidden));
+  return out;
 }

@@ -316,10 +316,17 @@ INLINE void dot_f8(int MR, int NR, const float *const *xr, const float *const *x
 typedef struct {
   const uint8_t *ab;    // |q| [K]
   const uint8_t *sg;    // 0xff where q < 0 [K]
-  const int8_t *q;      // q [K] (dot_q8u)
+  const int8_t *q;      // q [K]
   const int32_t *corr;  // per block 4 lanes: −128 · Σ q over the bytes of that lane in both halves [nb][4] (dot_q8u)
   const float *s;       // scale per block [nb]
 } QAct;
+
+// The short last block of a row (K not a multiple of 32) of both q8 decode kernels, scalar: the same integer product.
+INLINE float q8_tail(const QAct *a, const int8_t *w, const float *ws, size_t K, size_t nfull) {
+  int32_t isum = 0;
+  for (size_t k = nfull * Q8_BLOCK; k < K; k++) isum += (int32_t)a->q[k] * (int32_t)w[k];
+  return (float)isum * (ws[nfull] * a->s[nfull]);
+}
 
 INLINE void dot_q8(int MR, int NR, const QAct *xa, const int8_t *w, const float *ws, size_t K, size_t dr,
                    float out[4][4]) {
@@ -352,14 +359,7 @@ INLINE void dot_q8(int MR, int NR, const QAct *xa, const int8_t *w, const float 
   for (int m = 0; m < MR; m++)
     for (int r = 0; r < NR; r++) {
       float s = hsum(acc[m][r]);
-      if (nfull < nb) {  // short last block: scalar, same integer product
-        int32_t isum = 0;
-        for (size_t k = nfull * Q8_BLOCK; k < K; k++) {
-          int32_t q = xa[m].sg[k] ? -(int32_t)xa[m].ab[k] : (int32_t)xa[m].ab[k];
-          isum += q * (int32_t)w[r * rs + k];
-        }
-        s += (float)isum * (ws[r * rsb + nfull] * xa[m].s[nfull]);
-      }
+      if (nfull < nb) s += q8_tail(&xa[m], w + r * rs, ws + r * rsb, K, nfull);
       out[m][r] = s;
     }
 }
@@ -398,16 +398,12 @@ INLINE void dot_q8u(int MR, int NR, const QAct *xa, const int8_t *w, const float
   for (int m = 0; m < MR; m++)
     for (int r = 0; r < NR; r++) {
       float s = hsum(acc[m][r]);
-      if (nfull < nb) {  // short last block: scalar, same integer product
-        int32_t isum = 0;
-        for (size_t k = nfull * Q8_BLOCK; k < K; k++) isum += (int32_t)xa[m].q[k] * (int32_t)w[r * rs + k];
-        s += (float)isum * (ws[r * rsb + nfull] * xa[m].s[nfull]);
-      }
+      if (nfull < nb) s += q8_tail(&xa[m], w + r * rs, ws + r * rsb, K, nfull);
       out[m][r] = s;
     }
 }
 
-// Also writes q itself and each block's −128·Σq when q8 (0: skip them).
+// Also writes q itself, and each block's per-lane −128·Σq when corr (0: skip it).
 void quantize_act_q8(const float *x, size_t K, uint8_t *ab, uint8_t *sg, int8_t *q8out, int32_t *corr, float *s) {
   size_t nb = (K + Q8_BLOCK - 1) / Q8_BLOCK;
   for (size_t b = 0; b < nb; b++) {
@@ -421,7 +417,7 @@ void quantize_act_q8(const float *x, size_t K, uint8_t *ab, uint8_t *sg, int8_t 
         v128_t q8 = quant16(x + k, idv);
         st(ab + k, wasm_i8x16_abs(q8));
         st(sg + k, wasm_i8x16_shr(q8, 7));
-        if (q8out) st(q8out + k, q8);
+        st(q8out + k, q8);
       }
     }
     for (; k < k1; k++) {
@@ -430,9 +426,9 @@ void quantize_act_q8(const float *x, size_t K, uint8_t *ab, uint8_t *sg, int8_t 
       int32_t qi = (int32_t)q;
       ab[k] = (uint8_t)(qi < 0 ? -qi : qi);
       sg[k] = qi < 0 ? 0xff : 0;
-      if (q8out) q8out[k] = (int8_t)qi;
+      q8out[k] = (int8_t)qi;
     }
-    if (q8out) {  // lane j of a full block's dot products covers bytes 4j..4j+3 of each 16-byte half
+    if (corr) {  // lane j of a full block's dot products covers bytes 4j..4j+3 of each 16-byte half
       for (int j = 0; j < 4; j++) {
         int32_t sum = 0;
         for (size_t kk = k0 + 4 * (size_t)j; kk < k1; kk += 16)
@@ -525,7 +521,7 @@ static void dec_group(const WDesc *W, int mr, int nr, const float *const *xr, co
       break;
     case DT_Q8: {
       size_t nb = (K + Q8_BLOCK - 1) / Q8_BLOCK;
-      if (qa[0].q) dec_q8u(mr, nr, qa, (const int8_t *)W->w + n * K, W->qs + n * nb, K, dr, out);
+      if (qa[0].corr) dec_q8u(mr, nr, qa, (const int8_t *)W->w + n * K, W->qs + n * nb, K, dr, out);
       else dec_q8(mr, nr, qa, (const int8_t *)W->w + n * K, W->qs + n * nb, K, dr, out);
       break;
     }
@@ -566,7 +562,7 @@ static void mm_decode(const WDesc *W, const float *x, const int32_t *xidx, size_
     if (W->dt == DT_Q8) {
       qa[m].ab = qbuf + m * 3 * qk;
       qa[m].sg = qbuf + m * 3 * qk + qk;
-      qa[m].q = u8 ? (const int8_t *)(qbuf + m * 3 * qk + 2 * qk) : 0;
+      qa[m].q = (const int8_t *)(qbuf + m * 3 * qk + 2 * qk);
       qa[m].corr = u8 ? corrbuf + 4 * m * nb : 0;
       qa[m].s = qsbuf + m * nb;
       quantize_act_q8(xr[m], K, (uint8_t *)qa[m].ab, (uint8_t *)qa[m].sg, (int8_t *)qa[m].q, (int32_t *)qa[m].corr,

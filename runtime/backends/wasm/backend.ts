@@ -213,14 +213,7 @@ class WasmBackend implements Backend {
     }
     const state: RunState = { ptr: p.ptr, vars, temp: this.#temp };
     if (wasmProfile.enabled) return this.#runProfiled(p, state);
-    for (let i = 0; i < p.steps.length; i++) {
-      try {
-        p.steps[i](state);
-      } catch (e) {
-        const n = p.nodes[i];
-        throw new Error(`wasm: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
-      }
-    }
+    for (let i = 0; i < p.steps.length; i++) runStep(p, i, state);
   }
 
   /** `run` with every step timed into {@link wasmProfile}. */
@@ -229,12 +222,7 @@ class WasmBackend implements Backend {
     let t = start;
     for (let i = 0; i < p.steps.length; i++) {
       const jobs = wasmProfile.jobs;
-      try {
-        p.steps[i](state);
-      } catch (e) {
-        const n = p.nodes[i];
-        throw new Error(`wasm: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
-      }
+      runStep(p, i, state);
       const now = performance.now();
       wasmProfile.record(p.keys[i], now - t, wasmProfile.jobs - jobs);
       t = now;
@@ -364,3 +352,13 @@ export const wasmBackend: BackendFactory = {
     return new WasmBackend(k, pool, limit);
   },
 };
+
+/** Runs step `i`; a failure names the node it compiled. */
+function runStep(p: WasmPrepared, i: number, state: RunState): void {
+  try {
+    p.steps[i](state);
+  } catch (e) {
+    const n = p.nodes[i];
+    throw new Error(`wasm: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
+  }
+}

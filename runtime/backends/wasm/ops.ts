@@ -421,10 +421,10 @@ function compileMla(c: CompileContext, node: Node): Step {
     // Runs of consecutive positions of one sequence long enough for the naive form; the absorbed kernel takes the
     // tokens between them.
     const seqs = c.k.i32(s.ptr[seq], T), poss = c.k.i32(s.ptr[pos], T);
+    const [ckvTile, krTile, kvTile, state] = offsets(part + partBytes, tiles);
     let done = 0;
     for (const r of naiveRuns(seqs, poss, wasmTuning.naivePrefill)) {
       if (r.start > done) absorbed(done, r.start);
-      const [ckvTile, krTile, kvTile, state] = offsets(part + partBytes, tiles);
       const p0 = poss[r.start], ctx = p0 + r.n;
       for (let c0 = 0; c0 < ctx; c0 += CT) {
         const cl = Math.min(CT, ctx - c0);
@@ -450,7 +450,7 @@ function compileMla(c: CompileContext, node: Node): Step {
           dv,
           kvr,
           scale: a.scale,
-          tb: 8,
+          tb: PREFILL_TB,
         });
         c.pool.parallelFor("mla_gather", [prefillParams], cl, { minRows: minRows(QW) });
         c.pool.parallelFor("matmul", [ckvTile, w, wdt, 1, wqs, kvTile, cl, N, kvr], N, {
@@ -458,7 +458,7 @@ function compileMla(c: CompileContext, node: Node): Step {
           minRows: minRows(cl * kvr),
           chunks: pieces(c),
         });
-        c.pool.parallelFor("mla_prefill", [prefillParams], Math.ceil(r.n / 8) * H, { chunks: pieces(c) });
+        c.pool.parallelFor("mla_prefill", [prefillParams], Math.ceil(r.n / PREFILL_TB) * H, { chunks: pieces(c) });
       }
       done = r.start + r.n;
     }
@@ -519,6 +519,8 @@ function compileMla(c: CompileContext, node: Node): Step {
 
 /** Context rows per tile of the naive MLA prefill (expanded k_nope and v of every head: CT · H · (dn + dv)). */
 const CT = 256;
+/** Tokens per naive-prefill work item: at most TB in kernels/wasm/attention_prefill.c (one 8-column Q panel). */
+const PREFILL_TB = 8;
 
 /** Start addresses of consecutive blocks of the given sizes from `base`. */
 function offsets(base: number, sizes: number[]): number[] {
