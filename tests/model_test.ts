@@ -235,6 +235,45 @@ Deno.test({
 });
 
 Deno.test({
+  name: "model (wasm): make-checkpoint directories load on wasm in every weight dtype and match the reference",
+  ignore: !WASM,
+  async fn(t) {
+    const { makeCheckpoint } = await import("../runtime/weights/make_checkpoint.ts");
+    const { presetConfig } = await import("../graph/models/mistral4.ts");
+    // [checkpoint dtype, layout, the dtype loadModel is asked for (q8 re-encodes at load), tolerance]
+    const cases = [
+      ["f32", "mistral", undefined, 1e-5],
+      ["bf16", "hf", undefined, 1e-5],
+      ["f8e4m3", "hf", undefined, 1e-5],
+      ["bf16", "hf", "q8", 2e-2],
+    ] as const;
+    for (const [dtype, layout, load, tol] of cases) {
+      await t.step(`${layout} ${dtype}${load ? ` loaded as ${load}` : ""}`, async () => {
+        const dir = await Deno.makeTempDir();
+        try {
+          await makeCheckpoint({ config: presetConfig("tiny"), out: dir, dtype, seed: 7, layout });
+          const run = async (backend: string) => {
+            const opts = { backend, dtype: load, cacheDtype: "f32" as const, maxModelLen: 64, threads: 2 };
+            const m = await loadModel(dir, { ...opts, quiet: true });
+            try {
+              assertEquals(m.backend.name, backend);
+              return await m.forward(PROMPT);
+            } finally {
+              m.dispose();
+            }
+          };
+          const got = await run("wasm");
+          assert(got.every(Number.isFinite), "finite");
+          assertClose(got, await run("reference"), tol, `${layout} ${dtype} → ${load ?? dtype}`);
+        } finally {
+          await Deno.remove(dir, { recursive: true });
+        }
+      });
+    }
+  },
+});
+
+Deno.test({
   name: "model (wasm): greedy decoding of 64 tokens gives the reference's ids (f32, bf16)",
   ignore: !WASM,
   async fn() {
