@@ -11,8 +11,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { configFromSpec, makeCheckpoint } from "./runtime/weights/make_checkpoint.ts";
-import type { RandomDType } from "./runtime/weights/random.ts";
+import { configFromSpec, makeCheckpoint } from "./weights/make_checkpoint.ts";
+import type { RandomDType } from "./weights/random.ts";
 
 const USAGE = `usage: make_checkpoint.ts --model PRESET|DIR|config.json|params.json --out DIR
     [--dtype f32|bf16|f8e4m3|nvfp4] [--seed N] [--layout hf|mistral] [--shard-mb N] [--force]

@@ -63,11 +63,11 @@ export type {
 export { expandImagePlaceholders } from "./chat/image_prompt.ts";
 export type { ExpandedPrompt } from "./chat/image_prompt.ts";
 export { loadDemoTokenizer } from "./chat/demo_tokenizer.ts";
-export { loadModel, Model } from "./runtime/model.ts";
-export type { LoadModelOptions, ModelLimits, StepInput, StepSampling } from "./runtime/model.ts";
-export { ModelEngine } from "./runtime/engine.ts";
-export type { ModelEngineOptions, ModelEngineStats } from "./runtime/engine.ts";
-export type * from "./runtime/engine_types.ts";
+export { loadModel, Model } from "./engine/model.ts";
+export type { LoadModelOptions, ModelLimits, StepInput, StepSampling } from "./engine/model.ts";
+export { ModelEngine } from "./engine/engine.ts";
+export type { ModelEngineOptions, ModelEngineStats } from "./engine/engine.ts";
+export type * from "./engine/types.ts";
 export { createServer, DEFAULT_SAMPLING } from "./server/server.ts";
 export type { ServeHandle, ServerOptions, TramontaneServer } from "./server/server.ts";
 export { DEFAULT_IMAGE_OPTIONS } from "./server/images.ts";
@@ -88,7 +88,7 @@ export type {
 export { inspectModel, renderJson, renderText } from "./graph/inspect.ts";
 export type { InspectOptions, InspectReport, LayerRow, PlanSection } from "./graph/inspect.ts";
 export type * from "./runtime/backend.ts";
-export { BlockPool } from "./runtime/kv_cache.ts";
-export type { BlockPoolOptions, SequenceBlocks } from "./runtime/kv_cache.ts";
+export { BlockPool } from "./engine/kv_cache.ts";
+export type { BlockPoolOptions, SequenceBlocks } from "./engine/kv_cache.ts";
 export { Metrics } from "./server/metrics.ts";
 export type { Logger } from "./server/context.ts";

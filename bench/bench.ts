@@ -28,7 +28,7 @@
 import { parseArgs } from "node:util";
 import { BITS_PER_ELEMENT, type DType, isDType } from "../graph/dtype.ts";
 import { activeFraction } from "../graph/inspect.ts";
-import { greedySampling, loadModel, type Model } from "../runtime/model.ts";
+import { greedySampling, loadModel, type Model } from "../engine/model.ts";
 import { WasmKernels } from "../runtime/backends/wasm/module.ts";
 import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
 import { wasmProfile } from "../runtime/backends/wasm/profile.ts";

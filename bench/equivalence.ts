@@ -15,8 +15,8 @@
 
 import { parseArgs } from "node:util";
 import { type DType, isDType } from "../graph/dtype.ts";
-import { normalisedError } from "../ops/testing.ts";
-import { loadModel, type Model } from "../runtime/model.ts";
+import { normalisedError } from "../tests/op_helpers.ts";
+import { loadModel, type Model } from "../engine/model.ts";
 import type { WasmKernels } from "../runtime/backends/wasm/module.ts";
 
 const { values } = parseArgs({

@@ -13,11 +13,11 @@
  */
 import { parseArgs } from "node:util";
 import { Tokenizer } from "../chat/tokenizer.ts";
-import { Sampler, SamplingState } from "../runtime/sampler.ts";
-import { buildConstraint, compileConstraint, type ConstraintSpec } from "../runtime/grammar/constraint.ts";
-import { TokenIndex } from "../runtime/grammar/mask.ts";
-import { pickUniform, SCHEMAS, TOOL_SETS } from "../runtime/grammar/testing.ts";
-import { runRequests, startE2eServer } from "../runtime/grammar/e2e_testing.ts";
+import { Sampler, SamplingState } from "../engine/sampler.ts";
+import { buildConstraint, compileConstraint, type ConstraintSpec } from "../grammar/constraint.ts";
+import { TokenIndex } from "../grammar/mask.ts";
+import { pickUniform, SCHEMAS, TOOL_SETS } from "../tests/grammar_helpers.ts";
+import { runRequests, startE2eServer } from "../tests/grammar_e2e_helpers.ts";
 import { mulberry32 } from "../tests/fixtures.ts";
 
 const { values } = parseArgs({

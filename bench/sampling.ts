@@ -17,14 +17,14 @@
 
 import { parseArgs } from "node:util";
 import { Tokenizer } from "../chat/tokenizer.ts";
-import { BackendSampling } from "../runtime/engine/backend_sampling.ts";
-import { Sequence } from "../runtime/engine/sequence.ts";
-import { TokenStream } from "../runtime/engine/stream.ts";
-import type { SamplingParams } from "../runtime/engine_types.ts";
-import { buildConstraint } from "../runtime/grammar/constraint.ts";
-import { SCHEMAS } from "../runtime/grammar/testing.ts";
-import { loadModel, type Model, type StepInput } from "../runtime/model.ts";
-import { Sampler } from "../runtime/sampler.ts";
+import { BackendSampling } from "../engine/backend_sampling.ts";
+import { Sequence } from "../engine/sequence.ts";
+import { TokenStream } from "../engine/stream.ts";
+import type { SamplingParams } from "../engine/types.ts";
+import { buildConstraint } from "../grammar/constraint.ts";
+import { SCHEMAS } from "../tests/grammar_helpers.ts";
+import { loadModel, type Model, type StepInput } from "../engine/model.ts";
+import { Sampler } from "../engine/sampler.ts";
 
 const { values } = parseArgs({
   options: {

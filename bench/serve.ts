@@ -24,8 +24,8 @@ import { encodeChat } from "../chat/encode.ts";
 import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
 import { isDType } from "../graph/dtype.ts";
-import { ModelEngine } from "../runtime/engine.ts";
-import { loadModel, type Model } from "../runtime/model.ts";
+import { ModelEngine } from "../engine/engine.ts";
+import { loadModel, type Model } from "../engine/model.ts";
 import { createServer, type Logger, type ServeHandle } from "../server/server.ts";
 import { mulberry32 } from "../tests/fixtures.ts";
 

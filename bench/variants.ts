@@ -23,7 +23,7 @@
 
 import { parseArgs } from "node:util";
 import { type DType, isDType } from "../graph/dtype.ts";
-import { greedySampling, loadModel } from "../runtime/model.ts";
+import { greedySampling, loadModel } from "../engine/model.ts";
 import { wasmTuning } from "../runtime/backends/wasm/ops.ts";
 import type { WasmKernels } from "../runtime/backends/wasm/module.ts";
 

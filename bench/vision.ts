@@ -11,8 +11,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { loadModel } from "../runtime/model.ts";
-import type { VisionImage } from "../runtime/vision.ts";
+import { loadModel } from "../engine/model.ts";
+import type { VisionImage } from "../engine/vision.ts";
 import { mulberry32 } from "../tests/fixtures.ts";
 
 const { values: flags } = parseArgs({

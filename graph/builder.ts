@@ -20,9 +20,32 @@
  */
 
 import type { DType } from "./dtype.ts";
-import { type Attrs, formatShape, type Graph, type InputDecl, type Node, type Shape, type SymDim } from "./ir.ts";
-import type { OpDef } from "../ops/op.ts";
-import { REGISTRY } from "../ops/mod.ts";
+import {
+  type Attrs,
+  formatShape,
+  type Graph,
+  type InputDecl,
+  type Node,
+  type Shape,
+  type SymDim,
+  type TensorType,
+} from "./ir.ts";
+
+/**
+ * What the builder needs of an op: its name, arity and shape inference. `ops/op.ts`'s `OpDef` is one; the builder
+ * takes the definition itself (not a name looked up in a registry), so graph/ never imports ops/.
+ */
+export interface OpSignature {
+  /** Op name as it appears in `Node.op`. */
+  name: string;
+  /** Input names, for messages; the arity unless `variadic`. */
+  inputNames: string[];
+  /** Accepts one or more inputs (all named `inputNames[0]`). */
+  variadic?: boolean;
+  /** Output shape and dtype; throws an `Error` saying what is wrong. */
+  // deno-lint-ignore no-explicit-any
+  inferShape(inputs: TensorType[], attrs: any): TensorType;
+}
 
 /** A handle on a tensor of the graph being built. */
 export type Tensor = { readonly id: number; readonly shape: Shape; readonly dtype: DType };
@@ -81,13 +104,10 @@ export class GraphBuilder {
   }
 
   /**
-   * Adds a node applying `op` (a registered name or an {@link OpDef}). Prefer the typed helper of each op file;
-   * they call this. Throws with the node's op, id, name and input shapes when shape inference fails.
+   * Adds a node applying the op `def` (an `OpDef` of `ops/`). Prefer the typed helper of each op file; they call
+   * this. Throws with the node's op, id, name and input shapes when shape inference fails.
    */
-  // deno-lint-ignore no-explicit-any
-  op(op: string | OpDef<any>, inputs: Tensor[], attrs: Attrs = {}, options: NodeOptions = {}): Tensor {
-    const def = typeof op === "string" ? REGISTRY.get(op) : op;
-    if (!def) throw new Error(`unknown op "${op}"`);
+  op(def: OpSignature, inputs: Tensor[], attrs: Attrs = {}, options: NodeOptions = {}): Tensor {
     const id = this.#tensors.length;
     const layer = options.layer ?? this.layer;
     const label = `${def.name} #${id}${options.name ? ` "${options.name}"` : ""}${

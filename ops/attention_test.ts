@@ -3,7 +3,7 @@ import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { attention, attentionOp } from "./attention.ts";
 import { f32, i32, runReference } from "./op.ts";
-import { assertClose, randomF32 } from "./testing.ts";
+import { assertClose, randomF32 } from "../tests/op_helpers.ts";
 
 Deno.test("attention: shapes, and a mismatched head dim names the node", () => {
   const g = new GraphBuilder();

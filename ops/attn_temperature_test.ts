@@ -4,7 +4,7 @@ import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { attnTemperature, attnTemperatureOp, attnTemperatureScale } from "./attn_temperature.ts";
 import { f32, i32, runReference } from "./op.ts";
-import { assertClose } from "./testing.ts";
+import { assertClose } from "../tests/op_helpers.ts";
 
 Deno.test("attn_temperature: s(p) equals the fixture's examples", () => {
   const fx = fixtureJson<{ llama4_q_scale_examples: Record<string, number> }>("model/derived_yarn_and_scales.json");

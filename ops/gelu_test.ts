@@ -2,7 +2,7 @@ import { assertAlmostEquals, assertEquals } from "../tests/assert.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { erf, gelu, geluOp } from "./gelu.ts";
 import { f32, runReference } from "./op.ts";
-import { assertClose } from "./testing.ts";
+import { assertClose } from "../tests/op_helpers.ts";
 
 Deno.test("erf: matches tabulated values across both branches", () => {
   const table: [number, number][] = [

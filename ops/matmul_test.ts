@@ -3,7 +3,7 @@ import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { matmul, matmulOp } from "./matmul.ts";
 import { f32, runReference } from "./op.ts";
-import { assertClose } from "./testing.ts";
+import { assertClose } from "../tests/op_helpers.ts";
 
 Deno.test("matmul: shape [T, K] · [N, K]ᵀ → [T, N], keeps x dtype", () => {
   const g = new GraphBuilder();

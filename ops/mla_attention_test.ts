@@ -4,7 +4,7 @@ import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { mlaAttention, type MlaAttentionAttrs, mlaAttentionOp } from "./mla_attention.ts";
 import { f32, i32, type RefTensor, runReference } from "./op.ts";
-import { assertClose, normalisedError, randomF32 } from "./testing.ts";
+import { assertClose, normalisedError, randomF32 } from "../tests/op_helpers.ts";
 
 Deno.test("mla_attention: shapes, dims read from inputs, cache write flag", () => {
   const g = new GraphBuilder();

@@ -6,7 +6,7 @@ import { moeExperts, moeExpertsOp } from "./moe_experts.ts";
 import { moeRouteOp } from "./moe_route.ts";
 import { f32, runReference } from "./op.ts";
 import { silu } from "./swiglu.ts";
-import { assertClose, randomF32 } from "./testing.ts";
+import { assertClose, randomF32 } from "../tests/op_helpers.ts";
 
 Deno.test("moe_experts: shapes of fused expert tensors", () => {
   const g = new GraphBuilder();

@@ -3,7 +3,7 @@ import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { moeRoute, moeRouteOp } from "./moe_route.ts";
 import { f32, runReference } from "./op.ts";
-import { assertClose } from "./testing.ts";
+import { assertClose } from "../tests/op_helpers.ts";
 
 Deno.test("moe_route: [T, E] f32 logits → [T, E] dense weights", () => {
   const g = new GraphBuilder();

@@ -2,7 +2,7 @@
  * `patch_merge`: the projector's spatial merge (MODEL.md §3.4) as a gather: `x [P, C]`, `index i32 [M, K]` →
  * `[M, C·K]` with `out[m, c·K + j] = x[index[m, j], c]`, i.e. torch `unfold`'s channel-major order. For a 2×2
  * merge K = 4 and `index[m] = [top-left, top-right, bottom-left, bottom-right]` patch rows (j = dy·2 + dx).
- * The host builds `index` from each image's patch grid (see `runtime/vision.ts`), so one op serves any number
+ * The host builds `index` from each image's patch grid (see `engine/vision.ts`), so one op serves any number
  * of images of any sizes, and the merged-token count M is an input dim like any other.
  *
  * @example

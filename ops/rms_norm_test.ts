@@ -3,7 +3,7 @@ import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { f32, runReference } from "./op.ts";
 import { rmsNorm, rmsNormOp } from "./rms_norm.ts";
-import { assertClose } from "./testing.ts";
+import { assertClose } from "../tests/op_helpers.ts";
 
 Deno.test("rms_norm: shape follows x; w must match the last dim", () => {
   const g = new GraphBuilder();

@@ -3,7 +3,7 @@ import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { f32, i32, runReference } from "./op.ts";
 import { rope, type RopeAttrs, ropeOp } from "./rope.ts";
-import { assertClose } from "./testing.ts";
+import { assertClose } from "../tests/op_helpers.ts";
 import { ropeInvFreq } from "./yarn.ts";
 
 Deno.test("rope: shapes, table from theta, 2-D positions need pairAxis", () => {
@@ -12,7 +12,7 @@ Deno.test("rope: shapes, table from theta, 2-D positions need pairAxis", () => {
   const pos = g.input("pos", [T], "i32");
   const y = rope(g, g.input("q", [T, 4, 16], "f32"), pos, { theta: 1e4, name: "q_rope" });
   assertEquals(y.shape, [T, 4, 16]);
-  const k = g.op("rope", [g.input("k", [T, 16], "f32"), pos], {
+  const k = g.op(ropeOp, [g.input("k", [T, 16], "f32"), pos], {
     invFreq: ropeInvFreq({ dim: 16, theta: 1e4 }),
     magnitude: 1,
     pairAxis: [],

@@ -2,7 +2,7 @@ import { assertEquals, assertThrows } from "../tests/assert.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { f32, runReference } from "./op.ts";
 import { swiglu, swigluOp } from "./swiglu.ts";
-import { assertClose } from "./testing.ts";
+import { assertClose } from "../tests/op_helpers.ts";
 
 Deno.test("swiglu: [T, 2F] → [T, F]", () => {
   const g = new GraphBuilder();

@@ -58,7 +58,7 @@ export type BackendCaps = {
 };
 
 /**
- * A loaded weight as the loader holds it (structurally `CanonicalWeight` of runtime/weights/load.ts): elements of
+ * A loaded weight as the loader holds it (structurally `CanonicalWeight` of weights/load.ts): elements of
  * `dtype` in `data`, plus FP8 block scales or q8 per-32 scales in `scales`.
  */
 export type WeightData = { shape: readonly number[]; dtype: DType; data: Uint8Array; scales?: Float32Array };

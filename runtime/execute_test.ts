@@ -7,7 +7,7 @@ import { gatherRows } from "../ops/gather_rows.ts";
 import { matmul } from "../ops/matmul.ts";
 import { mlaAttention } from "../ops/mla_attention.ts";
 import { rmsNorm } from "../ops/rms_norm.ts";
-import { assertClose, randomF32 } from "../ops/testing.ts";
+import { assertClose, randomF32 } from "../tests/op_helpers.ts";
 import { referenceBackend } from "./backends/reference.ts";
 import { Executor, runGraph, solveVars } from "./execute.ts";
 

@@ -3,7 +3,7 @@ import { mulberry32 } from "../tests/fixtures.ts";
 import { type LiveRange, overlaps, peakLiveBytes, planArena } from "./memory_plan.ts";
 import { createNullBackend } from "./backends/null.ts";
 import { schedule } from "./schedule.ts";
-import { chain, residualLm } from "./schedule/testing.ts";
+import { chain, residualLm } from "../tests/schedule_helpers.ts";
 
 /** Every pair of tensors live at a common step occupies disjoint bytes; every offset is aligned. */
 function assertSound(tensors: readonly LiveRange[], offsets: readonly number[], arenaBytes: number, align: number) {

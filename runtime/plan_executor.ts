@@ -37,7 +37,7 @@ import {
   weightBytes,
 } from "./backend.ts";
 import type { Location, Plan, PlanCopy } from "./schedule/plan.ts";
-import { bytesToF32, f32ToBytes, type FloatDType } from "./weights/codecs.ts";
+import { bytesToF32, f32ToBytes, type FloatDType } from "../weights/codecs.ts";
 
 /** Host data for one tensor (Float32Array for float tensors on f32 storage, Int32Array for ids). */
 export type HostArray = Float32Array | Int32Array | Uint8Array | Uint16Array;

@@ -4,14 +4,14 @@ import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { add } from "../ops/add.ts";
 import { rmsNorm } from "../ops/rms_norm.ts";
-import { assertClose } from "../ops/testing.ts";
+import { assertClose } from "../tests/op_helpers.ts";
 import { type Backend, storageBytes } from "./backend.ts";
 import { createNullBackend, type NullBackend } from "./backends/null.ts";
 import { referenceBackend } from "./backends/reference.ts";
 import { runGraph } from "./execute.ts";
 import { PlanExecutor, Residency, type RunOptions } from "./plan_executor.ts";
 import { schedule } from "./schedule.ts";
-import { chain, impersonate, mlaLayer, residualLm, residualLmWeights } from "./schedule/testing.ts";
+import { chain, impersonate, mlaLayer, residualLm, residualLmWeights } from "../tests/schedule_helpers.ts";
 
 function lmStep(rand: () => number, t: number, r: number): RunOptions {
   const ids = Int32Array.from({ length: t }, () => Math.floor(rand() * 16));

@@ -6,7 +6,7 @@ import { matmul } from "../ops/matmul.ts";
 import { rmsNorm } from "../ops/rms_norm.ts";
 import { createNullBackend } from "./backends/null.ts";
 import { formatPlan, type Plan, schedule, ScheduleError } from "./schedule.ts";
-import { chain, mlaLayer, residualLm } from "./schedule/testing.ts";
+import { chain, mlaLayer, residualLm } from "../tests/schedule_helpers.ts";
 
 const ALL_BUT_GATHER = ["embedding", "rms_norm", "matmul", "add"];
 

@@ -6,7 +6,7 @@
  */
 
 import { collectDeltas, type Delta, OutputStreamParser, type ToolCall } from "../chat/parse.ts";
-import type { GeneratedToken } from "../runtime/engine_types.ts";
+import type { GeneratedToken } from "../engine/types.ts";
 import type { ChoiceEvent, EndEvent } from "./choices.ts";
 import { chatParams } from "./chat_request.ts";
 import type { RequestRecord, ServerContext } from "./context.ts";

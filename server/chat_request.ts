@@ -7,9 +7,9 @@
 
 import { type ChatRequest, encodeChat, imagePartUrl, type ImageRef } from "../chat/encode.ts";
 import { encodeRenderedPrompt, renderChatTemplate } from "../chat/template.ts";
-import type { TokenConstraint } from "../runtime/engine_types.ts";
-import { buildConstraint, ConstraintError } from "../runtime/grammar/constraint.ts";
-import { chatConstraintSpec, parseToolChoice, type ToolChoice } from "../runtime/grammar/openai.ts";
+import type { TokenConstraint } from "../engine/types.ts";
+import { buildConstraint, ConstraintError } from "../grammar/constraint.ts";
+import { chatConstraintSpec, parseToolChoice, type ToolChoice } from "../grammar/openai.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./errors.ts";
 import {

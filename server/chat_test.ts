@@ -1,6 +1,6 @@
 import { assert, assertEquals, assertNotEquals } from "../tests/assert.ts";
 import { fixture, mulberry32 } from "../tests/fixtures.ts";
-import { callTools, MODEL, type OpenAI, say, startServer, thinkThenSay } from "./testing.ts";
+import { callTools, MODEL, type OpenAI, say, startServer, thinkThenSay } from "../tests/server_helpers.ts";
 
 type Chunk = OpenAI.Chat.Completions.ChatCompletionChunk;
 

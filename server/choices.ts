@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { EndReason, Engine, GeneratedToken, GenerateRequest, Generation } from "../runtime/engine_types.ts";
+import type { EndReason, Engine, GeneratedToken, GenerateRequest, Generation } from "../engine/types.ts";
 import type { Metrics } from "./metrics.ts";
 import { type PieceText, StopMatcher } from "./stop.ts";
 

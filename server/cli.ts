@@ -9,9 +9,9 @@ import { join } from "node:path";
 import { isDType } from "../graph/dtype.ts";
 import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
-import type { Engine, EngineStats, GenerateRequest, Generation, VisionSettings } from "../runtime/engine_types.ts";
-import { ModelEngine } from "../runtime/engine.ts";
-import { loadModel } from "../runtime/model.ts";
+import type { Engine, EngineStats, GenerateRequest, Generation, VisionSettings } from "../engine/types.ts";
+import { ModelEngine } from "../engine/engine.ts";
+import { loadModel } from "../engine/model.ts";
 import { createServer } from "./server.ts";
 
 const USAGE = `usage: deno task serve [options]

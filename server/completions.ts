@@ -6,7 +6,7 @@
  */
 
 import { StreamDecoder, type Tokenizer } from "../chat/tokenizer.ts";
-import type { GeneratedToken } from "../runtime/engine_types.ts";
+import type { GeneratedToken } from "../engine/types.ts";
 import type { EndEvent } from "./choices.ts";
 import type { RequestRecord, ServerContext } from "./context.ts";
 import { badRequest, jsonResponse } from "./errors.ts";

@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../tests/assert.ts";
-import { MODEL, readSse, say, startServer } from "./testing.ts";
+import { MODEL, readSse, say, startServer } from "../tests/server_helpers.ts";
 
 Deno.test("completions: text prompt through the openai client, default max_tokens 16", async () => {
   await using h = await startServer();

@@ -6,7 +6,7 @@
  */
 
 import type { Tokenizer } from "../chat/tokenizer.ts";
-import type { Engine, SamplingParams } from "../runtime/engine_types.ts";
+import type { Engine, SamplingParams } from "../engine/types.ts";
 import type { Metrics } from "./metrics.ts";
 import type { ImageOptions } from "./images.ts";
 

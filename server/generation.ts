@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { ImageInput, SamplingParams } from "../runtime/engine_types.ts";
+import type { ImageInput, SamplingParams } from "../engine/types.ts";
 import { type ChoiceEvent, runChoices, type RunOptions, type TextStage } from "./choices.ts";
 import type { RequestRecord, ServerContext } from "./context.ts";
 import { toApiError } from "./errors.ts";

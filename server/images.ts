@@ -10,7 +10,7 @@ import type { ImageRef } from "../chat/encode.ts";
 import { InvalidRequestError } from "../chat/errors.ts";
 import { type ImageTokenIds, type LoadImageOptions, loadImageUrl, preprocessImage } from "../chat/image.ts";
 import { expandImagePlaceholders } from "../chat/image_prompt.ts";
-import type { ImageInput } from "../runtime/engine_types.ts";
+import type { ImageInput } from "../engine/types.ts";
 import type { ServerContext } from "./context.ts";
 import { badRequest } from "./errors.ts";
 

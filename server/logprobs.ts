@@ -6,7 +6,7 @@
  */
 
 import type { Tokenizer } from "../chat/tokenizer.ts";
-import type { GeneratedToken } from "../runtime/engine_types.ts";
+import type { GeneratedToken } from "../engine/types.ts";
 
 /** One entry of chat's `logprobs.content`. */
 export interface ChatLogprob {

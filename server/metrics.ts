@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { EngineStats } from "../runtime/engine_types.ts";
+import type { EngineStats } from "../engine/types.ts";
 
 /** Prefix of every metric name. */
 const PREFIX = "tramontane_";

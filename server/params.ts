@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { SamplingParams } from "../runtime/engine_types.ts";
+import type { SamplingParams } from "../engine/types.ts";
 import type { ServerContext } from "./context.ts";
 import { ApiError, badRequest } from "./errors.ts";
 

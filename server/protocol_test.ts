@@ -5,7 +5,7 @@
  * Skipped, with why:
  * - `response_format` cases with `json_object`/`json_schema` that expect 200: they run, but the fake engine ignores
  *   the constraint and says its script, so only the status and the constraint's presence are checked (the JSON
- *   itself is checked on the real engine in `runtime/grammar/e2e_test.ts`).
+ *   itself is checked on the real engine in `grammar/e2e_test.ts`).
  * - `invalid_messages` case 8 (user, assistant, assistant): mistral-common merges consecutive assistant
  *   messages and continues a trailing assistant message (MODEL.md §4), so it is a valid request here (checked).
  * - `openai_client_roundtrip` "unknown model names are accepted": this server answers 404 `model_not_found` for
@@ -14,7 +14,7 @@
 
 import { assert, assertEquals } from "../tests/assert.ts";
 import { fixtureJson } from "../tests/fixtures.ts";
-import { MODEL, readSse, say, startServer } from "./testing.ts";
+import { MODEL, readSse, say, startServer } from "../tests/server_helpers.ts";
 
 interface Assertion {
   id: string;

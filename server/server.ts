@@ -9,7 +9,7 @@
  */
 
 import type { Tokenizer } from "../chat/tokenizer.ts";
-import type { Engine, SamplingParams } from "../runtime/engine_types.ts";
+import type { Engine, SamplingParams } from "../engine/types.ts";
 import { checkApiKey } from "./auth.ts";
 import { readJsonObject } from "./body.ts";
 import { handleChat } from "./chat.ts";

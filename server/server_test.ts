@@ -1,5 +1,5 @@
 import { assert, assertEquals } from "../tests/assert.ts";
-import { MODEL, readSse, say, startServer } from "./testing.ts";
+import { MODEL, readSse, say, startServer } from "../tests/server_helpers.ts";
 
 const USER = [{ role: "user", content: "Hello" }];
 

@@ -6,7 +6,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import type { DType } from "../graph/dtype.ts";
 import { wasmBackend } from "../runtime/backends/wasm/backend.ts";
-import { loadModel, type Model } from "../runtime/model.ts";
+import { loadModel, type Model } from "../engine/model.ts";
 
 const VOCAB = 131072;
 const PROMPT = [1, 3, 1500, 2201, 77_000, 4, 1100, 1200, 9000, 1042, 1043];
@@ -142,7 +142,7 @@ Deno.test("model: the seed changes the weights, the same seed reproduces them", 
 });
 
 Deno.test("model: a make-checkpoint directory loads to the same model as the preset (HF fp8, Mistral bf16)", async () => {
-  const { makeCheckpoint } = await import("../runtime/weights/make_checkpoint.ts");
+  const { makeCheckpoint } = await import("../weights/make_checkpoint.ts");
   const { presetConfig } = await import("../graph/models/mistral4.ts");
   const ids = PROMPT.slice(0, 4);
   for (const [layout, dtype] of [["hf", "f8e4m3"], ["mistral", "bf16"]] as const) {
@@ -238,7 +238,7 @@ Deno.test({
   name: "model (wasm): make-checkpoint directories load on wasm in every weight dtype and match the reference",
   ignore: !WASM,
   async fn(t) {
-    const { makeCheckpoint } = await import("../runtime/weights/make_checkpoint.ts");
+    const { makeCheckpoint } = await import("../weights/make_checkpoint.ts");
     const { presetConfig } = await import("../graph/models/mistral4.ts");
     // [checkpoint dtype, layout, the dtype loadModel is asked for (q8 re-encodes at load), tolerance]
     const cases = [

@@ -9,10 +9,10 @@ import OpenAI from "openai";
 import { type ChatRequest, encodeChat } from "../chat/encode.ts";
 import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
 import type { Tokenizer } from "../chat/tokenizer.ts";
-import { ModelEngine } from "../runtime/engine.ts";
-import { loadModel } from "../runtime/model.ts";
+import { ModelEngine } from "../engine/engine.ts";
+import { loadModel } from "../engine/model.ts";
 import { createServer, type ServeHandle } from "../server/server.ts";
-import { MemoryLogger } from "../server/testing.ts";
+import { MemoryLogger } from "./server_helpers.ts";
 import { assert, assertEquals, assertNotEquals, assertRejects } from "./assert.ts";
 
 const MODEL = "tiny";

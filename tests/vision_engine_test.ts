@@ -9,10 +9,10 @@
 import { assert, assertEquals } from "./assert.ts";
 import { fixture } from "./fixtures.ts";
 import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
-import type { ImageInput, SamplingParams } from "../runtime/engine_types.ts";
-import { ModelEngine } from "../runtime/engine.ts";
-import { loadModel, type Model } from "../runtime/model.ts";
-import { GREEDY as GREEDY_SAMPLING } from "../runtime/sampler.ts";
+import type { ImageInput, SamplingParams } from "../engine/types.ts";
+import { ModelEngine } from "../engine/engine.ts";
+import { loadModel, type Model } from "../engine/model.ts";
+import { GREEDY as GREEDY_SAMPLING } from "../engine/sampler.ts";
 import { createServer } from "../server/server.ts";
 
 const GREEDY: SamplingParams = { ...GREEDY_SAMPLING, logprobs: 3 };

@@ -10,11 +10,11 @@ import { buildVision, presetConfig } from "../graph/models/mistral4.ts";
 import { wasmBackend } from "../runtime/backends/wasm/backend.ts";
 import { segmentItems } from "../runtime/backends/wasm/ops.ts";
 import { erf } from "../ops/gelu.ts";
-import { normalisedError } from "../ops/testing.ts";
-import { loadModel, type Model, type StepInput } from "../runtime/model.ts";
-import { chunkImageInputs, visionBatch, type VisionImage } from "../runtime/vision.ts";
-import { weightToF32 } from "../runtime/weights/load.ts";
-import { configForDtype, randomCanonicalWeights } from "../runtime/weights/random.ts";
+import { normalisedError } from "./op_helpers.ts";
+import { loadModel, type Model, type StepInput } from "../engine/model.ts";
+import { chunkImageInputs, visionBatch, type VisionImage } from "../engine/vision.ts";
+import { weightToF32 } from "../weights/load.ts";
+import { configForDtype, randomCanonicalWeights } from "../weights/random.ts";
 
 const SEED = 5;
 const CONFIG = configForDtype(presetConfig("tiny"), "f32");

@@ -245,7 +245,7 @@ export interface Mistral4VisionIOOptions {
   maxPatches: number;
 }
 
-/** The vision graph's tensors (inputs as `runtime/vision.ts` `visionBatch` makes them; output `features`). */
+/** The vision graph's tensors (inputs as `engine/vision.ts` `visionBatch` makes them; output `features`). */
 export interface Mistral4VisionIO {
   /** Unfolded patches `f32 [P, C·p·p]`. */
   patches: Tensor;

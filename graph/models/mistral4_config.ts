@@ -8,7 +8,7 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { CheckpointError } from "../../runtime/weights/errors.ts";
+import { CheckpointError } from "../checkpoint_error.ts";
 
 /**
  * YaRN rope scaling (HF `rope_parameters` / `rope_scaling` with `type: "yarn"`) plus the Llama-4 query temperature.

@@ -3,7 +3,7 @@ import { fixtureJson, mulberry32 } from "../../tests/fixtures.ts";
 import { GraphBuilder } from "../builder.ts";
 import { numel } from "../ir.ts";
 import { attnTemperatureScale } from "../../ops/attn_temperature.ts";
-import { CheckpointError } from "../../runtime/weights/errors.ts";
+import { CheckpointError } from "../../weights/errors.ts";
 import { runGraph } from "../../runtime/execute.ts";
 import { referenceBackend } from "../../runtime/backends/reference.ts";
 import { queryTemperature, ropeTable, softmaxScale } from "../blocks/rope.ts";

@@ -13,27 +13,31 @@
  */
 
 import { join } from "node:path";
-import { CheckpointError } from "../../runtime/weights/errors.ts";
+import { CheckpointError } from "../checkpoint_error.ts";
+import type { GraphBuilder } from "../builder.ts";
 import * as mistral4 from "./mistral4.ts";
 
-/** Everything a caller needs from one family. */
-export interface ModelFamily {
+/**
+ * Everything a caller needs from one family, generic over its config type `C`. The step graph's inputs and
+ * outputs (`Mistral4IOOptions` / `Mistral4IO`) are the engine's contract with every family.
+ */
+export interface ModelFamily<C = mistral4.Mistral4Config> {
   /** The HF `model_type` of the text model. */
   modelType: string;
-  /** Reads a transformers `config.json`. */
-  configFromHF: typeof mistral4.configFromHF;
+  /** Reads a transformers `config.json` (`where` names the file in errors). */
+  configFromHF(json: Record<string, unknown>, where?: string): C;
   /** Reads a Mistral `params.json`. */
-  configFromParams: typeof mistral4.configFromParams;
+  configFromParams(json: Record<string, unknown>, where?: string): C;
   /** Built-in configurations by name. */
-  presets: typeof mistral4.presets;
+  presets: Readonly<Record<string, () => C>>;
   /** The in-engine tensor set. */
-  canonicalTensors: typeof mistral4.canonicalTensors;
+  canonicalTensors(config: C): mistral4.CanonicalTensor[];
   /** A checkpoint layout's tensors and their load-time transforms. */
-  checkpointTensors: typeof mistral4.checkpointTensors;
+  checkpointTensors(config: C, layout: mistral4.CheckpointLayout): mistral4.CheckpointTensor[];
   /** Declares the forward pass on a graph builder. */
-  build: typeof mistral4.build;
+  build(g: GraphBuilder, config: C, io: mistral4.Mistral4IOOptions): mistral4.Mistral4IO;
   /** Declares the vision tower + projector (image batch → text-width features). */
-  buildVision: typeof mistral4.buildVision;
+  buildVision(g: GraphBuilder, config: C, io: mistral4.Mistral4VisionIOOptions): mistral4.Mistral4VisionIO;
 }
 
 /** The families, keyed by text `model_type` (a `mistral3` wrapper resolves through its `text_config`). */

@@ -5,7 +5,7 @@ import { weightBytes } from "../../backend.ts";
 import { runGraph } from "../../execute.ts";
 import { schedule } from "../../schedule.ts";
 import { ScheduleError } from "../../schedule/plan.ts";
-import { quantizeFp8 } from "../../weights/codecs.ts";
+import { quantizeFp8 } from "../../../weights/codecs.ts";
 import { wasmBackend, wasmWeightLayout } from "./backend.ts";
 
 const available = await wasmBackend.probe().then((s) => s > 0, () => false);

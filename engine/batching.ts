@@ -1,0 +1,184 @@
+/**
+ * The continuous-batching policy: which sequences run in the next step and how many of their tokens, under a token
+ * budget, a sequence-slot limit and the cache's free blocks.
+ *
+ * Per step: every running sequence that is decoding gets its one token first (so streams keep flowing while long
+ * prompts prefill); the rest of the budget goes to running prefills, oldest first, in chunks; then waiting
+ * sequences are admitted first-in first-out while slots, budget and blocks allow, reusing cached prefix blocks.
+ * When a running sequence needs a block and none is free, the most recently admitted sequence is preempted by
+ * recompute: its blocks are released and it goes back to the front of the queue with its output kept, to be
+ * prefilled again (prompt and output together) when there is room.
+ *
+ * @module
+ */
+
+import type { BlockPool } from "./kv_cache.ts";
+import type { Sequence } from "./sequence.ts";
+
+/** Batching limits. */
+export interface BatchPolicyOptions {
+  /** The model's block pool. */
+  pool: BlockPool;
+  /** Most sequences holding a slot (and cache blocks) at once. */
+  maxNumSeqs: number;
+  /** Token budget of one step. */
+  maxTokens: number;
+  /** Whether admission looks for cached prefix blocks. */
+  prefixCaching: boolean;
+}
+
+/** One sequence's share of a step: tokens `[start, start + count)` of its history. */
+export interface Chunk {
+  /** The sequence. */
+  seq: Sequence;
+  /** Position of the chunk's first token (= tokens already cached). */
+  start: number;
+  /** Tokens in the chunk. */
+  count: number;
+  /** The chunk ends at the sequence's last token, so the step returns a logits row for it. */
+  samples: boolean;
+}
+
+/** What to run next, and the sequences that can never run. */
+export interface BatchPlan {
+  /** Chunks in step order (empty when nothing can run). */
+  chunks: Chunk[];
+  /** Sequences removed because they cannot fit in the cache even alone. */
+  failed: Sequence[];
+}
+
+/**
+ * Owns the waiting queue and the running set, and every block a sequence holds: a sequence leaves through
+ * {@link BatchPolicy.remove} (finished, failed or cancelled), which releases its blocks at once.
+ *
+ * @example
+ * ```ts
+ * const s = new BatchPolicy({ pool: model.pool, maxNumSeqs: 8, maxTokens: 256, prefixCaching: true });
+ * s.add(seq);
+ * const { chunks } = s.next(); // run them, then s.commit(chunks)
+ * ```
+ */
+export class BatchPolicy {
+  /** Sequences holding cache blocks, in admission order (the last is the first to be preempted). */
+  readonly running: Sequence[] = [];
+  /** Sequences queued for a slot, first-in first-out (preempted ones go back to the front). */
+  readonly waiting: Sequence[] = [];
+  /** Preemptions since start. */
+  preemptions = 0;
+  readonly #o: BatchPolicyOptions;
+
+  /** A scheduler over a pool. */
+  constructor(options: BatchPolicyOptions) {
+    this.#o = options;
+  }
+
+  /** Queues a new sequence. */
+  add(seq: Sequence): void {
+    seq.status = "waiting";
+    this.waiting.push(seq);
+  }
+
+  /** Takes a sequence out of the engine and releases its blocks (safe to call twice). */
+  remove(seq: Sequence): void {
+    if (seq.status === "running") this.#release(seq, this.running);
+    else if (seq.status === "waiting") removeFrom(this.waiting, seq);
+    seq.status = "done";
+  }
+
+  /** Plans the next step (see the module doc). Sequences it had to preempt or fail are already moved. */
+  next(): BatchPlan {
+    const { pool } = this.#o;
+    let budget = this.#o.maxTokens;
+    const counts = new Map<Sequence, number>(); // scheduled tokens per sequence, in step order
+    const failed: Sequence[] = [];
+    let preempted = false;
+    // Decodes first, then prefill chunks, each oldest first.
+    for (const decoding of [true, false]) {
+      for (let i = 0; i < this.running.length && budget > 0; i++) {
+        const seq = this.running[i];
+        if ((seq.pending === 1) !== decoding) continue;
+        const n = Math.min(seq.pending, budget);
+        while (seq.status === "running" && !pool.grow(seq.blocks!, seq.computed + n)) {
+          if (this.running.length === 1) {
+            // Every other block is free: this sequence cannot fit in the cache at all.
+            this.remove(seq);
+            failed.push(seq);
+            break;
+          }
+          const victim = this.running[this.running.length - 1];
+          budget += counts.get(victim) ?? 0;
+          counts.delete(victim);
+          this.#preempt(victim);
+          preempted = true;
+        }
+        if (seq.status !== "running") {
+          i--; // it was removed from `running` at index i (the last one, or the only one)
+          continue;
+        }
+        counts.set(seq, n);
+        budget -= n;
+      }
+    }
+    // Admissions wait while the cache is under pressure: a sequence preempted this step must not bounce back at once.
+    while (!preempted && budget > 0 && this.waiting.length > 0 && this.running.length < this.#o.maxNumSeqs) {
+      const seq = this.waiting[0];
+      const blocks = pool.newSequence();
+      const cached = this.#o.prefixCaching ? pool.reusePrefix(blocks, seq.cacheKeys) : 0;
+      const n = Math.min(seq.tokens.length - cached, budget);
+      if (!pool.grow(blocks, cached + n)) {
+        pool.release(blocks);
+        if (this.running.length > 0) break; // first-in first-out: later arrivals wait behind it
+        this.waiting.shift();
+        seq.status = "done";
+        failed.push(seq);
+        continue;
+      }
+      this.waiting.shift();
+      seq.blocks = blocks;
+      seq.computed = cached;
+      seq.status = "running";
+      if (!seq.admitted) seq.stream.cachedTokens = Math.min(cached, seq.promptLen);
+      seq.admitted = true;
+      this.running.push(seq);
+      counts.set(seq, n);
+      budget -= n;
+    }
+    const chunks: Chunk[] = [];
+    for (const [seq, count] of counts) {
+      chunks.push({ seq, start: seq.computed, count, samples: seq.computed + count === seq.tokens.length });
+    }
+    return { chunks, failed };
+  }
+
+  /**
+   * Records a finished step: each chunk's tokens are now in the cache, and completed blocks are published for
+   * prefix reuse. Chunks of sequences removed meanwhile are skipped.
+   */
+  commit(chunks: readonly Chunk[]): void {
+    for (const { seq, start, count } of chunks) {
+      if (seq.status !== "running" || seq.computed !== start) continue;
+      seq.computed = start + count;
+      this.#o.pool.commit(seq.blocks!, seq.cacheKeys, seq.computed);
+    }
+  }
+
+  /** Recompute preemption: drop the blocks, keep the output, and queue it first. */
+  #preempt(seq: Sequence): void {
+    this.#release(seq, this.running);
+    seq.status = "waiting";
+    this.waiting.unshift(seq);
+    this.preemptions++;
+  }
+
+  #release(seq: Sequence, from: Sequence[]): void {
+    if (seq.blocks) this.#o.pool.release(seq.blocks);
+    seq.blocks = null;
+    seq.computed = 0;
+    removeFrom(from, seq);
+  }
+}
+
+function removeFrom(list: Sequence[], seq: Sequence): void {
+  const i = list.indexOf(seq);
+  if (i >= 0) list.splice(i, 1);
+}

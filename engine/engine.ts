@@ -1,0 +1,433 @@
+/**
+ * The inference engine: continuous batching of many generations over one {@link Model}.
+ *
+ * One async loop runs the model one step at a time. Each step mixes decode tokens of running sequences with chunks
+ * of prompts being prefilled (the {@link BatchPolicy} decides under a token budget, admits queued requests as cache
+ * blocks allow, reuses cached prompt prefixes, and preempts by recompute when blocks run out). Rows that sample are
+ * sampled on the backend when the model ends its step with the sampler and every row's settings are ones it has
+ * (temperature, top-k, top-p, constraint masks uploaded per step: only token ids come back); otherwise the step
+ * returns their logits and each is sampled on the host ({@link Sampler}). Either way the token is delivered to that
+ * request's stream. The loop sleeps on a promise when there is no work: no timers, no spinning.
+ *
+ * @example
+ * ```ts
+ * import { loadModel } from "./model.ts";
+ * import { ModelEngine } from "./engine.ts";
+ * const model = await loadModel("tiny", { backend: "reference", quiet: true });
+ * const engine = await ModelEngine.create(model, { eosId: 2 });
+ * const sampling = { temperature: 0, topP: 1, topK: 0, minP: 0, presencePenalty: 0, frequencyPenalty: 0 };
+ * for await (const t of engine.generate({ promptIds: [1, 3, 1500], sampling, maxTokens: 8 })) console.log(t.id);
+ * await engine.close();
+ * model.dispose();
+ * ```
+ *
+ * @module
+ */
+
+import { setImmediate } from "node:timers/promises";
+import type { Engine, EngineStats, GeneratedToken, GenerateRequest, Generation, VisionSettings } from "./types.ts";
+import type { Model, StepInput } from "./model.ts";
+import { Sampler } from "./sampler.ts";
+import { BatchPolicy, type Chunk } from "./batching.ts";
+import { Sequence } from "./sequence.ts";
+import { TokenStream } from "./stream.ts";
+import { BackendSampling, samplesOnBackend } from "./backend_sampling.ts";
+import { chunkImageParts, concatVectors } from "./vision.ts";
+
+/** Longest run of engine steps without a timer turn (which lets sockets be polled). */
+const IO_TURN_MS = 5;
+
+/** A step's sampled token of `seq`, at logits row `r`, taken into the sequence's sampling state. */
+type Pick = (seq: Sequence, r: number) => GeneratedToken;
+
+/** Options of {@link ModelEngine.create}. */
+export interface ModelEngineOptions {
+  /** The end-of-sequence id (`</s>`): ends a sequence with `"eos"` and is not yielded. */
+  eosId: number;
+  /** Most sequences generating at once (default and upper bound: the model's `maxSeqs`). */
+  maxNumSeqs?: number;
+  /** Token budget of one step, decode tokens and prefill chunks together (default and bound: `maxTokens`). */
+  maxTokensPerStep?: number;
+  /** Reuse cached blocks of earlier prompts that share a prefix (default true). */
+  prefixCaching?: boolean;
+  /**
+   * Sample on the backend (`Model.sampleStep`: only token ids come back) in steps whose every row asks only for
+   * what the backend sampler does: temperature, top-k, top-p, a constraint (default true, where the model has the
+   * sampler). False always reads the logits back and samples on the host.
+   */
+  backendSampling?: boolean;
+}
+
+/** {@link EngineStats} plus counters only this engine has. */
+export interface ModelEngineStats extends EngineStats {
+  /** Sequences preempted (blocks dropped, to be recomputed) since start. */
+  preemptions: number;
+  /** Steps run since start. */
+  steps: number;
+  /** Images run through the vision encoder since start. */
+  imagesEncoded: number;
+  /** Tokens sampled on the backend (logits never read back) since start. */
+  backendSampled: number;
+  /** Tokens sampled on the host from logits read back (penalties, min-p, logprobs, or no backend sampler). */
+  hostSampled: number;
+}
+
+/** Why a generation failed because the engine was closed under it. */
+export class EngineClosedError extends Error {
+  /** An error saying the engine has been closed. */
+  constructor() {
+    super("the engine was closed; no more tokens will be generated");
+    this.name = "EngineClosedError";
+  }
+}
+
+/**
+ * An {@link Engine} over a loaded {@link Model}. The model stays the caller's: {@link ModelEngine.close} stops the
+ * engine but does not dispose the model.
+ */
+export class ModelEngine implements Engine {
+  /** Context length: prompt plus generated tokens of one sequence. */
+  readonly maxModelLen: number;
+  /** How the model wants its images, or null when it was loaded without vision. */
+  readonly vision: VisionSettings | null;
+  readonly #model: Model;
+  readonly #eosId: number;
+  readonly #batching: BatchPolicy;
+  readonly #sampler: Sampler;
+  readonly #backendSampling: BackendSampling | null;
+  readonly #loop: Promise<void>;
+  #ready = false;
+  #closed = false;
+  #wakeUp: (() => void) | null = null;
+  #lastBatch = 0;
+  #tokensProcessed = 0;
+  #steps = 0;
+  #imagesEncoded = 0;
+  #backendSampled = 0;
+  #hostSampled = 0;
+
+  private constructor(model: Model, options: ModelEngineOptions) {
+    const limits = model.limits;
+    const maxTokens = clamp(options.maxTokensPerStep ?? limits.maxTokens, 1, limits.maxTokens);
+    // Every running sequence must be able to decode in every step, so slots never exceed the token budget.
+    const maxNumSeqs = clamp(options.maxNumSeqs ?? limits.maxSeqs, 1, Math.min(limits.maxSeqs, maxTokens));
+    this.maxModelLen = limits.maxModelLen;
+    const v = model.config.vision_config;
+    this.vision = model.vision && v
+      ? { patchSize: v.patch_size, mergeSize: v.spatial_merge_size, maxImageSize: v.image_size }
+      : null;
+    this.#model = model;
+    this.#eosId = options.eosId;
+    this.#batching = new BatchPolicy({
+      pool: model.pool,
+      maxNumSeqs,
+      maxTokens,
+      prefixCaching: options.prefixCaching ?? true,
+    });
+    this.#sampler = new Sampler(model.config.vocab_size);
+    this.#backendSampling = model.samplesOnBackend && (options.backendSampling ?? true)
+      ? new BackendSampling(model.config.vocab_size, limits.maxRows)
+      : null;
+    this.#loop = this.#run();
+  }
+
+  /** Starts an engine over `model`; it is ready when this resolves. */
+  static create(model: Model, options: ModelEngineOptions): Promise<ModelEngine> {
+    const engine = new ModelEngine(model, options);
+    engine.#ready = true;
+    return Promise.resolve(engine);
+  }
+
+  /** True from creation until {@link ModelEngine.close}. */
+  get ready(): boolean {
+    return this.#ready && !this.#closed;
+  }
+
+  /** Starts one sequence; it is queued at once, whether or not the caller has started reading. */
+  generate(req: GenerateRequest): Generation {
+    // The callback may run during construction (an already-aborted signal), before the sequence exists.
+    const ref: { seq?: Sequence } = {};
+    const stream = new TokenStream(() => ref.seq && this.#cancel(ref.seq), req.signal);
+    const problem = this.#closed ? new EngineClosedError() : this.#validate(req);
+    if (problem) {
+      stream.fail(problem);
+      return stream;
+    }
+    const seq = ref.seq = new Sequence(req, stream, { maxModelLen: this.maxModelLen });
+    if (stream.closed) return stream; // aborted before it started
+    if (seq.maxGenerated === 0) {
+      stream.finish({ reason: "length" });
+      return stream;
+    }
+    this.#batching.add(seq);
+    this.#wake();
+    return stream;
+  }
+
+  /** Current load and counters. */
+  stats(): ModelEngineStats {
+    const pool = this.#model.pool;
+    return {
+      running: this.#batching.running.length,
+      waiting: this.#batching.waiting.length,
+      batchSize: this.#lastBatch,
+      cacheBlocksUsed: pool.usedBlocks,
+      cacheBlocksTotal: pool.numBlocks,
+      tokensProcessed: this.#tokensProcessed,
+      preemptions: this.#batching.preemptions,
+      steps: this.#steps,
+      imagesEncoded: this.#imagesEncoded,
+      backendSampled: this.#backendSampled,
+      hostSampled: this.#hostSampled,
+    };
+  }
+
+  /**
+   * Stops the loop: pending and running generations fail with {@link EngineClosedError} and their blocks are
+   * released. Resolves once a step in flight has finished and the loop has exited. Safe to call twice.
+   */
+  async close(): Promise<void> {
+    if (!this.#closed) {
+      this.#closed = true;
+      const s = this.#batching;
+      for (const seq of [...s.running, ...s.waiting]) this.#fail(seq, new EngineClosedError());
+      this.#wake();
+    }
+    await this.#loop;
+  }
+
+  /** {@link ModelEngine.close} without waiting for it. */
+  dispose(): void {
+    void this.close();
+  }
+
+  /** `await using` support. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #validate(req: GenerateRequest): Error | null {
+    const n = req.promptIds.length;
+    if (n === 0) return new RangeError("generate: the prompt is empty");
+    if (n > this.maxModelLen) {
+      return new RangeError(`generate: ${n} prompt tokens exceed maxModelLen ${this.maxModelLen}`);
+    }
+    const vocab = this.#model.config.vocab_size;
+    for (const id of req.promptIds) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+        return new RangeError(`generate: prompt id ${id} out of range`);
+      }
+    }
+    return this.#validateImages(req);
+  }
+
+  #validateImages(req: GenerateRequest): Error | null {
+    const images = req.images ?? [];
+    if (images.length === 0) return null;
+    if (!this.vision) return new RangeError(`generate: model ${this.#model.name} was loaded without vision`);
+    const { patchSize, mergeSize } = this.vision;
+    let last = -1;
+    for (const [i, im] of images.entries()) {
+      const { rows, cols } = im.grid, side = patchSize * mergeSize;
+      if (im.pixels.length !== 3 * rows * side * cols * side) {
+        return new RangeError(`generate: image ${i} has ${im.pixels.length} values for a ${rows}×${cols} grid`);
+      }
+      if (im.positions.length !== rows * cols || im.key.length === 0) {
+        return new RangeError(`generate: image ${i} needs ${rows * cols} positions and a key`);
+      }
+      for (const p of im.positions) {
+        if (!Number.isInteger(p) || p <= last || p >= req.promptIds.length) {
+          return new RangeError(`generate: image ${i} position ${p} is not increasing within the prompt`);
+        }
+        last = p;
+      }
+    }
+    return null;
+  }
+
+  #lastIoTurn = 0;
+
+  async #run(): Promise<void> {
+    const s = this.#batching;
+    while (!this.#closed) {
+      if (s.running.length === 0 && s.waiting.length === 0) {
+        await new Promise<void>((resolve) => this.#wakeUp = resolve);
+        continue;
+      }
+      try {
+        const { chunks, failed } = s.next();
+        for (const seq of failed) seq.stream.fail(this.#tooLong(seq));
+        if (chunks.length > 0) await this.#step(chunks);
+      } catch (e) {
+        // A bug rather than a request's fault: fail every sequence instead of leaving their streams hanging.
+        for (const seq of [...s.running, ...s.waiting]) this.#fail(seq, e);
+      }
+      // Let I/O (new requests, disconnects, streamed chunks) in between steps. Only a timer turn polls sockets in
+      // Deno (setImmediate does not); a timer costs ~2 ms, so fast steps take one at most every 5 ms.
+      if (!this.#closed) {
+        if (performance.now() - this.#lastIoTurn >= IO_TURN_MS) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+          this.#lastIoTurn = performance.now();
+        } else await setImmediate();
+      }
+    }
+  }
+
+  #tooLong(seq: Sequence): RangeError {
+    const { numBlocks, blockSize } = this.#model.pool;
+    return new RangeError(
+      `generate: a sequence of ${seq.tokens.length} tokens and growing does not fit in the KV cache ` +
+        `(${numBlocks} blocks of ${blockSize} tokens); load the model with more cache blocks or a shorter maxModelLen`,
+    );
+  }
+
+  /** Runs one step over the planned chunks and hands out its tokens. */
+  async #step(chunks: Chunk[]): Promise<void> {
+    await this.#encodeImages(chunks);
+    chunks = chunks.filter((c) => c.seq.status === "running");
+    if (chunks.length === 0) return;
+    const input = stepInput(chunks, this.#model.config.hidden_size);
+    const sampling = chunks.filter((c) => c.samples).map((c) => c.seq);
+    let pick: Pick;
+    try {
+      const backend = this.#backendSampling;
+      pick = backend && sampling.every((seq) => samplesOnBackend(seq.sampling.params))
+        ? await this.#sampleOnBackend(backend, input, sampling)
+        : await this.#sampleOnHost(input);
+    } catch (e) {
+      for (const { seq } of chunks) this.#fail(seq, e);
+      return;
+    }
+    this.#steps++;
+    this.#lastBatch = chunks.length;
+    this.#tokensProcessed += input.ids.length;
+    this.#batching.commit(chunks);
+    let row = 0;
+    for (const { seq, samples } of chunks) {
+      if (!samples) continue;
+      const r = row++;
+      // Removed during the step (cancelled, or the engine closed): its row is dropped.
+      if (seq.status !== "running") continue;
+      try {
+        this.#deliver(seq, pick(seq, r));
+      } catch (e) {
+        this.#fail(seq, e);
+      }
+    }
+  }
+
+  /** Runs the step with the sampler on the backend: masks and draws go up, `R` ids come back, no logits. */
+  async #sampleOnBackend(backend: BackendSampling, input: StepInput, seqs: readonly Sequence[]): Promise<Pick> {
+    const ids = await this.#model.sampleStep(input, backend.pack(seqs, input.logitRows.length));
+    return (seq, r) => {
+      this.#backendSampled++;
+      return backend.accept(seq, ids[r]);
+    };
+  }
+
+  /** Runs the step for its logits and samples each row on the host with every setting. */
+  async #sampleOnHost(input: StepInput): Promise<Pick> {
+    const logits = await this.#model.step(input), vocab = this.#model.config.vocab_size;
+    return (seq, r) => {
+      this.#hostSampled++;
+      return this.#sampler.sample(logits.subarray(r * vocab, (r + 1) * vocab), seq.sampling, seq.remaining);
+    };
+  }
+
+  /**
+   * Runs the vision encoder for the step's sequences whose chunk reaches image tokens without vectors (all of a
+   * sequence's images in one batch): a failure fails those sequences only.
+   */
+  async #encodeImages(chunks: readonly Chunk[]): Promise<void> {
+    const need = chunks.filter((c) => c.seq.needsImages(c.start, c.start + c.count)).map((c) => c.seq);
+    if (need.length === 0) return;
+    try {
+      const images = need.flatMap((s) => s.images);
+      const features = await this.#model.encodeImages(images);
+      this.#imagesEncoded += images.length;
+      let i = 0;
+      for (const seq of need) seq.features = features.slice(i, i += seq.images.length);
+    } catch (e) {
+      for (const seq of need) this.#fail(seq, e);
+    }
+  }
+
+  /** Delivers a sequence's sampled token, or ends the sequence. */
+  #deliver(seq: Sequence, token: GeneratedToken): void {
+    if (token.id === this.#eosId) return this.#finish(seq, "eos");
+    if (seq.stopIds.has(token.id)) return this.#finish(seq, "stop", token.id);
+    seq.tokens.push(token.id);
+    seq.stream.push(token);
+    // A complete constrained output allows nothing but </s>: end now rather than spend a step sampling it.
+    if (seq.sampling.matcher?.done) this.#finish(seq, "eos");
+    else if (seq.remaining <= 0) this.#finish(seq, "length");
+  }
+
+  #finish(seq: Sequence, reason: "eos" | "stop" | "length", stopId?: number): void {
+    this.#batching.remove(seq);
+    seq.stream.finish(stopId === undefined ? { reason } : { reason, stopId });
+  }
+
+  #fail(seq: Sequence, error: unknown): void {
+    this.#batching.remove(seq);
+    seq.stream.fail(error);
+  }
+
+  /**
+   * The consumer ended the stream. Its blocks are released now even if a step using them is in flight: the pool is
+   * only bookkeeping, no block can be handed out again before that step ends (scheduling happens between steps),
+   * and the step's results for a removed sequence are dropped.
+   */
+  #cancel(seq: Sequence): void {
+    this.#batching.remove(seq);
+  }
+
+  #wake(): void {
+    const wakeUp = this.#wakeUp;
+    this.#wakeUp = null;
+    wakeUp?.();
+  }
+}
+
+/**
+ * The step's inputs: each chunk's tokens and positions, one block table per sequence, a logits row per sampler, and
+ * the vectors of the image tokens the chunks cover.
+ */
+function stepInput(chunks: readonly Chunk[], hidden: number): StepInput {
+  const ids: number[] = [], pos: number[] = [], seqIndex: number[] = [], logitRows: number[] = [];
+  const blockTables: number[][] = [];
+  const imageRows: number[] = [], imageParts: Float32Array[] = []; // views: copied once, at the end
+  for (const { seq, start, count, samples } of chunks) {
+    const s = blockTables.length;
+    if (seq.features) {
+      const images = seq.images.map((im, i) => ({ positions: im.positions, features: seq.features![i] }));
+      const part = chunkImageParts(images, hidden, start, start + count, ids.length);
+      imageRows.push(...part.imageRows);
+      imageParts.push(...part.parts);
+    }
+    // A copy: the table must not change under a step in flight if the sequence is cancelled meanwhile.
+    blockTables.push(seq.blocks!.blockTable.slice());
+    for (let j = start; j < start + count; j++) {
+      ids.push(seq.tokens[j]);
+      pos.push(j);
+      seqIndex.push(s);
+    }
+    if (samples) logitRows.push(ids.length - 1);
+  }
+  // A step must return at least one row; when only mid-prompt chunks run, one is computed and ignored.
+  if (logitRows.length === 0) logitRows.push(ids.length - 1);
+  if (imageRows.length === 0) return { ids, pos, seq: seqIndex, blockTables, logitRows };
+  return {
+    ids,
+    pos,
+    seq: seqIndex,
+    blockTables,
+    logitRows,
+    imageRows,
+    imageFeatures: concatVectors(imageParts, hidden),
+  };
+}
+
+function clamp(x: number, lo: number, hi: number): number {
+  return Math.min(Math.max(Math.floor(x), lo), hi);
+}

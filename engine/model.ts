@@ -1,0 +1,478 @@
+/**
+ * A loaded model: config, compiled step plan, resident weights and paged latent cache.
+ *
+ * One graph serves every step (prefill chunks, decode batches, mixed): the token count `T`, sequence count `S`
+ * and logit-row count `R` are symbols bound per run, so nothing is rebuilt per token.
+ *
+ * @example
+ * ```ts
+ * import { loadModel } from "./model.ts";
+ * const model = await loadModel("tiny", { backend: "reference" });
+ * const logits = await model.forward([1, 3, 1500, 4]); // [4, vocab]
+ * model.dispose();
+ * ```
+ *
+ * @module
+ */
+
+import type { DType } from "../graph/dtype.ts";
+import { GraphBuilder } from "../graph/builder.ts";
+import { type Graph, tensorTable } from "../graph/ir.ts";
+import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
+import type { Mistral4Config } from "../graph/models/mistral4.ts";
+import type { Backend } from "../runtime/backend.ts";
+import { createBackend } from "../runtime/registry.ts";
+import { Executor } from "../runtime/execute.ts";
+import { BlockPool, type SequenceBlocks } from "./kv_cache.ts";
+import { bf16ToF32 } from "../weights/codecs.ts";
+import { type CanonicalWeight, loadCanonicalWeights } from "../weights/load.ts";
+import { configForDtype, randomCanonicalWeights } from "../weights/random.ts";
+import { VisionRunner } from "./vision.ts";
+import { storedWeight } from "./stored_weight.ts";
+import { scatterRowsOp } from "../ops/scatter_rows.ts";
+import { maskWords } from "../ops/sample.ts";
+
+/** Options of {@link loadModel}. */
+export interface LoadModelOptions {
+  /** Backend name, or "auto" (default): the best available. */
+  backend?: string;
+  /**
+   * Weight dtype (`--dtype`). For a preset, the dtype its random weights are made in (f32, bf16: every weight;
+   * f8e4m3: the text linears). For any model, q8 (and a float dtype other than the checkpoint's) re-encodes the
+   * quantisable linears at load. Default: the checkpoint's own (presets: bf16).
+   */
+  dtype?: DType;
+  /** Worker threads for CPU backends (default: all cores). */
+  threads?: number;
+  /** Seed of the random weights of a preset (default 0). */
+  seed?: number;
+  /** Longest sequence, prompt plus output (default min(config max, 4096)). */
+  maxModelLen?: number;
+  /** Tokens per step: the prefill chunk size (default 256). */
+  maxTokens?: number;
+  /** Sequences per step (default 8). */
+  maxSeqs?: number;
+  /** Tokens per cache block (default 16). */
+  blockSize?: number;
+  /** Cache blocks per layer (default enough for `maxSeqs` full-length sequences). */
+  numBlocks?: number;
+  /** Latent cache dtype (default bf16; f32 for exact cross-backend comparisons). */
+  cacheDtype?: DType;
+  /** MLA form (default "absorbed"; "naive" for equivalence tests). */
+  attention?: "absorbed" | "naive";
+  /** No progress output while loading. */
+  quiet?: boolean;
+  /**
+   * Accept images (`encodeImages`, `StepInput.imageRows`). Default: when the config has a vision tower and the
+   * backend runs `scatter_rows`; false gives the text-only step graph.
+   */
+  vision?: boolean;
+  /**
+   * End the step graph with the `sample` op, so {@link Model.sampleStep} returns token ids and the logits never
+   * leave the backend. Default: when the backend runs `sample`, except on `reference`, which computes on the host
+   * anyway (no read-back to save) and whose sampler sorts the vocabulary.
+   */
+  sampling?: boolean;
+}
+
+/** One step: tokens of several sequences, each sequence's block table, and the tokens whose logits are wanted. */
+export interface StepInput {
+  /** Token ids `[T]`. */
+  ids: readonly number[];
+  /** Absolute position of each token `[T]`. */
+  pos: readonly number[];
+  /** Index into `blockTables` of each token's sequence `[T]`. */
+  seq: readonly number[];
+  /** Cache blocks of each sequence in the step. */
+  blockTables: readonly (readonly number[])[];
+  /** Indices into the step's tokens whose logits are computed `[R]`. */
+  logitRows: readonly number[];
+  /** Step tokens (`[IMG]` positions) whose embedding is replaced by an image vector `[I]`. */
+  imageRows?: readonly number[];
+  /** The image vectors `[I, hidden_size]`, row-major (see {@link Model.encodeImages}). */
+  imageFeatures?: Float32Array;
+}
+
+/**
+ * Per-row settings of {@link Model.sampleStep}, one entry per `logitRows` row (the `sample` op's inputs; see
+ * `ops/sample.ts` for the exact semantics).
+ */
+export interface StepSampling {
+  /** ≤ 0: greedy (argmax, lowest id on ties); otherwise logits are divided by it. */
+  temperature: ArrayLike<number>;
+  /** Keep the k most likely ids; 0 = off. */
+  topK: ArrayLike<number>;
+  /** Nucleus: the shortest prefix of candidates reaching this mass; 1 = off. */
+  topP: ArrayLike<number>;
+  /** A uniform draw in [0, 1) per row, from the row's own generator (unused when greedy). */
+  uniform: ArrayLike<number>;
+  /** The row of `masks` each row obeys, or −1 for none. Absent: no row is masked. */
+  maskRow?: ArrayLike<number>;
+  /**
+   * Allowed-id bitmasks, `ceil(vocab / 32)` words each, in `ConstraintMatcher.fillMask`'s layout; only the masks
+   * rows refer to, so unconstrained rows upload nothing.
+   */
+  masks?: Uint32Array;
+}
+
+/** {@link StepSampling} that picks every one of `rows` rows greedily (argmax, no mask). */
+export function greedySampling(rows: number): StepSampling {
+  const zeros = () => new Float32Array(rows);
+  return { temperature: zeros(), topK: new Int32Array(rows), topP: zeros().fill(1), uniform: zeros() };
+}
+
+/** Resolved geometry of the compiled step. */
+export interface ModelLimits {
+  /** Longest sequence (prompt plus output). */
+  maxModelLen: number;
+  /** Tokens per step (`T` max). */
+  maxTokens: number;
+  /** Sequences per step (`S` max). */
+  maxSeqs: number;
+  /** Logit rows per step (`R` max). */
+  maxRows: number;
+  /** Tokens per cache block. */
+  blockSize: number;
+  /** Cache blocks per layer. */
+  numBlocks: number;
+  /** Block-table columns: `ceil(maxModelLen / blockSize)`. */
+  maxBlocksPerSeq: number;
+}
+
+/** What the engine reads from any family's config. */
+export type StepConfig = Pick<
+  Mistral4Config,
+  "vocab_size" | "hidden_size" | "max_position_embeddings" | "vision_config"
+>;
+
+/** A model ready to run steps, generic over its family's config type. */
+export class Model<C extends StepConfig = Mistral4Config> {
+  /** Model configuration. */
+  readonly config: C;
+  /** Preset name or checkpoint directory. */
+  readonly name: string;
+  /** The step graph. */
+  readonly graph: Graph;
+  /** Step geometry. */
+  readonly limits: ModelLimits;
+  /** Cache block bookkeeping shared by every sequence of this model. */
+  readonly pool: BlockPool;
+  readonly #executor: Executor;
+  readonly #vision: VisionRunner | null;
+  readonly #sampling: boolean;
+
+  /** Use {@link loadModel}. */
+  constructor(init: {
+    config: C;
+    name: string;
+    graph: Graph;
+    limits: ModelLimits;
+    executor: Executor;
+    vision?: VisionRunner | null;
+  }) {
+    this.config = init.config;
+    this.name = init.name;
+    this.graph = init.graph;
+    this.limits = init.limits;
+    this.#executor = init.executor;
+    this.#vision = init.vision ?? null;
+    this.#sampling = init.graph.outputs.some((o) => o.name === "sampled");
+    this.pool = new BlockPool({ numBlocks: init.limits.numBlocks, blockSize: init.limits.blockSize });
+  }
+
+  /** The backend the model runs on. */
+  get backend(): Backend {
+    return this.#executor.backend;
+  }
+
+  /** Whether the model takes images (see {@link LoadModelOptions.vision}). */
+  get vision(): boolean {
+    return this.#vision !== null;
+  }
+
+  /**
+   * The backend the vision graph runs on: the model's when it runs every vision op, else `reference`; null before
+   * the first `encodeImages` (the graph is built then) or without vision.
+   */
+  get visionBackend(): string | null {
+    return this.#vision?.backendName ?? null;
+  }
+
+  /**
+   * Runs the vision tower and projector: one `f32 [rows·cols, hidden_size]` array per preprocessed image
+   * (`chat/image.ts` `preprocessImage`), a vector per `[IMG]` token in row-major grid order.
+   */
+  encodeImages(
+    images: readonly { pixels: Float32Array; grid: { rows: number; cols: number } }[],
+  ): Promise<Float32Array[]> {
+    if (!this.#vision) throw new Error(`model ${this.name} was loaded without vision`);
+    return this.#vision.encode(images);
+  }
+
+  /**
+   * What the step plan sizes on the model's backend: weights, state (the latent cache), the arena of intermediates
+   * (at the largest step shape) and per-run I/O buffers, in bytes.
+   */
+  get plannedMemory(): { weights: number; state: number; arena: number; io: number } {
+    const m = this.#executor.plan.memory.perBackend[this.backend.name];
+    return { weights: m.weightBytes, state: m.stateBytes, arena: m.arenaBytes, io: m.ioBytes };
+  }
+
+  /** Whether the step graph ends with the sampler, so {@link Model.sampleStep} is available. */
+  get samplesOnBackend(): boolean {
+    return this.#sampling;
+  }
+
+  /**
+   * Runs one step and returns logits `[logitRows.length, vocab]`. Cache entries of every token are written. With
+   * the sampler in the graph it still runs, greedily (an argmax per row: far less than the head's matmul).
+   */
+  async step(input: StepInput): Promise<Float32Array> {
+    const R = input.logitRows.length;
+    const sampler = this.#sampling ? this.#samplerInputs(R, greedySampling(R)) : {};
+    const out = await this.#executor.run({ inputs: { ...this.#stepInputs(input), ...sampler }, outputs: ["logits"] });
+    return out.logits as Float32Array;
+  }
+
+  /**
+   * Runs one step and samples one token id per `logitRows` row on the backend, with per-row settings and
+   * constraint masks: only `R` ids come back, never the logits. Needs {@link Model.samplesOnBackend}. A masked row
+   * whose mask allows no id gives −1.
+   *
+   * @example
+   * ```ts
+   * // const [id] = await model.sampleStep(input, { temperature: [0.7], topK: [0], topP: [0.9], uniform: [rng.uniform()] });
+   * ```
+   */
+  async sampleStep(input: StepInput, sampling: StepSampling): Promise<Int32Array> {
+    if (!this.#sampling) throw new Error(`sampleStep: model ${this.name} was loaded without the backend sampler`);
+    const inputs = { ...this.#stepInputs(input), ...this.#samplerInputs(input.logitRows.length, sampling) };
+    return (await this.#executor.run({ inputs, outputs: ["sampled"] })).sampled as Int32Array;
+  }
+
+  /** The `sample` op's inputs for `R` rows, checked. */
+  #samplerInputs(R: number, s: StepSampling): Record<string, ArrayBufferView> {
+    const words = maskWords(this.config.vocab_size);
+    const masks = s.masks ?? new Uint32Array(0), count = masks.length / words;
+    const maskRow = s.maskRow ? Int32Array.from(s.maskRow) : new Int32Array(R).fill(-1);
+    for (const [name, a] of Object.entries({ ...s, maskRow })) {
+      if (name !== "masks" && a.length !== R) throw new Error(`sampleStep: ${a.length} ${name} values for ${R} rows`);
+    }
+    if (!Number.isInteger(count)) {
+      throw new Error(`sampleStep: ${masks.length} mask words, not whole masks of ${words}`);
+    }
+    if (maskRow.some((m) => m >= count)) throw new Error(`sampleStep: a mask row refers past the ${count} masks`);
+    return {
+      temperature: Float32Array.from(s.temperature),
+      topK: Int32Array.from(s.topK),
+      topP: Float32Array.from(s.topP),
+      uniform: Float32Array.from(s.uniform),
+      maskRow,
+      mask: masks, // u32 words uploaded as the graph's i32: the same bits
+    };
+  }
+
+  /** The step graph's inputs for one step, checked. */
+  #stepInputs(input: StepInput): Record<string, ArrayBufferView> {
+    const { ids, pos, seq, blockTables, logitRows } = input;
+    const imageRows = input.imageRows ?? [], imageFeatures = input.imageFeatures ?? new Float32Array(0);
+    if (imageFeatures.length !== imageRows.length * this.config.hidden_size) {
+      throw new Error(`step: ${imageFeatures.length} image values for ${imageRows.length} rows`);
+    }
+    if (imageRows.length > 0 && !this.#vision) throw new Error(`step: model ${this.name} was loaded without vision`);
+    const l = this.limits;
+    if (ids.length === 0 || ids.length > l.maxTokens) throw new Error(`step: ${ids.length} tokens (1..${l.maxTokens})`);
+    if (pos.length !== ids.length || seq.length !== ids.length) throw new Error("step: ids, pos, seq lengths differ");
+    if (blockTables.length === 0 || blockTables.length > l.maxSeqs) {
+      throw new Error(`step: ${blockTables.length} sequences (1..${l.maxSeqs})`);
+    }
+    if (logitRows.length === 0 || logitRows.length > l.maxRows) {
+      throw new Error(`step: ${logitRows.length} logit rows (1..${l.maxRows})`);
+    }
+    const table = new Int32Array(blockTables.length * l.maxBlocksPerSeq); // [S, maxBlocksPerSeq]
+    blockTables.forEach((blocks, s) => {
+      if (blocks.length > l.maxBlocksPerSeq) throw new Error(`step: sequence ${s} has too many blocks`);
+      table.set(blocks, s * l.maxBlocksPerSeq);
+    });
+    return {
+      ids: Int32Array.from(ids),
+      pos: Int32Array.from(pos),
+      seq: Int32Array.from(seq),
+      blockTable: table,
+      logitRows: Int32Array.from(logitRows),
+      ...(this.#vision ? { imageRows: Int32Array.from(imageRows), imageFeatures } : {}),
+    };
+  }
+
+  /**
+   * Logits at every position `[ids.length, vocab]` for one fresh sequence (prefilled in chunks through the
+   * paged cache; the cache blocks are released afterwards). For tests and tools; generation asks `step` for
+   * the rows it samples only.
+   */
+  async forward(ids: readonly number[]): Promise<Float32Array> {
+    if (ids.length === 0) throw new Error("forward: no tokens");
+    if (ids.length > this.limits.maxModelLen) {
+      throw new Error(`forward: ${ids.length} tokens exceed maxModelLen ${this.limits.maxModelLen}`);
+    }
+    const seq = this.pool.newSequence();
+    try {
+      if (!this.pool.grow(seq, ids.length)) throw new Error("forward: not enough free cache blocks");
+      const vocab = this.config.vocab_size;
+      const out = new Float32Array(ids.length * vocab);
+      const chunk = Math.min(this.limits.maxTokens, this.limits.maxRows);
+      for (let start = 0; start < ids.length; start += chunk) {
+        const n = Math.min(chunk, ids.length - start);
+        const logits = await this.step(chunkOf(seq, ids, start, n));
+        out.set(logits, start * vocab);
+      }
+      return out;
+    } finally {
+      this.pool.release(seq);
+    }
+  }
+
+  /** Reads one layer's latent cache as f32 (for tests and debugging). */
+  async readCache(layer: number): Promise<Float32Array> {
+    const data = await this.#executor.readState(`layers.${layer}.cache`);
+    return data instanceof Uint16Array ? bf16ToF32(data) : data as Float32Array; // a bf16 cache held natively
+  }
+
+  /** Frees the backend's memory. */
+  dispose(): void {
+    this.#vision?.dispose();
+    this.#executor.dispose();
+    this.#executor.backend.dispose();
+  }
+}
+
+/** Tokens `[start, start+n)` of one sequence as a step with logits at every token. */
+function chunkOf(seq: SequenceBlocks, ids: readonly number[], start: number, n: number): StepInput {
+  const range = Array.from({ length: n }, (_, i) => i);
+  return {
+    ids: ids.slice(start, start + n),
+    pos: range.map((i) => start + i),
+    seq: range.map(() => 0),
+    blockTables: [seq.blockTable],
+    logitRows: range,
+  };
+}
+
+/**
+ * Loads a model: a preset name (`tiny`, `demo`, `ms4-mini`, `mistral-small-4`) with seeded random weights, or a
+ * checkpoint directory (HF `config.json` + safetensors, or Mistral `params.json` + `consolidated.safetensors`).
+ */
+export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<Model> {
+  const resolved = await resolveModel(spec);
+  const backend = await createBackend(options.backend ?? "auto", { threads: options.threads });
+  // Images need the vision tower's weights and `scatter_rows` on the step's backend.
+  const vision = resolved.config.vision_config !== null && (options.vision ?? runsScatterRows(backend));
+  const group = vision ? "all" : "text";
+  let config = resolved.config;
+  let weights: Map<string, CanonicalWeight>;
+  // The dtype the graph must override: none when a preset's random weights are already made in it.
+  let override = options.dtype;
+  try {
+    if (resolved.source === "preset") {
+      // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those.
+      const made = options.dtype === "q8" ? undefined : options.dtype;
+      if (made !== undefined) override = undefined;
+      config = configForDtype(config, made);
+      weights = randomCanonicalWeights(config, { seed: options.seed ?? 0, dtype: made, group });
+    } else {
+      const loaded = await loadCanonicalWeights(spec, { quiet: options.quiet, group });
+      config = loaded.config;
+      weights = loaded.weights;
+    }
+  } catch (e) {
+    backend.dispose();
+    throw e;
+  }
+  const limits = resolveLimits(config, options);
+  // The sampler ends the step where the backend runs it (unless turned off); elsewhere the host samples logits.
+  const sampling = options.sampling ?? backend.name !== "reference";
+  let graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision, sampling });
+  if (sampling && !runsNode(backend, graph, "sampled")) {
+    graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision, sampling: false });
+  }
+  try {
+    const missing = graph.weights.filter((w) => !weights.has(w.name)).map((w) => w.name);
+    if (missing.length) throw new Error(`model ${spec}: weights ${missing.join(", ")} were not loaded`);
+    // One weight at a time, each dropped once uploaded: the host never holds a second copy of the model.
+    const executor = await Executor.create(graph, backend, {
+      weights: (w, _storage, b) => {
+        const data = storedWeight(weights.get(w.name)!, w.dtype, b.caps);
+        weights.delete(w.name);
+        return data;
+      },
+    });
+    const runner = vision ? new VisionRunner({ config, family: resolved.family, backend, weights }) : null;
+    return new Model({ config, name: resolved.name, graph, limits, executor, vision: runner });
+  } catch (e) {
+    backend.dispose();
+    throw e;
+  }
+}
+
+function resolveLimits(config: Mistral4Config, o: LoadModelOptions): ModelLimits {
+  const maxModelLen = o.maxModelLen ?? Math.min(config.max_position_embeddings, 4096);
+  const maxTokens = o.maxTokens ?? 256;
+  const maxSeqs = o.maxSeqs ?? 8;
+  const blockSize = o.blockSize ?? 16;
+  const maxBlocksPerSeq = Math.ceil(maxModelLen / blockSize);
+  return {
+    maxModelLen,
+    maxTokens,
+    maxSeqs,
+    // Logit rows: one per sequence when generating, or a whole chunk for `forward` (bounded: [R, vocab] is big).
+    maxRows: Math.max(maxSeqs, Math.min(maxTokens, 64)),
+    blockSize,
+    numBlocks: o.numBlocks ?? maxSeqs * maxBlocksPerSeq,
+    maxBlocksPerSeq,
+  };
+}
+
+function buildStepGraph(family: ModelFamily, config: Mistral4Config, l: ModelLimits, o: LoadModelOptions): Graph {
+  const g = new GraphBuilder();
+  family.build(g, config, {
+    maxTokens: l.maxTokens,
+    maxSeqs: l.maxSeqs,
+    maxRows: l.maxRows,
+    numBlocks: l.numBlocks,
+    blockSize: l.blockSize,
+    maxBlocksPerSeq: l.maxBlocksPerSeq,
+    linearDtype: o.dtype,
+    attention: o.attention,
+    cacheDtype: o.cacheDtype,
+    maxImageRows: o.vision ? l.maxTokens : 0,
+    sample: o.sampling,
+  });
+  return g.build();
+}
+
+/** Whether `backend` runs the node named `name` of `graph`. */
+function runsNode(backend: Backend, graph: Graph, name: string): boolean {
+  const table = tensorTable(graph), node = graph.nodes.find((n) => n.name === name)!;
+  return backend.supports(node, node.inputs.map((i) => table[i]));
+}
+
+/** Whether `backend` runs `scatter_rows` on f32 embeddings (the op that feeds image vectors to the decoder). */
+function runsScatterRows(backend: Backend): boolean {
+  const t = (id: number, shape: number[], dtype: "f32" | "i32") => ({
+    id,
+    kind: "input" as const,
+    name: "",
+    shape,
+    dtype,
+  });
+  const inputs = [t(0, [2, 4], "f32"), t(1, [1], "i32"), t(2, [1, 4], "f32")];
+  const node = {
+    id: 3,
+    op: scatterRowsOp.name,
+    inputs: [0, 1, 2],
+    attrs: {},
+    shape: [2, 4],
+    dtype: "f32" as const,
+    name: "",
+  };
+  return backend.supports(node, inputs);
+}
