@@ -64,7 +64,7 @@ export { expandImagePlaceholders } from "./chat/image_prompt.ts";
 export type { ExpandedPrompt } from "./chat/image_prompt.ts";
 export { loadDemoTokenizer } from "./chat/demo_tokenizer.ts";
 export { loadModel, Model } from "./engine/model.ts";
-export type { LoadModelOptions, ModelLimits, StepInput, StepSampling } from "./engine/model.ts";
+export type { LoadModelOptions, ModelLimits, StepConfig, StepInput, StepSampling } from "./engine/model.ts";
 export { ModelEngine } from "./engine/engine.ts";
 export type { ModelEngineOptions, ModelEngineStats } from "./engine/engine.ts";
 export type * from "./engine/types.ts";
@@ -73,7 +73,7 @@ export type { ServeHandle, ServerOptions, TramontaneServer } from "./server/serv
 export { DEFAULT_IMAGE_OPTIONS } from "./server/images.ts";
 export type { ImageOptions } from "./server/images.ts";
 export { GraphBuilder } from "./graph/builder.ts";
-export type { NodeOptions, Tensor } from "./graph/builder.ts";
+export type { NodeOptions, OpSignature, Tensor } from "./graph/builder.ts";
 export type * from "./graph/ir.ts";
 export type { ConcreteType, Cost, OpDef, RefData, RefTensor } from "./ops/op.ts";
 export { presetConfig, presets } from "./graph/models/mistral4.ts";
@@ -88,6 +88,9 @@ export type {
 export { inspectModel, renderJson, renderText } from "./graph/inspect.ts";
 export type { InspectOptions, InspectReport, LayerRow, PlanSection } from "./graph/inspect.ts";
 export type * from "./runtime/backend.ts";
+export { OutOfMemoryError } from "./runtime/backend.ts";
+export type * from "./runtime/schedule/plan.ts";
+export type { RandomRecipe } from "./weights/source.ts";
 export { BlockPool } from "./engine/kv_cache.ts";
 export type { BlockPoolOptions, SequenceBlocks } from "./engine/kv_cache.ts";
 export { Metrics } from "./server/metrics.ts";

@@ -13,9 +13,10 @@
  * against the plan's prediction: weights, latent cache, arena and I/O of the step plan plus the backend's kernel
  * scratch.
  *
- * `--pieces N`, `--spin-us N`, `--join-spin-us N` set the wasm backend's dispatch tuning (`wasmTuning.pieces`,
- * `ThreadPool.spinMicros`, `joinSpinMicros`) for comparisons; `--pieces 0 --spin-us 5 --join-spin-us 5` is close to
- * the dispatch before dynamic pieces and timed spinning.
+ * `--pieces N`, `--spin-us N`, `--join-spin-us N` set the wasm backend's dispatch tuning (`WasmTuning.pieces`,
+ * `spinMicros`, `joinSpinMicros`, passed as `create({ tuning })`) for comparisons; `--pieces 0 --spin-us 5
+ * --join-spin-us 5` is close to the dispatch before dynamic pieces and timed spinning. Peak RSS is the process's
+ * high-water mark (`VmHWM` of /proc/self/status, read at the end), so spikes while loading count.
  *
  * `--profile` (wasm backend) then runs three more prefills and `--gen` more decode steps at the first batch size with
  * every op timed and prints, for each,
@@ -30,9 +31,9 @@ import { BITS_PER_ELEMENT, type DType, isDType } from "../graph/dtype.ts";
 import { activeFraction } from "../graph/inspect.ts";
 import { greedySampling, loadModel, type Model } from "../engine/model.ts";
 import { WasmKernels } from "../runtime/backends/wasm/module.ts";
+import type { WasmTuning } from "../runtime/backends/wasm/backend.ts";
 import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
 import { wasmProfile } from "../runtime/backends/wasm/profile.ts";
-import { wasmTuning } from "../runtime/backends/wasm/ops.ts";
 
 const { values } = parseArgs({
   options: {
@@ -60,14 +61,26 @@ const repetitions = Math.max(1, Number(values.repetitions));
 const batches = values.batch!.split(",").map(Number);
 const threads = values.threads ? Number(values.threads) : navigator.hardwareConcurrency;
 
-let peakRss = Deno.memoryUsage().rss;
-const sampleRss = () => peakRss = Math.max(peakRss, Deno.memoryUsage().rss);
+/** The process's resident high-water mark (VmHWM), or the current RSS where /proc is not there. */
+function peakRssBytes(): number {
+  try {
+    const m = Deno.readTextFileSync("/proc/self/status").match(/^VmHWM:\s+(\d+) kB/m);
+    if (m) return Number(m[1]) * 1024;
+  } catch { /* not Linux */ }
+  return Deno.memoryUsage().rss;
+}
+
+const tuning: Partial<WasmTuning> = {};
+if (values.pieces !== undefined) tuning.pieces = Number(values.pieces);
+if (values["spin-us"] !== undefined) tuning.spinMicros = Number(values["spin-us"]);
+if (values["join-spin-us"] !== undefined) tuning.joinSpinMicros = Number(values["join-spin-us"]);
 
 const t0 = performance.now();
 const model = await loadModel(values.model!, {
   backend: values.backend,
   dtype: values.dtype as DType | undefined,
   threads,
+  backendOptions: { tuning },
   seed: Number(values.seed),
   maxModelLen: promptLen + gen + 16,
   maxTokens: Math.max(promptLen, ...batches),
@@ -75,13 +88,6 @@ const model = await loadModel(values.model!, {
   quiet: true,
 });
 const loadSeconds = (performance.now() - t0) / 1000;
-sampleRss();
-if (values.pieces !== undefined) wasmTuning.pieces = Number(values.pieces);
-if (model.backend.name === "wasm") {
-  const pool = (model.backend as unknown as { pool: ThreadPool }).pool;
-  if (values["spin-us"] !== undefined) pool.spinMicros = Number(values["spin-us"]);
-  if (values["join-spin-us"] !== undefined) pool.joinSpinMicros = Number(values["join-spin-us"]);
-}
 
 /** Random prompt ids in the text range (seeded by position so every run uses the same prompt). */
 function promptIds(n: number, salt: number): number[] {
@@ -114,7 +120,6 @@ async function prefillOnce(m: Model): Promise<number> {
   wasmProfile.enabled = false;
   if (profileSteps) stepMs.push(seconds * 1000);
   m.pool.release(seq);
-  sampleRss();
   return seconds;
 }
 
@@ -158,7 +163,7 @@ async function decode(m: Model, batch: number): Promise<number> {
     if (p > 0 && profileSteps) stepMs.push(performance.now() - start);
   }
   for (const s of seqs) m.pool.release(s);
-  sampleRss();
+
   return (batch * gen) / seconds;
 }
 
@@ -259,14 +264,15 @@ const profile = !values.profile ? "" : [
   await profileTable(`decode batch ${batches[0]}`, async () => void await decode(model, batches[0])),
 ].join("\n");
 const perToken = bytesPerToken(model);
-const scratchBytes = (model.backend as { scratchBytes?: number }).scratchBytes ?? 0;
+const scratchBytes = model.backends.reduce((n, b) => n + ((b as { scratchBytes?: number }).scratchBytes ?? 0), 0);
 const planned = Object.values(model.plannedMemory).reduce((a, b) => a + b, 0) + scratchBytes;
 const bandwidth = await memoryBandwidth();
-sampleRss();
+const peakRss = peakRssBytes();
 
 const result = {
   model: model.name,
   backend: model.backend.name,
+  backends: model.backends.map((b) => b.name),
   dtype: model.graph.weights.find((w) => w.name.endsWith("attn.wq_a"))?.dtype ?? values.dtype ?? "?",
   threads,
   prompt: promptLen,
@@ -306,7 +312,7 @@ else {
   console.log(
     `planned ${mib(planned)} (weights ${mib(p.weights)}, cache ${mib(p.state)}, arena ${mib(p.arena)}, ` +
       `io ${mib(p.io)}, kernel scratch ${mib(p.scratch)}); peak RSS − planned = ${mib(peakRss - planned)} ` +
-      `(runtime; the host's copy of the weights while loading)`,
+      `(the runtime, and the chunks in flight while loading)`,
   );
 }
 if (profile) (values.json ? console.error : console.log)(profile);

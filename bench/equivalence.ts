@@ -17,7 +17,6 @@ import { parseArgs } from "node:util";
 import { type DType, isDType } from "../graph/dtype.ts";
 import { normalisedError } from "../tests/op_helpers.ts";
 import { loadModel, type Model } from "../engine/model.ts";
-import type { WasmKernels } from "../runtime/backends/wasm/module.ts";
 
 const { values } = parseArgs({
   options: {
@@ -48,12 +47,9 @@ async function run(backend: string, dtype: DType): Promise<{ logits: Float32Arra
     threads: Number(values.threads),
     maxModelLen: promptLen + gen + 16,
     quiet: true,
+    backendOptions: { tuning: { q8Prefill: values["q8-prefill"] === "int8" ? "int8" : "f32" } },
   });
   try {
-    if (backend === "wasm") {
-      const kernels = (m.backend as unknown as { kernels: WasmKernels }).kernels;
-      kernels.exports.q8_prefill_int8(values["q8-prefill"] === "int8" ? 1 : 0);
-    }
     const logits = await m.forward(prompt);
     const vocab = m.config.vocab_size;
     const argmax = (x: Float32Array, off: number) => {

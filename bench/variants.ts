@@ -24,8 +24,8 @@
 import { parseArgs } from "node:util";
 import { type DType, isDType } from "../graph/dtype.ts";
 import { greedySampling, loadModel } from "../engine/model.ts";
-import { wasmTuning } from "../runtime/backends/wasm/ops.ts";
-import type { WasmKernels } from "../runtime/backends/wasm/module.ts";
+import { DEFAULT_TUNING, type WasmTuning } from "../runtime/backends/wasm/backend.ts";
+import { probeQ8Paths } from "../runtime/backends/wasm/module.ts";
 
 const { values } = parseArgs({
   options: {
@@ -43,7 +43,10 @@ const prompt = Number(values.prompt), rounds = Number(values.rounds);
 const batch = values.decode === undefined ? 0 : Number(values.decode);
 const steps = 16;
 
+// The backend reads this object at every run: each variant changes it before its rounds.
+const tuning: Partial<WasmTuning> = {};
 const model = await loadModel(values.model!, {
+  backendOptions: { tuning },
   backend: "wasm",
   dtype: values.dtype as DType,
   threads: Number(values.threads),
@@ -52,16 +55,15 @@ const model = await loadModel(values.model!, {
   maxSeqs: Math.max(1, batch),
   quiet: true,
 });
-const kernels = (model.backend as unknown as { kernels: WasmKernels }).kernels;
-const defaultNaive = wasmTuning.naivePrefill;
-const int8 = kernels.exports.q8_prefill_int8(1) === 1;
+const defaultNaive = DEFAULT_TUNING.naivePrefill;
+const int8 = (await probeQ8Paths()).int8Prefill;
 
 const variants: { name: string; set: () => void }[] = [];
 if (batch) {
   for (const u8 of [0, 1]) {
     variants.push({
       name: `${values.dtype} decode b${batch}: q8 products ${u8 ? "with u8 weights" : "by sign transfer"}`,
-      set: () => void kernels.exports.q8_decode_u8(u8),
+      set: () => void (tuning.q8DecodeU8 = u8 === 1),
     });
   }
 } else {
@@ -70,8 +72,8 @@ if (batch) {
       variants.push({
         name: `${values.dtype}: matmuls on ${gemm === "int8" ? "int8 products" : "f32 panels"}, MLA ${mla}`,
         set: () => {
-          kernels.exports.q8_prefill_int8(gemm === "int8" ? 1 : 0);
-          wasmTuning.naivePrefill = mla === "naive" ? defaultNaive : Infinity;
+          tuning.q8Prefill = gemm === "int8" ? "int8" : "f32";
+          tuning.naivePrefill = mla === "naive" ? defaultNaive : Infinity;
         },
       });
     }
@@ -127,9 +129,6 @@ for (let r = 0; r < rounds; r++) {
     runs[i].push(...await measure());
   }
 }
-kernels.exports.q8_prefill_int8(1);
-kernels.exports.q8_decode_u8(1);
-wasmTuning.naivePrefill = defaultNaive;
 model.dispose();
 
 const rows = variants.map((v, i) => {

@@ -21,21 +21,30 @@ import { type Graph, tensorTable } from "../graph/ir.ts";
 import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
 import type { Mistral4Config } from "../graph/models/mistral4.ts";
 import type { Backend } from "../runtime/backend.ts";
-import { createBackend } from "../runtime/registry.ts";
-import { Executor } from "../runtime/execute.ts";
+import { createBackends } from "../runtime/registry.ts";
+import { PlanExecutor } from "../runtime/plan_executor.ts";
+import { type Plan, schedule } from "../runtime/schedule.ts";
 import { BlockPool, type SequenceBlocks } from "./kv_cache.ts";
 import { bf16ToF32 } from "../weights/codecs.ts";
-import { type CanonicalWeight, loadCanonicalWeights } from "../weights/load.ts";
-import { configForDtype, randomCanonicalWeights } from "../weights/random.ts";
+import { openModelWeights } from "./model_weights.ts";
 import { VisionRunner } from "./vision.ts";
-import { storedWeight } from "./stored_weight.ts";
 import { scatterRowsOp } from "../ops/scatter_rows.ts";
 import { maskWords } from "../ops/sample.ts";
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
-  /** Backend name, or "auto" (default): the best available. */
-  backend?: string;
+  /**
+   * Backend name, "auto" (default: the best available), or an ordered preference list (`["webgpu", "wasm"]` or
+   * `"webgpu,wasm"`): each op runs on the first backend that supports it and holds its weights; every fallback and
+   * copy is reported at load.
+   */
+  backend?: string | readonly string[];
+  /** Refuse any fallback: every op on the first backend of the list, or a load error naming them. */
+  strict?: boolean;
+  /** Options handed to every backend factory (refused ops for tests, wasm tuning…), besides `threads`. */
+  backendOptions?: Omit<import("../runtime/backend.ts").BackendOptions, "threads"> & Record<string, unknown>;
+  /** Where the load report goes (one line per fallback and copy); default stderr unless `quiet`. */
+  log?: (line: string) => void;
   /**
    * Weight dtype (`--dtype`). For a preset, the dtype its random weights are made in (f32, bf16: every weight;
    * f8e4m3: the text linears). For any model, q8 (and a float dtype other than the checkpoint's) re-encodes the
@@ -157,9 +166,14 @@ export class Model<C extends StepConfig = Mistral4Config> {
   readonly limits: ModelLimits;
   /** Cache block bookkeeping shared by every sequence of this model. */
   readonly pool: BlockPool;
-  readonly #executor: Executor;
+  /** The backends of the plan, in preference order (the first is the one asked for). */
+  readonly backends: readonly Backend[];
+  /** Load-time report: one line per fallback and per copy between backends (empty for a one-backend plan). */
+  readonly report: readonly string[];
+  readonly #executor: PlanExecutor;
   readonly #vision: VisionRunner | null;
   readonly #sampling: boolean;
+  readonly #release: () => void;
 
   /** Use {@link loadModel}. */
   constructor(init: {
@@ -167,22 +181,34 @@ export class Model<C extends StepConfig = Mistral4Config> {
     name: string;
     graph: Graph;
     limits: ModelLimits;
-    executor: Executor;
+    executor: PlanExecutor;
+    backends: readonly Backend[];
+    report?: readonly string[];
     vision?: VisionRunner | null;
+    /** Called by `dispose` after the backends are freed (closes weight sources). */
+    release?: () => void;
   }) {
     this.config = init.config;
     this.name = init.name;
     this.graph = init.graph;
     this.limits = init.limits;
+    this.backends = init.backends;
+    this.report = init.report ?? [];
     this.#executor = init.executor;
     this.#vision = init.vision ?? null;
+    this.#release = init.release ?? (() => {});
     this.#sampling = init.graph.outputs.some((o) => o.name === "sampled");
     this.pool = new BlockPool({ numBlocks: init.limits.numBlocks, blockSize: init.limits.blockSize });
   }
 
-  /** The backend the model runs on. */
+  /** The first backend of the plan (the one asked for). */
   get backend(): Backend {
-    return this.#executor.backend;
+    return this.backends[0];
+  }
+
+  /** The step plan (segments, fallbacks, copies, memory per backend). */
+  get plan(): Plan {
+    return this.#executor.plan;
   }
 
   /** Whether the model takes images (see {@link LoadModelOptions.vision}). */
@@ -210,12 +236,18 @@ export class Model<C extends StepConfig = Mistral4Config> {
   }
 
   /**
-   * What the step plan sizes on the model's backend: weights, state (the latent cache), the arena of intermediates
-   * (at the largest step shape) and per-run I/O buffers, in bytes.
+   * What the step plan sizes on all its backends together: weights, state (the latent cache), the arenas of
+   * intermediates (at the largest step shape) and per-run I/O buffers, in bytes.
    */
   get plannedMemory(): { weights: number; state: number; arena: number; io: number } {
-    const m = this.#executor.plan.memory.perBackend[this.backend.name];
-    return { weights: m.weightBytes, state: m.stateBytes, arena: m.arenaBytes, io: m.ioBytes };
+    const sum = { weights: 0, state: 0, arena: 0, io: 0 };
+    for (const m of Object.values(this.#executor.plan.memory.perBackend)) {
+      sum.weights += m.weightBytes;
+      sum.state += m.stateBytes;
+      sum.arena += m.arenaBytes;
+      sum.io += m.ioBytes;
+    }
+    return sum;
   }
 
   /** Whether the step graph ends with the sampler, so {@link Model.sampleStep} is available. */
@@ -337,11 +369,12 @@ export class Model<C extends StepConfig = Mistral4Config> {
     return data instanceof Uint16Array ? bf16ToF32(data) : data as Float32Array; // a bf16 cache held natively
   }
 
-  /** Frees the backend's memory. */
+  /** Frees the backends' memory. */
   dispose(): void {
     this.#vision?.dispose();
     this.#executor.dispose();
-    this.#executor.backend.dispose();
+    for (const b of this.backends) b.dispose();
+    this.#release();
   }
 }
 
@@ -360,57 +393,68 @@ function chunkOf(seq: SequenceBlocks, ids: readonly number[], start: number, n: 
 /**
  * Loads a model: a preset name (`tiny`, `demo`, `ms4-mini`, `mistral-small-4`) with seeded random weights, or a
  * checkpoint directory (HF `config.json` + safetensors, or Mistral `params.json` + `consolidated.safetensors`).
+ * Weights stream from their source into the backends one chunk at a time.
  */
 export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<Model> {
   const resolved = await resolveModel(spec);
-  const backend = await createBackend(options.backend ?? "auto", { threads: options.threads });
-  // Images need the vision tower's weights and `scatter_rows` on the step's backend.
-  const vision = resolved.config.vision_config !== null && (options.vision ?? runsScatterRows(backend));
-  const group = vision ? "all" : "text";
-  let config = resolved.config;
-  let weights: Map<string, CanonicalWeight>;
-  // The dtype the graph must override: none when a preset's random weights are already made in it.
-  let override = options.dtype;
+  const backends = await createBackends(options.backend ?? "auto", {
+    ...options.backendOptions,
+    threads: options.threads,
+  });
+  const log = options.log ?? ((line: string) => options.quiet || console.error(line));
+  let release = () => {};
   try {
-    if (resolved.source === "preset") {
-      // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those.
-      const made = options.dtype === "q8" ? undefined : options.dtype;
-      if (made !== undefined) override = undefined;
-      config = configForDtype(config, made);
-      weights = randomCanonicalWeights(config, { seed: options.seed ?? 0, dtype: made, group });
-    } else {
-      const loaded = await loadCanonicalWeights(spec, { quiet: options.quiet, group });
-      config = loaded.config;
-      weights = loaded.weights;
-    }
-  } catch (e) {
-    backend.dispose();
-    throw e;
-  }
-  const limits = resolveLimits(config, options);
-  // The sampler ends the step where the backend runs it (unless turned off); elsewhere the host samples logits.
-  const sampling = options.sampling ?? backend.name !== "reference";
-  let graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision, sampling });
-  if (sampling && !runsNode(backend, graph, "sampled")) {
-    graph = buildStepGraph(resolved.family, config, limits, { ...options, dtype: override, vision, sampling: false });
-  }
-  try {
-    const missing = graph.weights.filter((w) => !weights.has(w.name)).map((w) => w.name);
-    if (missing.length) throw new Error(`model ${spec}: weights ${missing.join(", ")} were not loaded`);
-    // One weight at a time, each dropped once uploaded: the host never holds a second copy of the model.
-    const executor = await Executor.create(graph, backend, {
-      weights: (w, _storage, b) => {
-        const data = storedWeight(weights.get(w.name)!, w.dtype, b.caps);
-        weights.delete(w.name);
-        return data;
-      },
+    // Images need the vision tower's weights and `scatter_rows` on some backend of the plan.
+    const vision = resolved.config.vision_config !== null &&
+      (options.vision ?? backends.some((b) => runsScatterRows(b)));
+    const weights = await openModelWeights(resolved, {
+      dtype: options.dtype,
+      seed: options.seed,
+      group: vision ? "all" : "text",
+      quiet: options.quiet,
     });
-    const runner = vision ? new VisionRunner({ config, family: resolved.family, backend, weights }) : null;
-    return new Model({ config, name: resolved.name, graph, limits, executor, vision: runner });
+    release = () => weights.close();
+    const config = weights.config;
+    const limits = resolveLimits(config, options);
+    // The sampler ends the step where the first backend runs it (unless turned off); elsewhere the host samples
+    // logits. The reference computes on the host anyway (no read-back to save) and its sampler sorts the vocabulary.
+    const first = backends[0];
+    const build = (sampling: boolean) =>
+      buildStepGraph(resolved.family, config, limits, { ...options, dtype: weights.linearDtype, vision, sampling });
+    let graph = build(options.sampling ?? first.name !== "reference");
+    if (graph.outputs.some((o) => o.name === "sampled") && options.sampling === undefined) {
+      if (!runsNode(first, graph, "sampled")) graph = build(false);
+    }
+    const plan = schedule(graph, backends, { strict: options.strict });
+    const report = planReport(plan);
+    for (const line of report) log(line);
+    const executor = await PlanExecutor.create(graph, plan, backends, { weights: (d) => weights.source(d) });
+    const runner = vision
+      ? new VisionRunner({ config, family: resolved.family, backends, weights: (d) => weights.source(d), log })
+      : null;
+    return new Model({
+      config,
+      name: resolved.name,
+      graph,
+      limits,
+      executor,
+      backends,
+      report,
+      vision: runner,
+      release,
+    });
   } catch (e) {
-    backend.dispose();
+    for (const b of backends) b.dispose();
+    release();
     throw e;
   }
+}
+
+/** One line per fallback and per distinct copy of a plan (what `--backend a,b` changed), for the load report. */
+export function planReport(plan: Plan): string[] {
+  const lines = plan.fallbacks.map((f) => `fallback: ${f.op} "${f.name}" ${f.from} → ${f.to} (${f.reason})`);
+  for (const c of plan.copies) lines.push(`copy: ${c.name} ${c.from} → ${c.to} (${c.bytes} B per step at most)`);
+  return lines;
 }
 
 function resolveLimits(config: Mistral4Config, o: LoadModelOptions): ModelLimits {

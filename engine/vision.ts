@@ -17,14 +17,11 @@
  */
 
 import { GraphBuilder } from "../graph/builder.ts";
-import { tensorTable } from "../graph/ir.ts";
 import type { Mistral4Config } from "../graph/models/mistral4.ts";
 import type { ModelFamily } from "../graph/models/mod.ts";
 import type { Backend } from "../runtime/backend.ts";
-import { referenceBackend } from "../runtime/backends/reference.ts";
-import { Executor } from "../runtime/execute.ts";
-import type { CanonicalWeight } from "../weights/load.ts";
-import { storedWeight } from "./stored_weight.ts";
+import { PlanExecutor, type WeightSources } from "../runtime/plan_executor.ts";
+import { schedule } from "../runtime/schedule.ts";
 
 /** One preprocessed image: normalised CHW pixels of `(patch·merge·rows) × (patch·merge·cols)`, and its grid. */
 export type VisionImage = { pixels: Float32Array; grid: { rows: number; cols: number } };
@@ -104,27 +101,33 @@ export function maxImagePatches(config: Mistral4Config): number {
 }
 
 /**
- * Runs the vision graph (encoder + projector) for batches of images. Built on first use: on the model's backend
- * when it runs every vision op, else on a reference backend of its own (slow but exact).
+ * Runs the vision graph (encoder + projector) for batches of images. Built on first use and scheduled like the step
+ * graph, over the model's backends in their order (an op the first cannot run falls back, reported through `log`);
+ * its weights stream from the model's sources then.
  */
 export class VisionRunner {
   readonly #config: Mistral4Config;
   readonly #family: ModelFamily;
-  readonly #backend: Backend;
-  #weights: Map<string, CanonicalWeight> | null;
-  #executor: Executor | null = null;
-  #own: Backend | null = null;
+  readonly #backends: readonly Backend[];
+  readonly #weights: WeightSources;
+  readonly #log: (line: string) => void;
+  #executor: PlanExecutor | null = null;
   /** Max patches per run (symbol `P`). */
   readonly maxPatches: number;
 
-  /** `weights`: the canonical vision weights (`vision.*`, `projector.*`); released once uploaded. */
-  constructor(
-    init: { config: Mistral4Config; family: ModelFamily; backend: Backend; weights: Map<string, CanonicalWeight> },
-  ) {
+  /** `weights`: sources of the vision weights (`vision.*`, `projector.*`), read when the graph is first built. */
+  constructor(init: {
+    config: Mistral4Config;
+    family: ModelFamily;
+    backends: readonly Backend[];
+    weights: WeightSources;
+    log?: (line: string) => void;
+  }) {
     this.#config = init.config;
     this.#family = init.family;
-    this.#backend = init.backend;
+    this.#backends = init.backends;
     this.#weights = init.weights;
+    this.#log = init.log ?? (() => {});
     this.maxPatches = maxImagePatches(init.config);
   }
 
@@ -154,34 +157,31 @@ export class VisionRunner {
     return out;
   }
 
-  /** Name of the backend the vision graph runs on (null until the first `encode` builds it). */
+  /**
+   * The backends the vision graph runs on, most nodes first (null until the first `encode` builds it): `wasm`, or
+   * e.g. `webgpu,wasm` when some vision op fell back.
+   */
   get backendName(): string | null {
-    return this.#executor?.backend.name ?? null;
+    if (!this.#executor) return null;
+    const count = new Map<string, number>();
+    for (const s of this.#executor.plan.segments) count.set(s.backend, (count.get(s.backend) ?? 0) + s.nodes.length);
+    return [...count].sort((a, b) => b[1] - a[1]).map(([n]) => n).join(",");
   }
 
-  /** Frees the vision graph's buffers (and its own backend, if it made one). */
+  /** Frees the vision graph's buffers. */
   dispose(): void {
     this.#executor?.dispose();
-    this.#own?.dispose();
     this.#executor = null;
   }
 
-  async #ensure(): Promise<Executor> {
+  async #ensure(): Promise<PlanExecutor> {
     if (this.#executor) return this.#executor;
     const g = new GraphBuilder();
     this.#family.buildVision(g, this.#config, { maxPatches: this.maxPatches });
     const graph = g.build();
-    const table = tensorTable(graph);
-    const runsAll = graph.nodes.every((n) => this.#backend.supports(n, n.inputs.map((i) => table[i])));
-    const backend = runsAll ? this.#backend : (this.#own = await referenceBackend.create({}));
-    const stored = new Map<string, ArrayBufferView>();
-    for (const w of graph.weights) {
-      const cw = this.#weights?.get(w.name);
-      if (!cw) throw new Error(`vision weight ${w.name} was not loaded`);
-      stored.set(w.name, storedWeight(cw, w.dtype, backend.caps));
-    }
-    this.#weights = null;
-    this.#executor = await Executor.create(graph, backend, { weights: stored });
+    const plan = schedule(graph, this.#backends, {});
+    for (const f of plan.fallbacks) this.#log(`vision fallback: ${f.op} "${f.name}" ${f.from} → ${f.to} (${f.reason})`);
+    this.#executor = await PlanExecutor.create(graph, plan, this.#backends, { weights: this.#weights });
     return this.#executor;
   }
 }

@@ -58,7 +58,7 @@ Deno.test("renderDot: the real model collapses layers 1..35; tiny expands both l
   assert(!real.includes("layers.1.attn"), "collapsed layers draw no nodes");
   const tiny = renderDot(decodeGraph(await resolveModel("tiny")), { expandLayers: 2 });
   checkDot(tiny);
-  assert(!tiny.includes("collapsed") && tiny.includes("layers.1.moe.route: moe_route"));
+  assert(!tiny.includes("collapsed") && tiny.includes("layers.1.moe.route: moe_topk"));
 });
 
 Deno.test("CLI: --json alias, --format dot, and errors with usage", async () => {

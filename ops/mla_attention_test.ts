@@ -3,41 +3,39 @@ import { mulberry32 } from "../tests/fixtures.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { mlaAttention, type MlaAttentionAttrs, mlaAttentionOp } from "./mla_attention.ts";
+import { mlaCacheWrite, mlaCacheWriteOp } from "./mla_cache_write.ts";
 import { f32, i32, type RefTensor, runReference } from "./op.ts";
 import { assertClose, normalisedError, randomF32 } from "../tests/op_helpers.ts";
 
-Deno.test("mla_attention: shapes, dims read from inputs, cache write flag", () => {
+Deno.test("mla_attention / mla_cache_write: shapes, dims read from inputs, only the write is in place", () => {
   const g = new GraphBuilder();
   const T = sym("T", 16), S = sym("S", 4);
-  const out = mlaAttention(g, {
-    q: g.input("q", [T, 4, 24], "f32"),
-    ckv: g.input("ckv", [T, 32], "f32"),
-    kpe: g.input("kpe", [T, 8], "f32"),
-    wkvb: g.weight("wkvb", [4 * (16 + 12), 32], "bf16"),
+  const batch = {
     cache: g.state("cache", [10, 16, 40], "f32"),
     seq: g.input("seq", [T], "i32"),
     pos: g.input("pos", [T], "i32"),
     blockTable: g.input("block_table", [S, 5], "i32"),
+  };
+  const rows = mlaCacheWrite(g, { ckv: g.input("ckv", [T, 32], "f32"), kpe: g.input("kpe", [T, 8], "f32"), ...batch });
+  assertEquals(rows.shape, [T, 40]);
+  const out = mlaAttention(g, {
+    q: g.input("q", [T, 4, 24], "f32"),
+    wkvb: g.weight("wkvb", [4 * (16 + 12), 32], "bf16"),
+    ...batch,
   }, { scale: 0.1 });
   assertEquals(out.shape, [T, 48]);
   g.output("out", out);
-  const node = g.build().nodes[0];
+  const node = g.build().nodes[1];
   assertEquals(node.attrs, { heads: 4, dn: 16, dr: 8, dv: 12, kvr: 32, blockSize: 16, scale: 0.1, form: "absorbed" });
-  assertEquals(mlaAttentionOp.writesInputs, [4]);
+  assertEquals([mlaCacheWriteOp.writesInputs, mlaAttentionOp.writesInputs], [[2], undefined]);
+  const cache2 = g.state("cache2", [10, 16, 48], "f32");
+  const ckv2 = g.input("ckv2", [T, 32], "f32"), kpe2 = g.input("kpe2", [T, 8], "f32");
+  assertThrows(() => mlaCacheWrite(g, { ckv: ckv2, kpe: kpe2, ...batch, cache: cache2 }), Error, "cache row width");
+  const q2 = g.input("q2", [T, 5, 24], "f32"); // 5 heads do not divide W_kvb's 112 rows
   assertThrows(
-    () =>
-      mlaAttention(g, {
-        q: g.input("q2", [T, 4, 24], "f32"),
-        ckv: g.input("ckv2", [T, 32], "f32"),
-        kpe: g.input("kpe2", [T, 8], "f32"),
-        wkvb: g.weight("wkvb", [4 * (16 + 12), 32], "bf16"),
-        cache: g.state("cache2", [10, 16, 48], "f32"),
-        seq: g.input("seq2", [T], "i32"),
-        pos: g.input("pos2", [T], "i32"),
-        blockTable: g.input("bt2", [S, 5], "i32"),
-      }, { scale: 0.1 }),
+    () => mlaAttention(g, { q: q2, wkvb: g.weight("wkvb", [4 * (16 + 12), 32], "bf16"), ...batch }, { scale: 0.1 }),
     Error,
-    "cache row width",
+    "dv",
   );
 });
 
@@ -50,16 +48,14 @@ Deno.test("mla_attention: a hand-computed two-token prefill", () => {
   // Token 1 (c=2, k_rope=1, q=[0.5, 1]): scores [0.5·2 + 0, 0.5·4 + 1] = [1, 3] → out = 3·p0 + 6·p1.
   for (const form of ["absorbed", "naive"] as const) {
     const cache = f32([2, 2, 2], new Array(8).fill(0));
-    const out = runReference(mlaAttentionOp, [
-      f32([2, 1, 2], [1, 0, 0.5, 1]),
-      f32([2, 1], [1, 2]),
-      f32([2, 1], [0, 1]),
-      f32([2, 1], [2, 3]),
-      cache,
-      i32([2], [0, 0]),
-      i32([2], [0, 1]),
-      i32([1, 2], [1, 0]), // the sequence starts in block 1
-    ], attrs(form));
+    const batch = [cache, i32([2], [0, 0]), i32([2], [0, 1]), i32([1, 2], [1, 0])]; // the sequence starts in block 1
+    const rows = runReference(mlaCacheWriteOp, [f32([2, 1], [1, 2]), f32([2, 1], [0, 1]), ...batch], {});
+    assertEquals(Array.from(rows.data), [1, 0, 2, 1]);
+    const out = runReference(
+      mlaAttentionOp,
+      [f32([2, 1, 2], [1, 0, 0.5, 1]), f32([2, 1], [2, 3]), ...batch],
+      attrs(form),
+    );
     const p1 = Math.exp(3) / (Math.exp(1) + Math.exp(3));
     assertClose(out.data, [3, 3 * (1 - p1) + 6 * p1], 1e-6, form);
     assertEquals(Array.from(cache.data), [0, 0, 0, 0, 1, 0, 2, 1]);
@@ -102,17 +98,16 @@ function rowsOf(x: RefTensor, rows: number[]): RefTensor {
 // Two sequences; block tables interleave their blocks so paging is exercised.
 const TABLE = i32([2, 3], [5, 1, 3, 0, 4, 2]);
 
+/** The step's rows written into the cache, then attention through it (as the model's graph does). */
 function run(c: Case, form: "absorbed" | "naive", rows: number[], cache: RefTensor): RefTensor {
-  return runReference(mlaAttentionOp, [
-    rowsOf(c.q, rows),
-    rowsOf(c.ckv, rows),
-    rowsOf(c.kpe, rows),
-    c.w,
+  const batch = [
     cache,
     i32([rows.length], rows.map((r) => c.seq[r])),
     i32([rows.length], rows.map((r) => c.pos[r])),
     TABLE,
-  ], { ...c.a, form });
+  ];
+  runReference(mlaCacheWriteOp, [rowsOf(c.ckv, rows), rowsOf(c.kpe, rows), ...batch], {});
+  return runReference(mlaAttentionOp, [rowsOf(c.q, rows), c.w, ...batch], { ...c.a, form });
 }
 
 /** Dense attention straight from the token rows (no cache, no paging), naive form: an independent oracle. */
@@ -175,28 +170,40 @@ Deno.test("mla_attention: prefill(N) ≡ prefill(N−2) + decode(1) + decode(1) 
   assertClose(pick(d2, 0), pick(full, 5), 1e-6);
 });
 
-Deno.test("mla_attention: slots outside the block table are errors", () => {
+Deno.test("mla_attention / mla_cache_write: slots outside the block table are errors", () => {
   const c = randomCase(3, [0], [12]); // 3 blocks of 4 hold positions 0..11
   assertThrows(() => run(c, "absorbed", [0], emptyCache()), RangeError, "beyond");
+  const attend = (pos: number) =>
+    runReference(mlaAttentionOp, [rowsOf(c.q, [0]), c.w, emptyCache(), i32([1], [0]), i32([1], [pos]), TABLE], c.a);
+  assertThrows(() => attend(12), RangeError, "beyond");
+  const table = i32([2, 3], [5, 1, 9, 0, 4, 2]); // block 9 of 6
+  const write = () =>
+    runReference(mlaCacheWriteOp, [
+      rowsOf(c.ckv, [0]),
+      rowsOf(c.kpe, [0]),
+      emptyCache(),
+      i32([1], [0]),
+      i32([1], [9]),
+      table,
+    ], {});
+  assertThrows(write, RangeError, "block 9");
 });
 
 Deno.test("mla_attention: cost of one decode token over a full block table", () => {
   const t = (shape: number[], dtype: "f32" | "bf16" | "i32" = "f32") => ({ shape, dtype });
   const c = mlaAttentionOp.cost(
-    [
-      t([1, 1, 2]),
-      t([1, 1]),
-      t([1, 1]),
-      t([2, 1], "bf16"),
-      t([4, 2, 2]),
-      t([1], "i32"),
-      t([1], "i32"),
-      t([1, 1], "i32"),
-    ],
+    [t([1, 1, 2]), t([2, 1], "bf16"), t([4, 2, 2]), t([1], "i32"), t([1], "i32"), t([1, 1], "i32")],
     t([1, 1]),
     attrs("absorbed"),
   );
   // Flops: absorb 2 + scores 2·2·2 + latent sum 2·2 + W_UV 2.
-  // Bytes: small tensors 32, W_kvb 4, two cache rows read 16, one written 8.
-  assertEquals(c, { flops: 16, bytes: 60 });
+  // Bytes: small tensors (q 8, seq, pos, table, out 4 each) 24, W_kvb 4, two cache rows read 16.
+  assertEquals(c, { flops: 16, bytes: 44 });
+  // The write: ckv and kpe in (4 + 4), seq and pos (8), one row stored in the cache (8) and returned (8).
+  const w = mlaCacheWriteOp.cost(
+    [t([1, 1]), t([1, 1]), t([4, 2, 2]), t([1], "i32"), t([1], "i32"), t([1, 1], "i32")],
+    t([1, 2]),
+    {},
+  );
+  assertEquals(w, { flops: 0, bytes: 32 });
 });

@@ -22,7 +22,9 @@ import { geluOp } from "./gelu.ts";
 import { matmulOp } from "./matmul.ts";
 import { mlaAttentionOp } from "./mla_attention.ts";
 import { moeExpertsOp } from "./moe_experts.ts";
-import { moeRouteOp } from "./moe_route.ts";
+import { mlaCacheWriteOp } from "./mla_cache_write.ts";
+import { moeGateOp } from "./moe_gate.ts";
+import { moeTopKOp } from "./moe_topk.ts";
 import { mulOp } from "./mul.ts";
 import { patchMergeOp } from "./patch_merge.ts";
 import { reshapeOp } from "./reshape.ts";
@@ -45,7 +47,9 @@ const ALL: OpDef<any>[] = [
   matmulOp,
   mlaAttentionOp,
   moeExpertsOp,
-  moeRouteOp,
+  mlaCacheWriteOp,
+  moeGateOp,
+  moeTopKOp,
   mulOp,
   patchMergeOp,
   reshapeOp,
@@ -79,8 +83,10 @@ export { gatherRows } from "./gather_rows.ts";
 export { gelu } from "./gelu.ts";
 export { matmul } from "./matmul.ts";
 export { mlaAttention, type MlaAttentionAttrs, type MlaInputs, type MlaOptions } from "./mla_attention.ts";
-export { moeExperts, type MoeExpertsAttrs } from "./moe_experts.ts";
-export { moeRoute, type MoeRouteAttrs } from "./moe_route.ts";
+export { moeExperts } from "./moe_experts.ts";
+export { moeGate } from "./moe_gate.ts";
+export { moeTopK, type MoeTopKAttrs } from "./moe_topk.ts";
+export { type MlaCacheInputs, mlaCacheWrite } from "./mla_cache_write.ts";
 export { mul } from "./mul.ts";
 export { patchMerge } from "./patch_merge.ts";
 export { reshape, type ReshapeAttrs } from "./reshape.ts";

@@ -3,19 +3,23 @@ import { mulberry32 } from "../tests/fixtures.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { moeExperts, moeExpertsOp } from "./moe_experts.ts";
-import { moeRouteOp } from "./moe_route.ts";
-import { f32, runReference } from "./op.ts";
+import { moeGateOp } from "./moe_gate.ts";
+import { moeTopKOp } from "./moe_topk.ts";
+import { f32, i32, runReference } from "./op.ts";
 import { silu } from "./swiglu.ts";
 import { assertClose, randomF32 } from "../tests/op_helpers.ts";
 
 Deno.test("moe_experts: shapes of fused expert tensors", () => {
   const g = new GraphBuilder();
   const T = sym("T", 8);
-  const x = g.input("x", [T, 16], "f32"), route = g.input("route", [T, 4], "f32");
+  const x = g.input("x", [T, 16], "f32"), ids = g.input("ids", [T, 2], "i32"), w = g.input("w", [T, 2], "f32");
   const gu = g.weight("gate_up", [4, 2 * 6, 16], "f8e4m3"), down = g.weight("down", [4, 16, 6], "f8e4m3");
-  assertEquals(moeExperts(g, x, route, gu, down, { topK: 2 }).shape, [T, 16]);
+  assertEquals(moeExperts(g, x, ids, w, gu, down).shape, [T, 16]);
   const bad = g.weight("down_bad", [4, 16, 5], "f8e4m3");
-  assertThrows(() => moeExperts(g, x, route, gu, bad, { topK: 2 }), Error, "gateUp dim 1");
+  assertThrows(() => moeExperts(g, x, ids, w, gu, bad), Error, "gateUp dim 1");
+  const w3 = g.input("w3", [T, 3], "f32");
+  assertThrows(() => moeExperts(g, x, ids, w3, gu, down), Error, "weights dim 1");
+  assertThrows(() => moeExperts(g, x, w, w, gu, down), Error, "i32");
 });
 
 Deno.test("moe_experts: two experts by hand", () => {
@@ -23,8 +27,9 @@ Deno.test("moe_experts: two experts by hand", () => {
   const gu = f32([2, 2, 2], [1, 0, 0, 1, 0, 1, 1, 1]);
   const down = f32([2, 2, 1], [1, 2, -1, 1]);
   const x = f32([2, 2], [1, 2, 1, 2]);
-  const route = f32([2, 2], [0.25, 0.75, 1, 0]);
-  const y = runReference(moeExpertsOp, [x, route, gu, down], { topK: 2 });
+  // Token 0: 0.25 · expert 0 + 0.75 · expert 1; token 1: expert 0 alone (expert 1 at weight 0).
+  const ids = i32([2, 2], [0, 1, 0, 1]), weights = f32([2, 2], [0.25, 0.75, 1, 0]);
+  const y = runReference(moeExpertsOp, [x, ids, weights, gu, down], {});
   const a0 = silu(1) * 2, a1 = silu(2) * 3; // x = [1, 2]: gates 1 and 2, ups 2 and 3
   assertClose(y.data, [0.25 * a0 - 0.75 * a1, 0.25 * 2 * a0 + 0.75 * a1, a0, 2 * a0]);
   assertClose([0.25 * a0 - 0.75 * a1], [-3.5980575648749755]);
@@ -35,8 +40,9 @@ Deno.test("moe_experts: route → experts matches a per-token naive mixture", ()
   const [t, d, e, f, k] = [3, 5, 4, 3, 2];
   const x = randomF32([t, d], rand), logits = randomF32([t, e], rand, 3);
   const gu = randomF32([e, 2 * f, d], rand), down = randomF32([e, d, f], rand);
-  const route = runReference(moeRouteOp, [logits], { topK: k });
-  const y = runReference(moeExpertsOp, [x, route, gu, down], { topK: k });
+  const ids = runReference(moeTopKOp, [logits], { topK: k });
+  const weights = runReference(moeGateOp, [logits, ids], {});
+  const y = runReference(moeExpertsOp, [x, ids, weights, gu, down], {});
   const expected: number[] = [];
   for (let r = 0; r < t; r++) {
     const l = Array.from(logits.data.subarray(r * e, (r + 1) * e));
@@ -64,12 +70,13 @@ Deno.test("moe_experts: cost reads only the experts a batch can touch", () => {
   const c = moeExpertsOp.cost(
     [
       { shape: [1, 8], dtype: "f32" },
-      { shape: [1, 16], dtype: "f32" },
+      { shape: [1, 2], dtype: "i32" },
+      { shape: [1, 2], dtype: "f32" },
       { shape: [16, 8, 8], dtype: "f8e4m3" },
       { shape: [16, 8, 4], dtype: "f8e4m3" },
     ],
     { shape: [1, 8], dtype: "f32" },
-    { topK: 2 },
+    {},
   );
-  assertEquals(c.bytes, 32 + 64 + 32 + 2 * (8 * 8 + 8 * 4));
+  assertEquals(c.bytes, 32 + 8 + 8 + 32 + 2 * (8 * 8 + 8 * 4));
 });

@@ -4,8 +4,14 @@
  * which backend runs which segment, where every tensor lives (buffer + byte offset, from its memory plan), and
  * which copies move tensors between backends; a backend only follows the bindings it is given.
  *
- * Lifecycle: `probe()` → `create()` → `alloc`/`write` weights and state → `prepare(segment)` once per plan →
- * `run(prepared, bindings, vars)` every step → `read` outputs → `dispose()`.
+ * Nothing here assumes host memory: weights arrive as row-chunk streams (`uploadWeight`, which may repack or even
+ * generate them on the device), state is cleared with `fill`, tensors move with `copy` inside a backend and
+ * `transfer` between two, and the step's small integer inputs (positions, sequence indices, block tables) come to
+ * `run` as host copies, so no kernel launch reads device memory to decide anything. Values computed on the device
+ * (MoE routes) stay there.
+ *
+ * Lifecycle: `probe()` → `create()` → `alloc` + `uploadWeight` weights, `alloc` + `fill` state → `prepare(segment)`
+ * once per plan → `write` inputs, `run(prepared, bindings, vars, host)` every step → `read` outputs → `dispose()`.
  *
  * @example
  * ```ts
@@ -14,6 +20,9 @@
  * const factory: BackendFactory = referenceBackend;
  * if (await factory.probe() > 0) {
  *   const backend = await factory.create();
+ *   const buffer = backend.alloc(16);
+ *   backend.write({ buffer, offset: 0 }, new Float32Array([1, 2, 3, 4]));
+ *   backend.fill({ buffer, offset: 8 }, 8, 0); // [1, 2, 0, 0]
  *   // const prepared = await backend.prepare(makeSegment(graph, graph.nodes.map((n) => n.id)));
  *   backend.dispose();
  * }
@@ -33,11 +42,15 @@ import {
   type Shape,
   type TensorInfo,
   type Vars,
+  type WeightDecl,
 } from "../graph/ir.ts";
+import type { WeightSource } from "../weights/source.ts";
+
+export type { WeightChunk, WeightSource } from "../weights/source.ts";
 
 /** What a backend can hold and how its memory is laid out. */
 export type BackendCaps = {
-  /** Byte alignment every tensor offset inside a buffer must respect. */
+  /** Byte alignment every tensor offset inside a buffer must respect (WebGPU: 256 for storage bindings). */
   alignment: number;
   /** Dtypes held natively in memory. */
   dtypes: readonly DType[];
@@ -48,30 +61,17 @@ export type BackendCaps = {
   promote: Readonly<Partial<Record<DType, DType>>>;
   /** Bytes the backend may allocate (Infinity when unbounded host memory). */
   memoryBytes: number;
-  /** True when buffers are host memory (copies to and from the host are plain memcpy). */
-  hostMemory: boolean;
   /**
-   * How weights are laid out when not as plain elements of their stored dtype (e.g. quantisation scales stored
-   * after the values). Absent: a weight is its elements, {@link storageBytes} long.
+   * The largest view one kernel can bind (WebGPU's `maxStorageBufferBindingSize`; Infinity when any buffer can be
+   * bound). The memory planner splits arenas into several buffers under it, and a weight over it into row ranges
+   * of its leading dimension ({@link SplitView}).
    */
-  weightLayout?: WeightLayout;
-};
-
-/**
- * A loaded weight as the loader holds it (structurally `CanonicalWeight` of weights/load.ts): elements of
- * `dtype` in `data`, plus FP8 block scales or q8 per-32 scales in `scales`.
- */
-export type WeightData = { shape: readonly number[]; dtype: DType; data: Uint8Array; scales?: Float32Array };
-
-/**
- * A backend's own weight layout: its size, and the encoder the loader hands weights through. `dtype` is always a
- * stored dtype (see {@link storageDType}); the loader converts a weight to it before `encode`.
- */
-export type WeightLayout = {
-  /** Bytes a weight of concrete `shape` stored as `dtype` takes. */
-  bytes(shape: readonly number[], dtype: DType): number;
-  /** The stored bytes of `w` (`w.dtype` a stored dtype of this backend), exactly `bytes(w.shape, w.dtype)` long. */
-  encode(w: WeightData): Uint8Array;
+  maxBindingBytes: number;
+  /**
+   * How the graph's float activations (f32 node results) are stored: the plan sizes arenas by it and copies
+   * convert between backends that differ. Graph dtypes stay f32; a backend computing in f16 says so here.
+   */
+  activationDType: "f32" | "f16" | "bf16";
 };
 
 /** An opaque allocation on one backend. */
@@ -80,11 +80,38 @@ export type BufferHandle = { readonly backend: string; readonly id: number; read
 /** Where a tensor lives: a buffer and a byte offset (aligned to `caps.alignment`); row-major, contiguous. */
 export type TensorView = { buffer: BufferHandle; offset: number };
 
-/** Tensor id → view, for one run. */
-export type Bindings = ReadonlyMap<number, TensorView>;
+/** One row range of a weight's leading dimension and the view holding it. */
+export type WeightPart = { view: TensorView; row0: number; rows: number };
+
+/** A weight larger than `caps.maxBindingBytes`, held as row ranges of its leading dimension, in row order. */
+export type SplitView = { parts: readonly WeightPart[] };
+
+/** Tensor id → where it is bound for one run (split views only for weights, only on backends that split). */
+export type Bindings = ReadonlyMap<number, TensorView | SplitView>;
+
+/** True when `v` is a weight split into row ranges. */
+export function isSplit(v: TensorView | SplitView): v is SplitView {
+  return "parts" in v;
+}
 
 /**
- * A unit of work for one backend: `nodes` (ids, in topological order) of `graph`. `inputs` are the tensors the
+ * Host copies of a run's small integer inputs (every per-run `i32` graph input: token ids, positions, sequence
+ * indices, block tables, logit rows, image rows…), by tensor id. They are also bound on the device as usual;
+ * these copies are for decisions (attention runs, index checks) that must not read device memory.
+ */
+export type HostInputs = ReadonlyMap<number, Int32Array>;
+
+/** Where `uploadWeight` writes one weight: its declaration, the dtype it is stored as here, and its part(s). */
+export type WeightTarget = {
+  decl: WeightDecl;
+  /** `storageDType(caps, decl.dtype)`. */
+  storage: DType;
+  /** One part covering every row, unless the weight is split ({@link SplitView}). */
+  parts: readonly WeightPart[];
+};
+
+/**
+ * A segment is a unit of work for one backend: `nodes` (ids, in topological order) of `graph`. `inputs` are the tensors the
  * nodes read but do not produce (graph inputs, state, weights, other segments' results); `outputs` are the results
  * needed after the segment. Both must be bound at `run`; any other tensor of the segment may be bound too (the
  * memory plan), else the backend keeps it in scratch memory of its own.
@@ -98,28 +125,61 @@ export interface Prepared {
 }
 
 /** Options every backend factory accepts (each may ignore what does not apply). */
-export type BackendOptions = { threads?: number; device?: number; memoryBytes?: number };
+export type BackendOptions = {
+  threads?: number;
+  device?: number;
+  memoryBytes?: number;
+  /**
+   * Ops this backend must refuse (its `supports` answers false for them): forces fallbacks in tests and lets a
+   * user keep an op family elsewhere.
+   */
+  refuseOps?: readonly string[];
+};
 
 /** One execution target (reference, wasm, webgpu, cuda, onnx…). */
 export interface Backend {
-  /** The factory's name (`reference`, `wasm`, `cuda`…). */
+  /** The instance name (`reference`, `wasm`, `wasm:1`, `cuda`…). */
   readonly name: string;
   /** Memory layout and dtypes. */
   readonly caps: BackendCaps;
-  /** True when the backend can run `node` whose inputs are `inputs` (their stored dtypes matter: weights). */
+  /** True when the backend can run `node` whose inputs are `inputs` (their stored dtypes and kinds matter). */
   supports(node: Node, inputs: readonly TensorInfo[]): boolean;
-  /** A new buffer of `bytes` bytes (contents undefined). Throws when memory is exhausted. */
+  /** Bytes a weight of concrete `shape` stored as `storage` (a stored dtype, see {@link storageDType}) takes here. */
+  weightBytes(shape: readonly number[], storage: DType): number;
+  /**
+   * A new buffer of `bytes` bytes (contents undefined). Throws {@link OutOfMemoryError} when the backend knows at
+   * once that it has no room; a device that learns it later rejects the next `uploadWeight` or `sync` instead.
+   */
   alloc(bytes: number): BufferHandle;
   /** Releases a buffer from `alloc`. */
   free(buffer: BufferHandle): void;
-  /** Copies `data` into `buffer` at byte `offset` (queued in order with runs). */
-  write(buffer: BufferHandle, offset: number, data: ArrayBufferView): void;
-  /** Copies `bytes` bytes at `offset` back to the host, after all queued work. */
-  read(buffer: BufferHandle, offset: number, bytes: number): Promise<Uint8Array>;
+  /**
+   * Fills `target` with the weight `source` gives (already in `target.decl.dtype`), reading its row chunks in
+   * order and encoding them into this backend's layout (repacking for `consumers`, the nodes reading it, as it
+   * likes). A source with a `random` recipe may instead be generated on the device, bit-identical. Rejects with
+   * {@link OutOfMemoryError} naming the tensor when the device runs out, and with the source's error otherwise.
+   */
+  uploadWeight(target: WeightTarget, source: WeightSource, consumers: readonly Node[]): Promise<void>;
+  /** Copies `data` to `view`, queued in order with runs. The data is taken at once: the caller may reuse it. */
+  write(view: TensorView, data: ArrayBufferView): void;
+  /** `bytes` bytes at `view`, after all queued work, in a new buffer of their own (one copy). */
+  read(view: TensorView, bytes: number): Promise<Uint8Array>;
+  /** Copies `bytes` bytes from `src` to `dst` (both on this backend), queued in order with runs. */
+  copy(src: TensorView, dst: TensorView, bytes: number): void;
+  /** Sets `bytes` bytes at `view` to the byte `value`, queued in order with runs. */
+  fill(view: TensorView, bytes: number, value: number): void;
+  /**
+   * A direct copy of `bytes` bytes from `src` here to `dst` on `to`, when this backend has one for that target
+   * (e.g. two wasm instances: one memcpy); returns false when it has none, and the executor reads then writes.
+   */
+  transfer?(src: TensorView, to: Backend, dst: TensorView, bytes: number): Promise<boolean>;
   /** Compiles a segment (kernels, pipelines); called once per plan, not per step. */
   prepare(segment: Segment): Promise<Prepared>;
-  /** Queues one execution with symbolic dims bound by `vars`. Errors may surface here or at `sync`. */
-  run(prepared: Prepared, bindings: Bindings, vars: Vars): void;
+  /**
+   * Queues one execution with symbolic dims bound by `vars` and the run's integer inputs on the host (`host`).
+   * Errors may surface here or at `sync`.
+   */
+  run(prepared: Prepared, bindings: Bindings, vars: Vars, host: HostInputs): void;
   /** Resolves when all queued work is done. */
   sync(): Promise<void>;
   /** Releases every buffer and compiled segment. */
@@ -134,6 +194,41 @@ export interface BackendFactory {
   probe(): Promise<number>;
   /** A ready backend instance. */
   create(options?: BackendOptions): Promise<Backend>;
+}
+
+/** A backend ran out of memory: names the backend, the tensor when known, and how many bytes are missing. */
+export class OutOfMemoryError extends RangeError {
+  /** The backend's instance name. */
+  readonly backend: string;
+  /** The tensor being placed, when known. */
+  readonly tensor?: string;
+  /** Bytes asked for. */
+  readonly requested: number;
+  /** Bytes that would have been needed beyond what was free (≤ requested; requested when unknown). */
+  readonly missing: number;
+
+  /** Says what to change (a smaller dtype, fewer sequences, another backend). */
+  readonly detail?: string;
+
+  /** `detail` says what to change. */
+  constructor(o: { backend: string; tensor?: string; requested: number; missing?: number; detail?: string }) {
+    const missing = o.missing ?? o.requested;
+    super(
+      `${o.tensor ? `${o.tensor}: ` : ""}out of memory on ${o.backend}: ${o.requested} B asked for, ${missing} B ` +
+        `missing${o.detail ? `. ${o.detail}` : ""}`,
+    );
+    this.name = "OutOfMemoryError";
+    this.backend = o.backend;
+    this.tensor = o.tensor;
+    this.requested = o.requested;
+    this.missing = missing;
+    this.detail = o.detail;
+  }
+
+  /** The same error, naming `tensor`. */
+  forTensor(tensor: string): OutOfMemoryError {
+    return new OutOfMemoryError({ ...this, tensor, detail: this.detail });
+  }
 }
 
 /** The dtype `dtype` is stored as on a backend with `caps`; throws when it cannot be stored. */
@@ -155,10 +250,23 @@ export function storageBytes(caps: BackendCaps, shape: Shape, dtype: DType, vars
   return Math.ceil((n * BITS_PER_ELEMENT[storageDType(caps, dtype)]) / 8);
 }
 
-/** Bytes a weight takes on a backend: its `caps.weightLayout` when it has one, else {@link storageBytes}. */
-export function weightBytes(caps: BackendCaps, shape: Shape, dtype: DType): number {
-  const layout = caps.weightLayout;
-  return layout ? layout.bytes(maxShape(shape), storageDType(caps, dtype)) : storageBytes(caps, shape, dtype);
+/**
+ * Bytes a graph tensor that is not a weight takes on a backend with `caps`: float node results (activations) at
+ * `caps.activationDType`, everything else (inputs, state, ids) at its stored dtype; under `vars`, or at its largest.
+ */
+export function tensorBytes(caps: BackendCaps, t: Pick<TensorInfo, "kind" | "shape" | "dtype">, vars?: Vars): number {
+  const dtype = t.kind === "node" && t.dtype === "f32" ? caps.activationDType : t.dtype;
+  return storageBytes(caps, t.shape, dtype, vars);
+}
+
+/** The dtype a graph tensor that is not a weight is stored as on a backend with `caps` (see {@link tensorBytes}). */
+export function tensorDType(caps: BackendCaps, t: Pick<TensorInfo, "kind" | "dtype">): DType {
+  return t.kind === "node" && t.dtype === "f32" ? caps.activationDType : storageDType(caps, t.dtype);
+}
+
+/** Bytes a weight declared as `shape`/`dtype` takes on `backend` (at its largest shape). */
+export function weightBytes(backend: Backend, shape: Shape, dtype: DType): number {
+  return backend.weightBytes(maxShape(shape), storageDType(backend.caps, dtype));
 }
 
 /** `n` rounded up to a multiple of `alignment`. */

@@ -10,7 +10,8 @@ const CAPS: BackendCaps = {
   dtypes: ["f32", "i32", "bf16"],
   promote: { f8e4m3: "bf16" },
   memoryBytes: Infinity,
-  hostMemory: true,
+  maxBindingBytes: Infinity,
+  activationDType: "f32",
 };
 
 Deno.test("backend: storage dtypes and sizes", () => {

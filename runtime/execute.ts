@@ -21,14 +21,14 @@
 
 import type { Graph } from "../graph/ir.ts";
 import type { Backend } from "./backend.ts";
-import { type HostArray, PlanExecutor, type RunOptions, type WeightLoader, type WeightMap } from "./plan_executor.ts";
+import { type HostArray, PlanExecutor, type RunOptions, type WeightSources } from "./plan_executor.ts";
 import { type Plan, schedule } from "./schedule.ts";
 
 export { solveVars } from "./plan_executor.ts";
-export type { HostArray, RunOptions, WeightLoader, WeightMap } from "./plan_executor.ts";
+export type { HostArray, RunOptions, WeightSources } from "./plan_executor.ts";
 
-/** Options of {@link Executor.create}: weights in the backend's storage format, or a loader giving them one by one. */
-export type ExecutorOptions = { weights: WeightMap | WeightLoader };
+/** Options of {@link Executor.create}: where the weights come from (see {@link WeightSources}). */
+export type ExecutorOptions = { weights: WeightSources };
 
 /** Runs one graph on one backend, keeping weights and state resident: a one-backend plan and its executor. */
 export class Executor {

@@ -5,6 +5,7 @@ import { type Graph, sym } from "../graph/ir.ts";
 import { embedding } from "../ops/embedding.ts";
 import { gatherRows } from "../ops/gather_rows.ts";
 import { matmul } from "../ops/matmul.ts";
+import { mlaCacheWrite } from "../ops/mla_cache_write.ts";
 import { mlaAttention } from "../ops/mla_attention.ts";
 import { rmsNorm } from "../ops/rms_norm.ts";
 import { assertClose, randomF32 } from "../tests/op_helpers.ts";
@@ -71,16 +72,15 @@ Deno.test("executor: symbols solved from input lengths; errors say what is wrong
 function mlaGraph(form: "absorbed" | "naive"): Graph {
   const g = new GraphBuilder();
   const T = sym("T", 16), S = sym("S", 2);
-  const out = mlaAttention(g, {
-    q: g.input("q", [T, 2, 6], "f32"),
-    ckv: g.input("ckv", [T, 4], "f32"),
-    kpe: g.input("kpe", [T, 2], "f32"),
-    wkvb: g.weight("wkvb", [2 * (4 + 3), 4], "bf16"),
+  const batch = {
     cache: g.state("cache", [4, 4, 6], "f32"),
     seq: g.input("seq", [T], "i32"),
     pos: g.input("pos", [T], "i32"),
     blockTable: g.input("block_table", [S, 2], "i32"),
-  }, { scale: 0.4, form });
+  };
+  mlaCacheWrite(g, { ckv: g.input("ckv", [T, 4], "f32"), kpe: g.input("kpe", [T, 2], "f32"), ...batch });
+  const q = g.input("q", [T, 2, 6], "f32");
+  const out = mlaAttention(g, { q, wkvb: g.weight("wkvb", [2 * (4 + 3), 4], "bf16"), ...batch }, { scale: 0.4, form });
   g.output("out", out);
   return g.build();
 }

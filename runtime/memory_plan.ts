@@ -38,32 +38,68 @@ export function overlaps(a: LiveRange, b: LiveRange): boolean {
  * whatever the tensor sizes are. Deterministic: ties break on the earlier first step, then on input order.
  */
 export function planArena(tensors: readonly LiveRange[], alignment: number): ArenaPlan {
+  const { offsets, arenaBytes } = planArenas(tensors, alignment, Infinity);
+  return { offsets, arenaBytes: arenaBytes[0] ?? 0 };
+}
+
+/** Offsets and arena index (same order as the input), and each arena's size. */
+export type ArenasPlan = { offsets: number[]; arenas: number[]; arenaBytes: number[] };
+
+/**
+ * Places `tensors` in as few arenas of at most `maxBytes` each as the greedy fit gives: each tensor, biggest first,
+ * takes the best gap of the first arena where it fits under `maxBytes`, else a new arena. Used when a backend
+ * cannot bind one buffer of the whole arena (WebGPU's storage-binding limit); with `maxBytes` = Infinity it is
+ * {@link planArena}. Throws when one tensor alone is larger than `maxBytes`.
+ */
+export function planArenas(tensors: readonly LiveRange[], alignment: number, maxBytes: number): ArenasPlan {
   if (!Number.isInteger(alignment) || alignment < 1) throw new Error(`planArena: bad alignment ${alignment}`);
   const sizes = tensors.map((t) => alignUp(Math.max(t.bytes, 0), alignment));
   const order = tensors.map((_, i) => i).sort((a, b) =>
     sizes[b] - sizes[a] || tensors[a].first - tensors[b].first || a - b
   );
   const offsets = new Array<number>(tensors.length).fill(0);
-  const placed: number[] = []; // indices already given an offset, kept sorted by offset
-  let arenaBytes = 0;
+  const arenas = new Array<number>(tensors.length).fill(0);
+  const placed: number[][] = []; // per arena: indices already given an offset, kept sorted by offset
+  const arenaBytes: number[] = [];
   for (const i of order) {
     const size = sizes[i];
     if (size === 0) continue; // nothing to hold: offset 0 is as good as any
-    let best = -1, bestGap = Infinity, end = 0;
-    for (const j of placed) {
-      if (!overlaps(tensors[i], tensors[j])) continue;
-      const gap = offsets[j] - end;
-      if (gap >= size && gap < bestGap) {
-        best = end;
-        bestGap = gap;
-      }
-      end = Math.max(end, offsets[j] + sizes[j]);
+    if (size > maxBytes) {
+      throw new RangeError(`planArenas: a tensor of ${size} B is larger than the ${maxBytes} B an arena may hold`);
     }
-    offsets[i] = best >= 0 ? best : end;
-    arenaBytes = Math.max(arenaBytes, offsets[i] + size);
-    insertSorted(placed, i, offsets);
+    for (let a = 0;; a++) {
+      if (a === placed.length) placed.push([]), arenaBytes.push(0);
+      const at = bestFit(tensors, sizes, offsets, placed[a], i);
+      if (at + size > maxBytes) continue;
+      offsets[i] = at;
+      arenas[i] = a;
+      arenaBytes[a] = Math.max(arenaBytes[a], at + size);
+      insertSorted(placed[a], i, offsets);
+      break;
+    }
   }
-  return { offsets, arenaBytes };
+  return { offsets, arenas, arenaBytes };
+}
+
+/** The offset tensor `i` takes among `placed`: the smallest gap between tensors live with it, else past them. */
+function bestFit(
+  tensors: readonly LiveRange[],
+  sizes: readonly number[],
+  offsets: readonly number[],
+  placed: readonly number[],
+  i: number,
+): number {
+  let best = -1, bestGap = Infinity, end = 0;
+  for (const j of placed) {
+    if (!overlaps(tensors[i], tensors[j])) continue;
+    const gap = offsets[j] - end;
+    if (gap >= sizes[i] && gap < bestGap) {
+      best = end;
+      bestGap = gap;
+    }
+    end = Math.max(end, offsets[j] + sizes[j]);
+  }
+  return best >= 0 ? best : end;
 }
 
 /** The most bytes live at any one step (sizes aligned): no arena can be smaller. */

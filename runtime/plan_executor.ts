@@ -1,7 +1,9 @@
 /**
- * Runs a {@link Plan}: allocates each backend's arena once, uploads weights where the plan puts them, keeps state
- * (KV caches) resident across runs, prepares every segment once, and on each run uploads the inputs, executes the
- * segments in order with the copies between them, and reads the outputs back. Runs with different symbol values
+ * Runs a {@link Plan}: allocates each backend's arenas once, streams weights where the plan puts them (each from a
+ * {@link WeightSource}, chunk by chunk, through `uploadWeight`), keeps state (KV caches) resident across runs,
+ * prepares every segment once, and on each run uploads the inputs, executes the segments in order with the copies
+ * between them (`transfer` where a backend has a direct path, else read then write), and reads the outputs back.
+ * Each backend's `run` gets host copies of the run's integer inputs. Runs with different symbol values
  * (`T`, `S`, `R`…) within the plan's bucket reuse everything: nothing is prepared or allocated per step.
  *
  * Executors of several buckets of one model (prefill and decode plans) can share weights and state through one
@@ -24,41 +26,52 @@
  */
 
 import type { DType } from "../graph/dtype.ts";
-import { type Graph, numel, resolveShape, type Shape, type TensorInfo, tensorTable, type Vars } from "../graph/ir.ts";
-import type { WeightDecl } from "../graph/ir.ts";
+import {
+  type Graph,
+  maxShape,
+  type Node,
+  numel,
+  resolveShape,
+  type TensorInfo,
+  tensorTable,
+  type Vars,
+  type WeightDecl,
+} from "../graph/ir.ts";
 import {
   alignUp,
   type Backend,
   type BufferHandle,
+  type HostInputs,
+  isSplit,
+  OutOfMemoryError,
   type Prepared,
-  storageBytes,
-  storageDType,
+  type SplitView,
+  tensorBytes,
+  tensorDType,
   type TensorView,
   weightBytes,
+  type WeightPart,
+  type WeightSource,
 } from "./backend.ts";
 import type { Location, Plan, PlanCopy } from "./schedule/plan.ts";
 import { bytesToF32, f32ToBytes, type FloatDType } from "../weights/codecs.ts";
+import { chunkDataBytes, memorySource } from "../weights/chunk.ts";
 
 /** Host data for one tensor (Float32Array for float tensors on f32 storage, Int32Array for ids). */
 export type HostArray = Float32Array | Int32Array | Uint8Array | Uint16Array;
 
-/** Weights by canonical name, already in the storage format of every backend holding them. */
-export type WeightMap = ReadonlyMap<string, ArrayBufferView>;
-
 /**
- * Weights on demand, in the format `backend` stores `weight.dtype` as (`storage`: e.g. f32 on the reference for a
- * bf16 weight, see `caps.promote`; through `caps.weightLayout.encode` when the backend has one). Called once per
- * weight and backend holding it.
+ * Where weights come from: a source per weight (called once per weight and backend holding it, so each upload
+ * reads its own stream), or a map by canonical name of sources or of plain element arrays in the declared dtype
+ * (a Float32Array of values is also accepted for any float dtype and converted: tests and small graphs).
  */
-export type WeightLoader = (
-  weight: WeightDecl,
-  storage: DType,
-  backend: Backend,
-) => ArrayBufferView | Promise<ArrayBufferView>;
+export type WeightSources =
+  | ((decl: WeightDecl) => WeightSource | Promise<WeightSource>)
+  | ReadonlyMap<string, WeightSource | ArrayBufferView>;
 
 /** Options of {@link PlanExecutor.create}. */
 export type PlanExecutorOptions = {
-  weights: WeightMap | WeightLoader;
+  weights: WeightSources;
   /** Weights and state shared with other executors (other buckets of the same model); owned by the caller. */
   residency?: Residency;
 };
@@ -75,38 +88,52 @@ export type RunOptions = { inputs: Record<string, ArrayBufferView>; vars?: Vars;
  * one model then hold one copy of the weights and one KV cache. Disposing it frees them.
  */
 export class Residency {
-  #buffers = new Map<string, { backend: Backend; buffer: BufferHandle; bytes: number }>();
+  #held = new Map<string, { backend: Backend; buffers: BufferHandle[]; sizes: string }>();
 
-  /** The buffer of `name` (a weight or state) on `backend`, allocating it with `init` the first time. */
+  /**
+   * The buffers of `name` (a weight, or state) on `backend`, one per size in `sizes` (a split weight has several),
+   * allocating them and running `init` the first time. If `init` fails they are freed and the error rethrown.
+   */
   async acquire(
     kind: "weight" | "state",
     backend: Backend,
     name: string,
-    bytes: number,
-    init: (buffer: BufferHandle) => void | Promise<void>,
-  ): Promise<BufferHandle> {
-    const key = `${kind}\u0000${backend.name}\u0000${name}`;
-    const held = this.#buffers.get(key);
+    sizes: readonly number[],
+    init: (buffers: BufferHandle[]) => void | Promise<void>,
+  ): Promise<BufferHandle[]> {
+    const key = `${kind}\u0000${backend.name}\u0000${name}`, sig = sizes.join(",");
+    const held = this.#held.get(key);
     if (held) {
-      if (held.bytes !== bytes) {
-        throw new Error(`${kind} ${name} on ${backend.name}: ${bytes} B here, ${held.bytes} B held`);
+      if (held.sizes !== sig) {
+        throw new Error(`${kind} ${name} on ${backend.name}: [${sig}] B here, [${held.sizes}] B held`);
       }
-      return held.buffer;
+      return held.buffers;
     }
-    const buffer = backend.alloc(alignUp(Math.max(bytes, 1), backend.caps.alignment));
-    this.#buffers.set(key, { backend, buffer, bytes });
-    await init(buffer);
-    return buffer;
+    const buffers: BufferHandle[] = [];
+    try {
+      for (const bytes of sizes) buffers.push(backend.alloc(alignUp(Math.max(bytes, 1), backend.caps.alignment)));
+      await init(buffers);
+    } catch (e) {
+      for (const b of buffers) backend.free(b);
+      throw e instanceof OutOfMemoryError && !e.tensor ? e.forTensor(`${kind} ${name}`) : e;
+    }
+    this.#held.set(key, { backend, buffers, sizes: sig });
+    return buffers;
   }
 
   /** Frees every buffer held. */
   dispose(): void {
-    for (const { backend, buffer } of this.#buffers.values()) backend.free(buffer);
-    this.#buffers.clear();
+    for (const { backend, buffers } of this.#held.values()) for (const b of buffers) backend.free(b);
+    this.#held.clear();
   }
 }
 
-type Step = { copies: PreparedCopy[]; backend: Backend; prepared: Prepared; bindings: Map<number, TensorView> };
+type Step = {
+  copies: PreparedCopy[];
+  backend: Backend;
+  prepared: Prepared;
+  bindings: Map<number, TensorView | SplitView>;
+};
 type PreparedCopy = PlanCopy & { source: Backend; target: Backend; srcView: TensorView; dstView: TensorView };
 
 /** Runs one plan of one graph, keeping weights, state and prepared segments across runs. */
@@ -120,9 +147,11 @@ export class PlanExecutor {
   #residency: Residency;
   #ownsResidency: boolean;
   #owned: { backend: Backend; buffer: BufferHandle }[] = [];
-  #arenas = new Map<string, BufferHandle>();
+  #arenas = new Map<string, BufferHandle[]>();
   #buffers = new Map<string, BufferHandle>(); // "residence/backend/tensor" → buffer of its own
+  #weights = new Map<string, SplitView>(); // "backend/tensor" → the weight's part(s)
   #steps: Step[] = [];
+  #hostIds: { name: string; tensor: number }[];
 
   private constructor(graph: Graph, plan: Plan, backends: Map<string, Backend>, residency: Residency | undefined) {
     this.graph = graph;
@@ -131,6 +160,7 @@ export class PlanExecutor {
     this.#table = tensorTable(graph);
     this.#ownsResidency = !residency;
     this.#residency = residency ?? new Residency();
+    this.#hostIds = plan.inputs.filter((i) => this.#table[i.tensor].dtype === "i32");
   }
 
   /** Allocates, uploads weights, zeroes new state and prepares every segment; `backends` must include the plan's. */
@@ -175,24 +205,25 @@ export class PlanExecutor {
       const t = this.#table[input.tensor];
       for (const name of input.backends) {
         const backend = this.#backends.get(name)!;
-        const bytes = storageBytes(backend.caps, t.shape, t.dtype, vars);
+        const bytes = tensorBytes(backend.caps, t, vars);
         if (data.byteLength !== bytes) {
           const shape = JSON.stringify(resolveShape(t.shape, vars));
           throw new Error(`input ${input.name}: ${data.byteLength} B given, ${bytes} B expected for shape ${shape}`);
         }
-        backend.write(this.#buffer("input", name, input.tensor), 0, data);
+        backend.write({ buffer: this.#buffer("input", name, input.tensor), offset: 0 }, data);
       }
     }
+    const host = this.#hostInputs(options.inputs);
     for (const step of this.#steps) {
       for (const copy of step.copies) await this.#copy(copy, vars);
-      step.backend.run(step.prepared, step.bindings, vars);
+      step.backend.run(step.prepared, step.bindings, vars, host);
     }
     await Promise.all(this.plan.backends.map((b) => this.#backends.get(b)!.sync()));
     const out: Record<string, HostArray> = {};
     for (const o of this.plan.outputs) {
       if (wanted && !wanted.includes(o.name)) continue;
       const view = this.#view(o.backend, o.tensor, { in: o.in, offset: 0 });
-      out[o.name] = await this.#read(o.backend, view, this.#table[o.tensor].shape, this.#table[o.tensor].dtype, vars);
+      out[o.name] = await this.#read(o.backend, view, this.#table[o.tensor], vars);
     }
     return out;
   }
@@ -200,19 +231,14 @@ export class PlanExecutor {
   /** Overwrites a state tensor (e.g. restores a cache), from byte `offset`. */
   writeState(name: string, data: ArrayBufferView, offset = 0): void {
     const s = this.#state(name);
-    this.#backends.get(s.backend)!.write(this.#buffer("state", s.backend, s.tensor), offset, data);
+    this.#backends.get(s.backend)!.write({ buffer: this.#buffer("state", s.backend, s.tensor), offset }, data);
   }
 
   /** Reads a whole state tensor back. */
   readState(name: string): Promise<HostArray> {
-    const s = this.#state(name), t = this.#table[s.tensor];
-    return this.#read(
-      s.backend,
-      { buffer: this.#buffer("state", s.backend, s.tensor), offset: 0 },
-      t.shape,
-      t.dtype,
-      {},
-    );
+    const s = this.#state(name);
+    const view = { buffer: this.#buffer("state", s.backend, s.tensor), offset: 0 };
+    return this.#read(s.backend, view, this.#table[s.tensor], {});
   }
 
   /** Frees what this executor allocated (and the weights and state, unless a shared residency was given). */
@@ -221,55 +247,83 @@ export class PlanExecutor {
     this.#owned = [];
     this.#arenas.clear();
     this.#buffers.clear();
+    this.#weights.clear();
     this.#steps = [];
     if (this.#ownsResidency) this.#residency.dispose();
   }
 
-  async #allocate(weights: WeightMap | WeightLoader): Promise<void> {
-    const own = (backend: Backend, bytes: number) => {
-      const buffer = backend.alloc(alignUp(Math.max(bytes, 1), backend.caps.alignment));
+  async #allocate(weights: WeightSources): Promise<void> {
+    const own = (backend: Backend, bytes: number, what: string) => {
+      let buffer;
+      try {
+        buffer = backend.alloc(alignUp(Math.max(bytes, 1), backend.caps.alignment));
+      } catch (e) {
+        throw e instanceof OutOfMemoryError && !e.tensor ? e.forTensor(what) : e;
+      }
       this.#owned.push({ backend, buffer });
       return buffer;
     };
     for (const name of this.plan.backends) {
-      const bytes = this.plan.memory.perBackend[name].arenaBytes;
-      if (bytes > 0) this.#arenas.set(name, own(this.#backends.get(name)!, bytes));
+      const sizes = this.plan.memory.perBackend[name].arenas;
+      this.#arenas.set(name, sizes.map((bytes, i) => own(this.#backends.get(name)!, bytes, `arena ${i}`)));
+    }
+    const consumers = new Map<number, Node[]>();
+    for (const n of this.graph.nodes) {
+      for (const i of n.inputs) if (this.#table[i].kind === "weight") consumers.set(i, [...consumers.get(i) ?? [], n]);
     }
     for (const w of this.plan.weights) {
       const decl = this.graph.weights.find((d) => d.id === w.tensor)!;
       for (const name of w.backends) {
         const backend = this.#backends.get(name)!;
-        const bytes = weightBytes(backend.caps, decl.shape, decl.dtype);
-        const buffer = await this.#residency.acquire("weight", backend, decl.name, bytes, async (buffer) => {
-          const storage = storageDType(backend.caps, decl.dtype);
-          const data = typeof weights === "function" ? await weights(decl, storage, backend) : weights.get(decl.name)!;
-          if (data.byteLength !== bytes) {
-            throw new Error(
-              `weight ${decl.name}: ${data.byteLength} B given, ${bytes} B expected as ${storage} on ${name}`,
-            );
-          }
-          backend.write(buffer, 0, data);
+        const rows = maxShape(decl.shape)[0] ?? 1;
+        const parts = w.parts?.[name] ?? [{ row0: 0, rows, bytes: weightBytes(backend, decl.shape, decl.dtype) }];
+        const buffers = await this.#residency.acquire(
+          "weight",
+          backend,
+          decl.name,
+          parts.map((p) => p.bytes),
+          async (buffers) => {
+            const target = {
+              decl,
+              storage: tensorDType(backend.caps, { kind: "weight", dtype: decl.dtype }),
+              parts: parts.map((p, i) => ({ view: { buffer: buffers[i], offset: 0 }, row0: p.row0, rows: p.rows })),
+            };
+            try {
+              await backend.uploadWeight(target, await weightSource(weights, decl), consumers.get(decl.id) ?? []);
+            } catch (e) {
+              if (e instanceof OutOfMemoryError && !e.tensor) throw e.forTensor(`weight ${decl.name}`);
+              throw e;
+            }
+          },
+        );
+        this.#weights.set(`${name}/${w.tensor}`, {
+          parts: parts.map((p, i): WeightPart => ({
+            view: { buffer: buffers[i], offset: 0 },
+            row0: p.row0,
+            rows: p.rows,
+          })),
         });
-        this.#buffers.set(`weight/${name}/${w.tensor}`, buffer);
       }
     }
     for (const s of this.plan.state) {
       const backend = this.#backends.get(s.backend)!, t = this.#table[s.tensor];
-      const bytes = storageBytes(backend.caps, t.shape, t.dtype);
-      const buffer = await this.#residency.acquire("state", backend, s.name, bytes, (b) => zeroFill(backend, b, bytes));
+      const bytes = tensorBytes(backend.caps, t);
+      const [buffer] = await this.#residency.acquire("state", backend, s.name, [bytes], ([b]) => {
+        backend.fill({ buffer: b, offset: 0 }, bytes, 0);
+      });
       this.#buffers.set(`state/${s.backend}/${s.tensor}`, buffer);
     }
     for (const i of this.plan.inputs) {
       for (const name of i.backends) {
         const backend = this.#backends.get(name)!, t = this.#table[i.tensor];
-        this.#buffers.set(`input/${name}/${i.tensor}`, own(backend, storageBytes(backend.caps, t.shape, t.dtype)));
+        this.#buffers.set(`input/${name}/${i.tensor}`, own(backend, tensorBytes(backend.caps, t), `input ${i.name}`));
       }
     }
     for (const o of this.plan.outputs) {
       const key = `output/${o.backend}/${o.tensor}`;
       if (o.in !== "output" || this.#buffers.has(key)) continue;
       const backend = this.#backends.get(o.backend)!, t = this.#table[o.tensor];
-      this.#buffers.set(key, own(backend, storageBytes(backend.caps, t.shape, t.dtype)));
+      this.#buffers.set(key, own(backend, tensorBytes(backend.caps, t), `output ${o.name}`));
     }
   }
 
@@ -288,28 +342,59 @@ export class PlanExecutor {
     for (const [i, s] of this.plan.segments.entries()) {
       const backend = this.#backends.get(s.backend)!;
       const segment = { graph: this.graph, nodes: s.nodes, inputs: s.inputs, outputs: s.outputs };
-      const bindings = new Map(s.bindings.map((b) => [b.tensor, this.#view(s.backend, b.tensor, b)]));
+      const bindings = new Map(
+        s.bindings.map((b) => [
+          b.tensor,
+          b.in === "weight" ? this.#weight(s.backend, b.tensor) : this.#view(s.backend, b.tensor, b),
+        ]),
+      );
       this.#steps.push({ copies: copies[i], backend, prepared: await backend.prepare(segment), bindings });
     }
   }
 
+  /** Host copies of the run's i32 inputs, by tensor id (views of the caller's arrays: no copy). */
+  #hostInputs(inputs: Record<string, ArrayBufferView>): HostInputs {
+    const host = new Map<number, Int32Array>();
+    for (const { name, tensor } of this.#hostIds) {
+      const d = inputs[name];
+      host.set(
+        tensor,
+        d instanceof Int32Array ? d : new Int32Array(d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength)),
+      );
+    }
+    return host;
+  }
+
   async #copy(c: PreparedCopy, vars: Vars): Promise<void> {
     const t = this.#table[c.tensor];
-    const bytes = storageBytes(c.source.caps, t.shape, t.dtype, vars);
-    let data = await c.source.read(c.srcView.buffer, c.srcView.offset, bytes);
+    const bytes = tensorBytes(c.source.caps, t, vars);
+    if (c.fromDType === c.toDType && await c.source.transfer?.(c.srcView, c.target, c.dstView, bytes)) return;
+    let data = await c.source.read(c.srcView, bytes);
     if (c.fromDType !== c.toDType) {
       data = f32ToBytes(bytesToF32(data, c.fromDType as FloatDType), c.toDType as FloatDType);
     }
-    c.target.write(c.dstView.buffer, c.dstView.offset, data);
+    c.target.write(c.dstView, data);
   }
 
   #view(backend: string, tensor: number, where: Location): TensorView {
     if (where.in === "arena") {
-      const buffer = this.#arenas.get(backend);
-      if (!buffer) throw new Error(`plan: tensor ${tensor} in the arena of ${backend}, which has none`);
+      const buffer = this.#arenas.get(backend)?.[where.arena ?? 0];
+      if (!buffer) throw new Error(`plan: tensor ${tensor} in arena ${where.arena ?? 0} of ${backend}, which it lacks`);
       return { buffer, offset: where.offset };
     }
+    if (where.in === "weight") {
+      const w = this.#weight(backend, tensor);
+      if (isSplit(w)) throw new Error(`plan: weight ${tensor} on ${backend} is split, not one view`);
+      return w;
+    }
     return { buffer: this.#buffer(where.in, backend, tensor), offset: 0 };
+  }
+
+  /** A weight's binding: one part, or its row ranges when the plan split it. */
+  #weight(backend: string, tensor: number): TensorView | SplitView {
+    const w = this.#weights.get(`${backend}/${tensor}`);
+    if (!w) throw new Error(`plan: no weight buffer for tensor ${tensor} on ${backend}`);
+    return w.parts.length === 1 && w.parts[0].row0 === 0 ? w.parts[0].view : w;
   }
 
   #buffer(residence: string, backend: string, tensor: number): BufferHandle {
@@ -324,20 +409,38 @@ export class PlanExecutor {
     return s;
   }
 
-  async #read(backend: string, view: TensorView, shape: Shape, dtype: DType, vars: Vars): Promise<HostArray> {
+  async #read(backend: string, view: TensorView, t: TensorInfo, vars: Vars): Promise<HostArray> {
     const b = this.#backends.get(backend)!;
-    const raw = await b.read(view.buffer, view.offset, storageBytes(b.caps, shape, dtype, vars));
-    return toHostArray(raw, storageDType(b.caps, dtype), numel(resolveShape(shape, vars)));
+    const raw = await b.read(view, tensorBytes(b.caps, t, vars));
+    return toHostArray(raw, tensorDType(b.caps, t), numel(resolveShape(t.shape, vars)));
   }
 }
 
-/** Typed host view of `n` elements stored as `stored` (own, aligned memory). */
+/**
+ * Typed host view of `n` elements stored as `stored`, on the bytes of `raw` (a backend's `read`: its own buffer,
+ * so no copy is made unless it is misaligned).
+ */
 export function toHostArray(raw: Uint8Array, stored: DType, n: number): HostArray {
-  const copy = raw.slice();
-  if (stored === "f32") return new Float32Array(copy.buffer, 0, n);
-  if (stored === "i32") return new Int32Array(copy.buffer, 0, n);
-  if (stored === "bf16" || stored === "f16") return new Uint16Array(copy.buffer, 0, n);
-  return copy;
+  const own = raw.byteOffset % 4 === 0 ? raw : raw.slice();
+  if (stored === "f32") return new Float32Array(own.buffer, own.byteOffset, n);
+  if (stored === "i32") return new Int32Array(own.buffer, own.byteOffset, n);
+  if (stored === "bf16" || stored === "f16") return new Uint16Array(own.buffer, own.byteOffset, n);
+  return own;
+}
+
+/** The source of `decl` from `weights` (a plain array is wrapped: elements of the declared dtype, or f32 values). */
+async function weightSource(weights: WeightSources, decl: WeightDecl): Promise<WeightSource> {
+  if (typeof weights === "function") return await weights(decl);
+  const w = weights.get(decl.name)!;
+  if (!ArrayBuffer.isView(w)) return w;
+  const shape = maxShape(decl.shape), n = numel(shape);
+  const data = new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
+  const dtype: DType = w instanceof Float32Array && w.length === n ? "f32" : decl.dtype;
+  const expected = chunkDataBytes(dtype, n);
+  if (data.byteLength !== expected) {
+    throw new Error(`weight ${decl.name}: ${data.byteLength} B given, ${expected} B expected for [${shape}] ${dtype}`);
+  }
+  return memorySource({ name: decl.name, shape, dtype, data }, decl.dtype);
 }
 
 /** Binds symbols not given in `vars` from the lengths of inputs that have exactly one unknown symbol. */
@@ -359,11 +462,4 @@ export function solveVars(graph: Graph, inputs: Record<string, ArrayBufferView>,
     }
   }
   return out;
-}
-
-function zeroFill(backend: Backend, buffer: BufferHandle, bytes: number): void {
-  const chunk = new Uint8Array(Math.min(bytes, 1 << 20));
-  for (let o = 0; o < bytes; o += chunk.length) {
-    backend.write(buffer, o, chunk.subarray(0, Math.min(chunk.length, bytes - o)));
-  }
 }

@@ -5,13 +5,14 @@ import { sym } from "../graph/ir.ts";
 import { add } from "../ops/add.ts";
 import { rmsNorm } from "../ops/rms_norm.ts";
 import { assertClose } from "../tests/op_helpers.ts";
-import { type Backend, storageBytes } from "./backend.ts";
+import type { Backend } from "./backend.ts";
 import { createNullBackend, type NullBackend } from "./backends/null.ts";
 import { referenceBackend } from "./backends/reference.ts";
 import { runGraph } from "./execute.ts";
 import { PlanExecutor, Residency, type RunOptions } from "./plan_executor.ts";
 import { schedule } from "./schedule.ts";
-import { chain, impersonate, mlaLayer, residualLm, residualLmWeights } from "../tests/schedule_helpers.ts";
+import { chain, impersonate, mlaLayer, residualLm, residualLmWeights, zeroWeight } from "../tests/schedule_helpers.ts";
+import { memorySource } from "../weights/chunk.ts";
 
 function lmStep(rand: () => number, t: number, r: number): RunOptions {
   const ids = Int32Array.from({ length: t }, () => Math.floor(rand() * 16));
@@ -41,7 +42,7 @@ Deno.test("plan executor: a graph split across two backends ≡ runGraph on one,
   ref.dispose();
 });
 
-Deno.test("plan executor: weights from a loader, once per backend holding them, in its storage dtype", async () => {
+Deno.test("plan executor: weights from a source per backend holding them, uploaded in its storage dtype", async () => {
   const graph = residualLm();
   const weights = residualLmWeights(mulberry32(4));
   const ref = await referenceBackend.create();
@@ -50,19 +51,18 @@ Deno.test("plan executor: weights from a loader, once per backend holding them, 
   const plan = schedule(graph, [gpu, ref], { weightPlacement: (w) => w.name === "embed" ? "gpu" : undefined });
   const calls: string[] = [];
   const ex = await PlanExecutor.create(graph, plan, [gpu, ref], {
-    weights: (w, storage, backend) => {
-      calls.push(`${w.name}@${backend.name}:${storage}`);
-      return weights.get(w.name)!;
+    weights: (w) => {
+      calls.push(w.name);
+      return memorySource({
+        name: w.name,
+        shape: [...w.shape as number[]],
+        dtype: "f32",
+        data: bytes(weights.get(w.name)!),
+      }, w.dtype);
     },
   });
-  assertEquals(calls.sort(), [
-    "embed@gpu:f32",
-    "embed@reference:f32",
-    "head@gpu:f32",
-    "norm1@gpu:f32",
-    "norm2@gpu:f32",
-    "wq@gpu:f32",
-  ]);
+  // A fresh source per upload: embed is read twice (home and replica), nothing is kept for the second.
+  assertEquals(calls.sort(), ["embed", "embed", "head", "norm1", "norm2", "wq"]);
   const step = lmStep(mulberry32(5), 5, 2);
   assertClose((await ex.run(step)).logits, (await runGraph(graph, ref, { weights, ...step })).logits, 0);
   ex.dispose();
@@ -131,7 +131,13 @@ Deno.test("plan executor: prefill and decode buckets share weights and cache thr
   const residency = new Residency();
   const prefillGraph = mlaLayer({ maxT: 16 }), decodeGraph = mlaLayer({ maxT: 1 });
   let loads = 0;
-  const loader = (w: { name: string }) => (loads++, weights.get(w.name)!);
+  const loader = (w: { name: string; shape: unknown }) => (
+    loads++,
+      memorySource(
+        { name: w.name, shape: [...w.shape as number[]], dtype: "f32", data: bytes(weights.get(w.name)!) },
+        "f32",
+      )
+  );
   const prefill = await PlanExecutor.create(prefillGraph, schedule(prefillGraph, [ref]), [ref], {
     weights: loader,
     residency,
@@ -156,10 +162,7 @@ Deno.test("plan executor: prepared once, allocated once; runs with any T only bi
   const gpu = createNullBackend({ name: "gpu", ops: ["matmul"] });
   const cpu = createNullBackend({ name: "cpu" });
   const plan = schedule(graph, [gpu, cpu]);
-  // The null backends hold bf16 as is: the loader hands over bytes of the stored size.
-  const ex = await PlanExecutor.create(graph, plan, [gpu, cpu], {
-    weights: (w, _storage, b) => new Uint8Array(storageBytes(b.caps, w.shape, w.dtype)),
-  });
+  const ex = await PlanExecutor.create(graph, plan, [gpu, cpu], { weights: zeroWeight });
   const count = (b: NullBackend, method: string) => b.calls.filter((c) => c.method === method).length;
   const prepares = [count(gpu, "prepare"), count(cpu, "prepare")];
   assertEquals(prepares, [2, 3]);
@@ -226,7 +229,7 @@ Deno.test("plan executor: errors say what is wrong", async () => {
   await assertRejects(
     () => PlanExecutor.create(graph, plan, [ref], { weights: new Map([["w", new Float32Array(3)]]) }),
     Error,
-    "weight w: 12 B given, 1024 B expected as f32 on reference",
+    "weight w: 12 B given, 1024 B expected for [256] f32",
   );
   const ex = await PlanExecutor.create(graph, plan, [ref], {
     weights: new Map([["w", new Float32Array(256).fill(1)]]),
@@ -253,9 +256,7 @@ Deno.test("plan executor: a copy between backends storing a dtype differently co
   const cpu = createNullBackend({ name: "cpu", caps: { dtypes: ["f32", "i32"], promote: { bf16: "f32" } } });
   const plan = schedule(graph, [gpu, cpu]);
   assertEquals(plan.copies.map((c) => [c.name, c.fromDType, c.toDType, c.bytes]), [["y", "bf16", "f32", 64]]);
-  const ex = await PlanExecutor.create(graph, plan, [gpu, cpu], {
-    weights: (w, _storage, b) => new Uint8Array(storageBytes(b.caps, w.shape, w.dtype)),
-  });
+  const ex = await PlanExecutor.create(graph, plan, [gpu, cpu], { weights: zeroWeight });
   const [gpuBefore, cpuBefore] = [gpu.calls.length, cpu.calls.length]; // after weight uploads
   await ex.run({ inputs: { x: new Uint16Array(3 * 8) } });
   const reads = gpu.calls.slice(gpuBefore).flatMap((c) => c.method === "read" ? [c.bytes] : []);
@@ -263,3 +264,8 @@ Deno.test("plan executor: a copy between backends storing a dtype differently co
   assertEquals([reads, writes], [[3 * 8 * 2], [3 * 8 * 4]]);
   ex.dispose();
 });
+
+/** The bytes of a typed array. */
+function bytes(a: Float32Array): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}

@@ -6,8 +6,9 @@
  *
  * The passes, in order, one function each:
  * 1. place weights (`placeWeights`) — 2. place ops (`placeOps`) — 3. fall back (`fallBack`) — 4. split into
- * segments and insert copies (`splitSegments`) — 5. fuse (`fuse`, a hook) — 6. liveness and memory plan
- * (`planMemory`) — 7. emit (`emit`).
+ * segments and insert copies (`splitSegments`; weights over a backend's binding limit split into row ranges) —
+ * 5. fuse (`fuse`, a hook) — 6. liveness and memory plan (`planMemory`; arenas split under the binding limit) —
+ * 7. emit (`emit`).
  *
  * @example
  * ```ts
@@ -21,7 +22,7 @@
  */
 
 import { type Graph, graphSymbols } from "../graph/ir.ts";
-import { type Backend, storageDType } from "./backend.ts";
+import { type Backend, tensorDType } from "./backend.ts";
 import { type Context, makeContext, type ScheduleOptions } from "./schedule/context.ts";
 import { planMemory } from "./schedule/memory.ts";
 import { fallBack, placeOps, placeWeights } from "./schedule/place.ts";
@@ -64,12 +65,18 @@ function emit(
   memory: Record<string, BackendMemory>,
 ): Plan {
   const { table } = ctx;
-  const loc = (slot: number): Location => ({ in: split.slots[slot].in, offset: split.slots[slot].offset });
+  const loc = (slot: number): Location => {
+    const s = split.slots[slot];
+    return s.in === "arena" ? { in: s.in, offset: s.offset, arena: s.arena } : { in: s.in, offset: s.offset };
+  };
   return {
     version: 1,
     backends: ctx.backends.map((b) => b.name),
     symbols: graphSymbols(ctx.graph),
-    weights: ctx.graph.weights.map((w) => ({ tensor: w.id, name: w.name, backends: split.weights.get(w.id)! })),
+    weights: ctx.graph.weights.map((w) => {
+      const parts = split.weightParts.get(w.id);
+      return { tensor: w.id, name: w.name, backends: split.weights.get(w.id)!, ...(parts ? { parts } : {}) };
+    }),
     inputs: ctx.graph.inputs.filter((i) => !i.state).map((i) => ({
       tensor: i.id,
       name: i.name,
@@ -86,6 +93,7 @@ function emit(
     }),
     segments: split.segments.map((s) => ({
       backend: s.backend,
+      activationDType: ctx.byName.get(s.backend)!.caps.activationDType,
       nodes: s.nodes,
       inputs: s.inputs,
       outputs: s.outputs,
@@ -102,8 +110,8 @@ function emit(
         bytes: split.slots[c.src].bytes,
         src: loc(c.src),
         dst: loc(c.dst),
-        fromDType: storageDType(from, t.dtype),
-        toDType: storageDType(to, t.dtype),
+        fromDType: tensorDType(from, t),
+        toDType: tensorDType(to, t),
       };
     }),
     fallbacks,

@@ -175,7 +175,7 @@ Deno.test("schedule: state lives with the op writing it; copies of state come af
   assertWellFormed(p2, peek.nodes.length);
   assertEquals(p2.segments.map((s) => [s.backend, s.nodes.map((n) => table[n].name)]), [
     ["gpu", ["peek_before", "q_proj", "q"]],
-    ["cpu", ["attn"]],
+    ["cpu", ["cache_write", "attn"]],
     ["gpu", ["peek_after"]],
   ]);
   assertEquals(p2.copies.map((c) => [c.name, c.from, c.to, c.before, c.src.in]), [

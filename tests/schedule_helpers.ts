@@ -11,9 +11,24 @@ import { embedding } from "../ops/embedding.ts";
 import { gatherRows } from "../ops/gather_rows.ts";
 import { matmul } from "../ops/matmul.ts";
 import { mlaAttention } from "../ops/mla_attention.ts";
+import { mlaCacheWrite } from "../ops/mla_cache_write.ts";
 import { reshapeOp } from "../ops/reshape.ts";
 import { rmsNorm } from "../ops/rms_norm.ts";
 import type { Backend } from "../runtime/backend.ts";
+import type { WeightDecl } from "../graph/ir.ts";
+import { maxShape, numel } from "../graph/ir.ts";
+import { chunkDataBytes, memorySource } from "../weights/chunk.ts";
+import type { WeightSource } from "../weights/source.ts";
+
+/** A source of zeros in `decl`'s dtype (null backends compute nothing: only sizes matter). */
+export function zeroWeight(decl: WeightDecl): WeightSource {
+  const shape = maxShape(decl.shape), data = new Uint8Array(chunkDataBytes(decl.dtype, numel(shape)));
+  const w = { name: decl.name, shape, dtype: decl.dtype, data };
+  if (decl.dtype === "q8" || decl.dtype === "f8e4m3") {
+    return memorySource({ ...w, dtype: "f32", data: new Uint8Array(4 * numel(shape)) }, decl.dtype);
+  }
+  return memorySource(w, decl.dtype);
+}
 
 /**
  * A tiny residual LM: embedding → rms_norm → matmul (wq) → add (residual) → rms_norm → matmul (head, bf16) →
@@ -65,16 +80,16 @@ export function mlaLayer(options: { peek?: boolean; maxT?: number } = {}): Graph
   const q = g.op(reshapeOp, [matmul(g, qIn, g.weight("wq", [12, 12], "f32"), { name: "q_proj" })], {
     shape: [T, 2, 6],
   }, { name: "q" }); // [T, 2, 6]
-  const out = mlaAttention(g, {
-    q,
-    ckv: g.input("ckv", [T, 4], "f32"),
-    kpe: g.input("kpe", [T, 2], "f32"),
-    wkvb: g.weight("wkvb", [2 * (4 + 3), 4], "f32"),
+  const batch = {
     cache,
     seq: g.input("seq", [T], "i32"),
     pos: g.input("pos", [T], "i32"),
     blockTable: g.input("block_table", [S, 2], "i32"),
-  }, { scale: 0.4, form: "absorbed", name: "attn" });
+  };
+  const ckv = g.input("ckv", [T, 4], "f32"), kpe = g.input("kpe", [T, 2], "f32");
+  mlaCacheWrite(g, { ckv, kpe, ...batch }, { name: "cache_write" });
+  const wkvb = g.weight("wkvb", [2 * (4 + 3), 4], "f32");
+  const out = mlaAttention(g, { q, wkvb, ...batch }, { scale: 0.4, form: "absorbed", name: "attn" });
   g.output("out", out);
   if (zero) g.output("after", add(g, cache, zero, { name: "peek_after" }));
   return g.build();
@@ -89,12 +104,16 @@ export function impersonate(inner: Backend, name: string, ops?: string[]): Backe
     name,
     caps: inner.caps,
     supports: (node, inputs) => (!ops || ops.includes(node.op)) && inner.supports(node, inputs),
+    weightBytes: (shape, storage) => inner.weightBytes(shape, storage),
     alloc: (bytes) => inner.alloc(bytes),
     free: (buffer) => inner.free(buffer),
-    write: (buffer, offset, data) => inner.write(buffer, offset, data),
-    read: (buffer, offset, bytes) => inner.read(buffer, offset, bytes),
+    uploadWeight: (target, source, consumers) => inner.uploadWeight(target, source, consumers),
+    write: (view, data) => inner.write(view, data),
+    read: (view, bytes) => inner.read(view, bytes),
+    copy: (src, dst, bytes) => inner.copy(src, dst, bytes),
+    fill: (view, bytes, value) => inner.fill(view, bytes, value),
     prepare: (segment) => inner.prepare(segment),
-    run: (prepared, bindings, vars) => inner.run(prepared, bindings, vars),
+    run: (prepared, bindings, vars, host) => inner.run(prepared, bindings, vars, host),
     sync: () => inner.sync(),
     dispose: () => inner.dispose(),
   };

@@ -8,7 +8,7 @@ import { GraphBuilder } from "../graph/builder.ts";
 import { tensorTable } from "../graph/ir.ts";
 import { buildVision, presetConfig } from "../graph/models/mistral4.ts";
 import { wasmBackend } from "../runtime/backends/wasm/backend.ts";
-import { segmentItems } from "../runtime/backends/wasm/ops.ts";
+import { segmentItems } from "../runtime/backends/wasm/vision_ops.ts";
 import { erf } from "../ops/gelu.ts";
 import { normalisedError } from "./op_helpers.ts";
 import { loadModel, type Model, type StepInput } from "../engine/model.ts";

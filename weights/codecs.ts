@@ -202,7 +202,8 @@ function f8FromF32Bits(x: number): number {
 
 const F8_LUT = new Uint32Array(256);
 for (let c = 0; c < 256; c++) F8_LUT[c] = f8ToF32Bits(c);
-const F8_VALUES = new Float32Array(F8_LUT.buffer);
+/** f32 value of each FP8 E4M3 code (NaN codes decode to NaN). */
+export const F8_VALUES = new Float32Array(F8_LUT.buffer);
 
 /** Decodes one f8e4m3 code (0..255) to a number. @example `decodeF8e4m3(0x7e) // 448` */
 export function decodeF8e4m3(code: number): number {

@@ -45,7 +45,9 @@ export interface WeightChunk {
 export interface RandomRecipe {
   /** Stream state before the first element (`tensorSeed(seed, name)`). */
   state: number;
+  /** Mean of the values. */
   mean: number;
+  /** Standard deviation of the values (uniform on ±√3·std around the mean). */
   std: number;
 }
 

@@ -1,8 +1,8 @@
 /**
  * Multi-head latent attention block (MODEL.md §1, MLA steps 1–6), reading top to bottom like the paper:
  * low-rank query with its latent norm, split nope ‖ rope, rope on the rope part, Llama-4 temperature on the whole
- * query; the compressed `[c_kv ‖ k_rope]` projection with its norm and rope; then `mla_attention` (which writes the
- * latent cache and attends through it) and the output projection.
+ * query; the compressed `[c_kv ‖ k_rope]` projection with its norm and rope; then `mla_cache_write` (the latent rows
+ * into the paged cache), `mla_attention` (which attends through it) and the output projection.
  *
  * @example
  * ```ts
@@ -18,6 +18,7 @@ import type { Dim } from "../ir.ts";
 import { concat } from "../../ops/concat.ts";
 import { matmul } from "../../ops/matmul.ts";
 import { mlaAttention } from "../../ops/mla_attention.ts";
+import { mlaCacheWrite } from "../../ops/mla_cache_write.ts";
 import { reshape } from "../../ops/reshape.ts";
 import { slice } from "../../ops/slice.ts";
 import { norm } from "./norm.ts";
@@ -88,8 +89,10 @@ export function mla(g: GraphBuilder, x: Tensor, o: MlaOptions, batch: MlaBatch):
   const kpeRaw = slice(g, kva, { start: o.kvLoraRank, end: o.kvLoraRank + dr, ...at("kpe_raw") }); // [T, dr]
   const kpe = applyRope(g, kpeRaw, batch.pos, o.rope, at("kpe"));
 
-  // 3, 6. Attention through the paged latent cache; W_kvb is absorbed or expanded inside the op.
+  // 3, 6. The step's latents go into the paged cache, then attention reads it; W_kvb is absorbed or expanded
+  // inside the op.
+  mlaCacheWrite(g, { ckv, kpe, ...batch }, at("cache_write")); // [T, C+dr]: the rows as stored
   const wkvb = w("wkv_b", [H * (dn + dv), o.kvLoraRank]);
-  const ctx = mlaAttention(g, { q: qFinal, ckv, kpe, wkvb, ...batch }, { scale: o.scale, form: o.form, ...at("ctx") });
+  const ctx = mlaAttention(g, { q: qFinal, wkvb, ...batch }, { scale: o.scale, form: o.form, ...at("ctx") });
   return matmul(g, ctx, w("wo", [o.hidden, H * dv]), at("out")); // [T, D]
 }

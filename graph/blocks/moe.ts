@@ -1,6 +1,7 @@
 /**
- * Mixture-of-experts block (MODEL.md §1, MoE): router logits in f32, softmax top-k with renormalisation
- * (`moe_route`), the grouped routed experts (`moe_experts`, f32 accumulation), plus the always-on shared expert.
+ * Mixture-of-experts block (MODEL.md §1, MoE): router logits in f32, softmax top-k (`moe_topk`: ids) with
+ * renormalised weights (`moe_gate`), the grouped routed experts (`moe_experts`, f32 accumulation), plus the
+ * always-on shared expert.
  *
  * @example
  * ```ts
@@ -15,7 +16,8 @@ import type { DType } from "../dtype.ts";
 import { add } from "../../ops/add.ts";
 import { matmul } from "../../ops/matmul.ts";
 import { moeExperts } from "../../ops/moe_experts.ts";
-import { moeRoute } from "../../ops/moe_route.ts";
+import { moeGate } from "../../ops/moe_gate.ts";
+import { moeTopK } from "../../ops/moe_topk.ts";
 import { swigluMlp } from "./swiglu.ts";
 
 /** Sizes and dtypes of one MoE layer. */
@@ -43,10 +45,11 @@ export function moe(g: GraphBuilder, x: Tensor, o: MoeOptions): Tensor {
   const at = (name: string) => ({ name: `${p}.${name}`, layer });
   const router = g.weight(`${p}.moe.router`, [o.experts, o.hidden], o.routerDtype);
   const logits = matmul(g, x, router, at("moe.logits")); // [T, E]
-  const route = moeRoute(g, logits, { topK: o.topK, ...at("moe.route") }); // [T, E], top-k non-zeros per row
+  const ids = moeTopK(g, logits, { topK: o.topK, ...at("moe.route") }); // i32 [T, k]
+  const weights = moeGate(g, logits, ids, at("moe.gate")); // [T, k]
   const gateUp = g.weight(`${p}.moe.gate_up`, [o.experts, 2 * o.width, o.hidden], o.linearDtype);
   const down = g.weight(`${p}.moe.down`, [o.experts, o.hidden, o.width], o.linearDtype);
-  const routed = moeExperts(g, x, route, gateUp, down, { topK: o.topK, ...at("moe.routed") }); // [T, D]
+  const routed = moeExperts(g, x, ids, weights, gateUp, down, at("moe.routed")); // [T, D]
   if (o.shared === 0) return routed;
   const shared = swigluMlp(g, x, {
     prefix: `${p}.shared`,

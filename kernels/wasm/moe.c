@@ -5,23 +5,27 @@
 
 void swiglu_row(const float *g, const float *u, float *y, int F);
 
+// p[0..E) = softmax(l[0..E)) in f32: the one softmax moe_route and moe_gate share.
+static void router_softmax(const float *l, int E, float *p) {
+  float m = -__builtin_inff(), s = 0.0f;
+  for (int e = 0; e < E; e++) m = l[e] > m ? l[e] : m;
+  for (int e = 0; e < E; e++) {
+    p[e] = expf_(l[e] - m);
+    s += p[e];
+  }
+  for (int e = 0; e < E; e++) p[e] /= s;
+}
+
 // Rows [r0, r1) of logits [T, E]: p = softmax(logits) in f32, the k largest (ties → lower expert id), weights
-// p / (Σ p_top + 1e-20) when renorm (else p), times scale. idx [T, k] i32, w [T, k] f32, in descending p order.
+// p / (Σ p_top + 1e-20) when renorm (else p), times scale. idx [T, k] i32, w [T, k] f32 (w may be 0: ids only),
+// in descending p order.
 EXPORT(moe_route)
 void moe_route(const float *logits, int E, int k, int renorm, float scale, int32_t *idx, float *w, int r0, int r1) {
   float p[E];
   for (int t = r0; t < r1; t++) {
-    const float *l = logits + (size_t)t * (size_t)E;
-    float m = -__builtin_inff(), s = 0.0f;
-    for (int e = 0; e < E; e++) m = l[e] > m ? l[e] : m;
-    for (int e = 0; e < E; e++) {
-      p[e] = expf_(l[e] - m);
-      s += p[e];
-    }
-    for (int e = 0; e < E; e++) p[e] /= s;
+    router_softmax(logits + (size_t)t * (size_t)E, E, p);
     float tot = 0.0f;
     int32_t *it = idx + (size_t)t * (size_t)k;
-    float *wt = w + (size_t)t * (size_t)k;
     for (int j = 0; j < k; j++) {
       int best = -1;
       for (int e = 0; e < E; e++) {
@@ -30,10 +34,26 @@ void moe_route(const float *logits, int E, int k, int renorm, float scale, int32
         if (!taken && (best < 0 || p[e] > p[best])) best = e;
       }
       it[j] = best;
-      wt[j] = p[best];
       tot += p[best];
     }
-    for (int j = 0; j < k; j++) wt[j] = (renorm ? wt[j] / (tot + 1e-20f) : wt[j]) * scale;
+    if (!w) continue;
+    float *wt = w + (size_t)t * (size_t)k;
+    for (int j = 0; j < k; j++) wt[j] = (renorm ? p[it[j]] / (tot + 1e-20f) : p[it[j]]) * scale;
+  }
+}
+
+// Rows [r0, r1): the combine weights of the given experts idx [T, k]: p = softmax(logits) in f32,
+// w = p[idx] / (Σ_j p[idx_j] + 1e-20), the sum in idx order (moe_route's weights when idx is its choice).
+EXPORT(moe_gate)
+void moe_gate(const float *logits, int E, int k, const int32_t *idx, float *w, int r0, int r1) {
+  float p[E];
+  for (int t = r0; t < r1; t++) {
+    router_softmax(logits + (size_t)t * (size_t)E, E, p);
+    const int32_t *it = idx + (size_t)t * (size_t)k;
+    float tot = 0.0f;
+    for (int j = 0; j < k; j++) tot += p[it[j]];
+    float *wt = w + (size_t)t * (size_t)k;
+    for (int j = 0; j < k; j++) wt[j] = p[it[j]] / (tot + 1e-20f);
   }
 }
 

@@ -14,26 +14,42 @@
  * @module
  */
 
-import type { Node, TensorInfo, Vars } from "../../graph/ir.ts";
+import { BITS_PER_ELEMENT } from "../../graph/dtype.ts";
+import { type Node, numel, type TensorInfo, type Vars } from "../../graph/ir.ts";
 import type {
   Backend,
   BackendCaps,
   BackendFactory,
   Bindings,
   BufferHandle,
+  HostInputs,
   Prepared,
   Segment,
+  SplitView,
   TensorView,
 } from "../backend.ts";
 
-/** One recorded call. */
+/** One recorded call (views as buffer id + offset). */
 export type NullCall =
   | { method: "alloc"; bytes: number; buffer: number }
   | { method: "free"; buffer: number }
   | { method: "write"; buffer: number; offset: number; bytes: number }
   | { method: "read"; buffer: number; offset: number; bytes: number }
+  | { method: "copy"; src: [number, number]; dst: [number, number]; bytes: number }
+  | { method: "fill"; buffer: number; offset: number; bytes: number; value: number }
+  | { method: "transfer"; src: [number, number]; to: string; dst: [number, number]; bytes: number }
+  | {
+    method: "uploadWeight";
+    weight: string;
+    /** Each part: buffer id, offset, first row, rows. */
+    parts: [number, number, number, number][];
+    consumers: number[];
+    /** Chunks read from the source, and bytes of chunk data. */
+    chunks: number;
+    bytes: number;
+  }
   | { method: "prepare"; nodes: number[] }
-  | { method: "run"; nodes: number[]; bindings: [number, TensorView][]; vars: Vars }
+  | { method: "run"; nodes: number[]; bindings: [number, TensorView | SplitView][]; vars: Vars; host: number[] }
   | { method: "sync" }
   | { method: "dispose" };
 
@@ -45,6 +61,8 @@ export type NullBackendOptions = {
   /** Finer control than `ops`. */
   supports?: (node: Node, inputs: readonly TensorInfo[]) => boolean;
   caps?: Partial<BackendCaps>;
+  /** Offer `transfer` (recorded, copies nothing) to backends whose name is listed. */
+  transfersTo?: string[];
 };
 
 /** A null backend with its call log. */
@@ -58,7 +76,8 @@ export function createNullBackend(options: NullBackendOptions = {}): NullBackend
     dtypes: ["f32", "bf16", "f16", "f8e4m3", "nvfp4", "q8", "i32", "u8"],
     promote: {},
     memoryBytes: Infinity,
-    hostMemory: false,
+    maxBindingBytes: Infinity,
+    activationDType: "f32",
     ...options.caps,
   };
   const calls: NullCall[] = [];
@@ -70,6 +89,14 @@ export function createNullBackend(options: NullBackendOptions = {}): NullBackend
     return size;
   };
   let used = 0;
+  const at = (v: TensorView): [number, number] => [v.buffer.id, v.offset];
+  const transfer = options.transfersTo
+    ? (src: TensorView, to: Backend, dst: TensorView, bytes: number) => {
+      if (!options.transfersTo!.includes(to.name)) return Promise.resolve(false);
+      calls.push({ method: "transfer", src: at(src), to: to.name, dst: at(dst), bytes });
+      return Promise.resolve(true);
+    }
+    : undefined;
   return {
     name,
     caps,
@@ -91,26 +118,71 @@ export function createNullBackend(options: NullBackendOptions = {}): NullBackend
       sizes.delete(buffer.id);
       calls.push({ method: "free", buffer: buffer.id });
     },
-    write(buffer, offset, data) {
-      if (offset + data.byteLength > live(buffer)) throw new RangeError(`${name}: write overflows buffer`);
-      calls.push({ method: "write", buffer: buffer.id, offset, bytes: data.byteLength });
+    weightBytes(shape, storage) {
+      return Math.ceil((numel(shape) * BITS_PER_ELEMENT[storage]) / 8);
     },
-    read(buffer, offset, bytes) {
-      if (offset + bytes > live(buffer)) return Promise.reject(new RangeError(`${name}: read overflows buffer`));
-      calls.push({ method: "read", buffer: buffer.id, offset, bytes });
+    async uploadWeight(target, source, consumers) {
+      for (const p of target.parts) {
+        if (
+          p.view.offset + this.weightBytes([p.rows, ...source.shape.slice(1)], target.storage) > live(p.view.buffer)
+        ) {
+          throw new RangeError(`${name}: weight ${target.decl.name} overflows its buffer`);
+        }
+      }
+      let chunks = 0, bytes = 0;
+      for (const p of target.parts) {
+        const c = await source.read(p.row0, p.rows);
+        chunks++;
+        bytes += c.data.byteLength;
+      }
+      calls.push({
+        method: "uploadWeight",
+        weight: target.decl.name,
+        parts: target.parts.map((p) => [p.view.buffer.id, p.view.offset, p.row0, p.rows]),
+        consumers: consumers.map((n) => n.id),
+        chunks,
+        bytes,
+      });
+    },
+    write(view, data) {
+      if (view.offset + data.byteLength > live(view.buffer)) throw new RangeError(`${name}: write overflows buffer`);
+      calls.push({ method: "write", buffer: view.buffer.id, offset: view.offset, bytes: data.byteLength });
+    },
+    read(view, bytes) {
+      if (view.offset + bytes > live(view.buffer)) {
+        return Promise.reject(new RangeError(`${name}: read overflows buffer`));
+      }
+      calls.push({ method: "read", buffer: view.buffer.id, offset: view.offset, bytes });
       return Promise.resolve(new Uint8Array(bytes));
     },
+    copy(src, dst, bytes) {
+      if (src.offset + bytes > live(src.buffer) || dst.offset + bytes > live(dst.buffer)) {
+        throw new RangeError(`${name}: copy overflows a buffer`);
+      }
+      calls.push({ method: "copy", src: at(src), dst: at(dst), bytes });
+    },
+    fill(view, bytes, value) {
+      if (view.offset + bytes > live(view.buffer)) throw new RangeError(`${name}: fill overflows buffer`);
+      calls.push({ method: "fill", buffer: view.buffer.id, offset: view.offset, bytes, value });
+    },
+    transfer,
     prepare(segment: Segment) {
       calls.push({ method: "prepare", nodes: [...segment.nodes] });
       const prepared: Prepared = { segment };
       return Promise.resolve(prepared);
     },
-    run(prepared: Prepared, bindings: Bindings, vars: Vars) {
+    run(prepared: Prepared, bindings: Bindings, vars: Vars, host: HostInputs) {
       const { segment } = prepared;
       for (const id of [...segment.inputs, ...segment.outputs]) {
         if (!bindings.has(id)) throw new Error(`${name}: run with tensor ${id} unbound`);
       }
-      calls.push({ method: "run", nodes: [...segment.nodes], bindings: [...bindings], vars: { ...vars } });
+      calls.push({
+        method: "run",
+        nodes: [...segment.nodes],
+        bindings: [...bindings],
+        vars: { ...vars },
+        host: [...host.keys()],
+      });
     },
     sync() {
       calls.push({ method: "sync" });

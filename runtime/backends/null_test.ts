@@ -20,13 +20,13 @@ Deno.test("null backend: records every call, checks bindings, computes nothing",
 
   const buf = be.alloc(64);
   assertThrows(() => be.alloc(64), Error, "out of memory");
-  be.write(buf, 0, new Float32Array(8));
-  assertEquals((await be.read(buf, 32, 32)).length, 32);
+  be.write({ buffer: buf, offset: 0 }, new Float32Array(8));
+  assertEquals((await be.read({ buffer: buf, offset: 32 }, 32)).length, 32);
   const seg = makeSegment(graph, [2]);
   const prepared = await be.prepare(seg);
-  assertThrows(() => be.run(prepared, new Map(), {}), Error, "unbound");
+  assertThrows(() => be.run(prepared, new Map(), {}, new Map()), Error, "unbound");
   const view = { buffer: buf, offset: 0 };
-  be.run(prepared, new Map([[0, view], [1, view], [2, view]]), { T: 1 });
+  be.run(prepared, new Map([[0, view], [1, view], [2, view]]), { T: 1 }, new Map());
   await be.sync();
   be.free(buf);
   assertEquals(be.calls.map((c) => c.method), ["alloc", "write", "read", "prepare", "run", "sync", "free"]);

@@ -7,36 +7,47 @@
  * ```ts
  * import { referenceBackend } from "./reference.ts";
  * const backend = await referenceBackend.create();
- * const buf = backend.alloc(16);
- * backend.write(buf, 0, new Float32Array([1, 2, 3, 4]));
- * new Float32Array((await backend.read(buf, 0, 16)).buffer); // [1, 2, 3, 4]
+ * const view = { buffer: backend.alloc(16), offset: 0 };
+ * backend.write(view, new Float32Array([1, 2, 3, 4]));
+ * new Float32Array((await backend.read(view, 16)).buffer); // [1, 2, 3, 4]
  * ```
  *
  * @module
  */
 
-import { type Node, numel, resolveShape, type TensorInfo, tensorTable, type Vars } from "../../graph/ir.ts";
+import type { DType } from "../../graph/dtype.ts";
+import { maxShape, type Node, numel, resolveShape, type TensorInfo, tensorTable, type Vars } from "../../graph/ir.ts";
 import { REGISTRY } from "../../ops/mod.ts";
 import type { RefData, RefTensor } from "../../ops/op.ts";
 import {
   type Backend,
   type BackendCaps,
   type BackendFactory,
+  type BackendOptions,
   type Bindings,
   type BufferHandle,
   canStore,
+  type HostInputs,
+  isSplit,
   type Prepared,
   type Segment,
+  type SplitView,
   storageDType,
   type TensorView,
+  type WeightSource,
+  type WeightTarget,
 } from "../backend.ts";
+import { uploadChunks } from "../weight_upload.ts";
+import { chunkToF32 } from "../../weights/chunk.ts";
+import { rowElements } from "../../weights/source.ts";
 
 const CAPS: BackendCaps = {
   alignment: 16,
   dtypes: ["f32", "i32"],
   promote: { bf16: "f32", f16: "f32", f8e4m3: "f32", nvfp4: "f32", q8: "f32" },
   memoryBytes: Infinity,
-  hostMemory: true,
+  maxBindingBytes: Infinity,
+  activationDType: "f32",
 };
 
 type ReferencePrepared = Prepared & { nodes: Node[]; table: TensorInfo[] };
@@ -46,9 +57,29 @@ class ReferenceBackend implements Backend {
   readonly caps = CAPS;
   #buffers = new Map<number, ArrayBuffer>();
   #nextId = 1;
+  #refuse: ReadonlySet<string>;
+
+  constructor(options: BackendOptions) {
+    this.#refuse = new Set(options.refuseOps ?? []);
+  }
 
   supports(node: Node, inputs: readonly TensorInfo[]): boolean {
-    return REGISTRY.has(node.op) && canStore(CAPS, node.dtype) && inputs.every((t) => canStore(CAPS, t.dtype));
+    return REGISTRY.has(node.op) && !this.#refuse.has(node.op) && canStore(CAPS, node.dtype) &&
+      inputs.every((t) => canStore(CAPS, t.dtype));
+  }
+
+  weightBytes(shape: readonly number[], storage: DType): number {
+    if (storage !== "f32" && storage !== "i32") throw new RangeError(`reference: weights are not stored as ${storage}`);
+    return 4 * numel(shape);
+  }
+
+  /** Each chunk decoded to f32 (`storedWeight`'s values: what the graph's dtype represents). */
+  uploadWeight(target: WeightTarget, source: WeightSource): Promise<void> {
+    const per = rowElements(maxShape(target.decl.shape));
+    return uploadChunks(target, source, (chunk, part, row) => {
+      const values = chunk.dtype === "i32" ? chunk.data : chunkToF32(chunk);
+      this.write({ buffer: part.view.buffer, offset: part.view.offset + 4 * row * per }, values);
+    });
   }
 
   alloc(bytes: number): BufferHandle {
@@ -62,20 +93,24 @@ class ReferenceBackend implements Backend {
     this.#buffers.delete(buffer.id);
   }
 
-  write(buffer: BufferHandle, offset: number, data: ArrayBufferView): void {
-    const mem = this.#memory(buffer);
-    if (offset < 0 || offset + data.byteLength > mem.byteLength) {
-      throw new RangeError(`write of ${data.byteLength} B at ${offset} overflows buffer of ${mem.byteLength} B`);
-    }
-    new Uint8Array(mem, offset, data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  write(view: TensorView, data: ArrayBufferView): void {
+    this.#bytes(view, data.byteLength, "write").set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   }
 
-  read(buffer: BufferHandle, offset: number, bytes: number): Promise<Uint8Array> {
-    const mem = this.#memory(buffer);
-    if (offset < 0 || offset + bytes > mem.byteLength) {
-      return Promise.reject(new RangeError(`read of ${bytes} B at ${offset} overflows buffer of ${mem.byteLength} B`));
+  read(view: TensorView, bytes: number): Promise<Uint8Array> {
+    try {
+      return Promise.resolve(this.#bytes(view, bytes, "read").slice());
+    } catch (e) {
+      return Promise.reject(e);
     }
-    return Promise.resolve(new Uint8Array(mem.slice(offset, offset + bytes)));
+  }
+
+  copy(src: TensorView, dst: TensorView, bytes: number): void {
+    this.#bytes(dst, bytes, "copy").set(this.#bytes(src, bytes, "copy"));
+  }
+
+  fill(view: TensorView, bytes: number, value: number): void {
+    this.#bytes(view, bytes, "fill").fill(value);
   }
 
   prepare(segment: Segment): Promise<Prepared> {
@@ -93,7 +128,7 @@ class ReferenceBackend implements Backend {
     return Promise.resolve(prepared);
   }
 
-  run(prepared: Prepared, bindings: Bindings, vars: Vars): void {
+  run(prepared: Prepared, bindings: Bindings, vars: Vars, _host: HostInputs): void {
     const { segment, nodes, table } = prepared as ReferencePrepared;
     for (const id of [...segment.inputs, ...segment.outputs]) {
       if (!bindings.has(id)) throw new Error(`run: tensor ${id} "${table[id].name}" is not bound`);
@@ -130,8 +165,19 @@ class ReferenceBackend implements Backend {
     return mem;
   }
 
+  /** `bytes` bytes at `view`, checked against its buffer. */
+  #bytes(view: TensorView, bytes: number, what: string): Uint8Array {
+    const mem = this.#memory(view.buffer);
+    if (!(view.offset >= 0 && bytes >= 0 && view.offset + bytes <= mem.byteLength)) {
+      throw new RangeError(`${what} of ${bytes} B at ${view.offset} overflows buffer of ${mem.byteLength} B`);
+    }
+    return new Uint8Array(mem, view.offset, bytes);
+  }
+
   /** A typed view on the bound memory of `t`, or (unbound: an intermediate) fresh scratch. */
-  #view(t: TensorInfo, view: TensorView | undefined, vars: Vars, zero: boolean): RefTensor {
+  #view(t: TensorInfo, bound: TensorView | SplitView | undefined, vars: Vars, zero: boolean): RefTensor {
+    if (bound && isSplit(bound)) throw new Error(`reference: ${t.name} is bound split, which it never asks for`);
+    const view = bound;
     const shape = resolveShape(t.shape, vars);
     const n = numel(shape);
     const isInt = storageDType(CAPS, t.dtype) === "i32";
@@ -153,5 +199,5 @@ class ReferenceBackend implements Backend {
 export const referenceBackend: BackendFactory = {
   name: "reference",
   probe: () => Promise.resolve(1),
-  create: () => Promise.resolve(new ReferenceBackend()),
+  create: (options: BackendOptions = {}) => Promise.resolve(new ReferenceBackend(options)),
 };

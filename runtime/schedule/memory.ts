@@ -1,7 +1,8 @@
 /**
  * Pass 6: liveness and memory plan. Live ranges come from pass 4's timeline (a slot lives from the step that
  * writes it to the last step that reads it); each backend gets one arena holding its intermediates and incoming
- * copies, packed by `planArena` with offsets aligned to `caps.alignment`. Inputs, outputs, state and weights keep
+ * copies (several, when one would pass `caps.maxBindingBytes`), packed by `planArenas` with offsets aligned to
+ * `caps.alignment`. Inputs, outputs, state and weights keep
  * buffers of their own, counted separately. A plan needing more than `caps.memoryBytes` is an error here, before
  * anything is allocated.
  *
@@ -9,7 +10,7 @@
  */
 
 import { alignUp } from "../backend.ts";
-import { planArena } from "../memory_plan.ts";
+import { planArenas } from "../memory_plan.ts";
 import type { Context } from "./context.ts";
 import { type BackendMemory, ScheduleError } from "./plan.ts";
 import type { Split } from "./split.ts";
@@ -18,21 +19,37 @@ import type { Split } from "./split.ts";
 export function planMemory(ctx: Context, split: Split): Record<string, BackendMemory> {
   const perBackend: Record<string, BackendMemory> = {};
   for (const backend of ctx.backends) {
-    const { alignment, memoryBytes } = backend.caps;
+    const { alignment, memoryBytes, maxBindingBytes } = backend.caps;
     const mine = split.slots.filter((s) => s.backend === backend.name);
     const arena = mine.filter((s) => s.in === "arena");
-    const { offsets, arenaBytes } = planArena(arena, alignment);
-    arena.forEach((s, i) => s.offset = offsets[i]);
+    let packed;
+    try {
+      packed = planArenas(arena, alignment, maxBindingBytes);
+    } catch (e) {
+      throw new ScheduleError(`${backend.name}: ${(e as Error).message} (an intermediate over the binding limit)`);
+    }
+    arena.forEach((s, i) => [s.offset, s.arena] = [packed.offsets[i], packed.arenas[i]]);
+    for (const s of mine) {
+      if (s.in !== "arena" && s.in !== "weight" && alignUp(s.bytes, alignment) > maxBindingBytes) {
+        throw new ScheduleError(
+          `${backend.name}: ${s.in} tensor #${s.tensor} takes ${s.bytes} B, more than one binding may hold ` +
+            `(${maxBindingBytes} B): fewer cache blocks or a shorter step`,
+        );
+      }
+    }
+    const arenaBytes = packed.arenaBytes.reduce((a, b) => a + b, 0);
     const sum = (residences: string[]) =>
       mine.filter((s) => residences.includes(s.in)).reduce((n, s) => n + alignUp(s.bytes, alignment), 0);
     const memory: BackendMemory = {
       arenaBytes,
+      arenas: packed.arenaBytes,
       unsharedBytes: sum(["arena"]),
       weightBytes: sum(["weight"]),
       stateBytes: sum(["state"]),
       ioBytes: sum(["input", "output"]),
       allocations: arena.map((s) => ({
         tensor: s.tensor,
+        arena: s.arena,
         offset: s.offset,
         bytes: s.bytes,
         first: s.first,

@@ -26,7 +26,7 @@ export function placeWeights(ctx: Context): Map<number, WeightHome> {
   const homes = new Map<number, WeightHome>();
   const used = new Map<string, number>(ctx.backends.map((b) => [b.name, 0]));
   const fits = (b: Backend, w: WeightDecl) =>
-    used.get(b.name)! + weightBytes(b.caps, w.shape, w.dtype) <= b.caps.memoryBytes;
+    used.get(b.name)! + weightBytes(b, w.shape, w.dtype) <= b.caps.memoryBytes;
   for (const w of ctx.graph.weights) {
     const consumers = ctx.consumers.get(w.id) ?? [];
     const storable = ctx.backends.filter((b) => canStore(b.caps, w.dtype));
@@ -59,7 +59,7 @@ export function placeWeights(ctx: Context): Map<number, WeightHome> {
         : `${first.name} does not support every op reading it`;
     }
     homes.set(w.id, home);
-    used.set(chosen.name, used.get(chosen.name)! + weightBytes(chosen.caps, w.shape, w.dtype));
+    used.set(chosen.name, used.get(chosen.name)! + weightBytes(chosen, w.shape, w.dtype));
   }
   return homes;
 }

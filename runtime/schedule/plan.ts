@@ -12,15 +12,20 @@
  */
 export type Residence = "arena" | "input" | "state" | "weight" | "output";
 
-/** A place on one backend: `offset` is the byte offset inside the arena (0 for buffers of their own). */
-export type Location = { in: Residence; offset: number };
+/**
+ * A place on one backend: `offset` is the byte offset inside the arena (0 for buffers of their own); `arena` which
+ * of the backend's arenas (0 unless the plan split them under `caps.maxBindingBytes`).
+ */
+export type Location = { in: Residence; offset: number; arena?: number };
 
 /** A tensor of a segment and where that segment finds it. */
-export type PlanBinding = { tensor: number; in: Residence; offset: number };
+export type PlanBinding = { tensor: number; in: Residence; offset: number; arena?: number };
 
 /** Nodes run by one backend in one go, in topological order, with every tensor they touch bound. */
 export type PlanSegment = {
   backend: string;
+  /** How the backend stores float activations (`caps.activationDType`): arena slots are sized by it. */
+  activationDType: string;
   nodes: number[];
   /** Tensors read but not produced here (inputs, state, weights, other segments' results). */
   inputs: number[];
@@ -49,8 +54,19 @@ export type PlanCopy = {
 /** An op that runs on a later backend than the one it was meant for. */
 export type Fallback = { node: number; name: string; op: string; from: string; to: string; reason: string };
 
-/** A weight and the backends holding it: its home first, then replicas for consumers placed elsewhere. */
-export type PlanWeight = { tensor: number; name: string; backends: string[] };
+/** Rows `[row0, row0 + rows)` of a split weight's leading dimension and their bytes on the backend. */
+export type PlanWeightPart = { row0: number; rows: number; bytes: number };
+
+/**
+ * A weight and the backends holding it: its home first, then replicas for consumers placed elsewhere. `parts`
+ * lists the row ranges of a weight split on a backend whose `caps.maxBindingBytes` it exceeds (by backend name).
+ */
+export type PlanWeight = {
+  tensor: number;
+  name: string;
+  backends: string[];
+  parts?: Record<string, PlanWeightPart[]>;
+};
 
 /** A per-run graph input and the backends the host uploads it to. */
 export type PlanInput = { tensor: number; name: string; backends: string[] };
@@ -62,12 +78,21 @@ export type PlanState = { tensor: number; name: string; backend: string };
 export type PlanOutput = { tensor: number; name: string; backend: string; in: Residence };
 
 /** One tensor's bytes in an arena and the steps (inclusive) during which they are in use. */
-export type ArenaAllocation = { tensor: number; offset: number; bytes: number; first: number; last: number };
+export type ArenaAllocation = {
+  tensor: number;
+  arena: number;
+  offset: number;
+  bytes: number;
+  first: number;
+  last: number;
+};
 
 /** Bytes one backend needs for a plan. */
 export type BackendMemory = {
-  /** The arena: every intermediate and copy, overlapping where lifetimes allow. */
+  /** The arena: every intermediate and copy, overlapping where lifetimes allow (all arenas together). */
   arenaBytes: number;
+  /** Each arena's bytes: one unless the backend's `maxBindingBytes` split them. */
+  arenas: number[];
   /** What the arena would take with no sharing (sum of aligned sizes). */
   unsharedBytes: number;
   weightBytes: number;

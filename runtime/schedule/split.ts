@@ -13,11 +13,20 @@
  */
 
 import type { Node } from "../../graph/ir.ts";
-import { canStore, makeSegment, storageBytes, storageDType, weightBytes } from "../backend.ts";
+import { maxShape } from "../../graph/ir.ts";
+import {
+  type Backend,
+  canStore,
+  makeSegment,
+  storageDType,
+  tensorBytes,
+  tensorDType,
+  weightBytes,
+} from "../backend.ts";
 import { REGISTRY } from "../../ops/mod.ts";
 import { type Context, describeNode } from "./context.ts";
 import type { WeightHome } from "./place.ts";
-import { type Residence, ScheduleError } from "./plan.ts";
+import { type PlanWeightPart, type Residence, ScheduleError } from "./plan.ts";
 
 /** A tensor's place on one backend; arena slots get their offset in pass 6. */
 export type Slot = {
@@ -29,6 +38,8 @@ export type Slot = {
   first: number;
   last: number;
   offset: number;
+  /** Which of the backend's arenas (pass 6). */
+  arena: number;
 };
 
 /** A segment with every touched tensor resolved to a slot. */
@@ -59,6 +70,8 @@ export type Split = {
   outputs: Map<string, number>;
   /** Steps of the timeline. */
   steps: number;
+  /** Weights split into row ranges on a backend (`caps.maxBindingBytes`), by weight id and backend name. */
+  weightParts: Map<number, Record<string, PlanWeightPart[]>>;
 };
 
 /** Pass 4: segments, residence, copies and the timeline. */
@@ -79,17 +92,16 @@ export function splitSegments(
   const copies: WorkCopy[] = [];
   let step = 0;
 
+  const weightParts = new Map<number, Record<string, PlanWeightPart[]>>();
   const newSlot = (backend: string, tensor: number, residence: Residence, first: number): number => {
-    const t = table[tensor], caps = ctx.byName.get(backend)!.caps;
-    slots.push({
-      backend,
-      tensor,
-      in: residence,
-      bytes: residence === "weight" ? weightBytes(caps, t.shape, t.dtype) : storageBytes(caps, t.shape, t.dtype),
-      first,
-      last: first,
-      offset: 0,
-    });
+    const t = table[tensor], b = ctx.byName.get(backend)!;
+    let bytes: number;
+    if (residence === "weight") {
+      const parts = splitWeight(b, t.name, maxShape(t.shape), t.dtype);
+      if (parts) weightParts.set(tensor, { ...weightParts.get(tensor), [backend]: parts });
+      bytes = parts ? parts.reduce((n, p) => n + p.bytes, 0) : weightBytes(b, t.shape, t.dtype);
+    } else bytes = tensorBytes(b.caps, t);
+    slots.push({ backend, tensor, in: residence, bytes, first, last: first, offset: 0, arena: 0 });
     return slots.length - 1;
   };
   const ownSlot = (backend: string, tensor: number, residence: Residence): number => {
@@ -186,7 +198,39 @@ export function splitSegments(
   }
   for (const [id, home] of stateHome) ownSlot(home, id, "state"); // unread state still gets its buffer
   for (const id of weights.keys()) for (const b of weights.get(id)!) ownSlot(b, id, "weight");
-  return { segments, copies, slots, weights, inputs, state: stateHome, outputs, steps: step };
+  return { segments, copies, slots, weights, inputs, state: stateHome, outputs, steps: step, weightParts };
+}
+
+/**
+ * Row ranges of a weight's leading dimension, each at most `caps.maxBindingBytes` on `backend` (aligned), or null
+ * when the whole weight fits one binding. The 131072 × 4096 head of the real model is 512 MiB in FP8: more than a
+ * 128 MiB storage binding.
+ */
+export function splitWeight(
+  backend: Backend,
+  name: string,
+  shape: readonly number[],
+  dtype: string,
+): PlanWeightPart[] | null {
+  const { maxBindingBytes: max, alignment } = backend.caps, storage = storageDType(backend.caps, dtype as never);
+  const total = backend.weightBytes(shape, storage);
+  if (total <= max) return null;
+  const rows = shape[0] ?? 1, rest = shape.slice(1);
+  const bytes = (n: number) => Math.ceil(backend.weightBytes([n, ...rest], storage) / alignment) * alignment;
+  if (shape.length < 2 || bytes(1) > max) {
+    throw new ScheduleError(
+      `weight ${name} [${shape}] cannot be split for ${backend.name}: one row of it is more than the ` +
+        `${max} B one binding may hold`,
+    );
+  }
+  let per = Math.max(1, Math.floor((rows * max) / total));
+  while (per > 1 && bytes(per) > max) per--;
+  const parts: PlanWeightPart[] = [];
+  for (let r = 0; r < rows; r += per) {
+    const n = Math.min(per, rows - r);
+    parts.push({ row0: r, rows: n, bytes: bytes(n) });
+  }
+  return parts;
 }
 
 /** State lives with the op writing it in place, else with its first reader. Two writers on two backends: error. */
@@ -211,7 +255,7 @@ function placeState(ctx: Context, placement: ReadonlyMap<number, string>): Map<n
 /** A copy between backends storing the tensor differently must be an element-wise float conversion. */
 function checkCopyDTypes(ctx: Context, id: number, from: string, to: string): void {
   const t = ctx.table[id];
-  const a = storageDType(ctx.byName.get(from)!.caps, t.dtype), b = storageDType(ctx.byName.get(to)!.caps, t.dtype);
+  const a = tensorDType(ctx.byName.get(from)!.caps, t), b = tensorDType(ctx.byName.get(to)!.caps, t);
   const float = ["f32", "bf16", "f16", "f8e4m3"];
   if (a !== b && !(float.includes(a) && float.includes(b))) {
     throw new ScheduleError(`tensor ${t.name} cannot be copied from ${from} (${a}) to ${to} (${b})`);

@@ -3,24 +3,27 @@
  * `WebAssembly.Memory` and a pool of worker threads.
  *
  * - Memory: every buffer is an allocation in the wasm memory (wasm32: 4 GiB at most, shared by weights, caches,
- *   activations and scratch). `write` and `read` are memcpy; runs are synchronous, so `sync` has nothing to wait
- *   for. A model that does not fit is refused by the scheduler, or by `alloc`, with what to change (`--dtype`).
+ *   activations and scratch). `write`, `read`, `copy` and `fill` are memcpy/memset; `transfer` to another wasm
+ *   instance is one memcpy between the two memories; runs are synchronous, so `sync` has nothing to wait for. A
+ *   model that does not fit is refused by the scheduler, or by `alloc` with an `OutOfMemoryError`.
  * - Dtypes: activations f32, ids i32, caches f32 or bf16; weights f32, bf16, f8e4m3 and q8 natively (f16 and
- *   nvfp4 weights are stored as f32). Quantised weights carry their scales in their buffer: see
- *   {@link wasmWeightLayout}, the `caps.weightLayout` the loader encodes weights with.
- * - Execution: `prepare` compiles a segment's nodes into steps (runtime/backends/wasm/ops.ts) with kernels,
- *   dtype codes and tables resolved and temporary memory sized at the largest shapes; `run` binds pointers and
- *   symbol values and runs the steps, each splitting rows across the threads (matmul over output features,
- *   attention over token blocks × head groups, MoE over expert × column chunks, elementwise over elements).
+ *   nvfp4 weights are stored as f32), in the layout of layout.ts; `uploadWeight` encodes row chunks straight into
+ *   it, so the host holds one chunk at a time.
+ * - Execution: `prepare` compiles a segment's nodes into steps (ops.ts, mla.ts, moe.ts, vision_ops.ts) with
+ *   kernels, dtype codes and tables resolved and temporary memory sized at the largest shapes; `run` binds
+ *   pointers, symbol values and the host copies of the integer inputs and runs the steps, each splitting rows
+ *   across the threads (matmul over output features, attention over token blocks × head groups, MoE over expert ×
+ *   column chunks, elementwise over elements). `create({ tuning })` sets the dispatch tuning ({@link WasmTuning}),
+ *   read at every run.
  *
  * @example
  * ```ts
  * import { wasmBackend } from "./backend.ts";
  * if (await wasmBackend.probe() > 0) {
  *   const backend = await wasmBackend.create({ threads: 4 });
- *   const buf = backend.alloc(16);
- *   backend.write(buf, 0, new Float32Array([1, 2, 3, 4]));
- *   new Float32Array((await backend.read(buf, 0, 16)).buffer); // [1, 2, 3, 4]
+ *   const view = { buffer: backend.alloc(16), offset: 0 };
+ *   backend.write(view, new Float32Array([1, 2, 3, 4]));
+ *   new Float32Array((await backend.read(view, 16)).buffer); // [1, 2, 3, 4]
  *   backend.dispose();
  * }
  * ```
@@ -29,7 +32,7 @@
  */
 
 import type { DType } from "../../../graph/dtype.ts";
-import { type Node, type TensorInfo, tensorTable, type Vars } from "../../../graph/ir.ts";
+import { maxShape, type Node, type TensorInfo, tensorTable, type Vars } from "../../../graph/ir.ts";
 import {
   type Backend,
   type BackendCaps,
@@ -38,18 +41,28 @@ import {
   type Bindings,
   type BufferHandle,
   canStore,
+  type HostInputs,
+  isSplit,
+  OutOfMemoryError,
   type Prepared,
   type Segment,
-  storageBytes,
   storageDType,
+  tensorBytes,
+  type TensorView,
   weightBytes,
+  type WeightSource,
+  type WeightTarget,
 } from "../../backend.ts";
+import { uploadChunks } from "../../weight_upload.ts";
+import { DEFAULT_TUNING, type RunState, type Step, type WasmTuning } from "./compile.ts";
+import { encodeChunk, wasmWeightBytes } from "./layout.ts";
 import { warmup, WasmKernels } from "./module.ts";
-import { compileNode, type RunState, type Step, supportsNode, wasmWeightLayout } from "./ops.ts";
+import { compileNode, supportsNode } from "./ops.ts";
 import { profileKey, wasmProfile } from "./profile.ts";
 import { ThreadPool } from "./threads.ts";
 
-export { wasmWeightLayout } from "./ops.ts";
+export type { WasmTuning } from "./compile.ts";
+export { DEFAULT_TUNING } from "./compile.ts";
 
 const GIB = 2 ** 30;
 const MAX_MEMORY = 4 * GIB; // wasm32
@@ -57,6 +70,15 @@ const MAX_MEMORY = 4 * GIB; // wasm32
 const SCRATCH_RESERVE = 256 * 2 ** 20;
 
 const DTYPES: readonly DType[] = ["f32", "bf16", "f8e4m3", "q8", "i32"];
+
+/** Options of the `wasm` factory: the common ones and the dispatch tuning. */
+export type WasmBackendOptions = BackendOptions & {
+  /**
+   * Dispatch tuning; missing fields take {@link DEFAULT_TUNING}. The backend reads this object at every run, so a
+   * caller may change it between runs (benchmarks alternate variants in one process).
+   */
+  tuning?: Partial<WasmTuning>;
+};
 
 type WasmPrepared = Prepared & {
   steps: Step[];
@@ -72,10 +94,14 @@ type WasmPrepared = Prepared & {
 };
 
 class WasmBackend implements Backend {
-  readonly name = "wasm";
+  readonly name: string;
   readonly caps: BackendCaps;
   readonly #k: WasmKernels;
   readonly #pool: ThreadPool;
+  readonly #refuse: ReadonlySet<string>;
+  readonly #userTuning: Partial<WasmTuning>;
+  readonly #tuning: WasmTuning = { ...DEFAULT_TUNING };
+  #applied = "";
   #buffers = new Map<number, number>(); // buffer id → address
   #nextId = 1;
   #persistent: number[] = [];
@@ -83,22 +109,21 @@ class WasmBackend implements Backend {
   #tempBytes = 0;
   #disposed = false;
 
-  constructor(k: WasmKernels, pool: ThreadPool, limit: number) {
+  constructor(name: string, k: WasmKernels, pool: ThreadPool, limit: number, options: WasmBackendOptions) {
+    this.name = name;
     this.#k = k;
     this.#pool = pool;
+    this.#refuse = new Set(options.refuseOps ?? []);
+    this.#userTuning = options.tuning ?? {};
+    this.#applyTuning();
     this.caps = {
       alignment: 64,
       dtypes: DTYPES,
       promote: { f16: "f32", nvfp4: "f32" },
       memoryBytes: Math.max(0, limit - k.byteLength - Math.min(SCRATCH_RESERVE, limit / 8)),
-      hostMemory: true,
-      weightLayout: wasmWeightLayout,
+      maxBindingBytes: Infinity,
+      activationDType: "f32",
     };
-  }
-
-  /** Threads each step splits its rows across (the caller included). */
-  get threads(): number {
-    return this.#pool.threads;
   }
 
   /** Scratch memory of the prepared segments (the largest any kernel asked for), outside the plan's buffers. */
@@ -106,20 +131,15 @@ class WasmBackend implements Backend {
     return this.#tempBytes;
   }
 
-  /** The kernels instance (benchmarks switch its q8 prefill path). */
-  get kernels(): WasmKernels {
-    return this.#k;
-  }
-
-  /** The thread pool (benchmarks tune its spin times). */
-  get pool(): ThreadPool {
-    return this.#pool;
-  }
-
   supports(node: Node, inputs: readonly TensorInfo[]): boolean {
+    if (this.#refuse.has(node.op)) return false;
     if (!canStore(this.caps, node.dtype) || !inputs.every((t) => canStore(this.caps, t.dtype))) return false;
     const stored = inputs.map((t) => storageDType(this.caps, t.dtype));
     return supportsNode(node, stored, inputs.map((t) => t.kind));
+  }
+
+  weightBytes(shape: readonly number[], storage: DType): number {
+    return wasmWeightBytes(shape, storage);
   }
 
   alloc(bytes: number): BufferHandle {
@@ -137,24 +157,50 @@ class WasmBackend implements Backend {
     this.#k.free(ptr);
   }
 
-  write(buffer: BufferHandle, offset: number, data: ArrayBufferView): void {
-    const ptr = this.#address(buffer);
-    if (offset < 0 || offset + data.byteLength > buffer.bytes) {
-      throw new RangeError(`write of ${data.byteLength} B at ${offset} overflows buffer of ${buffer.bytes} B`);
-    }
-    this.#k.u8(ptr + offset, data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  uploadWeight(target: WeightTarget, source: WeightSource): Promise<void> {
+    const shape = maxShape(target.decl.shape);
+    return uploadChunks(target, source, (chunk, part) => {
+      // Parts are whole weights here (maxBindingBytes is unbounded): the layout spans the part's rows.
+      const partShape = [part.rows, ...shape.slice(1)];
+      const bytes = this.bytesAt(part.view, wasmWeightBytes(partShape, target.storage));
+      encodeChunk(bytes, partShape, target.storage, chunk, chunk.row0 - part.row0);
+    });
   }
 
-  read(buffer: BufferHandle, offset: number, bytes: number): Promise<Uint8Array> {
+  write(view: TensorView, data: ArrayBufferView): void {
+    this.bytesAt(view, data.byteLength).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  read(view: TensorView, bytes: number): Promise<Uint8Array> {
     try {
-      const ptr = this.#address(buffer);
-      if (offset < 0 || offset + bytes > buffer.bytes) {
-        throw new RangeError(`read of ${bytes} B at ${offset} overflows buffer of ${buffer.bytes} B`);
-      }
-      return Promise.resolve(this.#k.u8(ptr + offset, bytes).slice());
+      return Promise.resolve(this.bytesAt(view, bytes).slice());
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  copy(src: TensorView, dst: TensorView, bytes: number): void {
+    this.bytesAt(dst, bytes).set(this.bytesAt(src, bytes));
+  }
+
+  fill(view: TensorView, bytes: number, value: number): void {
+    this.bytesAt(view, bytes).fill(value);
+  }
+
+  /** Another wasm instance (`wasm:1`…): one memcpy between the two memories. */
+  transfer(src: TensorView, to: Backend, dst: TensorView, bytes: number): Promise<boolean> {
+    if (!(to instanceof WasmBackend)) return Promise.resolve(false);
+    to.bytesAt(dst, bytes).set(this.bytesAt(src, bytes));
+    return Promise.resolve(true);
+  }
+
+  /** `bytes` bytes of wasm memory at `view`, checked against its buffer (valid until the memory grows). */
+  bytesAt(view: TensorView, bytes: number): Uint8Array {
+    const ptr = this.#address(view.buffer);
+    if (!(view.offset >= 0 && bytes >= 0 && view.offset + bytes <= view.buffer.bytes)) {
+      throw new RangeError(`${this.name}: ${bytes} B at ${view.offset} overflow a buffer of ${view.buffer.bytes} B`);
+    }
+    return this.#k.u8(ptr + view.offset, bytes);
   }
 
   prepare(segment: Segment): Promise<Prepared> {
@@ -165,6 +211,7 @@ class WasmBackend implements Backend {
       const ctx = {
         k: this.#k,
         pool: this.#pool,
+        tuning: this.#tuning,
         table,
         stored: (id: number) => storageDType(this.caps, table[id].dtype),
         persist: (bytes: number) => {
@@ -179,8 +226,8 @@ class WasmBackend implements Backend {
         const n = byId.get(id);
         if (!n) throw new Error(`segment node ${id} is not in the graph`);
         if (!this.supports(n, n.inputs.map((i) => table[i]))) {
-          const dts = n.inputs.map((i) => table[i].dtype).join(", ");
-          throw new Error(`wasm: cannot run ${n.op} "${n.name}" (inputs ${dts})`);
+          const dts = n.inputs.map((i) => `${table[i].kind} ${table[i].dtype}`).join(", ");
+          throw new Error(`${this.name}: cannot run ${n.op} "${n.name}" (inputs ${dts})`);
         }
         tempBytes = 0;
         steps.push(compileNode(ctx, n));
@@ -205,15 +252,16 @@ class WasmBackend implements Backend {
     }
   }
 
-  run(prepared: Prepared, bindings: Bindings, vars: Vars): void {
+  run(prepared: Prepared, bindings: Bindings, vars: Vars, host: HostInputs): void {
     const p = prepared as WasmPrepared;
+    this.#applyTuning();
     if (p.lastBindings !== bindings) {
       this.#bind(p, bindings);
       p.lastBindings = bindings;
     }
-    const state: RunState = { ptr: p.ptr, vars, temp: this.#temp };
+    const state: RunState = { ptr: p.ptr, vars, temp: this.#temp, host };
     if (wasmProfile.enabled) return this.#runProfiled(p, state);
-    for (let i = 0; i < p.steps.length; i++) runStep(p, i, state);
+    for (let i = 0; i < p.steps.length; i++) runStep(this.name, p, i, state);
   }
 
   /** `run` with every step timed into {@link wasmProfile}. */
@@ -222,7 +270,7 @@ class WasmBackend implements Backend {
     let t = start;
     for (let i = 0; i < p.steps.length; i++) {
       const jobs = wasmProfile.jobs;
-      runStep(p, i, state);
+      runStep(this.name, p, i, state);
       const now = performance.now();
       wasmProfile.record(p.keys[i], now - t, wasmProfile.jobs - jobs);
       t = now;
@@ -246,6 +294,18 @@ class WasmBackend implements Backend {
     this.#temp = this.#tempBytes = 0;
   }
 
+  /** Copies the caller's tuning over the defaults and applies what lives in the kernels and the pool. */
+  #applyTuning(): void {
+    Object.assign(this.#tuning, DEFAULT_TUNING, this.#userTuning);
+    const t = this.#tuning, key = `${t.q8Prefill}/${t.q8DecodeU8}/${t.spinMicros}/${t.joinSpinMicros}`;
+    if (key === this.#applied) return;
+    this.#applied = key;
+    this.#k.exports.q8_prefill_int8(t.q8Prefill === "int8" ? 1 : 0);
+    this.#k.exports.q8_decode_u8(t.q8DecodeU8 ? 1 : 0);
+    this.#pool.spinMicros = t.spinMicros;
+    this.#pool.joinSpinMicros = t.joinSpinMicros;
+  }
+
   /** Resolves every tensor the segment touches to an address, checking that bound views fit their buffers. */
   #bind(p: WasmPrepared, bindings: Bindings): void {
     const { segment, table } = p;
@@ -254,11 +314,9 @@ class WasmBackend implements Backend {
     }
     const ids = new Set([...segment.inputs, ...p.nodes.map((n) => n.id)]);
     for (const id of ids) {
-      const t = table[id], view = bindings.get(id);
-      const bytes = t.kind === "weight"
-        ? weightBytes(this.caps, t.shape, t.dtype)
-        : storageBytes(this.caps, t.shape, t.dtype);
-      if (!view) {
+      const t = table[id], bound = bindings.get(id);
+      const bytes = t.kind === "weight" ? weightBytes(this, t.shape, t.dtype) : tensorBytes(this.caps, t);
+      if (!bound) {
         // An intermediate the caller left to us: scratch of its own, sized at the largest shape.
         let ptr = p.scratch.get(id);
         if (ptr === undefined) {
@@ -269,10 +327,11 @@ class WasmBackend implements Backend {
         p.ptr[id] = ptr;
         continue;
       }
-      if (view.offset < 0 || view.offset + bytes > view.buffer.bytes) {
-        throw new RangeError(`tensor ${id} "${t.name}" (${bytes} B at ${view.offset}) does not fit its buffer`);
+      if (isSplit(bound)) throw new Error(`${this.name}: ${t.name} is bound split, which it never asks for`);
+      if (bound.offset < 0 || bound.offset + bytes > bound.buffer.bytes) {
+        throw new RangeError(`tensor ${id} "${t.name}" (${bytes} B at ${bound.offset}) does not fit its buffer`);
       }
-      p.ptr[id] = this.#address(view.buffer) + view.offset;
+      p.ptr[id] = this.#address(bound.buffer) + bound.offset;
     }
   }
 
@@ -288,20 +347,22 @@ class WasmBackend implements Backend {
   #alloc(bytes: number): number {
     try {
       return this.#k.alloc(bytes);
-    } catch (e) {
-      const used = (this.#k.allocatedBytes / GIB).toFixed(2);
-      throw new RangeError(
-        `wasm: cannot allocate ${bytes} B: the wasm32 memory holds at most 4 GiB and ${used} GiB are in use. ` +
-          `Load the model with a smaller --dtype (bf16: 2 B per weight, q8 or f8e4m3: about 1 B), fewer or ` +
-          `shorter sequences, or on a backend with more memory`,
-        { cause: e },
-      );
+    } catch {
+      const used = this.#k.allocatedBytes, limit = this.#k.maxBytes;
+      throw new OutOfMemoryError({
+        backend: this.name,
+        requested: bytes,
+        missing: Math.max(0, used + bytes - limit) || bytes,
+        detail: `${(used / GIB).toFixed(2)} GiB of its ${(limit / GIB).toFixed(2)} GiB wasm memory are in use: a ` +
+          `smaller --dtype (bf16: 2 B per weight, q8 or f8e4m3: about 1 B), fewer or shorter sequences, or more ` +
+          `wasm instances`,
+      });
     }
   }
 
   #address(buffer: BufferHandle): number {
     const ptr = buffer.backend === this.name ? this.#buffers.get(buffer.id) : undefined;
-    if (ptr === undefined) throw new Error(`buffer ${buffer.backend}:${buffer.id} is not a live wasm buffer`);
+    if (ptr === undefined) throw new Error(`buffer ${buffer.backend}:${buffer.id} is not a live ${this.name} buffer`);
     return ptr;
   }
 }
@@ -332,33 +393,39 @@ function probe(): Promise<number> {
 
 /**
  * Factory of the `wasm` backend: preferred over `reference` (probe 10) wherever WebAssembly SIMD, relaxed SIMD,
- * threads and workers work; the probe throws the reason otherwise. `create({ threads, memoryBytes })`: worker
- * threads (default `navigator.hardwareConcurrency`) and a cap on the wasm memory (default and most 4 GiB).
+ * threads and workers work; the probe throws the reason otherwise. `create({ threads, memoryBytes, tuning })`:
+ * worker threads (default `navigator.hardwareConcurrency`), a cap on the wasm memory (default and most 4 GiB), and
+ * the dispatch tuning ({@link WasmBackendOptions}).
  */
 export const wasmBackend: BackendFactory = {
   name: "wasm",
   probe,
-  async create(options: BackendOptions = {}): Promise<Backend> {
-    const limit = Math.min(MAX_MEMORY, options.memoryBytes ?? MAX_MEMORY);
-    const k = await WasmKernels.load({ maxBytes: limit });
-    const pool = await ThreadPool.create(k, options.threads ?? navigator.hardwareConcurrency);
-    try {
-      // Gets the hot kernels past V8's baseline tier before the first step (workers share the compiled code).
-      warmup(k, 150);
-    } catch (e) {
-      pool.dispose();
-      throw e;
-    }
-    return new WasmBackend(k, pool, limit);
+  create(options: WasmBackendOptions = {}): Promise<Backend> {
+    return createWasm("wasm", options);
   },
 };
 
+/** A wasm backend instance named `name` (`wasm`, or `wasm:N` for one of several instances). */
+export async function createWasm(name: string, options: WasmBackendOptions = {}): Promise<Backend> {
+  const limit = Math.min(MAX_MEMORY, options.memoryBytes ?? MAX_MEMORY);
+  const k = await WasmKernels.load({ maxBytes: limit });
+  const pool = await ThreadPool.create(k, options.threads ?? navigator.hardwareConcurrency);
+  try {
+    // Gets the hot kernels past V8's baseline tier before the first step (workers share the compiled code).
+    warmup(k, 150);
+  } catch (e) {
+    pool.dispose();
+    throw e;
+  }
+  return new WasmBackend(name, k, pool, limit, options);
+}
+
 /** Runs step `i`; a failure names the node it compiled. */
-function runStep(p: WasmPrepared, i: number, state: RunState): void {
+function runStep(name: string, p: WasmPrepared, i: number, state: RunState): void {
   try {
     p.steps[i](state);
   } catch (e) {
     const n = p.nodes[i];
-    throw new Error(`wasm: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
+    throw new Error(`${name}: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
   }
 }

@@ -1,29 +1,34 @@
 import { assert, assertEquals, assertThrows } from "../../../tests/assert.ts";
 import { GraphBuilder } from "../../../graph/builder.ts";
 import { embedding, matmul } from "../../../ops/mod.ts";
-import { weightBytes } from "../../backend.ts";
+import { OutOfMemoryError, weightBytes } from "../../backend.ts";
 import { runGraph } from "../../execute.ts";
 import { schedule } from "../../schedule.ts";
 import { ScheduleError } from "../../schedule/plan.ts";
 import { quantizeFp8 } from "../../../weights/codecs.ts";
-import { wasmBackend, wasmWeightLayout } from "./backend.ts";
+import { memorySource } from "../../../weights/chunk.ts";
+import { encodeChunk, wasmWeightBytes } from "./layout.ts";
+import { wasmBackend } from "./backend.ts";
 
 const available = await wasmBackend.probe().then((s) => s > 0, () => false);
 
-Deno.test("wasm weight layout: q8 and f8 scales after the values, f8 block scales expanded to rows", () => {
-  assertEquals(wasmWeightLayout.bytes([3, 5], "f32"), 60);
-  assertEquals(wasmWeightLayout.bytes([3, 5], "bf16"), 30);
-  assertEquals(wasmWeightLayout.bytes([3, 5], "f8e4m3"), 16 + 12); // 15 codes padded to 16, 3 row scales
-  assertEquals(wasmWeightLayout.bytes([2, 4, 64], "q8"), 512 + 8 * 2 * 4);
+Deno.test("wasm weight layout: q8 and f8 scales after the values, f8 block scales expanded to rows", async () => {
+  assertEquals(wasmWeightBytes([3, 5], "f32"), 60);
+  assertEquals(wasmWeightBytes([3, 5], "bf16"), 30);
+  assertEquals(wasmWeightBytes([3, 5], "f8e4m3"), 16 + 12); // 15 codes padded to 16, 3 row scales
+  assertEquals(wasmWeightBytes([2, 4, 64], "q8"), 512 + 8 * 2 * 4);
   const values = Float32Array.from({ length: 4 * 3 }, (_, i) => (i + 1) * (i < 6 ? 1 : 100));
   const q = quantizeFp8(values, 2); // a fused gate ‖ up: one scale per half
-  const out = wasmWeightLayout.encode({ shape: [4, 3], dtype: "f8e4m3", data: q.codes, scales: q.scales });
+  const src = memorySource({ name: "w", shape: [4, 3], dtype: "f8e4m3", data: q.codes, scales: q.scales }, "f8e4m3");
+  // Two chunks, written in either order, give the same layout.
+  const out = new Uint8Array(wasmWeightBytes([4, 3], "f8e4m3"));
+  encodeChunk(out, [4, 3], "f8e4m3", await src.read(2, 2), 2);
+  encodeChunk(out, [4, 3], "f8e4m3", await src.read(0, 2), 0);
   assertEquals(out.subarray(0, 12), q.codes);
   assertEquals([...new Float32Array(out.buffer, 12, 4)], [q.scales[0], q.scales[0], q.scales[1], q.scales[1]]);
-  assertThrows(() =>
-    wasmWeightLayout.encode({ shape: [3, 3], dtype: "f8e4m3", data: new Uint8Array(9), scales: q.scales })
-  );
-  assertThrows(() => wasmWeightLayout.bytes([4], "nvfp4"), RangeError);
+  const short = { ...(await src.read(0, 2)), data: new Uint8Array(5) };
+  assertThrows(() => encodeChunk(out, [4, 3], "f8e4m3", short, 0), RangeError, "5 B");
+  assertThrows(() => wasmWeightBytes([4], "nvfp4"), RangeError);
 });
 
 Deno.test({
@@ -34,12 +39,12 @@ Deno.test({
     try {
       assertEquals(backend.name, "wasm");
       const buf = backend.alloc(16);
-      backend.write(buf, 4, new Float32Array([1, 2]));
-      assertEquals([...new Float32Array((await backend.read(buf, 4, 8)).buffer)], [1, 2]);
-      assertThrows(() => backend.write(buf, 12, new Float32Array(2)), RangeError);
+      backend.write({ buffer: buf, offset: 4 }, new Float32Array([1, 2]));
+      assertEquals([...new Float32Array((await backend.read({ buffer: buf, offset: 4 }, 8)).buffer)], [1, 2]);
+      assertThrows(() => backend.write({ buffer: buf, offset: 12 }, new Float32Array(2)), RangeError);
       backend.free(buf);
-      assertEquals(weightBytes(backend.caps, [8, 32], "q8"), 256 + 32);
-      assertEquals(weightBytes(backend.caps, [8, 32], "nvfp4"), 8 * 32 * 4); // stored as f32
+      assertEquals(weightBytes(backend, [8, 32], "q8"), 256 + 32);
+      assertEquals(weightBytes(backend, [8, 32], "nvfp4"), 8 * 32 * 4); // stored as f32
 
       const g = new GraphBuilder();
       const ids = g.input("ids", [2], "i32"), table = g.weight("table", [4, 8], "f32");
@@ -73,7 +78,7 @@ Deno.test({
       const big = new GraphBuilder();
       big.output("y", matmul(big, big.input("x", [1, 1024], "f32"), big.weight("w", [16384, 1024], "f32")));
       assertThrows(() => schedule(big.build(), [backend]), ScheduleError, "--dtype");
-      assertThrows(() => backend.alloc(128 * 2 ** 20), RangeError, "--dtype");
+      assertThrows(() => backend.alloc(128 * 2 ** 20), OutOfMemoryError, "--dtype");
     } finally {
       backend.dispose();
     }

@@ -32,7 +32,8 @@
  * | `mla_attention` | params ({@linkcode MLA_PARAMS}) | ceil(T / tb) · ceil(H / hg); split decode: T · splits |
  * | `mla_merge` (split decode) | params | T · H |
  * | `mla_gather`, `mla_prefill` (naive prefill) | params ({@linkcode MLA_PREFILL_PARAMS}) | tile rows; ceil(n / tb) · H |
- * | `moe_route` | logits, E, k, renorm, scale, idx, w | tokens |
+ * | `moe_route` | logits, E, k, renorm, scale, idx, w (0: ids only) | tokens |
+ * | `moe_gate` | logits, E, k, idx, w — renormalised softmax weights of the experts in idx | tokens |
  * | `moe_plan` (no rows; returns nActive) | idx, T, k, E, offsets, order, inv, active | — |
  * | `moe_gate_up`, `moe_down`, `moe_combine` | params ({@linkcode MOE_PARAMS}) | see {@linkcode moeRows} |
  * | `argmax` | logits, V, out | rows |
@@ -107,6 +108,7 @@ export interface KernelExports {
   mla_gather: Fn;
   mla_prefill: Fn;
   moe_route: Fn;
+  moe_gate: Fn;
   moe_plan: (...args: number[]) => number;
   moe_gate_up: Fn;
   moe_down: Fn;
@@ -277,6 +279,11 @@ export class WasmKernels {
     return k;
   }
 
+  /** The most bytes the memory may grow to. */
+  get maxBytes(): number {
+    return this.#maxPages * PAGE;
+  }
+
   /** Bytes currently backed by the memory. */
   get byteLength(): number {
     return this.memory.buffer.byteLength;
@@ -427,4 +434,18 @@ async function readWasm(url: URL): Promise<Uint8Array> {
 
 function align(n: number, a: number): number {
   return Math.ceil(n / a) * a;
+}
+
+/**
+ * Which q8 paths this host's relaxed SIMD allows (the kernels probe it on a small instance): int8 products for q8
+ * matmuls of more than 8 rows (x86 with AVX-VNNI), and q8 decode products with the weight as the u8 operand.
+ *
+ * @example
+ * ```ts
+ * const { int8Prefill } = await probeQ8Paths(); // true on AVX-VNNI hosts
+ * ```
+ */
+export async function probeQ8Paths(): Promise<{ int8Prefill: boolean; u8Decode: boolean }> {
+  const k = await WasmKernels.load({ maxBytes: 64 * 2 ** 20 });
+  return { int8Prefill: k.exports.q8_prefill_int8(1) === 1, u8Decode: k.exports.q8_decode_u8(1) === 1 };
 }

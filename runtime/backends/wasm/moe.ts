@@ -1,0 +1,97 @@
+/**
+ * The `wasm` compilers of MoE routing and the grouped experts. Routes stay sparse: `moe_topk` gives each token's
+ * expert ids, `moe_gate` their weights, and `moe_experts` groups the assignments per expert (`moe_plan`, a kernel)
+ * and runs gate/up, down and the weighted combine as phases over scratch, each output written by one thread.
+ *
+ * @module
+ */
+
+import { maxShape, type Node } from "../../../graph/ir.ts";
+import { type CompileContext, matrixArgs, minRows, pieces, shapeOf, type Step } from "./compile.ts";
+import { MOE_PARAMS, Q8_BLOCK, writeParams } from "./module.ts";
+
+/** `moe_topk`: ids of each token's k most probable experts (`moe_route` without weights). */
+export function compileMoeTopK(c: CompileContext, node: Node): Step {
+  const [logits] = node.inputs, K = node.attrs.topK as number, E = maxShape(c.table[logits].shape)[1];
+  return (s) => {
+    const T = shapeOf(c, logits, s.vars)[0];
+    c.pool.parallelFor("moe_route", [s.ptr[logits], E, K, 1, 1, s.ptr[node.id], 0], T, { minRows: minRows(E * K) });
+  };
+}
+
+/** `moe_gate`: renormalised softmax weights of the given experts. */
+export function compileMoeGate(c: CompileContext, node: Node): Step {
+  const [logits, ids] = node.inputs, E = maxShape(c.table[logits].shape)[1], K = maxShape(node.shape)[1];
+  return (s) => {
+    const T = shapeOf(c, logits, s.vars)[0];
+    const args = [s.ptr[logits], E, K, s.ptr[ids], s.ptr[node.id]];
+    c.pool.parallelFor("moe_gate", args, T, { minRows: minRows(E * K) });
+  };
+}
+
+/** `moe_experts` over the assignments `ids`/`weights` (k per token). */
+export function compileMoeExperts(c: CompileContext, node: Node): Step {
+  const [x, ids, weights, gateUp, down] = node.inputs, K = maxShape(c.table[ids].shape)[1];
+  const [E, , D] = maxShape(c.table[gateUp].shape), F = maxShape(c.table[down].shape)[2];
+  const Tmax = maxShape(c.table[x].shape)[0], A = Tmax * K;
+  const dt = c.stored(gateUp), { wdt, scales: guScales } = matrixArgs(c, gateUp), dnScales = matrixArgs(c, down).scales;
+  const es = dt === "f32" ? 4 : dt === "bf16" ? 2 : 1;
+  // Scale strides per expert in floats: q8 blocks along the input dim, f8 one per row.
+  const rowScales = (width: number) => dt === "q8" ? Math.ceil(width / Q8_BLOCK) : dt === "f8e4m3" ? 1 : 0;
+  const guRow = rowScales(D), dnRow = rowScales(F);
+  // Temp layout (bytes): order, inv [A] · offsets [E+1] · active [E] · act, up [A, F] · ys [A, D] · params.
+  const sizes = [4 * A, 4 * A, 4 * (E + 1), 4 * E, 4 * A * F, 4 * A * F, 4 * A * D, 4 * MOE_PARAMS.length];
+  const starts: number[] = [];
+  let total = 0;
+  for (const b of sizes) starts.push(total), total += Math.ceil(b / 64) * 64;
+  c.temp(total);
+  const chunkField = MOE_PARAMS.indexOf("chunk");
+  return (s) => {
+    const T = shapeOf(c, x, s.vars)[0];
+    if (T === 0) return;
+    const [order, inv, offs, active, act, up, ys, params] = starts.map((o) => s.temp + o);
+    const nActive = c.k.exports.moe_plan(s.ptr[ids], T, K, E, offs, order, inv, active);
+    const gu = s.ptr[gateUp], dw = s.ptr[down];
+    const guQs = guScales ? gu + guScales : 0, dnQs = dnScales ? dw + dnScales : 0;
+    writeParams(c.k, params, MOE_PARAMS, {
+      x: s.ptr[x],
+      offsets: offs,
+      order,
+      inv,
+      active,
+      nActive,
+      wg: gu,
+      wu: gu + F * D * es,
+      wd: dw,
+      wdt,
+      sg: 2 * F * D * es,
+      su: 2 * F * D * es,
+      sd: D * F * es,
+      qg: guQs,
+      qu: guQs ? guQs + 4 * F * guRow : 0,
+      qd: dnQs,
+      qsg: 2 * F * guRow,
+      qsu: 2 * F * guRow,
+      qsd: D * dnRow,
+      act,
+      up,
+      ys,
+      w: s.ptr[weights],
+      out: s.ptr[node.id],
+      T,
+      D,
+      F,
+      k: K,
+      chunk: 8,
+    });
+    // Work items are (expert, chunk of output columns): about 4 per thread, in multiples of 8 columns.
+    const perExpert = Math.max(1, Math.ceil((4 * c.pool.threads) / nActive));
+    const chunk = (width: number) => Math.max(8, Math.ceil(width / perExpert / 8) * 8);
+    const field = c.k.i32(params, MOE_PARAMS.length);
+    field[chunkField] = chunk(F);
+    c.pool.parallelFor("moe_gate_up", [params], nActive * Math.ceil(F / chunk(F)), { chunks: pieces(c) });
+    field[chunkField] = chunk(D);
+    c.pool.parallelFor("moe_down", [params], nActive * Math.ceil(D / chunk(D)), { chunks: pieces(c) });
+    c.pool.parallelFor("moe_combine", [params], T, { minRows: minRows(D * K) });
+  };
+}
