@@ -19,7 +19,7 @@ import type { DType } from "../graph/dtype.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { type Graph, tensorTable } from "../graph/ir.ts";
 import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
-import type { Mistral4Config } from "../graph/models/mistral4.ts";
+import { type Mistral4Config, type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import type { Backend } from "../runtime/backend.ts";
 import { createBackend } from "../runtime/registry.ts";
 import { Executor } from "../runtime/execute.ts";
@@ -58,6 +58,12 @@ export interface LoadModelOptions {
   numBlocks?: number;
   /** Latent cache dtype (default bf16; f32 for exact cross-backend comparisons). */
   cacheDtype?: DType;
+  /**
+   * MLA softmax scale (`--softmax-scale`), overriding the checkpoint's: `plain` 1/√qk_head_dim or `deepseek_yarn`
+   * (DeepSeek's mscale², as transformers since July 2026 and llama.cpp apply it; MODEL.md §1.7). Default: the
+   * config's (`softmax_scale_mode`, or params.json `yarn.apply_scale`; plain when neither says).
+   */
+  softmaxScale?: SoftmaxScaleMode;
   /** MLA form (default "absorbed"; "naive" for equivalence tests). */
   attention?: "absorbed" | "naive";
   /** No progress output while loading. */
@@ -362,6 +368,7 @@ function chunkOf(seq: SequenceBlocks, ids: readonly number[], start: number, n: 
  * checkpoint directory (HF `config.json` + safetensors, or Mistral `params.json` + `consolidated.safetensors`).
  */
 export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<Model> {
+  const scale = options.softmaxScale === undefined ? undefined : softmaxScaleMode(options.softmaxScale, "softmaxScale");
   const resolved = await resolveModel(spec);
   const backend = await createBackend(options.backend ?? "auto", { threads: options.threads });
   // Images need the vision tower's weights and `scatter_rows` on the step's backend.
@@ -387,6 +394,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     backend.dispose();
     throw e;
   }
+  if (scale !== undefined) config = { ...config, softmax_scale_mode: scale };
   const limits = resolveLimits(config, options);
   // The sampler ends the step where the backend runs it (unless turned off); elsewhere the host samples logits.
   const sampling = options.sampling ?? backend.name !== "reference";
