@@ -10,7 +10,8 @@
 
 import { parseArgs } from "node:util";
 import { type DType, isDType } from "./graph/dtype.ts";
-import { decodeGraph, inspectModel, renderDot, renderJson, renderText } from "./graph/inspect.ts";
+import { decodeGraph, inspectModel, renderDot, renderJson, renderText, withSoftmaxScale } from "./graph/inspect.ts";
+import { type SoftmaxScaleMode, softmaxScaleMode } from "./graph/models/mistral4.ts";
 import { resolveModel } from "./graph/models/mod.ts";
 import type { Graph } from "./graph/ir.ts";
 import { createBackend } from "./runtime/registry.ts";
@@ -18,12 +19,14 @@ import { formatPlan, schedule } from "./runtime/schedule.ts";
 import type { PlanSection } from "./graph/inspect.ts";
 
 const USAGE = `usage: inspect.ts [--model PRESET|DIR] [--format text|json|dot] [--json] [--dtype DTYPE] [--layers N]
-                  [--backend NAME[,NAME…]|none]
+                  [--backend NAME[,NAME…]|none] [--softmax-scale plain|deepseek_yarn]
   --model   preset (tiny, demo, ms4-mini, mistral-small-4; default mistral-small-4) or a checkpoint directory
   --format  text (default), json, or dot (Graphviz; --layers N layers drawn in full, default 1)
   --json    same as --format json
   --dtype   stored dtype of the text linears (f8e4m3, bf16, nvfp4, q8…) for the byte counts
-  --backend backends to plan the decode step on, in preference order (default auto; none: no plan)`;
+  --backend backends to plan the decode step on, in preference order (default auto; none: no plan)
+  --softmax-scale  MLA softmax scale: plain (1/sqrt(qk_head_dim)) or deepseek_yarn (mscale²/sqrt(qk_head_dim));
+            default the checkpoint's. The report prints the scale in use.`;
 
 /** The scheduler's placement and memory plan of the decode graph on `names` (backends created, then disposed). */
 async function planSection(names: string, graph: Graph): Promise<PlanSection> {
@@ -50,6 +53,7 @@ export async function main(args: string[]): Promise<number> {
         dtype: { type: "string" },
         layers: { type: "string", default: "1" },
         backend: { type: "string", default: "auto" },
+        "softmax-scale": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }).values;
@@ -70,15 +74,24 @@ export async function main(args: string[]): Promise<number> {
     console.error(`--dtype: unknown dtype "${flags.dtype}"\n${USAGE}`);
     return 2;
   }
+  const scale = flags["softmax-scale"];
+  if (scale !== undefined) {
+    try {
+      softmaxScaleMode(scale, "--softmax-scale");
+    } catch (e) {
+      console.error(`${(e as Error).message}\n${USAGE}`);
+      return 2;
+    }
+  }
   const dtype = flags.dtype as DType | undefined;
   try {
     if (format === "dot") {
-      const graph = decodeGraph(await resolveModel(flags.model), { dtype });
+      const graph = decodeGraph(withSoftmaxScale(await resolveModel(flags.model), scale), { dtype });
       console.log(renderDot(graph, { expandLayers: Number(flags.layers) }));
       return 0;
     }
     const plan = flags.backend === "none" ? undefined : (graph: Graph) => planSection(flags.backend!, graph);
-    const report = await inspectModel(flags.model, { dtype, plan });
+    const report = await inspectModel(flags.model, { dtype, plan, softmaxScale: scale as SoftmaxScaleMode });
     console.log(format === "json" ? renderJson(report) : renderText(report));
     return 0;
   } catch (e) {

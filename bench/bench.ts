@@ -3,7 +3,11 @@
  *
  * ```
  * deno task bench --model ms4-mini --dtype q8 --threads 2 --prompt 512 --gen 64 --batch 1,8 [--json]
+ *   [--softmax-scale plain|deepseek_yarn]
  * ```
+ *
+ * `--softmax-scale` overrides the checkpoint's MLA softmax scale (`loadModel`'s `softmaxScale`; the scale does not
+ * change the work, only the numbers); the result names the one in use.
  *
  * Prefill runs one `--prompt`-token sequence in a single step and computes logits for its last token only. Decode
  * runs `--gen` steps of `B` sequences (one token each, greedy: on the backend where it samples, so only the ids
@@ -30,6 +34,7 @@ import { parseArgs } from "node:util";
 import { BITS_PER_ELEMENT, type DType, isDType } from "../graph/dtype.ts";
 import { activeFraction } from "../graph/inspect.ts";
 import { greedySampling, loadModel, type Model } from "../engine/model.ts";
+import { softmaxScaleMode } from "../graph/models/mistral4.ts";
 import { WasmKernels } from "../runtime/backends/wasm/module.ts";
 import type { WasmTuning } from "../runtime/backends/wasm/backend.ts";
 import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
@@ -52,9 +57,13 @@ const { values } = parseArgs({
     pieces: { type: "string" },
     "spin-us": { type: "string" },
     "join-spin-us": { type: "string" },
+    "softmax-scale": { type: "string" },
   },
 });
 if (values.dtype !== undefined && !isDType(values.dtype)) throw new Error(`--dtype ${values.dtype} is unknown`);
+const softmaxScale = values["softmax-scale"] === undefined
+  ? undefined
+  : softmaxScaleMode(values["softmax-scale"], "--softmax-scale");
 const promptLen = Number(values.prompt);
 const gen = Number(values.gen);
 const repetitions = Math.max(1, Number(values.repetitions));
@@ -86,6 +95,7 @@ const model = await loadModel(values.model!, {
   maxTokens: Math.max(promptLen, ...batches),
   maxSeqs: Math.max(...batches),
   quiet: true,
+  softmaxScale,
 });
 const loadSeconds = (performance.now() - t0) / 1000;
 
@@ -275,6 +285,7 @@ const result = {
   backends: model.backends.map((b) => b.name),
   dtype: model.graph.weights.find((w) => w.name.endsWith("attn.wq_a"))?.dtype ?? values.dtype ?? "?",
   threads,
+  softmaxScale: model.config.softmax_scale_mode,
   prompt: promptLen,
   gen,
   loadSeconds,
@@ -305,7 +316,8 @@ else {
     `\nbytes/token ${(perToken / 1e6).toFixed(1)} MB · bandwidth ${f(bandwidth)} GB/s · roofline ` +
       `${f(result.rooflineTokensPerSecond, 2)} tok/s` +
       (result.rooflineFraction !== null ? ` (${f(100 * result.rooflineFraction)}% reached at batch 1)` : "") +
-      ` · peak RSS ${(peakRss / 2 ** 30).toFixed(2)} GiB · load ${f(loadSeconds)} s`,
+      ` · peak RSS ${(peakRss / 2 ** 30).toFixed(2)} GiB · load ${f(loadSeconds)} s · softmax scale ` +
+      result.softmaxScale,
   );
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(0)} MiB`;
   const p = result.plannedBytesByKind;

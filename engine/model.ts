@@ -19,7 +19,7 @@ import type { DType } from "../graph/dtype.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { type Graph, tensorTable } from "../graph/ir.ts";
 import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
-import type { Mistral4Config } from "../graph/models/mistral4.ts";
+import { type Mistral4Config, type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import type { Backend } from "../runtime/backend.ts";
 import { createBackends } from "../runtime/registry.ts";
 import { PlanExecutor } from "../runtime/plan_executor.ts";
@@ -67,6 +67,12 @@ export interface LoadModelOptions {
   numBlocks?: number;
   /** Latent cache dtype (default bf16; f32 for exact cross-backend comparisons). */
   cacheDtype?: DType;
+  /**
+   * MLA softmax scale (`--softmax-scale`), overriding the checkpoint's: `plain` 1/√qk_head_dim or `deepseek_yarn`
+   * (DeepSeek's mscale², as transformers since July 2026 and llama.cpp apply it; MODEL.md §1.7). Default: the
+   * config's (`softmax_scale_mode`, or params.json `yarn.apply_scale`; plain when neither says).
+   */
+  softmaxScale?: SoftmaxScaleMode;
   /** MLA form (default "absorbed"; "naive" for equivalence tests). */
   attention?: "absorbed" | "naive";
   /** No progress output while loading. */
@@ -396,6 +402,7 @@ function chunkOf(seq: SequenceBlocks, ids: readonly number[], start: number, n: 
  * Weights stream from their source into the backends one chunk at a time.
  */
 export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<Model> {
+  const scale = options.softmaxScale === undefined ? undefined : softmaxScaleMode(options.softmaxScale, "softmaxScale");
   const resolved = await resolveModel(spec);
   const backends = await createBackends(options.backend ?? "auto", {
     ...options.backendOptions,
@@ -414,7 +421,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
       quiet: options.quiet,
     });
     release = () => weights.close();
-    const config = weights.config;
+    const config = scale === undefined ? weights.config : { ...weights.config, softmax_scale_mode: scale };
     const limits = resolveLimits(config, options);
     // The sampler ends the step where the first backend runs it (unless turned off); elsewhere the host samples
     // logits. The reference computes on the host anyway (no read-back to save) and its sampler sorts the vocabulary.

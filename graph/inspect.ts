@@ -19,7 +19,14 @@ import { BITS_PER_ELEMENT, type DType } from "./dtype.ts";
 import { type Graph, numel, resolveShape, tensorTable } from "./ir.ts";
 import { getOp } from "../ops/mod.ts";
 import { type ResolvedModel, resolveModel } from "./models/mod.ts";
-import { cacheBytesPerToken, linearDtype, type Mistral4Config } from "./models/mistral4.ts";
+import {
+  cacheBytesPerToken,
+  linearDtype,
+  type Mistral4Config,
+  type SoftmaxScaleMode,
+  softmaxScaleMode,
+} from "./models/mistral4.ts";
+import { softmaxScale } from "./blocks/rope.ts";
 
 export { renderDot } from "./inspect_dot.ts";
 
@@ -56,8 +63,10 @@ export interface PlanSection {
 export interface InspectReport {
   /** What was inspected and where its config came from. */
   model: { name: string; source: string; modelType: string; layout: string | null };
-  /** The resolved config. */
+  /** The resolved config (with `InspectOptions.softmaxScale` applied). */
   config: Mistral4Config;
+  /** The MLA softmax scale in use: its mode and the factor on the scores. */
+  attention: { softmaxScaleMode: SoftmaxScaleMode; softmaxScale: number };
   /** Parameter counts (scales excluded). */
   params: {
     /** Text + vision. */
@@ -98,6 +107,8 @@ export interface InspectOptions {
   dtype?: DType;
   /** Latent cache element type (default bf16). */
   cacheDtype?: DType;
+  /** Overrides the checkpoint's MLA softmax scale (the `--softmax-scale` flag; see `LoadModelOptions`). */
+  softmaxScale?: SoftmaxScaleMode;
   /** Scheduler hook: given the decode graph, returns the placement section. */
   plan?: (graph: Graph, config: Mistral4Config) => PlanSection | Promise<PlanSection>;
 }
@@ -115,6 +126,15 @@ export function decodeGraph(resolved: ResolvedModel, options: InspectOptions = {
     linearDtype: options.dtype,
   });
   return g.build();
+}
+
+/**
+ * `resolved` with its softmax scale overridden by `mode` (checked: an unknown mode throws, naming
+ * `--softmax-scale`); unchanged when `mode` is undefined.
+ */
+export function withSoftmaxScale(resolved: ResolvedModel, mode: string | undefined): ResolvedModel {
+  if (mode === undefined) return resolved;
+  return { ...resolved, config: { ...resolved.config, softmax_scale_mode: softmaxScaleMode(mode, "--softmax-scale") } };
 }
 
 const bytesOf = (n: number, dtype: DType) => (n * BITS_PER_ELEMENT[dtype]) / 8;
@@ -150,7 +170,7 @@ const total = (m: Map<number, number>) => [...m.values()].reduce((a, b) => a + b
  * ```
  */
 export async function inspectModel(model: string, options: InspectOptions = {}): Promise<InspectReport> {
-  const resolved = await resolveModel(model);
+  const resolved = withSoftmaxScale(await resolveModel(model), options.softmaxScale);
   const c = resolved.config;
   const graph = decodeGraph(resolved, options, 1);
   const lin = linearDtype(c, options.dtype);
@@ -218,6 +238,7 @@ export async function inspectModel(model: string, options: InspectOptions = {}):
       layout: resolved.layout,
     },
     config: c,
+    attention: { softmaxScaleMode: c.softmax_scale_mode, softmaxScale: softmaxScale(c) },
     params: { total: text + vision, text, vision, embedding: embed, lmHead: head, activePerToken: active },
     flops: { decodeContextFree, perContextToken, decodeAt },
     weights: {
@@ -270,6 +291,7 @@ export function renderText(r: InspectReport): string {
     "vision",
     c.vision_config ? `${c.vision_config.num_hidden_layers} layers × ${c.vision_config.hidden_size}` : "none",
   );
+  kv("softmax scale", `${r.attention.softmaxScaleMode} (${r.attention.softmaxScale.toPrecision(7)})`);
   out.push("parameters");
   kv("total", count(r.params.total));
   kv("text", count(r.params.text));

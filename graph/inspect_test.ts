@@ -2,6 +2,8 @@ import { assert, assertEquals } from "../tests/assert.ts";
 import { decodeGraph, inspectModel, renderDot, renderJson, renderText } from "./inspect.ts";
 import { resolveModel } from "./models/mod.ts";
 import { main } from "../inspect.ts";
+import { presetConfig } from "./models/mistral4.ts";
+import { hfConfigJson, mistralParamsJson } from "../weights/make_checkpoint.ts";
 
 /** Runs the CLI with console output captured. */
 async function cli(...args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -92,4 +94,42 @@ Deno.test("inspect CLI: --json includes the scheduler's plan for the chosen back
   assertEquals(report.plan.plan.fallbacks, []);
   assert(report.plan.plan.memory.perBackend.reference.arenaBytes > 0);
   assertEquals(report.kvCache.bytesPerToken, 2 * (32 + 16) * 2);
+});
+
+Deno.test("inspect CLI: --softmax-scale picks the scale, the report prints the one in use, bad values are errors", async () => {
+  const plain = await cli("--model", "mistral-small-4", "--backend", "none");
+  assert(plain.out.includes("softmax scale             plain (0.08838835)"), plain.out);
+  const deepseek = await cli("--model", "mistral-small-4", "--backend", "none", "--softmax-scale", "deepseek_yarn");
+  assert(deepseek.out.includes("softmax scale             deepseek_yarn (0.1949695)"), deepseek.out);
+  const json = JSON.parse(
+    (await cli("--model", "tiny", "--json", "--backend", "none", "--softmax-scale", "plain")).out,
+  );
+  assertEquals(json.attention.softmaxScaleMode, "plain");
+  const bad = await cli("--model", "tiny", "--softmax-scale", "mscale");
+  assertEquals(bad.code, 2);
+  assert(bad.err.startsWith('--softmax-scale: unknown value "mscale" (accepted: "plain", "deepseek_yarn")'), bad.err);
+});
+
+Deno.test("inspect: the scale a checkpoint directory asks for, as the loader reads it; an unknown one is an error", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const tiny = hfConfigJson(presetConfig("tiny"));
+    const write = (name: string, json: unknown) => Deno.writeTextFile(`${dir}/${name}`, JSON.stringify(json));
+    await write("config.json", tiny);
+    assertEquals((await inspectModel(dir)).attention.softmaxScaleMode, "plain");
+    // params.json's yarn.apply_scale decides when config.json says nothing (weights/load.ts reads it the same way).
+    const params = mistralParamsJson({ ...presetConfig("tiny"), softmax_scale_mode: "deepseek_yarn" });
+    await write("params.json", params);
+    assertEquals((await inspectModel(dir)).attention.softmaxScaleMode, "deepseek_yarn");
+    assertEquals((await inspectModel(dir, { softmaxScale: "plain" })).attention.softmaxScaleMode, "plain");
+    await write("config.json", { ...tiny, softmax_scale_mode: "mscale" });
+    const bad = await cli("--model", dir, "--backend", "none");
+    assertEquals(bad.code, 1);
+    assert(
+      bad.err.includes('softmax_scale_mode: unknown value "mscale" (accepted: "plain", "deepseek_yarn")'),
+      bad.err,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -32,7 +32,9 @@ Deno.test("moe_experts: two experts by hand", () => {
   const y = runReference(moeExpertsOp, [x, ids, weights, gu, down], {});
   const a0 = silu(1) * 2, a1 = silu(2) * 3; // x = [1, 2]: gates 1 and 2, ups 2 and 3
   assertClose(y.data, [0.25 * a0 - 0.75 * a1, 0.25 * 2 * a0 + 0.75 * a1, a0, 2 * a0]);
-  assertClose([0.25 * a0 - 0.75 * a1], [-3.5980575648749755]);
+  // The expression's value to 17 digits (40-digit decimal; the old literal was 3.3e-9 off), and the op against it.
+  assertClose([0.25 * a0 - 0.75 * a1], [-3.5980575615854686], 1e-15);
+  assertClose([y.data[0]], [-3.5980575615854686], 1e-7);
 });
 
 Deno.test("moe_experts: route → experts matches a per-token naive mixture", () => {

@@ -10,6 +10,8 @@ type YarnFixture = {
   beta_fast: number;
   beta_slow: number;
   inv_freq: number[];
+  softmax_scale_plain: number;
+  softmax_scale_with_mscale_sq: number;
 };
 
 const fx = fixtureJson<YarnFixture>("model/derived_yarn_and_scales.json");
@@ -39,7 +41,9 @@ Deno.test("yarn: magnitude reads both mscale keys", () => {
   const plain = 1 + 0.1 * Math.log(128);
   assertAlmostEquals(yarnMagnitude({ ...yarn, mscaleAllDim: undefined }), plain, 1e-15);
   assertAlmostEquals(yarnMagnitude({ ...yarn, mscale: undefined }), plain, 1e-15);
-  assertAlmostEquals(plain, 1.4852030263919618, 1e-15);
+  // The fixture's two softmax scales differ by mscale² with this same mscale (1 + 0.1·ln 128), derived apart.
+  const fromFixture = Math.sqrt(fx.softmax_scale_with_mscale_sq / fx.softmax_scale_plain);
+  assertAlmostEquals(yarnMagnitude({ ...yarn, mscaleAllDim: undefined }), fromFixture, 1e-14);
   assertAlmostEquals(yarnMagnitude({ ...yarn, mscale: 1, mscaleAllDim: 0.5 }), plain / (1 + 0.05 * Math.log(128)));
   assertEquals(yarnMagnitude({ ...yarn, attentionFactor: 0.9 }), 0.9);
 });

@@ -6,7 +6,8 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { isDType } from "../graph/dtype.ts";
+import type { DType } from "../graph/dtype.ts";
+import { type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
 import type { Engine, EngineStats, GenerateRequest, Generation, VisionSettings } from "../engine/types.ts";
@@ -32,7 +33,67 @@ const USAGE = `usage: deno task serve [options]
   --seed N                   seed of a preset's random weights (default 0)
   --max-images N             images accepted per request (default 8)
   --max-image-bytes N        largest image, downloaded or inline (default 20 MB)
-  --allow-private-image-urls let image URLs reach private and loopback addresses (trusted networks only)`;
+  --allow-private-image-urls let image URLs reach private and loopback addresses (trusted networks only)
+  --softmax-scale MODE       MLA softmax scale: plain (1/sqrt(qk_head_dim)) or deepseek_yarn (DeepSeek's
+                             mscale²/sqrt(qk_head_dim), as transformers and llama.cpp apply it; MODEL.md §1.7);
+                             default: the checkpoint's (plain unless its config says otherwise)
+  --help, -h                 this text`;
+
+/** Weight dtypes `--dtype` takes (the graph's other dtypes are not weight encodings). */
+const WEIGHT_DTYPES: readonly DType[] = ["f32", "bf16", "f16", "f8e4m3", "nvfp4", "q8"];
+
+/** The server's settings, read from its flags by {@link parseServeArgs}. */
+export interface ServeOptions {
+  /** `--help`: print the usage and do nothing else. */
+  help: boolean;
+  /** `--model`: checkpoint directory or preset. */
+  model: string;
+  /** `--tokenizer`: a tekken.json path. */
+  tokenizer?: string;
+  /** `--host`. */
+  host: string;
+  /** `--port` (0: any free port). */
+  port: number;
+  /** `--api-key`. */
+  apiKey?: string;
+  /** `--backend`: a name or a comma-separated preference list. */
+  backend?: string;
+  /** `--dtype`. */
+  dtype?: DType;
+  /** `--threads`. */
+  threads?: number;
+  /** `--max-model-len`. */
+  maxModelLen?: number;
+  /** `--max-num-seqs`. */
+  maxNumSeqs: number;
+  /** `--max-num-batched-tokens`. */
+  maxNumBatchedTokens: number;
+  /** `--chat-template`: a Jinja file path. */
+  chatTemplate?: string;
+  /** `--served-model-name`, else the preset or the directory's last component. */
+  servedModelName: string;
+  /** `--max-body-bytes`. */
+  maxBodyBytes?: number;
+  /** `--seed`. */
+  seed?: number;
+  /** `--max-images`. */
+  maxImages?: number;
+  /** `--max-image-bytes`. */
+  maxImageBytes?: number;
+  /** `--allow-private-image-urls`. */
+  allowPrivateImageUrls: boolean;
+  /** `--softmax-scale`. */
+  softmaxScale?: SoftmaxScaleMode;
+}
+
+/** A flag the server cannot start with: an unknown flag, a stray argument or a bad value; the message says which. */
+export class UsageError extends Error {
+  /** `message` names the flag and what it accepts. */
+  constructor(message: string) {
+    super(`${message} (deno task serve --help lists the flags)`);
+    this.name = "UsageError";
+  }
+}
 
 /** An engine that answers "not ready" until the real one is loaded, so /health can say 503 meanwhile. */
 class LoadingEngine implements Engine {
@@ -54,92 +115,153 @@ class LoadingEngine implements Engine {
   }
 }
 
-function intFlag(values: Record<string, unknown>, name: string): number | undefined {
+/** `--name`'s value as a whole number ≥ `min` (decimal digits only: "", "1e3", "0x10" and "-1" are refused). */
+function intFlag(values: Record<string, unknown>, name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
   const v = values[name];
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer, got ${v}`);
+  const n = /^\d+$/.test(String(v)) ? Number(v) : NaN;
+  if (!(n >= min && n <= max)) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `an integer ≥ ${min}` : `an integer from ${min} to ${max}`;
+    throw new UsageError(`--${name} must be ${range}, got "${v}"`);
+  }
   return n;
+}
+
+/** `--name`'s value, refusing an empty one. */
+function textFlag(values: Record<string, unknown>, name: string): string | undefined {
+  const v = values[name] as string | undefined;
+  if (v !== undefined && v.trim() === "") throw new UsageError(`--${name} must not be empty`);
+  return v;
+}
+
+/**
+ * Reads `deno task serve`'s flags (see USAGE) into {@link ServeOptions}, checking every value; throws
+ * {@link UsageError} naming the flag for an unknown flag, a stray argument or a bad value.
+ *
+ * @example
+ * ```ts
+ * const o = parseServeArgs(["--model", "tiny", "--port", "0", "--softmax-scale", "deepseek_yarn"]);
+ * // o.port === 0, o.softmaxScale === "deepseek_yarn", o.servedModelName === "tiny"
+ * ```
+ */
+export function parseServeArgs(args: string[]): ServeOptions {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args,
+      options: {
+        model: { type: "string", default: "demo" },
+        tokenizer: { type: "string" },
+        host: { type: "string", default: "127.0.0.1" },
+        port: { type: "string", default: "8000" },
+        "api-key": { type: "string" },
+        backend: { type: "string" },
+        dtype: { type: "string" },
+        threads: { type: "string" },
+        "max-model-len": { type: "string" },
+        "max-num-seqs": { type: "string" },
+        "max-num-batched-tokens": { type: "string" },
+        "chat-template": { type: "string" },
+        "served-model-name": { type: "string" },
+        "max-body-bytes": { type: "string" },
+        seed: { type: "string" },
+        "max-images": { type: "string" },
+        "max-image-bytes": { type: "string" },
+        "allow-private-image-urls": { type: "boolean" },
+        "softmax-scale": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const dtype = values.dtype as string | undefined;
+  if (dtype !== undefined && !WEIGHT_DTYPES.includes(dtype as DType)) {
+    throw new UsageError(`--dtype must be one of ${WEIGHT_DTYPES.join(", ")}, got "${dtype}"`);
+  }
+  let softmaxScale: SoftmaxScaleMode | undefined;
+  try {
+    if (values["softmax-scale"] !== undefined) {
+      softmaxScale = softmaxScaleMode(values["softmax-scale"], "--softmax-scale");
+    }
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const model = textFlag(values, "model")!;
+  return {
+    help: values.help === true,
+    model,
+    tokenizer: textFlag(values, "tokenizer"),
+    host: textFlag(values, "host")!,
+    port: intFlag(values, "port", 0, 65535)!,
+    apiKey: textFlag(values, "api-key"), // an empty key would turn authentication off
+    backend: textFlag(values, "backend"),
+    dtype: dtype as DType | undefined,
+    threads: intFlag(values, "threads", 1),
+    maxModelLen: intFlag(values, "max-model-len", 1),
+    maxNumSeqs: intFlag(values, "max-num-seqs", 1) ?? 8,
+    maxNumBatchedTokens: intFlag(values, "max-num-batched-tokens", 1) ?? 256,
+    chatTemplate: textFlag(values, "chat-template"),
+    servedModelName: textFlag(values, "served-model-name") ?? model.replace(/\/+$/, "").split("/").pop()!,
+    maxBodyBytes: intFlag(values, "max-body-bytes", 1),
+    seed: intFlag(values, "seed", 0),
+    maxImages: intFlag(values, "max-images", 0),
+    maxImageBytes: intFlag(values, "max-image-bytes", 1),
+    allowPrivateImageUrls: values["allow-private-image-urls"] === true,
+    softmaxScale,
+  };
 }
 
 /** Runs the server until the process is stopped. */
 export async function main(args: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args,
-    options: {
-      model: { type: "string", default: "demo" },
-      tokenizer: { type: "string" },
-      host: { type: "string", default: "127.0.0.1" },
-      port: { type: "string", default: "8000" },
-      "api-key": { type: "string" },
-      backend: { type: "string" },
-      dtype: { type: "string" },
-      threads: { type: "string" },
-      "max-model-len": { type: "string" },
-      "max-num-seqs": { type: "string" },
-      "max-num-batched-tokens": { type: "string" },
-      "chat-template": { type: "string" },
-      "served-model-name": { type: "string" },
-      "max-body-bytes": { type: "string" },
-      seed: { type: "string" },
-      "max-images": { type: "string" },
-      "max-image-bytes": { type: "string" },
-      "allow-private-image-urls": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) {
+  const o = parseServeArgs(args);
+  if (o.help) {
     console.log(USAGE);
     return;
   }
-  if (values.dtype !== undefined && !isDType(values.dtype)) throw new Error(`--dtype ${values.dtype} is unknown`);
-  const model = values.model!;
+  const model = o.model;
   const isPreset = !model.includes("/") && !(await exists(model));
-  const tokenizer = values.tokenizer
-    ? await Tokenizer.fromFile(values.tokenizer)
+  const tokenizer = o.tokenizer
+    ? await Tokenizer.fromFile(o.tokenizer)
     : isPreset
     ? await loadDemoTokenizer()
     : await Tokenizer.fromFile(join(model, "tekken.json"));
-  const chatTemplate = values["chat-template"] ? await Deno.readTextFile(values["chat-template"]) : undefined;
-  const maxModelLen = intFlag(values, "max-model-len");
-  const maxSeqs = intFlag(values, "max-num-seqs") ?? 8;
-  const maxTokens = intFlag(values, "max-num-batched-tokens") ?? 256;
+  const chatTemplate = o.chatTemplate ? await Deno.readTextFile(o.chatTemplate) : undefined;
+  const maxSeqs = o.maxNumSeqs;
 
-  const engine = new LoadingEngine(maxModelLen ?? 4096);
+  const engine = new LoadingEngine(o.maxModelLen ?? 4096);
   const server = createServer({
     engine,
     tokenizer,
-    modelName: values["served-model-name"] ?? model.replace(/\/+$/, "").split("/").pop()!,
-    apiKey: values["api-key"],
-    maxBodyBytes: intFlag(values, "max-body-bytes"),
+    modelName: o.servedModelName,
+    apiKey: o.apiKey,
+    maxBodyBytes: o.maxBodyBytes,
     chatTemplate,
-    images: {
-      maxImages: intFlag(values, "max-images"),
-      maxBytes: intFlag(values, "max-image-bytes"),
-      allowPrivate: values["allow-private-image-urls"],
-    },
+    images: { maxImages: o.maxImages, maxBytes: o.maxImageBytes, allowPrivate: o.allowPrivateImageUrls },
   });
-  const handle = server.serve({ hostname: values.host, port: intFlag(values, "port") });
+  const handle = server.serve({ hostname: o.host, port: o.port });
   console.log(`tramontane: listening on ${handle.url} (loading ${model}…)`);
   if (isPreset) {
     console.log("tramontane: a preset has random weights: its text is noise. Use --model DIR for real weights.");
   }
   const t0 = performance.now();
   const loaded = await loadModel(model, {
-    backend: values.backend,
-    dtype: values.dtype as never,
-    threads: intFlag(values, "threads"),
-    seed: intFlag(values, "seed"),
-    maxModelLen,
+    backend: o.backend,
+    dtype: o.dtype,
+    threads: o.threads,
+    seed: o.seed,
+    maxModelLen: o.maxModelLen,
     maxSeqs,
-    maxTokens: Math.max(maxTokens, maxSeqs),
+    maxTokens: Math.max(o.maxNumBatchedTokens, maxSeqs),
+    softmaxScale: o.softmaxScale,
   });
   // The real context length is known only now (the model's own maximum caps the default).
   Object.defineProperty(engine, "maxModelLen", { value: loaded.limits.maxModelLen });
   engine.inner = await ModelEngine.create(loaded, { eosId: tokenizer.eosId });
   console.log(
     `tramontane: ${model} ready on ${loaded.backend.name} in ${((performance.now() - t0) / 1000).toFixed(1)} s ` +
-      `(context ${loaded.limits.maxModelLen}, ${maxSeqs} sequences, ${loaded.limits.numBlocks} cache blocks)`,
+      `(context ${loaded.limits.maxModelLen}, ${maxSeqs} sequences, ${loaded.limits.numBlocks} cache blocks, ` +
+      `softmax scale ${loaded.config.softmax_scale_mode})`,
   );
   await handle.finished;
 }

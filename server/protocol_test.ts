@@ -9,7 +9,8 @@
  * - `invalid_messages` case 8 (user, assistant, assistant): mistral-common merges consecutive assistant
  *   messages and continues a trailing assistant message (MODEL.md §4), so it is a valid request here (checked).
  * - `openai_client_roundtrip` "unknown model names are accepted": this server answers 404 `model_not_found` for
- *   a model it does not serve (checked in errors_test.ts); the round trip itself runs with the served name.
+ *   a model it does not serve (checked in `server/server_test.ts`, "unknown model names are 404
+ *   model_not_found"); the round trip itself runs with the served name.
  */
 
 import { assert, assertEquals } from "../tests/assert.ts";

@@ -21,6 +21,7 @@ import {
   type Mistral4Config,
   normalizeCheckpointName,
   storedShape,
+  withParamsSoftmaxScale,
 } from "../graph/models/mistral4.ts";
 import { type Checkpoint, checkTensors, loadTensors, openCheckpoint, type TensorSpec } from "./checkpoint.ts";
 import {
@@ -113,12 +114,8 @@ function readConfig(ckpt: Checkpoint, f16: DType): Mistral4Config {
   let config: Mistral4Config;
   if (ckpt.layout === "hf") {
     config = familyOfHF(ckpt.config).configFromHF(ckpt.config, ckpt.configFile);
-    const yarn = ckpt.mistralParams?.yarn as Record<string, unknown> | undefined;
     // MODEL.md §1.7: params.json's apply_scale decides the softmax scale when config.json does not say.
-    const text = (ckpt.config.text_config ?? ckpt.config) as Record<string, unknown>;
-    const rp = (text.rope_parameters ?? text.rope_scaling ?? {}) as Record<string, unknown>;
-    const explicit = text.softmax_scale_mode ?? ckpt.config.softmax_scale_mode ?? rp.apply_yarn_scaling;
-    if (explicit === undefined && yarn?.apply_scale === true) config.softmax_scale_mode = "deepseek_yarn";
+    withParamsSoftmaxScale(config, ckpt.config, ckpt.mistralParams);
   } else {
     config = configFromParams(ckpt.config, ckpt.configFile);
     // params.json has no dtype: the tensors are the truth (the final norm is never quantised).

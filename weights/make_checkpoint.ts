@@ -55,6 +55,11 @@ export interface MakeCheckpointOptions {
   maxShardBytes?: number;
   /** Replace checkpoint files already in `out`. */
   force?: boolean;
+  /**
+   * Canonical weights to write instead of random ones (every weight of the config's group `all`, in the stored
+   * dtypes `config` declares): re-exports a loaded checkpoint in another layout. `seed` is then unused.
+   */
+  weights?: ReadonlyMap<string, CanonicalWeight>;
 }
 
 /** What {@link makeCheckpoint} wrote. */
@@ -431,6 +436,23 @@ function activationScales(c: Mistral4Config, layout: CheckpointLayout, sources: 
   });
 }
 
+/** A lookup of given canonical weights, checked against the config's declaration of each. */
+function givenWeight(
+  weights: ReadonlyMap<string, CanonicalWeight>,
+  canon: ReadonlyMap<string, CanonicalTensor>,
+): (name: string) => CanonicalWeight {
+  return (name) => {
+    const w = weights.get(name), t = canon.get(name)!;
+    if (!w) throw new Error(`makeCheckpoint: no weight "${name}" among the given weights`);
+    if (w.dtype !== t.dtype || w.shape.join() !== t.shape.join()) {
+      throw new Error(
+        `makeCheckpoint: ${name} is ${w.dtype} [${w.shape}], the config declares ${t.dtype} [${t.shape}]`,
+      );
+    }
+    return w;
+  };
+}
+
 async function prepareDir(out: string, force: boolean): Promise<void> {
   await Deno.mkdir(out, { recursive: true });
   const stale: string[] = [];
@@ -464,6 +486,7 @@ export async function makeCheckpoint(options: MakeCheckpointOptions): Promise<Ma
   const { name: cfgName, json } = configFile(config, layout);
   const src = randomWeightSource(config, { seed: options.seed ?? 0, group: "all" });
   const canon = new Map(canonicalTensors(config).map((t) => [t.name, t]));
+  const generate = options.weights ? givenWeight(options.weights, canon) : src.generate;
   const sources = checkpointTensors(config, layout);
 
   // Canonical weights are generated on first use and kept (LRU, bounded) while their checkpoint tensors are written.
@@ -473,7 +496,7 @@ export async function makeCheckpoint(options: MakeCheckpointOptions): Promise<Ma
     let w = cache.get(name);
     if (w) cache.delete(name);
     else {
-      w = src.generate(name);
+      w = generate(name);
       cached += w.data.byteLength;
     }
     cache.set(name, w);

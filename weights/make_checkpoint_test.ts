@@ -14,6 +14,7 @@ import { configFile, makeCheckpoint } from "./make_checkpoint.ts";
 import { configForDtype, randomCanonicalWeights, type RandomDType } from "./random.ts";
 import { openSafetensors } from "./safetensors.ts";
 import { writeSafetensors } from "./safetensors_writer.ts";
+import { fixture } from "../tests/fixtures.ts";
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "tramontane_ckpt_" });
@@ -180,6 +181,32 @@ Deno.test("load: the language_model.model.* / vision_tower.* prefix variant of a
     await Deno.copyFile(join(src, "config.json"), join(dst, "config.json"));
     const [a, b] = [await loadCanonicalWeights(src, { quiet: true }), await loadCanonicalWeights(dst, { quiet: true })];
     assertSameWeights(b.weights, a.weights, "renamed");
+  });
+});
+
+Deno.test("make-checkpoint: re-exports loaded weights in the other layout, bit-identical (tiny_rect HF → Mistral)", async () => {
+  // The outside checkpoint of tests/model_reference_test.ts: every dimension differs, so a transposed or mis-split
+  // tensor would change shape or bytes here.
+  const hf = await loadCanonicalWeights(fixture("model/tiny_rect/checkpoint").pathname, { quiet: true, group: "all" });
+  await withDir(async (dir) => {
+    const made = await makeCheckpoint({ config: hf.config, out: dir, layout: "mistral", weights: hf.weights });
+    const back = await loadCanonicalWeights(dir, { quiet: true, group: "all" });
+    assertEquals([back.layout, made.config], ["mistral", hf.config]);
+    assertEquals(back.config, hf.config);
+    assertSameWeights(back.weights, hf.weights, "mistral re-export");
+    const partial = new Map(hf.weights);
+    partial.delete("norm");
+    await assertRejects(
+      () => makeCheckpoint({ config: hf.config, out: join(dir, "b"), weights: partial }),
+      Error,
+      'no weight "norm"',
+    );
+    const f32 = new Map(hf.weights).set("norm", { ...hf.weights.get("norm")!, dtype: "f32" });
+    await assertRejects(
+      () => makeCheckpoint({ config: hf.config, out: join(dir, "c"), weights: f32 }),
+      Error,
+      "norm is f32 [64], the config declares bf16 [64]",
+    );
   });
 });
 

@@ -44,6 +44,49 @@ export interface Mistral4RopeScaling {
  */
 export type SoftmaxScaleMode = "plain" | "deepseek_yarn";
 
+/** Every {@link SoftmaxScaleMode}, the default first. */
+export const SOFTMAX_SCALE_MODES: readonly SoftmaxScaleMode[] = ["plain", "deepseek_yarn"];
+
+/**
+ * `value` checked as a {@link SoftmaxScaleMode}; anything else throws a RangeError naming `key`, the value and the
+ * accepted values (an unknown mode must not fall back to plain: that would silently change the model).
+ *
+ * @example
+ * ```ts
+ * softmaxScaleMode("deepseek_yarn", "--softmax-scale"); // "deepseek_yarn"
+ * softmaxScaleMode("mscale", "--softmax-scale"); // throws: --softmax-scale: unknown value "mscale" (accepted: …)
+ * ```
+ */
+export function softmaxScaleMode(value: unknown, key: string): SoftmaxScaleMode {
+  if (SOFTMAX_SCALE_MODES.includes(value as SoftmaxScaleMode)) return value as SoftmaxScaleMode;
+  const accepted = SOFTMAX_SCALE_MODES.map((m) => `"${m}"`).join(", ");
+  throw new RangeError(`${key}: unknown value ${JSON.stringify(value)} (accepted: ${accepted})`);
+}
+
+/**
+ * The softmax scale a transformers config asks for with a Tramontane `softmax_scale_mode` key (in `text_config` or
+ * at the top), checked; undefined when it has none.
+ */
+function explicitSoftmaxScale(text: Json, top: Json, where: string): SoftmaxScaleMode | undefined {
+  const [key, value] = text.softmax_scale_mode !== undefined
+    ? [top === text ? "softmax_scale_mode" : "text_config.softmax_scale_mode", text.softmax_scale_mode]
+    : ["softmax_scale_mode", top.softmax_scale_mode];
+  if (value === undefined) return undefined;
+  try {
+    return softmaxScaleMode(value, key);
+  } catch (e) {
+    bad(where, (e as Error).message);
+  }
+}
+
+/** `key` of `obj` as a boolean flag: absent is false, a non-boolean is an error naming it. */
+function flag(obj: Json, key: string, where: string): boolean {
+  const v = obj[key];
+  if (v === undefined || v === null) return false;
+  if (typeof v !== "boolean") bad(where, `"${key}" must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
 /** Pixtral-style vision encoder and projector (HF `vision_config` of a `mistral3` checkpoint). */
 export interface Mistral4VisionConfig {
   /** Encoder width (1024). */
@@ -366,7 +409,7 @@ function hfRope(text: Json, where: string): { theta: number; scaling: Mistral4Ro
       llama_4_scaling_original_max_position_embeddings: original,
     },
     // vLLM's Mistral conversion carries params.json `apply_scale` as `apply_yarn_scaling`.
-    deepseek: rp!.apply_yarn_scaling === true,
+    deepseek: flag(rp!, "apply_yarn_scaling", where),
   };
 }
 
@@ -394,7 +437,8 @@ function hfVision(v: Json, top: Json, where: string): Mistral4VisionConfig {
 
 /**
  * Reads a transformers `config.json`: a `mistral3` wrapper (`text_config` of type `mistral4` + `vision_config`) or a
- * bare `mistral4` text config. An optional `softmax_scale_mode` key (a Tramontane extension) overrides the default.
+ * bare `mistral4` text config. An optional `softmax_scale_mode` key (a Tramontane extension: `"plain"` or
+ * `"deepseek_yarn"`; any other value is an error) overrides the default.
  *
  * @example
  * ```ts ignore
@@ -411,7 +455,7 @@ export function configFromHF(json: Record<string, unknown>, where = "config.json
     bad(where, `text model_type is "${text.model_type}", expected "mistral4"`);
   }
   const rope = hfRope(text, where);
-  const explicitMode = text.softmax_scale_mode ?? top.softmax_scale_mode;
+  const explicitMode = explicitSoftmaxScale(text, top, where);
   const c: Mistral4Config = {
     model_type: "mistral4",
     vocab_size: num(text, "vocab_size", where),
@@ -438,9 +482,7 @@ export function configFromHF(json: Record<string, unknown>, where = "config.json
     rope_theta: rope.theta,
     rope_interleave: text.rope_interleave !== false,
     rope_scaling: rope.scaling,
-    softmax_scale_mode: explicitMode === "deepseek_yarn" || (explicitMode === undefined && rope.deepseek)
-      ? "deepseek_yarn"
-      : "plain",
+    softmax_scale_mode: explicitMode ?? (rope.deepseek ? "deepseek_yarn" : "plain"),
     max_position_embeddings: num(text, "max_position_embeddings", where, 1048576),
     tie_word_embeddings: (text.tie_word_embeddings ?? top.tie_word_embeddings) === true,
     bos_token_id: firstId(text.bos_token_id, 1),
@@ -523,7 +565,7 @@ export function configFromParams(json: Record<string, unknown>, where = "params.
         llama_4_scaling_original_max_position_embeddings: num(l4, "original_max_position_embeddings", where, original),
       }
       : null,
-    softmax_scale_mode: yarn?.apply_scale === true ? "deepseek_yarn" : "plain",
+    softmax_scale_mode: yarn && flag(yarn, "apply_scale", where) ? "deepseek_yarn" : "plain",
     max_position_embeddings: num(p, "max_position_embeddings", where, num(p, "max_seq_len", where, 1048576)),
     tie_word_embeddings: p.tied_embeddings === true,
     bos_token_id: 1,
@@ -539,6 +581,25 @@ export function configFromParams(json: Record<string, unknown>, where = "params.
     c.quantization = compressedTensorsQuantization(ct, c, where);
   }
   return validate(c, where);
+}
+
+/**
+ * MODEL.md §1.7: a `params.json` shipped beside a transformers `config.json` decides the softmax scale through
+ * `yarn.apply_scale` when config.json says nothing about it (no `softmax_scale_mode`, no `apply_yarn_scaling`).
+ * Returns `config`, its `softmax_scale_mode` updated in place.
+ */
+export function withParamsSoftmaxScale(
+  config: Mistral4Config,
+  hf: Record<string, unknown>,
+  params: Record<string, unknown> | null | undefined,
+  where = "params.json",
+): Mistral4Config {
+  const text = (hf.text_config ?? hf) as Json;
+  const rp = (text.rope_parameters ?? text.rope_scaling ?? {}) as Json;
+  const explicit = text.softmax_scale_mode ?? hf.softmax_scale_mode ?? rp.apply_yarn_scaling;
+  const yarn = params?.yarn as Json | undefined;
+  if (explicit === undefined && yarn && flag(yarn, "apply_scale", where)) config.softmax_scale_mode = "deepseek_yarn";
+  return config;
 }
 
 function paramsVision(ve: Json, where: string): Mistral4VisionConfig {

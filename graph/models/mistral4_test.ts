@@ -22,6 +22,7 @@ import {
   type Mistral4Quantization,
   normalizeCheckpointName,
   presetConfig,
+  softmaxScaleMode,
   storedShape,
 } from "./mistral4.ts";
 import { families, resolveModel } from "./mod.ts";
@@ -221,6 +222,46 @@ Deno.test("configFromParams: params.json reproduces the preset; apply_scale sele
   assertAlmostEquals(softmaxScale(presetConfig("mistral-small-4")), f.softmax_scale_plain, 1e-15);
   const { moe: _, ...dense } = PARAMS;
   assertThrows(() => configFromParams(dense), CheckpointError, "moe");
+});
+
+Deno.test("softmax scale: an unknown mode in config.json or params.json is an error naming key, value and choices", () => {
+  const accepted = '(accepted: "plain", "deepseek_yarn")';
+  assertEquals(softmaxScaleMode("deepseek_yarn", "x"), "deepseek_yarn");
+  assertThrows(
+    () => softmaxScaleMode("mscale", "softmaxScale"),
+    RangeError,
+    `softmaxScale: unknown value "mscale" ${accepted}`,
+  );
+  // The key used to be read loosely: anything but "deepseek_yarn" loaded as plain.
+  assertThrows(
+    () => configFromHF({ ...structuredClone(HF_TEXT), softmax_scale_mode: "mscale" }),
+    CheckpointError,
+    `config.json: softmax_scale_mode: unknown value "mscale" ${accepted}`,
+  );
+  const wrapped = structuredClone(HF_MISTRAL3) as Record<string, unknown>;
+  (wrapped.text_config as Record<string, unknown>).softmax_scale_mode = "DeepSeek";
+  assertThrows(
+    () => configFromHF(wrapped),
+    CheckpointError,
+    `text_config.softmax_scale_mode: unknown value "DeepSeek"`,
+  );
+  for (const mode of ["plain", "deepseek_yarn"] as const) {
+    assertEquals(configFromHF({ ...structuredClone(HF_TEXT), softmax_scale_mode: mode }).softmax_scale_mode, mode);
+  }
+  // The explicit key wins over the rope dict's apply_yarn_scaling; that flag and apply_scale must be booleans.
+  const { rope_parameters, ...rest } = structuredClone(HF_TEXT);
+  const both = { ...rest, softmax_scale_mode: "plain", rope_scaling: { ...rope_parameters, apply_yarn_scaling: true } };
+  assertEquals(configFromHF(both).softmax_scale_mode, "plain");
+  assertThrows(
+    () => configFromHF({ ...rest, rope_scaling: { ...rope_parameters, apply_yarn_scaling: "yes" } }),
+    CheckpointError,
+    '"apply_yarn_scaling" must be true or false, got "yes"',
+  );
+  assertThrows(
+    () => configFromParams({ ...structuredClone(PARAMS), yarn: { ...PARAMS.yarn, apply_scale: "true" } }),
+    CheckpointError,
+    'params.json: "apply_scale" must be true or false, got "true"',
+  );
 });
 
 /**

@@ -113,9 +113,12 @@ export async function resolveModel(spec: string): Promise<ResolvedModel> {
   const hf = await readJson(join(spec, "config.json"));
   if (hf) {
     const fam = familyOfHF(hf);
+    const config = fam.configFromHF(hf, join(spec, "config.json"));
+    // As the loader reads it: a params.json beside config.json may decide the softmax scale (MODEL.md §1.7).
+    mistral4.withParamsSoftmaxScale(config, hf, await readJson(join(spec, "params.json")), join(spec, "params.json"));
     return {
       family: fam,
-      config: fam.configFromHF(hf, join(spec, "config.json")),
+      config,
       source: "config.json",
       layout: "hf",
       name: spec,
