@@ -3,7 +3,8 @@
  * tensor against `checkpointTensors`, then stream tensors one at a time through their load transforms (place into
  * fused gate ‖ up and experts, broadcast expert scales, undo HF's vision rope permutation), then fold NVFP4 block
  * scales by their global scales. Peak memory is the canonical weights plus about one tensor (NVFP4: plus its f8 block
- * scales until folded).
+ * scales until folded); `openWeightSources` (`stream.ts`) gives the same weights as row chunks instead, for loaders
+ * that must not hold the model on the host.
  *
  * @module
  */

@@ -119,6 +119,7 @@ export class RandomTensorSource implements WeightSource {
   /** Scale of each run (FP8 multiplier, NVFP4 global divisor); NaN until first needed. */
   readonly #runScales: Float32Array;
 
+  /** Checks the shape suits the dtype (NVFP4: K a multiple of 16; runs of whole K-rows); generates nothing. */
   constructor(spec: RandomTensorSpec) {
     const { name, shape, dtype } = spec;
     this.name = name;

@@ -46,7 +46,9 @@ export interface WeightChunk {
 export interface RandomRecipe {
   /** Stream state before the first element (`tensorSeed(seed, name)`). */
   state: number;
+  /** Mean of the uniform distribution (an f64). */
   mean: number;
+  /** Standard deviation of the uniform distribution (an f64): values span mean ± √3·std. */
   std: number;
 }
 
