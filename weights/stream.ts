@@ -45,7 +45,7 @@ export interface WeightSources {
   close(): void;
 }
 
-/** A rows reader of a scale tensor viewed as f32 values over a flat element range. */
+/** Flat elements `[first, last]` of an f32 scale tensor: the leading rows holding them, and where they start. */
 async function flatF32(
   rows: CanonicalRows,
   first: number,
