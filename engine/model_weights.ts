@@ -1,7 +1,8 @@
 /**
  * Where a model's weights come from, as one {@link WeightSource} per graph weight: a preset's seeded random weights
- * or a checkpoint directory, converted to the dtype the graph declares (`--dtype`). Each call of `source` gives a
- * fresh stream, so a weight held by two backends is read twice rather than kept.
+ * (generated chunk by chunk) or a checkpoint directory (read chunk by chunk from its safetensors files), converted
+ * to the dtype the graph declares (`--dtype`) chunk by chunk. Each call of `source` gives a fresh stream, so a
+ * weight held by two backends is read twice rather than kept: the host never holds the model.
  *
  * @module
  */
@@ -10,10 +11,10 @@ import type { DType } from "../graph/dtype.ts";
 import type { WeightDecl } from "../graph/ir.ts";
 import type { Mistral4Config } from "../graph/models/mistral4.ts";
 import type { ResolvedModel } from "../graph/models/mod.ts";
-import { memorySource } from "../weights/chunk.ts";
-import { loadCanonicalWeights } from "../weights/load.ts";
-import { configForDtype, randomWeightSource } from "../weights/random.ts";
+import { convertSource } from "../weights/convert_source.ts";
+import { configForDtype, randomWeightSources } from "../weights/random.ts";
 import type { WeightSource } from "../weights/source.ts";
+import { openWeightSources } from "../weights/stream.ts";
 
 /** A model's weights, ready to stream. */
 export interface ModelWeights {
@@ -38,28 +39,27 @@ export interface ModelWeightOptions {
 
 /** Opens the weights of a resolved `--model`. */
 export async function openModelWeights(resolved: ResolvedModel, o: ModelWeightOptions): Promise<ModelWeights> {
+  const lookup = (sources: ReadonlyMap<string, WeightSource>) => (decl: WeightDecl) => {
+    const s = sources.get(decl.name);
+    if (!s) throw new Error(`model ${resolved.name}: no weight ${decl.name} in its ${resolved.source}`);
+    return convertSource(s, decl.dtype);
+  };
   if (resolved.source === "preset") {
     // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those.
     const made = o.dtype === "q8" ? undefined : o.dtype;
-    const config = configForDtype(resolved.config, made);
-    const seed = o.seed ?? 0, random = randomWeightSource(config, { seed, dtype: made, group: o.group });
-    const origin = `preset ${resolved.name} seed ${seed}`;
+    const seed = o.seed ?? 0;
+    const random = randomWeightSources(configForDtype(resolved.config, made), {
+      seed,
+      group: o.group,
+      preset: resolved.name,
+    });
     return {
-      config,
+      config: random.config,
       linearDtype: made !== undefined ? undefined : o.dtype,
-      source: (decl) => memorySource(random.generate(decl.name), decl.dtype, origin),
+      source: lookup(random.sources),
       close() {},
     };
   }
-  const loaded = await loadCanonicalWeights(resolved.name, { quiet: o.quiet, group: o.group });
-  return {
-    config: loaded.config,
-    linearDtype: o.dtype,
-    source(decl) {
-      const w = loaded.weights.get(decl.name);
-      if (!w) throw new Error(`model ${resolved.name}: weight ${decl.name} was not loaded`);
-      return memorySource(w, decl.dtype, resolved.name);
-    },
-    close: () => loaded.weights.clear(),
-  };
+  const opened = await openWeightSources(resolved.name, { quiet: o.quiet, group: o.group });
+  return { config: opened.config, linearDtype: o.dtype, source: lookup(opened.sources), close: () => opened.close() };
 }

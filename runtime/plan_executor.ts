@@ -55,7 +55,8 @@ import {
 } from "./backend.ts";
 import type { Location, Plan, PlanCopy } from "./schedule/plan.ts";
 import { bytesToF32, f32ToBytes, type FloatDType } from "../weights/codecs.ts";
-import { chunkDataBytes, memorySource } from "../weights/chunk.ts";
+import { codeBytes } from "../weights/chunks.ts";
+import { memorySource } from "../weights/memory_source.ts";
 
 /** Host data for one tensor (Float32Array for float tensors on f32 storage, Int32Array for ids). */
 export type HostArray = Float32Array | Int32Array | Uint8Array | Uint16Array;
@@ -436,7 +437,7 @@ async function weightSource(weights: WeightSources, decl: WeightDecl): Promise<W
   const shape = maxShape(decl.shape), n = numel(shape);
   const data = new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
   const dtype: DType = w instanceof Float32Array && w.length === n ? "f32" : decl.dtype;
-  const expected = chunkDataBytes(dtype, n);
+  const expected = codeBytes(dtype, n);
   if (data.byteLength !== expected) {
     throw new Error(`weight ${decl.name}: ${data.byteLength} B given, ${expected} B expected for [${shape}] ${dtype}`);
   }

@@ -12,7 +12,7 @@ import { runGraph } from "./execute.ts";
 import { PlanExecutor, Residency, type RunOptions } from "./plan_executor.ts";
 import { schedule } from "./schedule.ts";
 import { chain, impersonate, mlaLayer, residualLm, residualLmWeights, zeroWeight } from "../tests/schedule_helpers.ts";
-import { memorySource } from "../weights/chunk.ts";
+import { memorySource } from "../weights/memory_source.ts";
 
 function lmStep(rand: () => number, t: number, r: number): RunOptions {
   const ids = Int32Array.from({ length: t }, () => Math.floor(rand() * 16));

@@ -9,7 +9,7 @@
 import { maxShape } from "../graph/ir.ts";
 import type { WeightPart, WeightSource, WeightTarget } from "./backend.ts";
 import type { WeightChunk } from "../weights/source.ts";
-import { chunkRanges } from "../weights/chunk.ts";
+import { chunkRows } from "../weights/chunks.ts";
 
 /** Bytes of chunk data read at once (a bound on the host memory an upload holds). */
 export const UPLOAD_CHUNK_BYTES = 16 * 2 ** 20;
@@ -32,7 +32,7 @@ export async function uploadChunks(
     );
   }
   for (const part of target.parts) {
-    for (const r of chunkRanges(source, chunkBytes)) {
+    for (const r of chunkRows(source, chunkBytes)) {
       const row0 = Math.max(r.row0, part.row0), row1 = Math.min(r.row0 + r.rows, part.row0 + part.rows);
       if (row1 <= row0) continue;
       const chunk = await source.read(row0, row1 - row0);

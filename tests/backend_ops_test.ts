@@ -30,7 +30,7 @@ import { referenceBackend } from "../runtime/backends/reference.ts";
 import { type HostArray, PlanExecutor } from "../runtime/plan_executor.ts";
 import { wasmBackend, type WasmTuning } from "../runtime/backends/wasm/backend.ts";
 import { WasmKernels } from "../runtime/backends/wasm/module.ts";
-import { memorySource } from "../weights/chunk.ts";
+import { memorySource } from "../weights/memory_source.ts";
 import { planMla } from "../runtime/step_plan.ts";
 import { q8AbsorbedRows } from "./mla_q8_emulation.ts";
 import { BACKENDS } from "../runtime/registry.ts";

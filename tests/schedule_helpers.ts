@@ -17,12 +17,13 @@ import { rmsNorm } from "../ops/rms_norm.ts";
 import type { Backend } from "../runtime/backend.ts";
 import type { WeightDecl } from "../graph/ir.ts";
 import { maxShape, numel } from "../graph/ir.ts";
-import { chunkDataBytes, memorySource } from "../weights/chunk.ts";
+import { codeBytes } from "../weights/chunks.ts";
+import { memorySource } from "../weights/memory_source.ts";
 import type { WeightSource } from "../weights/source.ts";
 
 /** A source of zeros in `decl`'s dtype (null backends compute nothing: only sizes matter). */
 export function zeroWeight(decl: WeightDecl): WeightSource {
-  const shape = maxShape(decl.shape), data = new Uint8Array(chunkDataBytes(decl.dtype, numel(shape)));
+  const shape = maxShape(decl.shape), data = new Uint8Array(codeBytes(decl.dtype, numel(shape)));
   const w = { name: decl.name, shape, dtype: decl.dtype, data };
   if (decl.dtype === "q8" || decl.dtype === "f8e4m3") {
     return memorySource({ ...w, dtype: "f32", data: new Uint8Array(4 * numel(shape)) }, decl.dtype);

@@ -327,6 +327,27 @@ export interface Fp8Tensor {
   scales: Float32Array;
 }
 
+/** Largest magnitude of `values` (0 when empty); `amax` carries a running maximum across calls. */
+export function absMax(values: Float32Array, amax = 0): number {
+  for (let i = 0; i < values.length; i++) amax = Math.max(amax, Math.abs(values[i]));
+  return amax;
+}
+
+/** The FP8 scale of a block whose largest magnitude is `amax`: amax/448 in f32, 1 for an all-zero block. */
+export function fp8BlockScale(amax: number): number {
+  return amax > 0 ? Math.fround(amax / F8E4M3_MAX) : 1;
+}
+
+/**
+ * Encodes `values / scale` as f8e4m3 codes into `out`, the quotient rounded to f32 before encoding. Element-wise,
+ * so a block may be encoded in any number of pieces with the same result ({@link quantizeFp8} is one piece).
+ */
+export function encodeFp8Scaled(values: Float32Array, scale: number, out: Uint8Array, tmp?: Float32Array): void {
+  const q = tmp && tmp.length >= values.length ? tmp.subarray(0, values.length) : new Float32Array(values.length);
+  for (let i = 0; i < values.length; i++) q[i] = values[i] / scale;
+  f32ToF8e4m3(q, out);
+}
+
 /** Quantizes to FP8 with `blocks` equal contiguous blocks, scale = amax/448 (1 for an all-zero block). */
 export function quantizeFp8(values: Float32Array, blocks = 1): Fp8Tensor {
   if (blocks <= 0 || values.length % blocks !== 0) {
@@ -338,12 +359,9 @@ export function quantizeFp8(values: Float32Array, blocks = 1): Fp8Tensor {
   const tmp = new Float32Array(block);
   for (let b = 0; b < blocks; b++) {
     const part = values.subarray(b * block, (b + 1) * block);
-    let amax = 0;
-    for (let i = 0; i < block; i++) amax = Math.max(amax, Math.abs(part[i]));
-    const s = amax > 0 ? Math.fround(amax / F8E4M3_MAX) : 1;
+    const s = fp8BlockScale(absMax(part));
     scales[b] = s;
-    for (let i = 0; i < block; i++) tmp[i] = part[i] / s;
-    f32ToF8e4m3(tmp, codes.subarray(b * block, (b + 1) * block));
+    encodeFp8Scaled(part, s, codes.subarray(b * block, (b + 1) * block), tmp);
   }
   return { codes, scales };
 }
@@ -517,12 +535,33 @@ export function dequantizeNvfp4(
  */
 export function quantizeNvfp4(values: Float32Array, rows: number, cols: number): Nvfp4Tensor {
   checkNvfp4Dims(rows, cols);
-  let amax = 0;
-  for (let i = 0; i < values.length; i++) amax = Math.max(amax, Math.abs(values[i]));
-  const globalScale = amax > 0 ? Math.fround((F8E4M3_MAX * 6) / amax) : 1;
-  const nBlocks = rows * cols / NVFP4_BLOCK;
+  const globalScale = nvfp4GlobalScale(absMax(values));
   const packed = new Uint8Array(rows * cols / 2);
-  const scale = new Uint8Array(nBlocks);
+  const scale = new Uint8Array(rows * cols / NVFP4_BLOCK);
+  quantizeNvfp4Blocks(values, globalScale, packed, scale);
+  return { packed, scale, globalScale };
+}
+
+/** The NVFP4 global scale (a divisor) of a tensor whose largest magnitude is `amax`: 448·6 / amax, 1 for zeros. */
+export function nvfp4GlobalScale(amax: number): number {
+  return amax > 0 ? Math.fround((F8E4M3_MAX * 6) / amax) : 1;
+}
+
+/**
+ * Quantizes whole 16-element blocks of `values` under `globalScale` (as {@link quantizeNvfp4} does after choosing
+ * it): E2M1 codes into `packed` (`values.length / 2` bytes) and f8e4m3 block scale codes into `scale`. Block by
+ * block, so a tensor may be quantised in pieces of whole blocks with the same result.
+ */
+export function quantizeNvfp4Blocks(
+  values: Float32Array,
+  globalScale: number,
+  packed: Uint8Array,
+  scale: Uint8Array,
+): void {
+  const nBlocks = values.length / NVFP4_BLOCK;
+  if (!Number.isInteger(nBlocks) || packed.length !== values.length / 2 || scale.length !== nBlocks) {
+    throw new RangeError(`NVFP4: ${values.length} values do not fit ${packed.length} packed / ${scale.length} scales`);
+  }
   for (let b = 0; b < nBlocks; b++) {
     const o0 = b * NVFP4_BLOCK;
     let bmax = 0;
@@ -536,7 +575,6 @@ export function quantizeNvfp4(values: Float32Array, rows: number, cols: number):
       packed[(o0 + j) >>> 1] = lo | (hi << 4);
     }
   }
-  return { packed, scale, globalScale };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -3,37 +3,33 @@
  * tensor against `checkpointTensors`, then stream tensors one at a time through their load transforms (place into
  * fused gate ‖ up and experts, broadcast expert scales, undo HF's vision rope permutation), then fold NVFP4 block
  * scales by their global scales. Peak memory is the canonical weights plus about one tensor (NVFP4: plus its f8 block
- * scales until folded).
+ * scales until folded); `openWeightSources` (`stream.ts`) gives the same weights as row chunks instead, for loaders
+ * that must not hold the model on the host.
  *
  * @module
  */
 
 import type { DType } from "../graph/dtype.ts";
-import { familyOfHF } from "../graph/models/mod.ts";
 import {
-  type CanonicalTensor,
-  canonicalTensors,
   type CheckpointLayout,
-  checkpointTensors,
-  configFromParams,
-  isIgnoredCheckpointTensor,
   type LoadTransform,
   type Mistral4Config,
-  normalizeCheckpointName,
   storedShape,
-  withParamsSoftmaxScale,
 } from "../graph/models/mistral4.ts";
-import { type Checkpoint, checkTensors, loadTensors, openCheckpoint, type TensorSpec } from "./checkpoint.ts";
+import { loadTensors, type TensorSpec } from "./checkpoint.ts";
+import { type CheckedOptions, elemBytes, holding, openCheckedCheckpoint, toHolding } from "./checked.ts";
 import {
   bytesToF32,
   dequantizeFp8,
   dequantizeNvfp4Folded,
   dequantizeQ8,
-  f32ToBytes,
   FLOAT_BYTES,
   type FloatDType,
   foldNvfp4Scales,
 } from "./codecs.ts";
+import { broadcastIndex, copyBlock, numel, ropeHfRow } from "./transforms.ts";
+
+export { broadcastIndex, copyBlock, ropeHfRow } from "./transforms.ts";
 
 /** One canonical tensor as loaded: stored encoding + per-block dequant scales, convertible to f32. */
 export interface CanonicalWeight {
@@ -86,15 +82,9 @@ export function weightToF32(w: CanonicalWeight): Float32Array {
 }
 
 /** Options of {@link loadCanonicalWeights}. */
-export interface LoadCanonicalOptions {
+export interface LoadCanonicalOptions extends CheckedOptions {
   /** No progress line. */
   quiet?: boolean;
-  /** `text` (default): load the decoder only (vision tensors are still checked); `all`: vision too. */
-  group?: "text" | "all";
-  /** What f16 weights become: f32 (default, exact) or bf16 (half the memory; drops 3 mantissa bits). */
-  f16?: "f32" | "bf16";
-  /** Force a layout when a directory ships both (default HF). */
-  layout?: CheckpointLayout;
 }
 
 /** What {@link loadCanonicalWeights} returns. */
@@ -105,92 +95,6 @@ export interface LoadedCanonical {
   layout: CheckpointLayout;
   /** Canonical weights by name (scales folded into their weight's `scales`). */
   weights: Map<string, CanonicalWeight>;
-}
-
-const FLOATS: readonly DType[] = ["f32", "bf16", "f16"];
-
-/** The config of an opened checkpoint, with `dtype` set to what unquantised weights are loaded as. */
-function readConfig(ckpt: Checkpoint, f16: DType): Mistral4Config {
-  let config: Mistral4Config;
-  if (ckpt.layout === "hf") {
-    config = familyOfHF(ckpt.config).configFromHF(ckpt.config, ckpt.configFile);
-    // MODEL.md §1.7: params.json's apply_scale decides the softmax scale when config.json does not say.
-    withParamsSoftmaxScale(config, ckpt.config, ckpt.mistralParams);
-  } else {
-    config = configFromParams(ckpt.config, ckpt.configFile);
-    // params.json has no dtype: the tensors are the truth (the final norm is never quantised).
-    const norm = ckpt.reader.has("norm.weight") ? ckpt.reader.info("norm.weight").dtype : undefined;
-    if (norm && FLOATS.includes(norm)) config.dtype = norm;
-  }
-  if (config.dtype === "f16") config.dtype = f16;
-  return config;
-}
-
-function numel(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
-}
-
-/** `shape` left-padded with 1s to `rank` dims. */
-function padded(shape: readonly number[], rank: number): number[] {
-  return [...Array(Math.max(0, rank - shape.length)).fill(1), ...shape];
-}
-
-function strides(shape: readonly number[]): number[] {
-  const s = new Array(shape.length).fill(1);
-  for (let d = shape.length - 2; d >= 0; d--) s[d] = s[d + 1] * shape[d + 1];
-  return s;
-}
-
-/**
- * Flat index into `src` (shape left-padded to the rank of `dst`, size-1 dims broadcast) of the element at flat
- * index `i` of `dst`.
- */
-export function broadcastIndex(i: number, dst: readonly number[], src: readonly number[]): number {
-  const s = padded(src, dst.length), ss = strides(s);
-  let out = 0;
-  for (let d = dst.length - 1; d >= 0; d--) {
-    const k = i % dst[d];
-    i = (i - k) / dst[d];
-    if (s[d] !== 1) out += k * ss[d];
-  }
-  return out;
-}
-
-/**
- * Copies the block `small` (shape `smallShape`, left-padded) to or from `big` at `offset`, `elem` bytes per
- * element: `into` = true writes small into big (a `place` load), false reads it out (what a writer inverts).
- */
-export function copyBlock(
-  big: Uint8Array,
-  bigShape: readonly number[],
-  small: Uint8Array,
-  smallShape: readonly number[],
-  offset: readonly number[],
-  elem: number,
-  into: boolean,
-): void {
-  const r = bigShape.length, s = padded(smallShape, r), bs = strides(bigShape);
-  const rowBytes = s[r - 1] * elem, rows = numel(s) / Math.max(1, s[r - 1]);
-  for (let row = 0; row < rows; row++) {
-    let rest = row, at = offset[r - 1];
-    for (let d = r - 2; d >= 0; d--) {
-      const k = rest % s[d];
-      rest = (rest - k) / s[d];
-      at += (k + offset[d]) * bs[d];
-    }
-    const b = big.subarray(at * elem, at * elem + rowBytes), sm = small.subarray(row * rowBytes, (row + 1) * rowBytes);
-    if (into) b.set(sm);
-    else sm.set(b);
-  }
-}
-
-/**
- * HF row of canonical row `row` for vision q/k: canonical row h·hd + 2i + j (interleaved pairs) is HF row
- * h·hd + j·hd/2 + i (half-split).
- */
-export function ropeHfRow(row: number, rows: number, heads: number): number {
-  const hd = rows / heads, h = Math.floor(row / hd), r = row % hd;
-  return h * hd + (r % 2) * (hd / 2) + (r >> 1);
 }
 
 /** Applies one load transform: `src` (converted to the canonical dtype) into the canonical buffer `dst`. */
@@ -226,27 +130,6 @@ function applyTransform(
   }
 }
 
-/** `data` of float dtype `from` re-encoded as `to` (exact when widening; RNE when narrowing). */
-function convert(data: Uint8Array, from: DType, to: DType): Uint8Array {
-  if (from === to) return data;
-  return f32ToBytes(bytesToF32(data, from as FloatDType), to as FloatDType);
-}
-
-/**
- * How a canonical tensor is held while loading: the dtype its buffer is in, and the dtypes the checkpoint may
- * ship it as. Quantised codes must come as they are (FP8 weights, NVFP4 packed bytes and f8 block scales); every
- * float (unquantised weights, FP8 and NVFP4 global scales) may be any float, converted.
- */
-function holding(t: CanonicalTensor): { buffer: DType; accepts: DType | readonly DType[] } {
-  if (t.dtype === "nvfp4") return { buffer: "u8", accepts: "u8" };
-  if (t.dtype === "f8e4m3") return { buffer: "f8e4m3", accepts: "f8e4m3" };
-  return { buffer: t.kind === "scale" ? "f32" : t.dtype, accepts: FLOATS };
-}
-
-function elemBytes(dtype: DType): number {
-  return dtype === "u8" ? 1 : FLOAT_BYTES[dtype as FloatDType];
-}
-
 /**
  * Loads a checkpoint directory into canonical weights. Every problem with the tensor set (missing, extra, wrong
  * shape or dtype, truncated file) is a `CheckpointError` naming the tensor and the file. f16 weights are widened to
@@ -259,32 +142,17 @@ function elemBytes(dtype: DType): number {
  * ```
  */
 export async function loadCanonicalWeights(dir: string, options: LoadCanonicalOptions = {}): Promise<LoadedCanonical> {
-  const ckpt = await openCheckpoint(dir, { layout: options.layout });
-  const { layout, reader } = ckpt;
-  const config = readConfig(ckpt, options.f16 ?? "f32");
-  const canon = new Map(canonicalTensors(config).map((t) => [t.name, t]));
-  const sources = checkpointTensors(config, layout);
-  const source = new Map(sources.map((s) => [s.checkpointName, s]));
-  const specs: TensorSpec[] = sources.map((s) => ({
-    name: s.checkpointName,
-    shape: s.shape,
-    dtype: holding(canon.get(s.canonicalName)!).accepts,
-  }));
-  const check = {
-    normalizeName: (n: string) => normalizeCheckpointName(config, layout, n),
-    ignore: isIgnoredCheckpointTensor,
-  };
-  const wanted = (s: TensorSpec) =>
-    options.group === "all" || canon.get(source.get(s.name)!.canonicalName)!.group === "text";
-  // Check the whole checkpoint first, so a broken vision tower is reported even when only text is loaded.
-  const skipped = new Set(checkTensors(reader, specs, check).filter((m) => !wanted(m.spec)).map((m) => m.info.name));
+  const { reader, layout, config, canon, tensors: source, specs, check, matched, wanted: want } =
+    await openCheckedCheckpoint(dir, options);
+  const wanted = (s: TensorSpec) => want(source.get(s.name)!.canonicalName);
+  const skipped = new Set(matched.filter((m) => !wanted(m.spec)).map((m) => m.info.name));
 
   const buffers = new Map<string, Uint8Array>();
   const written = new Map<string, number>();
   await loadTensors(reader, specs.filter(wanted), ({ spec, info, data }) => {
     const s = source.get(spec.name)!, t = canon.get(s.canonicalName)!, dt = holding(t).buffer;
     const elem = elemBytes(dt), shape = storedShape(t);
-    const src = convert(data, info.dtype!, dt);
+    const src = toHolding(data, info.dtype!, dt);
     let dst = buffers.get(t.name);
     if (!dst && s.transform.kind === "copy") dst = src; // the whole tensor: adopt it, no copy
     else {
@@ -298,7 +166,7 @@ export async function loadCanonicalWeights(dir: string, options: LoadCanonicalOp
 
   const weights = new Map<string, CanonicalWeight>();
   for (const t of canon.values()) {
-    if (options.group !== "all" && t.group !== "text") continue;
+    if (!want(t.name)) continue;
     const data = buffers.get(t.name);
     if (!data || written.get(t.name) !== numel(storedShape(t))) {
       throw new Error(`loadCanonicalWeights: ${t.name} was not fully written (a checkpoint table bug)`);

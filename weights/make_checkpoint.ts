@@ -35,7 +35,8 @@ import {
 } from "../graph/models/mistral4.ts";
 import { FLOAT_BYTES, type FloatDType, unfoldNvfp4Scales } from "./codecs.ts";
 import { CheckpointError } from "./errors.ts";
-import { broadcastIndex, type CanonicalWeight, copyBlock, ropeHfRow } from "./load.ts";
+import type { CanonicalWeight } from "./load.ts";
+import { broadcastIndex, copyBlock, ropeHfRow } from "./transforms.ts";
 import { configForDtype, type RandomDType, randomWeightSource } from "./random.ts";
 import { type TensorToWrite, writeSafetensors, writeShardedSafetensors } from "./safetensors_writer.ts";
 

@@ -1,7 +1,8 @@
 /**
  * Checkpoint I/O and weight codecs: safetensors reading (streamed, one tensor at a time) and writing, checkpoint
- * layout detection (Hugging Face / Mistral), checking against the model's expected tensors, and exact element
- * conversions (bf16, f16, f8e4m3, NVFP4, scaled FP8, q8).
+ * layout detection (Hugging Face / Mistral), checking against the model's expected tensors, exact element
+ * conversions (bf16, f16, f8e4m3, NVFP4, scaled FP8, q8), and weights as row-chunk sources (`openWeightSources`,
+ * `convertSource`, `chunkRows`) so a backend can upload a model the host never holds whole.
  *
  * @example
  * ```ts
@@ -21,3 +22,7 @@ export * from "./safetensors.ts";
 export * from "./safetensors_writer.ts";
 export * from "./progress.ts";
 export * from "./checkpoint.ts";
+export * from "./source.ts";
+export * from "./chunks.ts";
+export * from "./stream.ts";
+export * from "./convert_source.ts";

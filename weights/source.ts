@@ -38,16 +38,17 @@ export interface WeightChunk {
 
 /**
  * How a preset's random weight is made, for devices that generate it themselves. Element `i` (row-major over the
- * whole tensor) is `mean + (h(state + (i + 1) · 0x6d2b79f5 mod 2^32) − 2^31) · std · √12 / 2^32` in f32
- * arithmetic, `h` being mulberry32's output hash (`weights/random.ts` `fillUniform`), then rounded to `dtype` as
- * the host does (RNE for bf16/f16; FP8 and NVFP4 quantised per block by their absolute maximum).
+ * whole tensor) is `mean + (h(state + (i + 1) · 0x6d2b79f5 mod 2^32) − 2^31) · std · √12 / 2^32` computed in f64
+ * and rounded once to f32, `h` being mulberry32's output hash, then rounded to `dtype` as the host does (RNE for
+ * bf16/f16; FP8 and NVFP4 quantised per block by their absolute maximum). `weights/random.ts` documents every step
+ * exactly (`fillUniformAt`).
  */
 export interface RandomRecipe {
   /** Stream state before the first element (`tensorSeed(seed, name)`). */
   state: number;
-  /** Mean of the values. */
+  /** Mean of the uniform distribution (an f64). */
   mean: number;
-  /** Standard deviation of the values (uniform on ±√3·std around the mean). */
+  /** Standard deviation of the uniform distribution (an f64): values span mean ± √3·std. */
   std: number;
 }
 

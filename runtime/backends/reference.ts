@@ -38,7 +38,7 @@ import {
   type WeightTarget,
 } from "../backend.ts";
 import { uploadChunks } from "../weight_upload.ts";
-import { chunkToF32 } from "../../weights/chunk.ts";
+import { chunkToF32 } from "../../weights/chunks.ts";
 import { rowElements } from "../../weights/source.ts";
 
 const CAPS: BackendCaps = {

@@ -6,7 +6,7 @@ import { runGraph } from "../../execute.ts";
 import { schedule } from "../../schedule.ts";
 import { ScheduleError } from "../../schedule/plan.ts";
 import { quantizeFp8 } from "../../../weights/codecs.ts";
-import { memorySource } from "../../../weights/chunk.ts";
+import { memorySource } from "../../../weights/memory_source.ts";
 import { encodeChunk, wasmWeightBytes } from "./layout.ts";
 import { wasmBackend } from "./backend.ts";
 

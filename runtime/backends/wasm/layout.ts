@@ -13,7 +13,7 @@
 
 import type { DType } from "../../../graph/dtype.ts";
 import { numel } from "../../../graph/ir.ts";
-import { chunkDataBytes, chunkToF32, scalesPerKRow } from "../../../weights/chunk.ts";
+import { chunkScaleCount, chunkToF32, codeBytes } from "../../../weights/chunks.ts";
 import type { WeightChunk } from "../../../weights/source.ts";
 import { Q8_BLOCK } from "./module.ts";
 
@@ -52,12 +52,12 @@ export function encodeChunk(
     bytes.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 4 * first);
     return;
   }
-  const dataBytes = chunkDataBytes(storage, count);
+  const dataBytes = codeBytes(storage, count);
   if (chunk.data.byteLength !== dataBytes) {
     throw new RangeError(`wasm: chunk of ${chunk.rows} rows has ${chunk.data.byteLength} B, not ${dataBytes}`);
   }
-  bytes.set(chunk.data, chunkDataBytes(storage, first));
-  const perK = scalesPerKRow(storage, K);
+  bytes.set(chunk.data, codeBytes(storage, first));
+  const perK = chunkScaleCount(storage, K, K);
   if (perK === 0) return;
   const scales = chunk.scales!, at = (first / K) * perK;
   if (scales.length !== (count / K) * perK) {

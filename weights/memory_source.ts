@@ -1,0 +1,69 @@
+/**
+ * A {@link WeightSource} over a weight already in memory (a {@link CanonicalWeight}, converted whole): for tests,
+ * tools and small tensors. Model loading streams from `weights/stream.ts` and `weights/random.ts` instead.
+ *
+ * @module
+ */
+
+import type { DType } from "../graph/dtype.ts";
+import { chunkScaleCount, codeBytes } from "./chunks.ts";
+import { convertWeight } from "./convert.ts";
+import type { CanonicalWeight } from "./load.ts";
+import { leadingRows, rowElements, type WeightChunk, type WeightSource } from "./source.ts";
+
+/** Elements of the last dimension of `shape` (the K of a K-row). */
+function lastDim(shape: readonly number[]): number {
+  return shape.length === 0 ? 1 : shape[shape.length - 1];
+}
+
+/** One scale per K-row of `w` (an FP8 canonical weight, whose B scales split its K-rows into B equal runs). */
+function f8RowScales(w: CanonicalWeight): Float32Array {
+  const kRows = w.shape.reduce((a, b) => a * b, 1) / lastDim(w.shape);
+  const blocks = w.scales ?? new Float32Array([1]);
+  if (blocks.length === 0 || kRows % blocks.length !== 0) {
+    throw new RangeError(`${w.name}: ${kRows} rows do not split into ${blocks.length} FP8 scale blocks`);
+  }
+  const out = new Float32Array(kRows), run = kRows / blocks.length;
+  for (let r = 0; r < kRows; r++) out[r] = blocks[Math.floor(r / run)];
+  return out;
+}
+
+/**
+ * A source over `w` converted to `dtype` (`convertWeight`: the whole tensor at once, so only for weights already in
+ * memory: tests, tools, small tensors). Chunks are views into the converted tensor.
+ *
+ * @example
+ * ```ts
+ * // const src = memorySource(weights.get("norm")!, "f32", "preset tiny seed 0");
+ * // const { data } = await src.read(0, 64);
+ * ```
+ */
+export function memorySource(w: CanonicalWeight, dtype: DType, origin = "memory"): WeightSource {
+  const cw = convertWeight(w, dtype);
+  const rows = leadingRows(cw.shape), per = rowElements(cw.shape), k = lastDim(cw.shape);
+  const kRowsPerRow = per / k, perK = chunkScaleCount(cw.dtype, k, k);
+  const scales = cw.dtype === "f8e4m3" ? f8RowScales(cw) : cw.scales;
+  const bytes = cw.data.byteLength + (scales?.byteLength ?? 0);
+  return {
+    name: cw.name,
+    shape: cw.shape,
+    dtype: cw.dtype,
+    bytes,
+    origin,
+    read(row0: number, n: number): Promise<WeightChunk> {
+      if (!(row0 >= 0 && n >= 0 && row0 + n <= rows)) {
+        return Promise.reject(new RangeError(`${cw.name}: rows ${row0}..${row0 + n} outside 0..${rows}`));
+      }
+      const b0 = codeBytes(cw.dtype, row0 * per), b1 = codeBytes(cw.dtype, (row0 + n) * per);
+      const s0 = row0 * kRowsPerRow * perK, s1 = (row0 + n) * kRowsPerRow * perK;
+      return Promise.resolve({
+        row0,
+        rows: n,
+        shape: [n, ...cw.shape.slice(1)],
+        dtype: cw.dtype,
+        data: cw.data.subarray(b0, b1),
+        scales: scales?.subarray(s0, s1),
+      });
+    },
+  };
+}
