@@ -506,6 +506,38 @@ Deno.test("memory64 arena: allocations above 4 GiB, views, reuse, coalescing, gr
   assert(threw, "allocations past maxBytes throw");
 });
 
+/** Field names with their TS-layout suffix (`:p` pointer, `:f` float) of `typedef struct { … } name;` in a C file. */
+async function cStruct(file: string, name: string): Promise<string[]> {
+  const src = await Deno.readTextFile(new URL(`../../../kernels/wasm/${file}`, import.meta.url));
+  const body = src.match(new RegExp(`typedef struct \\{([^}]*)\\} ${name};`))?.[1];
+  assert(body !== undefined, `${name} in ${file}`);
+  const fields: string[] = [];
+  for (const decl of body.replace(/\/\/[^\n]*/g, "").split(";").map((d) => d.trim()).filter(Boolean)) {
+    const [first, ...rest] = decl.split(",");
+    const m = first.match(/^(.*?)([*\s]*\w+)$/)!, base = m[1];
+    for (const d of [m[2], ...rest]) {
+      const id = d.match(/\w+/)![0];
+      // paramLayout knows 4-byte scalars and pointers only: a size_t, int64_t or double field needs it extended.
+      assert(d.includes("*") || /^(int32_t|uint32_t|float)$/.test(base.trim()), `${name}.${id}: type ${base}`);
+      fields.push(d.includes("*") ? `${id}:p` : /\bfloat\b/.test(base) ? `${id}:f` : id);
+    }
+  }
+  return fields;
+}
+
+Deno.test("params layouts: the TS field lists match the C structs (names, order, pointers, floats)", async () => {
+  for (
+    const [file, name, layout] of [
+      ["attention.c", "MlaParams", MLA_PARAMS],
+      ["attention_prefill.c", "MlaPrefillParams", MLA_PREFILL_PARAMS],
+      ["moe.c", "MoeParams", MOE_PARAMS],
+    ] as const
+  ) {
+    const c = await cStruct(file, name);
+    assert(c.join() === layout.join(), `${name}: C ${c.join()} vs TS ${layout.join()}`);
+  }
+});
+
 Deno.test("params layouts: 4-byte slots in wasm32, 8-byte aligned pointers in wasm64; writeParams above 4 GiB", () => {
   for (const layout of [MLA_PARAMS, MLA_PREFILL_PARAMS, MOE_PARAMS]) {
     const l32 = paramLayout(layout, 4);
