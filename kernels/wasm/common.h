@@ -1,5 +1,9 @@
 // Shared helpers for the WASM SIMD kernels: exports, dtype codes, SIMD loads and decoders, math.
-// Pointers are byte offsets in the one shared linear memory; sizes that can exceed 2^31 bytes use size_t (u32).
+// Pointers are byte offsets in the one shared linear memory; sizes that can exceed 2^31 bytes use size_t. Both
+// targets build from these sources (build.sh): wasm32 (pointers and size_t 32-bit) and wasm64 (memory64: pointers
+// and size_t 64-bit, so element offsets must be formed in size_t, never in int). Params structs passed by pointer
+// (MlaParams, MlaPrefillParams, MoeParams) keep C's natural layout on both: int32/float fields 4 bytes, pointers 4
+// bytes in wasm32 and 8 (8-aligned) in wasm64; runtime/backends/wasm/module.ts (paramLayout) mirrors it.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>

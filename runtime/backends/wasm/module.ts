@@ -1,11 +1,15 @@
 /**
- * Low-level access to the WASM SIMD CPU kernels (`kernels/wasm/kernels.wasm`, built from `kernels/wasm/*.c`).
+ * Low-level access to the WASM SIMD CPU kernels (`kernels/wasm/kernels.wasm`, built from `kernels/wasm/*.c`, and
+ * its memory64 build `kernels/wasm/kernels64.wasm`).
  *
  * This is the layer the `wasm` backend plugin wraps; it knows nothing about graphs. Pieces:
  *
- * - {@linkcode WasmKernels.load} instantiates the module on a shared `WebAssembly.Memory` (max 4 GiB) and owns a
- *   64-byte-aligned arena (`alloc` / `free`) above the module's static data. Pointers are byte offsets (numbers);
- *   `f32(ptr, n)` and friends give typed views (recreated on demand, since growing the memory replaces its buffer).
+ * - {@linkcode WasmKernels.load} instantiates the module on a shared `WebAssembly.Memory` (wasm32: max 4 GiB; with
+ *   `memory64: true` the wasm64 build, max 16 GiB, V8's limit for one memory) and owns a 64-byte-aligned arena
+ *   (`alloc` / `free`) above the module's static data. Pointers are byte offsets (numbers, exact to 2^53, for both
+ *   builds: the wasm64 build's i64 pointer arguments are converted to BigInt by wrappers that read each export's
+ *   signature from the binary, signatures.ts); `f32(ptr, n)` and friends give typed views (recreated on demand,
+ *   since growing the memory replaces its buffer).
  * - `k.exports.<kernel>(…args, r0, r1)` runs a kernel on the calling thread; `ThreadPool.parallelFor`
  *   (threads.ts) splits the last two arguments, a row range, across workers sharing the memory.
  * - {@linkcode warmup} gets the kernels onto V8's optimising tier before timing-sensitive work.
@@ -68,6 +72,8 @@
  * @module
  */
 
+import { type FuncSig, type ModuleInfo, parseModule } from "./signatures.ts";
+
 /** Weight dtype codes passed to kernels (`wdt`, `cdt`); must match `DT_*` in kernels/wasm/common.h. */
 export const DT = { f32: 0, bf16: 1, f8e4m3: 2, q8: 3 } as const;
 /** A dtype the WASM kernels take as a weight. */
@@ -84,7 +90,7 @@ export function q8Bytes(n: number, k: number): { values: number; scales: number;
 
 type Fn = (...args: number[]) => number | void;
 
-/** The kernel exports; every argument is a number (pointers are byte offsets). */
+/** The kernel exports; every argument is a number (pointers are byte offsets, also in the wasm64 build). */
 export interface KernelExports {
   matmul: Fn;
   dequant_rows: Fn;
@@ -123,23 +129,25 @@ export interface KernelExports {
 export type KernelName = keyof KernelExports;
 
 /**
- * Field order of the `MlaParams` struct (attention.c), one 4-byte slot each; `f` marks f32 fields, the rest are
- * i32 (pointers included). Write it with {@linkcode writeParams}.
+ * Field order of the `MlaParams` struct (attention.c): `:f` marks f32 fields, `:p` pointers, the rest are i32. The
+ * struct has C's natural layout: 4 bytes a field in the wasm32 build (one 4-byte slot each, pointers included),
+ * pointers 8 bytes and 8-aligned in the wasm64 build ({@linkcode paramLayout}). Write it with
+ * {@linkcode writeParams}, size it with {@linkcode paramsBytes}.
  */
 export const MLA_PARAMS = [
-  "q",
-  "wkvb",
+  "q:p",
+  "wkvb:p",
   "wdt",
   "wscale:f",
-  "wqs",
-  "cache",
+  "wqs:p",
+  "cache:p",
   "cdt",
-  "blockTables",
+  "blockTables:p",
   "maxBlocks",
   "bs",
-  "tokSeq",
-  "tokPos",
-  "out",
+  "tokSeq:p",
+  "tokPos:p",
+  "out:p",
   "T",
   "H",
   "dn",
@@ -150,21 +158,21 @@ export const MLA_PARAMS = [
   "hg",
   "tb",
   "splits",
-  "part",
+  "part:p",
 ] as const;
 
 /** Field order of the `MlaPrefillParams` struct (attention_prefill.c); see {@linkcode MLA_PARAMS}. */
 export const MLA_PREFILL_PARAMS = [
-  "q",
-  "cache",
+  "q:p",
+  "cache:p",
   "cdt",
-  "table",
+  "table:p",
   "bs",
-  "ckv",
-  "kr",
-  "kv",
-  "state",
-  "out",
+  "ckv:p",
+  "kr:p",
+  "kv:p",
+  "state:p",
+  "out:p",
   "n",
   "p0",
   "c0",
@@ -181,34 +189,34 @@ export const MLA_PREFILL_PARAMS = [
 
 /** Field order of the `MoeParams` struct (moe.c); see {@linkcode MLA_PARAMS}. Unused pointers are 0. */
 export const MOE_PARAMS = [
-  "x",
-  "offsets",
-  "order",
-  "inv",
-  "active",
+  "x:p",
+  "offsets:p",
+  "order:p",
+  "inv:p",
+  "active:p",
   "nActive",
-  "wg",
-  "wu",
-  "wd",
+  "wg:p",
+  "wu:p",
+  "wd:p",
   "wdt",
   "sg",
   "su",
   "sd",
-  "fsg",
-  "fsu",
-  "fsd",
-  "qg",
-  "qu",
-  "qd",
+  "fsg:p",
+  "fsu:p",
+  "fsd:p",
+  "qg:p",
+  "qu:p",
+  "qd:p",
   "qsg",
   "qsu",
   "qsd",
-  "act",
-  "up",
-  "ys",
-  "w",
-  "addend",
-  "out",
+  "act:p",
+  "up:p",
+  "ys:p",
+  "w:p",
+  "addend:p",
+  "out:p",
   "T",
   "D",
   "F",
@@ -228,15 +236,28 @@ export function moeRows(
 }
 
 const PAGE = 65536;
-const MAX_PAGES = 65536; // 4 GiB: the wasm32 limit
+/** The most a wasm32 memory holds: 4 GiB. */
+export const MAX_BYTES_32 = 2 ** 32;
+/** The most V8 lets one memory64 `WebAssembly.Memory` hold: 16 GiB (a larger maximum is refused). */
+export const MAX_BYTES_64 = 2 ** 34;
 
 /** Options for {@linkcode WasmKernels.load}. */
 export interface LoadOptions {
   /** Bytes to reserve up front for the arena (the memory grows on demand anyway). */
   initialBytes?: number;
-  /** Upper bound of the memory in bytes (default and maximum 4 GiB). */
+  /**
+   * Upper bound of the memory in bytes. wasm32: default and maximum 4 GiB (larger values are clamped); memory64:
+   * default and maximum 16 GiB ({@linkcode MAX_BYTES_64}; larger values throw).
+   */
   maxBytes?: number;
-  /** Module bytes to use instead of reading the committed kernels.wasm. */
+  /** Load the wasm64 build (`kernels64.wasm`, 64-bit addresses: up to 16 GiB in one memory). Default false. */
+  memory64?: boolean;
+  /**
+   * The arena starts at this byte offset (or above the static data, whichever is higher), leaving the memory below
+   * unused: tests place every buffer above 4 GiB this way. Pages never touched cost no RSS.
+   */
+  reserveBelow?: number;
+  /** Module bytes to use instead of reading the committed kernels.wasm / kernels64.wasm (its build must match). */
   wasm?: Uint8Array;
 }
 
@@ -246,37 +267,82 @@ export class WasmKernels {
   readonly module: WebAssembly.Module;
   /** The shared linear memory every thread works in. */
   readonly memory: WebAssembly.Memory;
-  /** Kernel functions of the main-thread instance. */
+  /** Kernel functions of the main-thread instance (numbers in, numbers out, for both builds). */
   readonly exports: KernelExports;
-  /** First byte above the module's static data and main stack; the arena starts here. */
+  /** Whether this is the wasm64 build (i64 addresses, memory64). */
+  readonly memory64: boolean;
+  /** Bytes of a pointer in the kernels' structs: 4 (wasm32) or 8 (wasm64). */
+  readonly pointerBytes: 4 | 8;
+  /** Signatures of the module's exported functions (from the binary). */
+  readonly signatures: ReadonlyMap<string, FuncSig>;
+  /** First byte above the module's static data and main stack. */
   readonly heapBase: number;
+  /** The arena's first byte: `heapBase`, or `reserveBelow` when that is higher (64-aligned). */
+  readonly arenaBase: number;
   #maxPages: number;
   #top: number;
   #free: { ptr: number; size: number }[] = [];
   #sizes = new Map<number, number>();
 
-  private constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, instance: WebAssembly.Instance) {
+  private constructor(
+    module: WebAssembly.Module,
+    memory: WebAssembly.Memory,
+    instance: WebAssembly.Instance,
+    info: ModuleInfo,
+    maxPages: number,
+    reserveBelow: number,
+  ) {
     this.module = module;
     this.memory = memory;
+    this.memory64 = info.memory?.memory64 ?? false;
+    this.pointerBytes = this.memory64 ? 8 : 4;
+    this.signatures = info.exports;
     const ex = instance.exports as Record<string, unknown>;
-    this.exports = ex as unknown as KernelExports;
-    this.heapBase = (ex.__heap_base as WebAssembly.Global).value as number;
-    this.#top = align(this.heapBase, 64);
-    this.#maxPages = MAX_PAGES;
+    this.exports = wrapExports(ex, info.exports) as unknown as KernelExports;
+    this.heapBase = Number((ex.__heap_base as WebAssembly.Global).value);
+    this.arenaBase = align(Math.max(this.heapBase, reserveBelow), 64);
+    this.#top = this.arenaBase;
+    this.#maxPages = maxPages;
   }
 
   /** Compiles and instantiates the kernels on a fresh shared memory. */
   static async load(opts: LoadOptions = {}): Promise<WasmKernels> {
-    const bytes = opts.wasm ?? await readWasm(new URL("../../../kernels/wasm/kernels.wasm", import.meta.url));
+    const file = opts.memory64 ? "kernels64.wasm" : "kernels.wasm";
+    const bytes = opts.wasm ?? await readWasm(new URL(`../../../kernels/wasm/${file}`, import.meta.url));
+    const info = parseModule(bytes);
+    const m64 = info.memory?.memory64 ?? false;
+    if (opts.memory64 !== undefined && opts.memory64 !== m64) {
+      throw new Error(
+        `WasmKernels.load: memory64 is ${opts.memory64} but the given module is ${m64 ? "wasm64" : "wasm32"}`,
+      );
+    }
+    const limit = m64 ? MAX_BYTES_64 : MAX_BYTES_32;
+    if (m64 && (opts.maxBytes ?? 0) > limit) {
+      throw new RangeError(
+        `WasmKernels.load: maxBytes ${opts.maxBytes} is above 16 GiB (${limit} bytes), the most V8 allows one ` +
+          `memory64 WebAssembly.Memory`,
+      );
+    }
     const module = await WebAssembly.compile(bytes as Uint8Array<ArrayBuffer>);
-    const maxPages = Math.min(MAX_PAGES, Math.floor((opts.maxBytes ?? 2 ** 32) / PAGE));
+    const maxPages = Math.min(
+      limit / PAGE,
+      info.memory?.maxPages ?? Infinity,
+      Math.floor((opts.maxBytes ?? limit) / PAGE),
+    );
+    const reserveBelow = opts.reserveBelow ?? 0;
+    if (reserveBelow < 0 || reserveBelow >= maxPages * PAGE) {
+      throw new RangeError(
+        `WasmKernels.load: reserveBelow ${reserveBelow} is outside the memory (${maxPages * PAGE} bytes)`,
+      );
+    }
     // 4 MiB covers the 2 MiB main stack and static data; the rest grows on demand.
     const initial = Math.min(maxPages, Math.ceil((4 * 2 ** 20 + (opts.initialBytes ?? 0)) / PAGE));
-    const memory = new WebAssembly.Memory({ initial, maximum: maxPages, shared: true });
+    const desc = m64
+      ? { address: "i64", initial: BigInt(initial), maximum: BigInt(maxPages), shared: true }
+      : { initial, maximum: maxPages, shared: true };
+    const memory = new WebAssembly.Memory(desc as WebAssembly.MemoryDescriptor);
     const instance = await WebAssembly.instantiate(module, { env: { memory } });
-    const k = new WasmKernels(module, memory, instance);
-    k.#maxPages = maxPages;
-    return k;
+    return new WasmKernels(module, memory, instance, info, maxPages, reserveBelow);
   }
 
   /** The most bytes the memory may grow to. */
@@ -287,6 +353,11 @@ export class WasmKernels {
   /** Bytes currently backed by the memory. */
   get byteLength(): number {
     return this.memory.buffer.byteLength;
+  }
+
+  /** Upper bound of the memory in bytes (`maxBytes`, clamped to the build's limit). */
+  get maxBytes(): number {
+    return this.#maxPages * PAGE;
   }
 
   /** Allocates `bytes` (rounded up to 64) at a 64-byte-aligned offset, growing the memory when needed. */
@@ -310,7 +381,10 @@ export class WasmKernels {
       throw new RangeError(`wasm memory exhausted: ${end} bytes needed, limit ${this.#maxPages * PAGE}`);
     }
     const have = this.memory.buffer.byteLength;
-    if (end > have) this.memory.grow(Math.ceil((end - have) / PAGE));
+    if (end > have) {
+      const pages = Math.ceil((end - have) / PAGE);
+      (this.memory.grow as (n: number | bigint) => unknown)(this.memory64 ? BigInt(pages) : pages);
+    }
     this.#top = end;
     this.#sizes.set(ptr, size);
     return ptr;
@@ -406,8 +480,40 @@ export function warmup(k: WasmKernels, ms = 300): void {
 }
 
 /**
- * Writes a params struct (fields in `layout` order, 4 bytes each; `name:f` fields as f32) at `ptr`.
- * Missing fields are 0.
+ * Byte offsets of a params struct's fields (`layout` as {@linkcode MLA_PARAMS}) and its size, in C's natural
+ * layout for the given pointer size: i32 and f32 fields take 4 bytes, pointers (`:p`) 4 or 8, each aligned to its
+ * size; the size is rounded up to the largest alignment. With 4-byte pointers every field is one 4-byte slot.
+ */
+export function paramLayout(layout: readonly string[], pointerBytes: 4 | 8): { offsets: number[]; bytes: number } {
+  const offsets: number[] = [];
+  let at = 0, maxAlign = 4;
+  for (const field of layout) {
+    const size = field.endsWith(":p") ? pointerBytes : 4;
+    at = align(at, size);
+    offsets.push(at);
+    at += size;
+    maxAlign = Math.max(maxAlign, size);
+  }
+  return { offsets, bytes: align(at, maxAlign) };
+}
+
+/** Bytes of a params struct (`layout` as {@linkcode MLA_PARAMS}) for this module's build. */
+export function paramsBytes(k: WasmKernels, layout: readonly string[]): number {
+  return paramLayout(layout, k.pointerBytes).bytes;
+}
+
+/** Byte offset of field `name` (without its `:` suffix) of a params struct for this module's build. */
+export function paramOffset(k: WasmKernels, layout: readonly string[], name: string): number {
+  const i = layout.findIndex((f) => f.split(":")[0] === name);
+  if (i < 0) throw new Error(`no field ${name} in the params layout`);
+  return paramLayout(layout, k.pointerBytes).offsets[i];
+}
+
+const layoutCache = new WeakMap<readonly string[], { offsets: number[]; bytes: number }[]>();
+
+/**
+ * Writes a params struct (fields in `layout` order, laid out by {@linkcode paramLayout} for this module's build;
+ * `name:f` fields as f32, `name:p` as pointers, the rest as i32) at `ptr`. Missing fields are 0.
  */
 export function writeParams(
   k: WasmKernels,
@@ -415,13 +521,56 @@ export function writeParams(
   layout: readonly string[],
   values: Record<string, number>,
 ): void {
-  const i32 = k.i32(ptr, layout.length), f32 = k.f32(ptr, layout.length);
+  let cached = layoutCache.get(layout);
+  if (!cached) layoutCache.set(layout, cached = []);
+  const { offsets, bytes } = cached[k.pointerBytes] ??= paramLayout(layout, k.pointerBytes);
+  const view = new DataView(k.memory.buffer, ptr, bytes);
   for (let i = 0; i < layout.length; i++) {
-    const [name, kind] = layout[i].split(":");
-    const v = values[name] ?? 0;
-    if (kind === "f") f32[i] = v;
-    else i32[i] = v | 0;
+    const field = layout[i], colon = field.indexOf(":");
+    const name = colon < 0 ? field : field.slice(0, colon), kind = colon < 0 ? "" : field.slice(colon + 1);
+    const v = values[name] ?? 0, at = offsets[i];
+    if (kind === "f") view.setFloat32(at, v, true);
+    else if (kind === "p" && k.pointerBytes === 8) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`params field ${name}: ${v} is no pointer`);
+      view.setUint32(at, v % 2 ** 32, true);
+      view.setUint32(at + 4, Math.floor(v / 2 ** 32), true);
+    } else view.setInt32(at, v | 0, true);
   }
+}
+
+/**
+ * Wraps the exports whose signatures have i64 parameters or results (the wasm64 build's pointers): numbers in are
+ * converted to BigInt, an i64 result back to a number. Other exports are returned as they are.
+ */
+export function wrapExports(
+  ex: Record<string, unknown>,
+  sigs: ReadonlyMap<string, FuncSig>,
+): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, v] of Object.entries(ex)) {
+    const sig = sigs.get(name);
+    out[name] = typeof v === "function" && sig ? wrapI64(name, v as (...a: unknown[]) => unknown, sig) : v;
+  }
+  return out;
+}
+
+/** Positions of the i64 parameters of a signature. */
+export function i64Params(sig: FuncSig): number[] {
+  const at: number[] = [];
+  sig.params.forEach((t, i) => t === "i64" && at.push(i));
+  return at;
+}
+
+function wrapI64(name: string, fn: (...a: unknown[]) => unknown, sig: FuncSig): (...a: number[]) => unknown {
+  const at = i64Params(sig), big = sig.results.length === 1 && sig.results[0] === "i64";
+  if (at.length === 0 && !big) return fn as (...a: number[]) => unknown;
+  const wrapped = (...a: unknown[]) => {
+    for (const i of at) a[i] = BigInt(a[i] as number);
+    const r = fn(...a);
+    return big ? Number(r) : r;
+  };
+  Object.defineProperty(wrapped, "name", { value: name });
+  return wrapped;
 }
 
 /** Reads the module from disk, or fetches it when this file was imported over http(s) (e.g. from JSR). */

@@ -23,6 +23,7 @@
  */
 
 import type { KernelName, WasmKernels } from "./module.ts";
+import type { FuncSig } from "./signatures.ts";
 import { wasmProfile } from "./profile.ts";
 
 /** Control-block layout (Int32 indices unless named _BYTE); counters sit on separate cache lines. */
@@ -57,6 +58,8 @@ export interface WorkerInit {
   workers: number;
   stackTop: number;
   names: string[];
+  /** Signatures of the exports (the wasm64 build takes pointers as i64: the worker converts those arguments). */
+  signatures: Map<string, FuncSig>;
 }
 
 /** Options of {@linkcode ThreadPool.create}. */
@@ -154,6 +157,7 @@ export class ThreadPool {
           workers: n - 1,
           stackTop: stack + stackBytes,
           names,
+          signatures: new Map(k.signatures),
         };
         w.postMessage(init);
       }

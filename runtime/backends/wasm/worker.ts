@@ -7,14 +7,18 @@
  */
 /// <reference lib="deno.worker" />
 
+import { wrapExports } from "./module.ts";
 import { CTL, pieceBound, type WorkerInit } from "./threads.ts";
 
 self.onmessage = async (ev: MessageEvent<WorkerInit>) => {
   const init = ev.data;
   const instance = await WebAssembly.instantiate(init.module, { env: { memory: init.memory } });
   const ex = instance.exports as Record<string, unknown>;
-  (ex.__stack_pointer as WebAssembly.Global).value = init.stackTop;
-  const fns = init.names.map((n) => ex[n] as (...a: number[]) => unknown);
+  const sp = ex.__stack_pointer as WebAssembly.Global;
+  sp.value = typeof sp.value === "bigint" ? BigInt(init.stackTop) : init.stackTop; // i64 in the wasm64 build
+  // Numbers in, as on the main thread: the wasm64 build's i64 (pointer) arguments become BigInt.
+  const wrapped = wrapExports(ex, init.signatures);
+  const fns = init.names.map((n) => wrapped[n] as (...a: number[]) => unknown);
   const ctl = new Int32Array(init.ctl);
   const args = new Float64Array(init.ctl, CTL.ARGS_BYTE, CTL.MAX_ARGS);
   const me = init.index;
