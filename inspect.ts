@@ -20,7 +20,7 @@ import type { PlanSection } from "./graph/inspect.ts";
 
 const USAGE = `usage: inspect.ts [--model PRESET|DIR] [--format text|json|dot] [--json] [--dtype DTYPE] [--layers N]
                   [--backend NAME[,NAME…]|none] [--softmax-scale plain|deepseek_yarn]
-  --model   preset (tiny, demo, ms4-mini, mistral-small-4; default mistral-small-4) or a checkpoint directory
+  --model   preset (tiny, demo, ms4-mini, ms4-medium, mistral-small-4; default mistral-small-4) or a checkpoint directory
   --format  text (default), json, or dot (Graphviz; --layers N layers drawn in full, default 1)
   --json    same as --format json
   --dtype   stored dtype of the text linears (f8e4m3, bf16, nvfp4, q8…) for the byte counts

@@ -16,7 +16,7 @@ import type { RandomDType } from "./weights/random.ts";
 
 const USAGE = `usage: make_checkpoint.ts --model PRESET|DIR|config.json|params.json --out DIR
     [--dtype f32|bf16|f8e4m3|nvfp4] [--seed N] [--layout hf|mistral] [--shard-mb N] [--force]
-  --model     preset (tiny, demo, ms4-mini, mistral-small-4), a checkpoint directory, or a config file
+  --model     preset (tiny, demo, ms4-mini, ms4-medium, mistral-small-4), a checkpoint directory, or a config file
   --out       directory to write (created)
   --dtype     stored dtype: f32, bf16, f8e4m3 (FP8 text linears, the rest bf16) or nvfp4 (compressed-tensors
               NVFP4 experts as the NVFP4 release, the rest bf16); default the config's

@@ -23,7 +23,8 @@ import { type Mistral4Config, type SoftmaxScaleMode, softmaxScaleMode } from "..
 import type { Backend } from "../runtime/backend.ts";
 import { createBackends } from "../runtime/registry.ts";
 import { PlanExecutor } from "../runtime/plan_executor.ts";
-import { type Plan, schedule } from "../runtime/schedule.ts";
+import type { Plan } from "../runtime/schedule.ts";
+import { planBackends } from "./placement.ts";
 import { BlockPool, type SequenceBlocks } from "./kv_cache.ts";
 import { bf16ToF32 } from "../weights/codecs.ts";
 import { openModelWeights } from "./model_weights.ts";
@@ -404,11 +405,10 @@ function chunkOf(seq: SequenceBlocks, ids: readonly number[], start: number, n: 
 export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<Model> {
   const scale = options.softmaxScale === undefined ? undefined : softmaxScaleMode(options.softmaxScale, "softmaxScale");
   const resolved = await resolveModel(spec);
-  const backends = await createBackends(options.backend ?? "auto", {
-    ...options.backendOptions,
-    threads: options.threads,
-  });
   const log = options.log ?? ((line: string) => options.quiet || console.error(line));
+  const backendOptions = { ...options.backendOptions, threads: options.threads };
+  // `planBackends` may grow `wasm` into a memory64 instance or several instances.
+  let backends = await createBackends(options.backend ?? "auto", backendOptions);
   let release = () => {};
   try {
     // Images need the vision tower's weights and `scatter_rows` on some backend of the plan.
@@ -432,7 +432,13 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     if (graph.outputs.some((o) => o.name === "sampled") && options.sampling === undefined) {
       if (!runsNode(first, graph, "sampled")) graph = build(false);
     }
-    const plan = schedule(graph, backends, { strict: options.strict });
+    const planned = await planBackends(graph, backends, {
+      strict: options.strict,
+      backendOptions,
+      log,
+    });
+    backends = planned.backends;
+    const plan = planned.plan;
     const report = planReport(plan);
     for (const line of report) log(line);
     const executor = await PlanExecutor.create(graph, plan, backends, { weights: (d) => weights.source(d) });

@@ -134,6 +134,12 @@ export type BackendOptions = {
    * user keep an op family elsewhere.
    */
   refuseOps?: readonly string[];
+  /**
+   * One of several instances of this backend (`wasm:0`, `wasm:1`…: each its own memory and threads), for a model
+   * larger than one instance holds; the scheduler places them as separate backends. Factories without instances
+   * ignore it.
+   */
+  instance?: number;
 };
 
 /** One execution target (reference, wasm, webgpu, cuda, onnx…). */

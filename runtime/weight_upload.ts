@@ -12,7 +12,7 @@ import type { WeightChunk } from "../weights/source.ts";
 import { chunkRows } from "../weights/chunks.ts";
 
 /** Bytes of chunk data read at once (a bound on the host memory an upload holds). */
-export const UPLOAD_CHUNK_BYTES = 16 * 2 ** 20;
+export const UPLOAD_CHUNK_BYTES = 4 * 2 ** 20;
 
 /**
  * Reads `source` chunk by chunk into `target`'s parts through `encode(chunk, part, row)` (`row`: the chunk's first

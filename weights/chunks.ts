@@ -97,24 +97,37 @@ export function chunkRows(
 }
 
 /**
+ * A reusable f32 buffer of at least `n` elements (`slot` keeps independent users apart), for temporaries that
+ * never outlive a synchronous stretch of code: chunk after chunk of a load then makes no garbage of them, which
+ * V8 would collect late (it sees a small JS heap) and the process's peak RSS would show.
+ */
+export function scratchF32(n: number, slot: number): Float32Array {
+  let buf = SCRATCH[slot];
+  if (!buf || buf.length < n) buf = SCRATCH[slot] = new Float32Array(Math.max(n, (buf?.length ?? 0) * 2));
+  return buf.subarray(0, n);
+}
+const SCRATCH: Float32Array[] = [];
+
+/**
  * Decodes a chunk to f32 with its row-local scales: bit-identical to `weightToF32` of the whole weight on the same
- * rows (the same codec, the same scale per element).
+ * rows (the same codec, the same scale per element). `dst` (at least the chunk's elements) receives them when given.
  *
  * @example
  * ```ts ignore
  * const values = chunkToF32(await source.read(0, 4)); // rows 0..3, every element
  * ```
  */
-export function chunkToF32(chunk: WeightChunk): Float32Array {
+export function chunkToF32(chunk: WeightChunk, dst?: Float32Array): Float32Array {
   const { dtype, data, scales } = chunk;
-  if (dtype === "f8e4m3") return dequantizeFp8(data, scales ?? 1);
+  const n = chunk.rows * rowElements(chunk.shape), out = dst?.subarray(0, n);
+  if (dtype === "f8e4m3") return dequantizeFp8(data, scales ?? 1, out);
   if (dtype === "nvfp4" || dtype === "q8") {
     if (!scales) throw new RangeError(`chunkToF32: a ${dtype} chunk has no scales`);
-    if (dtype === "nvfp4") return dequantizeNvfp4Folded(data, scales);
+    if (dtype === "nvfp4") return dequantizeNvfp4Folded(data, scales, out);
     const k = kDim(chunk.shape);
     const values = new Int8Array(data.buffer, data.byteOffset, data.byteLength);
-    return dequantizeQ8({ values, scales }, values.length / k, k);
+    return dequantizeQ8({ values, scales }, values.length / k, k, out);
   }
-  if (dtype in FLOAT_BYTES) return bytesToF32(data, dtype as FloatDType);
+  if (dtype in FLOAT_BYTES) return bytesToF32(data, dtype as FloatDType, out);
   throw new RangeError(`chunkToF32: dtype ${dtype} has no element-wise decoding`);
 }

@@ -251,22 +251,25 @@ function aligned(bytes: Uint8Array, align: number): Uint8Array {
  * const w = bytesToF32(await reader.read("norm.weight"), "bf16");
  * ```
  */
-export function bytesToF32(bytes: Uint8Array, dtype: FloatDType): Float32Array {
+export function bytesToF32(bytes: Uint8Array, dtype: FloatDType, dst?: Float32Array): Float32Array {
   const size = FLOAT_BYTES[dtype];
   if (size === undefined) throw new RangeError(`bytesToF32: ${dtype} is not an element-wise float dtype`);
   if (bytes.byteLength % size !== 0) {
     throw new RangeError(`bytesToF32: ${bytes.byteLength} bytes is not a whole number of ${dtype} elements`);
   }
-  const b = aligned(bytes, size);
+  const b = aligned(bytes, size), n = b.byteLength / size;
   switch (dtype) {
-    case "f32":
+    case "f32": {
+      const src = new Float32Array(b.buffer, b.byteOffset, n);
+      if (dst) return (dst.set(src), dst);
       return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer);
+    }
     case "bf16":
-      return bf16ToF32(new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2));
+      return bf16ToF32(new Uint16Array(b.buffer, b.byteOffset, n), dst);
     case "f16":
-      return f16ToF32(new Uint16Array(b.buffer, b.byteOffset, b.byteLength / 2));
+      return f16ToF32(new Uint16Array(b.buffer, b.byteOffset, n), dst);
     case "f8e4m3":
-      return f8e4m3ToF32(b);
+      return f8e4m3ToF32(b, dst);
   }
 }
 

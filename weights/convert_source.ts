@@ -9,7 +9,7 @@
  */
 
 import type { DType } from "../graph/dtype.ts";
-import { chunkRows, chunkToF32, kDim } from "./chunks.ts";
+import { chunkRows, chunkToF32, kDim, scratchF32 } from "./chunks.ts";
 import {
   absMax,
   encodeFp8Scaled,
@@ -66,7 +66,12 @@ class ConvertedSource implements WeightSource {
     if (!FLOATS.includes(this.dtype) && this.shape.length < 2 && rows !== this.#rows) {
       throw new RangeError(`${this.name}: a 1-D tensor converted to ${this.dtype} is read whole`);
     }
-    const values = chunkToF32(await this.source.read(row0, rows));
+    // Decoded into scratch: nothing below awaits before the values are re-encoded (the amax pass decodes with
+    // its own buffer).
+    const quantised = this.dtype === "f8e4m3" || this.dtype === "nvfp4";
+    const amax = quantised && this.#run > rows * this.#rowElems ? await this.#wholeAmax() : 0;
+    const chunk = await this.source.read(row0, rows);
+    const values = chunkToF32(chunk, scratchF32(chunk.rows * this.#rowElems, 1));
     const shape = [rows, ...this.shape.slice(1)], dtype = this.dtype, k = this.#k;
     if (FLOATS.includes(dtype)) return { row0, rows, shape, dtype, data: f32ToBytes(values, dtype as FloatDType) };
     if (dtype === "q8") {
@@ -80,14 +85,14 @@ class ConvertedSource implements WeightSource {
       const lo = Math.max(e0, r * this.#run) - e0, hi = Math.min(e0 + n, (r + 1) * this.#run) - e0;
       const part = values.subarray(lo, hi);
       // A run wholly inside this chunk has its maximum here; one that is not is the whole tensor (first pass).
-      const amax = hi - lo === this.#run ? absMax(part) : await this.#wholeAmax();
+      const m = hi - lo === this.#run ? absMax(part) : amax;
       if (fp8) {
-        const s = fp8BlockScale(amax);
+        const s = fp8BlockScale(m);
         encodeFp8Scaled(part, s, data.subarray(lo, hi));
         scales.fill(s, lo / k, hi / k);
         continue;
       }
-      const g = nvfp4GlobalScale(amax), [b0, b1] = [lo / NVFP4_BLOCK, hi / NVFP4_BLOCK];
+      const g = nvfp4GlobalScale(m), [b0, b1] = [lo / NVFP4_BLOCK, hi / NVFP4_BLOCK];
       quantizeNvfp4Blocks(part, g, data.subarray(lo / 2, hi / 2), codes!.subarray(b0, b1));
       for (let b = b0; b < b1; b++) scales[b] = nvfp4BlockScale(codes![b], g);
     }
@@ -99,7 +104,8 @@ class ConvertedSource implements WeightSource {
     this.#amax ??= (async () => {
       let amax = 0;
       for (const { row0, rows } of chunkRows(this.source)) {
-        amax = absMax(chunkToF32(await this.source.read(row0, rows)), amax);
+        const chunk = await this.source.read(row0, rows);
+        amax = absMax(chunkToF32(chunk, scratchF32(rows * this.#rowElems, 2)), amax);
       }
       return amax;
     })();

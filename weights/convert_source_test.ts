@@ -37,7 +37,7 @@ async function readAll(s: WeightSource, rowsPer: number) {
     return out;
   };
   return {
-    values: cat(chunks.map(chunkToF32), (n) => new Float32Array(n)),
+    values: cat(chunks.map((c) => chunkToF32(c)), (n) => new Float32Array(n)),
     data: cat(chunks.map((c) => c.data), (n) => new Uint8Array(n)),
     scales: chunks[0].scales ? cat(chunks.map((c) => c.scales!), (n) => new Float32Array(n)) : undefined,
   };

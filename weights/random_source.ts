@@ -9,6 +9,7 @@
  */
 
 import type { DType } from "../graph/dtype.ts";
+import { scratchF32 } from "./chunks.ts";
 import {
   absMax,
   encodeFp8Scaled,
@@ -168,7 +169,8 @@ export class RandomTensorSource implements WeightSource {
     if (quantised && this.shape.length < 2 && rows !== this.#rows) {
       throw new RangeError(`${this.name}: a 1-D quantised tensor is read whole`);
     }
-    const e0 = row0 * this.#rowElems, values = new Float32Array(rows * this.#rowElems);
+    // Generated into scratch: the chunk returned holds only the encoded values.
+    const e0 = row0 * this.#rowElems, values = scratchF32(rows * this.#rowElems, 0);
     const { state, mean, std } = this.random;
     fillUniformAt(values, state, e0, mean, std);
     const shape = [rows, ...this.shape.slice(1)];

@@ -7,7 +7,7 @@
 import type { Mistral4Config, Mistral4VisionConfig } from "./mistral4_config.ts";
 
 /** Names accepted by `--model PRESET`. */
-export type Mistral4PresetName = "tiny" | "demo" | "ms4-mini" | "mistral-small-4";
+export type Mistral4PresetName = "tiny" | "demo" | "ms4-mini" | "ms4-medium" | "mistral-small-4";
 
 /** The real model's settings every preset shares. */
 function base(): Mistral4Config {
@@ -116,7 +116,7 @@ function preset(w: Widths, vis: Mistral4VisionConfig | null, extra: Partial<Mist
 }
 
 /**
- * The four presets of MODEL.md §6, freshly built on each access so callers may mutate their copy.
+ * The presets (MODEL.md §6, plus `ms4-medium`), freshly built on each access so callers may mutate their copy.
  *
  * @example
  * ```ts
@@ -178,6 +178,29 @@ export const presets: Readonly<Record<Mistral4PresetName, () => Mistral4Config>>
         width: 512,
       },
       null,
+    ),
+  /**
+   * The real model's dimensions (hidden 4096, 32 heads, 128 experts of width 2048, the real vocabulary) with 2
+   * layers and no vision: ≈7.6B parameters, ≈8 GiB in q8 — past one wasm32 memory, for memory64 and multi-instance
+   * runs on a CPU.
+   */
+  "ms4-medium": () =>
+    preset(
+      {
+        hidden: 4096,
+        layers: 2,
+        heads: 32,
+        qLora: 1024,
+        kvLora: 256,
+        nope: 64,
+        rope: 64,
+        v: 128,
+        experts: 128,
+        topK: 4,
+        width: 2048,
+      },
+      null,
+      { intermediate_size: 12288 },
     ),
   /** The real model: FP8 text linears with per-tensor scales, BF16 rest. */
   "mistral-small-4": () =>

@@ -51,7 +51,7 @@ Deno.test("presets: ms4-mini exact, tiny ≈ 17M, demo ≈ 80M", () => {
   const tiny = graphParams(presetConfig("tiny")), demo = graphParams(presetConfig("demo"));
   assert(tiny > 16.5e6 && tiny < 17.5e6, `tiny ${tiny}`);
   assert(demo > 70e6 && demo < 85e6, `demo ${demo}`);
-  assertThrows(() => presetConfig("huge"), Error, "presets: tiny, demo, ms4-mini, mistral-small-4");
+  assertThrows(() => presetConfig("huge"), Error, "presets: tiny, demo, ms4-mini, ms4-medium, mistral-small-4");
 });
 
 Deno.test("vision tensor list: ≈0.43B for the real tower", () => {

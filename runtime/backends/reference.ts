@@ -38,7 +38,7 @@ import {
   type WeightTarget,
 } from "../backend.ts";
 import { uploadChunks } from "../weight_upload.ts";
-import { chunkToF32 } from "../../weights/chunks.ts";
+import { chunkToF32, scratchF32 } from "../../weights/chunks.ts";
 import { rowElements } from "../../weights/source.ts";
 
 const CAPS: BackendCaps = {
@@ -77,7 +77,7 @@ class ReferenceBackend implements Backend {
   uploadWeight(target: WeightTarget, source: WeightSource): Promise<void> {
     const per = rowElements(maxShape(target.decl.shape));
     return uploadChunks(target, source, (chunk, part, row) => {
-      const values = chunk.dtype === "i32" ? chunk.data : chunkToF32(chunk);
+      const values = chunk.dtype === "i32" ? chunk.data : chunkToF32(chunk, scratchF32(chunk.rows * per, 3));
       this.write({ buffer: part.view.buffer, offset: part.view.offset + 4 * row * per }, values);
     });
   }

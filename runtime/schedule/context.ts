@@ -19,7 +19,18 @@ export type ScheduleOptions = {
    * `(w) => w.name.includes(".experts.") ? "wasm" : undefined`. `undefined` leaves the weight to pass 1.
    */
   weightPlacement?: (weight: WeightDecl, consumers: readonly Node[]) => string | undefined;
+  /**
+   * Bytes of each backend pass 1 keeps free of weights, for its state, arena and I/O (set when a model is split
+   * over several instances of one backend, so each instance keeps room for its layers' caches).
+   */
+  reserveBytes?: number;
 };
+
+/** The backend kind of an instance name: `wasm` for `wasm:1`. */
+export function kindOf(name: string): string {
+  const i = name.indexOf(":");
+  return i < 0 ? name : name.slice(0, i);
+}
 
 /** Shared, read-only inputs of the passes. */
 export type Context = {

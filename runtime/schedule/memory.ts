@@ -62,6 +62,8 @@ export function planMemory(ctx: Context, split: Split): Record<string, BackendMe
         `plan needs ${total} B on ${backend.name} (weights ${memory.weightBytes}, state ${memory.stateBytes}, ` +
           `arena ${memory.arenaBytes}, io ${memory.ioBytes}) but it has ${memoryBytes} B: a smaller --dtype shrinks ` +
           `the weights (bf16: 2 B per value, q8 and f8e4m3: about 1 B), fewer or shorter sequences the cache`,
+        [],
+        true,
       );
     }
     perBackend[backend.name] = memory;

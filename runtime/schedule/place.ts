@@ -11,7 +11,7 @@
 import { BITS_PER_ELEMENT } from "../../graph/dtype.ts";
 import { maxShape, type Node, numel, type WeightDecl } from "../../graph/ir.ts";
 import { type Backend, canStore, weightBytes } from "../backend.ts";
-import { type Context, describeNode } from "./context.ts";
+import { type Context, describeNode, kindOf } from "./context.ts";
 import { type Fallback, ScheduleError } from "./plan.ts";
 
 /** Where a weight lives: its home backend; `pinned` when `weightPlacement` chose it; `why` when not the first. */
@@ -19,17 +19,22 @@ export type WeightHome = { backend: string; pinned: boolean; why?: string };
 
 /**
  * Pass 1: each weight goes to the first backend that can store its dtype, supports every op reading it and still
- * has room (`caps.memoryBytes`, counting weights only: the arena is not known yet). Failing that, the first that
- * can store it and supports some consumer; then the first that can store it at all. `weightPlacement` overrides.
+ * has room (`caps.memoryBytes` less `reserveBytes`, counting weights only: the arena is not known yet). Failing
+ * that, the first that can store it and supports some consumer; then the first that can store it at all.
+ * `weightPlacement` overrides. Instances of one kind (`wasm:0`, `wasm:1`…) fill in order: a weight never goes to
+ * an instance before the last one used, so a model too big for one splits by layer, in graph order.
  */
 export function placeWeights(ctx: Context): Map<number, WeightHome> {
   const homes = new Map<number, WeightHome>();
   const used = new Map<string, number>(ctx.backends.map((b) => [b.name, 0]));
+  const reserve = ctx.options.reserveBytes ?? 0;
   const fits = (b: Backend, w: WeightDecl) =>
-    used.get(b.name)! + weightBytes(b, w.shape, w.dtype) <= b.caps.memoryBytes;
+    used.get(b.name)! + weightBytes(b, w.shape, w.dtype) + reserve <= b.caps.memoryBytes;
+  const floor = new Map<string, number>(); // kind → index in ctx.backends of the last instance used
+  const open = (b: Backend) => !b.name.includes(":") || ctx.backends.indexOf(b) >= (floor.get(kindOf(b.name)) ?? 0);
   for (const w of ctx.graph.weights) {
     const consumers = ctx.consumers.get(w.id) ?? [];
-    const storable = ctx.backends.filter((b) => canStore(b.caps, w.dtype));
+    const storable = ctx.backends.filter((b) => canStore(b.caps, w.dtype) && open(b));
     const pinned = ctx.options.weightPlacement?.(w, consumers);
     let chosen: Backend | undefined;
     if (pinned !== undefined) {
@@ -47,7 +52,11 @@ export function placeWeights(ctx: Context): Map<number, WeightHome> {
       const why = storable.length
         ? "none has room left; a smaller --dtype shrinks the weights (bf16: 2 B per value, q8 and f8e4m3: about 1 B)"
         : `none can store ${w.dtype}`;
-      throw new ScheduleError(`weight ${w.name}: no backend can hold it (${names(ctx)}: ${why})`);
+      throw new ScheduleError(
+        `weight ${w.name}: no backend can hold it (${names(ctx)}: ${why})`,
+        [],
+        storable.length > 0,
+      );
     }
     const home: WeightHome = { backend: chosen.name, pinned: pinned !== undefined };
     const first = ctx.backends[0];
@@ -60,6 +69,7 @@ export function placeWeights(ctx: Context): Map<number, WeightHome> {
     }
     homes.set(w.id, home);
     used.set(chosen.name, used.get(chosen.name)! + weightBytes(chosen, w.shape, w.dtype));
+    if (chosen.name.includes(":")) floor.set(kindOf(chosen.name), ctx.backends.indexOf(chosen));
   }
   return homes;
 }
@@ -69,11 +79,20 @@ export type OpPlace = { backend: string; wanted: string; weight?: number };
 
 /**
  * Pass 2: an op reading weights goes where its weights are (the largest, when they are spread), so weights never
- * move per step; any other op goes to the first backend. Support is checked in pass 3.
+ * move per step; any other op goes to the first backend, or, when the first is one of several instances of a kind
+ * (`wasm:0`…), to the instance that produced its first input (the residual stream stays on a layer's instance).
+ * Support is checked in pass 3.
  */
 export function placeOps(ctx: Context, weightHomes: ReadonlyMap<number, WeightHome>): Map<number, OpPlace> {
   const places = new Map<number, OpPlace>();
-  const first = ctx.backends[0].name;
+  const first = ctx.backends[0].name, instances = first.includes(":");
+  const producer = (node: Node): string | undefined => {
+    for (const i of node.inputs) {
+      const p = places.get(i)?.backend;
+      if (p !== undefined && kindOf(p) === kindOf(first)) return p;
+    }
+    return undefined;
+  };
   for (const node of ctx.graph.nodes) {
     let weight: number | undefined, bits = -1;
     for (const i of node.inputs) {
@@ -83,11 +102,14 @@ export function placeOps(ctx: Context, weightHomes: ReadonlyMap<number, WeightHo
       if (b > bits) [weight, bits] = [i, b];
     }
     if (weight === undefined) {
-      places.set(node.id, { backend: first, wanted: first });
+      const at = (instances && producer(node)) || first;
+      places.set(node.id, { backend: at, wanted: at });
       continue;
     }
     const home = weightHomes.get(weight)!;
-    places.set(node.id, { backend: home.backend, wanted: home.pinned ? home.backend : first, weight });
+    // Another instance of the backend asked for (wasm:1 for wasm:0) is where it was asked for, not a fallback.
+    const wanted = home.pinned || kindOf(home.backend) === kindOf(first) ? home.backend : first;
+    places.set(node.id, { backend: home.backend, wanted, weight });
   }
   return places;
 }

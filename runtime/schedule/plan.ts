@@ -125,11 +125,14 @@ export type Plan = {
 export class ScheduleError extends Error {
   /** Node ids the error is about (empty when it is not about nodes). */
   readonly nodes: number[];
+  /** True when the plan failed for lack of memory on some backend (more memory or instances would help). */
+  readonly memory: boolean;
 
-  /** `nodes`: the node ids concerned, for tools that highlight them. */
-  constructor(message: string, nodes: number[] = []) {
+  /** `nodes`: the node ids concerned, for tools that highlight them; `memory`: a lack of memory. */
+  constructor(message: string, nodes: number[] = [], memory = false) {
     super(message);
     this.name = "ScheduleError";
     this.nodes = nodes;
+    this.memory = memory;
   }
 }

@@ -56,7 +56,7 @@ import {
 import { uploadChunks } from "../../weight_upload.ts";
 import { DEFAULT_TUNING, type RunState, type Step, type WasmTuning } from "./compile.ts";
 import { encodeChunk, wasmWeightBytes } from "./layout.ts";
-import { warmup, WasmKernels } from "./module.ts";
+import { MAX_BYTES_32, MAX_BYTES_64, warmup, WasmKernels } from "./module.ts";
 import { compileNode, supportsNode } from "./ops.ts";
 import { profileKey, wasmProfile } from "./profile.ts";
 import { ThreadPool } from "./threads.ts";
@@ -65,7 +65,6 @@ export type { WasmTuning } from "./compile.ts";
 export { DEFAULT_TUNING } from "./compile.ts";
 
 const GIB = 2 ** 30;
-const MAX_MEMORY = 4 * GIB; // wasm32
 // Kept out of `memoryBytes` for what `prepare` allocates after the plan's buffers (attention and MoE scratch).
 const SCRATCH_RESERVE = 256 * 2 ** 20;
 
@@ -78,6 +77,13 @@ export type WasmBackendOptions = BackendOptions & {
    * caller may change it between runs (benchmarks alternate variants in one process).
    */
   tuning?: Partial<WasmTuning>;
+  /**
+   * The memory64 build (up to 16 GiB in one memory). Default: when `memoryBytes` is over 4 GiB; the wasm32 build
+   * otherwise (4 GiB at most, and slightly cheaper calls).
+   */
+  memory64?: boolean;
+  /** Leave the memory below this byte offset unused (tests place every buffer above 4 GiB). */
+  reserveBelow?: number;
 };
 
 type WasmPrepared = Prepared & {
@@ -120,7 +126,7 @@ class WasmBackend implements Backend {
       alignment: 64,
       dtypes: DTYPES,
       promote: { f16: "f32", nvfp4: "f32" },
-      memoryBytes: Math.max(0, limit - k.byteLength - Math.min(SCRATCH_RESERVE, limit / 8)),
+      memoryBytes: Math.max(0, limit - k.arenaBase - Math.min(SCRATCH_RESERVE, limit / 8)),
       maxBindingBytes: Infinity,
       activationDType: "f32",
     };
@@ -353,7 +359,10 @@ class WasmBackend implements Backend {
         backend: this.name,
         requested: bytes,
         missing: Math.max(0, used + bytes - limit) || bytes,
-        detail: `${(used / GIB).toFixed(2)} GiB of its ${(limit / GIB).toFixed(2)} GiB wasm memory are in use: a ` +
+        detail:
+          `${(used / GIB).toFixed(2)} GiB of its ${(limit / GIB).toFixed(2)} GiB ${
+            this.#k.memory64 ? "memory64" : "wasm32"
+          } memory are in use: a ` +
           `smaller --dtype (bf16: 2 B per weight, q8 or f8e4m3: about 1 B), fewer or shorter sequences, or more ` +
           `wasm instances`,
       });
@@ -401,14 +410,21 @@ export const wasmBackend: BackendFactory = {
   name: "wasm",
   probe,
   create(options: WasmBackendOptions = {}): Promise<Backend> {
-    return createWasm("wasm", options);
+    return createWasm(options.instance === undefined ? "wasm" : `wasm:${options.instance}`, options);
   },
 };
 
 /** A wasm backend instance named `name` (`wasm`, or `wasm:N` for one of several instances). */
 export async function createWasm(name: string, options: WasmBackendOptions = {}): Promise<Backend> {
-  const limit = Math.min(MAX_MEMORY, options.memoryBytes ?? MAX_MEMORY);
-  const k = await WasmKernels.load({ maxBytes: limit });
+  const memory64 = options.memory64 ?? (options.memoryBytes ?? 0) > MAX_BYTES_32;
+  const max = memory64 ? MAX_BYTES_64 : MAX_BYTES_32, limit = Math.min(max, options.memoryBytes ?? max);
+  if (options.memoryBytes !== undefined && options.memoryBytes > MAX_BYTES_64) {
+    throw new RangeError(
+      `wasm: one instance holds at most 16 GiB (V8's limit for one memory64), not ${options.memoryBytes} B: ` +
+        `a larger model runs on several instances (loadModel splits it by layer)`,
+    );
+  }
+  const k = await WasmKernels.load({ maxBytes: limit, memory64, reserveBelow: options.reserveBelow });
   const pool = await ThreadPool.create(k, options.threads ?? navigator.hardwareConcurrency);
   try {
     // Gets the hot kernels past V8's baseline tier before the first step (workers share the compiled code).

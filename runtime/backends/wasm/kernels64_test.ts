@@ -18,7 +18,7 @@ import {
   WasmKernels,
   writeParams,
 } from "./module.ts";
-import { segmentItems } from "./ops.ts";
+import { segmentItems } from "./vision_ops.ts";
 import { ThreadPool } from "./threads.ts";
 import { assert } from "../../../tests/assert.ts";
 import { mulberry32 } from "../../../tests/fixtures.ts";

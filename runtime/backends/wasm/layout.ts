@@ -13,7 +13,7 @@
 
 import type { DType } from "../../../graph/dtype.ts";
 import { numel } from "../../../graph/ir.ts";
-import { chunkScaleCount, chunkToF32, codeBytes } from "../../../weights/chunks.ts";
+import { chunkScaleCount, chunkToF32, codeBytes, scratchF32 } from "../../../weights/chunks.ts";
 import type { WeightChunk } from "../../../weights/source.ts";
 import { Q8_BLOCK } from "./module.ts";
 
@@ -48,7 +48,7 @@ export function encodeChunk(
   const first = row * per, count = chunk.rows * per;
   if (storage !== chunk.dtype) {
     if (storage !== "f32") throw new RangeError(`wasm: a ${chunk.dtype} chunk cannot be stored as ${storage}`);
-    const values = chunkToF32(chunk);
+    const values = chunkToF32(chunk, scratchF32(count, 3));
     bytes.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength), 4 * first);
     return;
   }

@@ -23,7 +23,7 @@ import {
   shapeOf,
   type Step,
 } from "./compile.ts";
-import { DT, MLA_PARAMS, MLA_PREFILL_PARAMS, writeParams } from "./module.ts";
+import { DT, MLA_PARAMS, MLA_PREFILL_PARAMS, paramsBytes, writeParams } from "./module.ts";
 
 /** Context rows per tile of the naive MLA prefill (expanded k_nope and v of every head: CT · H · (dn + dv)). */
 const CT = 256;
@@ -78,8 +78,9 @@ export function compileMla(c: CompileContext, node: Node): Step {
   // Temp: the kernels' params structs, split-decode partial states (T · splits < 8 · threads items of
   // [H, kvr + 2]), then the naive prefill's tiles (c_kv, k_rope, expanded kv padded by 8 floats, see
   // attention_prefill.c) and per-(token, head) running max and sum.
-  const paramBytes = 64 * Math.ceil(MLA_PARAMS.length / 16);
-  const prefillParamBytes = 64 * Math.ceil(MLA_PREFILL_PARAMS.length / 16);
+  // Params structs: pointers take 8 bytes on the memory64 build.
+  const paramBytes = at64(paramsBytes(c.k, MLA_PARAMS));
+  const prefillParamBytes = at64(paramsBytes(c.k, MLA_PREFILL_PARAMS));
   const partItems = 8 * c.pool.threads, partBytes = at64(partItems * H * (kvr + 2) * 4);
   const tiles = [CT * kvr * 4, CT * dr * 4, (CT * N + 8) * 4, Tmax * H * 2 * 4].map(at64);
   c.temp(paramBytes + prefillParamBytes + partBytes + tiles.reduce((x, y) => x + y, 0));

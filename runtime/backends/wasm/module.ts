@@ -345,11 +345,6 @@ export class WasmKernels {
     return new WasmKernels(module, memory, instance, info, maxPages, reserveBelow);
   }
 
-  /** The most bytes the memory may grow to. */
-  get maxBytes(): number {
-    return this.#maxPages * PAGE;
-  }
-
   /** Bytes currently backed by the memory. */
   get byteLength(): number {
     return this.memory.buffer.byteLength;

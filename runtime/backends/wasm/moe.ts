@@ -8,7 +8,7 @@
 
 import { maxShape, type Node } from "../../../graph/ir.ts";
 import { type CompileContext, matrixArgs, minRows, pieces, shapeOf, type Step } from "./compile.ts";
-import { MOE_PARAMS, Q8_BLOCK, writeParams } from "./module.ts";
+import { MOE_PARAMS, paramOffset, paramsBytes, Q8_BLOCK, writeParams } from "./module.ts";
 
 /** `moe_topk`: ids of each token's k most probable experts (`moe_route` without weights). */
 export function compileMoeTopK(c: CompileContext, node: Node): Step {
@@ -40,12 +40,12 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
   const rowScales = (width: number) => dt === "q8" ? Math.ceil(width / Q8_BLOCK) : dt === "f8e4m3" ? 1 : 0;
   const guRow = rowScales(D), dnRow = rowScales(F);
   // Temp layout (bytes): order, inv [A] · offsets [E+1] · active [E] · act, up [A, F] · ys [A, D] · params.
-  const sizes = [4 * A, 4 * A, 4 * (E + 1), 4 * E, 4 * A * F, 4 * A * F, 4 * A * D, 4 * MOE_PARAMS.length];
+  const sizes = [4 * A, 4 * A, 4 * (E + 1), 4 * E, 4 * A * F, 4 * A * F, 4 * A * D, paramsBytes(c.k, MOE_PARAMS)];
   const starts: number[] = [];
   let total = 0;
   for (const b of sizes) starts.push(total), total += Math.ceil(b / 64) * 64;
   c.temp(total);
-  const chunkField = MOE_PARAMS.indexOf("chunk");
+  const chunkAt = paramOffset(c.k, MOE_PARAMS, "chunk");
   return (s) => {
     const T = shapeOf(c, x, s.vars)[0];
     if (T === 0) return;
@@ -87,10 +87,10 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
     // Work items are (expert, chunk of output columns): about 4 per thread, in multiples of 8 columns.
     const perExpert = Math.max(1, Math.ceil((4 * c.pool.threads) / nActive));
     const chunk = (width: number) => Math.max(8, Math.ceil(width / perExpert / 8) * 8);
-    const field = c.k.i32(params, MOE_PARAMS.length);
-    field[chunkField] = chunk(F);
+    const field = c.k.i32(params + chunkAt, 1);
+    field[0] = chunk(F);
     c.pool.parallelFor("moe_gate_up", [params], nActive * Math.ceil(F / chunk(F)), { chunks: pieces(c) });
-    field[chunkField] = chunk(D);
+    field[0] = chunk(D);
     c.pool.parallelFor("moe_down", [params], nActive * Math.ceil(D / chunk(D)), { chunks: pieces(c) });
     c.pool.parallelFor("moe_combine", [params], T, { minRows: minRows(D * K) });
   };
