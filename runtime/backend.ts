@@ -130,10 +130,10 @@ export type BackendOptions = {
   device?: number;
   memoryBytes?: number;
   /**
-   * Ops this backend must refuse (its `supports` answers false for them): forces fallbacks in tests and lets a
-   * user keep an op family elsewhere.
+   * Ops a backend must refuse (its `supports` answers false for them), by backend name (`wasm`, or one instance
+   * `wasm:1`): forces fallbacks in tests and lets a user keep an op family elsewhere.
    */
-  refuseOps?: readonly string[];
+  refuseOps?: Readonly<Record<string, readonly string[]>>;
   /**
    * One of several instances of this backend (`wasm:0`, `wasm:1`…: each its own memory and threads), for a model
    * larger than one instance holds; the scheduler places them as separate backends. Factories without instances
@@ -273,6 +273,12 @@ export function tensorDType(caps: BackendCaps, t: Pick<TensorInfo, "kind" | "dty
 /** Bytes a weight declared as `shape`/`dtype` takes on `backend` (at its largest shape). */
 export function weightBytes(backend: Backend, shape: Shape, dtype: DType): number {
   return backend.weightBytes(maxShape(shape), storageDType(backend.caps, dtype));
+}
+
+/** The ops `options.refuseOps` asks the backend instance `name` (or its kind: `wasm` for `wasm:1`) to refuse. */
+export function refusedOps(options: BackendOptions, name: string): Set<string> {
+  const kind = name.includes(":") ? name.slice(0, name.indexOf(":")) : name;
+  return new Set([...options.refuseOps?.[kind] ?? [], ...(kind !== name ? options.refuseOps?.[name] ?? [] : [])]);
 }
 
 /** `n` rounded up to a multiple of `alignment`. */

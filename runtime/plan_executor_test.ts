@@ -1,11 +1,14 @@
-import { assertEquals, assertRejects } from "../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../tests/assert.ts";
 import { mulberry32 } from "../tests/fixtures.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { add } from "../ops/add.ts";
 import { rmsNorm } from "../ops/rms_norm.ts";
 import { assertClose } from "../tests/op_helpers.ts";
-import type { Backend } from "./backend.ts";
+import { type Backend, OutOfMemoryError } from "./backend.ts";
+import type { WeightDecl } from "../graph/ir.ts";
+import { matmul } from "../ops/matmul.ts";
+import { CheckpointError } from "../weights/errors.ts";
 import { createNullBackend, type NullBackend } from "./backends/null.ts";
 import { referenceBackend } from "./backends/reference.ts";
 import { runGraph } from "./execute.ts";
@@ -268,4 +271,58 @@ Deno.test("plan executor: a copy between backends storing a dtype differently co
 /** The bytes of a typed array. */
 function bytes(a: Float32Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+Deno.test("plan executor: a split weight is uploaded by parts and bound as row ranges; split arenas get a buffer each", async () => {
+  const g = new GraphBuilder();
+  let x = g.input("x", [1, 256], "f32");
+  for (let i = 0; i < 3; i++) x = g.name(add(g, x, x), `a${i}`);
+  g.output("y", g.name(matmul(g, x, g.weight("head", [1000, 256], "bf16")), "y"));
+  const graph = g.build();
+  const gpu = createNullBackend({ name: "gpu", caps: { maxBindingBytes: 128 * 1024 } });
+  const plan = schedule(graph, [gpu]);
+  const ex = await PlanExecutor.create(graph, plan, [gpu], { weights: zeroWeight });
+  const up = gpu.calls.find((c) => c.method === "uploadWeight");
+  assert(up?.method === "uploadWeight");
+  assertEquals(up.parts.map((p) => [p[2], p[3]]), plan.weights[0].parts!.gpu.map((p) => [p.row0, p.rows]));
+  await ex.run({ inputs: { x: new Float32Array(256) } });
+  const run = gpu.calls.find((c) => c.method === "run");
+  assert(run?.method === "run");
+  const bound = run.bindings.find(([id]) => id === graph.weights[0].id)![1];
+  assert("parts" in bound && bound.parts.length === 4, "the head is bound as its four row ranges");
+  ex.dispose();
+  assertEquals(count(gpu, "free"), count(gpu, "alloc"));
+});
+
+Deno.test("plan executor: a failing weight source frees everything uploaded and names the tensor; OOM names it too", async () => {
+  const graph = residualLm();
+  const gpu = createNullBackend({ name: "gpu" });
+  let n = 0;
+  const failing = (d: WeightDecl) => {
+    if (++n < 3) return zeroWeight(d);
+    const source = zeroWeight(d);
+    return {
+      ...source,
+      read: () =>
+        Promise.reject(new CheckpointError({ kind: "truncated", message: `${d.name}: cut short`, file: "f" })),
+    };
+  };
+  await assertRejects(
+    () => PlanExecutor.create(graph, schedule(graph, [gpu]), [gpu], { weights: failing }),
+    CheckpointError,
+    "cut short",
+  );
+  assertEquals(count(gpu, "free"), count(gpu, "alloc"));
+  // A device that runs out while allocating: the error is typed and names what was being placed.
+  const small = createNullBackend({ name: "gpu", oomAfterBytes: 2000 });
+  const e = await assertRejects(
+    () => PlanExecutor.create(graph, schedule(graph, [small]), [small], { weights: zeroWeight }),
+    OutOfMemoryError,
+  );
+  assert(/weight \w+: out of memory on gpu/.test(e.message), e.message);
+  assertEquals(count(small, "free"), count(small, "alloc"));
+});
+
+function count(b: NullBackend, method: string): number {
+  return b.calls.filter((c) => c.method === method).length;
 }

@@ -224,3 +224,90 @@ Deno.test("formatPlan: segments, copies, fallbacks, weights and memory, by name"
   assert(/\n {2}gpu +1\.5 KiB/.test(text), text);
   assert(formatPlan(plan).includes("before #1: #12 gpu → null"));
 });
+
+Deno.test("schedule: a binding limit splits the arena into several buffers, none over the limit", () => {
+  // Eight [1, 32 Ki] f32 doublings in a row (128 KiB each): two live at a time, so one arena of 256 KiB.
+  const g = new GraphBuilder();
+  let x = g.input("x", [1, 32768], "f32");
+  for (let i = 0; i < 8; i++) x = g.name(add(g, x, x), `add${i}`);
+  g.output("y", add(g, x, x));
+  const graph = g.build();
+  const whole = schedule(graph, [createNullBackend({ name: "gpu" })]).memory.perBackend.gpu;
+  assertEquals(whole.arenas, [262144]);
+  // With 1 MiB bindings nothing changes; with 160 KiB, each arena holds one 128 KiB tensor at a time.
+  const mib = schedule(graph, [createNullBackend({ name: "gpu", caps: { maxBindingBytes: 2 ** 20 } })]);
+  assertEquals(mib.memory.perBackend.gpu.arenas, [262144]);
+  const small = createNullBackend({ name: "gpu", caps: { maxBindingBytes: 160 * 1024 } });
+  const plan = schedule(graph, [small]);
+  assertWellFormed(plan, graph.nodes.length);
+  const m = plan.memory.perBackend.gpu;
+  assertEquals(m.arenas, [131072, 131072]);
+  assertEquals(m.arenaBytes, 262144);
+  // Tensors live at the same step never share bytes, in whichever arena.
+  for (const a of m.allocations) {
+    for (const b of m.allocations) {
+      if (a === b || a.arena !== b.arena || a.last < b.first || b.last < a.first) continue;
+      assert(a.offset + a.bytes <= b.offset || b.offset + b.bytes <= a.offset, `${a.tensor} and ${b.tensor} overlap`);
+    }
+  }
+  const bindings = plan.segments.flatMap((s) => s.bindings.filter((b) => b.in === "arena"));
+  assertEquals(new Set(bindings.map((b) => b.arena)), new Set([0, 1]));
+  // A tensor larger than a binding cannot be planned.
+  const tiny = createNullBackend({ name: "gpu", caps: { maxBindingBytes: 64 * 1024 } });
+  assertThrows(() => schedule(graph, [tiny]), ScheduleError, "larger than");
+});
+
+Deno.test("schedule: a weight over the binding limit is split into row ranges that each fit", () => {
+  const g = new GraphBuilder();
+  // A [1000, 256] bf16 head: 500 KiB, under a 128 KiB binding limit (aligned to 256 B).
+  g.output("y", matmul(g, g.input("x", [1, 256], "f32"), g.weight("head", [1000, 256], "bf16")));
+  const graph = g.build();
+  const gpu = createNullBackend({ name: "gpu", caps: { maxBindingBytes: 128 * 1024 } });
+  const plan = schedule(graph, [gpu]);
+  const parts = plan.weights[0].parts!.gpu;
+  assertEquals(parts.map((p) => [p.row0, p.rows]), [[0, 256], [256, 256], [512, 256], [768, 232]]);
+  for (const p of parts) assert(p.bytes <= 128 * 1024);
+  assertEquals(plan.memory.perBackend.gpu.weightBytes, parts.reduce((n, p) => n + p.bytes, 0));
+  // One row larger than a binding cannot be split.
+  const narrow = createNullBackend({ name: "gpu", caps: { maxBindingBytes: 256 } });
+  assertThrows(() => schedule(graph, [narrow]), ScheduleError, "one row of it");
+});
+
+Deno.test("schedule: instances of one backend fill in order and keep each layer's ops together", () => {
+  const g = new GraphBuilder();
+  let h = g.input("x", [1, 64], "f32");
+  for (let l = 0; l < 4; l++) {
+    g.layer = l;
+    const n = g.name(rmsNorm(g, h, g.weight(`l${l}.norm`, [64], "f32"), { eps: 1e-6 }), `l${l}.norm`);
+    h = g.name(add(g, h, g.name(matmul(g, n, g.weight(`l${l}.w`, [64, 64], "f32")), `l${l}.mm`)), `l${l}.res`);
+  }
+  g.layer = undefined;
+  g.output("y", h);
+  const graph = g.build();
+  // Room for two layers and a third's norm each (16.25 KiB per layer) besides a 1 KiB reserve: layer 2 still
+  // starts on the second instance, whole.
+  const inst = (i: number) => createNullBackend({ name: `cpu:${i}`, caps: { memoryBytes: 36_000, alignment: 16 } });
+  const plan = schedule(graph, [inst(0), inst(1)], { reserveBytes: 1024 });
+  assertWellFormed(plan, graph.nodes.length);
+  assertEquals(plan.weights.map((w) => w.backends[0]), [
+    "cpu:0",
+    "cpu:0",
+    "cpu:0",
+    "cpu:0",
+    "cpu:1",
+    "cpu:1",
+    "cpu:1",
+    "cpu:1",
+  ]);
+  // Residual adds follow their producer: two segments, one copy of the residual stream, no fallback reported.
+  assertEquals(plan.segments.map((s) => s.backend), ["cpu:0", "cpu:1"]);
+  assertEquals(plan.copies.map((c) => [c.name, c.from, c.to]), [["l1.res", "cpu:0", "cpu:1"]]);
+  assertEquals(plan.fallbacks, []);
+  // Two backends of different kinds: weightless ops stay on the first, each fallback and copy is reported.
+  const gpu = createNullBackend({ name: "gpu", ops: ["matmul", "add"] });
+  const mixed = schedule(graph, [gpu, createNullBackend({ name: "cpu" })]);
+  assertEquals(mixed.fallbacks.map((f) => [f.op, f.from, f.to]), new Array(4).fill(["rms_norm", "gpu", "cpu"]));
+  // Each norm to the gpu (4), each residual but the last back to the cpu for the next norm (3); x is an input,
+  // uploaded to both.
+  assertEquals(mixed.copies.length, 7);
+});

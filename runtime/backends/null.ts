@@ -16,17 +16,18 @@
 
 import { BITS_PER_ELEMENT } from "../../graph/dtype.ts";
 import { type Node, numel, type TensorInfo, type Vars } from "../../graph/ir.ts";
-import type {
-  Backend,
-  BackendCaps,
-  BackendFactory,
-  Bindings,
-  BufferHandle,
-  HostInputs,
-  Prepared,
-  Segment,
-  SplitView,
-  TensorView,
+import {
+  type Backend,
+  type BackendCaps,
+  type BackendFactory,
+  type Bindings,
+  type BufferHandle,
+  type HostInputs,
+  OutOfMemoryError,
+  type Prepared,
+  type Segment,
+  type SplitView,
+  type TensorView,
 } from "../backend.ts";
 
 /** One recorded call (views as buffer id + offset). */
@@ -63,6 +64,8 @@ export type NullBackendOptions = {
   caps?: Partial<BackendCaps>;
   /** Offer `transfer` (recorded, copies nothing) to backends whose name is listed. */
   transfersTo?: string[];
+  /** `alloc` throws an `OutOfMemoryError` past this many bytes in use (a device that runs out). */
+  oomAfterBytes?: number;
 };
 
 /** A null backend with its call log. */
@@ -107,6 +110,9 @@ export function createNullBackend(options: NullBackendOptions = {}): NullBackend
     },
     alloc(bytes) {
       if (used + bytes > caps.memoryBytes) throw new Error(`${name}: out of memory allocating ${bytes} B`);
+      if (options.oomAfterBytes !== undefined && used + bytes > options.oomAfterBytes) {
+        throw new OutOfMemoryError({ backend: name, requested: bytes, missing: used + bytes - options.oomAfterBytes });
+      }
       const id = next++;
       sizes.set(id, bytes);
       used += bytes;

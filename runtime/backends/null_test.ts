@@ -5,6 +5,7 @@ import { matmul } from "../../ops/matmul.ts";
 import { rmsNorm } from "../../ops/rms_norm.ts";
 import { makeSegment } from "../backend.ts";
 import { createNullBackend, nullBackend } from "./null.ts";
+import { zeroWeight } from "../../tests/schedule_helpers.ts";
 
 Deno.test("null backend: records every call, checks bindings, computes nothing", async () => {
   assertEquals(await nullBackend.probe(), 0);
@@ -34,4 +35,38 @@ Deno.test("null backend: records every call, checks bindings, computes nothing",
   assert(run.method === "run");
   assertEquals(run.nodes, [2]);
   assertEquals(run.bindings.map(([id]) => id), [0, 1, 2]);
+});
+
+Deno.test("null backend: records copy, fill, transfer and uploadWeight (parts, consumers, chunks read)", async () => {
+  const gpu = createNullBackend({ name: "gpu", transfersTo: ["cpu"] });
+  const cpu = createNullBackend({ name: "cpu" });
+  const a = gpu.alloc(256), b = gpu.alloc(256), c = cpu.alloc(256);
+  gpu.copy({ buffer: a, offset: 0 }, { buffer: b, offset: 64 }, 128);
+  gpu.fill({ buffer: a, offset: 32 }, 64, 0);
+  assertEquals(await gpu.transfer!({ buffer: a, offset: 0 }, cpu, { buffer: c, offset: 0 }, 256), true);
+  assertEquals(await cpu.transfer, undefined); // no direct path: the executor reads then writes
+  assertThrows(() => gpu.copy({ buffer: a, offset: 200 }, { buffer: b, offset: 0 }, 128), RangeError, "overflows");
+  assertThrows(() => gpu.fill({ buffer: a, offset: 0 }, 512, 0), RangeError, "overflows");
+
+  const g = new GraphBuilder();
+  const w = g.weight("w", [6, 4], "f32");
+  g.output("y", matmul(g, g.input("x", [1, 4], "f32"), w));
+  const graph = g.build(), decl = graph.weights[0];
+  const parts = [
+    { view: { buffer: a, offset: 0 }, row0: 0, rows: 4 },
+    { view: { buffer: b, offset: 0 }, row0: 4, rows: 2 },
+  ];
+  await gpu.uploadWeight({ decl, storage: "f32", parts }, zeroWeight(decl), graph.nodes);
+  const up = gpu.calls.find((x) => x.method === "uploadWeight");
+  assert(up?.method === "uploadWeight");
+  assertEquals([up.weight, up.parts, up.consumers, up.chunks, up.bytes], [
+    "w",
+    [[a.id, 0, 0, 4], [b.id, 0, 4, 2]],
+    [
+      graph.nodes[0].id,
+    ],
+    2,
+    96,
+  ]);
+  assertEquals(gpu.calls.map((x) => x.method), ["alloc", "alloc", "copy", "fill", "transfer", "uploadWeight"]);
 });

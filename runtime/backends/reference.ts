@@ -30,6 +30,7 @@ import {
   type HostInputs,
   isSplit,
   type Prepared,
+  refusedOps,
   type Segment,
   type SplitView,
   storageDType,
@@ -60,7 +61,7 @@ class ReferenceBackend implements Backend {
   #refuse: ReadonlySet<string>;
 
   constructor(options: BackendOptions) {
-    this.#refuse = new Set(options.refuseOps ?? []);
+    this.#refuse = refusedOps(options, "reference");
   }
 
   supports(node: Node, inputs: readonly TensorInfo[]): boolean {

@@ -32,8 +32,26 @@ export function placeWeights(ctx: Context): Map<number, WeightHome> {
     used.get(b.name)! + weightBytes(b, w.shape, w.dtype) + reserve <= b.caps.memoryBytes;
   const floor = new Map<string, number>(); // kind → index in ctx.backends of the last instance used
   const open = (b: Backend) => !b.name.includes(":") || ctx.backends.indexOf(b) >= (floor.get(kindOf(b.name)) ?? 0);
+  // A layer starts on the first open instance that holds all of it, so instances split between layers.
+  const layerOf = (w: WeightDecl) => ctx.consumers.get(w.id)?.[0]?.layer;
+  const started = new Set<number>();
+  const startLayer = (layer: number) => {
+    started.add(layer);
+    const mine = ctx.graph.weights.filter((w) => layerOf(w) === layer);
+    for (const b of ctx.backends) {
+      if (!b.name.includes(":") || !open(b)) continue;
+      const need = mine.reduce((n, w) => n + weightBytes(b, w.shape, w.dtype), 0);
+      if (used.get(b.name)! + need + reserve <= b.caps.memoryBytes) {
+        floor.set(kindOf(b.name), ctx.backends.indexOf(b));
+        return;
+      }
+    }
+  };
   for (const w of ctx.graph.weights) {
-    const consumers = ctx.consumers.get(w.id) ?? [];
+    const consumers = ctx.consumers.get(w.id) ?? [], layer = layerOf(w);
+    if (layer !== undefined && !started.has(layer) && ctx.backends.some((b) => b.name.includes(":"))) {
+      startLayer(layer);
+    }
     const storable = ctx.backends.filter((b) => canStore(b.caps, w.dtype) && open(b));
     const pinned = ctx.options.weightPlacement?.(w, consumers);
     let chosen: Backend | undefined;
@@ -80,18 +98,23 @@ export type OpPlace = { backend: string; wanted: string; weight?: number };
 /**
  * Pass 2: an op reading weights goes where its weights are (the largest, when they are spread), so weights never
  * move per step; any other op goes to the first backend, or, when the first is one of several instances of a kind
- * (`wasm:0`…), to the instance that produced its first input (the residual stream stays on a layer's instance).
+ * (`wasm:0`…), to the latest instance that produced one of its inputs (the residual stream stays with its layer).
  * Support is checked in pass 3.
  */
 export function placeOps(ctx: Context, weightHomes: ReadonlyMap<number, WeightHome>): Map<number, OpPlace> {
   const places = new Map<number, OpPlace>();
   const first = ctx.backends[0].name, instances = first.includes(":");
+  // The latest instance among its inputs' producers: the residual stream only moves forward through instances.
+  const index = new Map(ctx.backends.map((b, i) => [b.name, i]));
   const producer = (node: Node): string | undefined => {
+    let at: string | undefined;
     for (const i of node.inputs) {
       const p = places.get(i)?.backend;
-      if (p !== undefined && kindOf(p) === kindOf(first)) return p;
+      if (p !== undefined && kindOf(p) === kindOf(first) && (at === undefined || index.get(p)! > index.get(at)!)) {
+        at = p;
+      }
     }
-    return undefined;
+    return at;
   };
   for (const node of ctx.graph.nodes) {
     let weight: number | undefined, bits = -1;

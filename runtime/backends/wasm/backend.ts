@@ -45,6 +45,7 @@ import {
   isSplit,
   OutOfMemoryError,
   type Prepared,
+  refusedOps,
   type Segment,
   storageDType,
   tensorBytes,
@@ -119,7 +120,7 @@ class WasmBackend implements Backend {
     this.name = name;
     this.#k = k;
     this.#pool = pool;
-    this.#refuse = new Set(options.refuseOps ?? []);
+    this.#refuse = refusedOps(options, name);
     this.#userTuning = options.tuning ?? {};
     this.#applyTuning();
     this.caps = {
