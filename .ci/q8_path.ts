@@ -9,12 +9,11 @@
  *
  * @module
  */
-import { WasmKernels } from "../runtime/backends/wasm/module.ts";
+import { probeQ8Paths } from "../runtime/backends/wasm/module.ts";
 
 let line: string;
 try {
-  const kernels = await WasmKernels.load({ maxBytes: 64 * 2 ** 20 });
-  line = kernels.exports.q8_prefill_int8(1) === 1
+  line = (await probeQ8Paths()).int8Prefill
     ? "int8 activations (the relaxed dot product is exact on unsigned bytes here, as with AVX-VNNI)"
     : "f32 activations (no exact relaxed int8 dot product here): the int8 prefill path is NOT exercised on this host";
 } catch (e) {

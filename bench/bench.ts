@@ -45,6 +45,7 @@ const { values } = parseArgs({
     model: { type: "string", default: "ms4-mini" },
     dtype: { type: "string" },
     backend: { type: "string", default: "auto" },
+    strict: { type: "boolean", default: false },
     threads: { type: "string" },
     prompt: { type: "string", default: "512" },
     gen: { type: "string", default: "64" },
@@ -87,6 +88,8 @@ if (values["join-spin-us"] !== undefined) tuning.joinSpinMicros = Number(values[
 const t0 = performance.now();
 const model = await loadModel(values.model!, {
   backend: values.backend,
+  strict: values.strict,
+  log: (line) => console.error(line), // the load report (fallbacks, copies, instances), even with --json
   dtype: values.dtype as DType | undefined,
   threads,
   backendOptions: { tuning },
@@ -191,23 +194,14 @@ function bytesPerToken(m: Model): number {
 
 /** STREAM-style add (y = a + b over 3 × 128 MiB) on the WASM kernels with `threads` threads: GB/s, best of 5. */
 async function memoryBandwidth(): Promise<number> {
-  const k = await WasmKernels.load();
-  const pool = await ThreadPool.create(k, threads);
-  try {
-    const n = 32 << 20; // floats per array
-    const [a, b, y] = [k.alloc(4 * n), k.alloc(4 * n), k.alloc(4 * n)];
-    k.f32(a, n).fill(1);
-    k.f32(b, n).fill(2);
-    let best = 0;
-    for (let i = 0; i < 5; i++) {
-      const start = performance.now();
-      pool.parallelFor("add", [a, b, y], n, { minRows: 1 << 16 });
-      best = Math.max(best, (3 * 4 * n) / ((performance.now() - start) / 1000) / 1e9);
-    }
-    return best;
-  } finally {
-    pool.dispose();
-  }
+  // In a process of its own: its 384 MiB of arrays must not count in this process's peak RSS (the model's).
+  const script = new URL("./bandwidth.ts", import.meta.url).pathname;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-read", script, "--threads", String(threads)],
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error("bench/bandwidth.ts failed");
+  return Number(new TextDecoder().decode(out.stdout).trim());
 }
 
 /** Wall time of one thread-pool job that does nothing (wake the workers, wait for them), in ms: median of 2000. */

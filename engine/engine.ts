@@ -32,7 +32,7 @@ import { BatchPolicy, type Chunk } from "./batching.ts";
 import { Sequence } from "./sequence.ts";
 import { TokenStream } from "./stream.ts";
 import { BackendSampling, samplesOnBackend } from "./backend_sampling.ts";
-import { chunkImageParts, concatVectors } from "./vision.ts";
+import { ImageStoreRows } from "./image_store.ts";
 
 /** Longest run of engine steps without a timer turn (which lets sockets be polled). */
 const IO_TURN_MS = 5;
@@ -66,6 +66,8 @@ export interface ModelEngineStats extends EngineStats {
   steps: number;
   /** Images run through the vision encoder since start. */
   imagesEncoded: number;
+  /** Steps a sequence skipped because the image store had no room for its images yet. */
+  imageStoreWaits: number;
   /** Tokens sampled on the backend (logits never read back) since start. */
   backendSampled: number;
   /** Tokens sampled on the host from logits read back (penalties, min-p, logprobs, or no backend sampler). */
@@ -103,6 +105,8 @@ export class ModelEngine implements Engine {
   #tokensProcessed = 0;
   #steps = 0;
   #imagesEncoded = 0;
+  #imageStoreWaits = 0;
+  readonly #imageStore: ImageStoreRows;
   #backendSampled = 0;
   #hostSampled = 0;
 
@@ -117,6 +121,7 @@ export class ModelEngine implements Engine {
       ? { patchSize: v.patch_size, mergeSize: v.spatial_merge_size, maxImageSize: v.image_size }
       : null;
     this.#model = model;
+    this.#imageStore = new ImageStoreRows(limits.imageStoreRows);
     this.#eosId = options.eosId;
     this.#batching = new BatchPolicy({
       pool: model.pool,
@@ -177,6 +182,7 @@ export class ModelEngine implements Engine {
       preemptions: this.#batching.preemptions,
       steps: this.#steps,
       imagesEncoded: this.#imagesEncoded,
+      imageStoreWaits: this.#imageStoreWaits,
       backendSampled: this.#backendSampled,
       hostSampled: this.#hostSampled,
     };
@@ -226,6 +232,13 @@ export class ModelEngine implements Engine {
     if (images.length === 0) return null;
     if (!this.vision) return new RangeError(`generate: model ${this.#model.name} was loaded without vision`);
     const { patchSize, mergeSize } = this.vision;
+    const rows = images.reduce((n, im) => n + im.grid.rows * im.grid.cols, 0), capacity = this.#imageStore.capacity;
+    if (rows > capacity) {
+      return new RangeError(
+        `generate: the prompt's images need ${rows} rows of the image store, which holds ${capacity}: fewer or ` +
+          `smaller images, or load the model with imageStoreRows ≥ ${rows}`,
+      );
+    }
     let last = -1;
     for (const [i, im] of images.entries()) {
       const { rows, cols } = im.grid, side = patchSize * mergeSize;
@@ -283,10 +296,11 @@ export class ModelEngine implements Engine {
 
   /** Runs one step over the planned chunks and hands out its tokens. */
   async #step(chunks: Chunk[]): Promise<void> {
-    await this.#encodeImages(chunks);
-    chunks = chunks.filter((c) => c.seq.status === "running");
+    const waiting = await this.#encodeImages(chunks);
+    // Failed sequences are gone; those whose images wait for store rows skip this step (nothing is committed).
+    chunks = chunks.filter((c) => c.seq.status === "running" && !waiting.has(c.seq));
     if (chunks.length === 0) return;
-    const input = stepInput(chunks, this.#model.config.hidden_size);
+    const input = stepInput(chunks);
     const sampling = chunks.filter((c) => c.samples).map((c) => c.seq);
     let pick: Pick;
     try {
@@ -302,6 +316,8 @@ export class ModelEngine implements Engine {
     this.#lastBatch = chunks.length;
     this.#tokensProcessed += input.ids.length;
     this.#batching.commit(chunks);
+    // Past its last image token, a sequence's vectors are in the KV cache: its store rows go back.
+    for (const { seq } of chunks) if (seq.computed > seq.lastImagePosition) this.#releaseImages(seq);
     let row = 0;
     for (const { seq, samples } of chunks) {
       if (!samples) continue;
@@ -336,20 +352,37 @@ export class ModelEngine implements Engine {
 
   /**
    * Runs the vision encoder for the step's sequences whose chunk reaches image tokens without vectors (all of a
-   * sequence's images in one batch): a failure fails those sequences only.
+   * sequence's images in one batch), writing the vectors into the image store on the backend: a failure fails those
+   * sequences only. Returns the sequences that must wait for store rows (their chunks skip this step).
    */
-  async #encodeImages(chunks: readonly Chunk[]): Promise<void> {
+  async #encodeImages(chunks: readonly Chunk[]): Promise<Set<Sequence>> {
     const need = chunks.filter((c) => c.seq.needsImages(c.start, c.start + c.count)).map((c) => c.seq);
-    if (need.length === 0) return;
-    try {
-      const images = need.flatMap((s) => s.images);
-      const features = await this.#model.encodeImages(images);
-      this.#imagesEncoded += images.length;
-      let i = 0;
-      for (const seq of need) seq.features = features.slice(i, i += seq.images.length);
-    } catch (e) {
-      for (const seq of need) this.#fail(seq, e);
+    const waiting = new Set<Sequence>(), taken: Sequence[] = [];
+    for (const seq of need) {
+      const start = this.#imageStore.take(seq.imageRows);
+      if (start < 0) waiting.add(seq), this.#imageStoreWaits++;
+      else seq.imageStart = start, taken.push(seq);
     }
+    if (taken.length === 0) return waiting;
+    try {
+      const images = taken.flatMap((s) => s.images), starts: number[] = [];
+      for (const seq of taken) {
+        let at = seq.imageStart!;
+        for (const im of seq.images) starts.push(at), at += im.positions.length;
+      }
+      await this.#model.storeImages(images, starts);
+      this.#imagesEncoded += images.length;
+    } catch (e) {
+      for (const seq of taken) this.#fail(seq, e);
+    }
+    return waiting;
+  }
+
+  /** Gives a sequence's image-store rows back. */
+  #releaseImages(seq: Sequence): void {
+    if (seq.imageStart === null) return;
+    this.#imageStore.give(seq.imageStart, seq.imageRows);
+    seq.imageStart = null;
   }
 
   /** Delivers a sequence's sampled token, or ends the sequence. */
@@ -365,11 +398,13 @@ export class ModelEngine implements Engine {
 
   #finish(seq: Sequence, reason: "eos" | "stop" | "length", stopId?: number): void {
     this.#batching.remove(seq);
+    this.#releaseImages(seq);
     seq.stream.finish(stopId === undefined ? { reason } : { reason, stopId });
   }
 
   #fail(seq: Sequence, error: unknown): void {
     this.#batching.remove(seq);
+    this.#releaseImages(seq);
     seq.stream.fail(error);
   }
 
@@ -380,6 +415,7 @@ export class ModelEngine implements Engine {
    */
   #cancel(seq: Sequence): void {
     this.#batching.remove(seq);
+    this.#releaseImages(seq);
   }
 
   #wake(): void {
@@ -393,17 +429,21 @@ export class ModelEngine implements Engine {
  * The step's inputs: each chunk's tokens and positions, one block table per sequence, a logits row per sampler, and
  * the vectors of the image tokens the chunks cover.
  */
-function stepInput(chunks: readonly Chunk[], hidden: number): StepInput {
+function stepInput(chunks: readonly Chunk[]): StepInput {
   const ids: number[] = [], pos: number[] = [], seqIndex: number[] = [], logitRows: number[] = [];
   const blockTables: number[][] = [];
-  const imageRows: number[] = [], imageParts: Float32Array[] = []; // views: copied once, at the end
+  const imageRows: number[] = [], imageSlots: number[] = [];
   for (const { seq, start, count, samples } of chunks) {
     const s = blockTables.length;
-    if (seq.features) {
-      const images = seq.images.map((im, i) => ({ positions: im.positions, features: seq.features![i] }));
-      const part = chunkImageParts(images, hidden, start, start + count, ids.length);
-      imageRows.push(...part.imageRows);
-      imageParts.push(...part.parts);
+    if (seq.imageStart !== null) {
+      // The chunk's [IMG] tokens and the store rows holding their vectors (the images follow one another there).
+      let slot = seq.imageStart;
+      for (const im of seq.images) {
+        for (const p of im.positions) {
+          if (p >= start && p < start + count) imageRows.push(ids.length + p - start), imageSlots.push(slot);
+          slot++;
+        }
+      }
     }
     // A copy: the table must not change under a step in flight if the sequence is cancelled meanwhile.
     blockTables.push(seq.blocks!.blockTable.slice());
@@ -417,15 +457,7 @@ function stepInput(chunks: readonly Chunk[], hidden: number): StepInput {
   // A step must return at least one row; when only mid-prompt chunks run, one is computed and ignored.
   if (logitRows.length === 0) logitRows.push(ids.length - 1);
   if (imageRows.length === 0) return { ids, pos, seq: seqIndex, blockTables, logitRows };
-  return {
-    ids,
-    pos,
-    seq: seqIndex,
-    blockTables,
-    logitRows,
-    imageRows,
-    imageFeatures: concatVectors(imageParts, hidden),
-  };
+  return { ids, pos, seq: seqIndex, blockTables, logitRows, imageRows, imageSlots };
 }
 
 function clamp(x: number, lo: number, hi: number): number {

@@ -21,8 +21,8 @@ import { type Graph, tensorTable } from "../graph/ir.ts";
 import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
 import { type Mistral4Config, type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import type { Backend } from "../runtime/backend.ts";
-import { createBackends } from "../runtime/registry.ts";
-import { PlanExecutor } from "../runtime/plan_executor.ts";
+import { createBackend, createBackends } from "../runtime/registry.ts";
+import { PlanExecutor, Residency } from "../runtime/plan_executor.ts";
 import type { Plan } from "../runtime/schedule.ts";
 import { planBackends } from "./placement.ts";
 import { BlockPool, type SequenceBlocks } from "./kv_cache.ts";
@@ -84,6 +84,12 @@ export interface LoadModelOptions {
    */
   vision?: boolean;
   /**
+   * Rows of the image store (with vision): the images' vectors wait there, on the backend, between the encoder and
+   * the steps that place them. Default: room for two images of the largest size the config accepts, at least
+   * `maxTokens`.
+   */
+  imageStoreRows?: number;
+  /**
    * End the step graph with the `sample` op, so {@link Model.sampleStep} returns token ids and the logits never
    * leave the backend. Default: when the backend runs `sample`, except on `reference`, which computes on the host
    * anyway (no read-back to save) and whose sampler sorts the vocabulary.
@@ -105,8 +111,8 @@ export interface StepInput {
   logitRows: readonly number[];
   /** Step tokens (`[IMG]` positions) whose embedding is replaced by an image vector `[I]`. */
   imageRows?: readonly number[];
-  /** The image vectors `[I, hidden_size]`, row-major (see {@link Model.encodeImages}). */
-  imageFeatures?: Float32Array;
+  /** Rows of the image store holding their vectors `[I]` (see {@link Model.storeImages}). */
+  imageSlots?: readonly number[];
 }
 
 /**
@@ -153,6 +159,8 @@ export interface ModelLimits {
   numBlocks: number;
   /** Block-table columns: `ceil(maxModelLen / blockSize)`. */
   maxBlocksPerSeq: number;
+  /** Rows of the image store (0 without vision). */
+  imageStoreRows: number;
 }
 
 /** What the engine reads from any family's config. */
@@ -229,6 +237,19 @@ export class Model<C extends StepConfig = Mistral4Config> {
    */
   get visionBackend(): string | null {
     return this.#vision?.backendName ?? null;
+  }
+
+  /**
+   * Runs the vision tower and projector and leaves each image's vectors in the image store, on the backend: image
+   * `i`'s `rows·cols` vectors at rows `starts[i]…` (a step then names them in `StepInput.imageSlots`). Nothing is
+   * read back.
+   */
+  storeImages(
+    images: readonly { pixels: Float32Array; grid: { rows: number; cols: number } }[],
+    starts: readonly number[],
+  ): Promise<void> {
+    if (!this.#vision) throw new Error(`model ${this.name} was loaded without vision`);
+    return this.#vision.store(images, starts, this.limits.imageStoreRows);
   }
 
   /**
@@ -314,9 +335,9 @@ export class Model<C extends StepConfig = Mistral4Config> {
   /** The step graph's inputs for one step, checked. */
   #stepInputs(input: StepInput): Record<string, ArrayBufferView> {
     const { ids, pos, seq, blockTables, logitRows } = input;
-    const imageRows = input.imageRows ?? [], imageFeatures = input.imageFeatures ?? new Float32Array(0);
-    if (imageFeatures.length !== imageRows.length * this.config.hidden_size) {
-      throw new Error(`step: ${imageFeatures.length} image values for ${imageRows.length} rows`);
+    const imageRows = input.imageRows ?? [], imageSlots = input.imageSlots ?? [];
+    if (imageSlots.length !== imageRows.length) {
+      throw new Error(`step: ${imageSlots.length} image slots for ${imageRows.length} image rows`);
     }
     if (imageRows.length > 0 && !this.#vision) throw new Error(`step: model ${this.name} was loaded without vision`);
     const l = this.limits;
@@ -339,7 +360,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
       seq: Int32Array.from(seq),
       blockTable: table,
       logitRows: Int32Array.from(logitRows),
-      ...(this.#vision ? { imageRows: Int32Array.from(imageRows), imageFeatures } : {}),
+      ...(this.#vision ? { imageRows: Int32Array.from(imageRows), imageSlots: Int32Array.from(imageSlots) } : {}),
     };
   }
 
@@ -380,8 +401,8 @@ export class Model<C extends StepConfig = Mistral4Config> {
   dispose(): void {
     this.#vision?.dispose();
     this.#executor.dispose();
+    this.#release(); // the shared residency (weights, caches, image store) and the weight sources
     for (const b of this.backends) b.dispose();
-    this.#release();
   }
 }
 
@@ -408,7 +429,11 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
   const log = options.log ?? ((line: string) => options.quiet || console.error(line));
   const backendOptions = { ...options.backendOptions, threads: options.threads };
   // `planBackends` may grow `wasm` into a memory64 instance or several instances.
-  let backends = await createBackends(options.backend ?? "auto", backendOptions);
+  // "auto" is the one best backend here (a list names its fallbacks explicitly).
+  const which = options.backend ?? "auto";
+  let backends = which === "auto"
+    ? [await createBackend("auto", backendOptions)]
+    : await createBackends(which, backendOptions);
   let release = () => {};
   try {
     // Images need the vision tower's weights and `scatter_rows` on some backend of the plan.
@@ -422,7 +447,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     });
     release = () => weights.close();
     const config = scale === undefined ? weights.config : { ...weights.config, softmax_scale_mode: scale };
-    const limits = resolveLimits(config, options);
+    const limits = resolveLimits(config, options, vision);
     // The sampler ends the step where the first backend runs it (unless turned off); elsewhere the host samples
     // logits. The reference computes on the host anyway (no read-back to save) and its sampler sorts the vocabulary.
     const first = backends[0];
@@ -441,9 +466,22 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     const plan = planned.plan;
     const report = planReport(plan);
     for (const line of report) log(line);
-    const executor = await PlanExecutor.create(graph, plan, backends, { weights: (d) => weights.source(d) });
+    // One residency for the step and vision plans: the image store is one buffer the two share.
+    const residency = new Residency();
+    const prev = release;
+    release = () => (residency.dispose(), prev());
+    const executor = await PlanExecutor.create(graph, plan, backends, { weights: (d) => weights.source(d), residency });
     const runner = vision
-      ? new VisionRunner({ config, family: resolved.family, backends, weights: (d) => weights.source(d), log })
+      ? new VisionRunner({
+        config,
+        family: resolved.family,
+        backends,
+        weights: (d) => weights.source(d),
+        log,
+        residency,
+        imageStoreRows: limits.imageStoreRows,
+        storeHome: plan.state.find((s) => s.name === "image_store")!.backend,
+      })
       : null;
     return new Model({
       config,
@@ -470,7 +508,7 @@ export function planReport(plan: Plan): string[] {
   return lines;
 }
 
-function resolveLimits(config: Mistral4Config, o: LoadModelOptions): ModelLimits {
+function resolveLimits(config: Mistral4Config, o: LoadModelOptions, vision: boolean): ModelLimits {
   const maxModelLen = o.maxModelLen ?? Math.min(config.max_position_embeddings, 4096);
   const maxTokens = o.maxTokens ?? 256;
   const maxSeqs = o.maxSeqs ?? 8;
@@ -485,7 +523,15 @@ function resolveLimits(config: Mistral4Config, o: LoadModelOptions): ModelLimits
     blockSize,
     numBlocks: o.numBlocks ?? maxSeqs * maxBlocksPerSeq,
     maxBlocksPerSeq,
+    // Two of the largest images (each merge² patches per vector), and at least a step's worth of tokens.
+    imageStoreRows: !vision ? 0 : o.imageStoreRows ?? Math.max(maxTokens, 2 * maxImageTokens(config)),
   };
+}
+
+/** Vectors (tokens) of the largest image the config accepts. */
+function maxImageTokens(config: Mistral4Config): number {
+  const v = config.vision_config;
+  return v ? (Math.ceil(v.image_size / (v.patch_size * v.spatial_merge_size))) ** 2 : 0;
 }
 
 function buildStepGraph(family: ModelFamily, config: Mistral4Config, l: ModelLimits, o: LoadModelOptions): Graph {
@@ -501,6 +547,7 @@ function buildStepGraph(family: ModelFamily, config: Mistral4Config, l: ModelLim
     attention: o.attention,
     cacheDtype: o.cacheDtype,
     maxImageRows: o.vision ? l.maxTokens : 0,
+    imageStoreRows: l.imageStoreRows,
     sample: o.sampling,
   });
   return g.build();

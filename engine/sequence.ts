@@ -48,8 +48,11 @@ export class Sequence {
   admitted = false;
   /** The prompt's images (empty for text). */
   readonly images: readonly ImageInput[];
-  /** Their vectors (`[rows·cols, hidden]` each), once encoded; kept so a preempted sequence can recompute. */
-  features: Float32Array[] | null = null;
+  /**
+   * The image-store row of its first image's first vector once encoded (the images follow one another), until its
+   * prefill has passed its last image token; null before, and after (a preempted sequence encodes them again).
+   */
+  imageStart: number | null = null;
   #keys: number[] | null = null;
 
   /** Wraps a validated request. */
@@ -84,8 +87,18 @@ export class Sequence {
    * all served from the prefix cache never runs the encoder).
    */
   needsImages(from: number, to: number): boolean {
-    if (this.features !== null) return false;
+    if (this.imageStart !== null) return false;
     return this.images.some((im) => im.positions.some((p) => p >= from && p < to));
+  }
+
+  /** Image-store rows its images take: one per `[IMG]` token. */
+  get imageRows(): number {
+    return this.images.reduce((n, im) => n + im.positions.length, 0);
+  }
+
+  /** Its last image token's position (−1 without images). */
+  get lastImagePosition(): number {
+    return this.images.reduce((m, im) => Math.max(m, im.positions[im.positions.length - 1] ?? -1), -1);
   }
 
   /**

@@ -20,7 +20,7 @@ import { GraphBuilder } from "../graph/builder.ts";
 import type { Mistral4Config } from "../graph/models/mistral4.ts";
 import type { ModelFamily } from "../graph/models/mod.ts";
 import type { Backend } from "../runtime/backend.ts";
-import { PlanExecutor, type WeightSources } from "../runtime/plan_executor.ts";
+import { PlanExecutor, type Residency, type WeightSources } from "../runtime/plan_executor.ts";
 import { schedule } from "../runtime/schedule.ts";
 
 /** One preprocessed image: normalised CHW pixels of `(patch·merge·rows) × (patch·merge·cols)`, and its grid. */
@@ -103,7 +103,8 @@ export function maxImagePatches(config: Mistral4Config): number {
 /**
  * Runs the vision graph (encoder + projector) for batches of images. Built on first use and scheduled like the step
  * graph, over the model's backends in their order (an op the first cannot run falls back, reported through `log`);
- * its weights stream from the model's sources then.
+ * its weights stream from the model's sources then. With an image store, `store` writes the vectors into it on the
+ * backend (the step graph reads them there); `encode` reads them back instead (tests, tools).
  */
 export class VisionRunner {
   readonly #config: Mistral4Config;
@@ -111,6 +112,9 @@ export class VisionRunner {
   readonly #backends: readonly Backend[];
   readonly #weights: WeightSources;
   readonly #log: (line: string) => void;
+  readonly #residency?: Residency;
+  readonly #storeRows: number;
+  readonly #storeHome?: string;
   #executor: PlanExecutor | null = null;
   /** Max patches per run (symbol `P`). */
   readonly maxPatches: number;
@@ -122,39 +126,81 @@ export class VisionRunner {
     backends: readonly Backend[];
     weights: WeightSources;
     log?: (line: string) => void;
+    /** Shared with the step plan, so both see one image store. */
+    residency?: Residency;
+    /** Rows of the image store (0: none; `encode` only). */
+    imageStoreRows?: number;
+    /** The backend the step plan keeps the store on: the vision plan must write it there. */
+    storeHome?: string;
   }) {
     this.#config = init.config;
     this.#family = init.family;
     this.#backends = init.backends;
     this.#weights = init.weights;
     this.#log = init.log ?? (() => {});
+    this.#residency = init.residency;
+    this.#storeRows = init.imageStoreRows ?? 0;
+    this.#storeHome = init.storeHome;
     this.maxPatches = maxImagePatches(init.config);
   }
 
   /** One `f32 [rows·cols, hidden_size]` array per image, in order; images are packed into runs of ≤ maxPatches. */
   async encode(images: readonly VisionImage[]): Promise<Float32Array[]> {
+    const out: Float32Array[] = [], D = this.#config.hidden_size;
+    await this.#runs(images, null, (features, tokens) => {
+      let o = 0;
+      for (const n of tokens) out.push(features!.slice(o * D, (o + n) * D)), o += n;
+    });
+    return out;
+  }
+
+  /** Writes image `i`'s vectors into the image store at rows `starts[i]`…; nothing is read back. */
+  async store(images: readonly VisionImage[], starts: readonly number[], rows: number): Promise<void> {
+    if (this.#storeRows === 0) throw new Error("vision: the model has no image store");
+    if (starts.length !== images.length) {
+      throw new Error(`vision: ${starts.length} store rows for ${images.length} images`);
+    }
+    images.forEach((im, i) => {
+      const n = im.grid.rows * im.grid.cols;
+      if (!(starts[i] >= 0 && starts[i] + n <= rows)) {
+        throw new RangeError(`vision: image ${i} (${n} vectors) at store row ${starts[i]} outside 0..${rows}`);
+      }
+    });
+    await this.#runs(images, starts, () => {});
+  }
+
+  /** Runs the graph over batches of ≤ maxPatches patches: `starts` null reads the features back, else stores them. */
+  async #runs(
+    images: readonly VisionImage[],
+    starts: readonly number[] | null,
+    done: (features: Float32Array | null, tokens: number[]) => void,
+  ): Promise<void> {
     const v = this.#config.vision_config!;
     const geo = { patchSize: v.patch_size, mergeSize: v.spatial_merge_size, channels: v.num_channels };
     const perImage = (im: VisionImage) => im.grid.rows * im.grid.cols * geo.mergeSize ** 2;
-    const out: Float32Array[] = [];
     for (let i = 0; i < images.length;) {
       let j = i, patches = 0;
       while (j < images.length && patches + perImage(images[j]) <= this.maxPatches) patches += perImage(images[j++]);
       if (j === i) throw new Error(`image ${i}: ${perImage(images[i])} patches exceed ${this.maxPatches}`);
       const batch = visionBatch(images.slice(i, j), geo);
       const ex = await this.#ensure();
-      const res = await ex.run({
-        inputs: { patches: batch.patches, pos: batch.pos, segment: batch.segment, mergeIndex: batch.mergeIndex },
-      });
-      const features = res.features as Float32Array, D = this.#config.hidden_size;
-      let o = 0;
-      for (const n of batch.tokens) {
-        out.push(features.slice(o * D, (o + n) * D));
-        o += n;
+      // Each vector's store row, or −1 (written nowhere) when reading the features back.
+      const slots = new Int32Array(batch.tokens.reduce((a, b) => a + b, 0)).fill(-1);
+      if (starts) {
+        let o = 0;
+        batch.tokens.forEach((n, k) => {
+          for (let r = 0; r < n; r++) slots[o + r] = starts[i + k] + r;
+          o += n;
+        });
       }
+      const inputs = { patches: batch.patches, pos: batch.pos, segment: batch.segment, mergeIndex: batch.mergeIndex };
+      const res = await ex.run({
+        inputs: this.#storeRows ? { ...inputs, slots } : inputs,
+        outputs: starts ? [] : ["features"],
+      });
+      done(starts ? null : res.features as Float32Array, batch.tokens);
       i = j;
     }
-    return out;
   }
 
   /**
@@ -177,55 +223,21 @@ export class VisionRunner {
   async #ensure(): Promise<PlanExecutor> {
     if (this.#executor) return this.#executor;
     const g = new GraphBuilder();
-    this.#family.buildVision(g, this.#config, { maxPatches: this.maxPatches });
+    this.#family.buildVision(g, this.#config, { maxPatches: this.maxPatches, imageStoreRows: this.#storeRows });
     const graph = g.build();
     const plan = schedule(graph, this.#backends, {});
     for (const f of plan.fallbacks) this.#log(`vision fallback: ${f.op} "${f.name}" ${f.from} → ${f.to} (${f.reason})`);
-    this.#executor = await PlanExecutor.create(graph, plan, this.#backends, { weights: this.#weights });
+    const home = plan.state.find((s) => s.name === "image_store")?.backend;
+    if (home !== this.#storeHome) {
+      throw new Error(
+        `vision: the image store would live on ${home} for the encoder but on ${this.#storeHome} for the steps; ` +
+          `put write_rows and gather_rows on one backend`,
+      );
+    }
+    this.#executor = await PlanExecutor.create(graph, plan, this.#backends, {
+      weights: this.#weights,
+      residency: this.#residency,
+    });
     return this.#executor;
   }
-}
-
-/** An image of a prompt: the prompt positions of its `[IMG]` tokens and their vectors `[positions, D]`. */
-export type PromptImage = { positions: readonly number[]; features: Float32Array };
-
-/**
- * The image inputs of a prefill chunk covering prompt positions `[from, to)`, placed at step token
- * `stepOffset + (position − from)`: `imageRows` and row-major `imageFeatures` for `Model.step`.
- */
-export function chunkImageInputs(
-  images: readonly PromptImage[],
-  hidden: number,
-  from: number,
-  to: number,
-  stepOffset = 0,
-): { imageRows: number[]; imageFeatures: Float32Array } {
-  const { imageRows, parts } = chunkImageParts(images, hidden, from, to, stepOffset);
-  return { imageRows, imageFeatures: concatVectors(parts, hidden) };
-}
-
-/** As {@link chunkImageInputs}, with each row's vector a view into its image's features (no copy yet). */
-export function chunkImageParts(
-  images: readonly PromptImage[],
-  hidden: number,
-  from: number,
-  to: number,
-  stepOffset = 0,
-): { imageRows: number[]; parts: Float32Array[] } {
-  const imageRows: number[] = [], parts: Float32Array[] = [];
-  for (const im of images) {
-    im.positions.forEach((p, i) => {
-      if (p < from || p >= to) return;
-      imageRows.push(stepOffset + p - from);
-      parts.push(im.features.subarray(i * hidden, (i + 1) * hidden));
-    });
-  }
-  return { imageRows, parts };
-}
-
-/** `hidden`-wide vectors into one row-major array. */
-export function concatVectors(parts: readonly Float32Array[], hidden: number): Float32Array {
-  const out = new Float32Array(parts.length * hidden);
-  parts.forEach((f, i) => out.set(f, i * hidden));
-  return out;
 }

@@ -34,6 +34,7 @@ import { sampleOp } from "./sample.ts";
 import { scatterRowsOp } from "./scatter_rows.ts";
 import { sliceOp } from "./slice.ts";
 import { swigluOp } from "./swiglu.ts";
+import { writeRowsOp } from "./write_rows.ts";
 
 // deno-lint-ignore no-explicit-any
 const ALL: OpDef<any>[] = [
@@ -59,6 +60,7 @@ const ALL: OpDef<any>[] = [
   scatterRowsOp,
   sliceOp,
   swigluOp,
+  writeRowsOp,
 ];
 
 /** Every op, by `OpDef.name`. */
@@ -97,3 +99,4 @@ export { maskWords, sample, type SampleInputs, sampleRow } from "./sample.ts";
 export { scatterRows } from "./scatter_rows.ts";
 export { slice, type SliceAttrs } from "./slice.ts";
 export { swiglu } from "./swiglu.ts";
+export { writeRows } from "./write_rows.ts";

@@ -311,3 +311,17 @@ Deno.test("schedule: instances of one backend fill in order and keep each layer'
   // uploaded to both.
   assertEquals(mixed.copies.length, 7);
 });
+
+Deno.test("schedule: a backend's activation dtype sizes its arena and its copies convert to and from it", () => {
+  const graph = residualLm();
+  const half = createNullBackend({ name: "gpu", ops: ["rms_norm", "matmul", "add"], caps: { activationDType: "f16" } });
+  const plan = schedule(graph, [half, createNullBackend({ name: "cpu" })]);
+  assertEquals(plan.segments.map((s) => [s.backend, s.activationDType]).slice(0, 2), [["cpu", "f32"], ["gpu", "f16"]]);
+  // The gpu's node results take 2 B per value (T ≤ 16: the projection [16, 8] is 256 B, not 512).
+  const proj = plan.memory.perBackend.gpu.allocations.find((a) => tensorTable(graph)[a.tensor].name === "proj")!;
+  assertEquals(proj.bytes, 16 * 8 * 2);
+  // The embedding comes over as f32 → f16; the last norm's result goes back f16 → f32.
+  const copies = plan.copies.map((c) => [c.name, c.fromDType, c.toDType]);
+  assert(copies.some(([n, f, t]) => n === "embed" && f === "f32" && t === "f16"), JSON.stringify(copies));
+  assert(copies.some(([, f, t]) => f === "f16" && t === "f32"), JSON.stringify(copies));
+});

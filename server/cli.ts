@@ -21,7 +21,9 @@ const USAGE = `usage: deno task serve [options]
   --host ADDR                listen address (default 127.0.0.1)
   --port N                   listen port (default 8000; 0 picks a free one)
   --api-key KEY              require Authorization: Bearer KEY on /v1/*
-  --backend NAME             backend (default: the best available)
+  --backend NAME[,NAME…]     backend, or a preference list (wasm,reference): each op on the first that runs it,
+                             every fallback and copy printed at load (default: the best available)
+  --strict                   refuse any fallback from the first backend of --backend (a load error naming them)
   --dtype NAME               weight dtype (f32, bf16, f8e4m3, q8)
   --threads N                CPU threads
   --max-model-len N          context length per sequence (default min(model, 4096))
@@ -58,6 +60,8 @@ export interface ServeOptions {
   apiKey?: string;
   /** `--backend`: a name or a comma-separated preference list. */
   backend?: string;
+  /** `--strict`: no fallback from the first backend. */
+  strict: boolean;
   /** `--dtype`. */
   dtype?: DType;
   /** `--threads`. */
@@ -156,6 +160,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
         port: { type: "string", default: "8000" },
         "api-key": { type: "string" },
         backend: { type: "string" },
+        strict: { type: "boolean" },
         dtype: { type: "string" },
         threads: { type: "string" },
         "max-model-len": { type: "string" },
@@ -196,6 +201,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
     port: intFlag(values, "port", 0, 65535)!,
     apiKey: textFlag(values, "api-key"), // an empty key would turn authentication off
     backend: textFlag(values, "backend"),
+    strict: values.strict === true,
     dtype: dtype as DType | undefined,
     threads: intFlag(values, "threads", 1),
     maxModelLen: intFlag(values, "max-model-len", 1),
@@ -247,6 +253,8 @@ export async function main(args: string[]): Promise<void> {
   const t0 = performance.now();
   const loaded = await loadModel(model, {
     backend: o.backend,
+    strict: o.strict,
+    log: (line) => console.log(`tramontane: ${line}`),
     dtype: o.dtype,
     threads: o.threads,
     seed: o.seed,
@@ -259,7 +267,9 @@ export async function main(args: string[]): Promise<void> {
   Object.defineProperty(engine, "maxModelLen", { value: loaded.limits.maxModelLen });
   engine.inner = await ModelEngine.create(loaded, { eosId: tokenizer.eosId });
   console.log(
-    `tramontane: ${model} ready on ${loaded.backend.name} in ${((performance.now() - t0) / 1000).toFixed(1)} s ` +
+    `tramontane: ${model} ready on ${loaded.backends.map((b) => b.name).join(",")} in ${
+      ((performance.now() - t0) / 1000).toFixed(1)
+    } s ` +
       `(context ${loaded.limits.maxModelLen}, ${maxSeqs} sequences, ${loaded.limits.numBlocks} cache blocks, ` +
       `softmax scale ${loaded.config.softmax_scale_mode})`,
   );

@@ -29,7 +29,7 @@ import { type Backend, tensorDType } from "../runtime/backend.ts";
 import { referenceBackend } from "../runtime/backends/reference.ts";
 import { type HostArray, PlanExecutor } from "../runtime/plan_executor.ts";
 import { wasmBackend, type WasmTuning } from "../runtime/backends/wasm/backend.ts";
-import { WasmKernels } from "../runtime/backends/wasm/module.ts";
+import { probeQ8Paths } from "../runtime/backends/wasm/module.ts";
 import { memorySource } from "../weights/memory_source.ts";
 import { planMla } from "../runtime/step_plan.ts";
 import { q8AbsorbedRows } from "./mla_q8_emulation.ts";
@@ -145,7 +145,7 @@ function opCase(name: string, op: string, tol: number, body: (c: Case) => Record
 
 const MATRIX_TOL: Record<string, number> = { f32: 1e-5, bf16: 1e-5, f8e4m3: 1e-5, q8: 2e-2 };
 /** Whether this host runs q8 matmuls of more than 8 rows on int8 products (the kernels probe it). */
-const INT8_PREFILL = (await WasmKernels.load({ maxBytes: 64 * 2 ** 20 })).exports.q8_prefill_int8(1) === 1;
+const INT8_PREFILL = (await probeQ8Paths()).int8Prefill;
 const FLOAT_WEIGHTS: DType[] = ["f32", "bf16", "f8e4m3"];
 
 function matmulCases(): OpCase[] {
@@ -255,6 +255,12 @@ function helperCases(): OpCase[] {
       const I = sym("I", 5), x = c.f32("x", [[7, 8], 9]), rows = c.i32("rows", [6, 0, 2, 6], [I]);
       c.inputs.src = c.values(4 * 9);
       return { y: ops.scatterRows(c.g, x, rows, c.g.input("src", [I, 9], "f32")) };
+    }),
+    opCase("write_rows into state, a repeat and a skipped row", "write_rows", 0, (c) => {
+      const R = sym("R", 6), store = c.cache("store", [9, 7], "f32");
+      const rows = c.i32("rows", [8, 0, -1, 8, 3], [R]);
+      c.inputs.src = c.values(5 * 7);
+      return { y: ops.writeRows(c.g, store, rows, c.g.input("src", [R, 7], "f32")) };
     }),
     opCase("gather_rows [T, 3, 5] rows with repeats", "gather_rows", 0, (c) => {
       const x = c.f32("x", [[6, 8], 3, 5]), rows = c.i32("rows", [5, 0, 5, 2], [sym("R", 6)]);

@@ -61,7 +61,7 @@ async function firstToken(engine: ModelEngine, ids: number[], image: ImageInput)
 Deno.test("engine: an image prompt prefilled in small chunks ≡ one direct step with the image rows", async () => {
   await withTiny(async (model) => {
     const { ids, image } = imagePrompt(3, 4, 7);
-    const [features] = await model.encodeImages([image]);
+    await model.storeImages([image], [5]); // its vectors at store rows 5…
     const seq = model.pool.newSequence();
     assert(model.pool.grow(seq, ids.length));
     const range = ids.map((_, i) => i);
@@ -72,7 +72,7 @@ Deno.test("engine: an image prompt prefilled in small chunks ≡ one direct step
       blockTables: [seq.blockTable],
       logitRows: [ids.length - 1],
       imageRows: image.positions,
-      imageFeatures: features,
+      imageSlots: image.positions.map((_, i) => 5 + i),
     });
     model.pool.release(seq);
     let best = 0;
@@ -90,6 +90,57 @@ Deno.test("engine: an image prompt prefilled in small chunks ≡ one direct step
       await engine.close();
     }
   });
+});
+
+Deno.test("engine: image vectors wait in the image store; a sequence waits for rows; rows come back", async () => {
+  // Room for one 3×4 image (12 rows): the second request's image waits until the first's prefill passes its image.
+  const model = await loadModel("tiny", {
+    backend: "reference",
+    dtype: "f32",
+    seed: 3,
+    maxModelLen: 128,
+    imageStoreRows: 12,
+    quiet: true,
+  });
+  try {
+    assertEquals(model.limits.imageStoreRows, 12);
+    const a = imagePrompt(3, 4, 7), b = imagePrompt(3, 4, 8);
+    const alone = async (p: typeof a) => {
+      const engine = await ModelEngine.create(model, { eosId: 2, prefixCaching: false });
+      try {
+        return (await firstToken(engine, p.ids, p.image)).token;
+      } finally {
+        await engine.close();
+      }
+    };
+    const [ta, tb] = [await alone(a), await alone(b)];
+    const engine = await ModelEngine.create(model, { eosId: 2, maxTokensPerStep: 64, prefixCaching: false });
+    try {
+      // Together, both prompts fit one step: b's chunk skips it while a holds the rows, then b runs once a's prefill
+      // has passed its image; each gets what it got alone.
+      const [ra, rb] = await Promise.all([firstToken(engine, a.ids, a.image), firstToken(engine, b.ids, b.image)]);
+      assertEquals([ra.token.id, rb.token.id], [ta.id, tb.id]);
+      assertEquals(engine.stats().imagesEncoded, 2);
+      assert(engine.stats().imageStoreWaits > 0, "b waited for store rows");
+      // More image tokens than the store holds: that request fails, saying so.
+      const big = imagePrompt(4, 4, 9);
+      const gen = engine.generate({ promptIds: big.ids, sampling: GREEDY, maxTokens: 1, images: [big.image] });
+      let error: unknown;
+      try {
+        await gen.next();
+      } catch (e) {
+        error = e;
+      }
+      assert(
+        error instanceof RangeError && /16 rows of the image store, which holds 12/.test(error.message),
+        `${error}`,
+      );
+    } finally {
+      await engine.close();
+    }
+  } finally {
+    model.dispose();
+  }
 });
 
 Deno.test("engine: the prefix cache reuses an image's blocks only for the same picture", async () => {

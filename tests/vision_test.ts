@@ -12,7 +12,7 @@ import { segmentItems } from "../runtime/backends/wasm/vision_ops.ts";
 import { erf } from "../ops/gelu.ts";
 import { normalisedError } from "./op_helpers.ts";
 import { loadModel, type Model, type StepInput } from "../engine/model.ts";
-import { chunkImageInputs, visionBatch, type VisionImage } from "../engine/vision.ts";
+import { visionBatch, type VisionImage } from "../engine/vision.ts";
 import { weightToF32 } from "../weights/load.ts";
 import { configForDtype, randomCanonicalWeights } from "../weights/random.ts";
 
@@ -192,21 +192,20 @@ Deno.test("step: image vectors replace the [IMG] rows; text-only graphs are unch
   const plain = await withModel({ vision: false }, (m) => run(m, {}));
   await withModel({}, async (model) => {
     assertEquals(Array.from(await run(model, {})), Array.from(plain), "I = 0 ≡ the text-only graph");
-    const [features] = await model.encodeImages([randomImage(1, 2, 21)]);
-    const withImage = await run(model, { imageRows: [2, 3], imageFeatures: features });
+    const image = randomImage(1, 2, 21);
+    await model.storeImages([image], [3]);
+    const withImage = await run(model, { imageRows: [2, 3], imageSlots: [3, 4] });
+    // The store holds what encodeImages reads back: the same vectors, placed by rows.
+    const [features] = await model.encodeImages([image]);
+    const [again] = await model.encodeImages([image]);
+    assertEquals(Array.from(again), Array.from(features), "encodeImages writes nothing to the store");
+    assertEquals(Array.from(await run(model, { imageRows: [2, 3], imageSlots: [3, 4] })), Array.from(withImage));
     const row = (l: Float32Array, r: number) => Array.from(l.subarray(r * vocab, (r + 1) * vocab));
     for (let r = 0; r < ids.length; r++) {
       if (r < 2) assertEquals(row(withImage, r), row(plain, r), `row ${r} precedes the image`);
       else assert(normalisedError(row(withImage, r), row(plain, r)) > 1e-4, `row ${r} must see the image`);
     }
   });
-});
-
-Deno.test("chunkImageInputs: only the chunk's [IMG] rows, offset into the step", () => {
-  const features = Float32Array.from([1, 1, 2, 2, 3, 3]);
-  const r = chunkImageInputs([{ positions: [2, 3, 5], features }], 2, 3, 6, 10);
-  assertEquals(r.imageRows, [10, 12]);
-  assertEquals(Array.from(r.imageFeatures), [2, 2, 3, 3]);
 });
 
 // ---- the vision graph on the wasm backend ------------------------------------------------------------------------

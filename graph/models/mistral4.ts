@@ -31,6 +31,7 @@ import { swigluMlp } from "../blocks/swiglu.ts";
 import { projector } from "../blocks/projector.ts";
 import { visionEncoder } from "../blocks/vision_encoder.ts";
 import { scatterRows } from "../../ops/scatter_rows.ts";
+import { writeRows } from "../../ops/write_rows.ts";
 import { isQuantizedLinear, type Mistral4Config, type Mistral4LinearGroup } from "./mistral4_config.ts";
 
 export * from "./mistral4_config.ts";
@@ -58,10 +59,16 @@ export interface Mistral4IOOptions {
   /** MLA computation form (default "absorbed"; "naive" expands k/v, for tests). */
   attention?: "absorbed" | "naive";
   /**
-   * Max image-feature rows per step (symbol `I`): adds inputs `imageRows i32 [I]` and `imageFeatures f32 [I, D]`
-   * scattered over the embeddings. 0 or absent: a text-only graph, exactly as without vision.
+   * Max image-feature rows per step (symbol `I`): adds inputs `imageRows i32 [I]` (the step's `[IMG]` tokens) and
+   * `imageSlots i32 [I]` (their rows of the image store), whose vectors replace those tokens' embeddings. 0 or
+   * absent: a text-only graph, exactly as without vision.
    */
   maxImageRows?: number;
+  /**
+   * Rows of the image store (with `maxImageRows`): the state `image_store f32 [rows, hidden_size]` the vision graph
+   * writes each image's vectors into, so they stay on the backend until a step places them.
+   */
+  imageStoreRows?: number;
   /**
    * Ends the step with the sampler: adds the `sample` op's per-row inputs (`temperature f32 [R]`, `topK i32 [R]`,
    * `topP f32 [R]`, `uniform f32 [R]`, `maskRow i32 [R]`, `mask i32 [C, ceil(vocab/32)]` with C ≤ R) and output
@@ -95,8 +102,10 @@ export interface Mistral4IO {
   sampled?: Tensor;
   /** Token rows that take an image vector `i32 [I]` (with `maxImageRows`). */
   imageRows?: Tensor;
-  /** The image vectors `f32 [I, hidden_size]` (with `maxImageRows`). */
-  imageFeatures?: Tensor;
+  /** Their rows of the image store `i32 [I]` (with `maxImageRows`). */
+  imageSlots?: Tensor;
+  /** The image store, state `f32 [imageStoreRows, hidden_size]` (with `maxImageRows`). */
+  imageStore?: Tensor;
 }
 
 /**
@@ -154,12 +163,15 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
 
   const embed = g.weight("embed", [V, D], dt);
   let h = embedding(g, ids, embed, { dtype: "f32", name: "embed.out" }); // [T, D]
-  let image: { imageRows: Tensor; imageFeatures: Tensor } | undefined;
+  let image: { imageRows: Tensor; imageSlots: Tensor; imageStore: Tensor } | undefined;
   if (io.maxImageRows) {
-    // Image vectors replace the embeddings of the [IMG] tokens (MODEL.md §1).
+    // Image vectors replace the embeddings of the [IMG] tokens (MODEL.md §1); the vision graph left them in the store.
+    if (!io.imageStoreRows) throw new Error("mistral4: maxImageRows needs imageStoreRows (the image store)");
     const I = sym("I", io.maxImageRows);
-    image = { imageRows: g.input("imageRows", [I], "i32"), imageFeatures: g.input("imageFeatures", [I, D], "f32") };
-    h = scatterRows(g, h, image.imageRows, image.imageFeatures, { name: "embed.images" }); // [T, D]
+    const imageStore = g.state("image_store", [io.imageStoreRows, D], "f32");
+    image = { imageRows: g.input("imageRows", [I], "i32"), imageSlots: g.input("imageSlots", [I], "i32"), imageStore };
+    const vectors = gatherRows(g, imageStore, image.imageSlots, { name: "embed.image_vectors" }); // [I, D]
+    h = scatterRows(g, h, image.imageRows, vectors, { name: "embed.images" }); // [T, D]
   }
   for (let i = 0; i < c.num_hidden_layers; i++) {
     const p = `layers.${i}`;
@@ -243,6 +255,11 @@ function samplerOf(g: GraphBuilder, logits: Tensor, R: Dim, V: number): Tensor {
 /** Sizes of the vision graph: max patches per run (symbol `P`; merged tokens `M` = P / merge²). */
 export interface Mistral4VisionIOOptions {
   maxPatches: number;
+  /**
+   * Rows of the image store (the step graph's `imageStoreRows`): adds input `slots i32 [M]` and writes each
+   * token's vector into the state `image_store` at its slot, where the step graph reads it.
+   */
+  imageStoreRows?: number;
 }
 
 /** The vision graph's tensors (inputs as `engine/vision.ts` `visionBatch` makes them; output `features`). */
@@ -257,6 +274,8 @@ export interface Mistral4VisionIO {
   mergeIndex: Tensor;
   /** Output: one text-width vector per token-grid cell `f32 [M, hidden_size]`. */
   features: Tensor;
+  /** Image-store rows of the vectors `i32 [M]` (with `imageStoreRows`). */
+  slots?: Tensor;
 }
 
 /**
@@ -302,5 +321,9 @@ export function buildVision(g: GraphBuilder, config: Mistral4Config, io: Mistral
     dtype: config.dtype,
   });
   g.output("features", features);
-  return { patches, pos, segment, mergeIndex, features };
+  if (!io.imageStoreRows) return { patches, pos, segment, mergeIndex, features };
+  const store = g.state("image_store", [io.imageStoreRows, config.hidden_size], "f32");
+  const slots = g.input("slots", [M], "i32");
+  g.output("stored", writeRows(g, store, slots, features, { name: "store_images" }));
+  return { patches, pos, segment, mergeIndex, features, slots };
 }

@@ -76,6 +76,7 @@ export function supportsNode(node: Node, stored: readonly DType[], kinds: readon
     case "gather_rows":
       return PLAIN.has(stored[0]) && is(1, "i32") && host(1);
     case "scatter_rows":
+    case "write_rows":
       return PLAIN.has(stored[0]) && is(1, "i32") && host(1) && stored[2] === stored[0];
     case "rope": {
       const pairAxis = (node.attrs as RopeAttrs).pairAxis;
@@ -230,6 +231,21 @@ const COMPILERS: Record<string, Compiler> = {
       c.k.exports.copy_rows(s.ptr[x], 0, 0, out, 0, T * w, 0, 1);
       // In order, one row at a time: a row given twice ends with its last source, as in the reference.
       for (let r = 0; r < R; r++) c.k.exports.copy_rows(s.ptr[src] + r * w, 0, 0, out + idx[r] * w, 0, w, 0, 1);
+    };
+  },
+
+  write_rows(c, node) {
+    const [target, rows, src] = node.inputs, ts = maxShape(c.table[target].shape);
+    const w = lastOf(ts) * ELEM_BYTES[c.stored(target)]!;
+    return (s) => {
+      const R = shapeOf(c, rows, s.vars)[0], idx = hostInts(s, rows);
+      checkIndices(idx.map((i) => Math.max(i, 0)), ts[0], "write_rows: row");
+      c.k.exports.copy_rows(s.ptr[src], 0, 0, s.ptr[node.id], 0, R * w, 0, 1); // the result: the source as given
+      // In order, one row at a time: a row given twice ends with its last source, as in the reference; a negative
+      // row writes nothing.
+      for (let r = 0; r < R; r++) {
+        if (idx[r] >= 0) c.k.exports.copy_rows(s.ptr[src] + r * w, 0, 0, s.ptr[target] + idx[r] * w, 0, w, 0, 1);
+      }
     };
   },
 
