@@ -95,6 +95,21 @@ interface Widths {
   width: number;
 }
 
+/** The text dimensions of Mistral-Small-4-119B-2603 (its config.json). */
+const REAL: Widths = {
+  hidden: 4096,
+  layers: 36,
+  heads: 32,
+  qLora: 1024,
+  kvLora: 256,
+  nope: 64,
+  rope: 64,
+  v: 128,
+  experts: 128,
+  topK: 4,
+  width: 2048,
+};
+
 function preset(w: Widths, vis: Mistral4VisionConfig | null, extra: Partial<Mistral4Config> = {}): Mistral4Config {
   return {
     ...base(),
@@ -184,43 +199,13 @@ export const presets: Readonly<Record<Mistral4PresetName, () => Mistral4Config>>
    * layers and no vision: ≈7.6B parameters, ≈8 GiB in q8 — past one wasm32 memory, for memory64 and multi-instance
    * runs on a CPU.
    */
-  "ms4-medium": () =>
-    preset(
-      {
-        hidden: 4096,
-        layers: 2,
-        heads: 32,
-        qLora: 1024,
-        kvLora: 256,
-        nope: 64,
-        rope: 64,
-        v: 128,
-        experts: 128,
-        topK: 4,
-        width: 2048,
-      },
-      null,
-      { intermediate_size: 12288 },
-    ),
+  "ms4-medium": () => preset({ ...REAL, layers: 2 }, null, { intermediate_size: 12288 }),
   /** The real model: FP8 text linears with per-tensor scales, BF16 rest. */
   "mistral-small-4": () =>
-    preset(
-      {
-        hidden: 4096,
-        layers: 36,
-        heads: 32,
-        qLora: 1024,
-        kvLora: 256,
-        nope: 64,
-        rope: 64,
-        v: 128,
-        experts: 128,
-        topK: 4,
-        width: 2048,
-      },
-      vision(1024, 24, 16, 4096),
-      { intermediate_size: 12288, quantization: { weight_dtype: "f8e4m3", activation_scheme: "static" } },
-    ),
+    preset(REAL, vision(1024, 24, 16, 4096), {
+      intermediate_size: 12288,
+      quantization: { weight_dtype: "f8e4m3", activation_scheme: "static" },
+    }),
 };
 
 /** True when `name` is a built-in preset. */
