@@ -9,7 +9,7 @@
  *
  * Prefill variants: the q8 matmuls with more than 8 rows on f32 panels or on int8 products (`q8_prefill_int8`; only
  * where the host allows it, and only q8 weights care), and MLA in the absorbed form or, for runs of at least
- * `wasmTuning.naivePrefill` tokens, the naive (expanded) form. Each round runs every variant once (one
+ * `WasmTuning.naivePrefill` tokens, the naive (expanded) form. Each round runs every variant once (one
  * `--prompt`-token prefill, logits of the last token).
  *
  * Decode variants (`--decode B`: B sequences, one token each per step, greedy on the backend): the q8 products of the

@@ -25,6 +25,11 @@ export interface BatchPolicyOptions {
   maxTokens: number;
   /** Whether admission looks for cached prefix blocks. */
   prefixCaching: boolean;
+  /**
+   * Called for a sequence preempted by recompute, after its blocks are released: it gives back what else it holds
+   * until it runs again (image-store rows), so a preempted sequence never blocks the running ones.
+   */
+  onPreempt?: (seq: Sequence) => void;
 }
 
 /** One sequence's share of a step: tokens `[start, start + count)` of its history. */
@@ -165,6 +170,7 @@ export class BatchPolicy {
   /** Recompute preemption: drop the blocks, keep the output, and queue it first. */
   #preempt(seq: Sequence): void {
     this.#release(seq, this.running);
+    this.#o.onPreempt?.(seq);
     seq.status = "waiting";
     this.waiting.unshift(seq);
     this.preemptions++;

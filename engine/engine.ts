@@ -128,6 +128,8 @@ export class ModelEngine implements Engine {
       maxNumSeqs,
       maxTokens,
       prefixCaching: options.prefixCaching ?? true,
+      // Recomputed from the start, it encodes its images again: its store rows go back meanwhile.
+      onPreempt: (seq) => this.#releaseImages(seq),
     });
     this.#sampler = new Sampler(model.config.vocab_size);
     this.#backendSampling = model.samplesOnBackend && (options.backendSampling ?? true)

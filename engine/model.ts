@@ -17,7 +17,7 @@
 
 import type { DType } from "../graph/dtype.ts";
 import { GraphBuilder } from "../graph/builder.ts";
-import { type Graph, tensorTable } from "../graph/ir.ts";
+import { type Graph, tensorTable, type WeightDecl } from "../graph/ir.ts";
 import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
 import { type Mistral4Config, type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import type { Backend } from "../runtime/backend.ts";
@@ -28,7 +28,8 @@ import { planBackends } from "./placement.ts";
 import { BlockPool, type SequenceBlocks } from "./kv_cache.ts";
 import { bf16ToF32 } from "../weights/codecs.ts";
 import { openModelWeights } from "./model_weights.ts";
-import { VisionRunner } from "./vision.ts";
+import { releaseScratch } from "../weights/chunks.ts";
+import { visionGraph, VisionRunner } from "./vision.ts";
 import { scatterRowsOp } from "../ops/scatter_rows.ts";
 import { maskWords } from "../ops/sample.ts";
 
@@ -232,8 +233,8 @@ export class Model<C extends StepConfig = Mistral4Config> {
   }
 
   /**
-   * The backend the vision graph runs on: the model's when it runs every vision op, else `reference`; null before
-   * the first `encodeImages` (the graph is built then) or without vision.
+   * The backends the vision graph runs on, most nodes first (`wasm`, or e.g. `webgpu,wasm` after a fallback); null
+   * without vision.
    */
   get visionBackend(): string | null {
     return this.#vision?.backendName ?? null;
@@ -249,7 +250,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
     starts: readonly number[],
   ): Promise<void> {
     if (!this.#vision) throw new Error(`model ${this.name} was loaded without vision`);
-    return this.#vision.store(images, starts, this.limits.imageStoreRows);
+    return this.#vision.store(images, starts);
   }
 
   /**
@@ -457,32 +458,30 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     if (graph.outputs.some((o) => o.name === "sampled") && options.sampling === undefined) {
       if (!runsNode(first, graph, "sampled")) graph = build(false);
     }
-    const planned = await planBackends(graph, backends, {
-      strict: options.strict,
-      backendOptions,
-      log,
-    });
+    // The vision graph is planned with the step graph, within what the step plan leaves, and loaded with it.
+    const graphs = vision ? [graph, visionGraph(resolved.family, config, limits.imageStoreRows)] : [graph];
+    const planned = await planBackends(graphs, backends, { strict: options.strict, backendOptions, log });
     backends = planned.backends;
-    const plan = planned.plan;
-    const report = planReport(plan);
+    const [plan, visionPlan] = planned.plans;
+    const report = [...planReport(plan), ...(visionPlan ? planReport(visionPlan).map((l) => `vision ${l}`) : [])];
     for (const line of report) log(line);
+    if (visionPlan) checkImageStore(plan, visionPlan);
     // One residency for the step and vision plans: the image store is one buffer the two share.
     const residency = new Residency();
     const prev = release;
     release = () => (residency.dispose(), prev());
-    const executor = await PlanExecutor.create(graph, plan, backends, { weights: (d) => weights.source(d), residency });
-    const runner = vision
-      ? new VisionRunner({
-        config,
-        family: resolved.family,
-        backends,
-        weights: (d) => weights.source(d),
-        log,
-        residency,
-        imageStoreRows: limits.imageStoreRows,
-        storeHome: plan.state.find((s) => s.name === "image_store")!.backend,
-      })
-      : null;
+    const source = (d: WeightDecl) => weights.source(d);
+    const executor = await PlanExecutor.create(graph, plan, backends, { weights: source, residency });
+    let runner: VisionRunner | null = null;
+    if (visionPlan) {
+      const visionExecutor = await PlanExecutor.create(graphs[1], visionPlan, backends, { weights: source, residency })
+        .catch((e) => {
+          executor.dispose();
+          throw e;
+        });
+      runner = new VisionRunner({ config, executor: visionExecutor, imageStoreRows: limits.imageStoreRows });
+    }
+    releaseScratch(); // the loads' f32 temporaries
     return new Model({
       config,
       name: resolved.name,
@@ -498,6 +497,17 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     for (const b of backends) b.dispose();
     release();
     throw e;
+  }
+}
+
+/** The step and vision plans must keep the image store on one backend: they share its buffer. */
+function checkImageStore(step: Plan, vision: Plan): void {
+  const home = (p: Plan) => p.state.find((s) => s.name === "image_store")?.backend;
+  if (home(step) !== home(vision)) {
+    throw new Error(
+      `the image store would live on ${home(vision)} for the encoder but on ${home(step)} for the steps: ` +
+        `write_rows and gather_rows must run on one backend`,
+    );
   }
 }
 

@@ -19,9 +19,8 @@
 import { GraphBuilder } from "../graph/builder.ts";
 import type { Mistral4Config } from "../graph/models/mistral4.ts";
 import type { ModelFamily } from "../graph/models/mod.ts";
-import type { Backend } from "../runtime/backend.ts";
-import { PlanExecutor, type Residency, type WeightSources } from "../runtime/plan_executor.ts";
-import { schedule } from "../runtime/schedule.ts";
+import type { Graph } from "../graph/ir.ts";
+import type { PlanExecutor } from "../runtime/plan_executor.ts";
 
 /** One preprocessed image: normalised CHW pixels of `(patch·merge·rows) × (patch·merge·cols)`, and its grid. */
 export type VisionImage = { pixels: Float32Array; grid: { rows: number; cols: number } };
@@ -101,46 +100,32 @@ export function maxImagePatches(config: Mistral4Config): number {
 }
 
 /**
- * Runs the vision graph (encoder + projector) for batches of images. Built on first use and scheduled like the step
- * graph, over the model's backends in their order (an op the first cannot run falls back, reported through `log`);
- * its weights stream from the model's sources then. With an image store, `store` writes the vectors into it on the
- * backend (the step graph reads them there); `encode` reads them back instead (tests, tools).
+ * The vision graph (encoder + projector) of `config` for batches of up to the largest image, writing into an image
+ * store of `imageStoreRows` rows when that is set (see `buildVision`).
+ */
+export function visionGraph(family: ModelFamily, config: Mistral4Config, imageStoreRows: number): Graph {
+  const g = new GraphBuilder();
+  family.buildVision(g, config, { maxPatches: maxImagePatches(config), imageStoreRows });
+  return g.build();
+}
+
+/**
+ * Runs the vision graph for batches of images on its executor (planned and loaded with the model, over the model's
+ * backends, sharing the step plan's residency and so its image store). `store` writes the vectors into the store on
+ * the backend (the step graph reads them there); `encode` reads them back instead (tests, tools).
  */
 export class VisionRunner {
   readonly #config: Mistral4Config;
-  readonly #family: ModelFamily;
-  readonly #backends: readonly Backend[];
-  readonly #weights: WeightSources;
-  readonly #log: (line: string) => void;
-  readonly #residency?: Residency;
+  readonly #executor: PlanExecutor;
   readonly #storeRows: number;
-  readonly #storeHome?: string;
-  #executor: PlanExecutor | null = null;
   /** Max patches per run (symbol `P`). */
   readonly maxPatches: number;
 
-  /** `weights`: sources of the vision weights (`vision.*`, `projector.*`), read when the graph is first built. */
-  constructor(init: {
-    config: Mistral4Config;
-    family: ModelFamily;
-    backends: readonly Backend[];
-    weights: WeightSources;
-    log?: (line: string) => void;
-    /** Shared with the step plan, so both see one image store. */
-    residency?: Residency;
-    /** Rows of the image store (0: none; `encode` only). */
-    imageStoreRows?: number;
-    /** The backend the step plan keeps the store on: the vision plan must write it there. */
-    storeHome?: string;
-  }) {
+  /** `executor` runs `visionGraph(…, imageStoreRows)`. */
+  constructor(init: { config: Mistral4Config; executor: PlanExecutor; imageStoreRows: number }) {
     this.#config = init.config;
-    this.#family = init.family;
-    this.#backends = init.backends;
-    this.#weights = init.weights;
-    this.#log = init.log ?? (() => {});
-    this.#residency = init.residency;
-    this.#storeRows = init.imageStoreRows ?? 0;
-    this.#storeHome = init.storeHome;
+    this.#executor = init.executor;
+    this.#storeRows = init.imageStoreRows;
     this.maxPatches = maxImagePatches(init.config);
   }
 
@@ -155,8 +140,9 @@ export class VisionRunner {
   }
 
   /** Writes image `i`'s vectors into the image store at rows `starts[i]`…; nothing is read back. */
-  async store(images: readonly VisionImage[], starts: readonly number[], rows: number): Promise<void> {
-    if (this.#storeRows === 0) throw new Error("vision: the model has no image store");
+  async store(images: readonly VisionImage[], starts: readonly number[]): Promise<void> {
+    const rows = this.#storeRows;
+    if (rows === 0) throw new Error("vision: the model has no image store");
     if (starts.length !== images.length) {
       throw new Error(`vision: ${starts.length} store rows for ${images.length} images`);
     }
@@ -183,7 +169,6 @@ export class VisionRunner {
       while (j < images.length && patches + perImage(images[j]) <= this.maxPatches) patches += perImage(images[j++]);
       if (j === i) throw new Error(`image ${i}: ${perImage(images[i])} patches exceed ${this.maxPatches}`);
       const batch = visionBatch(images.slice(i, j), geo);
-      const ex = await this.#ensure();
       // Each vector's store row, or −1 (written nowhere) when reading the features back.
       const slots = new Int32Array(batch.tokens.reduce((a, b) => a + b, 0)).fill(-1);
       if (starts) {
@@ -194,7 +179,7 @@ export class VisionRunner {
         });
       }
       const inputs = { patches: batch.patches, pos: batch.pos, segment: batch.segment, mergeIndex: batch.mergeIndex };
-      const res = await ex.run({
+      const res = await this.#executor.run({
         inputs: this.#storeRows ? { ...inputs, slots } : inputs,
         outputs: starts ? [] : ["features"],
       });
@@ -203,41 +188,15 @@ export class VisionRunner {
     }
   }
 
-  /**
-   * The backends the vision graph runs on, most nodes first (null until the first `encode` builds it): `wasm`, or
-   * e.g. `webgpu,wasm` when some vision op fell back.
-   */
-  get backendName(): string | null {
-    if (!this.#executor) return null;
+  /** The backends the vision graph runs on, most nodes first: `wasm`, or e.g. `webgpu,wasm` after a fallback. */
+  get backendName(): string {
     const count = new Map<string, number>();
     for (const s of this.#executor.plan.segments) count.set(s.backend, (count.get(s.backend) ?? 0) + s.nodes.length);
     return [...count].sort((a, b) => b[1] - a[1]).map(([n]) => n).join(",");
   }
 
-  /** Frees the vision graph's buffers. */
+  /** Frees the vision graph's buffers (its weights and the store live in the shared residency). */
   dispose(): void {
-    this.#executor?.dispose();
-    this.#executor = null;
-  }
-
-  async #ensure(): Promise<PlanExecutor> {
-    if (this.#executor) return this.#executor;
-    const g = new GraphBuilder();
-    this.#family.buildVision(g, this.#config, { maxPatches: this.maxPatches, imageStoreRows: this.#storeRows });
-    const graph = g.build();
-    const plan = schedule(graph, this.#backends, {});
-    for (const f of plan.fallbacks) this.#log(`vision fallback: ${f.op} "${f.name}" ${f.from} → ${f.to} (${f.reason})`);
-    const home = plan.state.find((s) => s.name === "image_store")?.backend;
-    if (home !== this.#storeHome) {
-      throw new Error(
-        `vision: the image store would live on ${home} for the encoder but on ${this.#storeHome} for the steps; ` +
-          `put write_rows and gather_rows on one backend`,
-      );
-    }
-    this.#executor = await PlanExecutor.create(graph, plan, this.#backends, {
-      weights: this.#weights,
-      residency: this.#residency,
-    });
-    return this.#executor;
+    this.#executor.dispose();
   }
 }

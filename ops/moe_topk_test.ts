@@ -1,8 +1,8 @@
-import { assertEquals, assertThrows } from "../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import { moeGate, moeGateOp } from "./moe_gate.ts";
-import { moeTopK, moeTopKOp } from "./moe_topk.ts";
+import { moeTopK, moeTopKOp, routerProbabilities } from "./moe_topk.ts";
 import { f32, i32, runReference } from "./op.ts";
 import { assertClose } from "../tests/op_helpers.ts";
 
@@ -34,9 +34,13 @@ Deno.test("moe_topk: most probable first, ties → lower id; moe_gate renormalis
 });
 
 Deno.test("moe_gate: the renormalising sum is f32 with +1e-20, as the kernels compute it", () => {
-  // Three experts with p = 1/3 each (f32): the top-3 sum in f32 is fround(fround(p + p) + p).
-  const logits = f32([1, 3], [0, 0, 0]);
-  const w = runReference(moeGateOp, [logits, runReference(moeTopKOp, [logits], { topK: 3 })], {});
-  const p = Math.fround(1 / 3), top = Math.fround(Math.fround(Math.fround(p + p) + p) + 1e-20);
-  assertEquals(Array.from(w.data), [Math.fround(p / top), Math.fround(p / top), Math.fround(p / top)]);
+  // Logits where summing the three chosen probabilities in f32 and in f64 gives different weights (found by search).
+  const logits = f32([1, 4], [2.9565606117248535, -2.6457953453063965, -0.6956132054328918, -2.81847882270813]);
+  const ids = i32([1, 3], [0, 1, 2]);
+  const w = Array.from(runReference(moeGateOp, [logits, ids], {}).data);
+  const p = new Float32Array(4);
+  routerProbabilities(logits.data as Float32Array, 0, p);
+  const top32 = Math.fround(Math.fround(Math.fround(p[0] + p[1]) + p[2]) + 1e-20), top64 = p[0] + p[1] + p[2] + 1e-20;
+  assertEquals(w, [0, 1, 2].map((j) => Math.fround(p[j] / top32)));
+  assert(w.some((x, j) => x !== Math.fround(p[j] / top64)), "an f64 sum would give other weights here");
 });

@@ -275,9 +275,15 @@ export function weightBytes(backend: Backend, shape: Shape, dtype: DType): numbe
   return backend.weightBytes(maxShape(shape), storageDType(backend.caps, dtype));
 }
 
+/** The backend kind of an instance name: `wasm` for `wasm:1`. */
+export function kindOf(name: string): string {
+  const i = name.indexOf(":");
+  return i < 0 ? name : name.slice(0, i);
+}
+
 /** The ops `options.refuseOps` asks the backend instance `name` (or its kind: `wasm` for `wasm:1`) to refuse. */
 export function refusedOps(options: BackendOptions, name: string): Set<string> {
-  const kind = name.includes(":") ? name.slice(0, name.indexOf(":")) : name;
+  const kind = kindOf(name);
   return new Set([...options.refuseOps?.[kind] ?? [], ...(kind !== name ? options.refuseOps?.[name] ?? [] : [])]);
 }
 

@@ -80,7 +80,8 @@ export type PlanExecutorOptions = {
 /**
  * One run: per-run inputs by name, symbol values (symbols left out are solved from input lengths), and the outputs
  * to read back (default every graph output). Outputs left out are still computed but never leave the backend: a
- * step that samples on the backend reads its ids, not the logits.
+ * step that samples on the backend reads its ids, not the logits. The integer inputs are handed to the backends as
+ * they are (their host copies): do not change them until `run` resolves.
  */
 export type RunOptions = { inputs: Record<string, ArrayBufferView>; vars?: Vars; outputs?: readonly string[] };
 

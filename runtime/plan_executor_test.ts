@@ -274,22 +274,32 @@ function bytes(a: Float32Array): Uint8Array {
 }
 
 Deno.test("plan executor: a split weight is uploaded by parts and bound as row ranges; split arenas get a buffer each", async () => {
+  // 128 KiB activations, two live at a time, under a 160 KiB binding limit: two arenas. A 64 × 32 Ki bf16 head
+  // (4 MiB, 64 KiB a row): row ranges of two rows.
   const g = new GraphBuilder();
-  let x = g.input("x", [1, 256], "f32");
+  let x = g.input("x", [1, 32768], "f32");
   for (let i = 0; i < 3; i++) x = g.name(add(g, x, x), `a${i}`);
-  g.output("y", g.name(matmul(g, x, g.weight("head", [1000, 256], "bf16")), "y"));
+  g.output("y", g.name(matmul(g, x, g.weight("head", [64, 32768], "bf16")), "y"));
   const graph = g.build();
-  const gpu = createNullBackend({ name: "gpu", caps: { maxBindingBytes: 128 * 1024 } });
+  const gpu = createNullBackend({ name: "gpu", caps: { maxBindingBytes: 160 * 1024 } });
   const plan = schedule(graph, [gpu]);
+  assertEquals(plan.memory.perBackend.gpu.arenas.length, 2);
+  assertEquals(plan.weights[0].parts!.gpu.length, 32);
   const ex = await PlanExecutor.create(graph, plan, [gpu], { weights: zeroWeight });
   const up = gpu.calls.find((c) => c.method === "uploadWeight");
   assert(up?.method === "uploadWeight");
   assertEquals(up.parts.map((p) => [p[2], p[3]]), plan.weights[0].parts!.gpu.map((p) => [p.row0, p.rows]));
-  await ex.run({ inputs: { x: new Float32Array(256) } });
+  const allocs = gpu.calls.filter((c) => c.method === "alloc").map((c) => c.method === "alloc" && c.bytes);
+  assertEquals(allocs.slice(0, 2), plan.memory.perBackend.gpu.arenas); // one buffer per arena, first
+  await ex.run({ inputs: { x: new Float32Array(32768) } });
   const run = gpu.calls.find((c) => c.method === "run");
   assert(run?.method === "run");
   const bound = run.bindings.find(([id]) => id === graph.weights[0].id)![1];
-  assert("parts" in bound && bound.parts.length === 4, "the head is bound as its four row ranges");
+  assert("parts" in bound && bound.parts.length === 32, "the head is bound as its row ranges");
+  const arenaBuffers = new Set(
+    run.bindings.flatMap(([, v]) => "buffer" in v && v.buffer.bytes <= 160 * 1024 ? [v.buffer.id] : []),
+  );
+  assert(arenaBuffers.size >= 2, "activations bound in both arenas");
   ex.dispose();
   assertEquals(count(gpu, "free"), count(gpu, "alloc"));
 });

@@ -58,10 +58,10 @@ Deno.test({
   name: "model backends: a model split over wasm instances by a per-instance limit ≡ one instance",
   ignore: !wasm,
   async fn() {
-    const one = await logits({ backend: "wasm" });
+    const one = await logits({ backend: "wasm", vision: false });
     // 40 MiB instances (less their scratch, stack and an 8.6 MiB reserve for the step's logits and cache): the
     // 16 MiB embedding and the layers on one, the 16 MiB head on the other.
-    const split = await logits({ backend: "wasm", backendOptions: { memoryBytes: 40 * 2 ** 20 } });
+    const split = await logits({ backend: "wasm", vision: false, backendOptions: { memoryBytes: 40 * 2 ** 20 } });
     assertEquals(split.info[0], "wasm:0,wasm:1");
     assert(split.info.some((l) => /split by layer over 2 instances/.test(l)), split.info.join("\n"));
     assert(split.info.some((l) => /^copy: last_hidden wasm:0 → wasm:1/.test(l)), "the hidden state crosses by a copy");
@@ -87,4 +87,53 @@ Deno.test("model backends: an unknown name in the list is an error naming the kn
     BackendUnavailableError,
     'unknown backend "tpu" (known: reference, wasm',
   );
+});
+
+Deno.test({
+  name: "model backends: the vision graph is planned at load: strict refuses its fallbacks, which are reported",
+  ignore: !wasm,
+  async fn() {
+    const refuse = { refuseOps: { wasm: ["patch_merge"] } };
+    await assertRejects(
+      () => loadModel("tiny", { ...SMALL, backend: ["wasm", "reference"], strict: true, backendOptions: refuse }),
+      Error,
+      "strict: 1 op(s) would not run where asked: patch_merge",
+    );
+    const info: string[] = [];
+    const m = await loadModel("tiny", {
+      ...SMALL,
+      backend: ["wasm", "reference"],
+      backendOptions: refuse,
+      log: (l) => info.push(l),
+    });
+    try {
+      assert(info.some((l) => /^vision fallback: patch_merge ".*" wasm → reference/.test(l)), info.join("\n"));
+      assertEquals(m.visionBackend, "wasm,reference");
+    } finally {
+      m.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "model backends: with vision, a split over instances plans the encoder too; an image runs after the load",
+  ignore: !wasm,
+  async fn() {
+    const info: string[] = [];
+    const m = await loadModel("tiny", {
+      ...SMALL,
+      backend: "wasm",
+      backendOptions: { memoryBytes: 96 * 2 ** 20 },
+      log: (l) => info.push(l),
+    });
+    try {
+      assert(m.backends.length >= 2, m.backends.map((b) => b.name).join(","));
+      const image = { pixels: new Float32Array(3 * 28 * 28).fill(0.5), grid: { rows: 1, cols: 1 } };
+      await m.storeImages([image], [0]); // planned at load: no memory surprise at the first image
+      const [features] = await m.encodeImages([image]);
+      assert(features.every(Number.isFinite));
+    } finally {
+      m.dispose();
+    }
+  },
 });

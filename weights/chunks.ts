@@ -108,6 +108,11 @@ export function scratchF32(n: number, slot: number): Float32Array {
 }
 const SCRATCH: Float32Array[] = [];
 
+/** Drops the scratch buffers (a load's end: they hold the largest chunk's values). */
+export function releaseScratch(): void {
+  SCRATCH.length = 0;
+}
+
 /**
  * Decodes a chunk to f32 with its row-local scales: bit-identical to `weightToF32` of the whole weight on the same
  * rows (the same codec, the same scale per element). `dst` (at least the chunk's elements) receives them when given.

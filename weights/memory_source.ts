@@ -6,19 +6,14 @@
  */
 
 import type { DType } from "../graph/dtype.ts";
-import { chunkScaleCount, codeBytes } from "./chunks.ts";
+import { chunkScaleCount, codeBytes, kDim } from "./chunks.ts";
 import { convertWeight } from "./convert.ts";
 import type { CanonicalWeight } from "./load.ts";
 import { leadingRows, rowElements, type WeightChunk, type WeightSource } from "./source.ts";
 
-/** Elements of the last dimension of `shape` (the K of a K-row). */
-function lastDim(shape: readonly number[]): number {
-  return shape.length === 0 ? 1 : shape[shape.length - 1];
-}
-
 /** One scale per K-row of `w` (an FP8 canonical weight, whose B scales split its K-rows into B equal runs). */
 function f8RowScales(w: CanonicalWeight): Float32Array {
-  const kRows = w.shape.reduce((a, b) => a * b, 1) / lastDim(w.shape);
+  const kRows = w.shape.reduce((a, b) => a * b, 1) / kDim(w.shape);
   const blocks = w.scales ?? new Float32Array([1]);
   if (blocks.length === 0 || kRows % blocks.length !== 0) {
     throw new RangeError(`${w.name}: ${kRows} rows do not split into ${blocks.length} FP8 scale blocks`);
@@ -40,7 +35,7 @@ function f8RowScales(w: CanonicalWeight): Float32Array {
  */
 export function memorySource(w: CanonicalWeight, dtype: DType, origin = "memory"): WeightSource {
   const cw = convertWeight(w, dtype);
-  const rows = leadingRows(cw.shape), per = rowElements(cw.shape), k = lastDim(cw.shape);
+  const rows = leadingRows(cw.shape), per = rowElements(cw.shape), k = kDim(cw.shape);
   const kRowsPerRow = per / k, perK = chunkScaleCount(cw.dtype, k, k);
   const scales = cw.dtype === "f8e4m3" ? f8RowScales(cw) : cw.scales;
   const bytes = cw.data.byteLength + (scales?.byteLength ?? 0);

@@ -128,7 +128,7 @@ function checkBuildable(c: Mistral4Config): void {
     throw new Error(`mistral4: ${why}`);
   };
   if (!c.rope_interleave) no("rope_interleave false (half-split rope) is not supported; the rope op is interleaved");
-  if (!c.norm_topk_prob) no("norm_topk_prob false is not supported; moe_route always renormalises the top-k");
+  if (!c.norm_topk_prob) no("norm_topk_prob false is not supported; moe_gate always renormalises the top-k weights");
   if (c.routed_scaling_factor !== 1) no(`routed_scaling_factor ${c.routed_scaling_factor} ≠ 1 is not supported`);
 }
 

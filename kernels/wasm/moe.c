@@ -50,18 +50,27 @@ void moe_gate(const float *logits, int E, int k, const int32_t *idx, float *w, i
   for (int t = r0; t < r1; t++) {
     router_softmax(logits + (size_t)t * (size_t)E, E, p);
     const int32_t *it = idx + (size_t)t * (size_t)k;
+    float *wt = w + (size_t)t * (size_t)k;
+    int bad = 0;
+    for (int j = 0; j < k; j++) bad |= (uint32_t)it[j] >= (uint32_t)E;
+    if (bad) {  // an id outside the experts: NaN weights, never a read outside p
+      for (int j = 0; j < k; j++) wt[j] = __builtin_nanf("");
+      continue;
+    }
     float tot = 0.0f;
     for (int j = 0; j < k; j++) tot += p[it[j]];
-    float *wt = w + (size_t)t * (size_t)k;
     for (int j = 0; j < k; j++) wt[j] = p[it[j]] / (tot + 1e-20f);
   }
 }
 
 // Groups the T·k assignments by expert (stable in (t, j) order). offsets [E+1]; order [T·k]: token of each sorted
-// assignment; inv [T·k]: sorted position of assignment t·k + j; active: experts with tokens. Returns their count.
+// assignment; inv [T·k]: sorted position of assignment t·k + j; active: experts with tokens. Returns their count,
+// or −1 when an id is outside 0..E−1 (ids come from the device: nothing is written past the tables).
 EXPORT(moe_plan)
 int moe_plan(const int32_t *idx, int T, int k, int E, int32_t *offsets, int32_t *order, int32_t *inv,
              int32_t *active) {
+  for (int a = 0; a < T * k; a++)
+    if ((uint32_t)idx[a] >= (uint32_t)E) return -1;
   for (int e = 0; e <= E; e++) offsets[e] = 0;
   for (int a = 0; a < T * k; a++) offsets[idx[a] + 1]++;
   int na = 0;

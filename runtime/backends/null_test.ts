@@ -44,7 +44,7 @@ Deno.test("null backend: records copy, fill, transfer and uploadWeight (parts, c
   gpu.copy({ buffer: a, offset: 0 }, { buffer: b, offset: 64 }, 128);
   gpu.fill({ buffer: a, offset: 32 }, 64, 0);
   assertEquals(await gpu.transfer!({ buffer: a, offset: 0 }, cpu, { buffer: c, offset: 0 }, 256), true);
-  assertEquals(await cpu.transfer, undefined); // no direct path: the executor reads then writes
+  assertEquals(cpu.transfer, undefined); // no direct path: the executor reads then writes
   assertThrows(() => gpu.copy({ buffer: a, offset: 200 }, { buffer: b, offset: 0 }, 128), RangeError, "overflows");
   assertThrows(() => gpu.fill({ buffer: a, offset: 0 }, 512, 0), RangeError, "overflows");
 

@@ -24,13 +24,14 @@ export type ScheduleOptions = {
    * over several instances of one backend, so each instance keeps room for its layers' caches).
    */
   reserveBytes?: number;
+  /**
+   * Bytes other plans already hold on a backend, by name (the step plan's, when the vision plan is made beside it):
+   * weights are placed and the plan checked against what is left.
+   */
+  usedBytes?: Readonly<Record<string, number>>;
+  /** Plan as if every backend had unlimited memory (sizing: how much a plan would need). */
+  sizing?: boolean;
 };
-
-/** The backend kind of an instance name: `wasm` for `wasm:1`. */
-export function kindOf(name: string): string {
-  const i = name.indexOf(":");
-  return i < 0 ? name : name.slice(0, i);
-}
 
 /** Shared, read-only inputs of the passes. */
 export type Context = {

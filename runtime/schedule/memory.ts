@@ -56,10 +56,12 @@ export function planMemory(ctx: Context, split: Split): Record<string, BackendMe
         last: s.last,
       })),
     };
-    const total = memory.arenaBytes + memory.weightBytes + memory.stateBytes + memory.ioBytes;
-    if (total > memoryBytes) {
+    const used = ctx.options.usedBytes?.[backend.name] ?? 0;
+    const total = memory.arenaBytes + memory.weightBytes + memory.stateBytes + memory.ioBytes + used;
+    if (total > memoryBytes && !ctx.options.sizing) {
       throw new ScheduleError(
         `plan needs ${total} B on ${backend.name} (weights ${memory.weightBytes}, state ${memory.stateBytes}, ` +
+          (used ? `another plan ${used}, ` : "") +
           `arena ${memory.arenaBytes}, io ${memory.ioBytes}) but it has ${memoryBytes} B: a smaller --dtype shrinks ` +
           `the weights (bf16: 2 B per value, q8 and f8e4m3: about 1 B), fewer or shorter sequences the cache`,
         [],

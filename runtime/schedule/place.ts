@@ -10,8 +10,8 @@
 
 import { BITS_PER_ELEMENT } from "../../graph/dtype.ts";
 import { maxShape, type Node, numel, type WeightDecl } from "../../graph/ir.ts";
-import { type Backend, canStore, weightBytes } from "../backend.ts";
-import { type Context, describeNode, kindOf } from "./context.ts";
+import { type Backend, canStore, kindOf, weightBytes } from "../backend.ts";
+import { type Context, describeNode } from "./context.ts";
 import { type Fallback, ScheduleError } from "./plan.ts";
 
 /** Where a weight lives: its home backend; `pinned` when `weightPlacement` chose it; `why` when not the first. */
@@ -26,10 +26,10 @@ export type WeightHome = { backend: string; pinned: boolean; why?: string };
  */
 export function placeWeights(ctx: Context): Map<number, WeightHome> {
   const homes = new Map<number, WeightHome>();
-  const used = new Map<string, number>(ctx.backends.map((b) => [b.name, 0]));
+  const used = new Map<string, number>(ctx.backends.map((b) => [b.name, ctx.options.usedBytes?.[b.name] ?? 0]));
   const reserve = ctx.options.reserveBytes ?? 0;
-  const fits = (b: Backend, w: WeightDecl) =>
-    used.get(b.name)! + weightBytes(b, w.shape, w.dtype) + reserve <= b.caps.memoryBytes;
+  const room = (b: Backend) => ctx.options.sizing ? Infinity : b.caps.memoryBytes;
+  const fits = (b: Backend, w: WeightDecl) => used.get(b.name)! + weightBytes(b, w.shape, w.dtype) + reserve <= room(b);
   const floor = new Map<string, number>(); // kind → index in ctx.backends of the last instance used
   const open = (b: Backend) => !b.name.includes(":") || ctx.backends.indexOf(b) >= (floor.get(kindOf(b.name)) ?? 0);
   // A layer starts on the first open instance that holds all of it, so instances split between layers.
@@ -41,7 +41,7 @@ export function placeWeights(ctx: Context): Map<number, WeightHome> {
     for (const b of ctx.backends) {
       if (!b.name.includes(":") || !open(b)) continue;
       const need = mine.reduce((n, w) => n + weightBytes(b, w.shape, w.dtype), 0);
-      if (used.get(b.name)! + need + reserve <= b.caps.memoryBytes) {
+      if (used.get(b.name)! + need + reserve <= room(b)) {
         floor.set(kindOf(b.name), ctx.backends.indexOf(b));
         return;
       }

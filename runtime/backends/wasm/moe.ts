@@ -51,6 +51,7 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
     if (T === 0) return;
     const [order, inv, offs, active, act, up, ys, params] = starts.map((o) => s.temp + o);
     const nActive = c.k.exports.moe_plan(s.ptr[ids], T, K, E, offs, order, inv, active);
+    if (nActive < 0) throw new RangeError(`moe_experts: an expert id outside 0..${E - 1}`);
     const gu = s.ptr[gateUp], dw = s.ptr[down];
     const guQs = guScales ? gu + guScales : 0, dnQs = dnScales ? dw + dnScales : 0;
     writeParams(c.k, params, MOE_PARAMS, {
