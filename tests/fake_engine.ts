@@ -15,6 +15,7 @@ import type {
   TokenLogprob,
   VisionSettings,
 } from "../engine/types.ts";
+import { mulberry32 } from "./fixtures.ts";
 
 /** Options for {@link FakeEngine}. */
 export interface FakeEngineOptions {
@@ -39,18 +40,6 @@ export interface FakeEngineOptions {
   cacheBlocks?: number;
   /** Accept images preprocessed this way (default: text only); they are recorded in `requests`, not looked at. */
   vision?: VisionSettings;
-}
-
-/** The PRNG of `tests/fixtures.ts` (mulberry32), repeated here so the runtime does not import test code. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A stable hash of two integers into [0, 1): logprobs depend only on (id, position), never on timing. */

@@ -1,25 +1,11 @@
 import { join } from "node:path";
 import { checkTensors, loadTensors, openCheckpoint, type TensorSpec } from "./checkpoint.ts";
+import { assert } from "../tests/assert.ts";
+import { expectCheckpointError } from "../tests/checkpoint_helpers.ts";
 import { CheckpointError } from "./errors.ts";
 import { LoadProgress } from "./progress.ts";
 import { openSafetensors } from "./safetensors.ts";
 import { type TensorToWrite, writeSafetensors, writeShardedSafetensors } from "./safetensors_writer.ts";
-
-function assert(cond: unknown, msg: string): asserts cond {
-  if (!cond) throw new Error(msg);
-}
-
-async function expectError(f: () => unknown, kind: string, parts: string[]): Promise<CheckpointError> {
-  try {
-    await f();
-  } catch (e) {
-    assert(e instanceof CheckpointError, `expected CheckpointError, got ${e}`);
-    assert(e.kind === kind, `expected kind ${kind}, got ${e.kind}: ${e.message}`);
-    for (const p of parts) assert(e.message.includes(p), `message lacks "${p}": ${e.message}`);
-    return e;
-  }
-  throw new Error(`expected a ${kind} CheckpointError`);
-}
 
 function bytesOf(n: number, seed: number): Uint8Array {
   return new Uint8Array(n).map((_, i) => (i * 13 + seed * 5) & 0xff);
@@ -80,17 +66,17 @@ Deno.test("openCheckpoint: HF single file, Mistral consolidated, both, forced la
     assert(m.reader.has("norm.weight") && m.configFile.endsWith("params.json"), "mistral tensors");
     await Deno.remove(join(dir, "config.json"));
     assert((await openCheckpoint(dir)).layout === "mistral", "mistral alone");
-    await expectError(() => openCheckpoint(dir, { layout: "hf" }), "not_found", [dir, "Hugging Face"]);
+    await expectCheckpointError(() => openCheckpoint(dir, { layout: "hf" }), "not_found", [dir, "Hugging Face"]);
   }));
 
 Deno.test("openCheckpoint: nothing to load, bad config", () =>
   withDir(async (dir) => {
     await Deno.writeTextFile(join(dir, "pytorch_model.bin"), "x");
-    await expectError(() => openCheckpoint(dir), "not_found", [dir, "pytorch_model.bin"]);
-    await expectError(() => openCheckpoint(join(dir, "nope")), "not_found", ["nope"]);
+    await expectCheckpointError(() => openCheckpoint(dir), "not_found", [dir, "pytorch_model.bin"]);
+    await expectCheckpointError(() => openCheckpoint(join(dir, "nope")), "not_found", ["nope"]);
     await Deno.writeTextFile(join(dir, "config.json"), "{ oops");
     await writeSafetensors(join(dir, "model.safetensors"), tensors());
-    await expectError(() => openCheckpoint(dir), "bad_config", ["config.json"]);
+    await expectCheckpointError(() => openCheckpoint(dir), "bad_config", ["config.json"]);
   }));
 
 Deno.test("loadTensors: streams every expected tensor once, identical, in file order", () =>
@@ -129,25 +115,35 @@ Deno.test("checkTensors: missing, extra, wrong shape, wrong dtype each name tens
     const norm = "model.norm.weight";
 
     // extra: the norm is in the file but no spec asks for it
-    await expectError(() => checkTensors(r, base, { ignore: ignoreAct }), "extra_tensor", [norm, file]);
+    await expectCheckpointError(() => checkTensors(r, base, { ignore: ignoreAct }), "extra_tensor", [norm, file]);
     // …unless extras are allowed
     checkTensors(r, base, { ignore: ignoreAct, allowExtra: true });
     // missing
     const ghost = { name: "model.ghost.weight", shape: [4], dtype: "bf16" as const };
-    await expectError(() => checkTensors(r, [...SPECS, ghost], { ignore: ignoreAct }), "missing_tensor", [
+    await expectCheckpointError(() => checkTensors(r, [...SPECS, ghost], { ignore: ignoreAct }), "missing_tensor", [
       "model.ghost.weight",
       file,
     ]);
     // wrong shape
     const shape = SPECS.map((s) => s.name === norm ? { ...s, shape: [5] } : s);
-    await expectError(() => checkTensors(r, shape, { ignore: ignoreAct }), "shape", [norm, file, "[4]", "[5]"]);
+    await expectCheckpointError(() => checkTensors(r, shape, { ignore: ignoreAct }), "shape", [
+      norm,
+      file,
+      "[4]",
+      "[5]",
+    ]);
     // wrong dtype
     const dtype = SPECS.map((s) => s.name === norm ? { ...s, dtype: "f32" as const } : s);
-    await expectError(() => checkTensors(r, dtype, { ignore: ignoreAct }), "dtype", [norm, file, "BF16", "f32"]);
+    await expectCheckpointError(() => checkTensors(r, dtype, { ignore: ignoreAct }), "dtype", [
+      norm,
+      file,
+      "BF16",
+      "f32",
+    ]);
     // activation scale not ignored → extra
-    await expectError(() => checkTensors(r, SPECS), "extra_tensor", ["activation_scale", file]);
+    await expectCheckpointError(() => checkTensors(r, SPECS), "extra_tensor", ["activation_scale", file]);
     // several problems at once are all reported
-    const e = await expectError(() => checkTensors(r, [...shape.slice(1), ghost]), "extra_tensor", [file]);
+    const e = await expectCheckpointError(() => checkTensors(r, [...shape.slice(1), ghost]), "extra_tensor", [file]);
     assert(e.problems.length === 4, `4 problems, got ${e.problems.map((p) => p.kind)}`);
     assert(e.message.includes("4 problems") && e.message.includes("model.ghost.weight"), e.message);
   }));
@@ -194,7 +190,7 @@ Deno.test("loadTensors: a shard truncated after open fails naming tensor and fil
     const r = await openSafetensors(path);
     const last = r.tensors.at(-1)!;
     await Deno.truncate(path, last.byteOffset);
-    await expectError(
+    await expectCheckpointError(
       () => loadTensors(r, SPECS, () => {}, { ignore: ignoreAct, quiet: true }),
       "truncated",
       ["model.safetensors"],

@@ -1,5 +1,6 @@
 import { basename, join } from "node:path";
-import { CheckpointError } from "./errors.ts";
+import { assert } from "../tests/assert.ts";
+import { expectCheckpointError } from "../tests/checkpoint_helpers.ts";
 import { openSafetensors, parseSafetensorsHeader, readSafetensorsHeader } from "./safetensors.ts";
 import {
   safetensorsHeaderBytes,
@@ -8,26 +9,9 @@ import {
   writeShardedSafetensors,
 } from "./safetensors_writer.ts";
 
-function assert(cond: unknown, msg: string): asserts cond {
-  if (!cond) throw new Error(msg);
-}
-
 function assertBytes(a: Uint8Array, b: Uint8Array, msg: string): void {
   assert(a.length === b.length, `${msg}: length ${a.length} ≠ ${b.length}`);
   for (let i = 0; i < a.length; i++) assert(a[i] === b[i], `${msg}: byte ${i} differs`);
-}
-
-/** Runs `f`, expecting a CheckpointError of `kind` whose message contains every string in `parts`. */
-async function expectError(f: () => unknown, kind: string, parts: string[]): Promise<CheckpointError> {
-  try {
-    await f();
-  } catch (e) {
-    assert(e instanceof CheckpointError, `expected CheckpointError, got ${e}`);
-    assert(e.kind === kind, `expected kind ${kind}, got ${e.kind}: ${e.message}`);
-    for (const p of parts) assert(e.message.includes(p), `message lacks "${p}": ${e.message}`);
-    return e;
-  }
-  throw new Error(`expected a ${kind} CheckpointError`);
 }
 
 function bytesOf(n: number, seed: number): Uint8Array {
@@ -116,7 +100,7 @@ Deno.test("single file: write → read back identical, lazy data, metadata, rang
     assert(r.info("w.weight").dtype === "f8e4m3", "f8 maps");
     assertBytes(await r.readRange("emb.weight", 6, 12), bytesOf(24, 1).subarray(6, 12), "range");
     assert(r.totalBytes === 24 + 12 + 10 + 4 + 16 + 16 + 6, "total bytes");
-    await expectError(() => r.info("nope"), "missing_tensor", ['"nope"', path]);
+    await expectCheckpointError(() => r.info("nope"), "missing_tensor", ['"nope"', path]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -155,24 +139,32 @@ Deno.test("corrupt files: each error names the file (and tensor)", async (t) => 
 
   await t.step("truncated data", async () => {
     await Deno.writeFile(f("trunc.safetensors"), bytes.subarray(0, bytes.length - 3));
-    const e = await expectError(() => openSafetensors(f("trunc.safetensors")), "truncated", ["trunc.safetensors"]);
+    const e = await expectCheckpointError(() => openSafetensors(f("trunc.safetensors")), "truncated", [
+      "trunc.safetensors",
+    ]);
     assert(e.tensor && e.message.includes(`"${e.tensor}"`), "names the tensor");
   });
   await t.step("truncated inside the header", async () => {
     await Deno.writeFile(f("short.safetensors"), bytes.subarray(0, 20));
-    await expectError(() => openSafetensors(f("short.safetensors")), "truncated", ["short.safetensors"]);
+    await expectCheckpointError(() => openSafetensors(f("short.safetensors")), "truncated", ["short.safetensors"]);
     await Deno.writeFile(f("tiny.safetensors"), bytes.subarray(0, 5));
-    await expectError(() => openSafetensors(f("tiny.safetensors")), "truncated", ["tiny.safetensors"]);
+    await expectCheckpointError(() => openSafetensors(f("tiny.safetensors")), "truncated", ["tiny.safetensors"]);
   });
   await t.step("bad header length", async () => {
     await rawFile(f("len.safetensors"), {}, new Uint8Array(0), 1n << 40n);
-    await expectError(() => openSafetensors(f("len.safetensors")), "bad_header", ["len.safetensors", "header length"]);
+    await expectCheckpointError(() => openSafetensors(f("len.safetensors")), "bad_header", [
+      "len.safetensors",
+      "header length",
+    ]);
   });
   await t.step("header not JSON", async () => {
     const b = bytes.slice();
     b[8] = 0x21; // '!' where '{' was
     await Deno.writeFile(f("json.safetensors"), b);
-    await expectError(() => openSafetensors(f("json.safetensors")), "bad_header", ["json.safetensors", "JSON"]);
+    await expectCheckpointError(() => openSafetensors(f("json.safetensors")), "bad_header", [
+      "json.safetensors",
+      "JSON",
+    ]);
   });
   await t.step("offsets out of range", async () => {
     const header = {
@@ -180,7 +172,10 @@ Deno.test("corrupt files: each error names the file (and tensor)", async (t) => 
       b: { dtype: "F32", shape: [1], data_offsets: [100, 104] },
     };
     await rawFile(f("range.safetensors"), header, new Uint8Array(12));
-    await expectError(() => openSafetensors(f("range.safetensors")), "bad_offsets", ['"b"', "range.safetensors"]);
+    await expectCheckpointError(() => openSafetensors(f("range.safetensors")), "bad_offsets", [
+      '"b"',
+      "range.safetensors",
+    ]);
   });
   await t.step("overlapping", async () => {
     const header = {
@@ -188,7 +183,7 @@ Deno.test("corrupt files: each error names the file (and tensor)", async (t) => 
       b: { dtype: "F32", shape: [2], data_offsets: [4, 12] },
     };
     await rawFile(f("overlap.safetensors"), header, new Uint8Array(12));
-    await expectError(() => openSafetensors(f("overlap.safetensors")), "bad_offsets", [
+    await expectCheckpointError(() => openSafetensors(f("overlap.safetensors")), "bad_offsets", [
       '"b"',
       '"a"',
       "overlap.safetensors",
@@ -197,26 +192,36 @@ Deno.test("corrupt files: each error names the file (and tensor)", async (t) => 
   await t.step("byte length ≠ shape × dtype", async () => {
     const header = { a: { dtype: "BF16", shape: [3], data_offsets: [0, 8] } };
     await rawFile(f("size.safetensors"), header, new Uint8Array(8));
-    await expectError(() => openSafetensors(f("size.safetensors")), "bad_offsets", ['"a"', "size.safetensors"]);
+    await expectCheckpointError(() => openSafetensors(f("size.safetensors")), "bad_offsets", [
+      '"a"',
+      "size.safetensors",
+    ]);
   });
   await t.step("unknown dtype and bad shape", async () => {
     await rawFile(f("dt.safetensors"), { a: { dtype: "Q4", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1));
-    await expectError(() => openSafetensors(f("dt.safetensors")), "bad_header", ['"a"', "dt.safetensors", "Q4"]);
+    await expectCheckpointError(() => openSafetensors(f("dt.safetensors")), "bad_header", [
+      '"a"',
+      "dt.safetensors",
+      "Q4",
+    ]);
     await rawFile(f("sh.safetensors"), { a: { dtype: "U8", shape: [-1], data_offsets: [0, 1] } }, new Uint8Array(1));
-    await expectError(() => openSafetensors(f("sh.safetensors")), "bad_header", ['"a"', "sh.safetensors"]);
+    await expectCheckpointError(() => openSafetensors(f("sh.safetensors")), "bad_header", ['"a"', "sh.safetensors"]);
   });
   await t.step("missing file", async () => {
-    await expectError(() => openSafetensors(f("absent.safetensors")), "not_found", ["absent.safetensors"]);
+    await expectCheckpointError(() => openSafetensors(f("absent.safetensors")), "not_found", ["absent.safetensors"]);
   });
   await t.step("same tensor in two shards", async () => {
-    await expectError(() => openSafetensors([good, good]), "duplicate_tensor", ["emb.weight", "good.safetensors"]);
+    await expectCheckpointError(() => openSafetensors([good, good]), "duplicate_tensor", [
+      "emb.weight",
+      "good.safetensors",
+    ]);
   });
   await t.step("file shrinks after open", async () => {
     await Deno.writeFile(f("shrink.safetensors"), bytes);
     const r = await openSafetensors(f("shrink.safetensors"));
     const last = r.tensors.at(-1)!;
     await Deno.truncate(f("shrink.safetensors"), last.byteOffset + 1);
-    await expectError(() => r.read(last.name), "truncated", [last.name, "shrink.safetensors"]);
+    await expectCheckpointError(() => r.read(last.name), "truncated", [last.name, "shrink.safetensors"]);
   });
   await Deno.remove(dir, { recursive: true });
 });
@@ -230,11 +235,11 @@ Deno.test("index disagreeing with its shards", async () => {
     index.weight_map["ghost.weight"] = shard;
     delete index.weight_map["norm.weight"];
     await Deno.writeTextFile(res.index, JSON.stringify(index));
-    const e = await expectError(() => openSafetensors(res.index), "missing_tensor", ["ghost.weight", shard]);
+    const e = await expectCheckpointError(() => openSafetensors(res.index), "missing_tensor", ["ghost.weight", shard]);
     assert(e.problems.length === 2, `two problems, got ${e.problems.length}`);
     assert(e.message.includes("norm.weight") && e.problems[1].kind === "extra_tensor", "lists the unlisted tensor");
     await Deno.writeTextFile(res.index, "{ not json");
-    await expectError(() => openSafetensors(res.index), "bad_config", ["model.safetensors.index.json"]);
+    await expectCheckpointError(() => openSafetensors(res.index), "bad_config", ["model.safetensors.index.json"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -244,12 +249,12 @@ Deno.test("writer refuses bad input, naming the tensor and file", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const path = join(dir, "w.safetensors");
-    await expectError(
+    await expectCheckpointError(
       () => writeSafetensors(path, [{ name: "x", dtype: "f32", shape: [2], data: new Uint8Array(4) }]),
       "write",
       ['"x"', "w.safetensors", "needs 8"],
     );
-    await expectError(
+    await expectCheckpointError(
       () => writeSafetensors(path, [{ name: "q", dtype: "nvfp4", shape: [2], data: new Uint8Array(1) }]),
       "write",
       ['"q"', "w.safetensors"],
