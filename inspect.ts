@@ -11,12 +11,9 @@
 import { parseArgs } from "node:util";
 import { type DType, isDType } from "./graph/dtype.ts";
 import { decodeGraph, inspectModel, renderDot, renderJson, renderText, withSoftmaxScale } from "./graph/inspect.ts";
-import { type SoftmaxScaleMode, softmaxScaleMode } from "./graph/models/mistral4.ts";
+import { linearDtype, type SoftmaxScaleMode, softmaxScaleMode } from "./graph/models/mistral4.ts";
 import { resolveModel } from "./graph/models/mod.ts";
-import type { Graph } from "./graph/ir.ts";
-import { createBackend } from "./runtime/registry.ts";
-import { formatPlan, schedule } from "./runtime/schedule.ts";
-import type { PlanSection } from "./graph/inspect.ts";
+import { planSection } from "./engine/plan_section.ts";
 
 const USAGE = `usage: inspect.ts [--model PRESET|DIR] [--format text|json|dot] [--json] [--dtype DTYPE] [--layers N]
                   [--backend NAME[,NAME…]|none] [--softmax-scale plain|deepseek_yarn]
@@ -27,18 +24,6 @@ const USAGE = `usage: inspect.ts [--model PRESET|DIR] [--format text|json|dot] [
   --backend backends to plan the decode step on, in preference order (default auto; none: no plan)
   --softmax-scale  MLA softmax scale: plain (1/sqrt(qk_head_dim)) or deepseek_yarn (mscale²/sqrt(qk_head_dim));
             default the checkpoint's. The report prints the scale in use.`;
-
-/** The scheduler's placement and memory plan of the decode graph on `names` (backends created, then disposed). */
-async function planSection(names: string, graph: Graph): Promise<PlanSection> {
-  const backends = [];
-  try {
-    for (const name of names.split(",")) backends.push(await createBackend(name.trim()));
-    const plan = schedule(graph, backends);
-    return { backend: plan.backends.join(","), lines: formatPlan(plan, graph).split("\n"), plan };
-  } finally {
-    for (const b of backends) b.dispose();
-  }
-}
 
 /** Runs the CLI on `args`; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
@@ -90,7 +75,12 @@ export async function main(args: string[]): Promise<number> {
       console.log(renderDot(graph, { expandLayers: Number(flags.layers) }));
       return 0;
     }
-    const plan = flags.backend === "none" ? undefined : (graph: Graph) => planSection(flags.backend!, graph);
+    const resolved = withSoftmaxScale(await resolveModel(flags.model), scale);
+    const graphFor = (d?: DType) => decodeGraph(resolved, { dtype: d });
+    const linear = linearDtype(resolved.config, dtype, "routed_experts");
+    const plan = flags.backend === "none"
+      ? undefined
+      : () => planSection({ backends: flags.backend!, graphFor, dtype, linearDtype: linear });
     const report = await inspectModel(flags.model, { dtype, plan, softmaxScale: scale as SoftmaxScaleMode });
     console.log(format === "json" ? renderJson(report) : renderText(report));
     return 0;

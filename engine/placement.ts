@@ -3,7 +3,9 @@
  * list, the later ones within the memory the earlier leave, and a `wasm` backend that cannot hold them all grown into
  * what can: the memory64 build (up to 16 GiB in one instance) or several instances (`wasm:0`, `wasm:1`…, each its own
  * memory and threads) over which the scheduler splits the model by layer, the residual stream crossing between them
- * by one memcpy. A per-instance `memoryBytes` (tests, small hosts) splits earlier.
+ * by one memcpy. A per-instance `memoryBytes` (tests, small hosts) splits earlier. Wasm memory is host memory, so a
+ * plan the host cannot hold is refused before any weight loads. {@link previewPlacement} answers the same question
+ * without creating anything (inspect).
  *
  * @module
  */
@@ -25,6 +27,56 @@ export interface PlanBackendsOptions {
   backendOptions: BackendOptions & Record<string, unknown>;
   /** Where a line about the instance split goes. */
   log: (line: string) => void;
+  /** The host's memory (default: the system's total where `--allow-sys` permits reading it; else unchecked). */
+  hostMemoryBytes?: number;
+}
+
+/** How `wasm` grows to hold the plans. */
+export interface WasmGrowth {
+  /** Instances (1: one memory64 instance). */
+  instances: number;
+  /** The memory of each instance. */
+  instanceBytes: number;
+  /** Whether the instances take the memory64 build. */
+  memory64: boolean;
+}
+
+/** {@link previewPlacement}'s answer. */
+export interface PlacementPreview {
+  /** Whether the plans fit the backends (grown as `loadModel` would) and the host. */
+  fits: boolean;
+  /** The plans, when they fit. */
+  plans?: Plan[];
+  /** The backend names the plans use (`wasm:0`… once grown; the list given when they do not fit). */
+  backends: string[];
+  /** How `wasm` would grow; absent when it need not. */
+  growth?: WasmGrowth;
+  /** What the plans need on each backend of the list with no memory limit (weights, state, arena and I/O). */
+  needBytes: Record<string, number>;
+  /** The weights' part of `needBytes`. */
+  needWeightBytes: Record<string, number>;
+  /** What each backend of the list holds as created. */
+  capacityBytes: Record<string, number>;
+  /** The host's memory, where it could be read. */
+  hostMemoryBytes?: number;
+  /** Why the plans do not fit. */
+  error?: string;
+}
+
+/** The host's total memory, or undefined where it cannot be read (no `--allow-sys`, a browser). */
+export function hostMemoryBytes(): number | undefined {
+  try {
+    return Deno.systemMemoryInfo().total;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The host cannot hold what the wasm instances need (more instances would not help). */
+class HostMemoryError extends ScheduleError {
+  constructor(message: string) {
+    super(message, [], true);
+  }
 }
 
 /** What each plan holds on each backend (weights, state, arena, I/O), summed over `plans`. */
@@ -58,81 +110,183 @@ export async function planBackends(
   backends: Backend[],
   o: PlanBackendsOptions,
 ): Promise<{ backends: Backend[]; plans: Plan[] }> {
+  const at = backends.findIndex((b) => b.name === "wasm");
   try {
-    return { backends, plans: scheduleAll(graphs, backends, { strict: o.strict }) };
-  } catch (e) {
-    const at = backends.findIndex((b) => b.name === "wasm");
-    if (!(e instanceof ScheduleError && e.memory) || at < 0) {
-      for (const b of backends) b.dispose();
-      throw e;
+    try {
+      return { backends, plans: scheduleAll(graphs, backends, { strict: o.strict }) };
+    } catch (e) {
+      if (!(e instanceof ScheduleError && e.memory) || at < 0) throw e;
     }
-    return await growWasm(graphs, backends, at, o);
+    const growth = sizeWasm(graphs, backends, at, o);
+    backends[at].dispose();
+    backends = backends.filter((_, i) => i !== at);
+    const grown = await growInto(graphs, backends, at, growth, o, (options) => createBackends(["wasm"], options));
+    backends = grown.backends;
+    return grown;
+  } catch (e) {
+    for (const b of backends) b.dispose();
+    throw e;
   }
 }
 
-/** Replaces `backends[at]` (`wasm`) by instances that hold the plans; disposes everything if it gives up. */
-async function growWasm(
+/**
+ * What {@link planBackends} would do with `graphs` on `backends`, creating nothing: a wasm instance it would add is a
+ * view of the `wasm` backend given (same kernels and capabilities, its own name and memory size). Never throws for
+ * lack of memory: the answer says what is missing. The caller keeps and disposes `backends`.
+ */
+export async function previewPlacement(
   graphs: readonly Graph[],
-  backends: Backend[],
+  backends: readonly Backend[],
+  o: PlanBackendsOptions,
+): Promise<PlacementPreview> {
+  const host = o.hostMemoryBytes ?? hostMemoryBytes();
+  const sizing = scheduleAll(graphs, backends, { strict: o.strict, sizing: true });
+  const needWeightBytes: Record<string, number> = {};
+  for (const p of sizing) {
+    for (const [name, m] of Object.entries(p.memory.perBackend)) {
+      needWeightBytes[name] = (needWeightBytes[name] ?? 0) + m.weightBytes;
+    }
+  }
+  const base = {
+    backends: backends.map((b) => b.name),
+    needBytes: usedBy(sizing),
+    needWeightBytes,
+    capacityBytes: Object.fromEntries(backends.map((b) => [b.name, b.caps.memoryBytes])),
+    hostMemoryBytes: host,
+  };
+  const failed = (e: unknown, growth?: WasmGrowth): PlacementPreview => {
+    if (!(e instanceof ScheduleError && e.memory)) throw e;
+    return { ...base, fits: false, growth, error: e.message };
+  };
+  const at = backends.findIndex((b) => b.name === "wasm");
+  try {
+    return { ...base, fits: true, plans: scheduleAll(graphs, backends, { strict: o.strict }) };
+  } catch (e) {
+    if (at < 0 || !(e instanceof ScheduleError && e.memory)) return failed(e);
+  }
+  let sized: Sizing | undefined;
+  try {
+    sized = sizeWasm(graphs, backends, at, o);
+    const wasm = backends[at], others = backends.filter((_, i) => i !== at);
+    const view = (options: BackendOptions) => Promise.resolve([instanceView(wasm, options)]);
+    const grown = await growInto(graphs, others, at, sized, { ...o, hostMemoryBytes: host }, view);
+    const names = grown.backends.map((b) => b.name);
+    return { ...base, fits: true, growth: growthOf(sized), plans: grown.plans, backends: names };
+  } catch (e) {
+    return failed(e, sized && growthOf(sized));
+  }
+}
+
+/** `wasm` as instance `options.instance` of `options.memoryBytes`, for planning only (its dispose does nothing). */
+function instanceView(wasm: Backend, options: BackendOptions): Backend {
+  const name = options.instance === undefined ? "wasm" : `wasm:${options.instance}`;
+  const caps = { ...wasm.caps, memoryBytes: usableBytes(options.memoryBytes!) };
+  return new Proxy(wasm, {
+    get(target, key) {
+      if (key === "name") return name;
+      if (key === "caps") return caps;
+      if (key === "dispose") return () => {};
+      const v = Reflect.get(target, key, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
+/** What an instance of `instanceBytes` offers the plans (the backend keeps some for kernel scratch, stack, statics). */
+function usableBytes(instanceBytes: number): number {
+  return instanceBytes - Math.min(256 * 2 ** 20, instanceBytes / 8) - 4 * 2 ** 20;
+}
+
+/** A growth with what sized it: the weights on wasm, and the cache, arena and I/O every instance reserves. */
+type Sizing = WasmGrowth & { weights: number; reserve: number };
+
+/** The {@link WasmGrowth} part of `s`. */
+function growthOf(s: Sizing): WasmGrowth {
+  return { instances: s.instances, instanceBytes: s.instanceBytes, memory64: s.memory64 };
+}
+
+/** What `wasm` (`backends[at]`) must grow into to hold the plans: one memory64 instance or several. */
+function sizeWasm(
+  graphs: readonly Graph[],
+  backends: readonly Backend[],
   at: number,
   o: PlanBackendsOptions,
-): Promise<{ backends: Backend[]; plans: Plan[] }> {
-  const wasm = backends[at], others = backends.filter((_, i) => i !== at);
+): Sizing {
+  const wasm = backends[at];
   // What the model needs on wasm: its plans with no memory limit.
   const sizing = scheduleAll(graphs, backends, { strict: o.strict, sizing: true });
   const perKind = sizing.map((p) => p.memory.perBackend[wasm.name]);
   const weights = perKind.reduce((n, m) => n + m.weightBytes, 0);
   const reserve = perKind.reduce((n, m) => n + m.stateBytes + m.arenaBytes + m.ioBytes, 0); // most any instance needs
-  const perInstance = Math.min(MAX_BYTES_64, o.backendOptions.memoryBytes ?? MAX_BYTES_64);
-  // What an instance of that size offers the plans (the backend keeps some for kernel scratch, stack and statics).
-  const usable = perInstance - Math.min(256 * 2 ** 20, perInstance / 8) - 4 * 2 ** 20;
+  const instanceBytes = Math.min(MAX_BYTES_64, o.backendOptions.memoryBytes ?? MAX_BYTES_64);
+  const usable = usableBytes(instanceBytes);
   const one = o.backendOptions.memoryBytes === undefined && weights + reserve <= usable;
-  wasm.dispose();
   if (!one && usable - reserve < weights / MAX_INSTANCES) {
-    for (const b of others) b.dispose();
     throw new ScheduleError(
-      `the model does not fit wasm instances of ${perInstance} B: each needs room for ${reserve} B of cache, arena ` +
+      `the model does not fit wasm instances of ${instanceBytes} B: each needs room for ${reserve} B of cache, arena ` +
         `and I/O besides its share of ${weights} B of weights: larger instances, a smaller --dtype, or fewer or ` +
         `shorter sequences`,
       [],
       true,
     );
   }
-  let n = one ? 1 : Math.max(2, Math.ceil(weights / (usable - reserve)));
-  for (let tries = 0; tries < 4; tries++, n++) {
-    const instances: Backend[] = [];
+  const instances = one ? 1 : Math.max(2, Math.ceil(weights / (usable - reserve)));
+  return { instances, instanceBytes, memory64: instanceBytes > MAX_BYTES_32, weights, reserve };
+}
+
+/**
+ * Plans `graphs` on `others` with `growth.instances` wasm instances (made by `make`) at index `at`, one more while the
+ * per-instance reserve falls short (up to 4 tries); refuses a plan the host's memory cannot hold. On failure the
+ * instances made are disposed, `others` are not.
+ */
+async function growInto(
+  graphs: readonly Graph[],
+  others: readonly Backend[],
+  at: number,
+  growth: Sizing,
+  o: PlanBackendsOptions,
+  make: (options: BackendOptions) => Promise<Backend[]>,
+): Promise<{ backends: Backend[]; plans: Plan[] }> {
+  const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+  const host = o.hostMemoryBytes ?? hostMemoryBytes();
+  for (let tries = 0; tries < 4; tries++, growth.instances++) {
+    const n = growth.instances, instances: Backend[] = [];
     try {
       for (let i = 0; i < n; i++) {
         const options = {
           ...o.backendOptions,
-          memoryBytes: perInstance,
-          memory64: perInstance > MAX_BYTES_32,
+          memoryBytes: growth.instanceBytes,
+          memory64: growth.memory64,
           instance: n === 1 ? undefined : i,
         } as BackendOptions;
-        instances.push(...await createBackends(["wasm"], options));
+        instances.push(...await make(options));
       }
       const list = [...others.slice(0, at), ...instances, ...others.slice(at)];
-      const plans = scheduleAll(graphs, list, { strict: o.strict, reserveBytes: n === 1 ? 0 : reserve });
-      const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+      const plans = scheduleAll(graphs, list, { strict: o.strict, reserveBytes: n === 1 ? 0 : growth.reserve });
+      const used = usedBy(plans), onWasm = instances.reduce((s, b) => s + (used[b.name] ?? 0), 0);
+      if (host !== undefined && onWasm > host) {
+        throw new HostMemoryError(
+          `the model needs ${gib(onWasm)} of wasm memory${n > 1 ? ` over ${n} instances` : ""} but this host has ` +
+            `${gib(host)} of memory: a smaller --dtype, or a GPU backend`,
+        );
+      }
       o.log(
         n === 1
-          ? `wasm: ${gib(weights + reserve)} planned, over the wasm32 memory: the memory64 build`
-          : `wasm: ${gib(weights + reserve)} planned: split by layer over ${n} instances of ${gib(perInstance)}`,
+          ? `wasm: ${gib(growth.weights + growth.reserve)} planned, over the wasm32 memory: the memory64 build`
+          : `wasm: ${gib(growth.weights + growth.reserve)} planned: split by layer over ${n} instances of ` +
+            gib(growth.instanceBytes),
       );
       return { backends: list, plans };
     } catch (e) {
       for (const b of instances) b.dispose();
-      if (!(e instanceof ScheduleError && e.memory)) {
-        for (const b of others) b.dispose();
-        throw e;
-      }
-      // Short of memory still (the per-instance reserve was not enough): one more instance.
+      // Short of memory still (the per-instance reserve was not enough): one more instance; the host is final.
+      if (!(e instanceof ScheduleError && e.memory) || e instanceof HostMemoryError) throw e;
     }
   }
-  for (const b of others) b.dispose();
   throw new ScheduleError(
-    `the model does not fit ${n} wasm instances of ${perInstance} B (${weights} B of weights, ${reserve} B of ` +
-      `cache, arena and I/O): a smaller --dtype, or fewer or shorter sequences`,
+    `the model does not fit ${growth.instances - 1} wasm instances of ${growth.instanceBytes} B ` +
+      `(${growth.weights} B of weights, ${growth.reserve} B of cache, arena and I/O): a smaller --dtype, or fewer or ` +
+      `shorter sequences`,
     [],
     true,
   );

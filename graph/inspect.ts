@@ -55,6 +55,8 @@ export interface PlanSection {
   backend: string;
   /** Lines printed by the text renderer. */
   lines?: string[];
+  /** False when the model does not fit the backends (the lines then say by how much, and what would). */
+  fits?: boolean;
   /** Whatever else the scheduler reports (placement, fallbacks, copies, arena sizes). */
   [key: string]: unknown;
 }
@@ -333,7 +335,8 @@ export function renderText(r: InspectReport): string {
     out.push(`  ${range.padStart(5)}  ${cells(r.layers[i])}`);
     i = j + 1;
   }
-  out.push(r.plan ? `plan (${r.plan.backend})` : "plan: none (the scheduler adds placement here)");
+  const fit = r.plan?.fits === false ? ": does not fit" : "";
+  out.push(r.plan ? `plan (${r.plan.backend})${fit}` : "plan: none (--backend none)");
   for (const line of r.plan?.lines ?? []) out.push(`  ${line}`);
   return out.join("\n");
 }

@@ -133,3 +133,17 @@ Deno.test("inspect: the scale a checkpoint directory asks for, as the loader rea
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("inspect CLI: the real model exits 0 with its plan section, text and JSON, whether or not it fits here", async () => {
+  const text = await cli("--model", "mistral-small-4");
+  assertEquals(text.code, 0, text.err);
+  assert(/^plan \(wasm[^)]*\)/m.test(text.out), text.out);
+  // A 24 GiB host (CI) cannot hold it: the section says by how much and what would; a larger one shows the split.
+  assert(text.out.includes("what would fit:") || text.out.includes("split by layer over"), text.out);
+  const json = await cli("--model", "mistral-small-4", "--format", "json");
+  assertEquals(json.code, 0, json.err);
+  const plan = JSON.parse(json.out).plan;
+  assertEquals(typeof plan.fits, "boolean");
+  assert(plan.preview.needBytes.wasm > 100 * 2 ** 30, JSON.stringify(plan.preview));
+  if (!plan.fits) assert(plan.preview.error.length > 0 && Array.isArray(plan.alternatives));
+});
