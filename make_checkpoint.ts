@@ -1,6 +1,7 @@
 /**
  * `deno task make-checkpoint` — writes a random-weight checkpoint in the real HF or Mistral layout, for tests and
- * demos without the real weights.
+ * demos without the real weights. The directory is ready to serve: it holds the tokenizer the model was made with
+ * (`tekken.json`) and a `generation_config.json` whose `max_new_tokens` (256) ends answers random weights never end.
  *
  * ```
  * deno run --allow-read --allow-write make_checkpoint.ts --model tiny --out /tmp/tiny [--dtype nvfp4] [--seed 0]
@@ -11,6 +12,10 @@
  */
 
 import { parseArgs } from "node:util";
+import { dirname, join } from "node:path";
+import { loadDemoTekkenFile } from "./chat/demo_tokenizer.ts";
+import { tekkenJson } from "./chat/tokenizer.ts";
+import type { Mistral4Config } from "./graph/models/mistral4.ts";
 import { configFromSpec, makeCheckpoint } from "./weights/make_checkpoint.ts";
 import type { RandomDType } from "./weights/random.ts";
 
@@ -23,7 +28,34 @@ const USAGE = `usage: make_checkpoint.ts --model PRESET|DIR|config.json|params.j
   --seed      seed of the random weights (default 0; the same seed gives the same weights as the preset)
   --layout    hf (config.json + model-*.safetensors, default) or mistral (params.json + consolidated.safetensors)
   --shard-mb  largest shard in MB (default 5000)
-  --force     replace checkpoint files already in --out`;
+  --force     replace checkpoint files already in --out
+Beside the weights it writes tekken.json (the source checkpoint's, else the demo's: Small 4's vocabulary and v15
+control tokens) and generation_config.json (max_new_tokens 256), so serve --model OUT works as it is.`;
+
+/** Ids of the demo vocabulary, control tokens included: a config with another vocabulary cannot use it. */
+const DEMO_VOCAB_SIZE = 131072;
+
+async function readIfExists(path: string): Promise<string | null> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+/**
+ * The tokenizer a checkpoint made from `spec` goes with: the `tekken.json` beside the source (a checkpoint
+ * directory, or the directory of a config file), else the demo tokenizer when the vocabulary fits; null otherwise.
+ */
+async function tokenizerFor(spec: string, config: Mistral4Config): Promise<string | null> {
+  const isDir = await Deno.stat(spec).then((s) => s.isDirectory, () => false);
+  if (isDir || spec.endsWith(".json")) {
+    const own = await readIfExists(join(isDir ? spec : dirname(spec), "tekken.json"));
+    if (own !== null) return own;
+  }
+  return config.vocab_size === DEMO_VOCAB_SIZE ? tekkenJson(await loadDemoTekkenFile()) : null;
+}
 
 function size(bytes: number): string {
   return bytes < 1e6 ? `${(bytes / 1e3).toFixed(1)} kB` : `${(bytes / 1e6).toFixed(1)} MB`;
@@ -71,8 +103,11 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   try {
+    const config = await configFromSpec(flags.model!);
+    const tokenizerJson = await tokenizerFor(flags.model!, config);
     const r = await makeCheckpoint({
-      config: await configFromSpec(flags.model!),
+      config,
+      tokenizerJson: tokenizerJson ?? undefined,
       out: flags.out!,
       dtype: flags.dtype as RandomDType | undefined,
       seed,
@@ -86,6 +121,12 @@ export async function main(args: string[]): Promise<number> {
         `${r.params.toLocaleString("en-US")} parameters, ${size(r.totalBytes)}`,
     );
     for (const f of r.files) console.log(`  ${f.path}  ${size(f.bytes)}`);
+    if (tokenizerJson === null) {
+      console.log(
+        `no tekken.json written: the demo vocabulary has ${DEMO_VOCAB_SIZE} ids, this model ${config.vocab_size}; ` +
+          `serve it with --tokenizer PATH (a tekken.json of that size)`,
+      );
+    }
     return 0;
   } catch (e) {
     console.error(`make-checkpoint: ${(e as Error).message}`);

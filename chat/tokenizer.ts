@@ -53,6 +53,47 @@ export interface TekkenFile {
   model_settings_builder?: Record<string, unknown> | null;
 }
 
+/**
+ * `file` as the text of a `tekken.json` laid out as Mistral's releases ship it: every vocab entry with its
+ * `token_str` (the bytes as UTF-8, null when they are not valid UTF-8), one entry per line. {@link Tokenizer.fromFile}
+ * reads it back to the same tokenizer.
+ *
+ * @example
+ * ```ts ignore
+ * await Deno.writeTextFile("tekken.json", tekkenJson(file));
+ * ```
+ */
+export function tekkenJson(file: TekkenFile): string {
+  const strict = new TextDecoder("utf-8", { fatal: true });
+  const tokenStr = (b64: string): string | null => {
+    const binary = atob(b64);
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+    try {
+      return strict.decode(bytes);
+    } catch {
+      return null;
+    }
+  };
+  const lines = (entries: readonly unknown[]) => entries.map((e) => "    " + JSON.stringify(e)).join(",\n");
+  const vocab = file.vocab.map((v) => ({
+    rank: v.rank,
+    token_bytes: v.token_bytes,
+    token_str: tokenStr(v.token_bytes),
+  }));
+  const { config, vocab: _vocab, special_tokens, ...rest } = file;
+  const parts = [
+    `  "config": ${JSON.stringify(config, null, 2).replaceAll("\n", "\n  ")}`,
+    `  "vocab": [\n${lines(vocab)}\n  ]`,
+  ];
+  if (special_tokens) parts.push(`  "special_tokens": [\n${lines(special_tokens)}\n  ]`);
+  for (const [key, value] of Object.entries(rest)) {
+    if (value === undefined) continue;
+    parts.push(`  ${JSON.stringify(key)}: ${JSON.stringify(value, null, 2).replaceAll("\n", "\n  ")}`);
+  }
+  return `{\n${parts.join(",\n")}\n}\n`;
+}
+
 /** Image settings carried by the tokenizer file (Pixtral-style vision). */
 export interface TokenizerImageConfig {
   /** Pixels per patch side (14). */

@@ -13,7 +13,7 @@ import type { RequestRecord, ServerContext } from "./context.ts";
 import { badRequest, jsonResponse } from "./errors.ts";
 import { promptImages } from "./images.ts";
 import { type ChatLogprob, chatLogprobs } from "./logprobs.ts";
-import { tokenBudget } from "./params.ts";
+import { defaultLimit, tokenBudget } from "./params.ts";
 import { Run, streamResponse, type Usage } from "./generation.ts";
 import type { PieceText } from "./stop.ts";
 
@@ -89,7 +89,7 @@ export async function handleChat(
 ): Promise<Response> {
   const params = chatParams(ctx, record.id, body);
   const prompt = await promptImages(ctx, params.promptIds, params.images);
-  const maxTokens = tokenBudget(ctx, prompt.ids.length, params.maxTokens, null, "messages");
+  const maxTokens = tokenBudget(ctx, prompt.ids.length, params.maxTokens, ctx.maxTokensDefault, "messages");
   const minTokens = params.sampling.constraint?.minTokens ?? 0;
   if (minTokens > maxTokens) {
     throw badRequest(
@@ -103,6 +103,7 @@ export async function handleChat(
     ...params,
     images: prompt.images,
     prompts: [{ ids: prompt.ids, maxTokens }],
+    defaultLimit: defaultLimit(ctx, params.maxTokens, ctx.maxTokensDefault),
     makeStage: () => new OutputStreamParser(ctx.tokenizer),
     pieceText: deltaText,
   }, clientSignal);

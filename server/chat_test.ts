@@ -516,3 +516,49 @@ Deno.test("chat: streamed and whole agree on random outputs with reasoning, call
     assertEquals(folded.finish, whole.choices[0].finish_reason, label);
   }
 });
+
+Deno.test("chat: without max_tokens the answer stops at the server's default, with finish length and a log line", async () => {
+  await using h = await startServer({ server: { maxTokensDefault: 5 } });
+  h.engine.script = say(h.tok, "one two three four five six seven eight nine ten eleven twelve");
+  const cut = (line: string) => line.includes("stopped at 5 tokens") && line.includes("--max-tokens-default");
+  const res = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0, n: 2 });
+  assertEquals(h.engine.requests.map((r) => r.maxTokens), [5, 5]);
+  assertEquals(res.choices.map((c) => c.finish_reason), ["length", "length"]);
+  assertEquals(res.usage?.completion_tokens, 10);
+  // One line per request, naming it, however many of its choices were cut.
+  assertEquals(h.logger.lines.filter(cut).length, 1);
+  assert(h.logger.lines.find(cut)!.startsWith(res.id), h.logger.lines.join("\n"));
+  // Streamed alike.
+  const stream = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0, stream: true });
+  const chunks = [];
+  for await (const c of stream) chunks.push(c);
+  assertEquals(fold(chunks).get(0)!.finish, "length");
+  assertEquals(h.logger.lines.filter(cut).length, 2);
+  // A limit the client asked for, or an answer that ends first, is not the default's doing: no line.
+  const asked = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0, max_tokens: 5 });
+  assertEquals(asked.choices[0].finish_reason, "length");
+  h.engine.script = say(h.tok, "Dune.");
+  const short = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0 });
+  assertEquals(short.choices[0].finish_reason, "stop");
+  assertEquals(h.logger.lines.filter(cut).length, 2);
+  // max_completion_tokens overrides the default too.
+  h.engine.script = say(h.tok, "one two three four five six seven eight nine ten eleven twelve");
+  const more = await h.client.chat.completions.create({
+    model: MODEL,
+    messages: USER,
+    temperature: 0,
+    max_completion_tokens: 9,
+  });
+  assertEquals(more.usage?.completion_tokens, 9);
+  assertEquals(h.logger.lines.filter(cut).length, 2);
+});
+
+Deno.test("chat: with no server default, a request without max_tokens may run to the end of the context", async () => {
+  await using h = await startServer({ engine: { maxModelLen: 64 } });
+  h.engine.script = Array(100).fill(say(h.tok, " word")[0]);
+  const res = await h.client.chat.completions.create({ model: MODEL, messages: USER, temperature: 0 });
+  const prompt = h.engine.requests[0].promptIds.length;
+  assertEquals(h.engine.requests[0].maxTokens, 64 - prompt);
+  assertEquals([res.choices[0].finish_reason, res.usage?.completion_tokens], ["length", 64 - prompt]);
+  assertEquals(h.logger.lines.filter((l) => l.includes("--max-tokens-default")), []);
+});

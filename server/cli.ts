@@ -13,11 +13,13 @@ import { Tokenizer } from "../chat/tokenizer.ts";
 import type { Engine, EngineStats, GenerateRequest, Generation, VisionSettings } from "../engine/types.ts";
 import { ModelEngine } from "../engine/engine.ts";
 import { loadModel } from "../engine/model.ts";
+import { GENERATION_CONFIG, RANDOM_MAX_NEW_TOKENS, readGenerationConfig } from "../weights/generation_config.ts";
+import { presets } from "../graph/models/mistral4_presets.ts";
 import { createServer } from "./server.ts";
 
 const USAGE = `usage: deno task serve [options]
   --model DIR|PRESET         checkpoint directory (HF or Mistral layout) or preset (default: demo)
-  --tokenizer FILE           tekken.json (default: DIR/tekken.json; the demo uses the built-in vocabulary)
+  --tokenizer FILE           tekken.json (default: DIR/tekken.json; a preset uses the built-in demo vocabulary)
   --host ADDR                listen address (default 127.0.0.1)
   --port N                   listen port (default 8000; 0 picks a free one)
   --api-key KEY              require Authorization: Bearer KEY on /v1/*
@@ -29,6 +31,9 @@ const USAGE = `usage: deno task serve [options]
   --max-model-len N          context length per sequence (default min(model, 4096))
   --max-num-seqs N           sequences decoded together (default 8)
   --max-num-batched-tokens N token budget of one step (default 256)
+  --max-tokens-default N     tokens a request without max_tokens generates at most (llama-server's --n-predict);
+                             none: up to the context, as OpenAI. Default: 256 for a preset (random weights never
+                             end an answer), else max_new_tokens of DIR/generation_config.json, else none
   --chat-template FILE       a Jinja chat template instead of the built-in v15 encoder
   --served-model-name NAME   the model name clients use (default: the preset or directory name)
   --max-body-bytes N         largest request body (default 32 MiB)
@@ -72,6 +77,8 @@ export interface ServeOptions {
   maxNumSeqs: number;
   /** `--max-num-batched-tokens`. */
   maxNumBatchedTokens: number;
+  /** `--max-tokens-default`: a number, null for `none` (up to the context), undefined when not given. */
+  maxTokensDefault?: number | null;
   /** `--chat-template`: a Jinja file path. */
   chatTemplate?: string;
   /** `--served-model-name`, else the preset or the directory's last component. */
@@ -131,6 +138,17 @@ function intFlag(values: Record<string, unknown>, name: string, min: number, max
   return n;
 }
 
+/** `--max-tokens-default`: N ≥ 1, or `none` (null: up to the context); undefined when not given. */
+function maxTokensFlag(v: string | undefined): number | null | undefined {
+  if (v === undefined) return undefined;
+  if (v === "none") return null;
+  const n = /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!(n >= 1 && n <= Number.MAX_SAFE_INTEGER)) {
+    throw new UsageError(`--max-tokens-default must be an integer ≥ 1 or none, got "${v}"`);
+  }
+  return n;
+}
+
 /** `--name`'s value, refusing an empty one. */
 function textFlag(values: Record<string, unknown>, name: string): string | undefined {
   const v = values[name] as string | undefined;
@@ -166,6 +184,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
         "max-model-len": { type: "string" },
         "max-num-seqs": { type: "string" },
         "max-num-batched-tokens": { type: "string" },
+        "max-tokens-default": { type: "string" },
         "chat-template": { type: "string" },
         "served-model-name": { type: "string" },
         "max-body-bytes": { type: "string" },
@@ -207,6 +226,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
     maxModelLen: intFlag(values, "max-model-len", 1),
     maxNumSeqs: intFlag(values, "max-num-seqs", 1) ?? 8,
     maxNumBatchedTokens: intFlag(values, "max-num-batched-tokens", 1) ?? 256,
+    maxTokensDefault: maxTokensFlag(values["max-tokens-default"] as string | undefined),
     chatTemplate: textFlag(values, "chat-template"),
     servedModelName: textFlag(values, "served-model-name") ?? model.replace(/\/+$/, "").split("/").pop()!,
     maxBodyBytes: intFlag(values, "max-body-bytes", 1),
@@ -227,11 +247,8 @@ export async function main(args: string[]): Promise<void> {
   }
   const model = o.model;
   const isPreset = !model.includes("/") && !(await exists(model));
-  const tokenizer = o.tokenizer
-    ? await Tokenizer.fromFile(o.tokenizer)
-    : isPreset
-    ? await loadDemoTokenizer()
-    : await Tokenizer.fromFile(join(model, "tekken.json"));
+  const tokenizer = await loadServeTokenizer(o, isPreset);
+  const maxTokens = await defaultMaxTokens(o, isPreset);
   const chatTemplate = o.chatTemplate ? await Deno.readTextFile(o.chatTemplate) : undefined;
   const maxSeqs = o.maxNumSeqs;
 
@@ -244,11 +261,18 @@ export async function main(args: string[]): Promise<void> {
     maxBodyBytes: o.maxBodyBytes,
     chatTemplate,
     images: { maxImages: o.maxImages, maxBytes: o.maxImageBytes, allowPrivate: o.allowPrivateImageUrls },
+    maxTokensDefault: maxTokens.limit ?? undefined,
   });
   const handle = server.serve({ hostname: o.host, port: o.port });
   console.log(`tramontane: listening on ${handle.url} (loading ${model}…)`);
   if (isPreset) {
     console.log("tramontane: a preset has random weights: its text is noise. Use --model DIR for real weights.");
+  }
+  if (maxTokens.limit !== null) {
+    console.log(
+      `tramontane: requests without max_tokens stop at ${maxTokens.limit} tokens (${maxTokens.source}; ` +
+        `--max-tokens-default N|none changes it)`,
+    );
   }
   const t0 = performance.now();
   const loaded = await loadModel(model, {
@@ -274,6 +298,47 @@ export async function main(args: string[]): Promise<void> {
       `softmax scale ${loaded.config.softmax_scale_mode})`,
   );
   await handle.finished;
+}
+
+/**
+ * The tokenizer to serve with: `--tokenizer FILE`, else the directory's `tekken.json`, else (a preset) the demo's.
+ * A directory without one is an error that says what to do.
+ */
+export async function loadServeTokenizer(
+  o: Pick<ServeOptions, "model" | "tokenizer">,
+  isPreset: boolean,
+): Promise<Tokenizer> {
+  if (o.tokenizer) return await Tokenizer.fromFile(o.tokenizer);
+  if (isPreset) return await loadDemoTokenizer();
+  if (!(await exists(o.model))) {
+    throw new Error(`--model ${o.model}: no such directory (presets: ${Object.keys(presets).join(", ")})`);
+  }
+  const path = join(o.model, "tekken.json");
+  if (!(await exists(path))) {
+    throw new Error(
+      `tokenizer: ${path} does not exist. Pass --tokenizer PATH to the model's tekken.json (Mistral's releases ship ` +
+        `one); a checkpoint written by deno task make-checkpoint has one beside its weights`,
+    );
+  }
+  return await Tokenizer.fromFile(path);
+}
+
+/**
+ * How many tokens a request without `max_tokens` generates at most (null: up to the context) and why: the flag, else
+ * {@link RANDOM_MAX_NEW_TOKENS} for a preset (random weights never end an answer), else the checkpoint's
+ * `generation_config.json` `max_new_tokens` (make-checkpoint writes 256), else none, as OpenAI.
+ */
+export async function defaultMaxTokens(
+  o: Pick<ServeOptions, "model" | "maxTokensDefault">,
+  isPreset: boolean,
+): Promise<{ limit: number | null; source: string }> {
+  if (o.maxTokensDefault !== undefined) return { limit: o.maxTokensDefault, source: "--max-tokens-default" };
+  if (isPreset) return { limit: RANDOM_MAX_NEW_TOKENS, source: "a preset's default: random weights never end" };
+  const file = join(o.model, GENERATION_CONFIG);
+  const limit = (await readGenerationConfig(o.model))?.maxNewTokens ?? null;
+  return limit === null
+    ? { limit, source: "OpenAI's: up to the context" }
+    : { limit, source: `max_new_tokens of ${file}` };
 }
 
 async function exists(path: string): Promise<boolean> {

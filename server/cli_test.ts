@@ -1,5 +1,9 @@
-import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
-import { main, parseServeArgs, type ServeOptions, UsageError } from "./cli.ts";
+import { join } from "node:path";
+import { assert, assertEquals, assertRejects, assertThrows } from "../tests/assert.ts";
+import { fixture } from "../tests/fixtures.ts";
+import { presetConfig } from "../graph/models/mistral4.ts";
+import { makeCheckpoint } from "../weights/make_checkpoint.ts";
+import { defaultMaxTokens, loadServeTokenizer, main, parseServeArgs, type ServeOptions, UsageError } from "./cli.ts";
 
 const DEFAULTS: ServeOptions = {
   help: false,
@@ -15,6 +19,7 @@ const DEFAULTS: ServeOptions = {
   maxModelLen: undefined,
   maxNumSeqs: 8,
   maxNumBatchedTokens: 256,
+  maxTokensDefault: undefined,
   chatTemplate: undefined,
   servedModelName: "demo",
   maxBodyBytes: undefined,
@@ -43,6 +48,7 @@ Deno.test("serve flags: every flag is read into its option", () => {
     ["--max-model-len", "8200"],
     ["--max-num-seqs", "4"],
     ["--max-num-batched-tokens", "512"],
+    ["--max-tokens-default", "300"],
     ["--chat-template", "/t/v15.jinja"],
     ["--max-body-bytes", "1048576"],
     ["--seed", "0"],
@@ -65,6 +71,7 @@ Deno.test("serve flags: every flag is read into its option", () => {
     maxModelLen: 8200,
     maxNumSeqs: 4,
     maxNumBatchedTokens: 512,
+    maxTokensDefault: 300,
     chatTemplate: "/t/v15.jinja",
     // The directory's last component, trailing slash or not.
     servedModelName: "Mistral-Small-4-119B-2603",
@@ -79,6 +86,9 @@ Deno.test("serve flags: every flag is read into its option", () => {
   assertEquals(parseServeArgs(["--port=9000", "--softmax-scale=plain"]).port, 9000);
   assertEquals(parseServeArgs(["--softmax-scale", "plain"]).softmaxScale, "plain");
   assertEquals(parseServeArgs(["--dtype", "f8e4m3"]).dtype, "f8e4m3");
+  // none: up to the context (OpenAI's behaviour), even for a preset.
+  assertEquals(parseServeArgs(["--max-tokens-default", "none"]).maxTokensDefault, null);
+  assertEquals(parseServeArgs(["--max-tokens-default=1"]).maxTokensDefault, 1);
   assertEquals(parseServeArgs(["-h"]).help, true);
   assertEquals(parseServeArgs(["--help"]).help, true);
 });
@@ -102,6 +112,12 @@ Deno.test("serve flags: bad values are UsageErrors naming the flag, the value an
     [["--max-image-bytes=-5"], "--max-image-bytes must be an integer ≥ 1"],
     [["--max-images", "many"], '--max-images must be an integer ≥ 0, got "many"'],
     [["--seed=-1"], '--seed must be an integer ≥ 0, got "-1"'],
+    [["--max-tokens-default", "0"], '--max-tokens-default must be an integer ≥ 1 or none, got "0"'],
+    [["--max-tokens-default", "256k"], '--max-tokens-default must be an integer ≥ 1 or none, got "256k"'],
+    [["--max-tokens-default", "1e3"], '--max-tokens-default must be an integer ≥ 1 or none, got "1e3"'],
+    [["--max-tokens-default", ""], '--max-tokens-default must be an integer ≥ 1 or none, got ""'],
+    [["--max-tokens-default", "None"], '--max-tokens-default must be an integer ≥ 1 or none, got "None"'],
+    [["--max-tokens-default"], "--max-tokens-default"],
     [["--dtype", "int4"], '--dtype must be one of f32, bf16, f16, f8e4m3, nvfp4, q8, got "int4"'],
     [["--dtype", "i32"], '--dtype must be one of f32, bf16, f16, f8e4m3, nvfp4, q8, got "i32"'],
     [
@@ -148,6 +164,7 @@ Deno.test("serve CLI: --help prints a usage line for every flag and starts nothi
     "max-model-len",
     "max-num-seqs",
     "max-num-batched-tokens",
+    "max-tokens-default",
     "chat-template",
     "served-model-name",
     "max-body-bytes",
@@ -160,4 +177,50 @@ Deno.test("serve CLI: --help prints a usage line for every flag and starts nothi
   ];
   for (const f of flags) assert(new RegExp(`^  --${f}\\b`, "m").test(out), `--${f} is not in the usage`);
   assertEquals(out.match(/^ {2}--[a-z-]+/gm)!.length, flags.length, "a flag in the usage that the test does not know");
+});
+
+Deno.test("serve CLI: the default answer length comes from the flag, a preset, or the checkpoint's generation_config", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tramontane_serve_" });
+  try {
+    // A make-checkpoint directory: generation_config.json says 256 (random weights never end an answer).
+    await makeCheckpoint({ config: presetConfig("tiny"), out: dir });
+    assertEquals(await defaultMaxTokens({ model: dir }, false), {
+      limit: 256,
+      source: `max_new_tokens of ${join(dir, "generation_config.json")}`,
+    });
+    assertEquals((await defaultMaxTokens({ model: dir, maxTokensDefault: 9 }, false)).limit, 9);
+    assertEquals((await defaultMaxTokens({ model: dir, maxTokensDefault: null }, false)).limit, null);
+    assertEquals((await defaultMaxTokens({ model: "demo" }, true)).limit, 256);
+    assertEquals((await defaultMaxTokens({ model: "demo", maxTokensDefault: null }, true)).limit, null);
+    // A real checkpoint without max_new_tokens (or without the file) keeps OpenAI's behaviour: up to the context.
+    await Deno.writeTextFile(join(dir, "generation_config.json"), '{"bos_token_id": 1, "eos_token_id": 2}');
+    assertEquals((await defaultMaxTokens({ model: dir }, false)).limit, null);
+    await Deno.remove(join(dir, "generation_config.json"));
+    assertEquals((await defaultMaxTokens({ model: dir }, false)).limit, null);
+    await Deno.writeTextFile(join(dir, "generation_config.json"), '{"max_new_tokens": -3}');
+    await assertRejects(
+      () => defaultMaxTokens({ model: dir }, false),
+      Error,
+      "max_new_tokens must be a positive integer",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("serve CLI: a directory without tekken.json is an error that says what to do; --tokenizer serves it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "tramontane_serve_" });
+  try {
+    const e = await assertRejects(() => loadServeTokenizer({ model: dir }, false), Error);
+    assert(e.message.includes(`${join(dir, "tekken.json")} does not exist`), e.message);
+    assert(e.message.includes("--tokenizer PATH") && e.message.includes("make-checkpoint"), e.message);
+    await assertRejects(() => loadServeTokenizer({ model: join(dir, "nope") }, false), Error, "no such directory");
+    const tok = await loadServeTokenizer(
+      { model: dir, tokenizer: fixture("tokenizer/tekken_small4_v15_derived.json").pathname },
+      false,
+    );
+    assertEquals(tok.version, "v15");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -15,6 +15,7 @@ import { completionLogprobs, tokenText } from "./logprobs.ts";
 import {
   boolField,
   commonParams,
+  defaultLimit,
   intField,
   MAX_TOP_LOGPROBS,
   rejectUnsupported,
@@ -134,14 +135,17 @@ export async function handleCompletions(
   if (echo && logprobs !== null) {
     throw badRequest("echo with logprobs needs prompt logprobs, which this server does not compute.", "echo");
   }
+  // OpenAI's 16, or the server's default when that is smaller.
+  const fallback = Math.min(DEFAULT_MAX_TOKENS, ctx.maxTokensDefault ?? DEFAULT_MAX_TOKENS);
   const prompts = promptIds(ctx, body.prompt).map((ids) => ({
     ids,
-    maxTokens: tokenBudget(ctx, ids.length, common.maxTokens, DEFAULT_MAX_TOKENS, "prompt"),
+    maxTokens: tokenBudget(ctx, ids.length, common.maxTokens, fallback, "prompt"),
   }));
   const tok = ctx.tokenizer;
   const run = new Run<string>(ctx, record, {
     ...common,
     prompts,
+    defaultLimit: defaultLimit(ctx, common.maxTokens, ctx.maxTokensDefault === null ? null : fallback),
     images: [],
     logprobs,
     makeStage: () => {

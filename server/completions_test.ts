@@ -93,3 +93,18 @@ Deno.test("completions: token-id prompts, echo, legacy logprobs", async () => {
   assertEquals(suffix.status, 400);
   await suffix.body?.cancel();
 });
+
+Deno.test("completions: OpenAI's 16 stays the default unless the server's is smaller", async () => {
+  {
+    await using h = await startServer({ server: { maxTokensDefault: 256 } });
+    h.engine.script = Array(40).fill(say(h.tok, " word")[0]);
+    const res = await h.client.completions.create({ model: MODEL, prompt: "Say", temperature: 0 });
+    assertEquals([res.choices[0].finish_reason, res.usage?.completion_tokens], ["length", 16]);
+    assertEquals(h.logger.lines.filter((l) => l.includes("--max-tokens-default")), []);
+  }
+  await using h = await startServer({ server: { maxTokensDefault: 4 } });
+  h.engine.script = Array(40).fill(say(h.tok, " word")[0]);
+  const res = await h.client.completions.create({ model: MODEL, prompt: "Say", temperature: 0 });
+  assertEquals([res.choices[0].finish_reason, res.usage?.completion_tokens], ["length", 4]);
+  assertEquals(h.logger.lines.filter((l) => l.includes("stopped at 4 tokens")).length, 1);
+});

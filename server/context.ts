@@ -31,6 +31,8 @@ export interface ServerContext {
   defaults: SamplingParams;
   /** Limits on image inputs (downloads, sizes, count). */
   images: ImageOptions;
+  /** Tokens a chat request without `max_tokens` generates at most (`--max-tokens-default`); null: up to the context. */
+  maxTokensDefault: number | null;
   metrics: Metrics;
   logger: Logger;
   /** Unix seconds when the server started (the `created` of `/v1/models`). */

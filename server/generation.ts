@@ -38,6 +38,8 @@ export interface GenerationSpec<P> {
   stopIds: number[];
   makeStage: () => TextStage<P>;
   pieceText: PieceText<P>;
+  /** The server's default token limit when it bounds this request (see `defaultLimit`); a choice stopped there logs. */
+  defaultLimit?: number | null;
 }
 
 /**
@@ -54,6 +56,7 @@ export class Run<P> {
   #cachedTokens = 0;
   #onClientAbort = () => this.abort();
   #clientSignal: AbortSignal;
+  readonly #defaultLimit: number | null;
 
   constructor(ctx: ServerContext, record: RequestRecord, spec: GenerationSpec<P>, clientSignal: AbortSignal) {
     this.#ctx = ctx;
@@ -61,6 +64,7 @@ export class Run<P> {
     // Usage counts each prompt once, however many choices it has (as OpenAI and vLLM do).
     this.#promptTokens = spec.prompts.reduce((sum, p) => sum + p.ids.length, 0);
     this.#clientSignal = clientSignal;
+    this.#defaultLimit = spec.defaultLimit ?? null;
     clientSignal.addEventListener("abort", this.#onClientAbort, { once: true });
     if (clientSignal.aborted) this.abort();
     record.promptTokens = this.#promptTokens;
@@ -112,11 +116,21 @@ export class Run<P> {
   }
 
   async *#track(events: AsyncGenerator<ChoiceEvent<P>>): AsyncGenerator<ChoiceEvent<P>> {
+    let logged = false;
     try {
       for await (const ev of events) {
         if (ev.type === "end") {
           this.#completionTokens += ev.completionTokens;
           this.#cachedTokens = Math.max(this.#cachedTokens, ev.cachedTokens);
+          const limit = this.#defaultLimit;
+          if (!logged && ev.finishReason === "length" && ev.completionTokens === limit) {
+            // Once per request: an answer cut by the server's default, not by anything the client asked for.
+            logged = true;
+            this.#ctx.logger.info(
+              `${this.#record.id} stopped at ${limit} tokens, the server's limit for requests without max_tokens ` +
+                `(--max-tokens-default); send max_tokens for a longer answer`,
+            );
+          }
         }
         yield ev;
       }

@@ -225,6 +225,14 @@ export function commonParams(ctx: ServerContext, body: Record<string, unknown>):
 }
 
 /**
+ * The server's default limit (`--max-tokens-default`) when it is what bounds a request: the request set no
+ * `max_tokens` and the endpoint fell back on it (`fallback`); else null. A choice stopped there logs one line.
+ */
+export function defaultLimit(ctx: ServerContext, requested: number | null, fallback: number | null): number | null {
+  return requested === null && ctx.maxTokensDefault !== null && fallback === ctx.maxTokensDefault ? fallback : null;
+}
+
+/**
  * The token budget of a request, as vLLM decides it: a prompt that leaves no room is a 400; `max_tokens` that
  * would run past the context is a 400 (not clamped); no `max_tokens` means "the rest of the context" (or
  * `fallback` when the endpoint has one, clamped to the context).

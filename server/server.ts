@@ -42,6 +42,12 @@ export interface ServerOptions {
   defaults?: Partial<SamplingParams>;
   /** Limits on image inputs; see {@link DEFAULT_IMAGE_OPTIONS}. */
   images?: Partial<ImageOptions>;
+  /**
+   * Tokens generated when a request sets no `max_tokens` / `max_completion_tokens` (llama-server's `--n-predict`);
+   * a request stopped by it logs one line. Default: up to the context, as OpenAI does. `/v1/completions` keeps
+   * OpenAI's default of 16, or this when smaller.
+   */
+  maxTokensDefault?: number;
 }
 
 /**
@@ -156,6 +162,7 @@ export function createServer(options: ServerOptions): TramontaneServer {
     defaults: { ...DEFAULT_SAMPLING, ...options.defaults },
     // Unset fields (a CLI flag not given) keep their defaults.
     images: { ...DEFAULT_IMAGE_OPTIONS, ...definedFields(options.images ?? {}) },
+    maxTokensDefault: options.maxTokensDefault ?? null,
     metrics,
     logger: options.logger ?? console,
     startedAt: Math.floor(Date.now() / 1000),

@@ -12,6 +12,8 @@
  * - NVFP4 in either layout: a compressed-tensors `quantization_config` (in `config.json`, or in `params.json` as the
  *   real release has it) whose `ignore` list keeps what `quantization.linears` leaves out; each quantised linear as
  *   `weight_packed` / `weight_scale` / `weight_global_scale` plus W4A4 `input_global_scale`; HF experts per expert.
+ * - Either layout: `generation_config.json` (`max_new_tokens` 256 for random weights, which never end an answer) and
+ *   the `tekken.json` given as `tokenizerJson`, so the directory serves as it is.
  *
  * @module
  */
@@ -38,6 +40,7 @@ import { CheckpointError } from "./errors.ts";
 import type { CanonicalWeight } from "./load.ts";
 import { broadcastIndex, copyBlock, ropeHfRow } from "./transforms.ts";
 import { configForDtype, type RandomDType, randomWeightSource } from "./random.ts";
+import { GENERATION_CONFIG, generationConfigJson, RANDOM_MAX_NEW_TOKENS } from "./generation_config.ts";
 import { type TensorToWrite, writeSafetensors, writeShardedSafetensors } from "./safetensors_writer.ts";
 
 /** Options of {@link makeCheckpoint}. */
@@ -61,6 +64,13 @@ export interface MakeCheckpointOptions {
    * dtypes `config` declares): re-exports a loaded checkpoint in another layout. `seed` is then unused.
    */
   weights?: ReadonlyMap<string, CanonicalWeight>;
+  /** The text of a `tekken.json` to write beside the weights (the CLI passes the tokenizer the model was made with). */
+  tokenizerJson?: string;
+  /**
+   * `max_new_tokens` of the `generation_config.json` written (the server's answer length when a request sets none).
+   * Default {@link RANDOM_MAX_NEW_TOKENS} for random weights, which never end an answer, and none for given weights.
+   */
+  maxNewTokens?: number | null;
 }
 
 /** What {@link makeCheckpoint} wrote. */
@@ -458,7 +468,9 @@ async function prepareDir(out: string, force: boolean): Promise<void> {
   await Deno.mkdir(out, { recursive: true });
   const stale: string[] = [];
   for await (const e of Deno.readDir(out)) {
-    if (/\.safetensors$|safetensors\.index\.json$|^(config|params)\.json$/.test(e.name)) stale.push(e.name);
+    if (/\.safetensors$|safetensors\.index\.json$|^(config|params|generation_config|tekken)\.json$/.test(e.name)) {
+      stale.push(e.name);
+    }
   }
   if (!stale.length) return;
   if (!force) {
@@ -539,8 +551,21 @@ export async function makeCheckpoint(options: MakeCheckpointOptions): Promise<Ma
   }
   const cfgPath = join(options.out, cfgName);
   await Deno.writeTextFile(cfgPath, JSON.stringify(json, null, 2) + "\n");
+  const genPath = join(options.out, GENERATION_CONFIG);
+  const maxNew = options.maxNewTokens !== undefined
+    ? options.maxNewTokens
+    : options.weights
+    ? null
+    : RANDOM_MAX_NEW_TOKENS;
+  await Deno.writeTextFile(genPath, JSON.stringify(generationConfigJson(config, maxNew), null, 2) + "\n");
+  const extra = [genPath];
+  if (options.tokenizerJson !== undefined) {
+    const tokPath = join(options.out, "tekken.json");
+    await Deno.writeTextFile(tokPath, options.tokenizerJson);
+    extra.push(tokPath);
+  }
   const files = [];
-  for (const path of [cfgPath, ...paths]) files.push({ path, bytes: (await Deno.stat(path)).size });
+  for (const path of [cfgPath, ...extra, ...paths]) files.push({ path, bytes: (await Deno.stat(path)).size });
   const params = src.tensors.reduce((a, t) => a + numel(t.shape), 0);
   return { config, layout, files, totalBytes: files.reduce((a, f) => a + f.bytes, 0), params };
 }

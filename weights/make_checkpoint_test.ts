@@ -15,6 +15,10 @@ import { configForDtype, randomCanonicalWeights, type RandomDType } from "./rand
 import { openSafetensors } from "./safetensors.ts";
 import { writeSafetensors } from "./safetensors_writer.ts";
 import { fixture } from "../tests/fixtures.ts";
+import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
+import { Tokenizer } from "../chat/tokenizer.ts";
+import { CheckpointError } from "./errors.ts";
+import { readGenerationConfig } from "./generation_config.ts";
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "tramontane_ckpt_" });
@@ -269,4 +273,75 @@ Deno.test("make-checkpoint CLI: writes a checkpoint, rejects bad flags", async (
   } finally {
     console.error = error;
   }
+});
+
+/** Runs the make-checkpoint CLI with its output kept. */
+async function runCli(args: string[]): Promise<{ code: number; lines: string[] }> {
+  const log = console.log;
+  const lines: string[] = [];
+  console.log = (s: string) => lines.push(s);
+  try {
+    return { code: await main(args), lines };
+  } finally {
+    console.log = log;
+  }
+}
+
+Deno.test("make-checkpoint CLI: the directory carries its tokenizer and a generation_config, ready to serve", async () => {
+  await withDir(async (dir) => {
+    const made = await runCli(["--model", "tiny", "--out", dir]);
+    assertEquals(made.code, 0);
+    assert(made.lines.some((l) => l.includes(`${dir}/tekken.json`)), made.lines.join("\n"));
+    // The demo's tokenizer, as a file our loader reads to the same ids.
+    const tok = await Tokenizer.fromFile(join(dir, "tekken.json"));
+    const demo = await loadDemoTokenizer();
+    assertEquals([tok.version, tok.usedVocabSize], [demo.version, demo.usedVocabSize]);
+    for (let id = 0; id < 1000; id++) assertEquals(tok.specialName(id), demo.specialName(id));
+    const text = "Hello, world! [INST] 1234 été 東京 🙂\r\n";
+    assertEquals(tok.encode(text), demo.encode(text));
+    assertEquals(JSON.parse(await Deno.readTextFile(join(dir, "generation_config.json"))), {
+      bos_token_id: 1,
+      eos_token_id: 2,
+      pad_token_id: 11,
+      max_new_tokens: 256,
+    });
+    // From a checkpoint's config file, the checkpoint's own tokenizer goes along, byte for byte.
+    const again = join(dir, "again");
+    await Deno.writeTextFile(join(dir, "tekken.json"), '{"config": {"pattern": "own"}, "vocab": []}');
+    assertEquals((await runCli(["--model", join(dir, "config.json"), "--out", again])).code, 0);
+    assertEquals(await Deno.readTextFile(join(again, "tekken.json")), '{"config": {"pattern": "own"}, "vocab": []}');
+    // Another vocabulary: no tokenizer, and the output says how to serve it.
+    await Deno.mkdir(join(dir, "cfg"));
+    const small = join(dir, "cfg", "small.json");
+    await Deno.writeTextFile(
+      small,
+      JSON.stringify(configFile({ ...presetConfig("tiny"), vocab_size: 2000 }, "hf").json),
+    );
+    const other = join(dir, "other");
+    const r = await runCli(["--model", small, "--out", other]);
+    assertEquals(r.code, 0);
+    assert(
+      r.lines.at(-1)!.includes("no tekken.json written") && r.lines.at(-1)!.includes("--tokenizer"),
+      r.lines.at(-1),
+    );
+    await assertRejects(() => Deno.stat(join(other, "tekken.json")), Deno.errors.NotFound);
+  });
+});
+
+Deno.test("make-checkpoint: generation_config.json has max_new_tokens for random weights, none for given ones", async () => {
+  await withDir(async (dir) => {
+    const c = presetConfig("tiny");
+    await makeCheckpoint({ config: c, out: dir });
+    assertEquals(await readGenerationConfig(dir), { maxNewTokens: 256 });
+    await makeCheckpoint({ config: c, out: dir, force: true, maxNewTokens: 7 });
+    assertEquals(await readGenerationConfig(dir), { maxNewTokens: 7 });
+    const weights = randomCanonicalWeights(c, { seed: 0, dtype: "bf16", group: "all" });
+    await makeCheckpoint({ config: configForDtype(c, "bf16"), out: dir, force: true, weights });
+    assertEquals(await readGenerationConfig(dir), { maxNewTokens: null });
+    assertEquals(await readGenerationConfig(join(dir, "nowhere")), null);
+    for (const [text, message] of [["{", "is not JSON"], ['{"max_new_tokens": 0}', "positive integer, got 0"]]) {
+      await Deno.writeTextFile(join(dir, "generation_config.json"), text);
+      await assertRejects(() => readGenerationConfig(dir), CheckpointError, message);
+    }
+  });
 });

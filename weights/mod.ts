@@ -26,3 +26,4 @@ export * from "./source.ts";
 export * from "./chunks.ts";
 export * from "./stream.ts";
 export * from "./convert_source.ts";
+export * from "./generation_config.ts";
