@@ -16,6 +16,7 @@
  */
 
 import { InvalidRequestError } from "./errors.ts";
+import { BodyTooLargeError, pinnedGet } from "./image_fetch.ts";
 import { type DecodedImage, decodeImage, type ImageLimits } from "./image_decode.ts";
 import { resizeCubic } from "./image_resize.ts";
 
@@ -226,8 +227,15 @@ export interface LoadImageOptions {
   allowPrivate?: boolean | readonly string[];
   /** At most this many redirects are followed (default 3); each target is checked like the first URL. */
   maxRedirects?: number;
-  /** Resolves a host name to its addresses (default: the system resolver, as fetch uses). For tests. */
+  /**
+   * Resolves a host name to its addresses (default: the system resolver). The download connects to the addresses
+   * it returned and were checked, never resolving the name again. Tests inject one.
+   */
   resolve?: (hostname: string) => Promise<string[]>;
+  /** Aborts the download (the client went away): the connection closes at once. */
+  signal?: AbortSignal;
+  /** Root certificates (PEM) trusted for https images besides the system's: a private CA, or a test's. */
+  caCerts?: string[];
 }
 
 function urlError(message: string, cause?: unknown): InvalidRequestError {
@@ -236,8 +244,9 @@ function urlError(message: string, cause?: unknown): InvalidRequestError {
 
 /**
  * Returns the bytes behind an image URL: a `data:` URL (base64) or an http(s) URL fetched with a size limit, a
- * timeout, redirects followed by hand (at most 3) and every hop's address checked, so a request cannot make the
- * server fetch from its private network.
+ * timeout, redirects followed by hand (at most 3) and every hop's host resolved once, checked, and connected to at
+ * that address (`image_fetch.ts`), so a request cannot make the server fetch from its private network, not even by
+ * DNS rebinding. `options.signal` aborts the download and closes its connection.
  *
  * @example
  * ```ts
@@ -370,28 +379,40 @@ function normalOrigin(origin: string): string | undefined {
 }
 
 /**
- * Refuses a URL whose host is, or resolves to, a non-public address (unless allowed). The check resolves the name
- * itself, so a DNS answer that changes between this lookup and fetch's own (rebinding) is not covered; pinning the
- * address would need a custom connector that fetch does not offer.
+ * The addresses to connect to for `url`: its host resolved once, and refused if any is non-public (unless
+ * allowed). The caller connects to these very addresses, so a DNS answer that changes after this check (rebinding)
+ * is never used.
  */
-async function checkHost(url: URL, options: LoadImageOptions): Promise<void> {
-  const allow = options.allowPrivate ?? false;
-  if (allow === true || (Array.isArray(allow) && allow.some((o) => normalOrigin(o) === url.origin))) return;
+async function checkedAddresses(url: URL, options: LoadImageOptions, signal: AbortSignal): Promise<string[]> {
   const host = url.hostname.replace(/^\[|\]$/g, "");
   let addresses: string[];
   if (parseIpv4(host) || host.includes(":")) addresses = [host];
   else if (host === "localhost" || host.endsWith(".localhost")) addresses = ["127.0.0.1"];
   else {
     try {
-      addresses = await (options.resolve ?? systemResolve)(host);
+      addresses = await untilAborted((options.resolve ?? systemResolve)(host), signal);
     } catch (cause) {
+      if (signal.aborted) throw cause;
       throw urlError(`Could not resolve the image host ${JSON.stringify(host)}.`, cause);
     }
     if (addresses.length === 0) throw urlError(`Could not resolve the image host ${JSON.stringify(host)}.`);
   }
+  const allow = options.allowPrivate ?? false;
+  if (allow === true || (Array.isArray(allow) && allow.some((o) => normalOrigin(o) === url.origin))) return addresses;
   if (addresses.some(isPrivateAddress)) {
     throw urlError(`Refusing to fetch the image from ${url.origin}: it is a private or local address.`);
   }
+  return addresses;
+}
+
+/** `p`, or the signal's reason as soon as it aborts (a lookup cannot be cancelled, only no longer waited for). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 async function fetchImage(start: URL, options: LoadImageOptions): Promise<Uint8Array> {
@@ -403,16 +424,19 @@ async function fetchImage(start: URL, options: LoadImageOptions): Promise<Uint8A
     () => controller.abort(new DOMException("image download timed out", "TimeoutError")),
     timeoutMs,
   );
-  const signal = controller.signal;
-  const timedOut = (cause?: unknown) =>
-    urlError(`Fetching the image from ${start.origin} took longer than ${timeoutMs} ms.`, cause);
+  const signal = options.signal ? AbortSignal.any([controller.signal, options.signal]) : controller.signal;
   let url = start;
   try {
     for (let hop = 0;; hop++) {
-      await checkHost(url, options);
-      const response = await fetch(url, { redirect: "manual", signal, headers: { accept: "image/*" } });
+      const addresses = await checkedAddresses(url, options, signal);
+      const response = await pinnedGet(url, {
+        addresses,
+        signal,
+        maxBytes,
+        headers: { accept: "image/*" },
+        caCerts: options.caCerts,
+      });
       if (response.status >= 300 && response.status < 400 && response.headers.has("location")) {
-        await response.body?.cancel();
         if (hop >= maxRedirects) throw urlError(`Too many redirects fetching the image (more than ${maxRedirects}).`);
         const next = new URL(response.headers.get("location")!, url);
         if (next.protocol !== "http:" && next.protocol !== "https:") {
@@ -421,47 +445,25 @@ async function fetchImage(start: URL, options: LoadImageOptions): Promise<Uint8A
         url = next;
         continue;
       }
-      if (!response.ok) {
-        await response.body?.cancel();
+      if (response.status >= 300) {
         throw urlError(`Fetching the image from ${url.origin} failed: HTTP ${response.status}.`);
       }
-      const declared = Number(response.headers.get("content-length"));
-      if (Number.isFinite(declared) && declared > maxBytes) {
-        await response.body?.cancel();
-        throw urlError(`The image at ${url.origin} is larger than ${maxBytes} bytes (${declared}).`);
-      }
-      return await readCapped(response, maxBytes, url);
+      return response.body;
     }
   } catch (error) {
     if (error instanceof InvalidRequestError) throw error;
-    if (signal.aborted) throw timedOut(error);
+    if (options.signal?.aborted) {
+      throw urlError("The request was cancelled while its image was downloading.", error);
+    }
+    if (controller.signal.aborted) {
+      throw urlError(`Fetching the image from ${start.origin} took longer than ${timeoutMs} ms.`, error);
+    }
+    if (error instanceof BodyTooLargeError) {
+      const declared = error.declared === null ? "" : ` (${error.declared})`;
+      throw urlError(`The image at ${url.origin} is larger than ${maxBytes} bytes${declared}.`, error);
+    }
     throw urlError(`Fetching the image from ${url.origin} failed: ${(error as Error).message}`, error);
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Reads a body, giving up as soon as it passes `maxBytes` (a missing or lying Content-Length cannot bypass it). */
-async function readCapped(response: Response, maxBytes: number, url: URL): Promise<Uint8Array> {
-  if (!response.body) return new Uint8Array(0);
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    total += value.length;
-    if (total > maxBytes) {
-      await reader.cancel();
-      throw urlError(`The image at ${url.origin} is larger than ${maxBytes} bytes.`);
-    }
-    chunks.push(value);
-  }
-  const bytes = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    bytes.set(c, at);
-    at += c.length;
-  }
-  return bytes;
 }

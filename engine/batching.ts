@@ -9,6 +9,10 @@
  * recompute: its blocks are released and it goes back to the front of the queue with its output kept, to be
  * prefilled again (prompt and output together) when there is room.
  *
+ * A paused sequence (its reader is behind: {@link Sequence.paused}) gets no chunk and is not admitted; the others
+ * go on around it. It keeps its slot and blocks until another sequence needs them: then it is the first preempted,
+ * since it is not using them.
+ *
  * @module
  */
 
@@ -90,6 +94,11 @@ export class BatchPolicy {
     seq.status = "done";
   }
 
+  /** True when some running or waiting sequence is not paused: {@link BatchPolicy.next} has something to plan. */
+  get hasWork(): boolean {
+    return this.running.some((seq) => !seq.paused) || this.waiting.some((seq) => !seq.paused);
+  }
+
   /** Plans the next step (see the module doc). Sequences it had to preempt or fail are already moved. */
   next(): BatchPlan {
     const { pool } = this.#o;
@@ -101,7 +110,7 @@ export class BatchPolicy {
     for (const decoding of [true, false]) {
       for (let i = 0; i < this.running.length && budget > 0; i++) {
         const seq = this.running[i];
-        if ((seq.pending === 1) !== decoding) continue;
+        if ((seq.pending === 1) !== decoding || seq.paused) continue;
         const n = Math.min(seq.pending, budget);
         while (seq.status === "running" && !pool.grow(seq.blocks!, seq.computed + n)) {
           if (this.running.length === 1) {
@@ -110,11 +119,13 @@ export class BatchPolicy {
             failed.push(seq);
             break;
           }
-          const victim = this.running[this.running.length - 1];
+          const victim = this.#victim();
+          const at = this.running.indexOf(victim);
           budget += counts.get(victim) ?? 0;
           counts.delete(victim);
           this.#preempt(victim);
           preempted = true;
+          if (at < i) i--; // a paused victim before `seq`: the list shifted under the loop
         }
         if (seq.status !== "running") {
           i--; // it was removed from `running` at index i (the last one, or the only one)
@@ -125,20 +136,37 @@ export class BatchPolicy {
       }
     }
     // Admissions wait while the cache is under pressure: a sequence preempted this step must not bounce back at once.
-    while (!preempted && budget > 0 && this.waiting.length > 0 && this.running.length < this.#o.maxNumSeqs) {
-      const seq = this.waiting[0];
+    // Paused ones stay queued, in order, without holding up those behind them; a paused running one gives up its
+    // slot and blocks to a sequence that can run (else a reader that never reads would hold them for good).
+    let w = 0;
+    while (!preempted && budget > 0 && w < this.waiting.length) {
+      const seq = this.waiting[w];
+      if (seq.paused) {
+        w++;
+        continue;
+      }
+      if (this.running.length >= this.#o.maxNumSeqs) {
+        if (!this.#preemptPaused()) break;
+        w++; // it went to the front of the queue
+        continue;
+      }
       const blocks = pool.newSequence();
       const cached = this.#o.prefixCaching ? pool.reusePrefix(blocks, seq.cacheKeys) : 0;
       const n = Math.min(seq.tokens.length - cached, budget);
-      if (!pool.grow(blocks, cached + n)) {
+      let fits = pool.grow(blocks, cached + n);
+      while (!fits && this.#preemptPaused()) {
+        w++;
+        fits = pool.grow(blocks, cached + n);
+      }
+      if (!fits) {
         pool.release(blocks);
         if (this.running.length > 0) break; // first-in first-out: later arrivals wait behind it
-        this.waiting.shift();
+        this.waiting.splice(w, 1);
         seq.status = "done";
         failed.push(seq);
         continue;
       }
-      this.waiting.shift();
+      this.waiting.splice(w, 1);
       seq.blocks = blocks;
       seq.computed = cached;
       seq.status = "running";
@@ -165,6 +193,23 @@ export class BatchPolicy {
       seq.computed = start + count;
       this.#o.pool.commit(seq.blocks!, seq.cacheKeys, seq.computed);
     }
+  }
+
+  /** Whom to preempt: the latest admitted paused sequence (its blocks sit idle), else the latest admitted one. */
+  #victim(): Sequence {
+    return this.#lastPaused() ?? this.running[this.running.length - 1];
+  }
+
+  #lastPaused(): Sequence | undefined {
+    for (let j = this.running.length - 1; j >= 0; j--) if (this.running[j].paused) return this.running[j];
+    return undefined;
+  }
+
+  /** Preempts the latest admitted paused sequence, if any (it has no chunk in the step being planned). */
+  #preemptPaused(): boolean {
+    const seq = this.#lastPaused();
+    if (seq) this.#preempt(seq);
+    return seq !== undefined;
   }
 
   /** Recompute preemption: drop the blocks, keep the output, and queue it first. */

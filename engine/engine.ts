@@ -56,7 +56,16 @@ export interface ModelEngineOptions {
    * sampler). False always reads the logits back and samples on the host.
    */
   backendSampling?: boolean;
+  /**
+   * Most generated tokens a stream holds unread (default 64): a sequence whose reader falls this far behind is
+   * paused, keeping its slot and blocks, until the reader catches up, so a slow reader never makes the engine buffer
+   * a whole generation. The server's SSE responses pull from the stream only as the client takes data.
+   */
+  streamBufferTokens?: number;
 }
+
+/** Default of {@link ModelEngineOptions.streamBufferTokens}. */
+export const DEFAULT_STREAM_BUFFER_TOKENS = 64;
 
 /** {@link EngineStats} plus counters only this engine has. */
 export interface ModelEngineStats extends EngineStats {
@@ -72,6 +81,8 @@ export interface ModelEngineStats extends EngineStats {
   backendSampled: number;
   /** Tokens sampled on the host from logits read back (penalties, min-p, logprobs, or no backend sampler). */
   hostSampled: number;
+  /** Sequences paused now because their readers are behind (see {@link ModelEngineOptions.streamBufferTokens}). */
+  paused: number;
 }
 
 /** Why a generation failed because the engine was closed under it. */
@@ -109,6 +120,7 @@ export class ModelEngine implements Engine {
   readonly #imageStore: ImageStoreRows;
   #backendSampled = 0;
   #hostSampled = 0;
+  readonly #streamBuffer: number;
 
   private constructor(model: Model, options: ModelEngineOptions) {
     const limits = model.limits;
@@ -123,6 +135,11 @@ export class ModelEngine implements Engine {
     this.#model = model;
     this.#imageStore = new ImageStoreRows(limits.imageStoreRows);
     this.#eosId = options.eosId;
+    const buffer = options.streamBufferTokens ?? DEFAULT_STREAM_BUFFER_TOKENS;
+    if (!Number.isInteger(buffer) || buffer < 1) {
+      throw new RangeError(`ModelEngine: streamBufferTokens must be an integer ≥ 1, got ${buffer}`);
+    }
+    this.#streamBuffer = buffer;
     this.#batching = new BatchPolicy({
       pool: model.pool,
       maxNumSeqs,
@@ -154,7 +171,10 @@ export class ModelEngine implements Engine {
   generate(req: GenerateRequest): Generation {
     // The callback may run during construction (an already-aborted signal), before the sequence exists.
     const ref: { seq?: Sequence } = {};
-    const stream = new TokenStream(() => ref.seq && this.#cancel(ref.seq), req.signal);
+    const stream = new TokenStream(() => ref.seq && this.#cancel(ref.seq), req.signal, {
+      limit: this.#streamBuffer,
+      onDrain: () => this.#wake(),
+    });
     const problem = this.#closed ? new EngineClosedError() : this.#validate(req);
     if (problem) {
       stream.fail(problem);
@@ -187,6 +207,7 @@ export class ModelEngine implements Engine {
       imageStoreWaits: this.#imageStoreWaits,
       backendSampled: this.#backendSampled,
       hostSampled: this.#hostSampled,
+      paused: [...this.#batching.running, ...this.#batching.waiting].filter((seq) => seq.paused).length,
     };
   }
 
@@ -265,7 +286,8 @@ export class ModelEngine implements Engine {
   async #run(): Promise<void> {
     const s = this.#batching;
     while (!this.#closed) {
-      if (s.running.length === 0 && s.waiting.length === 0) {
+      // Nothing to do, or every sequence is paused on its reader: sleep until a request or a read wakes the loop.
+      if (!s.hasWork) {
         await new Promise<void>((resolve) => this.#wakeUp = resolve);
         continue;
       }

@@ -9,6 +9,7 @@ import { EngineClosedError, ModelEngine, type ModelEngineOptions } from "./engin
 import type { GeneratedToken, GenerateRequest, Generation, GenerationEnd, SamplingParams } from "./types.ts";
 import { loadModel, type LoadModelOptions, type Model } from "./model.ts";
 import { GREEDY } from "./sampler.ts";
+import type { TokenStream } from "./stream.ts";
 
 const EOS = 2;
 
@@ -322,5 +323,55 @@ Deno.test("engine: bad requests reject; close rejects pending generations and fr
     await assertRejects(() => engine.generate(request(prompt(90, 4), 4)).next(), EngineClosedError);
     assertEquals(model.pool.usedBlocks, 0);
     await engine.close(); // twice is fine
+  });
+});
+
+Deno.test("engine: a reader that stops reading pauses its sequence at the bound; others go on; reading resumes it", async () => {
+  await withModel({}, async (model) => {
+    // No </s> (an id never sampled), so every sequence runs to its maxTokens.
+    const opts = { eosId: -1 };
+    const reqA = request(prompt(100, 6), 40), reqB = request(prompt(101, 7), 30);
+    const [soloA] = await withEngine(model, opts, (e) => alone(e, [reqA]));
+    await withEngine(model, { ...opts, streamBufferTokens: 4 }, async (engine) => {
+      const a = engine.generate(reqA) as TokenStream;
+      const first = await a.next(); // one token read, then none while b runs
+      const b = await collect(engine.generate(reqB));
+      assertEquals([b.ids.length, b.end.reason], [30, "length"], "the other sequence finishes");
+      assertEquals(a.buffered, 4, "a generated the token read and 4 more, then stopped");
+      const stats = engine.stats();
+      assertEquals([stats.running, stats.paused], [1, 1]);
+      // Asleep, not spinning or stepping: a few event-loop turns run no step.
+      for (let i = 0; i < 3; i++) await new Promise((resolve) => setTimeout(resolve, 0));
+      assertEquals([engine.stats().steps, a.buffered], [stats.steps, 4]);
+      const rest = await collect(a);
+      assertEquals(rest.end.reason, "length");
+      assertEquals([first.value as GeneratedToken, ...rest.tokens].map((t) => t.id), soloA, "same tokens as alone");
+      assertEquals(engine.stats().paused, 0);
+      assertIdle(engine, model);
+    });
+  });
+});
+
+Deno.test("engine: paused sequences give their slots to new requests; cancelling one frees its blocks", async () => {
+  await withModel({}, async (model) => {
+    const opts = { eosId: -1 };
+    const [reqA, reqB, reqC] = [110, 111, 112].map((seed, i) => request(prompt(seed, 5 + i), 12));
+    const [, , soloC] = await withEngine(model, opts, (e) => alone(e, [reqA, reqB, reqC]));
+    await withEngine(model, { ...opts, streamBufferTokens: 2, maxNumSeqs: 2 }, async (engine) => {
+      // a and c take both slots and are never read; b can only run if a paused one steps aside.
+      const a = engine.generate(reqA) as TokenStream, c = engine.generate(reqC) as TokenStream;
+      const b = await collect(engine.generate(reqB));
+      assertEquals(b.ids.length, 12);
+      const s = engine.stats();
+      assert(s.preemptions >= 1, "c (the latest admitted paused one) was preempted for b");
+      assertEquals([s.running, s.waiting, s.paused, a.buffered, c.buffered], [1, 1, 2, 2, 2]);
+      assert(s.cacheBlocksUsed > 0, "a still holds its blocks");
+      await a.return({ reason: "abort", cachedTokens: 0 });
+      assertEquals([engine.stats().running, engine.stats().cacheBlocksUsed], [0, 0], "a's slot and blocks are free");
+      // Reading c resumes it: readmitted, its prompt and output recomputed, to the same tokens as alone.
+      assertEquals((await collect(c)).ids, soloC);
+      assertIdle(engine, model);
+    });
+    await assertRejects(() => ModelEngine.create(model, { ...opts, streamBufferTokens: 0 }), RangeError, "≥ 1");
   });
 });

@@ -77,6 +77,11 @@ export class Sequence {
     return this.maxGenerated - this.generated;
   }
 
+  /** True while its reader is too far behind (its stream is full): it gets no step until the reader catches up. */
+  get paused(): boolean {
+    return this.stream.full;
+  }
+
   /** Tokens still to feed before the next sample. */
   get pending(): number {
     return this.tokens.length - this.computed;

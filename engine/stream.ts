@@ -8,10 +8,20 @@
 
 import type { GeneratedToken, GenerationEnd } from "./types.ts";
 
+/** Backpressure settings of a {@link TokenStream}. */
+export interface TokenStreamBackpressure {
+  /** Unread tokens at which the stream reads as {@link TokenStream.full}: the producer should stop pushing. */
+  limit: number;
+  /** Called when a read takes a full stream below `limit`: the producer may push again. */
+  onDrain: () => void;
+}
+
 /**
  * Tokens flow in through {@link TokenStream.push}, and the stream ends through {@link TokenStream.finish} or
  * {@link TokenStream.fail}. The consumer ends it early by `return()`, `throw()` or the request's abort signal; each
- * calls `onCancel` once, so the engine can free the sequence's slot and cache blocks.
+ * calls `onCancel` once, so the engine can free the sequence's slot and cache blocks. With `backpressure`, a stream
+ * whose reader falls `limit` tokens behind reads as {@link TokenStream.full} (the engine then pauses the sequence
+ * rather than buffer its whole generation) until a read drains it.
  *
  * @example
  * ```ts
@@ -31,12 +41,14 @@ export class TokenStream implements AsyncGenerator<GeneratedToken, GenerationEnd
   #waiters: (() => void)[] = [];
   #onCancel: (() => void) | null;
   readonly #signal?: AbortSignal;
+  readonly #backpressure?: TokenStreamBackpressure;
   readonly #onAbort = () => this.#cancel();
 
   /** A stream that calls `onCancel` if the consumer or `signal` ends it before the engine does. */
-  constructor(onCancel: () => void, signal?: AbortSignal) {
+  constructor(onCancel: () => void, signal?: AbortSignal, backpressure?: TokenStreamBackpressure) {
     this.#onCancel = onCancel;
     this.#signal = signal;
+    this.#backpressure = backpressure;
     if (signal?.aborted) this.#cancel();
     else signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
@@ -44,6 +56,16 @@ export class TokenStream implements AsyncGenerator<GeneratedToken, GenerationEnd
   /** True once the stream has an end or an error: nothing more will be pushed. */
   get closed(): boolean {
     return this.#end !== null || this.#error !== null;
+  }
+
+  /** Tokens pushed and not read yet. */
+  get buffered(): number {
+    return this.#items.length - this.#head;
+  }
+
+  /** True while the reader is `backpressure.limit` tokens behind (never without backpressure, or once closed). */
+  get full(): boolean {
+    return this.#backpressure !== undefined && !this.closed && this.buffered >= this.#backpressure.limit;
   }
 
   /** Producer: delivers one token. */
@@ -71,8 +93,10 @@ export class TokenStream implements AsyncGenerator<GeneratedToken, GenerationEnd
   async next(): Promise<IteratorResult<GeneratedToken, GenerationEnd>> {
     for (;;) {
       if (this.#head < this.#items.length) {
+        const wasFull = this.full;
         const value = this.#items[this.#head++];
         if (this.#head === this.#items.length) this.#items.length = this.#head = 0;
+        if (wasFull) this.#backpressure!.onDrain();
         return { done: false, value };
       }
       if (this.#error) {

@@ -12,7 +12,7 @@ import { EmptyGrammarError, Grammar, type Matcher } from "./grammar.ts";
 import { anyValueNode, compileSchema, SchemaError } from "./json_schema.ts";
 import { type IndexTokenizer, TokenIndex } from "./mask.ts";
 import { ObjectNode, UnionNode } from "./json_nodes.ts";
-import { ThinkNode, ToolCallsNode, type ToolSpec, ValuePart } from "./sequence.ts";
+import { ThinkNode, ToolCallsNode, type ToolSpec } from "./sequence.ts";
 
 /** A function tool whose calls the grammar constrains. */
 export interface ConstraintTool {
@@ -135,7 +135,7 @@ function parts(index: TokenIndex, spec: ConstraintSpec, checks: [GrammarNode, st
     const param = spec.json === "object" ? "response_format" : spec.json.param ?? "response_format.json_schema.schema";
     const value = spec.json === "object" ? new ObjectNode([], anyValueNode()) : compileAt(spec.json.schema, param);
     checks.push([value, param]);
-    alts.push(new ValuePart(value, true));
+    alts.push(value);
   }
   if (spec.tools !== null && spec.tools.length > 0) {
     const tools: ToolSpec[] = spec.tools.map((t, i) => {

@@ -18,10 +18,12 @@
 export const SPECIAL_BASE = 256;
 
 /**
- * Longest run of whitespace accepted between JSON tokens. Unbounded whitespace is the classic way a JSON-mode model
- * stalls (newline after newline until the budget is gone); a bound still allows pretty-printing a few levels deep.
+ * The only whitespace the JSON grammar accepts between tokens: one space, and only right after `:` or `,`
+ * (`{"a": 1, "b": [2, 3]}`, or the compact form). Free whitespace is how a JSON-mode model on noise stalls — runs of
+ * spaces and newlines until the budget is gone (`{                 \n    \n\n}` as random-weight tool arguments).
+ * Compact output is valid JSON whatever the schema asks; text the schema allows lives inside strings, untouched here.
  */
-export const MAX_WS = 24;
+export const SPACE = 0x20;
 
 /** One level of the matcher stack. Immutable; the meaning of `s`, `a`, `b`, `c` and `x` belongs to the node. */
 export interface Frame {
@@ -31,7 +33,7 @@ export interface Frame {
   readonly s: number;
   /** Local state: a count, an index or an automaton state. */
   readonly a: number;
-  /** Local state: a whitespace count or a partial code point. */
+  /** Local state: whether a space was just written, or a partial code point. */
   readonly b: number;
   /** Local state: a property index, a tool index. */
   readonly c: number;
@@ -131,11 +133,6 @@ export function isAccepting(f: Frame): boolean {
     if (!f.node.canEnd(f)) return false;
     f = complete(f);
   }
-}
-
-/** JSON whitespace: space, tab, line feed, carriage return. */
-export function isWs(sym: number): boolean {
-  return sym === 0x20 || sym === 0x0a || sym === 0x0d || sym === 0x09;
 }
 
 /** UTF-8 bytes of a string as a binary string (one char per byte), for comparing raw key bytes. */

@@ -64,7 +64,7 @@ export function finalizeNodes(root: GrammarNode): void {
  *
  * @example
  * ```ts
- * const g = new Grammar([new ValuePart(new LiteralNode(["true", "false"]), false)]);
+ * const g = new Grammar([new LiteralNode(["true", "false"])]);
  * const m = g.matcher();
  * for (const b of new TextEncoder().encode("true")) m.advance(b);
  * m.accepting; // true

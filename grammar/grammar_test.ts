@@ -3,13 +3,14 @@
  * completions the budget relies on, and the features refused with a named error.
  */
 import { assert, assertEquals, assertThrows } from "../tests/assert.ts";
+import { layoutErrors } from "../tests/grammar_helpers.ts";
 import { utf8 } from "./frame.ts";
 import { Grammar } from "./grammar.ts";
 import { compileSchema, SchemaError } from "./json_schema.ts";
-import { ThinkNode, ToolCallsNode, ValuePart } from "./sequence.ts";
+import { ThinkNode, ToolCallsNode } from "./sequence.ts";
 
 function grammar(schema: unknown): Grammar {
-  return new Grammar([new ValuePart(compileSchema(schema), true)]);
+  return new Grammar([compileSchema(schema)]);
 }
 
 /** Whether `text` is a complete output of the schema. */
@@ -34,7 +35,8 @@ Deno.test("grammar: objects follow declared order, required, and additionalPrope
     properties: { name: { type: "string" }, age: { type: "integer" }, nick: { type: "string" } },
     required: ["name", "age"],
   };
-  check(person, ['{"name":"Ann","age":3}', '{ "name" : "A" , "age" : 0 , "nick" : "" }', '\n{"name":"","age":-7}'], [
+  // Whitespace: one space after `:` and `,` at most (the "whitespace" test below has the rule in full).
+  check(person, ['{"name":"Ann","age":3}', '{"name": "A", "age": 0, "nick": ""}', '{"name":"","age": -7}'], [
     '{"age":3,"name":"Ann"}', // order
     '{"name":"Ann"}', // missing required
     '{"name":"Ann","age":3,"x":1}', // no other properties when properties are given
@@ -127,6 +129,41 @@ Deno.test("grammar: patterns (unanchored, as JSON Schema reads them) and formats
   check({ type: "string", format: "email" }, ['"a.b@c.io"'], ['"a@b"', '"a..b@c.io"']);
   check({ type: "string", format: "ipv4" }, ['"192.168.0.1"'], ['"256.1.1.1"', '"01.1.1.1"']);
   check({ type: "string", format: "uri" }, ['"https://example.com/a?b=1#c"'], ['"example.com"']);
+});
+
+Deno.test("grammar: whitespace is one space after ':' and ',' at most; strings keep theirs", () => {
+  const schema = {
+    type: "object",
+    properties: { a: { type: "array", items: { type: "integer" } }, s: { type: "string" }, o: { type: "object" } },
+    required: ["a", "s", "o"],
+  };
+  check(schema, ['{"a":[1,2],"s":"","o":{}}', '{"a": [1, 2], "s": "x", "o": {"k": [true, null]}}'], [
+    '{"a":  [1],"s":"","o":{}}', // a run of spaces
+    '{"a": [1,  2],"s":"","o":{}}',
+    '{\n"a":[1],"s":"","o":{}}', // newlines, tabs and carriage returns nowhere between tokens
+    '{"a":[1],\n"s":"","o":{}}',
+    '{"a":\t[1],"s":"","o":{}}',
+    '{"a":[1],"s":"","o":{}\r}',
+    '{ "a":[1],"s":"","o":{}}', // no space elsewhere: after '{' or '[', before ':', ',', '}' or ']'
+    '{"a" :[1],"s":"","o":{}}',
+    '{"a":[ 1],"s":"","o":{}}',
+    '{"a":[1 ],"s":"","o":{}}',
+    '{"a":[1] ,"s":"","o":{}}',
+    '{"a":[1],"s":"","o":{} }',
+    ' {"a":[1],"s":"","o":{}}', // nor before the value
+    '{"a":[1],"s":"","o":{"k":  1}}', // the same inside free-form objects
+  ]);
+  // Inside strings, what JSON allows stays allowed: spaces of any length, escaped newlines and tabs.
+  check(schema, ['{"a":[],"s":"  two  spaces \\n\\t ","o":{" k ": "  "}}'], []);
+  check({ type: "string", pattern: "^ +$" }, ['"     "'], ['""']);
+  // The independent check the walk and end-to-end tests use flags what random weights once wrote as tool arguments.
+  assertEquals(layoutErrors('{"a": [1, 2], "s": "  \\n\\"  ", "o": {}}'), []);
+  assertEquals(layoutErrors("{                 \n    \n\n}").length, 24);
+  // The matcher rejects the run at its second byte, so a mask never offers it.
+  const m = grammar(schema).matcher();
+  assert(m.advanceAll(utf8('{"a": ')));
+  assert(!m.clone().advanceAll([0x20]) && !m.clone().advanceAll([0x0a]));
+  assert(m.advanceAll(utf8("[1, ")) && !m.clone().advanceAll([0x20]));
 });
 
 Deno.test("grammar: minimum sizes are the shortest outputs", () => {

@@ -11,7 +11,7 @@
  */
 
 import { ByteTrie } from "./byte_trie.ts";
-import { again, complete, type Frame, frame, GrammarNode, isWs, MAX_WS, utf8 } from "./frame.ts";
+import { again, complete, type Frame, frame, GrammarNode, SPACE, utf8 } from "./frame.ts";
 import { StringNode } from "./string_node.ts";
 
 const enum Obj {
@@ -35,8 +35,8 @@ export interface PropertySpec {
 }
 
 /**
- * An object. Frame: `s` phase, `a` index of the next declared property that may appear, `b` whitespace run, `c`
- * the property whose value comes next (-1: an additional one).
+ * An object. Frame: `s` phase, `a` index of the next declared property that may appear, `b` 1 after the one space
+ * allowed after `:` or `,` (see {@link SPACE}), `c` the property whose value comes next (-1: an additional one).
  */
 export class ObjectNode extends GrammarNode {
   /** Declared properties, in emission order. */
@@ -148,8 +148,9 @@ export class ObjectNode extends GrammarNode {
 
   override step(f: Frame, sym: number, out: Frame[]): void {
     const i = f.a;
-    if (isWs(sym) && f.s !== Obj.AWAIT_KEY && f.s !== Obj.AWAIT_VALUE) {
-      if (f.b < MAX_WS) out.push(again(f, f.s, i, f.b + 1));
+    // Other whitespace bytes match no case below, and no value starts with one.
+    if (sym === SPACE) {
+      if (f.b === 0 && (f.s === Obj.AFTER_COLON || f.s === Obj.AFTER_COMMA)) out.push(again(f, f.s, i, 1));
       return;
     }
     switch (f.s) {
@@ -245,7 +246,7 @@ const enum Arr {
   AWAIT,
 }
 
-/** An array. Frame: `s` phase, `a` items so far, `b` whitespace run. */
+/** An array. Frame: `s` phase, `a` items so far, `b` 1 after the one space allowed after `,`. */
 export class ArrayNode extends GrammarNode {
   /** Schemas of the first items (`prefixItems`). */
   readonly prefix: GrammarNode[];
@@ -311,8 +312,8 @@ export class ArrayNode extends GrammarNode {
   override step(f: Frame, sym: number, out: Frame[]): void {
     const c = f.a;
     if (f.s === Arr.AWAIT) return;
-    if (isWs(sym)) {
-      if (f.b < MAX_WS) out.push(again(f, f.s, c, f.b + 1));
+    if (sym === SPACE) {
+      if (f.b === 0 && f.s === Arr.AFTER_COMMA) out.push(again(f, f.s, c, 1));
       return;
     }
     if (f.s === Arr.AFTER_ITEM) {

@@ -115,7 +115,7 @@ function canonical(v: unknown): string {
  * @example
  * ```ts
  * const node = compileSchema({ type: "object", properties: { a: { type: "integer" } }, required: ["a"] });
- * const grammar = new Grammar([new ValuePart(node, true)]);
+ * const grammar = new Grammar([node]);
  * ```
  */
 export function compileSchema(schema: unknown): GrammarNode {

@@ -55,7 +55,7 @@ for (const [name, s] of CASES) {
     const kinds = new Set<string>();
     for (let trial = 0; trial < STATES; trial++) {
       // A random reachable state: a fresh output, advanced by a random number of random allowed tokens (mostly not
-      // blank, so that the walk gets past the leading whitespace).
+      // blank, as a model's text mostly is).
       const m = c.grammar.matcher();
       const steps = Math.floor(rand() * 30);
       for (let i = 0; i < steps; i++) {

@@ -7,7 +7,7 @@
  */
 
 import { ByteTrie } from "./byte_trie.ts";
-import { again, complete, type Frame, frame, GrammarNode, isWs, MAX_WS, utf8 } from "./frame.ts";
+import { again, complete, type Frame, frame, GrammarNode, utf8 } from "./frame.ts";
 
 /** The end of the output: the grammar accepts here, and only end-of-sequence may follow. */
 export class AcceptNode extends GrammarNode {
@@ -110,43 +110,6 @@ export class ThinkNode extends GrammarNode {
 
   override need(): number {
     return 1;
-  }
-}
-
-/** A JSON value, optionally after whitespace. Frame: the whitespace run so far. */
-export class ValuePart extends GrammarNode {
-  /** The value's grammar. */
-  readonly value: GrammarNode;
-  /** Whether whitespace may precede it. */
-  readonly leadingWs: boolean;
-
-  /** `value`, after up to {@link MAX_WS} whitespace bytes when `leadingWs`. */
-  constructor(value: GrammarNode, leadingWs: boolean) {
-    super();
-    this.value = value;
-    this.leadingWs = leadingWs;
-  }
-
-  override children(): GrammarNode[] {
-    return [this.value];
-  }
-
-  override computeMin(): number {
-    return this.value.minBytes;
-  }
-
-  override start(sym: number, parent: Frame, rest: number, out: Frame[]): void {
-    if (this.leadingWs && isWs(sym)) out.push(frame(this, 1, 0, 0, 0, null, parent, rest));
-    else this.value.start(sym, parent, rest, out);
-  }
-
-  override step(f: Frame, sym: number, out: Frame[]): void {
-    if (!isWs(sym)) this.value.start(sym, f.parent!, f.rest, out);
-    else if (f.s < MAX_WS) out.push(again(f, f.s + 1, 0, 0));
-  }
-
-  override need(): number {
-    return this.value.minBytes;
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * Outputs of random walks through the grammar (any allowed token, as a random-weight model would pick), for every
  * test schema and tool set at budgets from the minimum up: each must parse and validate under the independent
- * validator of `testing.ts`, end within its budget with a slot left for `</s>`, and never end by length.
+ * validator of `testing.ts`, be compact (no whitespace run or newline between JSON tokens), end within its budget
+ * with a slot left for `</s>`, and never end by length.
  */
 import { parseOutput } from "../chat/parse.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
@@ -10,6 +11,7 @@ import { fixture, mulberry32 } from "../tests/fixtures.ts";
 import { buildConstraint, type ConstraintSpec } from "./constraint.ts";
 import { TokenIndex } from "./mask.ts";
 import {
+  layoutErrors,
   pickUniform,
   randomWalk,
   type Schema,
@@ -66,7 +68,7 @@ for (const [name, schema] of Object.entries(SCHEMAS)) {
         } catch (e) {
           throw new Error(`${name} @${budget}: not JSON: ${JSON.stringify(text)} (${e})`);
         }
-        assertEquals(validate(value, schema), [], `${name} @${budget}: ${text}`);
+        assertEquals([...validate(value, schema), ...layoutErrors(text)], [], `${name} @${budget}: ${text}`);
       }
     }
   });
@@ -95,7 +97,7 @@ for (const [name, tools] of Object.entries(TOOL_SETS)) {
             const args = JSON.parse(call.function.arguments);
             const params = tool.parameters as Schema | undefined;
             const schema = params && Object.keys(params).length > 0 ? params : { type: "object" };
-            assertEquals(validate(args, schema), [], where);
+            assertEquals([...validate(args, schema), ...layoutErrors(call.function.arguments)], [], where);
           }
         }
       }

@@ -88,7 +88,7 @@ export async function handleChat(
   clientSignal: AbortSignal,
 ): Promise<Response> {
   const params = chatParams(ctx, record.id, body);
-  const prompt = await promptImages(ctx, params.promptIds, params.images);
+  const prompt = await promptImages(ctx, params.promptIds, params.images, { signal: clientSignal });
   const maxTokens = tokenBudget(ctx, prompt.ids.length, params.maxTokens, ctx.maxTokensDefault, "messages");
   const minTokens = params.sampling.constraint?.minTokens ?? 0;
   if (minTokens > maxTokens) {

@@ -35,12 +35,14 @@ export interface PromptImages {
 
 /**
  * Loads and places the images of an encoded prompt (`refs` as `encodeChat` returns them). Every problem with an
- * image — no vision in this model, too many, a bad URL, undecodable bytes — is a 400 naming the image.
+ * image — no vision in this model, too many, a bad URL, undecodable bytes — is a 400 naming the image. `signal`
+ * (the client went away) aborts the downloads and closes their connections.
  */
 export async function promptImages(
   ctx: ServerContext,
   ids: number[],
   refs: readonly ImageRef[],
+  options: { signal?: AbortSignal } = {},
 ): Promise<PromptImages> {
   if (refs.length === 0) return { ids, images: [] };
   const vision = ctx.engine.vision;
@@ -61,7 +63,8 @@ export async function promptImages(
   }
   const config = { patchSize: vision.patchSize, mergeSize: vision.mergeSize, maxImageSize: vision.maxImageSize };
   // Downloads overlap; decoding and resizing (CPU) go one image at a time.
-  const bytes = await Promise.all(refs.map((r, i) => named(i, refs.length, () => loadImageUrl(r.url, limits))));
+  const load = { ...limits, signal: options.signal };
+  const bytes = await Promise.all(refs.map((r, i) => named(i, refs.length, () => loadImageUrl(r.url, load))));
   const pre = [];
   for (let i = 0; i < bytes.length; i++) pre.push(await named(i, refs.length, () => preprocessImage(bytes[i], config)));
   const expanded = expandImagePlaceholders(ids, refs, pre.map((p) => p.grid), imageTokenIds(ctx));

@@ -16,7 +16,7 @@ import { createServer, type ServeHandle } from "../server/server.ts";
 import { MemoryLogger } from "./server_helpers.ts";
 import { buildConstraint } from "../grammar/constraint.ts";
 import { chatConstraintSpec } from "../grammar/openai.ts";
-import { type Schema, SCHEMAS, type TestTool, TOOL_SETS, validate } from "./grammar_helpers.ts";
+import { layoutErrors, type Schema, SCHEMAS, type TestTool, TOOL_SETS, validate } from "./grammar_helpers.ts";
 
 type Body = Record<string, unknown>;
 
@@ -167,7 +167,7 @@ async function ask(client: OpenAI, body: Body, stream: boolean): Promise<Answer>
   return { content, calls, finish, tokens };
 }
 
-/** The problems with an answer (empty: valid). */
+/** The problems with an answer (empty: valid, and compact: no whitespace run or newline between JSON tokens). */
 function check(c: E2eCase, a: Answer, maxTokens: number): string[] {
   const errs: string[] = [];
   if (a.tokens !== undefined && a.tokens > maxTokens) errs.push(`${a.tokens} tokens > max_tokens ${maxTokens}`);
@@ -182,7 +182,7 @@ function check(c: E2eCase, a: Answer, maxTokens: number): string[] {
         const params = tool?.parameters && Object.keys(tool.parameters).length > 0
           ? tool.parameters
           : { type: "object" };
-        errs.push(...validate(JSON.parse(call.arguments), params));
+        errs.push(...validate(JSON.parse(call.arguments), params), ...layoutErrors(call.arguments));
       } catch (e) {
         errs.push(`arguments are not JSON: ${JSON.stringify(call.arguments)} (${e})`);
       }
@@ -192,7 +192,7 @@ function check(c: E2eCase, a: Answer, maxTokens: number): string[] {
   if (!c.schema) return [...errs, `no tool call: content ${JSON.stringify(a.content)}`];
   if (a.finish !== "stop") errs.push(`finish_reason ${a.finish}`);
   try {
-    errs.push(...validate(JSON.parse(a.content ?? ""), c.schema));
+    errs.push(...validate(JSON.parse(a.content ?? ""), c.schema), ...layoutErrors(a.content ?? ""));
   } catch (e) {
     errs.push(`content is not JSON: ${JSON.stringify(a.content)} (${e})`);
   }

@@ -84,6 +84,28 @@ const FORMAT_CHECKS: Record<string, (s: string) => boolean> = {
 };
 
 /**
+ * Whitespace outside strings in a JSON text that the grammar's rule forbids (empty: compact): anything but one space
+ * right after `:` or `,`. Independent of the grammar: a plain scan that skips string contents and their escapes.
+ */
+export function layoutErrors(text: string): string[] {
+  const errs: string[] = [];
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (inString) {
+      if (ch === "\\") i++;
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (ch === '"') inString = true;
+    else if (/\s/.test(ch) && !(ch === " " && (text[i - 1] === ":" || text[i - 1] === ","))) {
+      errs.push(`whitespace ${JSON.stringify(ch)} at ${i} of ${JSON.stringify(text)}`);
+    }
+  }
+  return errs;
+}
+
+/**
  * Errors of `value` against `schema` (empty: valid), for the keywords the grammar supports. `root` resolves
  * `$ref`s.
  */
