@@ -73,6 +73,7 @@ export interface ChatChunkChoice {
 export interface ChatCompletionChunk {
   /** The completion's id (`chatcmpl-…`), the same in every chunk. */
   id: string;
+  /** Always `chat.completion.chunk`. */
   object: "chat.completion.chunk";
   /** Unix seconds. */
   created: number;
@@ -86,6 +87,7 @@ export interface ChatCompletionChunk {
 
 /** The message of a whole chat completion. */
 export interface ChatCompletionMessage {
+  /** Always `assistant`. */
   role: "assistant";
   /** The answer, or null when the model only reasoned or called tools. */
   content: string | null;
@@ -115,6 +117,7 @@ export interface ChatCompletionChoice {
 export interface ChatCompletion {
   /** `chatcmpl-…`. */
   id: string;
+  /** Always `chat.completion`. */
   object: "chat.completion";
   /** Unix seconds. */
   created: number;

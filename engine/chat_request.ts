@@ -11,7 +11,7 @@ import { encodeRenderedPrompt, renderChatTemplate } from "../chat/template.ts";
 import { buildConstraint, ConstraintError } from "../grammar/constraint.ts";
 import { chatConstraintSpec, parseToolChoice, type ToolChoice } from "../grammar/openai.ts";
 import type { ChoiceSpec } from "./choices.ts";
-import { promptImages } from "./prompt_images.ts";
+import { promptImages } from "./images.ts";
 import type { RequestContext } from "./request_context.ts";
 import type { TokenConstraint } from "./types.ts";
 import {

@@ -7,7 +7,7 @@
  */
 
 import type { Tokenizer } from "../chat/tokenizer.ts";
-import type { ImageOptions } from "./prompt_images.ts";
+import type { ImageOptions } from "./images.ts";
 import type { Engine, SamplingParams } from "./types.ts";
 
 /** Where log lines go; `console` fits. */

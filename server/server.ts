@@ -10,7 +10,7 @@
 
 import type { Tokenizer } from "../chat/tokenizer.ts";
 import { DEFAULT_SAMPLING } from "../engine/params.ts";
-import { DEFAULT_IMAGE_OPTIONS, type ImageOptions } from "../engine/prompt_images.ts";
+import { DEFAULT_IMAGE_OPTIONS, type ImageOptions } from "../engine/images.ts";
 import type { Engine, SamplingParams } from "../engine/types.ts";
 import { checkApiKey } from "./auth.ts";
 import { readJsonObject } from "./body.ts";

@@ -46,9 +46,35 @@ console.log(JSON.stringify({ ids: tok.encode("Hello world"), text, size: [img.wi
   assertEquals(JSON.parse(r.out), { ids: [22177, 4304], text: "<s>[Hi]", size: [640, 427] });
 });
 
-Deno.test("library: mod.ts type-checks from outside the repository, with no deno.json", async () => {
-  const script = `import { loadDemoTokenizer } from ${JSON.stringify(MOD)};\nawait loadDemoTokenizer();\n`;
-  const r = await denoOutside(["check"], script);
+Deno.test("library: the README's example type-checks from outside the repository, with no deno.json", async () => {
+  const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+  const r = await denoOutside(["check"], readmeExample().script.replaceAll("$PWD", root));
   assertEquals(r.code, 0, r.err);
   assert(!r.err.includes("not a dependency"), r.err);
+});
+
+/** The README's library example: the TypeScript its heredoc writes, and the permissions its command grants. */
+function readmeExample(): { script: string; flags: string[] } {
+  const readme = Deno.readTextFileSync(new URL("../README.md", import.meta.url));
+  const section = readme.slice(readme.indexOf("## Use as a library"));
+  const block = section.match(/```sh test\n([\s\S]*?)\n```/)![1];
+  const script = block.match(/<<EOF\n([\s\S]*?)\nEOF\n/)![1];
+  const command = block.trim().split("\n").at(-1)!.split(" ");
+  const file = command.indexOf("/tmp/tramontane-example.ts");
+  return { script, flags: command.slice(command.indexOf("run") + 1, file) };
+}
+
+Deno.test("library: the README's example runs as printed, from outside the repository with no deno.json", async () => {
+  const { script, flags } = readmeExample();
+  assertEquals(flags, ["--allow-read"]);
+  // The heredoc is unquoted, so bash expands $PWD (the repository root, where the block runs) and nothing else.
+  assert(!/[`\\]|\$(?!PWD\/)/.test(script), "the example must not use $, backticks or backslashes");
+  const root = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+  const r = await denoOutside(["run", ...flags], script.replaceAll("$PWD", root));
+  assertEquals(r.code, 0, r.err);
+  const lines = r.out.trim().split("\n");
+  assertEquals(lines.length, 3, r.out);
+  assert(/^text: ".+" tokens: 16$/.test(lines[0]), lines[0]);
+  assertEquals(lines[1], "tool call: get_weather");
+  assert(/^json: \{ celsius: -?\d+ \}$/.test(lines[2]), lines[2]);
 });
