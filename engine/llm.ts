@@ -320,6 +320,17 @@ function checkOptions(options: LLMOptions): void {
   intOption(options, "maxTokensDefault", 1);
 }
 
+/** The `tekken.json` beside a checkpoint; when there is none, the error says how to give one. */
+async function checkpointTokenizer(dir: string): Promise<Tokenizer> {
+  const path = join(dir, "tekken.json");
+  try {
+    await Deno.stat(path);
+  } catch {
+    throw badOption("tokenizer", `${dir} has no tekken.json; pass its path as { tokenizer: "path/to/tekken.json" }.`);
+  }
+  return await Tokenizer.fromFile(path);
+}
+
 /**
  * Loads a model — a preset (`tiny`, `demo`, `ms4-mini`, … : random weights, noise for text, every protocol feature
  * works) or a checkpoint directory (HF or Mistral layout, with its `tekken.json`) — and starts its engine.
@@ -349,7 +360,7 @@ export async function createLLM(model: string, options: LLMOptions = {}): Promis
     ? await Tokenizer.fromFile(options.tokenizer)
     : preset
     ? await loadDemoTokenizer()
-    : await Tokenizer.fromFile(join(model, "tekken.json"));
+    : await checkpointTokenizer(model);
   const logger = options.logger ?? console;
   const maxSeqs = options.maxNumSeqs ?? 8;
   const loaded = await loadModel(model, {

@@ -307,6 +307,13 @@ Deno.test("createLLM: bad options throw naming the option; images on a text-only
   }
   const e = await assertRejects(() => createLLM("no-such-dir"), Error, "not a preset");
   assert(!(e instanceof InvalidRequestError));
+  // A checkpoint without its tekken.json: the error says how to give one, before any weight is read.
+  const noTokenizer = await assertRejects(
+    () => createLLM(fixture("model/tiny_rect/checkpoint").pathname),
+    InvalidRequestError,
+    "has no tekken.json; pass its path as { tokenizer:",
+  );
+  assertEquals(noTokenizer.param, "tokenizer");
   const llm = await createLLM("tiny", { vision: false, threads: 1, quiet: true, logger: quietLogger });
   try {
     assert(!llm.vision);
