@@ -201,7 +201,7 @@ export class LLM {
    * ```
    */
   async *chat(request: LLMChatRequest, options: LLMCallOptions = {}): AsyncGenerator<ChatCompletionChunk> {
-    const streamOptions = request.stream_options ?? { include_usage: true };
+    const streamOptions = { include_usage: true, ...request.stream_options };
     const { id, params } = await this.#prepare({ ...request, stream: true, stream_options: streamOptions });
     const run = this.#run(params, options.signal);
     yield* chatChunks(run.events, { ...this.#output(id, params, run.usage), includeUsage: params.includeUsage });
