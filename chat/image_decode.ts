@@ -19,8 +19,10 @@
  * @module
  */
 
-import decodeJpegWasm, { init as initJpegWasm } from "@jsquash/jpeg/decode.js";
-import decodeWebpWasm, { init as initWebpWasm } from "@jsquash/webp/decode.js";
+// deno-lint-ignore no-import-prefix -- a full specifier, so the library imports without our deno.json
+import decodeJpegWasm, { init as initJpegWasm } from "npm:@jsquash/jpeg@1.6.0/decode.js";
+// deno-lint-ignore no-import-prefix -- a full specifier, so the library imports without our deno.json
+import decodeWebpWasm, { init as initWebpWasm } from "npm:@jsquash/webp@1.5.0/decode.js";
 import { InvalidRequestError } from "./errors.ts";
 
 /** An image decoded to 8-bit RGB, row-major, 3 bytes per pixel. */

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { Environment, Interpreter, Template } from "@huggingface/jinja";
+// deno-lint-ignore no-import-prefix -- a full specifier, so the library imports without our deno.json
+import { Environment, Interpreter, Template } from "npm:@huggingface/jinja@0.5.11";
 import { InvalidRequestError } from "./errors.ts";
 import type { ChatRequest } from "./encode.ts";
 import type { Tokenizer } from "./tokenizer.ts";

@@ -7,11 +7,11 @@
 
 import { StreamDecoder, type Tokenizer } from "../chat/tokenizer.ts";
 import type { GeneratedToken } from "../engine/types.ts";
-import type { EndEvent } from "./choices.ts";
+import type { EndEvent } from "../engine/choices.ts";
 import type { RequestRecord, ServerContext } from "./context.ts";
 import { badRequest, jsonResponse } from "./errors.ts";
 import { Run, streamResponse, type Usage } from "./generation.ts";
-import { completionLogprobs, tokenText } from "./logprobs.ts";
+import { completionLogprobs, tokenText } from "../engine/logprobs.ts";
 import {
   boolField,
   commonParams,
@@ -21,8 +21,8 @@ import {
   rejectUnsupported,
   tokenBudget,
   warnUnknownFields,
-} from "./params.ts";
-import type { PieceText } from "./stop.ts";
+} from "../engine/params.ts";
+import type { PieceText } from "../engine/stop.ts";
 
 /** OpenAI's default for this endpoint. */
 const DEFAULT_MAX_TOKENS = 16;

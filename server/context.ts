@@ -5,36 +5,15 @@
  * @module
  */
 
-import type { Tokenizer } from "../chat/tokenizer.ts";
-import type { Engine, SamplingParams } from "../engine/types.ts";
+import type { RequestContext } from "../engine/request_context.ts";
 import type { Metrics } from "./metrics.ts";
-import type { ImageOptions } from "./images.ts";
 
-/** Where log lines go; `console` fits. */
-export interface Logger {
-  /** One line per request, startup notes. */
-  info(message: string): void;
-  /** Requests that ask for something ignored. */
-  warn(message: string): void;
-  /** Internal errors, with the error itself. */
-  error(message: string, error?: unknown): void;
-}
+export type { Logger } from "../engine/request_context.ts";
+export { newId } from "../engine/request_context.ts";
 
-/** The server's fixed parts, shared by all requests. */
-export interface ServerContext {
-  engine: Engine;
-  tokenizer: Tokenizer;
-  modelName: string;
-  /** A Jinja chat template to render prompts with instead of the built-in v15 encoder. */
-  chatTemplate?: string;
-  /** Sampling values for fields a request leaves out. */
-  defaults: SamplingParams;
-  /** Limits on image inputs (downloads, sizes, count). */
-  images: ImageOptions;
-  /** Tokens a chat request without `max_tokens` generates at most (`--max-tokens-default`); null: up to the context. */
-  maxTokensDefault: number | null;
+/** The server's fixed parts, shared by all requests: what a request is checked against, and the server's own. */
+export interface ServerContext extends RequestContext {
   metrics: Metrics;
-  logger: Logger;
   /** Unix seconds when the server started (the `created` of `/v1/models`). */
   startedAt: number;
 }
@@ -56,10 +35,4 @@ export interface RequestRecord {
   ttftMs?: number;
   /** Set by streaming routes: resolves when the stream ends, so the log line waits for it. */
   done?: Promise<void>;
-}
-
-/** A fresh OpenAI-style id: `prefix` and 24 hex digits. */
-export function newId(prefix: string): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(12));
-  return prefix + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }

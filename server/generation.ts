@@ -5,37 +5,26 @@
  * @module
  */
 
-import type { ImageInput, SamplingParams } from "../engine/types.ts";
-import { type ChoiceEvent, runChoices, type RunOptions, type TextStage } from "./choices.ts";
+import {
+  type ChoiceEvent,
+  choiceRequests,
+  type ChoiceSpec,
+  runChoices,
+  type RunOptions,
+  type TextStage,
+} from "../engine/choices.ts";
+import type { PieceText } from "../engine/stop.ts";
+import type { Usage } from "../engine/chat_output.ts";
 import type { RequestRecord, ServerContext } from "./context.ts";
 import { toApiError } from "./errors.ts";
-import type { PieceText } from "./stop.ts";
 import { sseResponse } from "./sse.ts";
 
-/** OpenAI's usage object. */
-export interface Usage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-  prompt_tokens_details: { cached_tokens: number };
-}
-
-/** One prompt of a request with its token budget. */
-export interface PromptSpec {
-  ids: number[];
-  maxTokens: number;
-}
+export type { Usage } from "../engine/chat_output.ts";
+export type { PromptSpec } from "../engine/choices.ts";
 
 /** One generation request, ready to run: `n` choices per prompt. */
-export interface GenerationSpec<P> {
-  prompts: PromptSpec[];
-  images: ImageInput[];
-  sampling: SamplingParams;
-  /** Top-logprobs count, or null for none. */
-  logprobs: number | null;
-  n: number;
+export interface GenerationSpec<P> extends ChoiceSpec {
   stops: string[];
-  stopIds: number[];
   makeStage: () => TextStage<P>;
   pieceText: PieceText<P>;
   /** The server's default token limit when it bounds this request (see `defaultLimit`); a choice stopped there logs. */
@@ -68,24 +57,9 @@ export class Run<P> {
     clientSignal.addEventListener("abort", this.#onClientAbort, { once: true });
     if (clientSignal.aborted) this.abort();
     record.promptTokens = this.#promptTokens;
-    const base = spec.logprobs === null ? spec.sampling : { ...spec.sampling, logprobs: spec.logprobs };
-    const requests: RunOptions<P>["requests"] = [];
-    for (const prompt of spec.prompts) {
-      for (let k = 0; k < spec.n; k++) {
-        // Choice k of a seeded request uses seed + k: reproducible, yet the choices differ.
-        const sampling = base.seed === undefined ? base : { ...base, seed: base.seed + k };
-        requests.push({
-          promptIds: prompt.ids,
-          sampling,
-          maxTokens: prompt.maxTokens,
-          stopIds: spec.stopIds,
-          images: spec.images,
-        });
-      }
-    }
     const options: RunOptions<P> = {
       engine: ctx.engine,
-      requests,
+      requests: choiceRequests(spec),
       stops: spec.stops,
       makeStage: spec.makeStage,
       pieceText: spec.pieceText,

@@ -9,18 +9,20 @@
  */
 
 import type { Tokenizer } from "../chat/tokenizer.ts";
+import { DEFAULT_SAMPLING } from "../engine/params.ts";
+import { DEFAULT_IMAGE_OPTIONS, type ImageOptions } from "../engine/images.ts";
 import type { Engine, SamplingParams } from "../engine/types.ts";
 import { checkApiKey } from "./auth.ts";
 import { readJsonObject } from "./body.ts";
 import { handleChat } from "./chat.ts";
 import { handleCompletions } from "./completions.ts";
 import { type Logger, newId, type RequestRecord, type ServerContext } from "./context.ts";
-import { ApiError, errorResponse, jsonResponse, toApiError } from "./errors.ts";
+import { ApiError, badRequest, errorResponse, jsonResponse, toApiError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
-import { DEFAULT_IMAGE_OPTIONS, type ImageOptions } from "./images.ts";
 
 export type { Logger } from "./context.ts";
 export { Metrics } from "./metrics.ts";
+export { DEFAULT_SAMPLING } from "../engine/params.ts";
 
 /** Options for {@link createServer}. */
 export interface ServerOptions {
@@ -49,19 +51,6 @@ export interface ServerOptions {
    */
   maxTokensDefault?: number;
 }
-
-/**
- * Sampling defaults. Temperature 0.7 is what Mistral documents for Mistral Small 4 (0.7 with reasoning, up to 0.7
- * without); the rest switch their filter off.
- */
-export const DEFAULT_SAMPLING: SamplingParams = {
-  temperature: 0.7,
-  topP: 1,
-  topK: 0,
-  minP: 0,
-  presencePenalty: 0,
-  frequencyPenalty: 0,
-};
 
 /** Where a {@link TramontaneServer} listens. */
 export interface ServeHandle {
@@ -118,8 +107,21 @@ type GenerationHandler = (
 function generationRoute(handle: GenerationHandler, maxBodyBytes: number): Handler {
   return async (ctx, record, req) => {
     const body = await readJsonObject(req, maxBodyBytes);
+    checkModel(ctx, body.model);
     return await handle(ctx, record, body, req.signal);
   };
+}
+
+/** Throws a 404 unless `model` is absent or names the served model. */
+function checkModel(ctx: ServerContext, model: unknown): void {
+  if (model === undefined || model === null) return;
+  if (typeof model !== "string") throw badRequest("model must be a string.", "model");
+  if (model !== ctx.modelName) {
+    throw new ApiError(404, `The model '${model}' does not exist; this server serves '${ctx.modelName}'.`, {
+      param: "model",
+      code: "model_not_found",
+    });
+  }
 }
 
 function listModels(ctx: ServerContext): Record<string, unknown> {

@@ -6,13 +6,17 @@
  */
 
 import type { Tokenizer } from "../chat/tokenizer.ts";
-import type { GeneratedToken } from "../engine/types.ts";
+import type { GeneratedToken } from "./types.ts";
 
 /** One entry of chat's `logprobs.content`. */
 export interface ChatLogprob {
+  /** The token's text (control tokens by name; a piece of a character shows as U+FFFD). */
   token: string;
+  /** Natural log of its probability. */
   logprob: number;
+  /** The token's UTF-8 bytes. */
   bytes: number[];
+  /** The most likely tokens at this position, most likely first. */
   top_logprobs: { token: string; logprob: number; bytes: number[] }[];
 }
 

@@ -7,12 +7,11 @@
  */
 
 import type { ImageRef } from "../chat/encode.ts";
-import { InvalidRequestError } from "../chat/errors.ts";
+import { badRequest, InvalidRequestError } from "../chat/errors.ts";
 import { type ImageTokenIds, type LoadImageOptions, loadImageUrl, preprocessImage } from "../chat/image.ts";
 import { expandImagePlaceholders } from "../chat/image_prompt.ts";
-import type { ImageInput } from "../engine/types.ts";
-import type { ServerContext } from "./context.ts";
-import { badRequest } from "./errors.ts";
+import type { RequestContext } from "./request_context.ts";
+import type { ImageInput } from "./types.ts";
 
 /** Limits on a request's images. */
 export interface ImageOptions extends LoadImageOptions {
@@ -39,7 +38,7 @@ export interface PromptImages {
  * (the client went away) aborts the downloads and closes their connections.
  */
 export async function promptImages(
-  ctx: ServerContext,
+  ctx: RequestContext,
   ids: number[],
   refs: readonly ImageRef[],
   options: { signal?: AbortSignal } = {},
@@ -78,7 +77,7 @@ export async function promptImages(
 }
 
 /** The tokenizer's image control ids (the prompt is the tokenizer's, so its ids are the ones to lay out). */
-function imageTokenIds(ctx: ServerContext): ImageTokenIds {
+function imageTokenIds(ctx: RequestContext): ImageTokenIds {
   const t = ctx.tokenizer;
   return { img: t.specialId("[IMG]"), imgBreak: t.specialId("[IMG_BREAK]"), imgEnd: t.specialId("[IMG_END]") };
 }

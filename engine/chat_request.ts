@@ -6,12 +6,14 @@
  */
 
 import { type ChatRequest, encodeChat, imagePartUrl, type ImageRef } from "../chat/encode.ts";
+import { badRequest } from "../chat/errors.ts";
 import { encodeRenderedPrompt, renderChatTemplate } from "../chat/template.ts";
-import type { TokenConstraint } from "../engine/types.ts";
 import { buildConstraint, ConstraintError } from "../grammar/constraint.ts";
 import { chatConstraintSpec, parseToolChoice, type ToolChoice } from "../grammar/openai.ts";
-import type { ServerContext } from "./context.ts";
-import { badRequest } from "./errors.ts";
+import type { ChoiceSpec } from "./choices.ts";
+import { promptImages } from "./images.ts";
+import type { RequestContext } from "./request_context.ts";
+import type { TokenConstraint } from "./types.ts";
 import {
   boolField,
   type CommonParams,
@@ -19,6 +21,7 @@ import {
   intField,
   MAX_TOP_LOGPROBS,
   rejectUnsupported,
+  tokenBudget,
   warnUnknownFields,
 } from "./params.ts";
 
@@ -59,7 +62,7 @@ function constraintError<T>(fn: () => T): T {
 }
 
 /** Whether reasoning is on: the requested effort, or the tokenizer's default, is not "none". */
-function reasoningOn(ctx: ServerContext, requested: unknown): boolean {
+function reasoningOn(ctx: RequestContext, requested: unknown): boolean {
   const builder = ctx.tokenizer.modelSettings?.reasoning_effort;
   const fallback = isRecord(builder) && typeof builder.default === "string" ? builder.default : "none";
   const effort = requested ?? fallback;
@@ -70,7 +73,7 @@ function reasoningOn(ctx: ServerContext, requested: unknown): boolean {
  * The request's output constraint (JSON answer, forced tool calls), compiled, or null when the output is free.
  * Built after the prompt so that the encoder has checked the tools' shape.
  */
-function outputConstraint(ctx: ServerContext, body: Record<string, unknown>): TokenConstraint | null {
+function outputConstraint(ctx: RequestContext, body: Record<string, unknown>): TokenConstraint | null {
   return constraintError(() => {
     const spec = chatConstraintSpec(body, reasoningOn(ctx, body.reasoning_effort));
     return spec && buildConstraint(ctx.tokenizer, spec);
@@ -87,7 +90,7 @@ function checkLogprobs(body: Record<string, unknown>): number | null {
 }
 
 /** The prompt: the v15 encoder, or the configured template rendered and tokenized. */
-function buildPrompt(ctx: ServerContext, request: ChatRequest): { ids: number[]; images: ImageRef[] } {
+function buildPrompt(ctx: RequestContext, request: ChatRequest): { ids: number[]; images: ImageRef[] } {
   if (ctx.chatTemplate === undefined) {
     const encoded = encodeChat(ctx.tokenizer, request);
     return { ids: encoded.ids, images: encoded.images };
@@ -142,7 +145,7 @@ function templateImages(ids: readonly number[], messages: ChatRequest["messages"
  * // p.promptIds starts with <s>; p.maxTokens === 8
  * ```
  */
-export function chatParams(ctx: ServerContext, id: string, body: Record<string, unknown>): ChatParams {
+export function chatParams(ctx: RequestContext, id: string, body: Record<string, unknown>): ChatParams {
   rejectUnsupported(body, ["suffix", "best_of"]);
   warnUnknownFields(ctx, id, body, CHAT_FIELDS);
   const forced = body.tool_choice === "required" || isRecord(body.tool_choice);
@@ -175,4 +178,38 @@ export function chatParams(ctx: ServerContext, id: string, body: Record<string, 
   // With tool_choice "none" a call must never come back: the model stops if it starts one anyway.
   const stopIds = toolChoice === "none" ? [...common.stopIds, ctx.tokenizer.specialId("[TOOL_CALLS]")] : common.stopIds;
   return { ...common, sampling, stopIds, promptIds: prompt.ids, images: prompt.images, logprobs };
+}
+
+/** A checked chat request with its images loaded and placed and its token budget set: ready to run. */
+export interface PreparedChat extends Omit<ChatParams, "promptIds" | "images">, ChoiceSpec {}
+
+/**
+ * Checks a chat-completions body, loads its images into the prompt (`options.signal` cancels their downloads) and sets
+ * its token budget. Every problem is an `InvalidRequestError` naming the field (the server's 400).
+ *
+ * @example
+ * ```ts
+ * const chat = await prepareChat(ctx, "chatcmpl-1", { messages: [{ role: "user", content: "Hi" }] });
+ * // chat.prompts[0].maxTokens: ctx.maxTokensDefault, or the rest of the context
+ * ```
+ */
+export async function prepareChat(
+  ctx: RequestContext,
+  id: string,
+  body: Record<string, unknown>,
+  options: { signal?: AbortSignal } = {},
+): Promise<PreparedChat> {
+  const { promptIds, images, ...params } = chatParams(ctx, id, body);
+  const prompt = await promptImages(ctx, promptIds, images, options);
+  const maxTokens = tokenBudget(ctx, prompt.ids.length, params.maxTokens, ctx.maxTokensDefault ?? null, "messages");
+  const minTokens = params.sampling.constraint?.minTokens ?? 0;
+  if (minTokens > maxTokens) {
+    throw badRequest(
+      `max_tokens is too small: ${maxTokens}. The shortest output that completes the requested JSON or tool call ` +
+        `needs up to ${minTokens} tokens; raise max_tokens (or max_completion_tokens).`,
+      params.maxTokens === null ? "messages" : "max_tokens",
+      "invalid_value",
+    );
+  }
+  return { ...params, images: prompt.images, prompts: [{ ids: prompt.ids, maxTokens }] };
 }

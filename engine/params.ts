@@ -1,13 +1,27 @@
 /**
- * Validation of the request fields that chat and legacy completions share: model, streaming, sampling, stops,
- * limits. Every range error is a 400 with `param` set, worded like OpenAI's own.
+ * Validation of the request fields that chat and legacy completions share: streaming, sampling, stops, limits.
+ * Every range error is an `InvalidRequestError` (the server's 400) with `param` set, worded like OpenAI's own.
+ * The server checks `model` itself (a 404); the library serves the one model it loaded.
  *
  * @module
  */
 
-import type { SamplingParams } from "../engine/types.ts";
-import type { ServerContext } from "./context.ts";
-import { ApiError, badRequest } from "./errors.ts";
+import { badRequest } from "../chat/errors.ts";
+import type { RequestContext } from "./request_context.ts";
+import type { SamplingParams } from "./types.ts";
+
+/**
+ * Sampling defaults. Temperature 0.7 is what Mistral documents for Mistral Small 4 (0.7 with reasoning, up to 0.7
+ * without); the rest switch their filter off.
+ */
+export const DEFAULT_SAMPLING: SamplingParams = {
+  temperature: 0.7,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+};
 
 /** The shared fields, checked and with defaults applied. */
 export interface CommonParams {
@@ -92,7 +106,7 @@ const COMMON_FIELDS = [
  * {@link rejectUnsupported} instead.
  */
 export function warnUnknownFields(
-  ctx: ServerContext,
+  ctx: RequestContext,
   id: string,
   body: Record<string, unknown>,
   endpointFields: readonly string[],
@@ -101,18 +115,6 @@ export function warnUnknownFields(
     !COMMON_FIELDS.includes(k) && !endpointFields.includes(k) && !(k in UNSUPPORTED)
   );
   if (unknown.length > 0) ctx.logger.warn(`${id}: ignoring unknown request fields: ${unknown.join(", ")}`);
-}
-
-/** Throws a 404 unless `model` is absent or names the served model. */
-export function checkModel(ctx: ServerContext, model: unknown): void {
-  if (model === undefined || model === null) return;
-  if (typeof model !== "string") throw badRequest("model must be a string.", "model");
-  if (model !== ctx.modelName) {
-    throw new ApiError(404, `The model '${model}' does not exist; this server serves '${ctx.modelName}'.`, {
-      param: "model",
-      code: "model_not_found",
-    });
-  }
 }
 
 function isAbsent(v: unknown): v is null | undefined {
@@ -167,7 +169,7 @@ function stopStrings(v: unknown): string[] {
   return (list as string[]).filter((s) => s !== "");
 }
 
-function stopTokenIds(ctx: ServerContext, v: unknown): number[] {
+function stopTokenIds(ctx: RequestContext, v: unknown): number[] {
   if (isAbsent(v)) return [];
   const vocab = ctx.tokenizer.usedVocabSize;
   if (!Array.isArray(v) || v.some((id) => !Number.isInteger(id) || id < 0 || id >= vocab)) {
@@ -185,8 +187,7 @@ function stopTokenIds(ctx: ServerContext, v: unknown): number[] {
  * // p.sampling.temperature === 0, p.maxTokens === 8, p.stops = ["\n"]
  * ```
  */
-export function commonParams(ctx: ServerContext, body: Record<string, unknown>): CommonParams {
-  checkModel(ctx, body.model);
+export function commonParams(ctx: RequestContext, body: Record<string, unknown>): CommonParams {
   const stream = boolField(body, "stream", false);
   const options = body.stream_options;
   if (!isAbsent(options) && (typeof options !== "object" || Array.isArray(options))) {
@@ -228,8 +229,9 @@ export function commonParams(ctx: ServerContext, body: Record<string, unknown>):
  * The server's default limit (`--max-tokens-default`) when it is what bounds a request: the request set no
  * `max_tokens` and the endpoint fell back on it (`fallback`); else null. A choice stopped there logs one line.
  */
-export function defaultLimit(ctx: ServerContext, requested: number | null, fallback: number | null): number | null {
-  return requested === null && ctx.maxTokensDefault !== null && fallback === ctx.maxTokensDefault ? fallback : null;
+export function defaultLimit(ctx: RequestContext, requested: number | null, fallback: number | null): number | null {
+  const limit = ctx.maxTokensDefault ?? null;
+  return requested === null && limit !== null && fallback === limit ? fallback : null;
 }
 
 /**
@@ -238,7 +240,7 @@ export function defaultLimit(ctx: ServerContext, requested: number | null, fallb
  * `fallback` when the endpoint has one, clamped to the context).
  */
 export function tokenBudget(
-  ctx: ServerContext,
+  ctx: RequestContext,
   promptTokens: number,
   maxTokens: number | null,
   fallback: number | null,

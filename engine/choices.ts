@@ -6,9 +6,16 @@
  * @module
  */
 
-import type { EndReason, Engine, GeneratedToken, GenerateRequest, Generation } from "../engine/types.ts";
-import type { Metrics } from "./metrics.ts";
 import { type PieceText, StopMatcher } from "./stop.ts";
+import type {
+  EndReason,
+  Engine,
+  GeneratedToken,
+  GenerateRequest,
+  Generation,
+  ImageInput,
+  SamplingParams,
+} from "./types.ts";
 
 /** Turns token ids into pieces, holding back what it cannot decide yet. */
 export interface TextStage<P> {
@@ -54,9 +61,48 @@ export interface RunOptions<P> {
   pieceText: PieceText<P>;
   /** Aborts every choice (client gone). */
   signal: AbortSignal;
-  metrics: Metrics;
+  /** Receives the gap between a choice's tokens (the server's `/metrics`); absent: not measured. */
+  metrics?: { interTokenLatency(seconds: number): void };
   /** Called once, at the first token of any choice. */
-  onFirstToken: () => void;
+  onFirstToken?: () => void;
+}
+
+/** One prompt of a request with its token budget. */
+export interface PromptSpec {
+  ids: number[];
+  maxTokens: number;
+}
+
+/** What the engine requests of a request's choices are made of. */
+export interface ChoiceSpec {
+  prompts: PromptSpec[];
+  images: ImageInput[];
+  sampling: SamplingParams;
+  /** Top-logprobs count, or null for none. */
+  logprobs: number | null;
+  /** Choices per prompt. */
+  n: number;
+  stopIds: number[];
+}
+
+/** One engine request per choice, in choice order (choice `p·n + k` is choice k of prompt p). */
+export function choiceRequests(spec: ChoiceSpec): RunOptions<unknown>["requests"] {
+  const base = spec.logprobs === null ? spec.sampling : { ...spec.sampling, logprobs: spec.logprobs };
+  const requests: RunOptions<unknown>["requests"] = [];
+  for (const prompt of spec.prompts) {
+    for (let k = 0; k < spec.n; k++) {
+      // Choice k of a seeded request uses seed + k: reproducible, yet the choices differ.
+      const sampling = base.seed === undefined ? base : { ...base, seed: base.seed + k };
+      requests.push({
+        promptIds: prompt.ids,
+        sampling,
+        maxTokens: prompt.maxTokens,
+        stopIds: spec.stopIds,
+        images: spec.images,
+      });
+    }
+  }
+  return requests;
 }
 
 function endReason(reason: EndReason): FinishReason {
@@ -76,8 +122,8 @@ async function* runChoice<P>(options: RunOptions<P>, choice: number): AsyncGener
     let r = await gen.next();
     while (!r.done) {
       const now = performance.now();
-      if (count === 0) options.onFirstToken();
-      else metrics.interTokenLatency((now - last) / 1000);
+      if (count === 0) options.onFirstToken?.();
+      else metrics?.interTokenLatency((now - last) / 1000);
       last = now;
       count++;
       tokens.push(r.value);
