@@ -24,7 +24,7 @@ import type { ChatMessage, FunctionTool } from "../chat/encode.ts";
 import { InvalidRequestError } from "../chat/errors.ts";
 import { type Delta, OutputStreamParser } from "../chat/parse.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
-import type { DType } from "../graph/dtype.ts";
+import { type DType, WEIGHT_DTYPES } from "../graph/dtype.ts";
 import { type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import { resolveModel } from "../graph/models/mod.ts";
 import {
@@ -44,9 +44,6 @@ import { DEFAULT_IMAGE_OPTIONS, type ImageOptions } from "./images.ts";
 import { type Logger, newId, type RequestContext } from "./request_context.ts";
 import type { SamplingParams } from "./types.ts";
 import { RANDOM_MAX_NEW_TOKENS, readGenerationConfig } from "../weights/generation_config.ts";
-
-/** Weight dtypes a model can be loaded in (the graph's other dtypes are not weight encodings). */
-const WEIGHT_DTYPES: readonly DType[] = ["f32", "bf16", "f16", "f8e4m3", "nvfp4", "q8"];
 
 /** Options of {@link createLLM}: how to load the model, and the defaults its requests get. */
 export interface LLMOptions {

@@ -10,6 +10,9 @@ export type DType = "f32" | "bf16" | "f16" | "f8e4m3" | "nvfp4" | "q8" | "i32" |
 /** All dtype names, for flag validation and messages. */
 export const DTYPES: readonly DType[] = ["f32", "bf16", "f16", "f8e4m3", "nvfp4", "q8", "i32", "u8"];
 
+/** The dtypes weights can be loaded as (`--dtype`, `loadModel({ dtype })`); the others are not weight encodings. */
+export const WEIGHT_DTYPES: readonly DType[] = ["f32", "bf16", "f16", "f8e4m3", "nvfp4", "q8"];
+
 /**
  * Storage bits per element, including block scales for the block-quantised types
  * (nvfp4: 4 bits + one f8 scale per 16 → 4.5; q8: 8 bits + one f32 scale per 32 → 9).

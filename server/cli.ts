@@ -6,7 +6,7 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import type { DType } from "../graph/dtype.ts";
+import { type DType, WEIGHT_DTYPES } from "../graph/dtype.ts";
 import { type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
@@ -45,9 +45,6 @@ const USAGE = `usage: deno task serve [options]
                              mscale²/sqrt(qk_head_dim), as transformers and llama.cpp apply it; MODEL.md §1.7);
                              default: the checkpoint's (plain unless its config says otherwise)
   --help, -h                 this text`;
-
-/** Weight dtypes `--dtype` takes (the graph's other dtypes are not weight encodings). */
-const WEIGHT_DTYPES: readonly DType[] = ["f32", "bf16", "f16", "f8e4m3", "nvfp4", "q8"];
 
 /** The server's settings, read from its flags by {@link parseServeArgs}. */
 export interface ServeOptions {
