@@ -8,11 +8,12 @@
  * @module
  */
 
-import type { Graph } from "../graph/ir.ts";
-import type { Backend, BackendOptions } from "../runtime/backend.ts";
+import { type Graph, tensorTable } from "../graph/ir.ts";
+import { alignUp, type Backend, type BackendOptions, tensorBytes } from "../runtime/backend.ts";
 import { MAX_BYTES_32, MAX_BYTES_64 } from "../runtime/backends/wasm/module.ts";
 import { createBackends } from "../runtime/registry.ts";
 import { type Plan, schedule, ScheduleError } from "../runtime/schedule.ts";
+import { sharedArenaBytes } from "../runtime/plan_executor.ts";
 
 /** Most wasm instances one model is split over (each has its own threads). */
 const MAX_INSTANCES = 64;
@@ -25,27 +26,72 @@ export interface PlanBackendsOptions {
   backendOptions: BackendOptions & Record<string, unknown>;
   /** Where a line about the instance split goes. */
   log: (line: string) => void;
+  /**
+   * Per graph, the key of the arenas its executor shares with others (`PlanExecutorOptions.sharedArenas`; the
+   * vision encoder's stages), or undefined: shared arenas count once, at the largest each plan asks.
+   */
+  arenaGroups?: readonly (string | undefined)[];
 }
 
-/** What each plan holds on each backend (weights, state, arena, I/O), summed over `plans`. */
-function usedBy(plans: readonly Plan[]): Record<string, number> {
+/** How the plans' memory is counted: graphs (for state sizes) and arena groups, aligned with the plans. */
+type Sharing = {
+  graphs: readonly Graph[];
+  backends: readonly Backend[];
+  arenaGroups?: readonly (string | undefined)[];
+};
+
+/**
+ * What `plans` hold on each backend together (weights, state, arena, I/O), each buffer once: a state several plans
+ * declare (the image store; the vision encoder's state between its stages) is one buffer, and arenas shared by a
+ * group of executors are one set.
+ */
+function usedBy(plans: readonly Plan[], sharing: Sharing): Record<string, number> {
   const used: Record<string, number> = {};
   for (const p of plans) {
     for (const [name, m] of Object.entries(p.memory.perBackend)) {
       used[name] = (used[name] ?? 0) + m.weightBytes + m.stateBytes + m.arenaBytes + m.ioBytes;
     }
   }
+  for (const [name, bytes] of Object.entries(countedTwice(plans, sharing))) used[name] -= bytes;
   return used;
 }
 
-/** Schedules `graphs` in order over `backends`, each within the memory the ones before it leave. */
+/** Per backend, the bytes that summing `plans` counts more than once (shared state, shared arenas). */
+function countedTwice(plans: readonly Plan[], { graphs, backends, arenaGroups }: Sharing): Record<string, number> {
+  const seen = new Set<string>(), extra: Record<string, number> = {};
+  const add = (backend: string, bytes: number) => extra[backend] = (extra[backend] ?? 0) + bytes;
+  plans.forEach((p, i) => {
+    const table = tensorTable(graphs[i]);
+    for (const s of p.state) {
+      const key = `${s.backend}\u0000${s.name}`, b = backends.find((b) => b.name === s.backend);
+      if (!seen.has(key)) seen.add(key);
+      else if (b) add(s.backend, alignUp(tensorBytes(b.caps, table[s.tensor]), b.caps.alignment));
+    }
+  });
+  for (const key of new Set(arenaGroups?.filter((g) => g !== undefined))) {
+    const group = plans.filter((_, i) => arenaGroups![i] === key);
+    for (const p of group) for (const [name, m] of Object.entries(p.memory.perBackend)) add(name, m.arenaBytes);
+    for (const [name, sizes] of Object.entries(sharedArenaBytes(group))) add(name, -sizes.reduce((a, b) => a + b, 0));
+  }
+  return extra;
+}
+
+/**
+ * Schedules `graphs` in order over `backends`, each within the memory the ones before it leave, and keeping a state
+ * an earlier plan placed (the image store, the encoder's state between stages) where it is.
+ */
 function scheduleAll(
   graphs: readonly Graph[],
   backends: readonly Backend[],
-  o: { strict?: boolean; reserveBytes?: number; sizing?: boolean },
+  o: { strict?: boolean; reserveBytes?: number; sizing?: boolean; arenaGroups?: readonly (string | undefined)[] },
 ): Plan[] {
-  const plans: Plan[] = [];
-  for (const g of graphs) plans.push(schedule(g, backends, { ...o, usedBytes: usedBy(plans) }));
+  const plans: Plan[] = [], stateHomes: Record<string, string> = {};
+  const { arenaGroups, ...options } = o, sharing = { graphs, backends, arenaGroups };
+  for (const g of graphs) {
+    const plan = schedule(g, backends, { ...options, usedBytes: usedBy(plans, sharing), stateHomes });
+    for (const s of plan.state) stateHomes[s.name] ??= s.backend; // later plans keep a shared state there
+    plans.push(plan);
+  }
   return plans;
 }
 
@@ -59,7 +105,7 @@ export async function planBackends(
   o: PlanBackendsOptions,
 ): Promise<{ backends: Backend[]; plans: Plan[] }> {
   try {
-    return { backends, plans: scheduleAll(graphs, backends, { strict: o.strict }) };
+    return { backends, plans: scheduleAll(graphs, backends, { strict: o.strict, arenaGroups: o.arenaGroups }) };
   } catch (e) {
     const at = backends.findIndex((b) => b.name === "wasm");
     if (!(e instanceof ScheduleError && e.memory) || at < 0) {
@@ -79,10 +125,12 @@ async function growWasm(
 ): Promise<{ backends: Backend[]; plans: Plan[] }> {
   const wasm = backends[at], others = backends.filter((_, i) => i !== at);
   // What the model needs on wasm: its plans with no memory limit.
-  const sizing = scheduleAll(graphs, backends, { strict: o.strict, sizing: true });
+  const sizing = scheduleAll(graphs, backends, { strict: o.strict, sizing: true, arenaGroups: o.arenaGroups });
   const perKind = sizing.map((p) => p.memory.perBackend[wasm.name]);
   const weights = perKind.reduce((n, m) => n + m.weightBytes, 0);
-  const reserve = perKind.reduce((n, m) => n + m.stateBytes + m.arenaBytes + m.ioBytes, 0); // most any instance needs
+  // The most any instance needs besides its weights (a state several plans share counted once).
+  const reserve = perKind.reduce((n, m) => n + m.stateBytes + m.arenaBytes + m.ioBytes, 0) -
+    (countedTwice(sizing, { graphs, backends, arenaGroups: o.arenaGroups })[wasm.name] ?? 0);
   const perInstance = Math.min(MAX_BYTES_64, o.backendOptions.memoryBytes ?? MAX_BYTES_64);
   // What an instance of that size offers the plans (the backend keeps some for kernel scratch, stack and statics).
   const usable = perInstance - Math.min(256 * 2 ** 20, perInstance / 8) - 4 * 2 ** 20;
@@ -112,7 +160,11 @@ async function growWasm(
         instances.push(...await createBackends(["wasm"], options));
       }
       const list = [...others.slice(0, at), ...instances, ...others.slice(at)];
-      const plans = scheduleAll(graphs, list, { strict: o.strict, reserveBytes: n === 1 ? 0 : reserve });
+      const plans = scheduleAll(graphs, list, {
+        strict: o.strict,
+        reserveBytes: n === 1 ? 0 : reserve,
+        arenaGroups: o.arenaGroups,
+      });
       const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
       o.log(
         n === 1
