@@ -161,6 +161,47 @@ Deno.test("engine: cancelling a sequence mid-encode frees its image-store rows a
   });
 });
 
+Deno.test("engine: a sequence preempted mid-encode drops its encode and rows, and encodes again when readmitted", async () => {
+  // 5 blocks of 16: a text sequence growing to 3 blocks preempts the image sequence (3 blocks) mid-encode.
+  const model = await loadModel("tiny", {
+    backend: "reference",
+    dtype: "f32",
+    seed: 3,
+    maxModelLen: 128,
+    numBlocks: 5,
+    quiet: true,
+  });
+  try {
+    const b = imagePrompt(4, 5, 23); // 43 tokens, 27 units at a unit per step
+    const alone = await (async () => {
+      const engine = await ModelEngine.create(model, { eosId: 2, prefixCaching: false });
+      try {
+        return (await firstToken(engine, b.ids, b.image)).token;
+      } finally {
+        await engine.close();
+      }
+    })();
+    const engine = await ModelEngine.create(model, { eosId: 2, prefixCaching: false, visionFlopsPerStep: 1 });
+    try {
+      const text = (async () => {
+        const gen = engine.generate({ promptIds: new Array(15).fill(1600), sampling: GREEDY, maxTokens: 40 });
+        for await (const _ of gen);
+      })();
+      const { token } = await firstToken(engine, b.ids, b.image);
+      await text;
+      const stats = engine.stats();
+      assert(stats.preemptions > 0, "the image sequence was preempted");
+      assert(stats.visionUnits > 27, `it encoded again after its readmission: ${stats.visionUnits} units`);
+      assertEquals([stats.imagesEncoded, stats.imageStoreRowsUsed, stats.imagesEncoding], [1, 0, 0]);
+      assertEquals([token.id, token.logprob], [alone.id, alone.logprob]);
+    } finally {
+      await engine.close();
+    }
+  } finally {
+    model.dispose();
+  }
+});
+
 Deno.test("engine: image vectors wait in the image store; a sequence waits for rows; rows come back", async () => {
   // Room for one 3×4 image (12 rows): the second request's image waits until the first's prefill passes its image.
   const model = await loadModel("tiny", {
