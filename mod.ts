@@ -89,6 +89,7 @@ export { loadModel, Model } from "./engine/model.ts";
 export type { LoadModelOptions, ModelLimits, StepConfig, StepInput, StepSampling } from "./engine/model.ts";
 export { EngineClosedError, ModelEngine } from "./engine/engine.ts";
 export type { ModelEngineOptions, ModelEngineStats } from "./engine/engine.ts";
+export type { ImageJob, VisionJobOptions } from "./engine/vision_job.ts";
 export type * from "./engine/types.ts";
 export { createServer } from "./server/server.ts";
 export type { ServeHandle, ServerOptions, TramontaneServer } from "./server/server.ts";

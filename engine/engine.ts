@@ -32,7 +32,7 @@ import { BatchPolicy, type Chunk } from "./batching.ts";
 import { Sequence } from "./sequence.ts";
 import { TokenStream } from "./stream.ts";
 import { BackendSampling, samplesOnBackend } from "./backend_sampling.ts";
-import { ImageStoreRows } from "./image_store.ts";
+import { ImageEncodes } from "./image_encodes.ts";
 
 /** Longest run of engine steps without a timer turn (which lets sockets be polled). */
 const IO_TURN_MS = 5;
@@ -50,6 +50,12 @@ export interface ModelEngineOptions {
   maxTokensPerStep?: number;
   /** Reuse cached blocks of earlier prompts that share a prefix (default true). */
   prefixCaching?: boolean;
+  /**
+   * Vision encoder work per engine step, in FLOPs (default: the model's `decodeFlops`, one decoded token's): a
+   * large image is encoded over many steps, a unit at a time, while other sequences decode (see
+   * `engine/image_encodes.ts`).
+   */
+  visionFlopsPerStep?: number;
   /**
    * Sample on the backend (`Model.sampleStep`: only token ids come back) in steps whose every row asks only for
    * what the backend sampler does: temperature, top-k, top-p, a constraint (default true, where the model has the
@@ -75,7 +81,13 @@ export interface ModelEngineStats extends EngineStats {
   steps: number;
   /** Images run through the vision encoder since start. */
   imagesEncoded: number;
-  /** Steps a sequence skipped because the image store had no room for its images yet. */
+  /** Vision encoder units run since start (each engine step runs some while an encode is pending). */
+  visionUnits: number;
+  /** Sequences whose images are being encoded now. */
+  imagesEncoding: number;
+  /** Image-store rows held by sequences now. */
+  imageStoreRowsUsed: number;
+  /** Steps a sequence's prefill stopped short of its images because the image store had no room for them yet. */
   imageStoreWaits: number;
   /** Tokens sampled on the backend (logits never read back) since start. */
   backendSampled: number;
@@ -115,9 +127,7 @@ export class ModelEngine implements Engine {
   #lastBatch = 0;
   #tokensProcessed = 0;
   #steps = 0;
-  #imagesEncoded = 0;
-  #imageStoreWaits = 0;
-  readonly #imageStore: ImageStoreRows;
+  readonly #images: ImageEncodes | null;
   #backendSampled = 0;
   #hostSampled = 0;
   readonly #streamBuffer: number;
@@ -133,7 +143,9 @@ export class ModelEngine implements Engine {
       ? { patchSize: v.patch_size, mergeSize: v.spatial_merge_size, maxImageSize: v.image_size }
       : null;
     this.#model = model;
-    this.#imageStore = new ImageStoreRows(limits.imageStoreRows);
+    this.#images = model.vision
+      ? new ImageEncodes({ model, flopsPerStep: options.visionFlopsPerStep ?? model.decodeFlops })
+      : null;
     this.#eosId = options.eosId;
     const buffer = options.streamBufferTokens ?? DEFAULT_STREAM_BUFFER_TOKENS;
     if (!Number.isInteger(buffer) || buffer < 1) {
@@ -203,8 +215,11 @@ export class ModelEngine implements Engine {
       tokensProcessed: this.#tokensProcessed,
       preemptions: this.#batching.preemptions,
       steps: this.#steps,
-      imagesEncoded: this.#imagesEncoded,
-      imageStoreWaits: this.#imageStoreWaits,
+      imagesEncoded: this.#images?.imagesEncoded ?? 0,
+      visionUnits: this.#images?.unitsRun ?? 0,
+      imagesEncoding: this.#images?.encoding ?? 0,
+      imageStoreRowsUsed: this.#images ? this.#images.store.capacity - this.#images.store.free : 0,
+      imageStoreWaits: this.#images?.storeWaits ?? 0,
       backendSampled: this.#backendSampled,
       hostSampled: this.#hostSampled,
       paused: [...this.#batching.running, ...this.#batching.waiting].filter((seq) => seq.paused).length,
@@ -255,7 +270,7 @@ export class ModelEngine implements Engine {
     if (images.length === 0) return null;
     if (!this.vision) return new RangeError(`generate: model ${this.#model.name} was loaded without vision`);
     const { patchSize, mergeSize } = this.vision;
-    const rows = images.reduce((n, im) => n + im.grid.rows * im.grid.cols, 0), capacity = this.#imageStore.capacity;
+    const rows = images.reduce((n, im) => n + im.grid.rows * im.grid.cols, 0), capacity = this.#images!.store.capacity;
     if (rows > capacity) {
       return new RangeError(
         `generate: the prompt's images need ${rows} rows of the image store, which holds ${capacity}: fewer or ` +
@@ -318,11 +333,15 @@ export class ModelEngine implements Engine {
     );
   }
 
-  /** Runs one step over the planned chunks and hands out its tokens. */
+  /** Runs one step over the planned chunks (and this step's encoder units) and hands out its tokens. */
   async #step(chunks: Chunk[]): Promise<void> {
-    const waiting = await this.#encodeImages(chunks);
-    // Failed sequences are gone; those whose images wait for store rows skip this step (nothing is committed).
-    chunks = chunks.filter((c) => c.seq.status === "running" && !waiting.has(c.seq));
+    const images = this.#images;
+    if (images) {
+      images.start(chunks);
+      await images.advance((seq, e) => this.#fail(seq, e));
+      // Failed sequences are gone; a prefill stops short of images whose vectors are not ready.
+      chunks = chunks.flatMap((c) => c.seq.status === "running" ? images.limit(c) ?? [] : []);
+    }
     if (chunks.length === 0) return;
     const input = stepInput(chunks);
     const sampling = chunks.filter((c) => c.samples).map((c) => c.seq);
@@ -374,39 +393,9 @@ export class ModelEngine implements Engine {
     };
   }
 
-  /**
-   * Runs the vision encoder for the step's sequences whose chunk reaches image tokens without vectors (all of a
-   * sequence's images in one batch), writing the vectors into the image store on the backend: a failure fails those
-   * sequences only. Returns the sequences that must wait for store rows (their chunks skip this step).
-   */
-  async #encodeImages(chunks: readonly Chunk[]): Promise<Set<Sequence>> {
-    const need = chunks.filter((c) => c.seq.needsImages(c.start, c.start + c.count)).map((c) => c.seq);
-    const waiting = new Set<Sequence>(), taken: Sequence[] = [];
-    for (const seq of need) {
-      const start = this.#imageStore.take(seq.imageRows);
-      if (start < 0) waiting.add(seq), this.#imageStoreWaits++;
-      else seq.imageStart = start, taken.push(seq);
-    }
-    if (taken.length === 0) return waiting;
-    try {
-      const images = taken.flatMap((s) => s.images), starts: number[] = [];
-      for (const seq of taken) {
-        let at = seq.imageStart!;
-        for (const im of seq.images) starts.push(at), at += im.positions.length;
-      }
-      await this.#model.storeImages(images, starts);
-      this.#imagesEncoded += images.length;
-    } catch (e) {
-      for (const seq of taken) this.#fail(seq, e);
-    }
-    return waiting;
-  }
-
-  /** Gives a sequence's image-store rows back. */
+  /** Gives a sequence's image-store rows back (and drops its encode, if running). */
   #releaseImages(seq: Sequence): void {
-    if (seq.imageStart === null) return;
-    this.#imageStore.give(seq.imageStart, seq.imageRows);
-    seq.imageStart = null;
+    this.#images?.release(seq);
   }
 
   /** Delivers a sequence's sampled token, or ends the sequence. */

@@ -22,14 +22,17 @@ import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
 import { type Mistral4Config, type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import type { Backend } from "../runtime/backend.ts";
 import { createBackend, createBackends } from "../runtime/registry.ts";
-import { PlanExecutor, Residency } from "../runtime/plan_executor.ts";
+import { PlanExecutor, Residency, sharedArenaBytes } from "../runtime/plan_executor.ts";
 import type { Plan } from "../runtime/schedule.ts";
 import { planBackends } from "./placement.ts";
 import { BlockPool, type SequenceBlocks } from "./kv_cache.ts";
 import { bf16ToF32 } from "../weights/codecs.ts";
 import { openModelWeights } from "./model_weights.ts";
 import { releaseScratch } from "../weights/chunks.ts";
-import { visionGraph, VisionRunner } from "./vision.ts";
+import { stageName, visionStageGraphs } from "./vision.ts";
+import { VisionRunner } from "./vision_runner.ts";
+import type { ImageJob, VisionJobOptions } from "./vision_job.ts";
+import { graphFlops } from "../graph/cost.ts";
 import { scatterRowsOp } from "../ops/scatter_rows.ts";
 import { maskWords } from "../ops/sample.ts";
 
@@ -186,6 +189,11 @@ export class Model<C extends StepConfig = Mistral4Config> {
   readonly backends: readonly Backend[];
   /** Load-time report: one line per fallback and per copy between backends (empty for a one-backend plan). */
   readonly report: readonly string[];
+  /**
+   * FLOPs of one decoded token at context 1 (every layer's linears, the routed experts a token takes, the head):
+   * the engine's default budget of vision encoder work per step.
+   */
+  readonly decodeFlops: number;
   readonly #executor: PlanExecutor;
   readonly #vision: VisionRunner | null;
   readonly #sampling: boolean;
@@ -201,6 +209,8 @@ export class Model<C extends StepConfig = Mistral4Config> {
     backends: readonly Backend[];
     report?: readonly string[];
     vision?: VisionRunner | null;
+    /** See {@link Model.decodeFlops} (default 0). */
+    decodeFlops?: number;
     /** Called by `dispose` after the backends are freed (closes weight sources). */
     release?: () => void;
   }) {
@@ -212,6 +222,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
     this.report = init.report ?? [];
     this.#executor = init.executor;
     this.#vision = init.vision ?? null;
+    this.decodeFlops = init.decodeFlops ?? 0;
     this.#release = init.release ?? (() => {});
     this.#sampling = init.graph.outputs.some((o) => o.name === "sampled");
     this.pool = new BlockPool({ numBlocks: init.limits.numBlocks, blockSize: init.limits.blockSize });
@@ -249,8 +260,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
     images: readonly { pixels: Float32Array; grid: { rows: number; cols: number } }[],
     starts: readonly number[],
   ): Promise<void> {
-    if (!this.#vision) throw new Error(`model ${this.name} was loaded without vision`);
-    return this.#vision.store(images, starts);
+    return this.#runner().store(images, starts);
   }
 
   /**
@@ -260,8 +270,31 @@ export class Model<C extends StepConfig = Mistral4Config> {
   encodeImages(
     images: readonly { pixels: Float32Array; grid: { rows: number; cols: number } }[],
   ): Promise<Float32Array[]> {
+    return this.#runner().encode(images);
+  }
+
+  /**
+   * An encode of `images` cut into units of about `flopsPerUnit` FLOPs each, to run one at a time between steps
+   * (the engine does); with `starts` the vectors go into the image store there (as {@link Model.storeImages}), with
+   * `starts: null` they are read back (`job.features`). One encode's batch runs at a time: the units share the
+   * encoder's state on the backend.
+   *
+   * @example
+   * ```ts
+   * // const job = model.imageJob([image], { starts: [0], flopsPerUnit: model.decodeFlops });
+   * // while (!job.done) await job.runNext();
+   * ```
+   */
+  imageJob(
+    images: readonly { pixels: Float32Array; grid: { rows: number; cols: number } }[],
+    options: VisionJobOptions,
+  ): ImageJob {
+    return this.#runner().job(images, options);
+  }
+
+  #runner(): VisionRunner {
     if (!this.#vision) throw new Error(`model ${this.name} was loaded without vision`);
-    return this.#vision.encode(images);
+    return this.#vision;
   }
 
   /**
@@ -458,29 +491,44 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     if (graph.outputs.some((o) => o.name === "sampled") && options.sampling === undefined) {
       if (!runsNode(first, graph, "sampled")) graph = build(false);
     }
-    // The vision graph is planned with the step graph, within what the step plan leaves, and loaded with it.
-    const graphs = vision ? [graph, visionGraph(resolved.family, config, limits.imageStoreRows)] : [graph];
-    const planned = await planBackends(graphs, backends, { strict: options.strict, backendOptions, log });
+    // The vision encoder's stage graphs are planned with the step graph, within what it leaves, and loaded with it.
+    const stages = vision ? visionStageGraphs(resolved.family, config, { imageStoreRows: limits.imageStoreRows }) : [];
+    const graphs = [graph, ...stages.map((s) => s.graph)];
+    // The stages run one at a time: their executors share one set of arenas.
+    const arenaGroups = graphs.map((_, i) => i > 0 ? "vision" : undefined);
+    const planned = await planBackends(graphs, backends, { strict: options.strict, backendOptions, log, arenaGroups });
     backends = planned.backends;
-    const [plan, visionPlan] = planned.plans;
-    const report = [...planReport(plan), ...(visionPlan ? planReport(visionPlan).map((l) => `vision ${l}`) : [])];
+    const [plan, ...stagePlans] = planned.plans;
+    const report = [
+      ...planReport(plan),
+      ...stagePlans.flatMap((p, i) => planReport(p).map((l) => `vision ${stageName(stages[i].stage)} ${l}`)),
+    ];
     for (const line of report) log(line);
-    if (visionPlan) checkImageStore(plan, visionPlan);
-    // One residency for the step and vision plans: the image store is one buffer the two share.
+    checkSharedState(planned.plans);
+    // One residency for every plan: the image store, and the encoder's state between its stages, are one buffer each.
     const residency = new Residency();
     const prev = release;
     release = () => (residency.dispose(), prev());
     const source = (d: WeightDecl) => weights.source(d);
-    const executor = await PlanExecutor.create(graph, plan, backends, { weights: source, residency });
-    let runner: VisionRunner | null = null;
-    if (visionPlan) {
-      const visionExecutor = await PlanExecutor.create(graphs[1], visionPlan, backends, { weights: source, residency })
-        .catch((e) => {
-          executor.dispose();
-          throw e;
-        });
-      runner = new VisionRunner({ config, executor: visionExecutor, imageStoreRows: limits.imageStoreRows });
+    const executors: PlanExecutor[] = [];
+    const sharedArenas = { key: "vision", bytes: sharedArenaBytes(stagePlans) };
+    try {
+      for (const [i, p] of planned.plans.entries()) {
+        const o = { weights: source, residency, ...(i > 0 ? { sharedArenas } : {}) };
+        executors.push(await PlanExecutor.create(graphs[i], p, backends, o));
+      }
+    } catch (e) {
+      for (const ex of executors) ex.dispose();
+      throw e;
     }
+    const [executor, ...stageExecutors] = executors;
+    const runner = vision
+      ? new VisionRunner({
+        config,
+        stages: stages.map((s, i) => ({ ...s, executor: stageExecutors[i] })),
+        imageStoreRows: limits.imageStoreRows,
+      })
+      : null;
     releaseScratch(); // the loads' f32 temporaries
     return new Model({
       config,
@@ -491,6 +539,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
       backends,
       report,
       vision: runner,
+      decodeFlops: decodeFlops(resolved.family, config, weights.linearDtype),
       release,
     });
   } catch (e) {
@@ -500,15 +549,31 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
   }
 }
 
-/** The step and vision plans must keep the image store on one backend: they share its buffer. */
-function checkImageStore(step: Plan, vision: Plan): void {
-  const home = (p: Plan) => p.state.find((s) => s.name === "image_store")?.backend;
-  if (home(step) !== home(vision)) {
-    throw new Error(
-      `the image store would live on ${home(vision)} for the encoder but on ${home(step)} for the steps: ` +
-        `write_rows and gather_rows must run on one backend`,
-    );
+/**
+ * Plans sharing a state tensor (the image store between the step and the encoder; the encoder's hidden state, keys
+ * and values between its stages) must keep it on one backend: they share its buffer.
+ */
+function checkSharedState(plans: readonly Plan[]): void {
+  const home = new Map<string, string>();
+  for (const p of plans) {
+    for (const s of p.state) {
+      const at = home.get(s.name);
+      if (at === undefined) home.set(s.name, s.backend);
+      else if (at !== s.backend) {
+        throw new Error(
+          `state ${s.name} would live on ${at} for one graph but on ${s.backend} for another: the ops that read ` +
+            `and write it (write_rows, gather_rows) must run on one backend`,
+        );
+      }
+    }
   }
+}
+
+/** See {@link Model.decodeFlops}: the step graph for one token, one sequence, one cache position. */
+function decodeFlops(family: ModelFamily, config: Mistral4Config, linearDtype: DType | undefined): number {
+  const g = new GraphBuilder();
+  family.build(g, config, { maxTokens: 1, maxSeqs: 1, numBlocks: 1, blockSize: 1, maxBlocksPerSeq: 1, linearDtype });
+  return graphFlops(g.build(), { T: 1, S: 1, R: 1 });
 }
 
 /** One line per fallback and per distinct copy of a plan (what `--backend a,b` changed), for the load report. */

@@ -10,11 +10,12 @@
  * @module
  */
 
-import type { Graph } from "../graph/ir.ts";
-import type { Backend, BackendOptions } from "../runtime/backend.ts";
+import { type Graph, tensorTable } from "../graph/ir.ts";
+import { alignUp, type Backend, type BackendOptions, tensorBytes } from "../runtime/backend.ts";
 import { MAX_BYTES_32, MAX_BYTES_64 } from "../runtime/backends/wasm/module.ts";
 import { createBackends } from "../runtime/registry.ts";
 import { type Plan, schedule, ScheduleError } from "../runtime/schedule.ts";
+import { sharedArenaBytes } from "../runtime/plan_executor.ts";
 
 /** Most wasm instances one model is split over (each has its own threads). */
 const MAX_INSTANCES = 64;
@@ -29,6 +30,11 @@ export interface PlanBackendsOptions {
   log: (line: string) => void;
   /** The host's memory (default: the system's total where `--allow-sys` permits reading it; else unchecked). */
   hostMemoryBytes?: number;
+  /**
+   * Per graph, the key of the arenas its executor shares with others (`PlanExecutorOptions.sharedArenas`; the
+   * vision encoder's stages), or undefined: shared arenas count once, at the largest each plan asks.
+   */
+  arenaGroups?: readonly (string | undefined)[];
 }
 
 /** How `wasm` grows to hold the plans. */
@@ -79,25 +85,65 @@ class HostMemoryError extends ScheduleError {
   }
 }
 
-/** What each plan holds on each backend (weights, state, arena, I/O), summed over `plans`. */
-function usedBy(plans: readonly Plan[]): Record<string, number> {
+/** How the plans' memory is counted: graphs (for state sizes) and arena groups, aligned with the plans. */
+type Sharing = {
+  graphs: readonly Graph[];
+  backends: readonly Backend[];
+  arenaGroups?: readonly (string | undefined)[];
+};
+
+/**
+ * What `plans` hold on each backend together (weights, state, arena, I/O), each buffer once: a state several plans
+ * declare (the image store; the vision encoder's state between its stages) is one buffer, and arenas shared by a
+ * group of executors are one set.
+ */
+function usedBy(plans: readonly Plan[], sharing: Sharing): Record<string, number> {
   const used: Record<string, number> = {};
   for (const p of plans) {
     for (const [name, m] of Object.entries(p.memory.perBackend)) {
       used[name] = (used[name] ?? 0) + m.weightBytes + m.stateBytes + m.arenaBytes + m.ioBytes;
     }
   }
+  for (const [name, bytes] of Object.entries(countedTwice(plans, sharing))) used[name] -= bytes;
   return used;
 }
 
-/** Schedules `graphs` in order over `backends`, each within the memory the ones before it leave. */
+/** Per backend, the bytes that summing `plans` counts more than once (shared state, shared arenas). */
+function countedTwice(plans: readonly Plan[], { graphs, backends, arenaGroups }: Sharing): Record<string, number> {
+  const seen = new Set<string>(), extra: Record<string, number> = {};
+  const add = (backend: string, bytes: number) => extra[backend] = (extra[backend] ?? 0) + bytes;
+  plans.forEach((p, i) => {
+    const table = tensorTable(graphs[i]);
+    for (const s of p.state) {
+      const key = `${s.backend}\u0000${s.name}`, b = backends.find((b) => b.name === s.backend);
+      if (!seen.has(key)) seen.add(key);
+      else if (b) add(s.backend, alignUp(tensorBytes(b.caps, table[s.tensor]), b.caps.alignment));
+    }
+  });
+  for (const key of new Set(arenaGroups?.filter((g) => g !== undefined))) {
+    const group = plans.filter((_, i) => arenaGroups![i] === key);
+    for (const p of group) for (const [name, m] of Object.entries(p.memory.perBackend)) add(name, m.arenaBytes);
+    for (const [name, sizes] of Object.entries(sharedArenaBytes(group))) add(name, -sizes.reduce((a, b) => a + b, 0));
+  }
+  return extra;
+}
+
+/**
+ * Schedules `graphs` in order over `backends`, each within the memory the ones before it leave, and keeping a state
+ * an earlier plan placed (the image store, the encoder's state between stages) where it is.
+ */
 function scheduleAll(
   graphs: readonly Graph[],
   backends: readonly Backend[],
-  o: { strict?: boolean; reserveBytes?: number; sizing?: boolean },
+  o: { strict?: boolean; reserveBytes?: number; sizing?: boolean; arenaGroups?: readonly (string | undefined)[] },
 ): Plan[] {
-  const plans: Plan[] = [];
-  for (const g of graphs) plans.push(schedule(g, backends, { ...o, usedBytes: usedBy(plans) }));
+  const plans: Plan[] = [], stateHomes: Record<string, string> = {};
+  const { arenaGroups, ...options } = o, sharing = { graphs, backends, arenaGroups };
+  for (const g of graphs) {
+    const plan = schedule(g, backends, { ...options, usedBytes: usedBy(plans, sharing), stateHomes });
+    for (const s of plan.state) stateHomes[s.name] ??= s.backend; // later plans keep a shared state there
+    plans.push(plan);
+  }
   return plans;
 }
 
@@ -113,7 +159,7 @@ export async function planBackends(
   const at = backends.findIndex((b) => b.name === "wasm");
   try {
     try {
-      return { backends, plans: scheduleAll(graphs, backends, { strict: o.strict }) };
+      return { backends, plans: scheduleAll(graphs, backends, { strict: o.strict, arenaGroups: o.arenaGroups }) };
     } catch (e) {
       if (!(e instanceof ScheduleError && e.memory) || at < 0) throw e;
     }
@@ -140,7 +186,7 @@ export async function previewPlacement(
   o: PlanBackendsOptions,
 ): Promise<PlacementPreview> {
   const host = o.hostMemoryBytes ?? hostMemoryBytes();
-  const sizing = scheduleAll(graphs, backends, { strict: o.strict, sizing: true });
+  const sizing = scheduleAll(graphs, backends, { strict: o.strict, sizing: true, arenaGroups: o.arenaGroups });
   const needWeightBytes: Record<string, number> = {};
   for (const p of sizing) {
     for (const [name, m] of Object.entries(p.memory.perBackend)) {
@@ -149,7 +195,7 @@ export async function previewPlacement(
   }
   const base = {
     backends: backends.map((b) => b.name),
-    needBytes: usedBy(sizing),
+    needBytes: usedBy(sizing, { graphs, backends, arenaGroups: o.arenaGroups }),
     needWeightBytes,
     capacityBytes: Object.fromEntries(backends.map((b) => [b.name, b.caps.memoryBytes])),
     hostMemoryBytes: host,
@@ -160,7 +206,11 @@ export async function previewPlacement(
   };
   const at = backends.findIndex((b) => b.name === "wasm");
   try {
-    return { ...base, fits: true, plans: scheduleAll(graphs, backends, { strict: o.strict }) };
+    return {
+      ...base,
+      fits: true,
+      plans: scheduleAll(graphs, backends, { strict: o.strict, arenaGroups: o.arenaGroups }),
+    };
   } catch (e) {
     if (at < 0 || !(e instanceof ScheduleError && e.memory)) return failed(e);
   }
@@ -214,10 +264,12 @@ function sizeWasm(
 ): Sizing {
   const wasm = backends[at];
   // What the model needs on wasm: its plans with no memory limit.
-  const sizing = scheduleAll(graphs, backends, { strict: o.strict, sizing: true });
+  const sizing = scheduleAll(graphs, backends, { strict: o.strict, sizing: true, arenaGroups: o.arenaGroups });
   const perKind = sizing.map((p) => p.memory.perBackend[wasm.name]);
   const weights = perKind.reduce((n, m) => n + m.weightBytes, 0);
-  const reserve = perKind.reduce((n, m) => n + m.stateBytes + m.arenaBytes + m.ioBytes, 0); // most any instance needs
+  // The most any instance needs besides its weights (a state several plans share counted once).
+  const reserve = perKind.reduce((n, m) => n + m.stateBytes + m.arenaBytes + m.ioBytes, 0) -
+    (countedTwice(sizing, { graphs, backends, arenaGroups: o.arenaGroups })[wasm.name] ?? 0);
   const instanceBytes = Math.min(MAX_BYTES_64, o.backendOptions.memoryBytes ?? MAX_BYTES_64);
   const usable = usableBytes(instanceBytes);
   const one = o.backendOptions.memoryBytes === undefined && weights + reserve <= usable;
@@ -262,8 +314,13 @@ async function growInto(
         instances.push(...await make(options));
       }
       const list = [...others.slice(0, at), ...instances, ...others.slice(at)];
-      const plans = scheduleAll(graphs, list, { strict: o.strict, reserveBytes: n === 1 ? 0 : growth.reserve });
-      const used = usedBy(plans), onWasm = instances.reduce((s, b) => s + (used[b.name] ?? 0), 0);
+      const plans = scheduleAll(graphs, list, {
+        strict: o.strict,
+        reserveBytes: n === 1 ? 0 : growth.reserve,
+        arenaGroups: o.arenaGroups,
+      });
+      const used = usedBy(plans, { graphs, backends: list, arenaGroups: o.arenaGroups }),
+        onWasm = instances.reduce((s, b) => s + (used[b.name] ?? 0), 0);
       if (host !== undefined && onWasm > host) {
         throw new HostMemoryError(
           `the model needs ${gib(onWasm)} of wasm memory${n > 1 ? ` over ${n} instances` : ""} but this host has ` +

@@ -49,8 +49,9 @@ export class Sequence {
   /** The prompt's images (empty for text). */
   readonly images: readonly ImageInput[];
   /**
-   * The image-store row of its first image's first vector once encoded (the images follow one another), until its
-   * prefill has passed its last image token; null before, and after (a preempted sequence encodes them again).
+   * The image-store row of its first image's first vector from the start of its encode (the images follow one
+   * another; the engine knows when the encode is done) until its prefill has passed its last image token; null
+   * before, and after (a preempted sequence encodes them again).
    */
   imageStart: number | null = null;
   #keys: number[] | null = null;

@@ -17,10 +17,9 @@
  */
 
 import { GraphBuilder } from "../graph/builder.ts";
-import type { Mistral4Config } from "../graph/models/mistral4.ts";
+import type { Mistral4Config, VisionStage } from "../graph/models/mistral4.ts";
 import type { ModelFamily } from "../graph/models/mod.ts";
 import type { Graph } from "../graph/ir.ts";
-import type { PlanExecutor } from "../runtime/plan_executor.ts";
 
 /** One preprocessed image: normalised CHW pixels of `(patch·merge·rows) × (patch·merge·cols)`, and its grid. */
 export type VisionImage = { pixels: Float32Array; grid: { rows: number; cols: number } };
@@ -100,8 +99,9 @@ export function maxImagePatches(config: Mistral4Config): number {
 }
 
 /**
- * The vision graph (encoder + projector) of `config` for batches of up to the largest image, writing into an image
- * store of `imageStoreRows` rows when that is set (see `buildVision`).
+ * The whole vision graph (encoder + projector in one graph) of `config` for batches of up to the largest image,
+ * writing into an image store of `imageStoreRows` rows when that is set (see `buildVision`). The model runs the
+ * encoder by stages ({@link visionStageGraphs}), which give the same vectors; this one is for inspection and tests.
  */
 export function visionGraph(family: ModelFamily, config: Mistral4Config, imageStoreRows: number): Graph {
   const g = new GraphBuilder();
@@ -109,94 +109,32 @@ export function visionGraph(family: ModelFamily, config: Mistral4Config, imageSt
   return g.build();
 }
 
+/** Patch rows a stage unit takes at most (the stage graphs' `Q`): what sizes their arenas. */
+export const MAX_UNIT_ROWS = 1024;
+
 /**
- * Runs the vision graph for batches of images on its executor (planned and loaded with the model, over the model's
- * backends, sharing the step plan's residency and so its image store). `store` writes the vectors into the store on
- * the backend (the step graph reads them there); `encode` reads them back instead (tests, tools).
+ * The stage graphs of `config`'s encoder in run order (embed; keys and layer per block; project), for batches of
+ * up to the largest image and units of up to `maxRows` patch rows, the last writing into an image store of
+ * `imageStoreRows` rows when that is set (see `buildVisionStage`).
  */
-export class VisionRunner {
-  readonly #config: Mistral4Config;
-  readonly #executor: PlanExecutor;
-  readonly #storeRows: number;
-  /** Max patches per run (symbol `P`). */
-  readonly maxPatches: number;
+export function visionStageGraphs(
+  family: ModelFamily,
+  config: Mistral4Config,
+  o: { imageStoreRows: number; maxRows?: number },
+): { stage: VisionStage; graph: Graph }[] {
+  const maxPatches = maxImagePatches(config), layers = config.vision_config!.num_hidden_layers;
+  const maxRows = Math.min(maxPatches, o.maxRows ?? MAX_UNIT_ROWS);
+  const stages: VisionStage[] = [{ kind: "embed" }];
+  for (let layer = 0; layer < layers; layer++) stages.push({ kind: "keys", layer }, { kind: "layer", layer });
+  stages.push({ kind: "project" });
+  return stages.map((stage) => {
+    const g = new GraphBuilder();
+    family.buildVisionStage(g, config, { maxPatches, maxRows, imageStoreRows: o.imageStoreRows, stage });
+    return { stage, graph: g.build() };
+  });
+}
 
-  /** `executor` runs `visionGraph(…, imageStoreRows)`. */
-  constructor(init: { config: Mistral4Config; executor: PlanExecutor; imageStoreRows: number }) {
-    this.#config = init.config;
-    this.#executor = init.executor;
-    this.#storeRows = init.imageStoreRows;
-    this.maxPatches = maxImagePatches(init.config);
-  }
-
-  /** One `f32 [rows·cols, hidden_size]` array per image, in order; images are packed into runs of ≤ maxPatches. */
-  async encode(images: readonly VisionImage[]): Promise<Float32Array[]> {
-    const out: Float32Array[] = [], D = this.#config.hidden_size;
-    await this.#runs(images, null, (features, tokens) => {
-      let o = 0;
-      for (const n of tokens) out.push(features!.slice(o * D, (o + n) * D)), o += n;
-    });
-    return out;
-  }
-
-  /** Writes image `i`'s vectors into the image store at rows `starts[i]`…; nothing is read back. */
-  async store(images: readonly VisionImage[], starts: readonly number[]): Promise<void> {
-    const rows = this.#storeRows;
-    if (rows === 0) throw new Error("vision: the model has no image store");
-    if (starts.length !== images.length) {
-      throw new Error(`vision: ${starts.length} store rows for ${images.length} images`);
-    }
-    images.forEach((im, i) => {
-      const n = im.grid.rows * im.grid.cols;
-      if (!(starts[i] >= 0 && starts[i] + n <= rows)) {
-        throw new RangeError(`vision: image ${i} (${n} vectors) at store row ${starts[i]} outside 0..${rows}`);
-      }
-    });
-    await this.#runs(images, starts, () => {});
-  }
-
-  /** Runs the graph over batches of ≤ maxPatches patches: `starts` null reads the features back, else stores them. */
-  async #runs(
-    images: readonly VisionImage[],
-    starts: readonly number[] | null,
-    done: (features: Float32Array | null, tokens: number[]) => void,
-  ): Promise<void> {
-    const v = this.#config.vision_config!;
-    const geo = { patchSize: v.patch_size, mergeSize: v.spatial_merge_size, channels: v.num_channels };
-    const perImage = (im: VisionImage) => im.grid.rows * im.grid.cols * geo.mergeSize ** 2;
-    for (let i = 0; i < images.length;) {
-      let j = i, patches = 0;
-      while (j < images.length && patches + perImage(images[j]) <= this.maxPatches) patches += perImage(images[j++]);
-      if (j === i) throw new Error(`image ${i}: ${perImage(images[i])} patches exceed ${this.maxPatches}`);
-      const batch = visionBatch(images.slice(i, j), geo);
-      // Each vector's store row, or −1 (written nowhere) when reading the features back.
-      const slots = new Int32Array(batch.tokens.reduce((a, b) => a + b, 0)).fill(-1);
-      if (starts) {
-        let o = 0;
-        batch.tokens.forEach((n, k) => {
-          for (let r = 0; r < n; r++) slots[o + r] = starts[i + k] + r;
-          o += n;
-        });
-      }
-      const inputs = { patches: batch.patches, pos: batch.pos, segment: batch.segment, mergeIndex: batch.mergeIndex };
-      const res = await this.#executor.run({
-        inputs: this.#storeRows ? { ...inputs, slots } : inputs,
-        outputs: starts ? [] : ["features"],
-      });
-      done(starts ? null : res.features as Float32Array, batch.tokens);
-      i = j;
-    }
-  }
-
-  /** The backends the vision graph runs on, most nodes first: `wasm`, or e.g. `webgpu,wasm` after a fallback. */
-  get backendName(): string {
-    const count = new Map<string, number>();
-    for (const s of this.#executor.plan.segments) count.set(s.backend, (count.get(s.backend) ?? 0) + s.nodes.length);
-    return [...count].sort((a, b) => b[1] - a[1]).map(([n]) => n).join(",");
-  }
-
-  /** Frees the vision graph's buffers (its weights and the store live in the shared residency). */
-  dispose(): void {
-    this.#executor.dispose();
-  }
+/** The name of a stage, for load reports: `embed`, `keys 3`, `layer 3`, `project`. */
+export function stageName(stage: VisionStage): string {
+  return "layer" in stage ? `${stage.kind} ${stage.layer}` : stage.kind;
 }

@@ -20,7 +20,16 @@
  */
 
 import type { GraphBuilder, NodeOptions, Tensor } from "../graph/builder.ts";
-import { concreteDim, expectDim, expectDType, expectFloat, expectRank, ioBytes, type OpDef } from "./op.ts";
+import {
+  concreteDim,
+  expectDim,
+  expectDType,
+  expectFloat,
+  expectRank,
+  ioBytes,
+  type OpDef,
+  type RefTensor,
+} from "./op.ts";
 
 /** `scale`: the softmax scale (1/√d for the vision encoder). */
 export type AttentionAttrs = { scale: number };
@@ -47,34 +56,9 @@ export const attentionOp: OpDef<AttentionAttrs> = {
     return { shape: [q.shape[0], q.shape[1], v.shape[2]], dtype: q.dtype };
   },
   reference([q, k, v, segment], out, { scale }) {
-    const [n, heads, d] = q.shape, dv = v.shape[2];
-    const seg = segment.data;
-    const scores = new Float64Array(n), acc = new Float64Array(dv);
-    for (let i = 0; i < n; i++) {
-      for (let h = 0; h < heads; h++) {
-        const qo = (i * heads + h) * d;
-        let max = -Infinity;
-        for (let j = 0; j < n; j++) {
-          if (seg[j] !== seg[i]) continue;
-          const ko = (j * heads + h) * d;
-          let s = 0;
-          for (let c = 0; c < d; c++) s += q.data[qo + c] * k.data[ko + c];
-          scores[j] = s * scale;
-          if (scores[j] > max) max = scores[j];
-        }
-        acc.fill(0);
-        let sum = 0;
-        for (let j = 0; j < n; j++) {
-          if (seg[j] !== seg[i]) continue;
-          const p = Math.exp(scores[j] - max);
-          sum += p;
-          const vo = (j * heads + h) * dv;
-          for (let c = 0; c < dv; c++) acc[c] += p * v.data[vo + c];
-        }
-        const oo = (i * heads + h) * dv;
-        for (let c = 0; c < dv; c++) out.data[oo + c] = acc[c] / sum;
-      }
-    }
+    const [n, heads] = q.shape;
+    const args = { q, k, v, segment, out, scale, scores: new Float64Array(n), acc: new Float64Array(v.shape[2]) };
+    for (let i = 0; i < n; i++) for (let h = 0; h < heads; h++) attendRow(args, i, i, h);
   },
   cost(inputs, out) {
     // Upper bound: one segment holding every row.
@@ -82,6 +66,49 @@ export const attentionOp: OpDef<AttentionAttrs> = {
     return { flops: 2 * n * n * heads * (d + dv), bytes: ioBytes(inputs, out) };
   },
 };
+
+/** What {@link attendRow} reads and writes: the op's tensors, the scale, and per-row f64 scratch. */
+export type AttendRowArgs = {
+  q: RefTensor;
+  k: RefTensor;
+  v: RefTensor;
+  segment: RefTensor;
+  out: RefTensor;
+  scale: number;
+  scores: Float64Array;
+  acc: Float64Array;
+};
+
+/**
+ * The reference of one query row and head: `q` row `qi` attends to the key rows `j < segment` length whose segment
+ * is `segment[row]` (`row`: the query's row in the batch), in f64, written to `out` row `qi`. Shared by `attention`
+ * and `attention_rows`, so the two agree bit for bit.
+ */
+export function attendRow(a: AttendRowArgs, qi: number, row: number, h: number): void {
+  const { q, k, v, out, scale, scores, acc } = a, seg = a.segment.data;
+  const heads = q.shape[1], d = q.shape[2], dv = v.shape[2], n = seg.length;
+  const qo = (qi * heads + h) * d;
+  let max = -Infinity;
+  for (let j = 0; j < n; j++) {
+    if (seg[j] !== seg[row]) continue;
+    const ko = (j * heads + h) * d;
+    let s = 0;
+    for (let c = 0; c < d; c++) s += q.data[qo + c] * k.data[ko + c];
+    scores[j] = s * scale;
+    if (scores[j] > max) max = scores[j];
+  }
+  acc.fill(0);
+  let sum = 0;
+  for (let j = 0; j < n; j++) {
+    if (seg[j] !== seg[row]) continue;
+    const p = Math.exp(scores[j] - max);
+    sum += p;
+    const vo = (j * heads + h) * dv;
+    for (let c = 0; c < dv; c++) acc[c] += p * v.data[vo + c];
+  }
+  const oo = (qi * heads + h) * dv;
+  for (let c = 0; c < dv; c++) out.data[oo + c] = acc[c] / sum;
+}
 
 /** The tensors of one {@link attention} call. */
 export type AttentionInputs = { q: Tensor; k: Tensor; v: Tensor; segment: Tensor };

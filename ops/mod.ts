@@ -14,6 +14,7 @@
 import type { OpDef } from "./op.ts";
 import { addOp } from "./add.ts";
 import { attentionOp } from "./attention.ts";
+import { attentionRowsOp } from "./attention_rows.ts";
 import { attnTemperatureOp } from "./attn_temperature.ts";
 import { concatOp } from "./concat.ts";
 import { embeddingOp } from "./embedding.ts";
@@ -40,6 +41,7 @@ import { writeRowsOp } from "./write_rows.ts";
 const ALL: OpDef<any>[] = [
   addOp,
   attentionOp,
+  attentionRowsOp,
   attnTemperatureOp,
   concatOp,
   embeddingOp,
@@ -78,6 +80,7 @@ export function getOp(name: string): OpDef<any> {
 export type { ConcreteType, Cost, OpDef, RefData, RefTensor } from "./op.ts";
 export { add } from "./add.ts";
 export { attention, type AttentionAttrs, type AttentionInputs } from "./attention.ts";
+export { attentionRows, type AttentionRowsInputs } from "./attention_rows.ts";
 export { attnTemperature, type AttnTemperatureAttrs } from "./attn_temperature.ts";
 export { concat } from "./concat.ts";
 export { embedding, type EmbeddingAttrs } from "./embedding.ts";

@@ -1,8 +1,9 @@
 /**
- * `write_rows`: `target [N, D]` (a state tensor, **written in place**, input 0), `rows i32 [R]`, `src [R, D]` →
- * `target[rows[r]] = src[r]` for each r in order (a row given twice ends with its last source; a negative row
- * writes nothing); the op's result is `src` as given `[R, D]`. The vision graph stores each image's vectors in the model's image store this way, so the
- * step that places them reads them on the backend (`gather_rows`) and they never travel through the host.
+ * `write_rows`: `target [N, …]` (a state tensor, **written in place**, input 0), `rows i32 [R]`, `src [R, …]` (the
+ * same trailing dims) → `target[rows[r]] = src[r]` for each r in order (a row given twice ends with its last
+ * source; a negative row writes nothing); the op's result is `src` as given `[R, …]`. The vision graph stores each image's vectors in the
+ * model's image store this way, so the step that places them reads them on the backend (`gather_rows`) and they
+ * never travel through the host; the encoder run a few rows at a time keeps its hidden state, keys and values so.
  *
  * @example
  * ```ts
@@ -19,6 +20,7 @@
  */
 
 import type { GraphBuilder, NodeOptions, Tensor } from "../graph/builder.ts";
+import { numel } from "../graph/ir.ts";
 import { concreteDim, expectDim, expectDType, expectFloat, expectRank, type OpDef, tensorBytes } from "./op.ts";
 
 /** The `write_rows` op (no attributes). Input 0 is written in place. */
@@ -29,17 +31,19 @@ export const writeRowsOp: OpDef<Record<string, never>> = {
   inferShape([target, rows, src]) {
     expectFloat("target", target);
     expectFloat("src", src);
-    expectRank("target", target, 2);
-    expectRank("src", src, 2);
+    if (target.shape.length < 2) throw new Error(`target must have rank ≥ 2, got ${target.shape.length}`);
+    expectRank("src", src, target.shape.length);
     expectRank("rows", rows, 1);
     expectDType("rows", rows, "i32");
     concreteDim("target rows", target.shape[0]);
     expectDim("rows vs src dim 0", rows.shape[0], src.shape[0]);
-    expectDim("width (target vs src)", target.shape[1], src.shape[1]);
+    for (let i = 1; i < target.shape.length; i++) {
+      expectDim(`width, dim ${i} (target vs src)`, target.shape[i], src.shape[i]);
+    }
     return { shape: [...src.shape], dtype: src.dtype };
   },
   reference([target, rows, src], out) {
-    const [n, d] = target.shape;
+    const n = target.shape[0], d = numel(target.shape) / n;
     out.data.set(src.data);
     for (let r = 0; r < rows.shape[0]; r++) {
       const i = rows.data[r];

@@ -23,3 +23,13 @@ Deno.test("write_rows: rows land at their indices, in order; the result is the s
   assertEquals(Array.from(out.data), [1, 2, 3, 4, 5, 6]);
   assertThrows(() => runReference(writeRowsOp, [target, i32([1], [4]), f32([1, 2], [1, 1])], {}), RangeError, "row 4");
 });
+
+Deno.test("write_rows: a rank-3 target takes rows of its leading dim", () => {
+  const g = new GraphBuilder();
+  const M = sym("M", 4), store = g.state("keys", [5, 2, 3], "f32");
+  assertEquals(writeRows(g, store, g.input("rows", [M], "i32"), g.input("src", [M, 2, 3], "f32")).shape, [M, 2, 3]);
+  assertThrows(() => writeRows(g, store, g.input("r2", [M], "i32"), g.input("s2", [M, 6], "f32")), Error, "rank");
+  const target = f32([3, 2, 2], new Array(12).fill(0));
+  runReference(writeRowsOp, [target, i32([2], [2, 0]), f32([2, 2, 2], [1, 2, 3, 4, 5, 6, 7, 8])], {});
+  assertEquals(Array.from(target.data), [5, 6, 7, 8, 0, 0, 0, 0, 1, 2, 3, 4]);
+});

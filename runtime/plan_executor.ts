@@ -75,7 +75,28 @@ export type PlanExecutorOptions = {
   weights: WeightSources;
   /** Weights and state shared with other executors (other buckets of the same model); owned by the caller. */
   residency?: Residency;
+  /**
+   * One set of arenas for every executor given the same `key` (through the same residency), for executors that
+   * never run at the same time (the vision encoder's stages): `bytes` per backend, each arena at least what the
+   * plan asks (`sharedArenaBytes` of all their plans).
+   */
+  sharedArenas?: { key: string; bytes: Readonly<Record<string, readonly number[]>> };
 };
+
+/**
+ * Arena sizes that serve each of `plans` (per backend, each arena the largest any plan asks): for executors sharing
+ * arenas (`PlanExecutorOptions.sharedArenas`).
+ */
+export function sharedArenaBytes(plans: readonly Plan[]): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const p of plans) {
+    for (const [name, m] of Object.entries(p.memory.perBackend)) {
+      const sizes = out[name] ??= [];
+      m.arenas.forEach((b, i) => sizes[i] = Math.max(sizes[i] ?? 0, b));
+    }
+  }
+  return out;
+}
 
 /**
  * One run: per-run inputs by name, symbol values (symbols left out are solved from input lengths), and the outputs
@@ -93,11 +114,11 @@ export class Residency {
   #held = new Map<string, { backend: Backend; buffers: BufferHandle[]; sizes: string }>();
 
   /**
-   * The buffers of `name` (a weight, or state) on `backend`, one per size in `sizes` (a split weight has several),
+   * The buffers of `name` (a weight, state, or shared arenas) on `backend`, one per size in `sizes` (a split weight has several),
    * allocating them and running `init` the first time. If `init` fails they are freed and the error rethrown.
    */
   async acquire(
-    kind: "weight" | "state",
+    kind: "weight" | "state" | "arena",
     backend: Backend,
     name: string,
     sizes: readonly number[],
@@ -182,7 +203,7 @@ export class PlanExecutor {
     }
     const ex = new PlanExecutor(graph, plan, byName, options.residency);
     try {
-      await ex.#allocate(weights);
+      await ex.#allocate(weights, options.sharedArenas);
       await ex.#prepare();
     } catch (e) {
       ex.dispose();
@@ -254,7 +275,7 @@ export class PlanExecutor {
     if (this.#ownsResidency) this.#residency.dispose();
   }
 
-  async #allocate(weights: WeightSources): Promise<void> {
+  async #allocate(weights: WeightSources, shared?: PlanExecutorOptions["sharedArenas"]): Promise<void> {
     const own = (backend: Backend, bytes: number, what: string) => {
       let buffer;
       try {
@@ -266,8 +287,16 @@ export class PlanExecutor {
       return buffer;
     };
     for (const name of this.plan.backends) {
-      const sizes = this.plan.memory.perBackend[name].arenas;
-      this.#arenas.set(name, sizes.map((bytes, i) => own(this.#backends.get(name)!, bytes, `arena ${i}`)));
+      const sizes = this.plan.memory.perBackend[name].arenas, backend = this.#backends.get(name)!;
+      if (!shared) {
+        this.#arenas.set(name, sizes.map((bytes, i) => own(backend, bytes, `arena ${i}`)));
+        continue;
+      }
+      const bytes = shared.bytes[name] ?? [];
+      if (sizes.some((b, i) => !(bytes[i] >= b))) {
+        throw new Error(`shared arenas ${shared.key} on ${name}: [${bytes}] B, smaller than the plan's [${sizes}] B`);
+      }
+      this.#arenas.set(name, await this.#residency.acquire("arena", backend, shared.key, bytes, () => {}));
     }
     const consumers = new Map<number, Node[]>();
     for (const n of this.graph.nodes) {

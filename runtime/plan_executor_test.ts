@@ -12,7 +12,7 @@ import { CheckpointError } from "../weights/errors.ts";
 import { createNullBackend, type NullBackend } from "./backends/null.ts";
 import { referenceBackend } from "./backends/reference.ts";
 import { runGraph } from "./execute.ts";
-import { PlanExecutor, Residency, type RunOptions } from "./plan_executor.ts";
+import { PlanExecutor, Residency, type RunOptions, sharedArenaBytes } from "./plan_executor.ts";
 import { schedule } from "./schedule.ts";
 import { chain, impersonate, mlaLayer, residualLm, residualLmWeights, zeroWeight } from "../tests/schedule_helpers.ts";
 import { memorySource } from "../weights/memory_source.ts";
@@ -336,3 +336,56 @@ Deno.test("plan executor: a failing weight source frees everything uploaded and 
 function count(b: NullBackend, method: string): number {
   return b.calls.filter((c) => c.method === method).length;
 }
+
+Deno.test("plan executor: executors given one shared-arena key hold one set of arenas, sized for the largest", async () => {
+  const graphs = [chain(2), residualLm()];
+  const cpu = createNullBackend({ name: "cpu" });
+  const plans = graphs.map((g) => schedule(g, [cpu]));
+  const bytes = sharedArenaBytes(plans);
+  assertEquals(bytes.cpu, [Math.max(...plans.map((p) => p.memory.perBackend.cpu.arenaBytes))]);
+  const residency = new Residency(), sharedArenas = { key: "stages", bytes };
+  const allocs = () => cpu.calls.filter((c) => c.method === "alloc").length;
+  const first = await PlanExecutor.create(graphs[0], plans[0], [cpu], { weights: zeroWeight, residency, sharedArenas });
+  // Weights come from the residency once loaded (`warm`): then an executor alone allocates only its arena more.
+  const warm = await PlanExecutor.create(graphs[1], plans[1], [cpu], { weights: zeroWeight, residency });
+  let before = allocs();
+  const alone = await PlanExecutor.create(graphs[1], plans[1], [cpu], { weights: zeroWeight, residency });
+  const own = allocs() - before;
+  before = allocs();
+  const second = await PlanExecutor.create(graphs[1], plans[1], [cpu], {
+    weights: zeroWeight,
+    residency,
+    sharedArenas,
+  });
+  assertEquals(own - (allocs() - before), 1, "the second executor allocates no arena of its own");
+  warm.dispose();
+  alone.dispose();
+  // Results stay right with the arena shared (reference backend).
+  const ref = await referenceBackend.create();
+  const rs = new Residency(), weights = residualLmWeights(mulberry32(8));
+  const refPlans = graphs.map((g) => schedule(g, [ref]));
+  const shared = { key: "stages", bytes: sharedArenaBytes(refPlans) };
+  const a = await PlanExecutor.create(graphs[0], refPlans[0], [ref], {
+    weights: zeroWeight,
+    residency: rs,
+    sharedArenas: shared,
+  });
+  const b = await PlanExecutor.create(graphs[1], refPlans[1], [ref], { weights, residency: rs, sharedArenas: shared });
+  const step = lmStep(mulberry32(9), 6, 2);
+  await a.run({ inputs: { x: new Float32Array(6 * 256).fill(1) } });
+  assertClose((await b.run(step)).logits, (await runGraph(graphs[1], ref, { weights, ...step })).logits, 0);
+  // Too small for a plan: an error, not an overflow.
+  await assertRejects(
+    () =>
+      PlanExecutor.create(graphs[1], refPlans[1], [ref], {
+        weights,
+        sharedArenas: { key: "k", bytes: { reference: [8] } },
+      }),
+    Error,
+    "smaller than the plan's",
+  );
+  for (const ex of [first, second, a, b]) ex.dispose();
+  residency.dispose();
+  rs.dispose();
+  ref.dispose();
+});

@@ -4,6 +4,8 @@ import { tensorTable } from "../graph/ir.ts";
 import { add } from "../ops/add.ts";
 import { matmul } from "../ops/matmul.ts";
 import { rmsNorm } from "../ops/rms_norm.ts";
+import { gatherRows } from "../ops/gather_rows.ts";
+import { writeRows } from "../ops/write_rows.ts";
 import { createNullBackend } from "./backends/null.ts";
 import { formatPlan, type Plan, schedule, ScheduleError } from "./schedule.ts";
 import { chain, mlaLayer, residualLm } from "../tests/schedule_helpers.ts";
@@ -324,4 +326,31 @@ Deno.test("schedule: a backend's activation dtype sizes its arena and its copies
   const copies = plan.copies.map((c) => [c.name, c.fromDType, c.toDType]);
   assert(copies.some(([n, f, t]) => n === "embed" && f === "f32" && t === "f16"), JSON.stringify(copies));
   assert(copies.some(([, f, t]) => f === "f16" && t === "f32"), JSON.stringify(copies));
+});
+
+Deno.test("schedule: a state another plan placed (stateHomes) stays there, with the weight-less ops touching it", () => {
+  const build = () => {
+    const g = new GraphBuilder();
+    const store = g.state("store", [8, 4], "f32"), rows = g.input("rows", [2], "i32");
+    const x = rmsNorm(g, g.input("x", [2, 4], "f32"), g.weight("w", [4], "f32"), { eps: 1e-6, name: "x_norm" });
+    const read = gatherRows(g, store, rows, { name: "read" });
+    g.output("y", add(g, read, writeRows(g, store, rows, x, { name: "write" }), { name: "y" }));
+    return g.build();
+  };
+  const graph = build(), table = tensorTable(graph);
+  const a = createNullBackend({ name: "a" }), b = createNullBackend({ name: "b" });
+  const byName = (p: Plan) => p.segments.map((s) => [s.backend, s.nodes.map((n) => table[n].name)]);
+  // By itself the state goes where its writer runs: with the first backend.
+  assertEquals(schedule(graph, [a, b]).state.map((s) => s.backend), ["a"]);
+  const plan = schedule(graph, [a, b], { stateHomes: { store: "b" } });
+  assertWellFormed(plan, graph.nodes.length);
+  assertEquals(plan.state.map((s) => s.backend), ["b"]);
+  assertEquals(byName(plan), [["a", ["x_norm"]], ["b", ["read", "write"]], ["a", ["y"]]]);
+  // A writer that cannot run there is an error rather than a second buffer.
+  const noWrites = createNullBackend({ name: "b", ops: ["gather_rows"] });
+  assertThrows(
+    () => schedule(graph, [a, noWrites], { stateHomes: { store: "b" } }),
+    ScheduleError,
+    "state store lives on b (another plan shares it) but is written in place on a",
+  );
 });

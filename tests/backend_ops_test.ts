@@ -262,6 +262,11 @@ function helperCases(): OpCase[] {
       c.inputs.src = c.values(5 * 7);
       return { y: ops.writeRows(c.g, store, rows, c.g.input("src", [R, 7], "f32")) };
     }),
+    opCase("write_rows into state [9, 2, 3] (rows of the leading dim)", "write_rows", 0, (c) => {
+      const R = sym("R", 4), store = c.cache("store", [9, 2, 3], "f32");
+      c.inputs.src = c.values(3 * 6);
+      return { y: ops.writeRows(c.g, store, c.i32("rows", [7, 1, 8], [R]), c.g.input("src", [R, 2, 3], "f32")) };
+    }),
     opCase("gather_rows [T, 3, 5] rows with repeats", "gather_rows", 0, (c) => {
       const x = c.f32("x", [[6, 8], 3, 5]), rows = c.i32("rows", [5, 0, 5, 2], [sym("R", 6)]);
       return { y: ops.gatherRows(c.g, x, rows) };
@@ -567,6 +572,22 @@ function visionCases(): OpCase[] {
         },
       ),
     );
+  }
+  // attention_rows: queries of some rows (in any order, one segment of length 1) against keys in a longer state.
+  for (
+    const [lens, H, d, dv, picks] of [
+      [[20, 1, 24], 3, 16, 16, [21, 0, 1, 2, 19, 20, 44, 30, 31]],
+      [[40, 33], 2, 12, 20, [72, 71, 3, 39, 40]],
+    ] as [number[], number, number, number, number[]][]
+  ) {
+    const N = lens.reduce((a, b) => a + b, 0), Q = picks.length;
+    cases.push(opCase(`attention_rows segments [${lens}] rows [${picks}] H=${H}`, "attention_rows", 2e-6, (c) => {
+      const segment = lens.flatMap((n, s) => new Array(n).fill(s));
+      const q = c.f32("q", [[Q, Q + 2], H, d]);
+      const k = c.cache("k", [N + 5, H, d], "f32"), v = c.cache("v", [N + 5, H, dv], "f32");
+      const seg = c.i32("segment", segment, [sym("P", N + 5)]), rows = c.i32("rows", picks, [sym("T", Q + 2)]);
+      return { y: ops.attentionRows(c.g, { q, k, v, segment: seg, rows }, { scale: 1 / Math.sqrt(d) }) };
+    }));
   }
   for (
     const [P, C, K, index] of [[13, 9, 4, [0, 1, 4, 5, 12, 12, 3, 0, 7, 8, 11, 2]], [9, 8, 4, [8, 0, 1, 2]], [

@@ -92,6 +92,116 @@ Deno.test("engine: an image prompt prefilled in small chunks ≡ one direct step
   });
 });
 
+Deno.test("engine: a text sequence decodes between the encoder's units; the image's logits are unchanged", async () => {
+  await withTiny(async (model) => {
+    const { ids, image } = imagePrompt(4, 5, 17); // 80 patches: 27 units of ≥ 18 rows at a unit per step
+    const alone = await (async () => {
+      const engine = await ModelEngine.create(model, { eosId: 2, prefixCaching: false });
+      try {
+        return (await firstToken(engine, ids, image)).token;
+      } finally {
+        await engine.close();
+      }
+    })();
+    // One unit per step (every unit is over 1 FLOP).
+    const engine = await ModelEngine.create(model, { eosId: 2, prefixCaching: false, visionFlopsPerStep: 1 });
+    try {
+      const seen: { units: number; encoding: number }[] = [];
+      const text = (async () => {
+        const gen = engine.generate({ promptIds: [1, 3, 1500, 1501], sampling: GREEDY, maxTokens: 40 });
+        for await (const _ of gen) {
+          seen.push({ units: engine.stats().visionUnits, encoding: engine.stats().imagesEncoding });
+        }
+      })();
+      const { token } = await firstToken(engine, ids, image);
+      await text;
+      assertEquals([token.id, token.logprob], [alone.id, alone.logprob], "the same first token and logprob");
+      const stats = engine.stats();
+      assertEquals([stats.visionUnits, stats.imagesEncoded, stats.imagesEncoding], [27, 1, 0]);
+      // Text tokens arrived while the image was mid-encode, after different numbers of units: between them.
+      const during = new Set(seen.filter((s) => s.encoding === 1 && s.units > 0).map((s) => s.units));
+      assert(during.size >= 10, `text tokens between encoder units: ${[...during]}`);
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
+Deno.test("engine: cancelling a sequence mid-encode frees its image-store rows and the encoder", async () => {
+  await withTiny(async (model) => {
+    const engine = await ModelEngine.create(model, { eosId: 2, prefixCaching: false, visionFlopsPerStep: 1 });
+    try {
+      const a = imagePrompt(4, 5, 19), stop = new AbortController();
+      const gen = engine.generate({
+        promptIds: a.ids,
+        sampling: GREEDY,
+        maxTokens: 1,
+        images: [a.image],
+        signal: stop.signal,
+      });
+      const done = (async () => {
+        for await (const _ of gen);
+      })().catch(() => {});
+      while (engine.stats().visionUnits < 3) await new Promise((r) => setTimeout(r, 0));
+      assertEquals([engine.stats().imagesEncoding, engine.stats().imageStoreRowsUsed], [1, 20]);
+      stop.abort();
+      await done;
+      const units = engine.stats().visionUnits;
+      assertEquals([engine.stats().imagesEncoding, engine.stats().imageStoreRowsUsed], [0, 0]);
+      // The encoder is free: another image encodes from its first unit, and that request completes.
+      const b = imagePrompt(3, 4, 20);
+      const { token } = await firstToken(engine, b.ids, b.image);
+      assert(token.id >= 0);
+      const after = engine.stats();
+      assertEquals([after.imagesEncoded, after.imageStoreRowsUsed, after.running], [1, 0, 0]);
+      assert(after.visionUnits > units, "b ran its own units");
+    } finally {
+      await engine.close();
+    }
+  });
+});
+
+Deno.test("engine: a sequence preempted mid-encode drops its encode and rows, and encodes again when readmitted", async () => {
+  // 5 blocks of 16: a text sequence growing to 3 blocks preempts the image sequence (3 blocks) mid-encode.
+  const model = await loadModel("tiny", {
+    backend: "reference",
+    dtype: "f32",
+    seed: 3,
+    maxModelLen: 128,
+    numBlocks: 5,
+    quiet: true,
+  });
+  try {
+    const b = imagePrompt(4, 5, 23); // 43 tokens, 27 units at a unit per step
+    const alone = await (async () => {
+      const engine = await ModelEngine.create(model, { eosId: 2, prefixCaching: false });
+      try {
+        return (await firstToken(engine, b.ids, b.image)).token;
+      } finally {
+        await engine.close();
+      }
+    })();
+    const engine = await ModelEngine.create(model, { eosId: 2, prefixCaching: false, visionFlopsPerStep: 1 });
+    try {
+      const text = (async () => {
+        const gen = engine.generate({ promptIds: new Array(15).fill(1600), sampling: GREEDY, maxTokens: 40 });
+        for await (const _ of gen);
+      })();
+      const { token } = await firstToken(engine, b.ids, b.image);
+      await text;
+      const stats = engine.stats();
+      assert(stats.preemptions > 0, "the image sequence was preempted");
+      assert(stats.visionUnits > 27, `it encoded again after its readmission: ${stats.visionUnits} units`);
+      assertEquals([stats.imagesEncoded, stats.imageStoreRowsUsed, stats.imagesEncoding], [1, 0, 0]);
+      assertEquals([token.id, token.logprob], [alone.id, alone.logprob]);
+    } finally {
+      await engine.close();
+    }
+  } finally {
+    model.dispose();
+  }
+});
+
 Deno.test("engine: image vectors wait in the image store; a sequence waits for rows; rows come back", async () => {
   // Room for one 3×4 image (12 rows): the second request's image waits until the first's prefill passes its image.
   const model = await loadModel("tiny", {

@@ -3,16 +3,22 @@
  * naive loop implementation written from MODEL.md §3, block-diagonal batching, and image vectors reaching the
  * decoder at the `[IMG]` rows of a step.
  */
-import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { tensorTable } from "../graph/ir.ts";
 import { buildVision, presetConfig } from "../graph/models/mistral4.ts";
 import { wasmBackend } from "../runtime/backends/wasm/backend.ts";
-import { segmentItems } from "../runtime/backends/wasm/vision_ops.ts";
+import { rowItems, segmentItems } from "../runtime/backends/wasm/vision_ops.ts";
+import { referenceBackend } from "../runtime/backends/reference.ts";
+import type { Backend } from "../runtime/backend.ts";
+import { PlanExecutor } from "../runtime/plan_executor.ts";
+import { schedule } from "../runtime/schedule.ts";
+import { resolveModel } from "../graph/models/mod.ts";
+import { memorySource } from "../weights/memory_source.ts";
 import { erf } from "../ops/gelu.ts";
 import { normalisedError } from "./op_helpers.ts";
 import { loadModel, type Model, type StepInput } from "../engine/model.ts";
-import { visionBatch, type VisionImage } from "../engine/vision.ts";
+import { visionBatch, visionGraph, type VisionImage } from "../engine/vision.ts";
 import { weightToF32 } from "../weights/load.ts";
 import { configForDtype, randomCanonicalWeights } from "../weights/random.ts";
 
@@ -265,4 +271,119 @@ Deno.test({
       }
     });
   },
+});
+
+// ---- the encoder by stages ---------------------------------------------------------------------------------------
+
+/** The whole vision graph (one graph, no store) of `tiny` run on `backend` with the weights `W`: the vectors. */
+async function oneGraph(backend: Backend, images: readonly VisionImage[]): Promise<Float32Array[]> {
+  const { family } = await resolveModel("tiny");
+  const graph = visionGraph(family, CONFIG, 0), plan = schedule(graph, [backend], { strict: true });
+  const ex = await PlanExecutor.create(graph, plan, [backend], {
+    weights: (w) => memorySource(W.get(w.name)!, w.dtype),
+  });
+  try {
+    const b = visionBatch(images, { patchSize: 14, mergeSize: 2, channels: 3 });
+    const { patches, pos, segment, mergeIndex } = b;
+    const features = (await ex.run({ inputs: { patches, pos, segment, mergeIndex } })).features as Float32Array;
+    let o = 0;
+    return b.tokens.map((n) => features.slice(o * 64, (o += n) * 64));
+  } finally {
+    ex.dispose();
+  }
+}
+
+// Three images (80 + 4 + 24 patches, 27 tokens): units of the smallest budget take 18 patch rows (14 and 13 tokens).
+const STAGED_IMAGES = [randomImage(4, 5, 41), randomImage(1, 1, 42), randomImage(3, 2, 43)];
+
+/** Staged encodes of STAGED_IMAGES at several unit budgets, each ≡ `want` bit for bit. */
+async function checkStaged(model: Model, want: Float32Array[]): Promise<void> {
+  const units: number[] = [];
+  // Infinity: one unit per stage (108 rows); 1 FLOP: 18-row units; 3e5: 40-odd rows for most stages.
+  for (const flopsPerUnit of [Infinity, 1, 3e5]) {
+    const job = model.imageJob(STAGED_IMAGES, { starts: null, flopsPerUnit });
+    while (!job.done) await job.runNext();
+    units.push(job.unitsRun);
+    job.features.forEach((f, i) => assertEquals(Array.from(f), Array.from(want[i]), `image ${i}, ${flopsPerUnit}`));
+  }
+  // embed, keys and layer × 2 blocks (108 patch rows), project (27 tokens): 6 stages; 6 + 24 + 2 units at 1 FLOP.
+  assertEquals(units.slice(0, 2), [6, 32]);
+  assert(units[2] > 6 && units[2] < 32, `${units[2]} units at 3e5 FLOPs`);
+}
+
+Deno.test("vision stages: every unit budget gives the one-graph encoder's vectors, bit for bit (reference)", async () => {
+  const backend = await referenceBackend.create();
+  try {
+    const want = await oneGraph(backend, STAGED_IMAGES);
+    await withModel({}, (model) => checkStaged(model, want));
+  } finally {
+    backend.dispose();
+  }
+});
+
+Deno.test({
+  name: "vision stages: every unit budget gives the one-graph encoder's vectors, bit for bit (wasm)",
+  ignore: !WASM,
+  async fn() {
+    const backend = await wasmBackend.create({ threads: 2 });
+    try {
+      const want = await oneGraph(backend, STAGED_IMAGES);
+      await withModel({ backend: "wasm", vision: true, threads: 2 }, async (model) => {
+        assertEquals(model.visionBackend, "wasm");
+        await checkStaged(model, want);
+      });
+    } finally {
+      backend.dispose();
+    }
+  },
+});
+
+Deno.test("vision stages: one encode's batch at a time; a cancelled one frees the encoder", async () => {
+  await withModel({}, async (model) => {
+    const a = model.imageJob([STAGED_IMAGES[0]], { starts: null, flopsPerUnit: 1 });
+    const b = model.imageJob([STAGED_IMAGES[1]], { starts: null });
+    await a.runNext();
+    await assertRejects(() => b.runNext(), Error, "another encode holds the encoder");
+    a.cancel();
+    assert(a.done, "a cancelled job is done");
+    while (!b.done) await b.runNext();
+    assertEquals(Array.from(b.features[0]), Array.from((await model.encodeImages([STAGED_IMAGES[1]]))[0]));
+    assertThrows(() => a.features, Error, "no features");
+  });
+});
+
+Deno.test("wasm attention_rows items: queries grouped by segment run, in blocks of ≤ 16, over their segment's keys", () => {
+  const segment = Int32Array.from([...new Array(20).fill(0), 1, ...new Array(3).fill(2)]);
+  const items = new Int32Array(6 * 40);
+  // Queries: rows 2…19 of segment 0 (18: two blocks of 9), then row 21 (segment 2), then row 20 (segment 1).
+  const rows = Int32Array.from([...Array.from({ length: 18 }, (_, i) => 2 + i), 21, 20]);
+  const { count } = rowItems(segment, rows, 1, items);
+  assertEquals(count, 4);
+  assertEquals(Array.from(items.subarray(0, 24)), [
+    0,
+    9,
+    0,
+    20,
+    0,
+    0,
+    9,
+    18,
+    0,
+    20,
+    0,
+    31,
+    18,
+    19,
+    21,
+    24,
+    0,
+    62,
+    19,
+    20,
+    20,
+    21,
+    0,
+    67,
+  ]);
+  assertThrows(() => rowItems(segment, Int32Array.from([24]), 1, items), RangeError, "row 24");
 });

@@ -28,15 +28,13 @@ import { moe } from "../blocks/moe.ts";
 import { norm } from "../blocks/norm.ts";
 import { queryTemperature, ropeTable, softmaxScale } from "../blocks/rope.ts";
 import { swigluMlp } from "../blocks/swiglu.ts";
-import { projector } from "../blocks/projector.ts";
-import { visionEncoder } from "../blocks/vision_encoder.ts";
 import { scatterRows } from "../../ops/scatter_rows.ts";
-import { writeRows } from "../../ops/write_rows.ts";
 import { isQuantizedLinear, type Mistral4Config, type Mistral4LinearGroup } from "./mistral4_config.ts";
 
 export * from "./mistral4_config.ts";
 export * from "./mistral4_presets.ts";
 export * from "./mistral4_weights.ts";
+export * from "./mistral4_vision.ts";
 
 /** Sizes of one compiled step: symbol maxima, cache geometry, and dtype choices. */
 export interface Mistral4IOOptions {
@@ -250,80 +248,4 @@ function samplerOf(g: GraphBuilder, logits: Tensor, R: Dim, V: number): Tensor {
     maskRow: g.input("maskRow", [R], "i32"),
     mask: g.input("mask", [C, maskWords(V)], "i32"),
   }, { name: "sampled" });
-}
-
-/** Sizes of the vision graph: max patches per run (symbol `P`; merged tokens `M` = P / merge²). */
-export interface Mistral4VisionIOOptions {
-  maxPatches: number;
-  /**
-   * Rows of the image store (the step graph's `imageStoreRows`): adds input `slots i32 [M]` and writes each
-   * token's vector into the state `image_store` at its slot, where the step graph reads it.
-   */
-  imageStoreRows?: number;
-}
-
-/** The vision graph's tensors (inputs as `engine/vision.ts` `visionBatch` makes them; output `features`). */
-export interface Mistral4VisionIO {
-  /** Unfolded patches `f32 [P, C·p·p]`. */
-  patches: Tensor;
-  /** (row, col) of each patch `i32 [P, 2]`. */
-  pos: Tensor;
-  /** Image of each patch `i32 [P]`: attention is block-diagonal over it. */
-  segment: Tensor;
-  /** Patch rows of each merged token `i32 [M, merge²]`. */
-  mergeIndex: Tensor;
-  /** Output: one text-width vector per token-grid cell `f32 [M, hidden_size]`. */
-  features: Tensor;
-  /** Image-store rows of the vectors `i32 [M]` (with `imageStoreRows`). */
-  slots?: Tensor;
-}
-
-/**
- * Declares the vision tower and projector (MODEL.md §3.2–4) for a batch of images and marks output `features`.
- *
- * @example
- * ```ts
- * import { GraphBuilder } from "../builder.ts";
- * import { buildVision, presetConfig } from "./mistral4.ts";
- * const g = new GraphBuilder();
- * buildVision(g, presetConfig("tiny"), { maxPatches: 64 }); // features [M, 64]
- * ```
- */
-export function buildVision(g: GraphBuilder, config: Mistral4Config, io: Mistral4VisionIOOptions): Mistral4VisionIO {
-  const v = config.vision_config;
-  if (!v) throw new Error("mistral4: this model has no vision_config");
-  if (v.multimodal_projector_bias) throw new Error("mistral4: projector biases are not supported yet");
-  const k = v.spatial_merge_size ** 2;
-  if (io.maxPatches % k !== 0) throw new Error(`mistral4: maxPatches ${io.maxPatches} is not a multiple of ${k}`);
-  const P = sym("P", io.maxPatches), M = sym("M", io.maxPatches / k);
-  const patches = g.input("patches", [P, v.num_channels * v.patch_size ** 2], "f32");
-  const pos = g.input("pos", [P, 2], "i32");
-  const segment = g.input("segment", [P], "i32");
-  const mergeIndex = g.input("mergeIndex", [M, k], "i32");
-  const encoded = visionEncoder(g, { patches, pos, segment }, {
-    hidden: v.hidden_size,
-    layers: v.num_hidden_layers,
-    heads: v.num_attention_heads,
-    headDim: v.head_dim,
-    width: v.intermediate_size,
-    patchSize: v.patch_size,
-    channels: v.num_channels,
-    ropeTheta: v.rope_theta,
-    eps: v.layer_norm_eps,
-    dtype: config.dtype,
-  });
-  // transformers' projector norm takes the text rms_norm_eps (Mistral's own code uses 1e-5; the gap is negligible).
-  const features = projector(g, encoded, mergeIndex, {
-    visionHidden: v.hidden_size,
-    hidden: config.hidden_size,
-    merge: v.spatial_merge_size,
-    eps: config.rms_norm_eps,
-    dtype: config.dtype,
-  });
-  g.output("features", features);
-  if (!io.imageStoreRows) return { patches, pos, segment, mergeIndex, features };
-  const store = g.state("image_store", [io.imageStoreRows, config.hidden_size], "f32");
-  const slots = g.input("slots", [M], "i32");
-  g.output("stored", writeRows(g, store, slots, features, { name: "store_images" }));
-  return { patches, pos, segment, mergeIndex, features, slots };
 }

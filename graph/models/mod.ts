@@ -38,6 +38,8 @@ export interface ModelFamily<C = mistral4.Mistral4Config> {
   build(g: GraphBuilder, config: C, io: mistral4.Mistral4IOOptions): mistral4.Mistral4IO;
   /** Declares the vision tower + projector (image batch → text-width features). */
   buildVision(g: GraphBuilder, config: C, io: mistral4.Mistral4VisionIOOptions): mistral4.Mistral4VisionIO;
+  /** Declares one stage of the vision tower run a few rows at a time (see `mistral4.buildVisionStage`). */
+  buildVisionStage(g: GraphBuilder, config: C, io: mistral4.Mistral4VisionStageOptions): void;
 }
 
 /** The families, keyed by text `model_type` (a `mistral3` wrapper resolves through its `text_config`). */
@@ -51,6 +53,7 @@ export const families: Readonly<Record<string, ModelFamily>> = {
     checkpointTensors: mistral4.checkpointTensors,
     build: mistral4.build,
     buildVision: mistral4.buildVision,
+    buildVisionStage: mistral4.buildVisionStage,
   },
 };
 

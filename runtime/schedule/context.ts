@@ -31,6 +31,12 @@ export type ScheduleOptions = {
   usedBytes?: Readonly<Record<string, number>>;
   /** Plan as if every backend had unlimited memory (sizing: how much a plan would need). */
   sizing?: boolean;
+  /**
+   * Where state tensors this plan shares with others already live, by name (the image store of the step and
+   * vision plans; the vision encoder's hidden state between its stage plans): the plan keeps them there, and runs
+   * there the ops without weights that read or write them, so every plan finds one buffer.
+   */
+  stateHomes?: Readonly<Record<string, string>>;
 };
 
 /** Shared, read-only inputs of the passes. */

@@ -13,6 +13,7 @@ import { maxShape, type Node, numel, type WeightDecl } from "../../graph/ir.ts";
 import { type Backend, canStore, kindOf, weightBytes } from "../backend.ts";
 import { type Context, describeNode } from "./context.ts";
 import { type Fallback, ScheduleError } from "./plan.ts";
+import { REGISTRY } from "../../ops/mod.ts";
 
 /** Where a weight lives: its home backend; `pinned` when `weightPlacement` chose it; `why` when not the first. */
 export type WeightHome = { backend: string; pinned: boolean; why?: string };
@@ -97,7 +98,8 @@ export type OpPlace = { backend: string; wanted: string; weight?: number };
 
 /**
  * Pass 2: an op reading weights goes where its weights are (the largest, when they are spread), so weights never
- * move per step; any other op goes to the first backend, or, when the first is one of several instances of a kind
+ * move per step; any other op goes where a state it reads or writes lives when another plan placed that state
+ * (`stateHomes`: the state it writes first), else to the first backend, or, when the first is one of several instances of a kind
  * (`wasm:0`…), to the latest instance that produced one of its inputs (the residual stream stays with its layer).
  * Support is checked in pass 3.
  */
@@ -125,7 +127,7 @@ export function placeOps(ctx: Context, weightHomes: ReadonlyMap<number, WeightHo
       if (b > bits) [weight, bits] = [i, b];
     }
     if (weight === undefined) {
-      const at = (instances && producer(node)) || first;
+      const at = sharedStateHome(ctx, node) ?? ((instances && producer(node)) || first);
       places.set(node.id, { backend: at, wanted: at });
       continue;
     }
@@ -184,6 +186,21 @@ export function fallBack(
     );
   }
   return { placement, fallbacks };
+}
+
+/** The home `stateHomes` gives a state `node` writes in place, else one it reads; undefined when none. */
+function sharedStateHome(ctx: Context, node: Node): string | undefined {
+  const homes = ctx.options.stateHomes;
+  if (!homes) return undefined;
+  const written = new Set((REGISTRY.get(node.op)?.writesInputs ?? []).map((w) => node.inputs[w]));
+  const shared = node.inputs.filter((i) => ctx.table[i].kind === "state" && homes[ctx.table[i].name] !== undefined);
+  const id = shared.find((i) => written.has(i)) ?? shared[0];
+  if (id === undefined) return undefined;
+  const home = homes[ctx.table[id].name];
+  if (!ctx.byName.has(home)) {
+    throw new ScheduleError(`state ${ctx.table[id].name} lives on ${home}, not one of ${names(ctx)}`);
+  }
+  return home;
 }
 
 function names(ctx: Context): string {

@@ -233,7 +233,10 @@ export function splitWeight(
   return parts;
 }
 
-/** State lives with the op writing it in place, else with its first reader. Two writers on two backends: error. */
+/**
+ * State lives where `stateHomes` says (another plan shares it), else with the op writing it in place, else with its
+ * first reader. Two writers on two backends, or a writer away from a shared state's home: error.
+ */
 function placeState(ctx: Context, placement: ReadonlyMap<number, string>): Map<number, string> {
   const home = new Map<number, string>();
   for (const s of ctx.graph.inputs) {
@@ -247,7 +250,14 @@ function placeState(ctx: Context, placement: ReadonlyMap<number, string>): Map<n
         writers.map((n) => n.id),
       );
     }
-    home.set(s.id, [...at][0] ?? (readers[0] ? placement.get(readers[0].id)! : ctx.backends[0].name));
+    const shared = ctx.options.stateHomes?.[s.name];
+    if (shared !== undefined && at.size > 0 && !at.has(shared)) {
+      throw new ScheduleError(
+        `state ${s.name} lives on ${shared} (another plan shares it) but is written in place on ${[...at][0]}`,
+        writers.map((n) => n.id),
+      );
+    }
+    home.set(s.id, shared ?? [...at][0] ?? (readers[0] ? placement.get(readers[0].id)! : ctx.backends[0].name));
   }
   return home;
 }

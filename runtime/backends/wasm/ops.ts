@@ -30,7 +30,7 @@ import {
 } from "./compile.ts";
 import { compileCacheWrite, compileMla } from "./mla.ts";
 import { compileMoeExperts, compileMoeGate, compileMoeTopK } from "./moe.ts";
-import { compilePatchMerge, compileSample, compileSegAttention } from "./vision_ops.ts";
+import { compilePatchMerge, compileRowAttention, compileSample, compileSegAttention } from "./vision_ops.ts";
 
 export { type RunState, type Step, type WasmTuning } from "./compile.ts";
 
@@ -99,6 +99,8 @@ export function supportsNode(node: Node, stored: readonly DType[], kinds: readon
         is(6, "i32") && out === "i32";
     case "attention":
       return is(0, "f32") && is(1, "f32") && is(2, "f32") && is(3, "i32") && host(3) && out === "f32";
+    case "attention_rows":
+      return is(0, "f32") && is(1, "f32") && is(2, "f32") && indices(3, 4) && out === "f32";
     case "patch_merge":
       return is(0, "f32") && is(1, "i32") && host(1) && out === "f32";
     default:
@@ -236,7 +238,7 @@ const COMPILERS: Record<string, Compiler> = {
 
   write_rows(c, node) {
     const [target, rows, src] = node.inputs, ts = maxShape(c.table[target].shape);
-    const w = lastOf(ts) * ELEM_BYTES[c.stored(target)]!;
+    const w = (numel(ts) / ts[0]) * ELEM_BYTES[c.stored(target)]!; // one row of the leading dim
     return (s) => {
       const R = shapeOf(c, rows, s.vars)[0], idx = hostInts(s, rows);
       checkIndices(idx.map((i) => Math.max(i, 0)), ts[0], "write_rows: row");
@@ -284,6 +286,7 @@ const COMPILERS: Record<string, Compiler> = {
   moe_experts: compileMoeExperts,
   sample: compileSample,
   attention: compileSegAttention,
+  attention_rows: compileRowAttention,
   patch_merge: compilePatchMerge,
 };
 
