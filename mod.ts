@@ -68,7 +68,7 @@ export type { LoadModelOptions, ModelLimits, StepConfig, StepInput, StepSampling
 export { ModelEngine } from "./engine/engine.ts";
 export type { ModelEngineOptions, ModelEngineStats } from "./engine/engine.ts";
 export type * from "./engine/types.ts";
-export { createServer, DEFAULT_SAMPLING } from "./server/server.ts";
+export { createServer, DEFAULT_SAMPLING, DEFAULT_SHUTDOWN_GRACE_MS } from "./server/server.ts";
 export type { ServeHandle, ServerOptions, TramontaneServer } from "./server/server.ts";
 export { DEFAULT_IMAGE_OPTIONS } from "./server/images.ts";
 export type { ImageOptions } from "./server/images.ts";
