@@ -296,8 +296,11 @@ export function createServer(options: ServerOptions): TramontaneServer {
       completionTokens: 0,
       start: performance.now(),
     };
-    // Stops the request when its client leaves or the shutdown grace runs out. Deno.serve's request.signal is
-    // read only here; deno.json opts out of Deno's legacy abort, which would fire it after every response too.
+    // Stops the request when its client leaves or the shutdown grace runs out. Deno.serve's request.signal fires
+    // only when the client leaves because deno.json opts out of Deno's legacy abort (which also fires it after every
+    // successful response, and warns). The handler's `info.completed` cannot stand in: it settles only once the
+    // response is handed over, too late for a generation in progress (and Deno 2.9.6 resolves it even for a client
+    // that had left).
     const flight = drain.begin();
     const signal = AbortSignal.any([req.signal, flight.signal]);
     let response: Response;
@@ -318,7 +321,7 @@ export function createServer(options: ServerOptions): TramontaneServer {
     return drain.shutdown(graceMs, {
       onStart: (running) =>
         ctx.logger.info(
-          `shutting down: refusing new requests; ${running} running get up to ${graceMs / 1000} s to finish`,
+          `shutting down: new requests are refused; ${running} running, given up to ${graceMs / 1000} s to finish`,
         ),
       onCancel: (running) =>
         ctx.logger.warn(`shutdown grace of ${graceMs / 1000} s is over: cancelling ${running} running requests`),
