@@ -91,7 +91,7 @@ export { EngineClosedError, ModelEngine } from "./engine/engine.ts";
 export type { ModelEngineOptions, ModelEngineStats } from "./engine/engine.ts";
 export type { ImageJob, VisionJobOptions } from "./engine/vision_job.ts";
 export type * from "./engine/types.ts";
-export { createServer } from "./server/server.ts";
+export { createServer, DEFAULT_SHUTDOWN_GRACE_MS } from "./server/server.ts";
 export type { ServeHandle, ServerOptions, TramontaneServer } from "./server/server.ts";
 export { DEFAULT_SAMPLING } from "./engine/params.ts";
 export { DEFAULT_IMAGE_OPTIONS } from "./engine/images.ts";

@@ -1,5 +1,6 @@
 /**
- * `deno task serve` — the OpenAI-compatible server. Flags: `deno task serve --help`.
+ * `deno task serve` — the OpenAI-compatible server. Flags: `deno task serve --help`. SIGTERM or SIGINT drains it
+ * (`--shutdown-grace`) and exits 0.
  *
  * @module
  */
@@ -12,4 +13,6 @@ if (import.meta.main) {
     console.error(`tramontane: ${(e as Error).message}`);
     Deno.exit(1);
   }
+  // Stopped cleanly: exit now rather than wait for backend workers and timers to wind down.
+  Deno.exit(0);
 }

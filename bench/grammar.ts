@@ -4,7 +4,7 @@
  * `--backend`, default `reference`).
  *
  * ```sh
- * npx -y deno@2.9.6 run -A --unstable-no-legacy-abort bench/grammar.ts [--walks 20] [--requests 200] [--json]
+ * npx -y deno@2.9.6 run -A bench/grammar.ts [--walks 20] [--requests 200] [--json]
  * ```
  *
  * Masks are timed along random walks through each grammar (any allowed token, control tokens now and then), as a

@@ -3,7 +3,7 @@
  * rounds; after each round every slot and cache block must be free again (read from `/metrics`, as an operator would
  * see it) and the process must not grow.
  *
- *   deno run -A --unstable-no-legacy-abort bench/load.ts [--model demo] [--backend auto] [--rounds 3]
+ *   deno run -A bench/load.ts [--model demo] [--backend auto] [--rounds 3]
  *     [--seconds 20] [--clients 32] [--json]
  *
  * Each client sends streamed chat requests one after another until the round ends: prompts of random length, half
@@ -271,7 +271,7 @@ function row(r: RoundResult): string {
     `${r.rssMb.toFixed(0)} | ${r.heapMb.toFixed(0)} |`;
 }
 
-const USAGE = `usage: deno run -A --unstable-no-legacy-abort bench/load.ts [options]
+const USAGE = `usage: deno run -A bench/load.ts [options]
   --model PRESET|DIR       model (default demo)
   --backend NAME           backend (default auto)
   --rounds N               rounds (default 3)

@@ -2,7 +2,7 @@
  * Sampling on the backend against sampling on the host, per decode step, in one run:
  *
  * ```sh
- * npx -y deno@2.9.6 run -A --unstable-no-legacy-abort bench/sampling.ts --model demo --batch 1,8 --steps 32 [--json]
+ * npx -y deno@2.9.6 run -A bench/sampling.ts --model demo --batch 1,8 --steps 32 [--json]
  * ```
  *
  * For each batch size and setting (greedy; temperature 0.7 with top-p 0.9; greedy under a JSON-schema constraint),

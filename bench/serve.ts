@@ -2,7 +2,7 @@
  * Server benchmark: generated tokens per second and time to first token at several concurrencies, through the whole
  * stack (HTTP, chat encoding, engine, output parser, SSE) with the server in this process on port 0.
  *
- *   deno run -A --unstable-no-legacy-abort bench/serve.ts [--model ms4-mini] [--backend auto] [--prompt 128]
+ *   deno run -A bench/serve.ts [--model ms4-mini] [--backend auto] [--prompt 128]
  *     [--gen 64] [--requests 64] [--concurrency 1,8,32] [--json]
  *
  * Each request is a streamed chat completion with a prompt of about `--prompt` tokens (template included) that
@@ -331,7 +331,7 @@ async function runLevel(
   };
 }
 
-const USAGE = `usage: deno run -A --unstable-no-legacy-abort bench/serve.ts [options]
+const USAGE = `usage: deno run -A bench/serve.ts [options]
   --model PRESET|DIR   model (default ms4-mini; demo for a quick run)
   --backend NAME       backend, passed to loadModel (default auto)
   --dtype NAME         weight dtype (f32, bf16, f8e4m3, q8)

@@ -143,6 +143,8 @@ export interface ImageRef {
   index: number;
   /** The image's URL or `data:` URL as given. */
   url: string;
+  /** Where the URL sits in the request (`messages[0].content[1].image_url`): the `param` of an error about it. */
+  param?: string;
 }
 
 /** An encoded prompt. */
@@ -165,7 +167,7 @@ type Role = "system" | "user" | "assistant" | "tool";
 
 type Chunk =
   | { kind: "text"; text: string }
-  | { kind: "image"; url: string }
+  | { kind: "image"; url: string; param: string }
   | { kind: "think"; text: string; closed: boolean };
 
 /** One message after parsing: content as chunks, calls with their arguments already re-serialised. */
@@ -301,7 +303,7 @@ class Emitter {
     for (const chunk of content) {
       if (chunk.kind === "text") this.text(chunk.text);
       else if (chunk.kind === "image") {
-        this.images.push({ index: this.ids.length, url: chunk.url });
+        this.images.push({ index: this.ids.length, url: chunk.url, param: chunk.param });
         this.control("[IMG]");
       } else {
         this.control("[THINK]");
@@ -329,6 +331,20 @@ export function imagePartUrl(part: Record<string, unknown>, at: string): string 
     throw invalid(`${at} needs an image URL: {"type": "image_url", "image_url": {"url": "..."}}.`, at);
   }
   return url;
+}
+
+/**
+ * Where an image part's URL sits, for errors about the image: `at.image_url` (OpenAI's form) or `at.image`
+ * (mistral-common's).
+ *
+ * @example
+ * ```ts
+ * imagePartParam({ type: "image_url", image_url: { url: "https://x/cat.png" } }, "messages[0].content[1]");
+ * // "messages[0].content[1].image_url"
+ * ```
+ */
+export function imagePartParam(part: Record<string, unknown>, at: string): string {
+  return part.type === "image" ? `${at}.image` : `${at}.image_url`;
 }
 
 /** mistral-common's compatibility rule: a user turn of one text then one image puts the image first. */
@@ -450,7 +466,7 @@ function parseContent(content: unknown, at: string, role: Role, optional: boolea
       if (role !== "user" && role !== "tool") {
         throw invalid(`${p}: images are only supported in user and tool messages.`, p, "unsupported_value");
       }
-      return { kind: "image", url: imagePartUrl(part, p)! };
+      return { kind: "image", url: imagePartUrl(part, p)!, param: imagePartParam(part, p) };
     }
     if (part.type === "thinking") {
       if (role === "system") {

@@ -316,7 +316,12 @@ Deno.test("encode: ids equal mistral-common's own encodings", async (t) => {
     });
     // mistral-common: [..., 3, 10, 13, 11745, 1395, 4701, 4]; a 4x4 image at patch 16 is [IMG][IMG_END].
     assertEquals(user.ids, [1, ...SETTINGS_NONE_IDS, 3, 10, 11745, 1395, 4701, 4]);
-    assertEquals(user.images, [{ index: 14, url: "data:image/png;base64,AAAA" }]);
+    // The image moves before the text (mistral-common's rule) and keeps its place in the request for errors.
+    assertEquals(user.images, [{
+      index: 14,
+      url: "data:image/png;base64,AAAA",
+      param: "messages[0].content[1].image_url",
+    }]);
     const tool = encodeChat(tok, {
       tools: [{ type: "function", function: { name: "fn", description: "test", parameters: {} } }],
       messages: [
@@ -335,6 +340,7 @@ Deno.test("encode: ids equal mistral-common's own encodings", async (t) => {
       ...[9, 28117, 32, 30620, 2, 7, 5133, 10, 8],
     ]);
     assertEquals(tool.images.map((i) => tool.ids[i.index]), [10]);
+    assertEquals(tool.images.map((i) => i.param), ["messages[2].content[1].image_url"]);
   });
 });
 

@@ -14,7 +14,8 @@
  * - 1/2/4-bit grayscale PNG with a tRNS key: Pillow compares the key with the rescaled 8-bit value (so it never
  *   matches); here the raw sample is compared, as the specification says.
  *
- * Every failure is an {@link InvalidRequestError} (HTTP 400) with `param: "messages"` and `code: "invalid_image"`.
+ * Every failure is an {@link InvalidRequestError} (HTTP 400) with `code: "invalid_image"` and `param: "messages"`, which
+ * the server narrows to the image's place in the request (`messages[0].content[1].image_url`).
  *
  * @module
  */

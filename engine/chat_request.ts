@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type ChatRequest, encodeChat, imagePartUrl, type ImageRef } from "../chat/encode.ts";
+import { type ChatRequest, encodeChat, imagePartParam, imagePartUrl, type ImageRef } from "../chat/encode.ts";
 import { badRequest } from "../chat/errors.ts";
 import { encodeRenderedPrompt, renderChatTemplate } from "../chat/template.ts";
 import { buildConstraint, ConstraintError } from "../grammar/constraint.ts";
@@ -115,25 +115,27 @@ function buildPrompt(ctx: RequestContext, request: ChatRequest): { ids: number[]
  * count mismatch is a 400.
  */
 function templateImages(ids: readonly number[], messages: ChatRequest["messages"], imgId: number): ImageRef[] {
-  const urls: string[] = [];
+  const parts: { url: string; param: string }[] = [];
   (messages as unknown[]).forEach((m, i) => {
     const content = isRecord(m) ? m.content : undefined;
     if (!Array.isArray(content)) return;
     content.forEach((part, j) => {
-      const url = isRecord(part) ? imagePartUrl(part, `messages[${i}].content[${j}]`) : null;
-      if (url !== null) urls.push(url);
+      if (!isRecord(part)) return;
+      const at = `messages[${i}].content[${j}]`;
+      const url = imagePartUrl(part, at);
+      if (url !== null) parts.push({ url, param: imagePartParam(part, at) });
     });
   });
   const positions = ids.flatMap((id, i) => id === imgId ? [i] : []);
-  if (positions.length !== urls.length) {
+  if (positions.length !== parts.length) {
     throw badRequest(
-      `The chat template wrote ${positions.length} [IMG] placeholders for ${urls.length} images; ` +
+      `The chat template wrote ${positions.length} [IMG] placeholders for ${parts.length} images; ` +
         `use a template that renders each image part as [IMG], or the built-in encoder.`,
       "messages",
       "unsupported_value",
     );
   }
-  return positions.map((index, i) => ({ index, url: urls[i] }));
+  return positions.map((index, i) => ({ index, ...parts[i] }));
 }
 
 /**

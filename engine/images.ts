@@ -34,8 +34,9 @@ export interface PromptImages {
 
 /**
  * Loads and places the images of an encoded prompt (`refs` as `encodeChat` returns them). Every problem with an
- * image — no vision in this model, too many, a bad URL, undecodable bytes — is a 400 naming the image. `signal`
- * (the client went away) aborts the downloads and closes their connections.
+ * image — no vision in this model, too many, a bad URL, undecodable bytes — is a 400 whose `param` is the image's
+ * place in the request (`messages[0].content[1].image_url`). `signal` (the client went away) aborts the downloads and
+ * closes their connections.
  */
 export async function promptImages(
   ctx: RequestContext,
@@ -48,7 +49,7 @@ export async function promptImages(
   if (!vision) {
     throw badRequest(
       `The model '${ctx.modelName}' does not accept images; send text only.`,
-      "messages",
+      paramOf(refs[0]),
       "unsupported_content",
     );
   }
@@ -56,16 +57,16 @@ export async function promptImages(
   if (refs.length > limits.maxImages) {
     throw badRequest(
       `This request has ${refs.length} images; at most ${limits.maxImages} are accepted per request.`,
-      "messages",
+      paramOf(refs[limits.maxImages]),
       "too_many_images",
     );
   }
   const config = { patchSize: vision.patchSize, mergeSize: vision.mergeSize, maxImageSize: vision.maxImageSize };
   // Downloads overlap; decoding and resizing (CPU) go one image at a time.
   const load = { ...limits, signal: options.signal };
-  const bytes = await Promise.all(refs.map((r, i) => named(i, refs.length, () => loadImageUrl(r.url, load))));
+  const bytes = await Promise.all(refs.map((r, i) => named(refs, i, () => loadImageUrl(r.url, load))));
   const pre = [];
-  for (let i = 0; i < bytes.length; i++) pre.push(await named(i, refs.length, () => preprocessImage(bytes[i], config)));
+  for (let i = 0; i < bytes.length; i++) pre.push(await named(refs, i, () => preprocessImage(bytes[i], config)));
   const expanded = expandImagePlaceholders(ids, refs, pre.map((p) => p.grid), imageTokenIds(ctx));
   const keys = await Promise.all(
     bytes.map(async (b) => new Uint32Array(await crypto.subtle.digest("SHA-256", b as Uint8Array<ArrayBuffer>))),
@@ -82,16 +83,18 @@ function imageTokenIds(ctx: RequestContext): ImageTokenIds {
   return { img: t.specialId("[IMG]"), imgBreak: t.specialId("[IMG_BREAK]"), imgEnd: t.specialId("[IMG_END]") };
 }
 
-/** Runs `fn`; a client error it throws says which image it is about. */
-async function named<T>(i: number, count: number, fn: () => Promise<T>): Promise<T> {
+/** Where an image is in the request; "messages" for a reference made without one. */
+function paramOf(ref: ImageRef): string {
+  return ref.param ?? "messages";
+}
+
+/** Runs `fn`; a client error it throws names image `i` of `refs`: its place in the request and, among several, which. */
+async function named<T>(refs: readonly ImageRef[], i: number, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
-    if (!(e instanceof InvalidRequestError) || count === 1) throw e;
-    throw new InvalidRequestError(`Image ${i + 1} of ${count}: ${e.message}`, {
-      param: e.param,
-      code: e.code,
-      cause: e,
-    });
+    if (!(e instanceof InvalidRequestError)) throw e;
+    const message = refs.length === 1 ? e.message : `Image ${i + 1} of ${refs.length}: ${e.message}`;
+    throw new InvalidRequestError(message, { param: paramOf(refs[i]), code: e.code, cause: e });
   }
 }

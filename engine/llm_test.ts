@@ -328,7 +328,7 @@ Deno.test("createLLM: bad options throw naming the option; images on a text-only
       InvalidRequestError,
       "does not accept images",
     );
-    assertEquals(image.param, "messages");
+    assertEquals(image.param, "messages[0].content[0].image_url");
   } finally {
     await llm.close();
   }

@@ -450,22 +450,91 @@ Deno.test("chat: image errors are 400s that say what is wrong, and the server ke
   const noVision = await text.post("/v1/chat/completions", ask(png));
   assertEquals(noVision.status, 400);
   const e1 = (await noVision.json()).error;
-  assertEquals([e1.param, e1.code], ["messages", "unsupported_content"]);
+  assertEquals([e1.param, e1.code], ["messages[0].content[1].image_url", "unsupported_content"]);
   assert(e1.message.includes("does not accept images"), e1.message);
 
   await using h = await startServer({ engine: { vision: VISION }, server: { images: { maxImages: 1 } } });
   h.engine.script = say(h.tok, "Fine.");
   const bad = await h.post("/v1/chat/completions", ask("data:image/png;base64,AAAA"));
   assertEquals(bad.status, 400);
-  assertEquals((await bad.json()).error.param, "messages");
+  assertEquals((await bad.json()).error.param, "messages[0].content[1].image_url");
   const two = ask(png);
   (two.messages[0].content as unknown[]).push({ type: "image_url", image_url: { url: png } });
   const tooMany = await h.post("/v1/chat/completions", two);
   assertEquals(tooMany.status, 400);
-  assertEquals((await tooMany.json()).error.code, "too_many_images");
+  // The param is the first image over the limit.
+  const e2 = (await tooMany.json()).error;
+  assertEquals([e2.code, e2.param], ["too_many_images", "messages[0].content[2].image_url"]);
   const ok = await h.post("/v1/chat/completions", ask(png));
   assertEquals(ok.status, 200);
   assertEquals((await ok.json()).choices[0].message.content, "Fine.");
+});
+
+Deno.test("chat: a bad image's 400 names its place in the request, in user and tool messages", async () => {
+  // A local image host that answers 404, reachable because private addresses are allowed here.
+  await using host = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () => new Response("", { status: 404 }),
+  );
+  const missing = `http://127.0.0.1:${host.addr.port}/cat.png`;
+  const png = await dataUrl("foo3x5x4indexed.png", "image/png");
+  const big = await dataUrl("chelsea.png", "image/png");
+  await using h = await startServer({
+    engine: { vision: VISION },
+    server: { images: { maxBytes: 50_000, allowPrivate: true } },
+  });
+  await using strict = await startServer({ engine: { vision: VISION } });
+  h.engine.script = strict.engine.script = say(h.tok, "Fine.");
+  const cases: [label: string, url: string, code: string, says: string, server?: typeof h][] = [
+    ["not base64", "data:image/png,notbase64", "invalid_image_url", "base64"],
+    ["undecodable", `data:image/png;base64,${btoa("these bytes are no image")}`, "invalid_image", "image"],
+    ["oversized", big, "invalid_image_url", "larger than 50000 bytes"],
+    ["http 404", missing, "invalid_image_url", "HTTP 404"],
+    ["private address", missing, "invalid_image_url", "private", strict],
+  ];
+  const image = (url: string) => ({ type: "image_url", image_url: { url } });
+  for (const [label, url, code, says, server = h] of cases) {
+    const inUser = [{ role: "user", content: [{ type: "text", text: "?" }, image(png), image(url)] }];
+    const inTool = [
+      { role: "user", content: "Use the tool" },
+      {
+        role: "assistant",
+        tool_calls: [{ id: "abcdefghi", type: "function", function: { name: "f", arguments: "{}" } }],
+      },
+      { role: "tool", tool_call_id: "abcdefghi", content: [{ type: "text", text: "result" }, image(url)] },
+    ];
+    const placements = [
+      [inUser, "messages[0].content[2].image_url"],
+      [inTool, "messages[2].content[1].image_url"],
+    ] as const;
+    for (const [messages, param] of placements) {
+      const res = await server.post("/v1/chat/completions", { messages });
+      const body = await res.json();
+      const { message } = body.error;
+      assertEquals([res.status, body.error.param, body.error.code], [400, param, code], `${label}: ${message}`);
+      assert(message.includes(says), `${label}: ${message}`);
+    }
+  }
+  // mistral-common's spelling of an image part is named as sent.
+  const res = await h.post("/v1/chat/completions", {
+    messages: [{ role: "user", content: [{ type: "image", image: "data:image/png;base64,AAAA" }] }],
+  });
+  assertEquals((await res.json()).error.param, "messages[0].content[0].image");
+});
+
+Deno.test("chat: with --chat-template a bad image's 400 names its place too", async () => {
+  const template = await Deno.readTextFile(
+    new URL("../../shared/fixtures/chat/templates/v15_image_think.jinja", import.meta.url),
+  );
+  await using h = await startServer({ engine: { vision: VISION }, server: { chatTemplate: template } });
+  const res = await h.post("/v1/chat/completions", {
+    messages: [{
+      role: "user",
+      content: [{ type: "text", text: "?" }, { type: "image_url", image_url: { url: "data:image/png;base64,AAAA" } }],
+    }],
+  });
+  const body = await res.json();
+  assertEquals([res.status, body.error.param], [400, "messages[0].content[1].image_url"], body.error.message);
 });
 
 Deno.test("chat: --chat-template renders the prompt with the configured template", async () => {

@@ -1,5 +1,6 @@
 /**
- * `deno task serve`: flags → tokenizer → listen (503 on /health while loading) → load model → engine.
+ * `deno task serve`: flags → tokenizer → listen (503 on /health while loading) → load model → engine → serve until
+ * SIGTERM or SIGINT, then drain (`--shutdown-grace`) and exit 0.
  *
  * @module
  */
@@ -15,7 +16,10 @@ import { ModelEngine } from "../engine/engine.ts";
 import { loadModel } from "../engine/model.ts";
 import { GENERATION_CONFIG, RANDOM_MAX_NEW_TOKENS, readGenerationConfig } from "../weights/generation_config.ts";
 import { presets } from "../graph/models/mistral4_presets.ts";
-import { createServer } from "./server.ts";
+import { createServer, DEFAULT_SHUTDOWN_GRACE_MS } from "./server.ts";
+
+/** `--shutdown-grace`'s default, in seconds. */
+const DEFAULT_GRACE_S = DEFAULT_SHUTDOWN_GRACE_MS / 1000;
 
 const USAGE = `usage: deno task serve [options]
   --model DIR|PRESET         checkpoint directory (HF or Mistral layout) or preset (default: demo)
@@ -44,7 +48,13 @@ const USAGE = `usage: deno task serve [options]
   --softmax-scale MODE       MLA softmax scale: plain (1/sqrt(qk_head_dim)) or deepseek_yarn (DeepSeek's
                              mscale²/sqrt(qk_head_dim), as transformers and llama.cpp apply it; MODEL.md §1.7);
                              default: the checkpoint's (plain unless its config says otherwise)
+  --shutdown-grace S         on SIGTERM or SIGINT: stop accepting, let running requests finish for up to S seconds,
+                             cancel the rest, exit 0 (default ${DEFAULT_GRACE_S}; a second signal, or one while the
+                             model loads, ends the process at once)
   --help, -h                 this text`;
+
+/** Longest `--shutdown-grace`, in seconds (a day). */
+const MAX_SHUTDOWN_GRACE_S = 86_400;
 
 /** The server's settings, read from its flags by {@link parseServeArgs}. */
 export interface ServeOptions {
@@ -92,6 +102,8 @@ export interface ServeOptions {
   allowPrivateImageUrls: boolean;
   /** `--softmax-scale`. */
   softmaxScale?: SoftmaxScaleMode;
+  /** `--shutdown-grace`, in seconds. */
+  shutdownGrace: number;
 }
 
 /** A flag the server cannot start with: an unknown flag, a stray argument or a bad value; the message says which. */
@@ -190,6 +202,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
         "max-image-bytes": { type: "string" },
         "allow-private-image-urls": { type: "boolean" },
         "softmax-scale": { type: "string" },
+        "shutdown-grace": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -232,10 +245,38 @@ export function parseServeArgs(args: string[]): ServeOptions {
     maxImageBytes: intFlag(values, "max-image-bytes", 1),
     allowPrivateImageUrls: values["allow-private-image-urls"] === true,
     softmaxScale,
+    // A day at most: the grace is one setTimeout, whose delay stops at 2³¹ ms (about 24.8 days).
+    shutdownGrace: intFlag(values, "shutdown-grace", 0, MAX_SHUTDOWN_GRACE_S) ?? DEFAULT_GRACE_S,
   };
 }
 
-/** Runs the server until the process is stopped. */
+/**
+ * Resolves with the first SIGTERM or SIGINT. `dispose()` (call it once that signal has come, or when no longer
+ * waiting) removes the listeners, so a second signal takes the default action: the process ends at once.
+ */
+function stopSignal(): { signal: Promise<Deno.Signal>; dispose(): void } {
+  const signals: Deno.Signal[] = ["SIGTERM", "SIGINT"];
+  const listening: [Deno.Signal, () => void][] = [];
+  const signal = new Promise<Deno.Signal>((resolve) => {
+    for (const name of signals) {
+      const listener = () => resolve(name);
+      try {
+        Deno.addSignalListener(name, listener);
+        listening.push([name, listener]);
+      } catch {
+        // Windows has SIGINT (Ctrl-C) but no SIGTERM.
+      }
+    }
+  });
+  return { signal, dispose: () => listening.forEach(([name, listener]) => Deno.removeSignalListener(name, listener)) };
+}
+
+/**
+ * Runs the server until SIGTERM or SIGINT, then shuts it down: it stops accepting, and running requests have
+ * `--shutdown-grace` seconds to finish before they are cancelled. Resolves once the server has stopped; the caller
+ * exits. The signals are handled only once the model is ready: one that comes while it loads (or a second one)
+ * takes the default action and ends the process at once.
+ */
 export async function main(args: string[]): Promise<void> {
   const o = parseServeArgs(args);
   if (o.help) {
@@ -286,7 +327,8 @@ export async function main(args: string[]): Promise<void> {
   });
   // The real context length is known only now (the model's own maximum caps the default).
   Object.defineProperty(engine, "maxModelLen", { value: loaded.limits.maxModelLen });
-  engine.inner = await ModelEngine.create(loaded, { eosId: tokenizer.eosId });
+  const modelEngine = await ModelEngine.create(loaded, { eosId: tokenizer.eosId });
+  engine.inner = modelEngine;
   console.log(
     `tramontane: ${model} ready on ${loaded.backends.map((b) => b.name).join(",")} in ${
       ((performance.now() - t0) / 1000).toFixed(1)
@@ -294,7 +336,18 @@ export async function main(args: string[]): Promise<void> {
       `(context ${loaded.limits.maxModelLen}, ${maxSeqs} sequences, ${loaded.limits.numBlocks} cache blocks, ` +
       `softmax scale ${loaded.config.softmax_scale_mode})`,
   );
-  await handle.finished;
+  const stop = stopSignal();
+  const signal = await Promise.race([stop.signal, handle.finished.then(() => null)]);
+  stop.dispose();
+  if (signal !== null) {
+    console.log(
+      `tramontane: ${signal}: shutting down; running requests have ${o.shutdownGrace} s to finish ` +
+        `(send it again to stop at once)`,
+    );
+    await handle.shutdown(o.shutdownGrace * 1000);
+  }
+  await modelEngine.close();
+  console.log("tramontane: stopped");
 }
 
 /**

@@ -28,6 +28,7 @@ const DEFAULTS: ServeOptions = {
   maxImageBytes: undefined,
   allowPrivateImageUrls: false,
   softmaxScale: undefined,
+  shutdownGrace: 10,
 };
 
 Deno.test("serve flags: defaults", () => {
@@ -56,6 +57,7 @@ Deno.test("serve flags: every flag is read into its option", () => {
     ["--max-image-bytes", "1000"],
     ["--allow-private-image-urls"],
     ["--softmax-scale", "deepseek_yarn"],
+    ["--shutdown-grace", "30"],
   ].flat();
   assertEquals(parseServeArgs(args), {
     help: false,
@@ -81,6 +83,7 @@ Deno.test("serve flags: every flag is read into its option", () => {
     maxImageBytes: 1000,
     allowPrivateImageUrls: true,
     softmaxScale: "deepseek_yarn",
+    shutdownGrace: 30,
   });
   assertEquals(parseServeArgs(["--model", "tiny", "--served-model-name", "m"]).servedModelName, "m");
   assertEquals(parseServeArgs(["--port=9000", "--softmax-scale=plain"]).port, 9000);
@@ -89,6 +92,9 @@ Deno.test("serve flags: every flag is read into its option", () => {
   // none: up to the context (OpenAI's behaviour), even for a preset.
   assertEquals(parseServeArgs(["--max-tokens-default", "none"]).maxTokensDefault, null);
   assertEquals(parseServeArgs(["--max-tokens-default=1"]).maxTokensDefault, 1);
+  // 0: running requests are cancelled at once; a day is the most.
+  assertEquals(parseServeArgs(["--shutdown-grace", "0"]).shutdownGrace, 0);
+  assertEquals(parseServeArgs(["--shutdown-grace=86400"]).shutdownGrace, 86400);
   assertEquals(parseServeArgs(["-h"]).help, true);
   assertEquals(parseServeArgs(["--help"]).help, true);
 });
@@ -118,6 +124,11 @@ Deno.test("serve flags: bad values are UsageErrors naming the flag, the value an
     [["--max-tokens-default", ""], '--max-tokens-default must be an integer ≥ 1 or none, got ""'],
     [["--max-tokens-default", "None"], '--max-tokens-default must be an integer ≥ 1 or none, got "None"'],
     [["--max-tokens-default"], "--max-tokens-default"],
+    [["--shutdown-grace=-1"], '--shutdown-grace must be an integer from 0 to 86400, got "-1"'],
+    [["--shutdown-grace", "2.5"], '--shutdown-grace must be an integer from 0 to 86400, got "2.5"'],
+    [["--shutdown-grace", "10s"], '--shutdown-grace must be an integer from 0 to 86400, got "10s"'],
+    [["--shutdown-grace", "86401"], '--shutdown-grace must be an integer from 0 to 86400, got "86401"'],
+    [["--shutdown-grace", ""], '--shutdown-grace must be an integer from 0 to 86400, got ""'],
     [["--dtype", "int4"], '--dtype must be one of f32, bf16, f16, f8e4m3, nvfp4, q8, got "int4"'],
     [["--dtype", "i32"], '--dtype must be one of f32, bf16, f16, f8e4m3, nvfp4, q8, got "i32"'],
     [
@@ -173,10 +184,12 @@ Deno.test("serve CLI: --help prints a usage line for every flag and starts nothi
     "max-image-bytes",
     "allow-private-image-urls",
     "softmax-scale",
+    "shutdown-grace",
     "help",
   ];
   for (const f of flags) assert(new RegExp(`^  --${f}\\b`, "m").test(out), `--${f} is not in the usage`);
   assertEquals(out.match(/^ {2}--[a-z-]+/gm)!.length, flags.length, "a flag in the usage that the test does not know");
+  assert(/--shutdown-grace S .*\n.*\(default 10;/.test(out), "--shutdown-grace's default is not in the usage");
 });
 
 Deno.test("serve CLI: the default answer length comes from the flag, a preset, or the checkpoint's generation_config", async () => {

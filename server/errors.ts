@@ -59,6 +59,13 @@ export function badRequest(message: string, param: string | null = null, code: s
   return new ApiError(400, message, { param, code });
 }
 
+/** The 503 of a server that is shutting down (new requests, and uploads still running when its grace is over). */
+export function shuttingDown(): ApiError {
+  return new ApiError(503, "The server is shutting down; send the request to another instance or retry later.", {
+    code: "shutting_down",
+  });
+}
+
 /**
  * Maps anything thrown while serving a request to an {@link ApiError}: typed client errors keep their status and
  * fields; everything else is a 500 whose message does not leak internals (the caller logs the original).

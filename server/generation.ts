@@ -33,7 +33,8 @@ export interface GenerationSpec<P> extends ChoiceSpec {
 
 /**
  * A running generation: iterate `events` (choice `p·n + k` is choice k of prompt p); `usage()` is final once they
- * end. Aborts when `clientSignal` fires (the client went away) or {@link Run.abort} is called.
+ * end. Aborts when `clientSignal` fires (the client went away, or the server's shutdown grace is over) or
+ * {@link Run.abort} is called; the choices then end with finish reason `abort`.
  */
 export class Run<P> {
   readonly events: AsyncGenerator<ChoiceEvent<P>>;

@@ -2,8 +2,10 @@
  * The OpenAI-compatible HTTP server: a `fetch`-style handler over an {@link Engine}, and a `Deno.serve` wrapper.
  *
  * Routes: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`, `POST /v1/completions`,
- * `GET /health` (503 until the engine is ready), `GET /metrics` (Prometheus text). Every error is OpenAI-shaped;
- * nothing a request does can take the server down.
+ * `GET /health` (503 until the engine is ready, and again once the server is shutting down), `GET /metrics`
+ * (Prometheus text). Every error is OpenAI-shaped; nothing a request does can take the server down. A shutdown
+ * ({@link TramontaneServer.shutdown}, {@link ServeHandle.shutdown}) refuses new requests and gives running ones a
+ * grace period before it cancels them.
  *
  * @module
  */
@@ -17,12 +19,14 @@ import { readJsonObject } from "./body.ts";
 import { handleChat } from "./chat.ts";
 import { handleCompletions } from "./completions.ts";
 import { type Logger, newId, type RequestRecord, type ServerContext } from "./context.ts";
-import { ApiError, badRequest, errorResponse, jsonResponse, toApiError } from "./errors.ts";
+import { ApiError, badRequest, errorResponse, jsonResponse, shuttingDown, toApiError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
+import { CANCEL_FLUSH_MS, DEFAULT_SHUTDOWN_GRACE_MS, Drain } from "./drain.ts";
 
 export type { Logger } from "./context.ts";
 export { Metrics } from "./metrics.ts";
 export { DEFAULT_SAMPLING } from "../engine/params.ts";
+export { DEFAULT_SHUTDOWN_GRACE_MS } from "./drain.ts";
 
 /** Options for {@link createServer}. */
 export interface ServerOptions {
@@ -60,8 +64,13 @@ export interface ServeHandle {
   port: number;
   /** `http://hostname:port`. */
   url: string;
-  /** Stops accepting connections and waits for open requests to finish. */
-  shutdown(): Promise<void>;
+  /**
+   * Stops accepting connections and shuts the server down ({@link TramontaneServer.shutdown}): running requests get
+   * `graceMs` (default {@link DEFAULT_SHUTDOWN_GRACE_MS}) to finish, then are cancelled. Resolves once every
+   * connection has closed, or a moment after the cancel if one stays open (a client that does not read its
+   * response: it ends with the process). Later calls return the same promise.
+   */
+  shutdown(graceMs?: number): Promise<void>;
   /** Resolves when the server has stopped. */
   finished: Promise<void>;
 }
@@ -72,16 +81,36 @@ export interface TramontaneServer {
   fetch(req: Request): Promise<Response>;
   /** Listens with `Deno.serve`; port 0 picks a free port. */
   serve(options: { hostname?: string; port?: number }): ServeHandle;
+  /**
+   * Shuts the handler down (for a server embedded in another `Deno.serve`; {@link ServeHandle.shutdown} also closes
+   * the listener): from now on `/health` answers 503 and every route but `/metrics` refuses new requests with 503
+   * `shutting_down`; running requests get `graceMs` (default {@link DEFAULT_SHUTDOWN_GRACE_MS}) to finish, then
+   * are cancelled (generations end with finish reason `abort`, streams with their last chunk and `[DONE]`).
+   * Resolves once they have ended, or shortly after the cancel if some have not. Later calls return the same promise.
+   */
+  shutdown(graceMs?: number): Promise<void>;
+  /** True once {@link TramontaneServer.shutdown} has been called. */
+  readonly shuttingDown: boolean;
+  /** Requests being served: received, and not yet answered in full (a stream counts until it ends). */
+  readonly inFlight: number;
   /** The metrics registry (for tests and embedding). */
   readonly metrics: Metrics;
 }
 
-/** `modelId` is the `{id}` of `/v1/models/{id}`. */
+/** What the router found besides the route: the `{id}` of `/v1/models/{id}`, and when to stop. */
+interface RouteArgs {
+  modelId?: string;
+  /** Fires when the client goes away or the server's shutdown grace runs out. */
+  signal: AbortSignal;
+  /** Fires when the client goes away or the server starts shutting down: stops reading the request body. */
+  upload: AbortSignal;
+}
+
 type Handler = (
   ctx: ServerContext,
   record: RequestRecord,
   req: Request,
-  modelId?: string,
+  args: RouteArgs,
 ) => Promise<Response> | Response;
 
 interface Route {
@@ -96,19 +125,19 @@ interface Route {
 
 const MIB = 1 << 20;
 
-/** A generation endpoint: gets the parsed body and the signal that fires when the client goes away. */
+/** A generation endpoint: gets the parsed body and the signal that stops it (client gone, shutdown grace over). */
 type GenerationHandler = (
   ctx: ServerContext,
   record: RequestRecord,
   body: Record<string, unknown>,
-  clientSignal: AbortSignal,
+  signal: AbortSignal,
 ) => Promise<Response>;
 
 function generationRoute(handle: GenerationHandler, maxBodyBytes: number): Handler {
-  return async (ctx, record, req) => {
-    const body = await readJsonObject(req, maxBodyBytes);
+  return async (ctx, record, req, { signal, upload }) => {
+    const body = await readJsonObject(req, maxBodyBytes, upload);
     checkModel(ctx, body.model);
-    return await handle(ctx, record, body, req.signal);
+    return await handle(ctx, record, body, signal);
   };
 }
 
@@ -170,14 +199,16 @@ export function createServer(options: ServerOptions): TramontaneServer {
     startedAt: Math.floor(Date.now() / 1000),
   };
   const maxBody = options.maxBodyBytes ?? 32 * MIB;
+  const drain = new Drain();
   const routes = new Map<string, Route>([
     ["/health", {
       label: "/health",
       methods: {
-        GET: () =>
-          ctx.engine.ready ? jsonResponse({ status: "ok" }) : errorResponse(
-            new ApiError(503, "The engine is still loading.", { code: "engine_not_ready" }),
-          ),
+        GET: () => {
+          if (drain.draining) throw shuttingDown();
+          if (!ctx.engine.ready) throw new ApiError(503, "The engine is still loading.", { code: "engine_not_ready" });
+          return jsonResponse({ status: "ok" });
+        },
       },
     }],
     ["/metrics", {
@@ -198,7 +229,7 @@ export function createServer(options: ServerOptions): TramontaneServer {
       label: "/v1/models/{id}",
       authed: true,
       methods: {
-        GET: (_ctx, _record, _req, modelId) => {
+        GET: (_ctx, _record, _req, { modelId }) => {
           if (modelId === ctx.modelName) return jsonResponse(listModels(ctx));
           throw new ApiError(404, `The model '${modelId}' does not exist; this server serves '${ctx.modelName}'.`, {
             param: "model",
@@ -221,7 +252,7 @@ export function createServer(options: ServerOptions): TramontaneServer {
     }],
   ]);
 
-  async function dispatch(record: RequestRecord, req: Request): Promise<Response> {
+  async function dispatch(record: RequestRecord, req: Request, signal: AbortSignal): Promise<Response> {
     const found = matchRoute(routes, record.path);
     if (found === undefined) {
       if (record.path.startsWith("/v1/")) checkApiKey(req, options.apiKey);
@@ -229,6 +260,8 @@ export function createServer(options: ServerOptions): TramontaneServer {
     }
     const { route } = found;
     record.route = route.label;
+    // While shutting down only /metrics still answers (/health says why it is 503).
+    if (drain.draining && route.label !== "/metrics" && route.label !== "/health") throw shuttingDown();
     if (route.authed) checkApiKey(req, options.apiKey);
     const handler = route.methods[record.method];
     if (handler === undefined) {
@@ -245,10 +278,12 @@ export function createServer(options: ServerOptions): TramontaneServer {
       });
     }
     if (route.generates) record.id = newId(route.label === "/v1/completions" ? "cmpl-" : "chatcmpl-");
-    return await handler(ctx, record, req, found.modelId);
+    const upload = AbortSignal.any([req.signal, drain.stopping]);
+    return await handler(ctx, record, req, { modelId: found.modelId, signal, upload });
   }
 
-  function finish(record: RequestRecord): void {
+  function finish(record: RequestRecord, flight: AbortController): void {
+    drain.end(flight);
     metrics.request(record.route, record.status);
     const ms = (v: number | undefined) => v === undefined ? "-" : `${Math.round(v)}ms`;
     const generated = record.promptTokens > 0 ? ` in=${record.promptTokens} out=${record.completionTokens}` : "";
@@ -270,18 +305,36 @@ export function createServer(options: ServerOptions): TramontaneServer {
       completionTokens: 0,
       start: performance.now(),
     };
+    // Stops the request when its client leaves or the shutdown grace runs out. Deno.serve's request.signal fires
+    // only when the client leaves because deno.json opts out of Deno's legacy abort (which also fires it after every
+    // successful response, and warns). The handler's `info.completed` cannot stand in: it settles only once the
+    // response is handed over, too late for a generation in progress (and Deno 2.9.6 resolves it even for a client
+    // that had left).
+    const flight = drain.begin();
+    const signal = AbortSignal.any([req.signal, flight.signal]);
     let response: Response;
     try {
-      response = await dispatch(record, req);
+      response = await dispatch(record, req, signal);
     } catch (e) {
       const err = toApiError(e);
       if (err.status >= 500 && !(e instanceof ApiError)) ctx.logger.error(`request ${record.id} failed`, e);
       response = errorResponse(err);
     }
     record.status ||= response.status;
-    if (record.done) record.done.then(() => finish(record));
-    else finish(record);
+    if (record.done) record.done.then(() => finish(record, flight));
+    else finish(record, flight);
     return response;
+  }
+
+  function shutdown(graceMs: number = DEFAULT_SHUTDOWN_GRACE_MS): Promise<void> {
+    return drain.shutdown(graceMs, {
+      onStart: (running) =>
+        ctx.logger.info(
+          `shutting down: new requests are refused; ${running} running, given up to ${graceMs / 1000} s to finish`,
+        ),
+      onCancel: (running) =>
+        ctx.logger.warn(`shutdown grace of ${graceMs / 1000} s is over: cancelling ${running} running requests`),
+    });
   }
 
   function serve(serveOptions: { hostname?: string; port?: number }): ServeHandle {
@@ -291,16 +344,48 @@ export function createServer(options: ServerOptions): TramontaneServer {
       onListen: () => {},
     }, fetch);
     const addr = server.addr as Deno.NetAddr;
+    let stopping: Promise<void> | undefined;
+    const stop = async (graceMs?: number) => {
+      // Ours first, so the uploads Deno's graceful shutdown ends are answered 503 (shutting down), not 500.
+      const drained = shutdown(graceMs);
+      // Deno's graceful shutdown closes the listener now and resolves once every open response has been sent.
+      const closed = server.shutdown();
+      await drained;
+      // Deno.serve has no hard stop once a graceful one has begun (its abort signal then throws), so a connection
+      // that outlives the cancel is left to the process's exit.
+      if (!await settlesWithin(closed, CANCEL_FLUSH_MS)) {
+        ctx.logger.warn("shutdown: a connection is still open after the cancel (a client not reading?); not waiting");
+      }
+    };
     return {
       hostname: addr.hostname,
       port: addr.port,
       url: `http://${addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname}:${addr.port}`,
-      shutdown: () => server.shutdown(),
+      shutdown: (graceMs) => stopping ??= stop(graceMs),
       finished: server.finished,
     };
   }
 
-  return { fetch, serve, metrics };
+  return {
+    fetch,
+    serve,
+    metrics,
+    shutdown,
+    get shuttingDown() {
+      return drain.draining;
+    },
+    get inFlight() {
+      return drain.running;
+    },
+  };
+}
+
+/** True if `p` settles within `ms` (resolved or rejected), false otherwise. */
+function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout>;
+  const late = new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms));
+  const settled = p.then(() => true, () => true);
+  return Promise.race([settled, late]).finally(() => clearTimeout(timer));
 }
 
 function definedFields<T extends object>(o: T): Partial<T> {

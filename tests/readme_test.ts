@@ -47,24 +47,25 @@ export function testBlocks(markdown: string): TestBlock[] {
   return out;
 }
 
-/** Live processes of process group `pgid` (Linux `/proc`; elsewhere none are seen). */
+/**
+ * Live processes of process group `pgid` (Linux `/proc`; elsewhere none are seen). Read by a child shell: Deno
+ * lets a test read `/proc` only under `--allow-all`, and the test task grants permissions one by one.
+ */
 async function groupMembers(pgid: number): Promise<number[]> {
+  if (Deno.build.os !== "linux") return [];
+  const { code, stdout, stderr } = await new Deno.Command("bash", {
+    // a process that exits meanwhile fails its `read`, which is skipped
+    args: ["-c", 'for f in /proc/[0-9]*/stat; do read -r line < "$f" 2>/dev/null && echo "$line"; done; true'],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (code !== 0) throw new Error(`listing /proc failed: ${new TextDecoder().decode(stderr)}`);
   const pids: number[] = [];
-  try {
-    for await (const e of Deno.readDir("/proc")) {
-      if (!/^\d+$/.test(e.name)) continue;
-      let stat: string;
-      try {
-        stat = await Deno.readTextFile(`/proc/${e.name}/stat`);
-      } catch {
-        continue; // exited meanwhile
-      }
-      // "pid (comm) state ppid pgrp …": comm may hold spaces and parentheses, so split after the last ")".
-      const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      if (Number(pgrp) === pgid && state !== "Z") pids.push(Number(e.name));
-    }
-  } catch {
-    // no /proc
+  for (const stat of new TextDecoder().decode(stdout).split("\n")) {
+    if (!stat) continue;
+    // "pid (comm) state ppid pgrp …": comm may hold spaces and parentheses, so split after the last ")".
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(pgrp) === pgid && state !== "Z") pids.push(parseInt(stat));
   }
   return pids;
 }
