@@ -36,7 +36,7 @@ import { q8AbsorbedRows } from "./mla_q8_emulation.ts";
 import { BACKENDS } from "../runtime/registry.ts";
 import { type Plan, schedule } from "../runtime/schedule.ts";
 import { bf16ToF32, f32ToBytes, type FloatDType, quantizeFp8 } from "../weights/codecs.ts";
-import { convertWeight } from "../weights/convert.ts";
+import { convertWeight, nvfp4Weight } from "../weights/convert.ts";
 import type { CanonicalWeight } from "../weights/load.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { mulberry32 } from "./fixtures.ts";
@@ -104,7 +104,7 @@ class Case {
 
   /**
    * A weight of `dtype` with values uniform in ±scale; f8e4m3 gets `blocks` scale blocks (1 per tensor, 2 for a
-   * fused gate ‖ up, E or 2E for experts), q8 per-32 scales.
+   * fused gate ‖ up, E or 2E for experts), nvfp4 `blocks` global scales likewise, q8 per-32 scales.
    */
   weight(name: string, shape: number[], dtype: DType, scale = 1, blocks = 1): Tensor {
     const values = this.values(numel(shape), scale);
@@ -112,6 +112,8 @@ class Case {
     if (dtype === "f8e4m3") {
       const q = quantizeFp8(values, blocks);
       w = { name, shape, dtype, data: q.codes, scales: q.scales };
+    } else if (dtype === "nvfp4") {
+      w = nvfp4Weight(name, shape, values, blocks);
     } else {
       w = convertWeight(w, dtype);
     }
@@ -143,7 +145,9 @@ function opCase(name: string, op: string, tol: number, body: (c: Case) => Record
 
 // ---------------------------------------------------------------------------------------------- the table
 
-const MATRIX_TOL: Record<string, number> = { f32: 1e-5, bf16: 1e-5, f8e4m3: 1e-5, q8: 2e-2 };
+const MATRIX_TOL: Record<string, number> = { f32: 1e-5, bf16: 1e-5, f8e4m3: 1e-5, q8: 2e-2, nvfp4: 2e-2 };
+/** NVFP4 with f32 activations (more than 8 rows, q8Prefill `f32`): the reference's dequantised weights exactly. */
+const NVFP4_F32_TOL = 1e-6;
 /** Whether this host runs q8 matmuls of more than 8 rows on int8 products (the kernels probe it). */
 const INT8_PREFILL = (await probeQ8Paths()).int8Prefill;
 const FLOAT_WEIGHTS: DType[] = ["f32", "bf16", "f8e4m3"];
@@ -175,10 +179,31 @@ function matmulCases(): OpCase[] {
       return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "q8", 1 / Math.sqrt(K))) };
     }));
   }
+  cases.push(...nvfp4MatmulCases());
   cases.push(opCase("matmul f32 x rank 3 [T, 2, 17]", "matmul", 1e-5, (c) => {
     const x = c.f32("x", [[3, 8], 2, 17]);
     return { y: ops.matmul(c.g, x, c.weight("w", [7, 17], "f32")) };
   }));
+  return cases;
+}
+
+/**
+ * NVFP4 (K a multiple of its 16-block, as the format requires): decode shapes (M ≤ 8, int8 activations per
+ * 32-block: the q8 bound) and prefill shapes (more rows: f32 activations under the conformance tuning, ≤ 1e-6;
+ * int8 in the test below); K = 48 and 272 end on a half activation block, 272 has an odd number of f8 blocks;
+ * `globals` 2 gives a fused gate ‖ up its two global scales.
+ */
+export function nvfp4MatmulCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  const shapes = [[1, 16, 13, 1], [1, 272, 34, 2], [3, 48, 17, 1], [5, 1040, 18, 2], [8, 64, 1, 1]];
+  shapes.push([9, 272, 13, 1], [20, 48, 34, 2], [33, 1040, 40, 2]);
+  for (const [M, K, N, globals] of shapes) {
+    const tol = M > 8 ? NVFP4_F32_TOL : MATRIX_TOL.nvfp4;
+    cases.push(opCase(`matmul nvfp4 M=${M} K=${K} N=${N} globals ${globals}`, "matmul", tol, (c) => {
+      const x = c.f32("x", [[M, M + 8], K]);
+      return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "nvfp4", 1 / Math.sqrt(K), globals)) };
+    }));
+  }
   return cases;
 }
 
@@ -438,17 +463,19 @@ function mlaDecodeCases(): OpCase[] {
 }
 
 function moeCase(dt: DType, T: number, E: number, K: number, D: number, F: number, blocks = 1): OpCase {
-  const scales = dt === "f8e4m3"
+  const scales = dt === "f8e4m3" || dt === "nvfp4"
     ? ` (${blocks === E ? "per-expert" : blocks === 2 * E ? "gate/up per expert" : blocks} scales)`
     : "";
   const name = `moe_experts ${dt}${scales} T=${T} top ${K} of ${E} D=${D} F=${F}`;
   // q8 quantises activations: always with few tokens per expert, with many where the host has the int8 prefill path.
-  return opCase(name, "moe_experts", MATRIX_TOL[dt], (c) => {
+  // NVFP4 with many tokens per expert runs f32 activations under the conformance tuning (the reference's values).
+  const tol = dt === "nvfp4" && T * K / E > 8 ? NVFP4_F32_TOL : MATRIX_TOL[dt];
+  return opCase(name, "moe_experts", tol, (c) => {
     const x = c.f32("x", [[T, T + 3], D]);
     const logits = c.f32("logits", [[T, T + 3], E], 3);
     const ids = ops.moeTopK(c.g, logits, { topK: K }), weights = ops.moeGate(c.g, logits, ids);
     const gateUp = c.weight("gate_up", [E, 2 * F, D], dt, 1 / Math.sqrt(D), blocks);
-    const down = c.weight("down", [E, D, F], dt, 1 / Math.sqrt(F), dt === "f8e4m3" ? E : 1);
+    const down = c.weight("down", [E, D, F], dt, 1 / Math.sqrt(F), dt === "f8e4m3" || dt === "nvfp4" ? E : 1);
     return { y: ops.moeExperts(c.g, x, ids, weights, gateUp, down), ids, weights };
   });
 }
@@ -492,6 +519,18 @@ function moeCases(): OpCase[] {
     moeCase("q8", 1, 8, 2, 32, 32),
     moeCase("q8", 6, 16, 4, 64, 32),
     moeCase("q8", 40, 4, 2, 64, 32), // ~20 tokens per expert: the int8 prefill path over gathered rows
+    ...nvfp4MoeCases(),
+  ];
+}
+
+/** Routed experts in NVFP4 (as the release stores them): decode and prefill token counts, one or two globals. */
+export function nvfp4MoeCases(): OpCase[] {
+  return [
+    moeCase("nvfp4", 1, 8, 2, 32, 48, 16),
+    moeCase("nvfp4", 6, 16, 4, 64, 32, 16),
+    moeCase("nvfp4", 3, 8, 2, 48, 16, 8),
+    moeCase("nvfp4", 60, 4, 2, 64, 48, 8), // ~30 tokens per expert: the prefill path over gathered rows
+    moeCase("nvfp4", 40, 4, 2, 80, 32, 4),
   ];
 }
 
@@ -814,6 +853,24 @@ Deno.test({
             await checkCase(c, backend, reference, tuning);
           });
         }
+      }
+    } finally {
+      backend.dispose();
+      reference.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "backend ops: wasm nvfp4 prefill on int8 products ≡ reference within the q8 bound (where the host has them)",
+  ignore: await wasmBackend.probe().catch(() => 0) <= 0,
+  async fn(t) {
+    const tuning: Partial<WasmTuning> = { ...TUNING, q8Prefill: "int8" };
+    const backend = await wasmBackend.create({ threads: THREADS, tuning } as never);
+    const reference = await referenceBackend.create();
+    try {
+      for (const c of [...nvfp4MatmulCases(), ...nvfp4MoeCases()]) {
+        await t.step(`${c.name} (int8 prefill)`, () => checkCase({ ...c, tol: MATRIX_TOL.nvfp4 }, backend, reference));
       }
     } finally {
       backend.dispose();

@@ -81,6 +81,7 @@ class ConvertedSource implements WeightSource {
     const fp8 = dtype === "f8e4m3", n = values.length, e0 = row0 * this.#rowElems;
     const data = new Uint8Array(fp8 ? n : n / 2), scales = new Float32Array(fp8 ? n / k : n / NVFP4_BLOCK);
     const codes = fp8 ? undefined : new Uint8Array(n / NVFP4_BLOCK);
+    const globals = fp8 ? undefined : new Float32Array(n / k);
     for (let r = Math.floor(e0 / this.#run); r * this.#run < e0 + n; r++) {
       const lo = Math.max(e0, r * this.#run) - e0, hi = Math.min(e0 + n, (r + 1) * this.#run) - e0;
       const part = values.subarray(lo, hi);
@@ -95,8 +96,11 @@ class ConvertedSource implements WeightSource {
       const g = nvfp4GlobalScale(m), [b0, b1] = [lo / NVFP4_BLOCK, hi / NVFP4_BLOCK];
       quantizeNvfp4Blocks(part, g, data.subarray(lo / 2, hi / 2), codes!.subarray(b0, b1));
       for (let b = b0; b < b1; b++) scales[b] = nvfp4BlockScale(codes![b], g);
+      globals!.fill(g, lo / k, hi / k);
     }
-    return { row0, rows, shape, dtype, data, scales };
+    return fp8
+      ? { row0, rows, shape, dtype, data, scales }
+      : { row0, rows, shape, dtype, data, scales, globalScales: globals };
   }
 
   /** The first pass: every chunk of the source decoded once for the tensor's absolute maximum. */

@@ -11,7 +11,10 @@ import { convertWeight } from "./convert.ts";
 import type { CanonicalWeight } from "./load.ts";
 import { leadingRows, rowElements, type WeightChunk, type WeightSource } from "./source.ts";
 
-/** One scale per K-row of `w` (an FP8 canonical weight, whose B scales split its K-rows into B equal runs). */
+/**
+ * One scale per K-row of `w` (an FP8 canonical weight, whose B scales split its K-rows into B equal runs; also an
+ * NVFP4 weight's global scales, given as `scales`).
+ */
 function f8RowScales(w: CanonicalWeight): Float32Array {
   const kRows = w.shape.reduce((a, b) => a * b, 1) / kDim(w.shape);
   const blocks = w.scales ?? new Float32Array([1]);
@@ -38,6 +41,8 @@ export function memorySource(w: CanonicalWeight, dtype: DType, origin = "memory"
   const rows = leadingRows(cw.shape), per = rowElements(cw.shape), k = kDim(cw.shape);
   const kRowsPerRow = per / k, perK = chunkScaleCount(cw.dtype, k, k);
   const scales = cw.dtype === "f8e4m3" ? f8RowScales(cw) : cw.scales;
+  // NVFP4: each K-row's global scale (its run's), as streamed chunks carry them.
+  const globals = cw.dtype === "nvfp4" && cw.globalScales ? f8RowScales({ ...cw, scales: cw.globalScales }) : undefined;
   const bytes = cw.data.byteLength + (scales?.byteLength ?? 0);
   return {
     name: cw.name,
@@ -58,6 +63,7 @@ export function memorySource(w: CanonicalWeight, dtype: DType, origin = "memory"
         dtype: cw.dtype,
         data: cw.data.subarray(b0, b1),
         scales: scales?.subarray(s0, s1),
+        ...(globals ? { globalScales: globals.subarray(row0 * kRowsPerRow, (row0 + n) * kRowsPerRow) } : {}),
       });
     },
   };

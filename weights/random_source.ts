@@ -178,6 +178,7 @@ export class RandomTensorSource implements WeightSource {
     const fp8 = this.dtype === "f8e4m3", n = values.length, k = this.#k;
     const data = new Uint8Array(fp8 ? n : n / 2), scales = new Float32Array(fp8 ? n / k : n / NVFP4_BLOCK);
     const codes = fp8 ? undefined : new Uint8Array(n / NVFP4_BLOCK);
+    const globals = fp8 ? undefined : new Float32Array(n / k);
     for (let r = Math.floor(e0 / this.#run); r * this.#run < e0 + n; r++) {
       // The part of run r inside the chunk: whole K-rows, so whole 16-blocks too.
       const lo = Math.max(e0, r * this.#run) - e0, hi = Math.min(e0 + n, (r + 1) * this.#run) - e0;
@@ -190,8 +191,11 @@ export class RandomTensorSource implements WeightSource {
       const [b0, b1] = [lo / NVFP4_BLOCK, hi / NVFP4_BLOCK];
       quantizeNvfp4Blocks(part, s, data.subarray(lo / 2, hi / 2), codes!.subarray(b0, b1));
       for (let b = b0; b < b1; b++) scales[b] = nvfp4BlockScale(codes![b], s);
+      globals!.fill(s, lo / k, hi / k);
     }
-    return { row0, rows, shape, dtype: this.dtype, data, scales };
+    const chunk: WeightChunk = { row0, rows, shape, dtype: this.dtype, data, scales };
+    if (globals) chunk.globalScales = globals;
+    return chunk;
   }
 
   /** Every run's scale (FP8: the block multipliers; NVFP4: the global divisors), computing those not yet known. */

@@ -34,6 +34,11 @@ export interface WeightChunk {
   data: Uint8Array;
   /** Row-local scales (module docs); absent for float dtypes. */
   scales?: Float32Array;
+  /**
+   * NVFP4 only: the global scale (the divisor `weight_global_scale`) of each K-row's source linear, one per K-row,
+   * so a backend that keeps the f8 block codes (`unfoldNvfp4Scales`) can store the weight as released.
+   */
+  globalScales?: Float32Array;
 }
 
 /**

@@ -102,14 +102,12 @@ class CheckpointSource implements WeightSource {
       if (this.shape.length < 2 && rows !== this.#rows) throw new RangeError(`${this.name}: read it whole`);
     }
     const data = await this.data.read(row0, rows);
-    const scales = this.dtype === "f8e4m3"
-      ? await this.#fp8Scales(row0, rows)
-      : this.dtype === "nvfp4"
-      ? await this.#nvfp4Scales(row0, rows)
-      : undefined;
+    const nv = this.dtype === "nvfp4" ? await this.#nvfp4Scales(row0, rows) : undefined;
+    const scales = this.dtype === "f8e4m3" ? await this.#fp8Scales(row0, rows) : nv?.scales;
     if (row0 + rows === this.#rows) this.state.onLastRow(this);
     const chunk: WeightChunk = { row0, rows, shape: [rows, ...this.shape.slice(1)], dtype: this.dtype, data };
     if (scales) chunk.scales = scales;
+    if (nv) chunk.globalScales = nv.globals;
     return chunk;
   }
 
@@ -123,15 +121,18 @@ class CheckpointSource implements WeightSource {
     return out;
   }
 
-  /** One folded multiplier per 16 values: the f8 block scale over its run's global scale. */
-  async #nvfp4Scales(row0: number, rows: number): Promise<Float32Array> {
+  /** One folded multiplier per 16 values (the f8 block scale over its run's global scale), and each K-row's global. */
+  async #nvfp4Scales(row0: number, rows: number): Promise<{ scales: Float32Array; globals: Float32Array }> {
     const codes = await this.scale!.read(row0, rows);
     const per = rowElements(this.shape) / NVFP4_BLOCK, b0 = row0 * per;
     const run = (this.#rows * per) / numel(this.global!.shape);
     const { values, at } = await flatF32(this.global!, Math.floor(b0 / run), Math.floor((b0 + codes.length - 1) / run));
     const out = new Float32Array(codes.length);
     for (let b = 0; b < codes.length; b++) out[b] = nvfp4BlockScale(codes[b], values[Math.floor((b0 + b) / run) - at]);
-    return out;
+    // Runs are whole K-rows: the global of a K-row is that of its first block.
+    const kBlocks = kDim(this.shape) / NVFP4_BLOCK, globals = new Float32Array(codes.length / kBlocks);
+    for (let r = 0; r < globals.length; r++) globals[r] = values[Math.floor((b0 + r * kBlocks) / run) - at];
+    return { scales: out, globals };
   }
 }
 

@@ -61,6 +61,10 @@ static WDesc rows_of(const WDesc *W, size_t K, size_t n0) {
       r.w = (const int8_t *)W->w + n0 * K;
       r.qs = W->qs + n0 * ((K + Q8_BLOCK - 1) / Q8_BLOCK);
       break;
+    case DT_NVFP4:  // rows of K/2 code bytes and K/16 scale codes; per-row globals
+      r.w = (const uint8_t *)W->w + n0 * (K / 2 + K / 16);
+      if (W->qs) r.qs = W->qs + n0;
+      break;
   }
   return r;
 }

@@ -61,6 +61,7 @@ void decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, float *o
       }
       break;
     }
+    case DT_NVFP4: nvfp4_decode_row(W, K, n, k0, len, out); break;
   }
 }
 
@@ -584,6 +585,11 @@ static void mm_decode(const WDesc *W, const float *x, const int32_t *xidx, size_
 void mm_core(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M, size_t K,
              int n0, int n1) {
   if (M <= 0 || n1 <= n0) return;
+  // NVFP4 on int8 products: always in decode, in prefill where q8 prefill is (gemm_nvfp4.c); else f32 panels.
+  if (W->dt == DT_NVFP4 && K <= 16384 && (M <= DECODE_MAX_M || q8_gemm_usable())) {
+    mm_nvfp4(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
+    return;
+  }
   // The decode path keeps per-call activation copies on the stack (≤ 8 rows × K): beyond K = 16384 use packing.
   if (M <= DECODE_MAX_M && K <= 16384) mm_decode(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
   else if (W->dt == DT_Q8 && q8_gemm_usable()) mm_prefill_q8(W, x, xidx, ldx, y, ldy, M, K, n0, n1);

@@ -5,7 +5,8 @@ import { OutOfMemoryError, weightBytes } from "../../backend.ts";
 import { runGraph } from "../../execute.ts";
 import { schedule } from "../../schedule.ts";
 import { ScheduleError } from "../../schedule/plan.ts";
-import { quantizeFp8 } from "../../../weights/codecs.ts";
+import { quantizeFp8, unfoldNvfp4Scales } from "../../../weights/codecs.ts";
+import { nvfp4Weight } from "../../../weights/convert.ts";
 import { memorySource } from "../../../weights/memory_source.ts";
 import { encodeChunk, wasmWeightBytes } from "./layout.ts";
 import { wasmBackend } from "./backend.ts";
@@ -28,7 +29,35 @@ Deno.test("wasm weight layout: q8 and f8 scales after the values, f8 block scale
   assertEquals([...new Float32Array(out.buffer, 12, 4)], [q.scales[0], q.scales[0], q.scales[1], q.scales[1]]);
   const short = { ...(await src.read(0, 2)), data: new Uint8Array(5) };
   assertThrows(() => encodeChunk(out, [4, 3], "f8e4m3", short, 0), RangeError, "5 B");
-  assertThrows(() => wasmWeightBytes([4], "nvfp4"), RangeError);
+  assertThrows(() => wasmWeightBytes([4], "nvfp4"), RangeError, "multiple of 16");
+});
+
+Deno.test("wasm weight layout: NVFP4 as released, 0.5625 bytes per expert weight value", async () => {
+  // Experts [E, N, K]: per K-row K/2 code bytes and K/16 f8 block scales, then 2 globals per expert.
+  const [E, N, K] = [3, 8, 64];
+  assertEquals(wasmWeightBytes([E, N, K], "nvfp4"), E * N * K * 0.5625 + E * 2 * 4);
+  assertEquals(wasmWeightBytes([5, 32], "nvfp4"), 5 * 18 + 2 + 5 * 4); // 2-D: one global per row
+  assertThrows(() => wasmWeightBytes([4, 24], "nvfp4"), RangeError, "multiple of 16");
+  const values = Float32Array.from({ length: E * N * K }, (_, i) => Math.sin(i) * (1 + (i % 7)));
+  // Gate ‖ up halves with their own global scales, as Mistral ships w1 and w3.
+  const w = nvfp4Weight("w", [E, N, K], values, 2 * E);
+  const out = new Uint8Array(wasmWeightBytes([E, N, K], "nvfp4"));
+  const src = memorySource(w, "nvfp4");
+  for (const row0 of [2, 0, 1]) encodeChunk(out, [E, N, K], "nvfp4", await src.read(row0, 1), row0);
+  const rb = K / 2 + K / 16, globals = new Float32Array(out.buffer, E * N * rb, 2 * E);
+  assertEquals([...globals], [...w.globalScales!]);
+  for (let r = 0; r < E * N; r++) {
+    assertEquals(out.subarray(r * rb, r * rb + K / 2), w.data.subarray((r * K) / 2, ((r + 1) * K) / 2));
+    const codes = unfoldNvfp4Scales(w.scales!.subarray(r * (K / 16), (r + 1) * (K / 16)), [globals[r >> 2]]);
+    assertEquals(out.subarray(r * rb + K / 2, (r + 1) * rb), codes);
+  }
+  // A chunk without its K-rows' global scales cannot be kept packed; nor an expert with 3 globals.
+  const { globalScales: _, ...bare } = await src.read(0, 1);
+  assertThrows(() => encodeChunk(out, [E, N, K], "nvfp4", bare, 0), RangeError, "one global scale per K-row");
+  const three = memorySource(nvfp4Weight("w", [1, 6, K], values.subarray(0, 6 * K), 3), "nvfp4");
+  const out3 = new Uint8Array(wasmWeightBytes([1, 6, K], "nvfp4"));
+  const chunk3 = await three.read(0, 1);
+  assertThrows(() => encodeChunk(out3, [1, 6, K], "nvfp4", chunk3, 0), RangeError, "more than 2 global scale(s)");
 });
 
 Deno.test({
@@ -44,7 +73,7 @@ Deno.test({
       assertThrows(() => backend.write({ buffer: buf, offset: 12 }, new Float32Array(2)), RangeError);
       backend.free(buf);
       assertEquals(weightBytes(backend, [8, 32], "q8"), 256 + 32);
-      assertEquals(weightBytes(backend, [8, 32], "nvfp4"), 8 * 32 * 4); // stored as f32
+      assertEquals(weightBytes(backend, [8, 32], "nvfp4"), 8 * 18 + 8 * 4); // kept packed, a global per row
 
       const g = new GraphBuilder();
       const ids = g.input("ids", [2], "i32"), table = g.weight("table", [4, 8], "f32");

@@ -12,7 +12,7 @@ import { maxShape, type Node, numel, resolveShape, type TensorInfo, type Vars } 
 import type { HostInputs } from "../../backend.ts";
 import { DT, type WasmKernels } from "./module.ts";
 import type { ThreadPool } from "./threads.ts";
-import { scalesOffset } from "./layout.ts";
+import { nvfp4RowBytes, scalesOffset } from "./layout.ts";
 
 /**
  * What a step reads at run time: the byte address of every tensor by id, the symbols, the shared temp block, and
@@ -102,6 +102,9 @@ export const minRows = (width: number) => Math.max(1, Math.ceil(MIN_ELEMS / Math
 export function matrixArgs(c: CompileContext, id: number): { wdt: number; scales: number } {
   const dt = c.stored(id), t = c.table[id];
   const n = numel(maxShape(t.shape));
+  const K = lastOf(maxShape(t.shape));
+  // NVFP4: the global scales after the rows of codes and block scales (layout.ts).
+  if (t.kind === "weight" && dt === "nvfp4") return { wdt: WDT[dt]!, scales: scalesOffset((n / K) * nvfp4RowBytes(K)) };
   const scales = t.kind === "weight" && (dt === "q8" || dt === "f8e4m3") ? scalesOffset(n) : 0;
   return { wdt: WDT[dt]!, scales };
 }

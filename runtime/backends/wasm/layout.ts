@@ -5,6 +5,11 @@
  * - q8: int8 values `[rows, K]`, zero bytes up to a multiple of 4, then f32 scales `[rows, ceil(K/32)]`.
  * - f8e4m3: E4M3 codes `[rows, K]`, zero bytes up to a multiple of 4, then one f32 scale per K-row `[rows]` (the
  *   checkpoint's per-tensor or block scales expanded, as chunks carry them), so `W[r, :] = f8 · scale[r]`.
+ * - nvfp4 (as released, MODEL.md §2; K a multiple of 16): per K-row its K/2 bytes of E2M1 codes (even element in the
+ *   low nibble) then its K/16 f8e4m3 block scale codes (9K/16 bytes a K-row, so a row streams as one run), zero
+ *   bytes up to a multiple of 4, then the f32 global scales (divisors, `W = e2m1 · f8 / global`): for an expert
+ *   tensor `[E, N, K]` {@link nvfp4Slots} per expert (gate ‖ up's two halves, each its linear's; 0.5625 bytes per
+ *   value plus 8 per expert), else one per K-row.
  * Quantised weights carry their scales in their buffer: a graph that declares only the weight still carries FP8
  * block scales to the kernels. Chunks are row-local, so each lands at its rows' offsets with nothing else held.
  *
@@ -14,6 +19,7 @@
 import type { DType } from "../../../graph/dtype.ts";
 import { numel } from "../../../graph/ir.ts";
 import { chunkScaleCount, chunkToF32, codeBytes, scratchF32 } from "../../../weights/chunks.ts";
+import { unfoldNvfp4Scales } from "../../../weights/codecs.ts";
 import type { WeightChunk } from "../../../weights/source.ts";
 import { Q8_BLOCK } from "./module.ts";
 
@@ -22,9 +28,38 @@ export function scalesOffset(n: number): number {
   return Math.ceil(n / 4) * 4;
 }
 
+/** Elements per NVFP4 block scale. */
+export const NVFP4_BLOCK = 16;
+
+/** Bytes one NVFP4 K-row of `k` values takes in the wasm layout: codes, then its block scale codes. */
+export function nvfp4RowBytes(k: number): number {
+  return (k / 2) + (k / NVFP4_BLOCK);
+}
+
+/**
+ * Global scales an NVFP4 expert tensor `[E, N, K]` keeps per expert: 2 when N is even (slot j covers rows
+ * j·N/2 … (j+1)·N/2: a fused gate ‖ up's halves, each its own linear's; both hold the one global of a down
+ * projection), else 1.
+ */
+export function nvfp4Slots(n: number): number {
+  return n % 2 === 0 ? 2 : 1;
+}
+
+/** Global scales an NVFP4 weight of `shape` keeps: {@link nvfp4Slots} per expert of a 3-D tensor, else one per K-row. */
+export function nvfp4Globals(shape: readonly number[]): number {
+  const K = shape[shape.length - 1] ?? 1, rows = K === 0 ? 0 : numel(shape) / K;
+  return shape.length === 3 ? shape[0] * nvfp4Slots(shape[1]) : rows;
+}
+
 /** Bytes a weight of concrete `shape` stored as `dtype` takes in the wasm layout. */
 export function wasmWeightBytes(shape: readonly number[], dtype: DType): number {
   const n = numel(shape), K = shape[shape.length - 1] ?? 1, rows = K === 0 ? 0 : n / K;
+  if (dtype === "nvfp4") {
+    if (K % NVFP4_BLOCK !== 0) {
+      throw new RangeError(`wasm: an NVFP4 weight needs K a multiple of ${NVFP4_BLOCK}, got shape [${shape}]`);
+    }
+    return scalesOffset(rows * nvfp4RowBytes(K)) + 4 * nvfp4Globals(shape);
+  }
   if (dtype === "q8") return scalesOffset(n) + rows * Math.ceil(K / Q8_BLOCK) * 4;
   if (dtype === "f8e4m3") return scalesOffset(n) + rows * 4;
   if (dtype === "bf16") return 2 * n;
@@ -46,6 +81,7 @@ export function encodeChunk(
 ): void {
   const per = numel(shape.slice(1)), K = shape[shape.length - 1] ?? 1, n = numel(shape);
   const first = row * per, count = chunk.rows * per;
+  if (storage === "nvfp4") return encodeNvfp4(bytes, shape, chunk, first, count);
   if (storage !== chunk.dtype) {
     if (storage !== "f32") throw new RangeError(`wasm: a ${chunk.dtype} chunk cannot be stored as ${storage}`);
     const values = chunkToF32(chunk, scratchF32(count, 3));
@@ -65,4 +101,44 @@ export function encodeChunk(
   }
   const out = new Float32Array(bytes.buffer, bytes.byteOffset + scalesOffset(n), (n / K) * perK);
   out.set(scales, at);
+}
+
+/** {@link encodeChunk} for NVFP4: elements `[first, first + count)` of `shape`, whole K-rows (and whole experts). */
+function encodeNvfp4(bytes: Uint8Array, shape: readonly number[], chunk: WeightChunk, first: number, count: number) {
+  const K = shape[shape.length - 1], n = numel(shape), kb = K / NVFP4_BLOCK, rb = nvfp4RowBytes(K);
+  const r0 = first / K, kRows = count / K;
+  if (chunk.dtype !== "nvfp4") throw new RangeError(`wasm: a ${chunk.dtype} chunk cannot be stored as nvfp4`);
+  if (chunk.data.byteLength !== count / 2 || chunk.scales?.length !== kRows * kb) {
+    throw new RangeError(`wasm: NVFP4 chunk of ${kRows} K-rows has ${chunk.data.byteLength} B, not ${count / 2}`);
+  }
+  const globals = chunk.globalScales;
+  if (globals?.length !== kRows) {
+    throw new RangeError(
+      `wasm: an NVFP4 chunk must carry one global scale per K-row (globalScales) to be kept packed; has ` +
+        `${globals?.length ?? "none"} for ${kRows}`,
+    );
+  }
+  // The f8 block codes back from the folded scales (exact: unfoldNvfp4Scales), then each K-row's codes ‖ scales.
+  const codes = unfoldNvfp4Scales(chunk.scales, globals);
+  for (let r = 0; r < kRows; r++) {
+    const at = (r0 + r) * rb;
+    bytes.set(chunk.data.subarray((r * K) / 2, ((r + 1) * K) / 2), at);
+    bytes.set(codes.subarray(r * kb, (r + 1) * kb), at + K / 2);
+  }
+  const out = new Float32Array(bytes.buffer, bytes.byteOffset + scalesOffset((n / K) * rb), nvfp4Globals(shape));
+  if (shape.length !== 3) return void out.set(globals, r0);
+  // Experts: one global per slot; every K-row of a slot must share it (a chunk holds whole experts).
+  const N = shape[1], S = nvfp4Slots(N), seen = new Set<number>();
+  for (let r = 0; r < kRows; r++) {
+    const i = r0 + r, slot = Math.floor(i / N) * S + Math.floor(((i % N) * S) / N);
+    if (!seen.has(slot)) {
+      seen.add(slot);
+      out[slot] = globals[r];
+    } else if (!Object.is(out[slot], globals[r])) {
+      throw new RangeError(
+        `wasm: NVFP4 expert tensor [${shape}] has more than ${S} global scale(s) per expert (row ${i % N} of ` +
+          `expert ${Math.floor(i / N)}: ${globals[r]} vs ${out[slot]})`,
+      );
+    }
+  }
 }

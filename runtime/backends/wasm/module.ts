@@ -75,7 +75,7 @@
 import { type FuncSig, type ModuleInfo, parseModule } from "./signatures.ts";
 
 /** Weight dtype codes passed to kernels (`wdt`, `cdt`); must match `DT_*` in kernels/wasm/common.h. */
-export const DT = { f32: 0, bf16: 1, f8e4m3: 2, q8: 3 } as const;
+export const DT = { f32: 0, bf16: 1, f8e4m3: 2, q8: 3, nvfp4: 4 } as const;
 /** A dtype the WASM kernels take as a weight. */
 export type WasmWeightDType = keyof typeof DT;
 
@@ -461,7 +461,7 @@ export function warmup(k: WasmKernels, ms = 300): void {
   const e = k.exports, end = performance.now() + ms;
   try {
     while (performance.now() < end) {
-      for (const dt of [DT.f32, DT.bf16, DT.f8e4m3, DT.q8]) {
+      for (const dt of [DT.f32, DT.bf16, DT.f8e4m3, DT.q8, DT.nvfp4]) {
         for (const m of [1, 2, 3, 5, M]) e.matmul(x, w, dt, 1, qs, y, m, N, K, 0, N);
       }
       e.rms_norm(x, K, w, x, K, K, 1e-6, 0, M);

@@ -8,6 +8,7 @@
 
 import { maxShape, type Node } from "../../../graph/ir.ts";
 import { type CompileContext, matrixArgs, minRows, pieces, shapeOf, type Step } from "./compile.ts";
+import { nvfp4RowBytes, nvfp4Slots } from "./layout.ts";
 import { MOE_PARAMS, paramOffset, paramsBytes, Q8_BLOCK, writeParams } from "./module.ts";
 
 /** `moe_topk`: ids of each token's k most probable experts (`moe_route` without weights). */
@@ -36,9 +37,13 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
   const Tmax = maxShape(c.table[x].shape)[0], A = Tmax * K;
   const dt = c.stored(gateUp), { wdt, scales: guScales } = matrixArgs(c, gateUp), dnScales = matrixArgs(c, down).scales;
   const es = dt === "f32" ? 4 : dt === "bf16" ? 2 : 1;
+  // Bytes of one expert row of `width` inputs (NVFP4: codes and block scales, layout.ts).
+  const rowBytes = (width: number) => dt === "nvfp4" ? nvfp4RowBytes(width) : width * es;
   // Scale strides per expert in floats: q8 blocks along the input dim, f8 one per row.
   const rowScales = (width: number) => dt === "q8" ? Math.ceil(width / Q8_BLOCK) : dt === "f8e4m3" ? 1 : 0;
   const guRow = rowScales(D), dnRow = rowScales(F);
+  // NVFP4: global scales per expert (the gate and up halves, then down's), one per matrix the kernel takes.
+  const nv = dt === "nvfp4", guSlots = nvfp4Slots(2 * F), dnSlots = nvfp4Slots(D);
   // Temp layout (bytes): order, inv [A] · offsets [E+1] · active [E] · act, up [A, F] · ys [A, D] · params.
   const sizes = [4 * A, 4 * A, 4 * (E + 1), 4 * E, 4 * A * F, 4 * A * F, 4 * A * D, paramsBytes(c.k, MOE_PARAMS)];
   const starts: number[] = [];
@@ -62,18 +67,18 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
       active,
       nActive,
       wg: gu,
-      wu: gu + F * D * es,
+      wu: gu + F * rowBytes(D),
       wd: dw,
       wdt,
-      sg: 2 * F * D * es,
-      su: 2 * F * D * es,
-      sd: D * F * es,
+      sg: 2 * F * rowBytes(D),
+      su: 2 * F * rowBytes(D),
+      sd: D * rowBytes(F),
       qg: guQs,
-      qu: guQs ? guQs + 4 * F * guRow : 0,
+      qu: nv ? guQs + 4 * (guSlots - 1) : guQs ? guQs + 4 * F * guRow : 0,
       qd: dnQs,
-      qsg: 2 * F * guRow,
-      qsu: 2 * F * guRow,
-      qsd: D * dnRow,
+      qsg: nv ? guSlots : 2 * F * guRow,
+      qsu: nv ? guSlots : 2 * F * guRow,
+      qsd: nv ? dnSlots : D * dnRow,
       act,
       up,
       ys,

@@ -36,12 +36,12 @@ export { type RunState, type Step, type WasmTuning } from "./compile.ts";
 
 // ---------------------------------------------------------------------------------------------- support
 
-const MATRIX = new Set<DType>(["f32", "bf16", "f8e4m3", "q8"]);
+const MATRIX = new Set<DType>(["f32", "bf16", "f8e4m3", "q8", "nvfp4"]);
 const PLAIN = new Set<DType>(["f32", "bf16", "i32"]);
 
 /**
  * True when the kernels run `node` with these stored input dtypes: activations f32, ids i32, matrices (matmul,
- * embedding, W_kvb, experts) in f32/bf16/f8e4m3/q8 when they are weights (else f32/bf16), caches f32/bf16. Index
+ * embedding, W_kvb, experts) in f32/bf16/f8e4m3/q8/nvfp4 when they are weights (else f32/bf16), caches f32/bf16. Index
  * inputs that decide where a kernel reads or writes (token ids, positions, rows, block tables, segments) must be
  * per-run graph inputs, whose host copies `run` receives; device-computed ids (MoE routes) stay on the device.
  */

@@ -1,0 +1,174 @@
+// NVFP4 weights kept as the release stores them (MODEL.md §2): per row of W, K/2 bytes of E2M1 codes (even element
+// in the low nibble, bit 3 the sign) then K/16 f8e4m3 block scale codes, and one f32 global scale (a divisor) per
+// row (W->qs) or per matrix (W->scale, an expert's linear): W[n, k] = e2m1 · f8(block) / global. 0.5625 bytes per
+// weight against q8's 1.125, so decode, which is bound by the bytes it streams, reads half as much.
+//
+// Products: twice an E2M1 value is an integer in ±{0, 1, 2, 3, 4, 6, 8, 12}, so the codes become int8 through one
+// byte shuffle (a 16-entry table) and multiply int8-quantised activations (per 32-block, as the q8 path quantises
+// them: q = round(x·127/amax), |q| ≤ 127) on relaxed_dot_i8x16_i7x16 with the activation's sign moved onto the
+// weight, exact in i32 on every host. Each 16-byte load holds a 32-block of codes: the low nibbles are its even
+// elements and the high ones its odd elements, so the activations are stored split the same way (16 even, then 16
+// odd values per block) and no weight byte is moved. The dot's 4 lanes cover elements 0–7, 8–15 (the first f8
+// block) and 16–23, 24–31 (the second), so one vector [s0 s0 s1 s1] scales them all.
+//
+// Decode (M ≤ 8) always runs on int8 products; prefill does where the host runs q8 prefill on int8
+// (q8_gemm_usable: the same switch and probe), in groups of 8 activation rows; elsewhere mm_core's f32 panel path
+// decodes rows with nvfp4_decode_row, whose values are the reference dequantisation bit for bit.
+#include "matmul.h"
+
+#define NV_BLOCK 16
+#define NV_GROUP 8  // activation rows quantised at a time (stack: 8 × K × 2 bytes)
+
+// 2·E2M1 by code: the int8 weights of the products (the result is halved once at the end).
+static const int8_t E2M1_X2[16] __attribute__((aligned(16))) = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+static const float E2M1_F[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                 -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+INLINE size_t nv_row_bytes(size_t K) { return K / 2 + K / NV_BLOCK; }
+// The global scale (divisor) of row n: per row when the backend laid them out so, else the matrix's.
+INLINE float nv_global(const WDesc *W, size_t n) { return W->qs ? W->qs[n] : W->scale; }
+
+// W[n, k0 .. k0+len) as f32: e2m1 · fround(f8 / global), the product rounded once, as weights/codecs.ts decodes.
+void nvfp4_decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, float *out) {
+  const uint8_t *row = (const uint8_t *)W->w + n * nv_row_bytes(K), *sc = row + K / 2;
+  float g = nv_global(W, n);
+  int k = 0;
+  while (k < len) {
+    size_t kk = k0 + (size_t)k, b = kk / NV_BLOCK;
+    float s = f8_to_f32(sc[b]) / g;
+    int end = (int)((b + 1) * NV_BLOCK - k0);
+    if (end > len) end = len;
+    for (; k < end; k++) {
+      size_t e = k0 + (size_t)k;
+      uint8_t byte = row[e >> 1];
+      out[k] = E2M1_F[(e & 1) ? byte >> 4 : byte & 15] * s;
+    }
+  }
+}
+
+// One activation row quantised per 32-block, each block's |q| and sign mask stored as 16 even then 16 odd elements.
+typedef struct {
+  const uint8_t *ab;  // |q| [Kp], Kp = K rounded up to 32 (zero past K)
+  const uint8_t *sg;  // 0xff where q < 0 [Kp]
+  const float *s;     // scale per 32-block
+} NvAct;
+
+static void nv_quant_act(const float *x, size_t K, uint8_t *ab, uint8_t *sg, float *s) {
+  size_t nb = (K + 31) / 32;
+  for (size_t b = 0; b < nb; b++) {
+    size_t k0 = b * 32, k1 = k0 + 32 < K ? k0 + 32 : K;
+    float amax = absmax(x + k0, (int)(k1 - k0)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    s[b] = amax / 127.0f;
+    v128_t q0, q1;
+    if (k1 - k0 == 32) {
+      f4 idv = splat(id);
+      q0 = quant16(x + k0, idv);
+      q1 = quant16(x + k0 + 16, idv);
+    } else {  // a 16-element last block (K is a multiple of 16): the rest is zero
+      int8_t t[32] __attribute__((aligned(16))) = {0};
+      for (size_t k = k0; k < k1; k++) {
+        float q = __builtin_nearbyintf(x[k] * id);
+        t[k - k0] = (int8_t)(q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q);
+      }
+      q0 = ld(t);
+      q1 = ld(t + 16);
+    }
+    v128_t ev = wasm_i8x16_shuffle(q0, q1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    v128_t od = wasm_i8x16_shuffle(q0, q1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    st(ab + 32 * b, wasm_i8x16_abs(ev));
+    st(ab + 32 * b + 16, wasm_i8x16_abs(od));
+    st(sg + 32 * b, wasm_i8x16_shr(ev, 7));
+    st(sg + 32 * b + 16, wasm_i8x16_shr(od, 7));
+  }
+}
+
+// out[m][r] = Σ_k x_m[k] · W[row r, k] · 2 · global for MR activation rows and NR weight rows rs bytes apart.
+INLINE void dot_nv(int MR, int NR, const NvAct *xa, const uint8_t *w, size_t K, size_t rs, float out[4][4]) {
+  size_t nb = (K + 31) / 32, full = K / 32;
+  const v128_t lut = ld(E2M1_X2), lo4 = wasm_i8x16_splat(0x0f), zero = wasm_i32x4_splat(0);
+  f4 acc[4][4];
+  for (int m = 0; m < MR; m++)
+    for (int r = 0; r < NR; r++) acc[m][r] = splat(0.0f);
+  for (size_t b = 0; b < nb; b++) {
+    v128_t wl[4], wh[4];
+    f4 sc[4];
+    for (int r = 0; r < NR; r++) {
+      const uint8_t *row = w + (size_t)r * rs;
+      v128_t v = b < full ? ld(row + 16 * b) : wasm_v128_load64_zero(row + 16 * b);
+      wl[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(v, lo4));
+      wh[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_u8x16_shr(v, 4));
+      const uint8_t *c = row + K / 2 + 2 * b;
+      int32_t c0 = (int32_t)((uint32_t)c[0] << 24), c1 = b < full ? (int32_t)((uint32_t)c[1] << 24) : 0;
+      sc[r] = f8_top_exact(wasm_i32x4_make(c0, c0, c1, c1));
+    }
+    for (int m = 0; m < MR; m++) {
+      v128_t ae = ld(xa[m].ab + 32 * b), ao = ld(xa[m].ab + 32 * b + 16);
+      v128_t se = ld(xa[m].sg + 32 * b), so = ld(xa[m].sg + 32 * b + 16);
+      f4 xs = splat(xa[m].s[b]);
+      for (int r = 0; r < NR; r++) {
+        v128_t pe = wasm_i8x16_sub(wasm_v128_xor(wl[r], se), se);
+        v128_t po = wasm_i8x16_sub(wasm_v128_xor(wh[r], so), so);
+        v128_t d = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(pe, ae, zero);
+        d = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(po, ao, d);
+        acc[m][r] = madd(wasm_f32x4_convert_i32x4(d), wasm_f32x4_mul(sc[r], xs), acc[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < MR; m++)
+    for (int r = 0; r < NR; r++) out[m][r] = hsum(acc[m][r]);
+}
+
+// One function per (MR, NR) shape mm_nvfp4 asks for, so the accumulators stay in registers.
+NOINLINE void dec_nv(int mr, int nr, const NvAct *xa, const uint8_t *w, size_t K, size_t rs, float out[4][4]) {
+  switch (mr * 8 + nr) {
+    case 4 * 8 + 2: dot_nv(4, 2, xa, w, K, rs, out); break;
+    case 4 * 8 + 1: dot_nv(4, 1, xa, w, K, rs, out); break;
+    case 3 * 8 + 2: dot_nv(3, 2, xa, w, K, rs, out); break;
+    case 3 * 8 + 1: dot_nv(3, 1, xa, w, K, rs, out); break;
+    case 2 * 8 + 4: dot_nv(2, 4, xa, w, K, rs, out); break;
+    case 2 * 8 + 2: dot_nv(2, 2, xa, w, K, rs, out); break;
+    case 2 * 8 + 1: dot_nv(2, 1, xa, w, K, rs, out); break;
+    case 1 * 8 + 4: dot_nv(1, 4, xa, w, K, rs, out); break;
+    case 1 * 8 + 2: dot_nv(1, 2, xa, w, K, rs, out); break;
+    default: dot_nv(1, 1, xa, w, K, rs, out); break;
+  }
+}
+
+// y[:, n + r·dr] for r < nr against the M quantised rows xa (groups of ≤ 4).
+static void nv_rows(const WDesc *W, int M, const NvAct *xa, size_t n, int nr, size_t dr, size_t K, float *y,
+                    size_t ldy, size_t m0) {
+  size_t rb = nv_row_bytes(K);
+  const uint8_t *w = (const uint8_t *)W->w + n * rb;
+  for (int mg = 0; mg < M; mg += 4) {
+    int mr = M - mg < 4 ? M - mg : 4;
+    float out[4][4];
+    dec_nv(mr, nr, xa + mg, w, K, dr * rb, out);
+    for (int r = 0; r < nr; r++) {
+      float f = 0.5f / nv_global(W, n + (size_t)r * dr);  // the doubled codes, and the divisor
+      for (int m = 0; m < mr; m++) y[(m0 + (size_t)(mg + m)) * ldy + n + (size_t)r * dr] = out[m][r] * f;
+    }
+  }
+}
+
+// y[m*ldy + n] = Σ_k x[row(m)*ldx + k] · W[n, k] for n in [n0, n1), int8 products, NV_GROUP rows at a time.
+// As mm_decode does, a step's rows are q rows apart so each of its streams reads memory in order.
+void mm_nvfp4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
+              size_t K, int n0, int n1) {
+  size_t kp = (K + 31) & ~(size_t)31, nb = kp / 32;
+  uint8_t buf[NV_GROUP * 2 * kp] __attribute__((aligned(16)));
+  float sbuf[NV_GROUP * nb];
+  NvAct xa[NV_GROUP];
+  for (int mg = 0; mg < M; mg += NV_GROUP) {
+    int mc = M - mg < NV_GROUP ? M - mg : NV_GROUP;
+    for (int m = 0; m < mc; m++) {
+      const float *xr = x + (xidx ? (size_t)xidx[mg + m] : (size_t)(mg + m)) * ldx;
+      uint8_t *ab = buf + (size_t)m * 2 * kp;
+      xa[m] = (NvAct){ab, ab + kp, sbuf + (size_t)m * nb};
+      nv_quant_act(xr, K, ab, ab + kp, sbuf + (size_t)m * nb);
+    }
+    int nrmax = mc <= 2 ? 4 : 2;
+    int q = (n1 - n0) / nrmax, tail = n0 + q * nrmax;
+    for (int i = 0; i < q; i++) nv_rows(W, mc, xa, (size_t)(n0 + i), nrmax, (size_t)q, K, y, ldy, (size_t)mg);
+    for (int n = tail; n < n1; n++) nv_rows(W, mc, xa, (size_t)n, 1, 0, K, y, ldy, (size_t)mg);
+  }
+}
