@@ -45,17 +45,22 @@ export async function openModelWeights(resolved: ResolvedModel, o: ModelWeightOp
     return convertSource(s, decl.dtype);
   };
   if (resolved.source === "preset") {
-    // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those.
+    // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those. nvfp4 is the release's
+    // mix (graph linearDtype): the routed experts are made NVFP4, the other linears re-encoded to FP8 at load.
     const made = o.dtype === "q8" ? undefined : o.dtype;
     const seed = o.seed ?? 0;
-    const random = randomWeightSources(configForDtype(resolved.config, made), {
+    let config = configForDtype(resolved.config, made);
+    if (made === "nvfp4" && resolved.config.quantization?.weight_dtype !== "nvfp4") {
+      config = { ...config, quantization: { ...config.quantization!, linears: ["routed_experts"] } };
+    }
+    const random = randomWeightSources(config, {
       seed,
       group: o.group,
       preset: resolved.name,
     });
     return {
       config: random.config,
-      linearDtype: made !== undefined ? undefined : o.dtype,
+      linearDtype: made !== undefined && made !== "nvfp4" ? undefined : o.dtype,
       source: lookup(random.sources),
       close() {},
     };

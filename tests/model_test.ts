@@ -7,6 +7,7 @@ import { assert, assertEquals } from "./assert.ts";
 import type { DType } from "../graph/dtype.ts";
 import { wasmBackend } from "../runtime/backends/wasm/backend.ts";
 import { loadModel, type Model } from "../engine/model.ts";
+import { storageDType, weightBytes } from "../runtime/backend.ts";
 
 const VOCAB = 131072;
 const PROMPT = [1, 3, 1500, 2201, 77_000, 4, 1100, 1200, 9000, 1042, 1043];
@@ -217,6 +218,7 @@ Deno.test({
       ["tiny", "bf16", "f32", 1e-5],
       ["tiny", "f8e4m3", "f32", 1e-5],
       ["tiny", "q8", "f32", 2e-2],
+      ["tiny", "nvfp4", "f32", 2e-2],
       ["tiny", "bf16", "bf16", 1e-2],
       ["demo", "bf16", "f32", 1e-5],
       ["demo", "q8", "f32", 6e-2],
@@ -234,6 +236,23 @@ Deno.test({
   },
 });
 
+/**
+ * `m` (on wasm) holds its routed experts packed as released: 0.5625 bytes per value (E2M1 codes and one f8 block
+ * scale per 16) plus each expert's two global scales; the other linears FP8 under `--dtype nvfp4`, the head bf16.
+ */
+function assertNvfp4Packed(m: Model, loadedAs?: DType): void {
+  const decls = new Map(m.graph.weights.map((w) => [w.name, w]));
+  for (const name of ["layers.1.moe.gate_up", "layers.1.moe.down"]) {
+    const w = decls.get(name)!, shape = w.shape as number[], E = shape[0];
+    assertEquals([w.dtype, storageDType(m.backend.caps, w.dtype)], ["nvfp4", "nvfp4"], name);
+    const perValue = (weightBytes(m.backend, shape, w.dtype) - 8 * E) / shape.reduce((a, b) => a * b, 1);
+    assertEquals(perValue, 0.5625, name);
+  }
+  assertEquals(decls.get("lm_head")!.dtype, "bf16");
+  // --dtype nvfp4 re-encodes the other linears to FP8 (a checkpoint's own NVFP4 ones stay NVFP4).
+  if (loadedAs === "nvfp4") assertEquals(decls.get("layers.0.attn.wq_a")!.dtype, "f8e4m3");
+}
+
 Deno.test({
   name: "model (wasm): make-checkpoint directories load on wasm in every weight dtype and match the reference",
   ignore: !WASM,
@@ -246,6 +265,9 @@ Deno.test({
       ["bf16", "hf", undefined, 1e-5],
       ["f8e4m3", "hf", undefined, 1e-5],
       ["bf16", "hf", "q8", 2e-2],
+      // NVFP4 as released (Mistral-native, experts per expert), kept packed; and quantised at load by --dtype nvfp4.
+      ["nvfp4", "mistral", undefined, 2e-2],
+      ["bf16", "hf", "nvfp4", 2e-2],
     ] as const;
     for (const [dtype, layout, load, tol] of cases) {
       await t.step(`${layout} ${dtype}${load ? ` loaded as ${load}` : ""}`, async () => {
@@ -257,6 +279,7 @@ Deno.test({
             const m = await loadModel(dir, { ...opts, quiet: true });
             try {
               assertEquals(m.backend.name, backend);
+              if (backend === "wasm" && (dtype === "nvfp4" || load === "nvfp4")) assertNvfp4Packed(m, load);
               return await m.forward(PROMPT);
             } finally {
               m.dispose();

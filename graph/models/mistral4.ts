@@ -108,11 +108,20 @@ export interface Mistral4IO {
 
 /**
  * Stored dtype of one group of text linears: the override (`--dtype`), else the checkpoint's quantisation when it
- * covers the group (the NVFP4 release quantises only the experts), else `dtype`.
+ * covers the group (the NVFP4 release quantises only the experts), else `dtype`. `--dtype nvfp4` means the release's
+ * mix (MODEL.md §2): routed experts NVFP4 (quantised the release's way when the checkpoint is not), the other linears
+ * FP8 E4M3, except groups the checkpoint already stores NVFP4, which stay as they are (no second rounding).
  */
 export function linearDtype(config: Mistral4Config, override?: DType, group: Mistral4LinearGroup = "attention"): DType {
+  const stored = config.quantization && isQuantizedLinear(config, group) ? config.quantization.weight_dtype : undefined;
+  if (override === "nvfp4") return group === "routed_experts" || stored === "nvfp4" ? "nvfp4" : "f8e4m3";
   if (override) return override;
-  return config.quantization && isQuantizedLinear(config, group) ? config.quantization.weight_dtype : config.dtype;
+  return stored ?? config.dtype;
+}
+
+/** The lm head's stored dtype: an explicit `--dtype` (but nvfp4, whose release keeps the head as shipped), else `dtype`. */
+export function headDtype(config: Mistral4Config, override?: DType): DType {
+  return override && override !== "nvfp4" ? override : config.dtype;
 }
 
 /** Latent-cache bytes per token over all layers (MODEL.md: 320 values × 36 layers × 2 B = 23,040 in bf16). */
@@ -226,8 +235,8 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
   const hn = norm(g, h, { weight: "norm", dim: D, dtype: dt, eps: c.rms_norm_eps, name: "norm.out" });
   const last = gatherRows(g, hn, logitRows, { name: "last_hidden" }); // [R, D]
   // An explicit --dtype quantises the head too (as llama.cpp's Q8_0 files do): it is the largest tensor read per
-  // token in small models. Checkpoint quantisation (FP8, NVFP4) leaves it bf16, as shipped.
-  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], io.linearDtype ?? dt);
+  // token in small models. Checkpoint quantisation (FP8, NVFP4) and --dtype nvfp4 leave it bf16, as shipped.
+  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], headDtype(c, io.linearDtype));
   const logits = matmul(g, last, head, { name: "logits" }); // [R, V]
   g.output("logits", logits);
   // Named `sampled`, not `ids`: that is the step's input of token ids.
