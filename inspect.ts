@@ -11,17 +11,23 @@
 import { parseArgs } from "node:util";
 import { type DType, isDType } from "./graph/dtype.ts";
 import { decodeGraph, inspectModel, renderDot, renderJson, renderText, withSoftmaxScale } from "./graph/inspect.ts";
-import { linearDtype, type SoftmaxScaleMode, softmaxScaleMode } from "./graph/models/mistral4.ts";
+import { linearDtype, type Mistral4Config, type SoftmaxScaleMode, softmaxScaleMode } from "./graph/models/mistral4.ts";
 import { resolveModel } from "./graph/models/mod.ts";
 import { planSection } from "./engine/plan_section.ts";
+import { parseBandwidth, parseByteSize } from "./engine/server_plan.ts";
 
 const USAGE = `usage: inspect.ts [--model PRESET|DIR] [--format text|json|dot] [--json] [--dtype DTYPE] [--layers N]
                   [--backend NAME[,NAME…]|none] [--softmax-scale plain|deepseek_yarn]
+                  [--host-memory SIZE] [--bandwidth RATE]
   --model   preset (tiny, demo, ms4-mini, ms4-medium, mistral-small-4; default mistral-small-4) or a checkpoint directory
   --format  text (default), json, or dot (Graphviz; --layers N layers drawn in full, default 1)
   --json    same as --format json
   --dtype   stored dtype of the text linears (f8e4m3, bf16, nvfp4, q8…) for the byte counts
   --backend backends to plan the decode step on, in preference order (default auto; none: no plan)
+  --host-memory  plan for a host with this much memory (128GiB, 512GB…; default this machine's): what fits, and
+            what is left for the latent cache
+  --bandwidth    the host's memory bandwidth (200GB/s, 51.2GiB/s…): the decode speed it allows, bytes read per
+            token / bandwidth
   --softmax-scale  MLA softmax scale: plain (1/sqrt(qk_head_dim)) or deepseek_yarn (mscale²/sqrt(qk_head_dim));
             default the checkpoint's. The report prints the scale in use.`;
 
@@ -39,6 +45,8 @@ export async function main(args: string[]): Promise<number> {
         layers: { type: "string", default: "1" },
         backend: { type: "string", default: "auto" },
         "softmax-scale": { type: "string" },
+        "host-memory": { type: "string" },
+        bandwidth: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     }).values;
@@ -68,6 +76,20 @@ export async function main(args: string[]): Promise<number> {
       return 2;
     }
   }
+  let hostMemory: number | undefined, bandwidth: number | undefined;
+  try {
+    const sizing = flags["host-memory"] !== undefined || flags.bandwidth !== undefined;
+    if (sizing && (flags.backend === "none" || format === "dot")) {
+      throw new RangeError(
+        "--host-memory and --bandwidth size the plan: they need --backend (not none) and text or json",
+      );
+    }
+    if (flags["host-memory"] !== undefined) hostMemory = parseByteSize(flags["host-memory"], "--host-memory");
+    if (flags.bandwidth !== undefined) bandwidth = parseBandwidth(flags.bandwidth, "--bandwidth");
+  } catch (e) {
+    console.error(`${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
   const dtype = flags.dtype as DType | undefined;
   try {
     if (format === "dot") {
@@ -78,9 +100,16 @@ export async function main(args: string[]): Promise<number> {
     const resolved = withSoftmaxScale(await resolveModel(flags.model), scale);
     const graphFor = (d?: DType) => decodeGraph(resolved, { dtype: d });
     const linear = linearDtype(resolved.config, dtype, "routed_experts");
-    const plan = flags.backend === "none"
-      ? undefined
-      : () => planSection({ backends: flags.backend!, graphFor, dtype, linearDtype: linear });
+    const plan = flags.backend === "none" ? undefined : (_: unknown, config: Mistral4Config) =>
+      planSection({
+        backends: flags.backend!,
+        graphFor,
+        dtype,
+        linearDtype: linear,
+        config,
+        hostMemoryBytes: hostMemory,
+        bandwidthBytesPerSecond: bandwidth,
+      });
     const report = await inspectModel(flags.model, { dtype, plan, softmaxScale: scale as SoftmaxScaleMode });
     console.log(format === "json" ? renderJson(report) : renderText(report));
     return 0;

@@ -13,7 +13,9 @@ import type { Backend, BackendOptions } from "../runtime/backend.ts";
 import { createBackend, createBackends } from "../runtime/registry.ts";
 import { formatPlan, type Plan } from "../runtime/schedule.ts";
 import { formatBytes } from "../runtime/schedule/format.ts";
+import type { Mistral4Config } from "../graph/models/mistral4.ts";
 import { type PlacementPreview, previewPlacement } from "./placement.ts";
+import { type DecodeTraffic, decodeTraffic } from "./server_plan.ts";
 
 /** Linear dtypes offered as alternatives when the model does not fit (those the first backend holds natively). */
 const DTYPES: readonly DType[] = ["bf16", "f8e4m3", "q8", "nvfp4"];
@@ -32,6 +34,10 @@ export interface PlanSectionOptions {
   hostMemoryBytes?: number;
   /** Handed to the backend factories. */
   backendOptions?: BackendOptions & Record<string, unknown>;
+  /** The model's config: adds the decode traffic (bytes read per token as the first backend stores them). */
+  config?: Mistral4Config;
+  /** The host's memory bandwidth in bytes/s (with `config`): adds the decode speed it allows. */
+  bandwidthBytesPerSecond?: number;
 }
 
 /** A smaller `--dtype` and whether the model would fit with it. */
@@ -51,6 +57,10 @@ export type PlanSectionReport = PlanSection & {
   plan?: Plan;
   preview: Omit<PlacementPreview, "plans">;
   alternatives: DTypeAlternative[];
+  /** With `config`: what a decoded token reads, and the speed `bandwidthBytesPerSecond` allows. */
+  traffic?: DecodeTraffic;
+  /** With `config`, when the plan fits a host of known memory: what is left for the latent cache. */
+  cacheRoom?: { bytes: number; tokens: number };
 };
 
 /** Plans the decode graph over `o.backends` (created, then disposed) without loading anything. */
@@ -76,9 +86,18 @@ export async function planSection(o: PlanSectionOptions): Promise<PlanSectionRep
       }
       alternatives.sort((a, b) => b.needBytes - a.needBytes);
     }
-    const lines = plans
-      ? [...growthLines, ...formatPlan(plans[0], graph).split("\n")]
-      : unfitLines(facts, alternatives, total(facts));
+    const traffic = o.config && decodeTraffic(graph, backends[0], o.config, o.bandwidthBytesPerSecond);
+    const host = facts.hostMemoryBytes;
+    const room = traffic && plans && host !== undefined ? Math.max(0, host - total(facts)) : undefined;
+    const cacheRoom = room !== undefined
+      ? { bytes: room, tokens: Math.floor(room / traffic!.cacheBytesPerToken) }
+      : undefined;
+    const lines = [
+      ...(plans
+        ? [...growthLines, ...formatPlan(plans[0], graph).split("\n")]
+        : unfitLines(facts, alternatives, total(facts))),
+      ...(traffic ? serverLines(traffic, facts, total(facts), cacheRoom, o.bandwidthBytesPerSecond) : []),
+    ];
     const n = facts.growth?.instances ?? 1;
     return {
       backend: !facts.fits && n > 1 ? `wasm:0…wasm:${n - 1}` : facts.backends.join(","),
@@ -87,10 +106,67 @@ export async function planSection(o: PlanSectionOptions): Promise<PlanSectionRep
       ...(plans ? { plan: plans[0] } : {}),
       preview: facts,
       alternatives,
+      ...(traffic ? { traffic } : {}),
+      ...(cacheRoom ? { cacheRoom } : {}),
     };
   } finally {
     for (const b of backends) b.dispose();
   }
+}
+
+/** The host summary and the decode traffic: memory by kind, what is left for the cache, the predicted speed. */
+function serverLines(
+  t: DecodeTraffic,
+  p: Omit<PlacementPreview, "plans">,
+  need: number,
+  room: { bytes: number; tokens: number } | undefined,
+  bandwidth: number | undefined,
+): string[] {
+  const out = ["host"];
+  const g = p.growth;
+  const held = g
+    ? g.instances === 1
+      ? `one memory64 wasm instance of ${formatBytes(g.instanceBytes)}`
+      : `${g.instances} wasm instances${g.memory64 ? " (memory64)" : ""} of ${
+        formatBytes(g.instanceBytes)
+      }, split by layer`
+    : p.backends.join(", ");
+  const weights = Object.values(p.needWeightBytes).reduce((a, b) => a + b, 0);
+  out.push(
+    `  memory                    ${p.hostMemoryBytes === undefined ? "unknown" : formatBytes(p.hostMemoryBytes)}`,
+  );
+  const rest = formatBytes(need - weights);
+  out.push(
+    `  the plan takes            ${formatBytes(need)} (weights ${
+      formatBytes(weights)
+    }, arena/state/io ${rest}) on ${held}`,
+  );
+  out.push(`  latent cache per token    ${t.cacheBytesPerToken.toLocaleString("en-US")} B`);
+  if (room) {
+    out.push(
+      `  left on the host          ${formatBytes(room.bytes)}: the latent cache of ${
+        room.tokens.toLocaleString("en-US")
+      } ` +
+        `tokens (context × sequences)`,
+    );
+  }
+  out.push("decode traffic per token (weights as stored, top-k routed experts, the cache at the context)");
+  out.push(`  weights read              ${formatBytes(t.weightBytesPerToken)}`);
+  for (const a of t.at) {
+    const speed = a.tokensPerSecond === undefined
+      ? ""
+      : `: ≤ ${a.tokensPerSecond.toFixed(1)} tok/s at ${rate(bandwidth!)}`;
+    out.push(`  ${`at context ${a.context}`.padEnd(26)}${formatBytes(a.bytes)}${speed}`);
+  }
+  if (bandwidth === undefined) out.push("  (--bandwidth B/s predicts the decode speed: bytes per token / bandwidth)");
+  return out;
+}
+
+/** `200 GB/s`. */
+function rate(bytesPerSecond: number): string {
+  return bytesPerSecond >= 1e9
+    ? `${+(bytesPerSecond / 1e9).toFixed(2)} GB/s`
+    : `${+(bytesPerSecond / 1e6).toFixed(2)} MB/s`;
 }
 
 /** What does not fit, by how much, and what would. */

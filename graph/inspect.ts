@@ -175,7 +175,8 @@ export async function inspectModel(model: string, options: InspectOptions = {}):
   const resolved = withSoftmaxScale(await resolveModel(model), options.softmaxScale);
   const c = resolved.config;
   const graph = decodeGraph(resolved, options, 1);
-  const lin = linearDtype(c, options.dtype);
+  // `--dtype` as asked (nvfp4 is a mix: its experts NVFP4, the rest FP8), else the checkpoint's linears.
+  const lin = options.dtype ?? linearDtype(c);
 
   // Parameters and bytes: the graph's weights, plus scales and the vision tower from the canonical tensor list.
   const rows: LayerRow[] = [];
