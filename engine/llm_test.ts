@@ -333,3 +333,30 @@ Deno.test("createLLM: bad options throw naming the option; images on a text-only
     await llm.close();
   }
 });
+
+Deno.test("createLLM: an NVFP4 make-checkpoint directory (Mistral-native, as released) serves on wasm, experts packed", async () => {
+  const { makeCheckpoint } = await import("../weights/make_checkpoint.ts");
+  const { presetConfig } = await import("../graph/models/mistral4.ts");
+  const dir = await Deno.makeTempDir({ prefix: "tramontane_nvfp4_" });
+  try {
+    await makeCheckpoint({ config: presetConfig("tiny"), out: dir, dtype: "nvfp4", layout: "mistral", seed: 3 });
+    const tokenizer = fixture("tokenizer/tekken_small4_v15_derived.json").pathname;
+    const llm = await createLLM(dir, { backend: "wasm", tokenizer, threads: 1, quiet: true, logger: quietLogger });
+    try {
+      const experts = llm.model.graph.weights.find((w) => w.name === "layers.1.moe.gate_up")!;
+      assertEquals([llm.model.backend.name, experts.dtype], ["wasm", "nvfp4"]);
+      assertEquals(llm.model.backend.caps.promote.nvfp4, undefined); // stored as released, not widened to f32
+      const request = { messages: [{ role: "user" as const, content: "Hello!" }], max_tokens: 8, temperature: 0 };
+      const chunks = await serverChunks(llm, { ...request, stream: true });
+      const whole = await llm.chatCompletion(request);
+      const streamed = chunks.map((c) => c.choices[0]?.delta.content ?? "").join("");
+      assertEquals(streamed, whole.choices[0].message.content);
+      assertEquals(whole.usage.completion_tokens, 8);
+      assertEquals(whole.choices[0].finish_reason, "length");
+    } finally {
+      await llm.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
