@@ -21,6 +21,7 @@ import {
   writeParams,
 } from "../runtime/backends/wasm/module.ts";
 import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
+import { nvfp4RowBytes, scalesOffset, wasmWeightBytes } from "../runtime/backends/wasm/layout.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -35,7 +36,7 @@ const quick = flags.quick!;
 
 const k = await WasmKernels.load();
 warmup(k, 500);
-const BYTES: Record<WasmWeightDType, number> = { f32: 4, bf16: 2, f8e4m3: 1, q8: 1 };
+const BYTES: Record<WasmWeightDType, number> = { f32: 4, bf16: 2, f8e4m3: 1, q8: 1, nvfp4: 0.5 };
 
 interface Row {
   kernel: string;
@@ -76,6 +77,14 @@ function fillWeight(ptr: number, dt: WasmWeightDType, n: number, kk: number): nu
       const g = Math.sqrt(-2 * Math.log(next() || 1e-12)) * Math.cos(2 * Math.PI * next());
       v[i] = encodeE4M3(g * (448 / 6));
     }
+  } else if (dt === "nvfp4") {
+    // Random E2M1 codes, f8 block scales of real magnitudes (a 448-scaled global), one global per row.
+    const rb = nvfp4RowBytes(kk), v = k.u8(ptr, n * rb);
+    for (let r = 0; r < n; r++) {
+      for (let i = 0; i < kk / 2; i++) v[r * rb + i] = Math.floor(next() * 256);
+      for (let i = kk / 2; i < rb; i++) v[r * rb + i] = encodeE4M3(100 + 300 * next());
+    }
+    k.f32(ptr + scalesOffset(n * rb), n).fill(448 * 6);
   } else {
     const v = k.u8(ptr, n * kk);
     for (let i = 0; i < v.length; i++) v[i] = Math.floor(next() * 126) | (next() < 0.5 ? 0x80 : 0);
@@ -97,6 +106,7 @@ function encodeE4M3(x: number): number {
 }
 
 function weightBytes(dt: WasmWeightDType, n: number, kk: number): number {
+  if (dt === "nvfp4") return wasmWeightBytes([n, kk], "nvfp4");
   if (dt !== "q8") return n * kk * BYTES[dt];
   const q = q8Bytes(n, kk);
   return q.scalesOffset + q.scales;
@@ -117,14 +127,18 @@ function time(run: (i: number) => void, minMs: number, reps: number): [number, n
 }
 
 function matmulArgs(x: number, w: number, dt: WasmWeightDType, n: number, kk: number, y: number, m: number) {
-  const qs = dt === "q8" ? w + q8Bytes(n, kk).scalesOffset : 0;
+  const qs = dt === "q8"
+    ? w + q8Bytes(n, kk).scalesOffset
+    : dt === "nvfp4"
+    ? w + scalesOffset(n * nvfp4RowBytes(kk))
+    : 0;
   return [x, w, DT[dt], 1, qs, y, m, n, kk];
 }
 
 async function benchPrefill(threads: number): Promise<void> {
   using pool = await ThreadPool.create(k, threads);
   const shapes: [number, number, number][] = quick ? [[256, 512, 512]] : [[512, 512, 512], [512, 1024, 1024]];
-  const dts: WasmWeightDType[] = quick ? ["f32", "f8e4m3"] : ["f32", "bf16", "f8e4m3", "q8"];
+  const dts: WasmWeightDType[] = quick ? ["f32", "f8e4m3"] : ["f32", "bf16", "f8e4m3", "q8", "nvfp4"];
   for (const [m, n, kk] of shapes) {
     for (const dt of dts) {
       if (dt !== "f32" && m === 512 && n === 512) continue; // dtypes only at the prefill shape
@@ -153,7 +167,7 @@ async function benchPrefill(threads: number): Promise<void> {
 async function benchDecode(threads: number): Promise<void> {
   using pool = await ThreadPool.create(k, threads);
   const shapes: [number, number][] = [[1024, 4096], [4096, 1024]]; // [K, N]: up/gate-like, down-like
-  const dts: WasmWeightDType[] = ["f32", "bf16", "f8e4m3", "q8"];
+  const dts: WasmWeightDType[] = ["f32", "bf16", "f8e4m3", "q8", "nvfp4"];
   for (const [kk, n] of shapes) {
     for (const dt of dts) {
       for (const m of quick ? [1] : [1, 4]) {

@@ -28,7 +28,7 @@ const BASE = 4 * GIB;
 const k32 = await WasmKernels.load({ maxBytes: 512 * 2 ** 20 });
 const k64 = await WasmKernels.load({ memory64: true, reserveBelow: BASE, maxBytes: BASE + 512 * 2 ** 20 });
 
-type WDT = Exclude<keyof typeof DT, "nvfp4">; // nvfp4 has its own tests (backend_ops_test, wasm nvfp4 kernels)
+type WDT = Exclude<keyof typeof DT, "nvfp4">; // nvfp4: its own scenario below (its layout differs)
 type KernelCall = (...a: number[]) => unknown;
 
 /** One module's side of a scenario: its allocations (all above 4 GiB on the 64-bit module) and kernel calls. */
@@ -589,4 +589,29 @@ Deno.test("WasmKernels.load: maxBytes above 16 GiB throws naming the limit; buil
   const k = await WasmKernels.load({ memory64: true, maxBytes: MAX_BYTES_64 });
   assert(k.maxBytes === 16 * GIB && k.memory64, "16 GiB is allowed");
   assert((await WasmKernels.load({ maxBytes: 8 * GIB })).maxBytes === 4 * GIB, "wasm32 clamps to 4 GiB");
+});
+
+// ------------------------------------------------------------------------------------------- NVFP4
+
+/** NVFP4 rows as the backend lays them out (codes ‖ f8 block scales per row, then per-row globals): matmul at decode
+ * (int8 products) and prefill sizes, with the pool; and rows decoded to f32 (the f32 prefill path's decoder). */
+function nvfp4Scenario(M: number, N: number, K: number): Scenario {
+  return (s) => {
+    const r = mulberry32(M * 1000 + N + K), rb = K / 2 + K / 16, body = Math.ceil((N * rb) / 4) * 4;
+    const bytes = new Uint8Array(body + 4 * N);
+    for (let row = 0; row < N; row++) {
+      for (let i = 0; i < K / 2; i++) bytes[row * rb + i] = Math.floor(r() * 256);
+      for (let i = K / 2; i < rb; i++) bytes[row * rb + i] = 0x30 + Math.floor(r() * 0x40); // f8 0.125 … 60
+    }
+    new Float32Array(bytes.buffer, body, N).set(rand(r, N).map((g) => 100 + 300 * Math.abs(g)));
+    const w = s.bytes(bytes), qs = w + body, x = s.f32(rand(r, M * K)), y = s.f32(M * N), rows = s.f32(N * K);
+    s.run("matmul", [x, w, DT.nvfp4, 1, qs, y, M, N, K], N, { align: 8 });
+    s.run("dequant_rows", [w, DT.nvfp4, 1, qs, 0, rows, K], N);
+    return { y: s.out(y, M * N * 4), rows: s.out(rows, N * K * 4) };
+  };
+}
+
+Deno.test("memory64 ≡ wasm32: NVFP4 matmul (decode on int8 products, prefill) and row decoding", async () => {
+  await same("nvfp4 decode", nvfp4Scenario(3, 37, 272), 2);
+  await same("nvfp4 prefill", nvfp4Scenario(21, 40, 1040), 2);
 });

@@ -102,7 +102,7 @@ class Bufs {
   }
 }
 
-type WDT = Exclude<keyof typeof DT, "nvfp4">; // nvfp4 has its own tests (backend_ops_test, wasm nvfp4 kernels)
+type WDT = Exclude<keyof typeof DT, "nvfp4">; // nvfp4 (its own layout): tests/backend_ops_test.ts, kernels64_test
 
 /** A random weight matrix [N, K] in `dt`, its decoded f64 values and kernel arguments. */
 interface Weight {
