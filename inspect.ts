@@ -106,7 +106,8 @@ export async function main(args: string[]): Promise<number> {
         graphFor,
         dtype,
         linearDtype: linear,
-        config,
+        // The host block and the decode traffic when a host is described (--host-memory, --bandwidth).
+        ...(hostMemory !== undefined || bandwidth !== undefined ? { config } : {}),
         hostMemoryBytes: hostMemory,
         bandwidthBytesPerSecond: bandwidth,
       });

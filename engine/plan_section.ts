@@ -137,7 +137,7 @@ function serverLines(
   );
   const rest = formatBytes(need - weights);
   out.push(
-    `  the plan takes            ${formatBytes(need)} (weights ${
+    `  the plan needs            ${formatBytes(need)} (weights ${
       formatBytes(weights)
     }, arena/state/io ${rest}) on ${held}`,
   );

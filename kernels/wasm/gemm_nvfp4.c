@@ -3,13 +3,14 @@
 // row (W->qs) or per matrix (W->scale, an expert's linear): W[n, k] = e2m1 · f8(block) / global. 0.5625 bytes per
 // weight against q8's 1.125, so decode, which is bound by the bytes it streams, reads half as much.
 //
-// Products: twice an E2M1 value is an integer in ±{0, 1, 2, 3, 4, 6, 8, 12}, so the codes become int8 through one
-// byte shuffle (a 16-entry table) and multiply int8-quantised activations (per 32-block, as the q8 path quantises
-// them: q = round(x·127/amax), |q| ≤ 127) on relaxed_dot_i8x16_i7x16 with the activation's sign moved onto the
-// weight, exact in i32 on every host. Each 16-byte load holds a 32-block of codes: the low nibbles are its even
-// elements and the high ones its odd elements, so the activations are stored split the same way (16 even, then 16
-// odd values per block) and no weight byte is moved. The dot's 4 lanes cover elements 0–7, 8–15 (the first f8
-// block) and 16–23, 24–31 (the second), so one vector [s0 s0 s1 s1] scales them all.
+// Products: twice an E2M1 value is an integer in ±{0, 1, 2, 3, 4, 6, 8, 12}, so the codes become bytes through one
+// byte shuffle (a 16-entry table, offset by +12 to lie in [0, 24]) and multiply int8-quantised activations (per
+// 32-block, as the q8 path quantises them: q = round(x·127/amax), |q| ≤ 127) on relaxed_dot_i8x16_i7x16 with the
+// weight as the 7-bit operand, exact in i32 on every host; each lane starts at −12·Σq over its elements, which takes
+// the offset back out. Each 16-byte load holds a 32-block of codes: the low nibbles are its even elements and the
+// high ones its odd elements, so the activations are stored split the same way (16 even, then 16 odd values per
+// block) and no weight byte is moved. The dot's 4 lanes cover elements 0–7, 8–15 (the first f8 block) and 16–23,
+// 24–31 (the second), so one vector [s0 s0 s1 s1] scales them all; the scale codes of four 32-blocks decode at once.
 //
 // Decode (M ≤ 8) always runs on int8 products; prefill does where the host runs q8 prefill on int8
 // (q8_gemm_usable: the same switch and probe), in groups of 8 activation rows; elsewhere mm_core's f32 panel path
@@ -19,10 +20,28 @@
 #define NV_BLOCK 16
 #define NV_GROUP 8  // activation rows quantised at a time (stack: 8 × K × 2 bytes)
 
-// 2·E2M1 by code: the int8 weights of the products (the result is halved once at the end).
-static const int8_t E2M1_X2[16] __attribute__((aligned(16))) = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+// 2·E2M1 + 12 by code: the products' weights, non-negative so they are the dot's 7-bit operand (the offset comes
+// back out through per-lane corrections, and the result is halved once at the end).
+#define NV_OFFSET 12
+static const int8_t E2M1_X2_OFF[16] __attribute__((aligned(16))) = {12, 13, 14, 15, 16, 18, 20, 24,
+                                                                    12, 11, 10, 9,  8,  6,  4,  0};
 static const float E2M1_F[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
                                  -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+
+// Prefill (M > 8) on int8 products: 1 always (exact on every host: the weight is the 7-bit operand), 0 never (f32
+// panels), −1 where the host runs q8 prefill on int8 or for at most NV_INT8_MAX_M rows (measured on a 2-core EPYC
+// without VNNI: int8 1.3–1.6× the f32 panels at 16–64 rows, 0.8× at 512, where the panels' reuse wins). Lives in
+// linear memory, so it holds for every thread.
+#define NV_INT8_MAX_M 64
+static int32_t prefill_mode = -1;
+
+EXPORT(nvfp4_prefill_int8)
+int nvfp4_prefill_int8(int mode) {
+  prefill_mode = mode < 0 ? -1 : mode > 0;
+  return prefill_mode;
+}
+
+int nvfp4_gemm_int8(int M) { return prefill_mode < 0 ? (M <= NV_INT8_MAX_M || q8_gemm_usable()) : prefill_mode; }
 
 INLINE size_t nv_row_bytes(size_t K) { return K / 2 + K / NV_BLOCK; }
 // The global scale (divisor) of row n: per row when the backend laid them out so, else the matrix's.
@@ -46,15 +65,16 @@ void nvfp4_decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, fl
   }
 }
 
-// One activation row quantised per 32-block, each block's |q| and sign mask stored as 16 even then 16 odd elements.
+// One activation row quantised per 32-block (q8's rounding), each block stored as its 16 even then 16 odd elements.
 typedef struct {
-  const uint8_t *ab;  // |q| [Kp], Kp = K rounded up to 32 (zero past K)
-  const uint8_t *sg;  // 0xff where q < 0 [Kp]
-  const float *s;     // scale per 32-block
+  const int8_t *q;     // q [Kp], Kp = K rounded up to 32 (zero past K)
+  const int32_t *c;    // per 32-block, per dot lane: −12 · Σ q over the lane's 8 elements [Kp/32][4]
+  const float *s;      // scale per 32-block
 } NvAct;
 
-static void nv_quant_act(const float *x, size_t K, uint8_t *ab, uint8_t *sg, float *s) {
+static void nv_quant_act(const float *x, size_t K, int8_t *q, int32_t *c, float *s) {
   size_t nb = (K + 31) / 32;
+  const v128_t ones = wasm_i8x16_splat(1), zero = wasm_i32x4_splat(0);
   for (size_t b = 0; b < nb; b++) {
     size_t k0 = b * 32, k1 = k0 + 32 < K ? k0 + 32 : K;
     float amax = absmax(x + k0, (int)(k1 - k0)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
@@ -67,52 +87,82 @@ static void nv_quant_act(const float *x, size_t K, uint8_t *ab, uint8_t *sg, flo
     } else {  // a 16-element last block (K is a multiple of 16): the rest is zero
       int8_t t[32] __attribute__((aligned(16))) = {0};
       for (size_t k = k0; k < k1; k++) {
-        float q = __builtin_nearbyintf(x[k] * id);
-        t[k - k0] = (int8_t)(q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q);
+        float v = __builtin_nearbyintf(x[k] * id);
+        t[k - k0] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
       }
       q0 = ld(t);
       q1 = ld(t + 16);
     }
     v128_t ev = wasm_i8x16_shuffle(q0, q1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     v128_t od = wasm_i8x16_shuffle(q0, q1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    st(ab + 32 * b, wasm_i8x16_abs(ev));
-    st(ab + 32 * b + 16, wasm_i8x16_abs(od));
-    st(sg + 32 * b, wasm_i8x16_shr(ev, 7));
-    st(sg + 32 * b + 16, wasm_i8x16_shr(od, 7));
+    st(q + 32 * b, ev);
+    st(q + 32 * b + 16, od);
+    // Lane j of the block's dots covers elements 8j … 8j+7 (bytes 4j … 4j+3 of both halves).
+    v128_t sum = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(ev, ones, zero);
+    sum = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(od, ones, sum);
+    st(c + 4 * b, wasm_i32x4_mul(sum, wasm_i32x4_splat(-NV_OFFSET)));
+  }
+}
+
+// The f8 block scales of 32-blocks b … b+3 of a row (8 codes at sc): two vectors [s0 s1 s2 s3], [s4 … s7].
+INLINE void nv_scales8(const uint8_t *sc, f4 *lo, f4 *hi) {
+  v128_t v = wasm_v128_load64_zero(sc), z = wasm_i32x4_splat(0);
+  *lo = f8_top_exact(wasm_i8x16_shuffle(v, z, 16, 16, 16, 0, 16, 16, 16, 1, 16, 16, 16, 2, 16, 16, 16, 3));
+  *hi = f8_top_exact(wasm_i8x16_shuffle(v, z, 16, 16, 16, 4, 16, 16, 16, 5, 16, 16, 16, 6, 16, 16, 16, 7));
+}
+
+// acc[m][r] += the products of 32-block b (packed codes at w + r·rs + 16b; sc[r] = [s s s' s'] its two f8 scales).
+// The codes go in as 2·e2m1 + 12 ∈ [0, 24] (the 7-bit operand, exact on every host); the lane corrections −12·Σq
+// take the offset back out.
+INLINE void nv_block(int MR, int NR, const NvAct *xa, const uint8_t *w, size_t rs, size_t b, int half,
+                     const f4 *sc, f4 acc[4][4]) {
+  const v128_t lut = ld(E2M1_X2_OFF), lo4 = wasm_i8x16_splat(0x0f);
+  v128_t wl[4], wh[4];
+  for (int r = 0; r < NR; r++) {
+    const uint8_t *p = w + (size_t)r * rs + 16 * b;
+    v128_t v = half ? wasm_v128_load64_zero(p) : ld(p);
+    wl[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(v, lo4));
+    wh[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_u8x16_shr(v, 4));
+  }
+  for (int m = 0; m < MR; m++) {
+    v128_t qe = ld(xa[m].q + 32 * b), qo = ld(xa[m].q + 32 * b + 16), c = ld(xa[m].c + 4 * b);
+    f4 xs = splat(xa[m].s[b]);
+    for (int r = 0; r < NR; r++) {
+      v128_t d = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(qe, wl[r], c);
+      d = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(qo, wh[r], d);
+      acc[m][r] = madd(wasm_f32x4_convert_i32x4(d), wasm_f32x4_mul(sc[r], xs), acc[m][r]);
+    }
   }
 }
 
 // out[m][r] = Σ_k x_m[k] · W[row r, k] · 2 · global for MR activation rows and NR weight rows rs bytes apart.
 INLINE void dot_nv(int MR, int NR, const NvAct *xa, const uint8_t *w, size_t K, size_t rs, float out[4][4]) {
   size_t nb = (K + 31) / 32, full = K / 32;
-  const v128_t lut = ld(E2M1_X2), lo4 = wasm_i8x16_splat(0x0f), zero = wasm_i32x4_splat(0);
   f4 acc[4][4];
   for (int m = 0; m < MR; m++)
     for (int r = 0; r < NR; r++) acc[m][r] = splat(0.0f);
-  for (size_t b = 0; b < nb; b++) {
-    v128_t wl[4], wh[4];
+  size_t b = 0;
+  // Four 32-blocks at a time: their 8 scale codes decode together.
+  for (; b + 4 <= full; b += 4) {
+    f4 slo[4], shi[4], sc[4];
+    for (int r = 0; r < NR; r++) nv_scales8(w + (size_t)r * rs + K / 2 + 2 * b, &slo[r], &shi[r]);
+    for (int r = 0; r < NR; r++) sc[r] = wasm_i32x4_shuffle(slo[r], slo[r], 0, 0, 1, 1);
+    nv_block(MR, NR, xa, w, rs, b, 0, sc, acc);
+    for (int r = 0; r < NR; r++) sc[r] = wasm_i32x4_shuffle(slo[r], slo[r], 2, 2, 3, 3);
+    nv_block(MR, NR, xa, w, rs, b + 1, 0, sc, acc);
+    for (int r = 0; r < NR; r++) sc[r] = wasm_i32x4_shuffle(shi[r], shi[r], 0, 0, 1, 1);
+    nv_block(MR, NR, xa, w, rs, b + 2, 0, sc, acc);
+    for (int r = 0; r < NR; r++) sc[r] = wasm_i32x4_shuffle(shi[r], shi[r], 2, 2, 3, 3);
+    nv_block(MR, NR, xa, w, rs, b + 3, 0, sc, acc);
+  }
+  for (; b < nb; b++) {  // the rest, one 32-block (or a last 16-element one) at a time
     f4 sc[4];
     for (int r = 0; r < NR; r++) {
-      const uint8_t *row = w + (size_t)r * rs;
-      v128_t v = b < full ? ld(row + 16 * b) : wasm_v128_load64_zero(row + 16 * b);
-      wl[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(v, lo4));
-      wh[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_u8x16_shr(v, 4));
-      const uint8_t *c = row + K / 2 + 2 * b;
+      const uint8_t *c = w + (size_t)r * rs + K / 2 + 2 * b;
       int32_t c0 = (int32_t)((uint32_t)c[0] << 24), c1 = b < full ? (int32_t)((uint32_t)c[1] << 24) : 0;
       sc[r] = f8_top_exact(wasm_i32x4_make(c0, c0, c1, c1));
     }
-    for (int m = 0; m < MR; m++) {
-      v128_t ae = ld(xa[m].ab + 32 * b), ao = ld(xa[m].ab + 32 * b + 16);
-      v128_t se = ld(xa[m].sg + 32 * b), so = ld(xa[m].sg + 32 * b + 16);
-      f4 xs = splat(xa[m].s[b]);
-      for (int r = 0; r < NR; r++) {
-        v128_t pe = wasm_i8x16_sub(wasm_v128_xor(wl[r], se), se);
-        v128_t po = wasm_i8x16_sub(wasm_v128_xor(wh[r], so), so);
-        v128_t d = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(pe, ae, zero);
-        d = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(po, ao, d);
-        acc[m][r] = madd(wasm_f32x4_convert_i32x4(d), wasm_f32x4_mul(sc[r], xs), acc[m][r]);
-      }
-    }
+    nv_block(MR, NR, xa, w, rs, b, b >= full, sc, acc);
   }
   for (int m = 0; m < MR; m++)
     for (int r = 0; r < NR; r++) out[m][r] = hsum(acc[m][r]);
@@ -155,16 +205,18 @@ static void nv_rows(const WDesc *W, int M, const NvAct *xa, size_t n, int nr, si
 void mm_nvfp4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
               size_t K, int n0, int n1) {
   size_t kp = (K + 31) & ~(size_t)31, nb = kp / 32;
-  uint8_t buf[NV_GROUP * 2 * kp] __attribute__((aligned(16)));
+  int8_t qbuf[NV_GROUP * kp] __attribute__((aligned(16)));
+  int32_t cbuf[NV_GROUP * 4 * nb] __attribute__((aligned(16)));
   float sbuf[NV_GROUP * nb];
   NvAct xa[NV_GROUP];
   for (int mg = 0; mg < M; mg += NV_GROUP) {
     int mc = M - mg < NV_GROUP ? M - mg : NV_GROUP;
     for (int m = 0; m < mc; m++) {
       const float *xr = x + (xidx ? (size_t)xidx[mg + m] : (size_t)(mg + m)) * ldx;
-      uint8_t *ab = buf + (size_t)m * 2 * kp;
-      xa[m] = (NvAct){ab, ab + kp, sbuf + (size_t)m * nb};
-      nv_quant_act(xr, K, ab, ab + kp, sbuf + (size_t)m * nb);
+      int8_t *q = qbuf + (size_t)m * kp;
+      int32_t *c = cbuf + (size_t)m * 4 * nb;
+      xa[m] = (NvAct){q, c, sbuf + (size_t)m * nb};
+      nv_quant_act(xr, K, q, c, sbuf + (size_t)m * nb);
     }
     int nrmax = mc <= 2 ? 4 : 2;
     int q = (n1 - n0) / nrmax, tail = n0 + q * nrmax;

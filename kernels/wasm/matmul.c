@@ -585,8 +585,8 @@ static void mm_decode(const WDesc *W, const float *x, const int32_t *xidx, size_
 void mm_core(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M, size_t K,
              int n0, int n1) {
   if (M <= 0 || n1 <= n0) return;
-  // NVFP4 on int8 products: always in decode, in prefill where q8 prefill is (gemm_nvfp4.c); else f32 panels.
-  if (W->dt == DT_NVFP4 && K <= 16384 && (M <= DECODE_MAX_M || q8_gemm_usable())) {
+  // NVFP4 on int8 products: always in decode, in prefill as nvfp4_prefill_int8 says (gemm_nvfp4.c); else f32 panels.
+  if (W->dt == DT_NVFP4 && K <= 16384 && (M <= DECODE_MAX_M || nvfp4_gemm_int8(M))) {
     mm_nvfp4(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
     return;
   }

@@ -51,6 +51,7 @@ int q8_gemm_usable(void);
 int q8_decode_u8_on(void);
 // gemm_nvfp4.c: NVFP4 rows as f32 (the reference's values), and the int8-product matmul (any M).
 void nvfp4_decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, float *out);
+int nvfp4_gemm_int8(int M);
 void mm_nvfp4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
               size_t K, int n0, int n1);
 void mm_prefill_q8(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,

@@ -304,11 +304,13 @@ class WasmBackend implements Backend {
   /** Copies the caller's tuning over the defaults and applies what lives in the kernels and the pool. */
   #applyTuning(): void {
     Object.assign(this.#tuning, DEFAULT_TUNING, this.#userTuning);
-    const t = this.#tuning, key = `${t.q8Prefill}/${t.q8DecodeU8}/${t.spinMicros}/${t.joinSpinMicros}`;
+    const t = this.#tuning,
+      key = `${t.q8Prefill}/${t.q8DecodeU8}/${t.nvfp4Prefill}/${t.spinMicros}/${t.joinSpinMicros}`;
     if (key === this.#applied) return;
     this.#applied = key;
     this.#k.exports.q8_prefill_int8(t.q8Prefill === "int8" ? 1 : 0);
     this.#k.exports.q8_decode_u8(t.q8DecodeU8 ? 1 : 0);
+    this.#k.exports.nvfp4_prefill_int8(t.nvfp4Prefill === "auto" ? -1 : t.nvfp4Prefill === "int8" ? 1 : 0);
     this.#pool.spinMicros = t.spinMicros;
     this.#pool.joinSpinMicros = t.joinSpinMicros;
   }

@@ -35,6 +35,8 @@ export type Step = (s: RunState) => void;
  * - `q8Prefill`: `int8` multiplies q8 matmuls of more than 8 rows in int8 where the host's relaxed dot product
  *   allows it (probed), `f32` dequantises the weights instead.
  * - `q8DecodeU8`: q8 decode products take the weight as the u8 operand where the host allows it.
+ * - `nvfp4Prefill`: NVFP4 matmuls of more than 8 rows on int8 products (`int8`, exact on every host), on f32 panels
+ *   with the reference's dequantised values (`f32`), or `auto`: int8 up to 64 rows or where q8 prefill is int8.
  * - `spinMicros`, `joinSpinMicros`: the thread pool's spin times (threads.ts).
  */
 export type WasmTuning = {
@@ -43,6 +45,7 @@ export type WasmTuning = {
   naivePrefill: number;
   q8Prefill: "int8" | "f32";
   q8DecodeU8: boolean;
+  nvfp4Prefill: "auto" | "int8" | "f32";
   spinMicros: number;
   joinSpinMicros: number;
 };
@@ -54,6 +57,7 @@ export const DEFAULT_TUNING: Readonly<WasmTuning> = {
   naivePrefill: 64,
   q8Prefill: "int8",
   q8DecodeU8: true,
+  nvfp4Prefill: "auto",
   spinMicros: 20,
   joinSpinMicros: 20,
 };

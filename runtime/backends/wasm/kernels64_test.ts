@@ -593,9 +593,11 @@ Deno.test("WasmKernels.load: maxBytes above 16 GiB throws naming the limit; buil
 
 // ------------------------------------------------------------------------------------------- NVFP4
 
-/** NVFP4 rows as the backend lays them out (codes ‖ f8 block scales per row, then per-row globals): matmul at decode
- * (int8 products) and prefill sizes, with the pool; and rows decoded to f32 (the f32 prefill path's decoder). */
-function nvfp4Scenario(M: number, N: number, K: number): Scenario {
+/**
+ * NVFP4 rows as the backend lays them out (codes ‖ f8 block scales per row, then per-row globals): matmul at decode
+ * (int8 products) and prefill sizes (`int8`: `nvfp4_prefill_int8`'s mode), with the pool; and rows decoded to f32.
+ */
+function nvfp4Scenario(M: number, N: number, K: number, int8 = -1): Scenario {
   return (s) => {
     const r = mulberry32(M * 1000 + N + K), rb = K / 2 + K / 16, body = Math.ceil((N * rb) / 4) * 4;
     const bytes = new Uint8Array(body + 4 * N);
@@ -605,7 +607,9 @@ function nvfp4Scenario(M: number, N: number, K: number): Scenario {
     }
     new Float32Array(bytes.buffer, body, N).set(rand(r, N).map((g) => 100 + 300 * Math.abs(g)));
     const w = s.bytes(bytes), qs = w + body, x = s.f32(rand(r, M * K)), y = s.f32(M * N), rows = s.f32(N * K);
+    s.call("nvfp4_prefill_int8", int8);
     s.run("matmul", [x, w, DT.nvfp4, 1, qs, y, M, N, K], N, { align: 8 });
+    s.call("nvfp4_prefill_int8", -1);
     s.run("dequant_rows", [w, DT.nvfp4, 1, qs, 0, rows, K], N);
     return { y: s.out(y, M * N * 4), rows: s.out(rows, N * K * 4) };
   };
@@ -613,5 +617,6 @@ function nvfp4Scenario(M: number, N: number, K: number): Scenario {
 
 Deno.test("memory64 ≡ wasm32: NVFP4 matmul (decode on int8 products, prefill) and row decoding", async () => {
   await same("nvfp4 decode", nvfp4Scenario(3, 37, 272), 2);
-  await same("nvfp4 prefill", nvfp4Scenario(21, 40, 1040), 2);
+  await same("nvfp4 prefill, f32 panels", nvfp4Scenario(21, 40, 1040, 0), 2);
+  await same("nvfp4 prefill, int8 products", nvfp4Scenario(21, 40, 1040, 1), 2);
 });

@@ -23,6 +23,7 @@
  * | `quantize_q8` | src f32 [N,K], q i8 [N,K], qs f32 [N, ceil(K/32)], K | N |
  * | `q8_prefill_int8` (no rows; returns 1 when on) | want: 1 = int8 q8 prefill where the host allows, 0 = f32 | — |
  * | `q8_decode_u8` (no rows; returns 1 when on) | want: 1 = q8 decode products with u8 weights where allowed, 0 = off | — |
+ * | `nvfp4_prefill_int8` (no rows) | mode: 1 = NVFP4 prefill on int8 products, 0 = f32 panels, −1 = auto (≤ 64 rows or VNNI) | — |
  * | `f32_to_bf16_n`, `bf16_to_f32_n` | src, dst | elements |
  * | `rms_norm` | x, ldx, w (0: none), y, ldy, D, eps | rows |
  * | `softmax` | x, ldx, y, ldy, D, scale | rows |
@@ -97,6 +98,7 @@ export interface KernelExports {
   quantize_q8: Fn;
   q8_prefill_int8: (want: number) => number;
   q8_decode_u8: (want: number) => number;
+  nvfp4_prefill_int8: (mode: number) => number;
   f32_to_bf16_n: Fn;
   bf16_to_f32_n: Fn;
   rms_norm: Fn;
