@@ -9,7 +9,7 @@
 
 import type { DType } from "../graph/dtype.ts";
 import type { WeightDecl } from "../graph/ir.ts";
-import type { Mistral4Config } from "../graph/models/mistral4.ts";
+import { LINEAR_GROUPS, type Mistral4Config } from "../graph/models/mistral4.ts";
 import type { ResolvedModel } from "../graph/models/mod.ts";
 import { convertSource } from "../weights/convert_source.ts";
 import { configForDtype, randomWeightSources } from "../weights/random.ts";
@@ -37,12 +37,23 @@ export interface ModelWeightOptions {
   quiet?: boolean;
 }
 
+/** Global-scale runs of every text linear a checkpoint could store in NVFP4 (one per source linear), by name. */
+function nvfp4Runs(resolved: ResolvedModel): Map<string, number> {
+  const q = { weight_dtype: "nvfp4" as const, activation_scheme: "dynamic" as const, linears: [...LINEAR_GROUPS] };
+  const runs = new Map<string, number>();
+  for (const t of resolved.family.canonicalTensors({ ...resolved.config, quantization: q })) {
+    if (t.name.endsWith(".global_scale")) runs.set(t.scaleOf!, t.shape.reduce((a, b) => a * b, 1));
+  }
+  return runs;
+}
+
 /** Opens the weights of a resolved `--model`. */
 export async function openModelWeights(resolved: ResolvedModel, o: ModelWeightOptions): Promise<ModelWeights> {
   const lookup = (sources: ReadonlyMap<string, WeightSource>) => (decl: WeightDecl) => {
     const s = sources.get(decl.name);
     if (!s) throw new Error(`model ${resolved.name}: no weight ${decl.name} in its ${resolved.source}`);
-    return convertSource(s, decl.dtype);
+    // NVFP4 made at load as a checkpoint makes it: one global scale per source linear (gate and up apart).
+    return convertSource(s, decl.dtype, decl.dtype === "nvfp4" ? nvfp4Runs(resolved).get(decl.name) : undefined);
   };
   if (resolved.source === "preset") {
     // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those. nvfp4 is the release's

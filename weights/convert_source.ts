@@ -41,7 +41,7 @@ class ConvertedSource implements WeightSource {
   /** The whole tensor's absolute maximum, from a first pass, when a run spans chunks. */
   #amax?: Promise<number>;
 
-  constructor(readonly source: WeightSource, readonly dtype: DType) {
+  constructor(readonly source: WeightSource, readonly dtype: DType, runs?: number) {
     const { name, shape } = source;
     this.name = name;
     this.shape = shape;
@@ -51,6 +51,13 @@ class ConvertedSource implements WeightSource {
     this.#rowElems = rowElements(shape);
     this.#k = kDim(shape);
     this.#run = shape.length === 3 ? this.#rowElems : this.#rows * this.#rowElems;
+    if (runs !== undefined) {
+      const kRows = (this.#rows * this.#rowElems) / this.#k;
+      if (!Number.isInteger(runs) || runs <= 0 || kRows % runs !== 0) {
+        throw new RangeError(`convertSource: ${name}'s ${kRows} rows do not split into ${runs} scale runs`);
+      }
+      this.#run = (this.#rows * this.#rowElems) / runs;
+    }
     if (dtype === "q8" && this.#k % Q8_BLOCK !== 0) {
       throw new RangeError(`quantizeQ8: input dim ${this.#k} is not a multiple of ${Q8_BLOCK}`);
     }
@@ -119,7 +126,9 @@ class ConvertedSource implements WeightSource {
 
 /**
  * `source` as chunks of `dtype` (f32, bf16, f16, f8e4m3, q8 or nvfp4), each decoding to exactly the rows of
- * `weightToF32(convertWeight(whole, dtype))`; the source itself when it already has that dtype. FP8 and NVFP4 of a
+ * `weightToF32(convertWeight(whole, dtype))`; the source itself when it already has that dtype. `runs` (FP8 and
+ * NVFP4) splits the tensor into that many equal runs of K-rows, each with its own scale (one per source linear, as a
+ * checkpoint quantises them: a fused gate ‖ up's halves apart); default one per expert of a 3-D tensor, else one. FP8 and NVFP4 of a
  * tensor that is not 3-D, read in several chunks, read the source twice (module docs). A converted source carries
  * no `random` recipe: its values are no longer the generator's.
  *
@@ -129,6 +138,6 @@ class ConvertedSource implements WeightSource {
  * for (const { row0, rows } of chunkRows(q8)) upload(await q8.read(row0, rows));
  * ```
  */
-export function convertSource(source: WeightSource, dtype: DType): WeightSource {
-  return source.dtype === dtype ? source : new ConvertedSource(source, dtype);
+export function convertSource(source: WeightSource, dtype: DType, runs?: number): WeightSource {
+  return source.dtype === dtype ? source : new ConvertedSource(source, dtype, runs);
 }

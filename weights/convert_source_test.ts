@@ -89,3 +89,37 @@ Deno.test("convertSource: a 1-D weight converts whole; bad targets and shapes ar
   assertThrows(() => convertSource(odd, "q8"), RangeError, "multiple of 32");
   assertThrows(() => convertSource(odd, "i32"), RangeError, "cannot be converted to i32");
 });
+
+Deno.test("convertSource: runs give each source linear its own NVFP4 global scale (gate ‖ up apart), as nvfp4Weight", async () => {
+  const weights = randomCanonicalWeights(presetConfig("tiny"), { seed: 4, dtype: "f32" });
+  const w = weights.get("layers.1.moe.gate_up")!, E = w.shape[0], values = weightToF32(w);
+  const src: WeightSource = {
+    name: w.name,
+    shape: w.shape,
+    dtype: "f32",
+    bytes: w.data.byteLength,
+    origin: "memory",
+    read: (row0, rows) => {
+      const per = w.data.byteLength / E;
+      return Promise.resolve({
+        row0,
+        rows,
+        shape: [rows, ...w.shape.slice(1)],
+        dtype: "f32",
+        data: w.data.subarray(row0 * per, (row0 + rows) * per),
+      });
+    },
+  };
+  const { nvfp4Weight } = await import("./convert.ts");
+  const want = nvfp4Weight(w.name, w.shape, values, 2 * E);
+  const converted = convertSource(src, "nvfp4", 2 * E), kRows = w.shape[0] * w.shape[1];
+  const chunk = await converted.read(0, E);
+  assertEquals(chunk.data, want.data);
+  assertEquals(chunk.scales, want.scales);
+  // One global per K-row: each half of each expert its own.
+  const g = chunk.globalScales!, half = w.shape[1] / 2;
+  assertEquals(g.length, kRows);
+  for (let r = 0; r < kRows; r++) assertEquals(g[r], want.globalScales![Math.floor(r / half)]);
+  assert(g[0] !== g[half], "gate and up have their own global scales");
+  assertThrows(() => convertSource(src, "nvfp4", 3 * E + 1), RangeError, "scale runs");
+});
