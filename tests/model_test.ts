@@ -258,7 +258,7 @@ Deno.test({
   ignore: !WASM,
   async fn(t) {
     const { makeCheckpoint } = await import("../weights/make_checkpoint.ts");
-    const { presetConfig } = await import("../graph/models/mistral4.ts");
+    const { LINEAR_GROUPS, presetConfig } = await import("../graph/models/mistral4.ts");
     // [checkpoint dtype, layout, the dtype loadModel is asked for (q8 re-encodes at load), tolerance]
     const cases = [
       ["f32", "mistral", undefined, 1e-5],
@@ -268,18 +268,29 @@ Deno.test({
       // NVFP4 as released (Mistral-native, experts per expert), kept packed; and quantised at load by --dtype nvfp4.
       ["nvfp4", "mistral", undefined, 2e-2],
       ["bf16", "hf", "nvfp4", 2e-2],
+      // Every text linear NVFP4 (weight-only HF checkpoints can be): W_kvb too, in the MLA kernels.
+      ["nvfp4", "hf", undefined, 2e-2, "every linear"],
     ] as const;
-    for (const [dtype, layout, load, tol] of cases) {
-      await t.step(`${layout} ${dtype}${load ? ` loaded as ${load}` : ""}`, async () => {
+    for (const [dtype, layout, load, tol, every] of cases) {
+      await t.step(`${layout} ${dtype}${every ? ` (${every})` : ""}${load ? ` loaded as ${load}` : ""}`, async () => {
         const dir = await Deno.makeTempDir();
         try {
-          await makeCheckpoint({ config: presetConfig("tiny"), out: dir, dtype, seed: 7, layout });
+          const tiny = presetConfig("tiny");
+          const all = {
+            weight_dtype: "nvfp4" as const,
+            activation_scheme: "dynamic" as const,
+            linears: [...LINEAR_GROUPS],
+          };
+          const config = every ? { ...tiny, quantization: all } : tiny;
+          await makeCheckpoint({ config, out: dir, dtype, seed: 7, layout });
           const run = async (backend: string) => {
             const opts = { backend, dtype: load, cacheDtype: "f32" as const, maxModelLen: 64, threads: 2 };
             const m = await loadModel(dir, { ...opts, quiet: true });
             try {
               assertEquals(m.backend.name, backend);
               if (backend === "wasm" && (dtype === "nvfp4" || load === "nvfp4")) assertNvfp4Packed(m, load);
+              const wkvb = m.graph.weights.find((w) => w.name === "layers.0.attn.wkv_b")!;
+              if (every) assertEquals(wkvb.dtype, "nvfp4");
               return await m.forward(PROMPT);
             } finally {
               m.dispose();
