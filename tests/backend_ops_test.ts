@@ -36,7 +36,7 @@ import { planMla } from "../runtime/step_plan.ts";
 import { q8AbsorbedRows } from "./mla_q8_emulation.ts";
 import { BACKENDS } from "../runtime/registry.ts";
 import { type Plan, schedule } from "../runtime/schedule.ts";
-import { bf16ToF32, f32ToBytes, type FloatDType, quantizeFp8 } from "../weights/codecs.ts";
+import { bf16ToF32, f32ToBytes, type FloatDType, nvfp4BlockScale, quantizeFp8 } from "../weights/codecs.ts";
 import { convertWeight, nvfp4Weight } from "../weights/convert.ts";
 import type { CanonicalWeight } from "../weights/load.ts";
 import { assert, assertEquals } from "./assert.ts";
@@ -204,6 +204,28 @@ export function nvfp4MatmulCases(): OpCase[] {
       const x = c.f32("x", [[M, M + 8], K]);
       return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "nvfp4", 1 / Math.sqrt(K), globals)) };
     }));
+  }
+  // Zero, subnormal and small normal f8 block scales (codes 0x00–0x0f, of like size): the kernels' exact decoder.
+  for (const M of [2, 12]) {
+    const [K, N] = [256, 24], codes = [0, 1, 3, 5, 7, 0x08, 0x0b, 0x0f];
+    cases.push(
+      opCase(`matmul nvfp4 zero and subnormal block scales M=${M}`, "matmul", M > 8 ? NVFP4_F32_TOL : 2e-2, (c) => {
+        const data = Uint8Array.from(c.values((N * K) / 2), (v) => Math.floor((v + 1) * 128) & 0xff);
+        const scales = Float32Array.from(
+          { length: (N * K) / 16 },
+          (_, b) => nvfp4BlockScale(codes[(b + (b >> 4)) % 8], 1),
+        );
+        c.weights.set("w", {
+          name: "w",
+          shape: [N, K],
+          dtype: "nvfp4",
+          data,
+          scales,
+          globalScales: new Float32Array([1]),
+        });
+        return { y: ops.matmul(c.g, c.f32("x", [[M, M + 8], K]), c.g.weight("w", [N, K], "nvfp4")) };
+      }),
+    );
   }
   return cases;
 }

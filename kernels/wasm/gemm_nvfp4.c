@@ -104,11 +104,28 @@ static void nv_quant_act(const float *x, size_t K, int8_t *q, int32_t *c, float 
   }
 }
 
-// The f8 block scales of 32-blocks b … b+3 of a row (8 codes at sc): two vectors [s0 s1 s2 s3], [s4 … s7].
+// f8 codes in the top byte of each lane → f32, for codes with exponent ≥ 1 only: the exponent rebiased by an integer
+// add (f8_top_exact without its exponent-0 fix).
+INLINE f4 f8_top_normal(v128_t t) {
+  v128_t mag = wasm_i32x4_add(wasm_v128_and(wasm_u32x4_shr(t, 4), wasm_i32x4_splat(0x07f00000)),
+                              wasm_i32x4_splat(120 << 23));
+  return wasm_v128_or(mag, wasm_v128_and(t, wasm_i32x4_splat((int32_t)0x80000000)));
+}
+
+// The f8 block scales of 32-blocks b … b+3 of a row (8 codes at sc): two vectors [s0 s1 s2 s3], [s4 … s7]. Block
+// scales are normal f8 values in practice; a zero or subnormal one takes the exact decoder.
 INLINE void nv_scales8(const uint8_t *sc, f4 *lo, f4 *hi) {
   v128_t v = wasm_v128_load64_zero(sc), z = wasm_i32x4_splat(0);
-  *lo = f8_top_exact(wasm_i8x16_shuffle(v, z, 16, 16, 16, 0, 16, 16, 16, 1, 16, 16, 16, 2, 16, 16, 16, 3));
-  *hi = f8_top_exact(wasm_i8x16_shuffle(v, z, 16, 16, 16, 4, 16, 16, 16, 5, 16, 16, 16, 6, 16, 16, 16, 7));
+  v128_t a = wasm_i8x16_shuffle(v, z, 16, 16, 16, 0, 16, 16, 16, 1, 16, 16, 16, 2, 16, 16, 16, 3);
+  v128_t b = wasm_i8x16_shuffle(v, z, 16, 16, 16, 4, 16, 16, 16, 5, 16, 16, 16, 6, 16, 16, 16, 7);
+  v128_t e0 = wasm_i8x16_eq(wasm_v128_and(v, wasm_i8x16_splat(0x78)), z);
+  if (__builtin_expect(wasm_i64x2_extract_lane(e0, 0) != 0, 0)) {
+    *lo = f8_top_exact(a);
+    *hi = f8_top_exact(b);
+  } else {
+    *lo = f8_top_normal(a);
+    *hi = f8_top_normal(b);
+  }
 }
 
 // acc[m][r] += the products of 32-block b (packed codes at w + r·rs + 16b; sc[r] = [s s s' s'] its two f8 scales).
@@ -122,7 +139,7 @@ INLINE void nv_block(int MR, int NR, const NvAct *xa, const uint8_t *w, size_t r
     const uint8_t *p = w + (size_t)r * rs + 16 * b;
     v128_t v = half ? wasm_v128_load64_zero(p) : ld(p);
     wl[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(v, lo4));
-    wh[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_u8x16_shr(v, 4));
+    wh[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(wasm_u16x8_shr(v, 4), lo4));
   }
   for (int m = 0; m < MR; m++) {
     v128_t qe = ld(xa[m].q + 32 * b), qo = ld(xa[m].q + 32 * b + 16), c = ld(xa[m].c + 4 * b);
