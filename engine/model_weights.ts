@@ -49,11 +49,14 @@ function nvfp4Runs(resolved: ResolvedModel): Map<string, number> {
 
 /** Opens the weights of a resolved `--model`. */
 export async function openModelWeights(resolved: ResolvedModel, o: ModelWeightOptions): Promise<ModelWeights> {
+  let runs: Map<string, number> | undefined;
   const lookup = (sources: ReadonlyMap<string, WeightSource>) => (decl: WeightDecl) => {
     const s = sources.get(decl.name);
     if (!s) throw new Error(`model ${resolved.name}: no weight ${decl.name} in its ${resolved.source}`);
+    if (decl.dtype !== "nvfp4" || s.dtype === "nvfp4") return convertSource(s, decl.dtype);
     // NVFP4 made at load as a checkpoint makes it: one global scale per source linear (gate and up apart).
-    return convertSource(s, decl.dtype, decl.dtype === "nvfp4" ? nvfp4Runs(resolved).get(decl.name) : undefined);
+    runs ??= nvfp4Runs(resolved);
+    return convertSource(s, decl.dtype, runs.get(decl.name));
   };
   if (resolved.source === "preset") {
     // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those. nvfp4 is the release's

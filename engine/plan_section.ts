@@ -124,30 +124,25 @@ function serverLines(
 ): string[] {
   const out = ["host"];
   const g = p.growth;
-  const held = g
-    ? g.instances === 1
-      ? `one memory64 wasm instance of ${formatBytes(g.instanceBytes)}`
-      : `${g.instances} wasm instances${g.memory64 ? " (memory64)" : ""} of ${
-        formatBytes(g.instanceBytes)
-      }, split by layer`
-    : p.backends.join(", ");
+  const size = g && formatBytes(g.instanceBytes), kind = g?.memory64 ? " (memory64)" : "";
+  const held = !g
+    ? p.backends.join(", ")
+    : g.instances === 1
+    ? `one memory64 wasm instance of ${size}`
+    : `${g.instances} wasm instances${kind} of ${size}, split by layer`;
   const weights = Object.values(p.needWeightBytes).reduce((a, b) => a + b, 0);
   out.push(
     `  memory                    ${p.hostMemoryBytes === undefined ? "unknown" : formatBytes(p.hostMemoryBytes)}`,
   );
-  const rest = formatBytes(need - weights);
-  out.push(
-    `  the plan needs            ${formatBytes(need)} (weights ${
-      formatBytes(weights)
-    }, arena/state/io ${rest}) on ${held}`,
-  );
+  const parts = `weights ${formatBytes(weights)}, arena/state/io ${formatBytes(need - weights)}`;
+  out.push(`  the plan needs            ${formatBytes(need)} (${parts}) on ${held}`);
   out.push(`  latent cache per token    ${t.cacheBytesPerToken.toLocaleString("en-US")} B`);
   if (room) {
+    const tokens = room.tokens.toLocaleString("en-US");
     out.push(
-      `  left on the host          ${formatBytes(room.bytes)}: the latent cache of ${
-        room.tokens.toLocaleString("en-US")
-      } ` +
-        `tokens (context × sequences)`,
+      `  left on the host          ${
+        formatBytes(room.bytes)
+      }: the latent cache of ${tokens} tokens (context × sequences)`,
     );
   }
   out.push("decode traffic per token (weights as stored, top-k routed experts, the cache at the context)");

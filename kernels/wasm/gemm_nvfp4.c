@@ -12,13 +12,13 @@
 // block) and no weight byte is moved. The dot's 4 lanes cover elements 0–7, 8–15 (the first f8 block) and 16–23,
 // 24–31 (the second), so one vector [s0 s0 s1 s1] scales them all; the scale codes of four 32-blocks decode at once.
 //
-// Decode (M ≤ 8) always runs on int8 products; prefill does where the host runs q8 prefill on int8
-// (q8_gemm_usable: the same switch and probe), in groups of 8 activation rows; elsewhere mm_core's f32 panel path
-// decodes rows with nvfp4_decode_row, whose values are the reference dequantisation bit for bit.
+// Decode (M ≤ 8) always runs on int8 products; prefill as nvfp4_prefill_int8 says (by default up to 64 rows, or
+// where the host runs q8 prefill on int8), in groups of 8 activation rows; otherwise mm_core's f32 panel path decodes
+// rows with nvfp4_decode_row, whose values are the reference dequantisation bit for bit.
 #include "matmul.h"
 
 #define NV_BLOCK 16
-#define NV_GROUP 8  // activation rows quantised at a time (stack: 8 × K × 2 bytes)
+#define NV_GROUP 8  // activation rows quantised at a time (stack: 8 × K bytes, and 16 bytes of corrections per 32)
 
 // 2·E2M1 + 12 by code: the products' weights, non-negative so they are the dot's 7-bit operand (the offset comes
 // back out through per-lane corrections, and the result is halved once at the end).
