@@ -15,11 +15,12 @@
  * @module
  */
 
-import type { DType } from "../graph/dtype.ts";
+import { BITS_PER_ELEMENT, type DType } from "../graph/dtype.ts";
 import { GraphBuilder } from "../graph/builder.ts";
-import { type Graph, tensorTable, type WeightDecl } from "../graph/ir.ts";
+import { type Graph, type Shape, tensorTable, type WeightDecl } from "../graph/ir.ts";
 import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
 import { type Mistral4Config, type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
+import { buildDraft, checkDraftFits, DRAFT_PREFIX } from "../graph/models/eagle.ts";
 import type { Backend } from "../runtime/backend.ts";
 import { createBackend, createBackends } from "../runtime/registry.ts";
 import { PlanExecutor, Residency, sharedArenaBytes } from "../runtime/plan_executor.ts";
@@ -27,7 +28,7 @@ import type { Plan } from "../runtime/schedule.ts";
 import { planBackends } from "./placement.ts";
 import { BlockPool, type SequenceBlocks } from "./kv_cache.ts";
 import { bf16ToF32 } from "../weights/codecs.ts";
-import { openModelWeights } from "./model_weights.ts";
+import { type ModelWeights, openModelWeights } from "./model_weights.ts";
 import { releaseScratch } from "../weights/chunks.ts";
 import { stageName, visionStageGraphs } from "./vision.ts";
 import { VisionRunner } from "./vision_runner.ts";
@@ -99,6 +100,116 @@ export interface LoadModelOptions {
    * anyway (no read-back to save) and whose sampler sorts the vocabulary.
    */
   sampling?: boolean;
+  /**
+   * Speculative decoding with an EAGLE draft head (`--speculative-model`, `--num-speculative-tokens`): the draft
+   * (a preset `<target>-eagle` or a checkpoint directory) is loaded beside the target, sharing its embedding and
+   * head, and the step graph keeps its final-norm hidden states on the backend for it (see {@link DraftModel}).
+   */
+  speculative?: SpeculativeOptions;
+}
+
+/** Options of speculative decoding (vLLM's names: `--speculative-model`, `--num-speculative-tokens`). */
+export interface SpeculativeOptions {
+  /** The draft head: a preset (`tiny-eagle`, `demo-eagle`, …) or a checkpoint directory. */
+  model: string;
+  /** Tokens the draft proposes per step and sequence, 1..16. */
+  numTokens: number;
+}
+
+/** Most tokens a draft may propose per step (`--num-speculative-tokens`). */
+export const MAX_SPECULATIVE_TOKENS = 16;
+
+/** Checks `--num-speculative-tokens`; returns it, or throws a RangeError saying what is allowed. */
+export function checkSpeculativeTokens(k: number, flag = "--num-speculative-tokens"): number {
+  if (!Number.isInteger(k) || k < 1 || k > MAX_SPECULATIVE_TOKENS) {
+    throw new RangeError(`${flag} must be an integer from 1 to ${MAX_SPECULATIVE_TOKENS}, got ${k}`);
+  }
+  return k;
+}
+
+/**
+ * One draft step: like {@link StepInput} (positions and block tables are the target's: the draft's caches have the
+ * same geometry), plus where each token's conditioning hidden state lies in `eagle.hidden` and where the logits
+ * rows' own hidden states go.
+ */
+export interface DraftStepInput extends StepInput {
+  /** Row of `eagle.hidden` each token is conditioned on `[T]` (a target step's token index, or a draft output row). */
+  hiddenRows: readonly number[];
+  /** Row of `eagle.hidden` each logits row's final-norm output is written to `[R]` (−1: not kept). */
+  hiddenOut: readonly number[];
+}
+
+/**
+ * The EAGLE draft head loaded beside a target ({@link LoadModelOptions.speculative}): its config, how many tokens
+ * it proposes, and its step (logits of its `logitRows`, read back).
+ */
+export class DraftModel {
+  /** The draft's config (`eagle` set). */
+  readonly config: Mistral4Config;
+  /** The preset name or directory it was loaded from. */
+  readonly name: string;
+  /** Tokens proposed per step and sequence. */
+  readonly numTokens: number;
+  readonly #executor: PlanExecutor;
+  readonly #target: Model;
+
+  /** Use {@link loadModel} with `speculative`. */
+  constructor(
+    init: { config: Mistral4Config; name: string; numTokens: number; executor: PlanExecutor; target: Model },
+  ) {
+    this.config = init.config;
+    this.name = init.name;
+    this.numTokens = init.numTokens;
+    this.#executor = init.executor;
+    this.#target = init.target;
+  }
+
+  /** The draft's plan (its caches are its state). */
+  get plan(): Plan {
+    return this.#executor.plan;
+  }
+
+  /** Bytes of the draft's own caches (its graph's `draft.` state; `eagle.hidden` is the target's). */
+  get cacheBytes(): number {
+    return declaredBytes(this.#executor.graph.inputs.filter((i) => i.state && i.name.startsWith(DRAFT_PREFIX)));
+  }
+
+  /** Bytes of the draft's own weights as declared (the embedding and head are the target's). */
+  get weightBytes(): number {
+    return declaredBytes(this.#executor.graph.weights.filter((w) => w.name.startsWith(DRAFT_PREFIX)));
+  }
+
+  /** Runs one draft step and returns its logits `[logitRows.length, vocab]`. */
+  async step(input: DraftStepInput): Promise<Float32Array> {
+    const base = this.#target.stepInputs(input);
+    const R = input.logitRows.length, T = input.ids.length;
+    if (input.hiddenRows.length !== T) {
+      throw new Error(`draft step: ${input.hiddenRows.length} hidden rows for ${T} tokens`);
+    }
+    if (input.hiddenOut.length !== R) {
+      throw new Error(`draft step: ${input.hiddenOut.length} hidden outputs for ${R} rows`);
+    }
+    const rows = this.#target.limits.maxTokens;
+    for (const r of [...input.hiddenRows, ...input.hiddenOut]) {
+      if (!(r >= -1 && r < rows)) throw new Error(`draft step: hidden row ${r} outside 0..${rows - 1}`);
+    }
+    const { ids, pos, seq, blockTable, logitRows } = base;
+    const inputs = {
+      ids,
+      pos,
+      seq,
+      blockTable,
+      logitRows,
+      hiddenRows: Int32Array.from(input.hiddenRows),
+      hiddenOut: Int32Array.from(input.hiddenOut),
+    };
+    return (await this.#executor.run({ inputs, outputs: ["logits"] })).logits as Float32Array;
+  }
+
+  /** Frees the draft's executor (the shared residency is the target's). */
+  dispose(): void {
+    this.#executor.dispose();
+  }
 }
 
 /** One step: tokens of several sequences, each sequence's block table, and the tokens whose logits are wanted. */
@@ -194,9 +305,12 @@ export class Model<C extends StepConfig = Mistral4Config> {
    * the engine's default budget of vision encoder work per step.
    */
   readonly decodeFlops: number;
+  /** The EAGLE draft head loaded with it ({@link LoadModelOptions.speculative}), or null. */
+  draft: DraftModel | null = null;
   readonly #executor: PlanExecutor;
   readonly #vision: VisionRunner | null;
   readonly #sampling: boolean;
+  readonly #eagleHidden: boolean;
   readonly #release: () => void;
 
   /** Use {@link loadModel}. */
@@ -225,6 +339,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
     this.decodeFlops = init.decodeFlops ?? 0;
     this.#release = init.release ?? (() => {});
     this.#sampling = init.graph.outputs.some((o) => o.name === "sampled");
+    this.#eagleHidden = init.graph.inputs.some((i) => i.name === "hiddenAt");
     this.pool = new BlockPool({ numBlocks: init.limits.numBlocks, blockSize: init.limits.blockSize });
   }
 
@@ -303,11 +418,20 @@ export class Model<C extends StepConfig = Mistral4Config> {
    */
   get plannedMemory(): { weights: number; state: number; arena: number; io: number } {
     const sum = { weights: 0, state: 0, arena: 0, io: 0 };
-    for (const m of Object.values(this.#executor.plan.memory.perBackend)) {
-      sum.weights += m.weightBytes;
-      sum.state += m.stateBytes;
-      sum.arena += m.arenaBytes;
-      sum.io += m.ioBytes;
+    const plans = [this.#executor.plan, ...(this.draft ? [this.draft.plan] : [])];
+    for (const [i, plan] of plans.entries()) {
+      for (const m of Object.values(plan.memory.perBackend)) {
+        // The draft's plan also lists the weights and state it shares with the target (embedding, head,
+        // eagle.hidden): only its own count again.
+        sum.weights += i === 0 ? m.weightBytes : 0;
+        sum.state += i === 0 ? m.stateBytes : 0;
+        sum.arena += m.arenaBytes;
+        sum.io += m.ioBytes;
+      }
+    }
+    if (this.draft) {
+      sum.weights += this.draft.weightBytes;
+      sum.state += this.draft.cacheBytes;
     }
     return sum;
   }
@@ -324,7 +448,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
   async step(input: StepInput): Promise<Float32Array> {
     const R = input.logitRows.length;
     const sampler = this.#sampling ? this.#samplerInputs(R, greedySampling(R)) : {};
-    const out = await this.#executor.run({ inputs: { ...this.#stepInputs(input), ...sampler }, outputs: ["logits"] });
+    const out = await this.#executor.run({ inputs: { ...this.stepInputs(input), ...sampler }, outputs: ["logits"] });
     return out.logits as Float32Array;
   }
 
@@ -340,7 +464,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
    */
   async sampleStep(input: StepInput, sampling: StepSampling): Promise<Int32Array> {
     if (!this.#sampling) throw new Error(`sampleStep: model ${this.name} was loaded without the backend sampler`);
-    const inputs = { ...this.#stepInputs(input), ...this.#samplerInputs(input.logitRows.length, sampling) };
+    const inputs = { ...this.stepInputs(input), ...this.#samplerInputs(input.logitRows.length, sampling) };
     return (await this.#executor.run({ inputs, outputs: ["sampled"] })).sampled as Int32Array;
   }
 
@@ -366,8 +490,8 @@ export class Model<C extends StepConfig = Mistral4Config> {
     };
   }
 
-  /** The step graph's inputs for one step, checked. */
-  #stepInputs(input: StepInput): Record<string, ArrayBufferView> {
+  /** The step graph's inputs for one step, checked (the draft's step reuses them). */
+  stepInputs(input: StepInput): Record<string, ArrayBufferView> {
     const { ids, pos, seq, blockTables, logitRows } = input;
     const imageRows = input.imageRows ?? [], imageSlots = input.imageSlots ?? [];
     if (imageSlots.length !== imageRows.length) {
@@ -395,6 +519,8 @@ export class Model<C extends StepConfig = Mistral4Config> {
       blockTable: table,
       logitRows: Int32Array.from(logitRows),
       ...(this.#vision ? { imageRows: Int32Array.from(imageRows), imageSlots: Int32Array.from(imageSlots) } : {}),
+      // Every token's final-norm output is kept, at its own index, for the draft head's next step.
+      ...(this.#eagleHidden ? { hiddenAt: Int32Array.from({ length: ids.length }, (_, i) => i) } : {}),
     };
   }
 
@@ -433,11 +559,19 @@ export class Model<C extends StepConfig = Mistral4Config> {
 
   /** Frees the backends' memory. */
   dispose(): void {
+    this.draft?.dispose();
     this.#vision?.dispose();
     this.#executor.dispose();
     this.#release(); // the shared residency (weights, caches, image store) and the weight sources
     for (const b of this.backends) b.dispose();
   }
+}
+
+/** Bytes of concrete-shaped declarations (state, weights) at their dtypes' widths. */
+function declaredBytes(decls: readonly { shape: Shape; dtype: DType }[]): number {
+  let bytes = 0;
+  for (const d of decls) bytes += (d.shape as number[]).reduce((a, b) => a * b, 1) * BITS_PER_ELEMENT[d.dtype] / 8;
+  return bytes;
 }
 
 /** Tokens `[start, start+n)` of one sequence as a step with logits at every token. */
@@ -482,26 +616,43 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     release = () => weights.close();
     const config = scale === undefined ? weights.config : { ...weights.config, softmax_scale_mode: scale };
     const limits = resolveLimits(config, options, vision);
+    const draft = options.speculative
+      ? await openDraft(options.speculative, config, resolved.name, options, limits, weights.linearDtype)
+      : null;
+    if (draft) {
+      const prevRelease = release;
+      release = () => (draft.weights.close(), prevRelease());
+    }
     // The sampler ends the step where the first backend runs it (unless turned off); elsewhere the host samples
     // logits. The reference computes on the host anyway (no read-back to save) and its sampler sorts the vocabulary.
     const first = backends[0];
     const build = (sampling: boolean) =>
-      buildStepGraph(resolved.family, config, limits, { ...options, dtype: weights.linearDtype, vision, sampling });
+      buildStepGraph(resolved.family, config, limits, {
+        ...options,
+        dtype: weights.linearDtype,
+        vision,
+        sampling,
+        eagleHidden: draft !== null,
+      });
     let graph = build(options.sampling ?? first.name !== "reference");
     if (graph.outputs.some((o) => o.name === "sampled") && options.sampling === undefined) {
       if (!runsNode(first, graph, "sampled")) graph = build(false);
     }
     // The vision encoder's stage graphs are planned with the step graph, within what it leaves, and loaded with it.
     const stages = vision ? visionStageGraphs(resolved.family, config, { imageStoreRows: limits.imageStoreRows }) : [];
-    const graphs = [graph, ...stages.map((s) => s.graph)];
+    // The draft's graph comes last: the step graph decides where the state they share (eagle.hidden) lives.
+    const graphs = [graph, ...stages.map((s) => s.graph), ...(draft ? [draft.graph] : [])];
+    const isStage = (i: number) => i > 0 && i <= stages.length;
     // The stages run one at a time: their executors share one set of arenas.
-    const arenaGroups = graphs.map((_, i) => i > 0 ? "vision" : undefined);
+    const arenaGroups = graphs.map((_, i) => isStage(i) ? "vision" : undefined);
     const planned = await planBackends(graphs, backends, { strict: options.strict, backendOptions, log, arenaGroups });
     backends = planned.backends;
-    const [plan, ...stagePlans] = planned.plans;
+    const [plan, ...rest] = planned.plans;
+    const stagePlans = rest.slice(0, stages.length), draftPlan = rest[stages.length];
     const report = [
       ...planReport(plan),
       ...stagePlans.flatMap((p, i) => planReport(p).map((l) => `vision ${stageName(stages[i].stage)} ${l}`)),
+      ...(draftPlan ? planReport(draftPlan).map((l) => `draft ${l}`) : []),
     ];
     for (const line of report) log(line);
     checkSharedState(planned.plans);
@@ -509,19 +660,25 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     const residency = new Residency();
     const prev = release;
     release = () => (residency.dispose(), prev());
-    const source = (d: WeightDecl) => weights.source(d);
+    // Draft weights come from the draft's checkpoint under their canonical names; the embedding and head it
+    // declares under the target's names are the target's own buffers (the residency holds each name once).
+    const source = (d: WeightDecl) =>
+      draft && d.name.startsWith(DRAFT_PREFIX)
+        ? draft.weights.source({ ...d, name: d.name.slice(DRAFT_PREFIX.length) })
+        : weights.source(d);
     const executors: PlanExecutor[] = [];
     const sharedArenas = { key: "vision", bytes: sharedArenaBytes(stagePlans) };
     try {
       for (const [i, p] of planned.plans.entries()) {
-        const o = { weights: source, residency, ...(i > 0 ? { sharedArenas } : {}) };
+        const o = { weights: source, residency, ...(isStage(i) ? { sharedArenas } : {}) };
         executors.push(await PlanExecutor.create(graphs[i], p, backends, o));
       }
     } catch (e) {
       for (const ex of executors) ex.dispose();
       throw e;
     }
-    const [executor, ...stageExecutors] = executors;
+    const [executor, ...restExecutors] = executors;
+    const stageExecutors = restExecutors.slice(0, stages.length);
     const runner = vision
       ? new VisionRunner({
         config,
@@ -530,7 +687,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
       })
       : null;
     releaseScratch(); // the loads' f32 temporaries
-    return new Model({
+    const model = new Model({
       config,
       name: resolved.name,
       graph,
@@ -542,9 +699,71 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
       decodeFlops: decodeFlops(resolved.family, config, weights.linearDtype),
       release,
     });
+    if (draft) {
+      model.draft = new DraftModel({
+        config: draft.config,
+        name: draft.name,
+        numTokens: options.speculative!.numTokens,
+        executor: restExecutors[stages.length],
+        target: model,
+      });
+    }
+    return model;
   } catch (e) {
     for (const b of backends) b.dispose();
     release();
+    throw e;
+  }
+}
+
+/** An opened draft head: its weights, config and step graph. */
+interface OpenedDraft {
+  name: string;
+  config: Mistral4Config;
+  weights: ModelWeights;
+  graph: Graph;
+}
+
+/** Opens the draft head of `speculative` for `target` and declares its step graph (names prefixed `draft.`). */
+async function openDraft(
+  speculative: SpeculativeOptions,
+  target: Mistral4Config,
+  targetName: string,
+  options: LoadModelOptions,
+  limits: ModelLimits,
+  linearDtype: DType | undefined,
+): Promise<OpenedDraft> {
+  checkSpeculativeTokens(speculative.numTokens, "speculative.numTokens");
+  const resolved = await resolveModel(speculative.model);
+  const weights = await openModelWeights(resolved, {
+    dtype: options.dtype,
+    seed: options.seed,
+    group: "text",
+    quiet: options.quiet,
+  });
+  try {
+    const config = weights.config;
+    checkDraftFits(target, config, { target: targetName, draft: speculative.model });
+    if (weights.linearDtype !== linearDtype) {
+      throw new Error(
+        `--speculative-model ${speculative.model}: loads its linears as ${weights.linearDtype}, the target as ${linearDtype}`,
+      );
+    }
+    const g = new GraphBuilder();
+    buildDraft(g, config, target, {
+      maxTokens: limits.maxTokens,
+      maxSeqs: limits.maxSeqs,
+      maxRows: limits.maxSeqs,
+      numBlocks: limits.numBlocks,
+      blockSize: limits.blockSize,
+      maxBlocksPerSeq: limits.maxBlocksPerSeq,
+      linearDtype,
+      attention: options.attention,
+      cacheDtype: options.cacheDtype,
+    });
+    return { name: speculative.model, config, weights, graph: g.build() };
+  } catch (e) {
+    weights.close();
     throw e;
   }
 }
@@ -593,8 +812,9 @@ function resolveLimits(config: Mistral4Config, o: LoadModelOptions, vision: bool
     maxModelLen,
     maxTokens,
     maxSeqs,
-    // Logit rows: one per sequence when generating, or a whole chunk for `forward` (bounded: [R, vocab] is big).
-    maxRows: Math.max(maxSeqs, Math.min(maxTokens, 64)),
+    // Logit rows: one per sequence when generating, or a whole chunk for `forward` (bounded: [R, vocab] is big);
+    // with speculation, each sequence's K + 1 verified tokens.
+    maxRows: Math.max(maxSeqs * (1 + (o.speculative?.numTokens ?? 0)), Math.min(maxTokens, 64)),
     blockSize,
     numBlocks: o.numBlocks ?? maxSeqs * maxBlocksPerSeq,
     maxBlocksPerSeq,
@@ -609,7 +829,12 @@ function maxImageTokens(config: Mistral4Config): number {
   return v ? (Math.ceil(v.image_size / (v.patch_size * v.spatial_merge_size))) ** 2 : 0;
 }
 
-function buildStepGraph(family: ModelFamily, config: Mistral4Config, l: ModelLimits, o: LoadModelOptions): Graph {
+function buildStepGraph(
+  family: ModelFamily,
+  config: Mistral4Config,
+  l: ModelLimits,
+  o: LoadModelOptions & { eagleHidden?: boolean },
+): Graph {
   const g = new GraphBuilder();
   family.build(g, config, {
     maxTokens: l.maxTokens,
@@ -624,6 +849,7 @@ function buildStepGraph(family: ModelFamily, config: Mistral4Config, l: ModelLim
     maxImageRows: o.vision ? l.maxTokens : 0,
     imageStoreRows: l.imageStoreRows,
     sample: o.sampling,
+    eagleHidden: o.eagleHidden,
   });
   return g.build();
 }
