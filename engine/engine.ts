@@ -102,14 +102,6 @@ export interface ModelEngineStats extends EngineStats {
   hostSampled: number;
   /** Sequences paused now because their readers are behind (see {@link ModelEngineOptions.streamBufferTokens}). */
   paused: number;
-  /** Speculative decoding: tokens the draft proposed and that were verified, since start. */
-  specProposed: number;
-  /** Speculative decoding: proposals the target accepted, since start. */
-  specAccepted: number;
-  /** Speculative decoding: verifications (one per sequence and step that had proposals), since start. */
-  specVerifications: number;
-  /** Speculative decoding: draft forwards run (catch-up and chained proposals), since start. */
-  specDraftSteps: number;
 }
 
 /** Why a generation failed because the engine was closed under it. */
@@ -147,6 +139,8 @@ export class ModelEngine implements Engine {
   #hostSampled = 0;
   readonly #streamBuffer: number;
   readonly #draft: DraftModel | null;
+  /** The target's distribution of the row being verified (used before the next row is looked at). */
+  readonly #targetProbs: Float64Array;
   #specProposed = 0;
   #specAccepted = 0;
   #specVerifications = 0;
@@ -185,6 +179,7 @@ export class ModelEngine implements Engine {
       ? new BackendSampling(model.config.vocab_size, limits.maxRows)
       : null;
     this.#draft = options.speculative ?? true ? model.draft : null;
+    this.#targetProbs = new Float64Array(this.#draft ? model.config.vocab_size : 0);
     this.#loop = this.#run();
   }
 
@@ -244,10 +239,17 @@ export class ModelEngine implements Engine {
       backendSampled: this.#backendSampled,
       hostSampled: this.#hostSampled,
       paused: [...this.#batching.running, ...this.#batching.waiting].filter((seq) => seq.paused).length,
-      specProposed: this.#specProposed,
-      specAccepted: this.#specAccepted,
-      specVerifications: this.#specVerifications,
-      specDraftSteps: this.#specDraftSteps,
+      ...(this.#draft
+        ? {
+          speculative: {
+            numTokens: this.#draft.numTokens,
+            proposed: this.#specProposed,
+            accepted: this.#specAccepted,
+            verifications: this.#specVerifications,
+            draftSteps: this.#specDraftSteps,
+          },
+        }
+        : {}),
     };
   }
 
@@ -429,7 +431,7 @@ export class ModelEngine implements Engine {
     this.#specProposed += K;
     this.#hostSampled++;
     for (let j = 0; j <= K; j++) {
-      const row = rowOf(j), p = this.#sampler.distribution(row, state, seq.remaining);
+      const row = rowOf(j), p = this.#sampler.distribution(row, state, seq.remaining, this.#targetProbs);
       let id: number;
       if (j < K) {
         const d = draft.proposals[j], q = draft.probs[j];

@@ -167,11 +167,13 @@ export class Sampler {
   /**
    * The distribution {@link Sampler.sample} draws from for this row and state, as probabilities over the whole
    * vocabulary (penalties, constraint mask, temperature, top-k, top-p, min-p; one-hot at the argmax when greedy),
-   * without drawing or recording anything. Speculative verification compares it with the draft's.
+   * without drawing or recording anything. Speculative verification compares it with the draft's. Written into
+   * `out` (zeroed first) when given, else a new array.
    */
-  distribution(row: ArrayLike<number>, state: SamplingState, remaining = Infinity): Float64Array {
+  distribution(row: ArrayLike<number>, state: SamplingState, remaining = Infinity, out?: Float64Array): Float64Array {
     const x = this.#prepare(row, state, remaining), v = x.length, p = state.params;
-    const out = new Float64Array(v);
+    if (out) out.fill(0);
+    else out = new Float64Array(v);
     const best = argmax(x);
     if (state.matcher && x[best] === -Infinity) throw new Error("sampler: the constraint allows no token (a bug)");
     if (!(p.temperature > 0)) {
