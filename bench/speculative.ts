@@ -24,9 +24,8 @@
 
 import { parseArgs } from "node:util";
 import type { DType } from "../graph/dtype.ts";
-import { loadModel, type Model } from "../engine/model.ts";
-import { ModelEngine } from "../engine/engine.ts";
-import { GREEDY } from "../engine/sampler.ts";
+import { loadModel } from "../engine/model.ts";
+import { speculativeRow } from "./speculative_run.ts";
 import { writeSpeculativePair } from "../tests/speculative_helpers.ts";
 
 const { values } = parseArgs({
@@ -60,53 +59,6 @@ async function pair(): Promise<{ target: string; draft: string; what: string; cl
   return { ...p, what: "full-acceptance construction", cleanup };
 }
 
-function prompt(b: number): number[] {
-  return [1, ...Array.from({ length: PROMPT - 1 }, (_, i) => 1000 + ((i * 7919 + b * 104729) % 120000))];
-}
-
-/** Decode tokens/s of B greedy generations through the engine, after every sequence has its first token. */
-async function engineDecode(model: Model, speculative: boolean, batch: number) {
-  const engine = await ModelEngine.create(model, { eosId: 2, speculative });
-  try {
-    const firsts: number[] = [], ends: number[] = [];
-    let tokens = 0;
-    await Promise.all(Array.from({ length: batch }, async (_, b) => {
-      let n = 0;
-      for await (const _t of engine.generate({ promptIds: prompt(b), sampling: GREEDY, maxTokens: gen })) {
-        if (n++ === 0) firsts.push(performance.now());
-        else tokens++;
-      }
-      ends.push(performance.now());
-    }));
-    const seconds = (Math.max(...ends) - Math.max(...firsts)) / 1000;
-    return { tps: tokens / seconds, stats: engine.stats() };
-  } finally {
-    await engine.close();
-  }
-}
-
-/** Median ms of one target decode step and one draft step at batch B (one token per sequence, logits read back). */
-async function stepCosts(model: Model, batch: number): Promise<{ target: number; draft: number }> {
-  const seqs = Array.from({ length: batch }, () => model.pool.newSequence());
-  for (const s of seqs) model.pool.grow(s, gen + 1);
-  const rows = seqs.map((_, b) => b), blockTables = seqs.map((s) => s.blockTable);
-  const ids = rows.map((b) => 1000 + b);
-  const time = async (run: (p: number) => Promise<unknown>) => {
-    const ms: number[] = [];
-    for (let p = 0; p < Math.min(gen, 24); p++) {
-      const t = performance.now();
-      await run(p);
-      ms.push(performance.now() - t);
-    }
-    return ms.sort((a, b) => a - b)[ms.length >> 1];
-  };
-  const input = (p: number) => ({ ids, pos: rows.map(() => p), seq: rows, blockTables, logitRows: rows });
-  const target = await time((p) => model.step(input(p)));
-  const draft = await time((p) => model.draft!.step({ ...input(p), hiddenRows: rows, hiddenOut: rows }));
-  for (const s of seqs) model.pool.release(s);
-  return { target, draft };
-}
-
 const { target, draft, what, cleanup } = await pair();
 const results = [];
 try {
@@ -123,27 +75,13 @@ try {
     });
     try {
       for (const batch of batches) {
-        const plain = await engineDecode(model, false, batch);
-        const spec = await engineDecode(model, true, batch);
-        const cost = await stepCosts(model, batch);
-        const s = spec.stats.speculative!;
-        const c = cost.draft / cost.target;
+        const row = await speculativeRow(model, { batch, gen, prompt: PROMPT });
         results.push({
           model: values.model,
           draft: `${draft} (${what})`,
           backend: model.backend.name,
           threads,
-          batch,
-          K,
-          acceptanceRate: s.proposed > 0 ? s.accepted / s.proposed : 0,
-          tokensPerTargetForward: s.verifications > 0 ? 1 + s.accepted / s.verifications : 1,
-          targetStepMs: cost.target,
-          draftStepMs: cost.draft,
-          c,
-          bound: (K + 1) / (1 + K * c),
-          plainTokensPerSecond: plain.tps,
-          specTokensPerSecond: spec.tps,
-          speedup: spec.tps / plain.tps,
+          ...row,
         });
       }
     } finally {
