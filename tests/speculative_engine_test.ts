@@ -6,6 +6,7 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import { mulberry32 } from "./fixtures.ts";
+import { chiSquare, chiSquarePValue } from "./stats.ts";
 import { writeSpeculativePair } from "./speculative_helpers.ts";
 import { ModelEngine, type ModelEngineStats } from "../engine/engine.ts";
 import { loadModel, type LoadModelOptions } from "../engine/model.ts";
@@ -142,6 +143,96 @@ Deno.test({
         assertEquals((s.accepted + s.verifications) / s.verifications, K + 1);
         assertEquals(spec.steps, 1 + rounds); // one prefill step, then K + 1 tokens per target forward
       }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/**
+ * End to end, sampled: `tiny` with its head ×6 (peaked logits: the most likely token has about a third of the mass;
+ * ×50 makes this random head one-hot, which no test can tell from greedy) and a draft that proposes from nearly the
+ * target's distribution. The second token of each generation (of 3) is the first one speculation decides (the first
+ * comes from the prompt's step; the draft then proposes one, the most a 3-token answer can use): for each first token
+ * seen often enough, the second must follow the target's distribution after it (temperature 1). Chi-square over the
+ * bins expecting ≥ 5 (the rest pooled), summed over those first tokens: p > 1e-3.
+ */
+Deno.test({
+  name: "speculative: sampled tokens follow the target's distribution end to end (tiny, head ×6, chi-square)",
+  sanitizeResources: false,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const pair = await writeSpeculativePair(dir, { outScale: 0.25, headScale: 6 });
+      const options: LoadModelOptions = {
+        backend: "wasm",
+        dtype: "f32",
+        cacheDtype: "f32",
+        maxModelLen: 64,
+        quiet: true,
+      };
+      const p = prompt(3, 4);
+      const model = await loadModel(pair.target, {
+        ...options,
+        maxSeqs: 8,
+        speculative: { model: pair.draft, numTokens: 2 },
+      });
+      const seconds = new Map<number, number[]>(); // second tokens by first token
+      const trials = 1600;
+      try {
+        const engine = await ModelEngine.create(model, { eosId: EOS });
+        try {
+          const sampling = { ...GREEDY, temperature: 1 };
+          for (let round = 0; round < trials / 8; round++) {
+            const gens = Array.from({ length: 8 }, (_, i) =>
+              collect(
+                engine.generate({ promptIds: p, sampling: { ...sampling, seed: round * 8 + i }, maxTokens: 3 }),
+              ));
+            for (const { ids } of await Promise.all(gens)) {
+              if (ids.length < 2) continue;
+              if (!seconds.has(ids[0])) seconds.set(ids[0], []);
+              seconds.get(ids[0])!.push(ids[1]);
+            }
+          }
+          const s = engine.stats().speculative!;
+          assert(s.accepted > 0 && s.accepted < s.proposed, JSON.stringify(s));
+        } finally {
+          await engine.close();
+        }
+      } finally {
+        model.dispose();
+      }
+      const plain = await loadModel(pair.target, options);
+      let stat = 0, dof = 0, tested = 0;
+      try {
+        const vocab = plain.config.vocab_size;
+        for (const [t1, list] of seconds) {
+          if (list.length < 100) continue;
+          const ids = [...p, t1];
+          const row = (await plain.forward(ids)).subarray((ids.length - 1) * vocab);
+          let max = -Infinity;
+          for (const x of row) max = Math.max(max, x);
+          const e = Float64Array.from(row, (x) => Math.exp(x - max)), z = e.reduce((a, b) => a + b, 0);
+          const expected = e.map((x) => x / z);
+          const counts = new Float64Array(vocab);
+          for (const id of list) counts[id]++;
+          // Bins expecting at least 5 stay; the rest are pooled into one.
+          const big = [...expected.keys()].filter((i) => expected[i] * list.length >= 5);
+          const pooled = (a: Float64Array) => {
+            const inBig = big.reduce((n, i) => n + a[i], 0), all = a.reduce((x, y) => x + y, 0);
+            return [...big.map((i) => a[i]), all - inBig];
+          };
+          const c = chiSquare(pooled(counts), pooled(expected));
+          stat += c.stat;
+          dof += c.dof;
+          tested += list.length;
+        }
+      } finally {
+        plain.dispose();
+      }
+      assert(tested >= trials / 2 && dof >= 4, `only ${tested} tokens in ${dof} degrees of freedom to test`);
+      const pValue = chiSquarePValue(stat, dof);
+      assert(pValue > 1e-3, `chi-square ${stat.toFixed(1)} (dof ${dof}) over ${tested} tokens: p ${pValue}`);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

@@ -32,12 +32,14 @@ export function speculativePairConfigs(preset = "tiny"): { target: Mistral4Confi
 /** Writes the pair (module docs) under `dir`; returns the target's and the draft's directories. */
 export async function writeSpeculativePair(
   dir: string,
-  o: { outScale: number; seed?: number; preset?: string },
+  o: { outScale: number; seed?: number; preset?: string; headScale?: number },
 ): Promise<{ target: string; draft: string }> {
   const { target, draft } = speculativePairConfigs(o.preset);
   const seed = o.seed ?? 0;
   const tw = randomCanonicalWeights(target, { seed, dtype: "f32" });
   for (const [name, w] of tw) if (OUTPUTS.test(name)) f32(w).forEach((x, i, a) => a[i] = x * o.outScale);
+  // A scaled head sharpens both models' distributions (the draft uses the target's head).
+  if (o.headScale !== undefined) f32(tw.get("lm_head")!).forEach((x, i, a) => a[i] = x * o.headScale!);
   const dw = randomCanonicalWeights(draft, { seed: seed + 1, dtype: "f32" });
   const D = target.hidden_size;
   for (const t of canonicalTensors(draft)) {
