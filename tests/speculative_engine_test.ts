@@ -178,7 +178,7 @@ Deno.test({
         speculative: { model: pair.draft, numTokens: 2 },
       });
       const seconds = new Map<number, number[]>(); // second tokens by first token
-      const trials = 1600;
+      const trials = 1000;
       try {
         const engine = await ModelEngine.create(model, { eosId: EOS });
         try {
