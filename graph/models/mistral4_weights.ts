@@ -22,6 +22,7 @@
  * | `layers.i.shared.down` | [D, S·F] | `mlp.shared_experts.down_proj` | `shared_experts.w2` |
  * | `layers.i.mlp.{gate_up,down}` | dense layers only | `mlp.{gate,up,down}_proj` | `feed_forward.{w1,w3,w2}` |
  * | `norm`, `lm_head` | [D], [V, D] | `norm`, `lm_head` | `norm`, `output` |
+ * | `eagle.fc` (EAGLE drafts: no `embed`, `lm_head`) | [D, 2D] | `fc` | `eagle_linear` |
  * | `<linear>.scale` | FP8 block scale | `weight_scale_inv`, `*_proj_scale_inv` | `qscale_weight` |
  * | `<linear>.scale`, `.global_scale` | NVFP4 | `weight_scale`, `weight_global_scale` | same |
  *
