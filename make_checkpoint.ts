@@ -21,12 +21,14 @@ import type { RandomDType } from "./weights/random.ts";
 
 const USAGE = `usage: make_checkpoint.ts --model PRESET|DIR|config.json|params.json --out DIR
     [--dtype f32|bf16|f8e4m3|nvfp4] [--seed N] [--layout hf|mistral] [--shard-mb N] [--force]
-  --model     preset (tiny, demo, ms4-mini, ms4-medium, mistral-small-4), a checkpoint directory, or a config file
+  --model     preset (tiny, demo, ms4-mini, ms4-medium, mistral-small-4, or a draft head: tiny-eagle,
+              demo-eagle, …), a checkpoint directory, or a config file
   --out       directory to write (created)
   --dtype     stored dtype: f32, bf16, f8e4m3 (FP8 text linears, the rest bf16) or nvfp4 (compressed-tensors
               NVFP4 experts as the NVFP4 release, the rest bf16); default the config's
   --seed      seed of the random weights (default 0; the same seed gives the same weights as the preset)
-  --layout    hf (config.json + model-*.safetensors, default) or mistral (params.json + consolidated.safetensors)
+  --layout    hf (config.json + model-*.safetensors, default) or mistral (params.json + consolidated.safetensors;
+              the default for a draft head, as its release: eagle_linear.weight, layers after the target's)
   --shard-mb  largest shard in MB (default 5000)
   --force     replace checkpoint files already in --out
 Beside the weights it writes tekken.json (the source checkpoint's, else the demo's: Small 4's vocabulary and v15
@@ -72,7 +74,7 @@ export async function main(args: string[]): Promise<number> {
         out: { type: "string" },
         dtype: { type: "string" },
         seed: { type: "string", default: "0" },
-        layout: { type: "string", default: "hf" },
+        layout: { type: "string" },
         "shard-mb": { type: "string", default: "5000" },
         force: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -91,7 +93,7 @@ export async function main(args: string[]): Promise<number> {
     ? "--model and --out are required"
     : flags.dtype !== undefined && !["f32", "bf16", "f8e4m3", "nvfp4"].includes(flags.dtype)
     ? `--dtype must be f32, bf16, f8e4m3 or nvfp4, got "${flags.dtype}"`
-    : flags.layout !== "hf" && flags.layout !== "mistral"
+    : flags.layout !== undefined && flags.layout !== "hf" && flags.layout !== "mistral"
     ? `--layout must be hf or mistral, got "${flags.layout}"`
     : !Number.isSafeInteger(seed)
     ? `--seed must be an integer, got "${flags.seed}"`
@@ -111,7 +113,8 @@ export async function main(args: string[]): Promise<number> {
       out: flags.out!,
       dtype: flags.dtype as RandomDType | undefined,
       seed,
-      layout: flags.layout as "hf" | "mistral",
+      // A draft head defaults to the layout its release ships in (params.json + consolidated.safetensors).
+      layout: (flags.layout ?? (config.eagle ? "mistral" : "hf")) as "hf" | "mistral",
       maxShardBytes: shardMb * 1e6,
       force: flags.force,
     });

@@ -85,8 +85,16 @@ export type {
   Usage,
 } from "./engine/chat_output.ts";
 export type { ChatLogprob } from "./engine/logprobs.ts";
-export { loadModel, Model } from "./engine/model.ts";
-export type { LoadModelOptions, ModelLimits, StepConfig, StepInput, StepSampling } from "./engine/model.ts";
+export { DraftModel, loadModel, MAX_SPECULATIVE_TOKENS, Model } from "./engine/model.ts";
+export type {
+  DraftStepInput,
+  LoadModelOptions,
+  ModelLimits,
+  SpeculativeOptions,
+  StepConfig,
+  StepInput,
+  StepSampling,
+} from "./engine/model.ts";
 export { EngineClosedError, ModelEngine } from "./engine/engine.ts";
 export type { ModelEngineOptions, ModelEngineStats } from "./engine/engine.ts";
 export type { ImageJob, VisionJobOptions } from "./engine/vision_job.ts";
@@ -102,6 +110,7 @@ export type * from "./graph/ir.ts";
 export type { ConcreteType, Cost, OpDef, RefData, RefTensor } from "./ops/op.ts";
 export { presetConfig, presets } from "./graph/models/mistral4.ts";
 export type {
+  EagleSettings,
   Mistral4Config,
   Mistral4PresetName,
   Mistral4Quantization,

@@ -3,8 +3,14 @@
  *
  * ```
  * deno task bench --model ms4-mini --dtype q8 --threads 2 --prompt 512 --gen 64 --batch 1,8 [--json]
- *   [--softmax-scale plain|deepseek_yarn]
+ *   [--softmax-scale plain|deepseek_yarn] [--cache-dtype bf16|f32]
+ *   [--speculative-model DIR|PRESET --num-speculative-tokens K]
  * ```
+ *
+ * With `--speculative-model` (an EAGLE draft head) it also measures, for every batch size, engine decode with and
+ * without the draft (`bench/speculative_run.ts`): acceptance, tokens per target forward, the cost ratio c = draft step
+ * / target step and the (K+1)/(1+Kc) bound. Random preset drafts are almost never accepted: real rates need the
+ * released draft; `deno task bench:speculative` builds a full-acceptance pair for the best case.
  *
  * `--softmax-scale` overrides the checkpoint's MLA softmax scale (`loadModel`'s `softmaxScale`; the scale does not
  * change the work, only the numbers); the result names the one in use.
@@ -39,6 +45,8 @@ import { WasmKernels } from "../runtime/backends/wasm/module.ts";
 import type { WasmTuning } from "../runtime/backends/wasm/backend.ts";
 import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
 import { wasmProfile } from "../runtime/backends/wasm/profile.ts";
+import { cacheDtypeFlag, speculativeFlags } from "../server/cli.ts";
+import { speculativeRow } from "./speculative_run.ts";
 
 const { values } = parseArgs({
   options: {
@@ -59,8 +67,13 @@ const { values } = parseArgs({
     "spin-us": { type: "string" },
     "join-spin-us": { type: "string" },
     "softmax-scale": { type: "string" },
+    "speculative-model": { type: "string" },
+    "num-speculative-tokens": { type: "string" },
+    "cache-dtype": { type: "string" },
   },
 });
+const speculative = speculativeFlags(values["speculative-model"], values["num-speculative-tokens"]);
+const cacheDtype = cacheDtypeFlag(values["cache-dtype"]);
 if (values.dtype !== undefined && !isDType(values.dtype)) throw new Error(`--dtype ${values.dtype} is unknown`);
 const softmaxScale = values["softmax-scale"] === undefined
   ? undefined
@@ -94,11 +107,13 @@ const model = await loadModel(values.model!, {
   threads,
   backendOptions: { tuning },
   seed: Number(values.seed),
-  maxModelLen: promptLen + gen + 16,
-  maxTokens: Math.max(promptLen, ...batches),
+  maxModelLen: promptLen + gen + 16 + (speculative?.numTokens ?? 0),
+  maxTokens: Math.max(promptLen, ...batches.map((b) => b * (1 + (speculative?.numTokens ?? 0)))),
   maxSeqs: Math.max(...batches),
   quiet: true,
   softmaxScale,
+  speculative,
+  cacheDtype,
 });
 const loadSeconds = (performance.now() - t0) / 1000;
 
@@ -267,6 +282,11 @@ const profile = !values.profile ? "" : [
   }),
   await profileTable(`decode batch ${batches[0]}`, async () => void await decode(model, batches[0])),
 ].join("\n");
+// Speculative rows through the engine (decode of --gen tokens after 16-token prompts), one per batch size.
+const speculativeRows = [];
+if (model.draft) {
+  for (const batch of batches) speculativeRows.push(await speculativeRow(model, { batch, gen, prompt: 16 }));
+}
 const perToken = bytesPerToken(model);
 const scratchBytes = model.backends.reduce((n, b) => n + ((b as { scratchBytes?: number }).scratchBytes ?? 0), 0);
 const planned = Object.values(model.plannedMemory).reduce((a, b) => a + b, 0) + scratchBytes;
@@ -295,6 +315,17 @@ const result = {
   // itself asks for; the rest of the RSS is the runtime and the host's copy of the weights while they load.
   plannedBytes: planned,
   plannedBytesByKind: { ...model.plannedMemory, scratch: scratchBytes },
+  ...(model.draft
+    ? {
+      speculative: {
+        draft: model.draft.name,
+        numTokens: model.draft.numTokens,
+        draftCacheBytes: model.draft.cacheBytes,
+        draftWeightBytes: model.draft.weightBytes,
+        rows: speculativeRows,
+      },
+    }
+    : {}),
 };
 model.dispose();
 
@@ -320,5 +351,20 @@ else {
       `io ${mib(p.io)}, kernel scratch ${mib(p.scratch)}); peak RSS − planned = ${mib(peakRss - planned)} ` +
       `(the runtime, and the chunks in flight while loading)`,
   );
+  if (result.speculative) {
+    const sp = result.speculative;
+    console.log(
+      `\nspeculative: draft ${sp.draft}, K ${sp.numTokens} (its cache ${mib(sp.draftCacheBytes)} and weights ` +
+        `${mib(sp.draftWeightBytes)} are in the plan above)`,
+    );
+    console.log("| batch | accepted | tokens/forward | c | (K+1)/(1+Kc) | plain tok/s | spec tok/s | speed-up |");
+    console.log("|---|---|---|---|---|---|---|---|");
+    for (const r of sp.rows) {
+      console.log(
+        `| ${r.batch} | ${f(100 * r.acceptanceRate, 0)}% | ${f(r.tokensPerTargetForward, 2)} | ${f(r.c, 2)} | ` +
+          `${f(r.bound, 2)} | ${f(r.plainTokensPerSecond)} | ${f(r.specTokensPerSecond)} | ${f(r.speedup, 2)}× |`,
+      );
+    }
+  }
 }
 if (profile) (values.json ? console.error : console.log)(profile);

@@ -46,6 +46,11 @@ export interface Chunk {
   count: number;
   /** The chunk ends at the sequence's last token, so the step returns a logits row for it. */
   samples: boolean;
+  /**
+   * Speculative decoding: the draft's proposals run after the chunk's token (positions `start + count …`), each
+   * with a logits row, so one forward verifies them (absent or empty: none). Their distributions ride along.
+   */
+  draft?: { proposals: readonly number[]; probs: readonly (Float64Array | null)[] };
 }
 
 /** What to run next, and the sequences that can never run. */
@@ -104,14 +109,20 @@ export class BatchPolicy {
     const { pool } = this.#o;
     let budget = this.#o.maxTokens;
     const counts = new Map<Sequence, number>(); // scheduled tokens per sequence, in step order
+    const drafted = new Map<Sequence, number>(); // proposals verified with them (within `counts`)
     const failed: Sequence[] = [];
     let preempted = false;
+    // Proposals take only what the budget leaves once every decoding sequence has its own token.
+    let decodersLeft = this.running.filter((seq) => seq.pending === 1 && !seq.paused).length;
     // Decodes first, then prefill chunks, each oldest first.
     for (const decoding of [true, false]) {
       for (let i = 0; i < this.running.length && budget > 0; i++) {
         const seq = this.running[i];
         if ((seq.pending === 1) !== decoding || seq.paused) continue;
-        const n = Math.min(seq.pending, budget);
+        let k = decoding ? Math.max(0, Math.min(seq.spec?.proposals.length ?? 0, budget - decodersLeft--)) : 0;
+        // Proposals never cost another sequence its blocks: without room they are dropped, not preempted for.
+        if (k > 0 && !pool.grow(seq.blocks!, seq.computed + 1 + k)) k = 0;
+        const n = Math.min(seq.pending, budget) + k;
         while (seq.status === "running" && !pool.grow(seq.blocks!, seq.computed + n)) {
           if (this.running.length === 1) {
             // Every other block is free: this sequence cannot fit in the cache at all.
@@ -123,6 +134,7 @@ export class BatchPolicy {
           const at = this.running.indexOf(victim);
           budget += counts.get(victim) ?? 0;
           counts.delete(victim);
+          drafted.delete(victim);
           this.#preempt(victim);
           preempted = true;
           if (at < i) i--; // a paused victim before `seq`: the list shifted under the loop
@@ -132,6 +144,7 @@ export class BatchPolicy {
           continue;
         }
         counts.set(seq, n);
+        if (k > 0) drafted.set(seq, k);
         budget -= n;
       }
     }
@@ -177,8 +190,11 @@ export class BatchPolicy {
       budget -= n;
     }
     const chunks: Chunk[] = [];
-    for (const [seq, count] of counts) {
-      chunks.push({ seq, start: seq.computed, count, samples: seq.computed + count === seq.tokens.length });
+    for (const [seq, n] of counts) {
+      const k = drafted.get(seq) ?? 0, count = n - k;
+      const chunk: Chunk = { seq, start: seq.computed, count, samples: seq.computed + count === seq.tokens.length };
+      if (k > 0) chunk.draft = { proposals: seq.spec!.proposals.slice(0, k), probs: seq.spec!.probs.slice(0, k) };
+      chunks.push(chunk);
     }
     return { chunks, failed };
   }
@@ -193,6 +209,17 @@ export class BatchPolicy {
       seq.computed = start + count;
       this.#o.pool.commit(seq.blocks!, seq.cacheKeys, seq.computed);
     }
+  }
+
+  /**
+   * Records `accepted` verified proposals of a sequence as cached (after {@link BatchPolicy.commit} of its chunk, and
+   * after they joined its tokens): their cache entries, written by the verifying step, are kept; the entries of the
+   * rejected ones past them are dropped from the count and overwritten by later steps.
+   */
+  advance(seq: Sequence, accepted: number): void {
+    if (seq.status !== "running" || accepted === 0) return;
+    seq.computed += accepted;
+    this.#o.pool.commit(seq.blocks!, seq.cacheKeys, seq.computed);
   }
 
   /** Whom to preempt: the latest admitted paused sequence (its blocks sit idle), else the latest admitted one. */
@@ -222,6 +249,7 @@ export class BatchPolicy {
   }
 
   #release(seq: Sequence, from: Sequence[]): void {
+    seq.spec = null; // proposals were for the cache it loses
     if (seq.blocks) this.#o.pool.release(seq.blocks);
     seq.blocks = null;
     seq.computed = 0;

@@ -26,8 +26,9 @@
 
 import { setImmediate } from "node:timers/promises";
 import type { Engine, EngineStats, GeneratedToken, GenerateRequest, Generation, VisionSettings } from "./types.ts";
-import type { Model, StepInput } from "./model.ts";
-import { Sampler } from "./sampler.ts";
+import type { DraftModel, Model, StepInput } from "./model.ts";
+import { Sampler, SamplingState } from "./sampler.ts";
+import { acceptProposal, sampleFrom, sampleResidual } from "./speculative.ts";
 import { BatchPolicy, type Chunk } from "./batching.ts";
 import { Sequence } from "./sequence.ts";
 import { TokenStream } from "./stream.ts";
@@ -68,6 +69,12 @@ export interface ModelEngineOptions {
    * a whole generation. The server's SSE responses pull from the stream only as the client takes data.
    */
   streamBufferTokens?: number;
+  /**
+   * Speculative decoding with the model's draft head (`Model.draft`, loaded with `speculative`): default on when
+   * the model has one. Per step the draft proposes up to its `numTokens` per decoding sequence and one target
+   * forward verifies them (see `engine/speculative.ts`).
+   */
+  speculative?: boolean;
 }
 
 /** Default of {@link ModelEngineOptions.streamBufferTokens}. */
@@ -131,6 +138,13 @@ export class ModelEngine implements Engine {
   #backendSampled = 0;
   #hostSampled = 0;
   readonly #streamBuffer: number;
+  readonly #draft: DraftModel | null;
+  /** The target's distribution of the row being verified (used before the next row is looked at). */
+  readonly #targetProbs: Float64Array;
+  #specProposed = 0;
+  #specAccepted = 0;
+  #specVerifications = 0;
+  #specDraftSteps = 0;
 
   private constructor(model: Model, options: ModelEngineOptions) {
     const limits = model.limits;
@@ -164,6 +178,8 @@ export class ModelEngine implements Engine {
     this.#backendSampling = model.samplesOnBackend && (options.backendSampling ?? true)
       ? new BackendSampling(model.config.vocab_size, limits.maxRows)
       : null;
+    this.#draft = options.speculative ?? true ? model.draft : null;
+    this.#targetProbs = new Float64Array(this.#draft ? model.config.vocab_size : 0);
     this.#loop = this.#run();
   }
 
@@ -223,6 +239,17 @@ export class ModelEngine implements Engine {
       backendSampled: this.#backendSampled,
       hostSampled: this.#hostSampled,
       paused: [...this.#batching.running, ...this.#batching.waiting].filter((seq) => seq.paused).length,
+      ...(this.#draft
+        ? {
+          speculative: {
+            numTokens: this.#draft.numTokens,
+            proposed: this.#specProposed,
+            accepted: this.#specAccepted,
+            verifications: this.#specVerifications,
+            draftSteps: this.#specDraftSteps,
+          },
+        }
+        : {}),
     };
   }
 
@@ -345,12 +372,18 @@ export class ModelEngine implements Engine {
     if (chunks.length === 0) return;
     const input = stepInput(chunks);
     const sampling = chunks.filter((c) => c.samples).map((c) => c.seq);
+    // Verifying proposals takes the target's distribution at every verified row: their logits come back.
+    const verifying = chunks.some((c) => c.draft);
     let pick: Pick;
+    let logits: Float32Array | null = null;
     try {
       const backend = this.#backendSampling;
-      pick = backend && sampling.every((seq) => samplesOnBackend(seq.sampling.params))
-        ? await this.#sampleOnBackend(backend, input, sampling)
-        : await this.#sampleOnHost(input);
+      if (backend && !verifying && sampling.every((seq) => samplesOnBackend(seq.sampling.params))) {
+        pick = await this.#sampleOnBackend(backend, input, sampling);
+      } else {
+        logits = await this.#model.step(input);
+        pick = this.#pickOnHost(logits);
+      }
     } catch (e) {
       for (const { seq } of chunks) this.#fail(seq, e);
       return;
@@ -362,17 +395,159 @@ export class ModelEngine implements Engine {
     // Past its last image token, a sequence's vectors are in the KV cache: its store rows go back.
     for (const { seq } of chunks) if (seq.computed > seq.lastImagePosition) this.#releaseImages(seq);
     let row = 0;
-    for (const { seq, samples } of chunks) {
+    for (const { seq, samples, draft } of chunks) {
       if (!samples) continue;
-      const r = row++;
+      const r = row;
+      row += 1 + (draft?.proposals.length ?? 0);
       // Removed during the step (cancelled, or the engine closed): its row is dropped.
       if (seq.status !== "running") continue;
       try {
-        this.#deliver(seq, pick(seq, r));
+        if (draft) this.#verify(seq, draft, logits!, r);
+        else this.#deliver(seq, pick(seq, r));
       } catch (e) {
         this.#fail(seq, e);
       }
     }
+    if (this.#draft) {
+      try {
+        await this.#propose(this.#draft, chunks);
+      } catch (e) {
+        for (const { seq } of chunks) if (seq.status === "running") this.#fail(seq, e);
+      }
+    }
+  }
+
+  /**
+   * Speculative verification of one sequence's proposals against the target's rows `r … r + K` (module docs of
+   * `engine/speculative.ts`): each accepted proposal is taken as the sampler would have taken it (penalties,
+   * constraint, logprobs of the target) and delivered; the first rejection is replaced by a draw from the residual,
+   * or after K acceptances the bonus token is drawn from the last row. A constraint's mask is part of the target's
+   * distribution, so a proposal it forbids is always rejected.
+   */
+  #verify(seq: Sequence, draft: NonNullable<Chunk["draft"]>, logits: Float32Array, r: number): void {
+    const vocab = this.#model.config.vocab_size, state = seq.sampling, K = draft.proposals.length;
+    const rowOf = (j: number) => logits.subarray((r + j) * vocab, (r + j + 1) * vocab);
+    this.#specVerifications++;
+    this.#specProposed += K;
+    this.#hostSampled++;
+    for (let j = 0; j <= K; j++) {
+      const row = rowOf(j), p = this.#sampler.distribution(row, state, seq.remaining, this.#targetProbs);
+      let id: number;
+      if (j < K) {
+        const d = draft.proposals[j], q = draft.probs[j];
+        if (acceptProposal(p, q, d, state.rng.uniform())) {
+          this.#specAccepted++;
+          this.#deliver(seq, this.#sampler.record(row, state, d, seq.remaining));
+          if (seq.status !== "running") return; // ended on it (eos, a stop id, its length, a complete constraint)
+          continue;
+        }
+        id = sampleResidual(p, q, d, state.rng.uniform());
+      } else id = sampleFrom(p, state.rng.uniform());
+      // The accepted proposals' cache entries stay; the rejected ones' are dropped (overwritten later).
+      this.#batching.advance(seq, j);
+      this.#deliver(seq, this.#sampler.record(row, state, id, seq.remaining));
+      return;
+    }
+  }
+
+  /**
+   * Runs the draft head after a step: first over every token the step made final (catch-up: position p takes token
+   * p + 1 and the target's hidden state at p, so the draft's cache follows the target's), which also proposes the
+   * first token for each decoding sequence; then K − 1 chained single-token steps, each conditioned on the draft's
+   * own previous hidden state, for the rest. The proposals wait on the sequence for the next step.
+   */
+  async #propose(draft: DraftModel, chunks: readonly Chunk[]): Promise<void> {
+    const ids: number[] = [], pos: number[] = [], seqIndex: number[] = [], hiddenRows: number[] = [];
+    const blockTables: number[][] = [], logitRows: number[] = [];
+    const proposers: { seq: Sequence; table: number[]; end: number; k: number }[] = [];
+    let stepRow = 0;
+    for (const chunk of chunks) {
+      const { seq, start } = chunk;
+      const base = stepRow;
+      stepRow += chunk.count + (chunk.draft?.proposals.length ?? 0);
+      seq.spec = null;
+      // Only rows the target just computed and kept: a sequence removed meanwhile or not advanced is skipped.
+      if (seq.status !== "running" || seq.computed <= start) continue;
+      const end = Math.min(seq.computed, seq.tokens.length - 1);
+      const table = seq.blocks!.blockTable.slice();
+      const s = blockTables.length;
+      blockTables.push(table);
+      for (let p = start; p < end; p++) {
+        ids.push(seq.tokens[p + 1]);
+        pos.push(p);
+        seqIndex.push(s);
+        hiddenRows.push(base + p - start);
+      }
+      // A decoding sequence proposes: at most what it may still emit after the next token, within the cache.
+      const k = Math.min(draft.numTokens, seq.remaining - 1);
+      if (seq.pending === 1 && end === seq.computed && k >= 1 && this.#model.pool.grow(seq.blocks!, end + k)) {
+        logitRows.push(ids.length - 1);
+        proposers.push({ seq, table: seq.blocks!.blockTable.slice(), end, k });
+      }
+    }
+    if (ids.length === 0) return;
+    const rows = logitRows.length > 0 ? logitRows : [ids.length - 1]; // a step returns at least one row
+    let logits = await draft.step({
+      ids,
+      pos,
+      seq: seqIndex,
+      blockTables,
+      logitRows: rows,
+      hiddenRows,
+      hiddenOut: logitRows.length > 0 ? rows.map((_, i) => i) : [-1],
+    });
+    this.#specDraftSteps++;
+    if (proposers.length === 0) return;
+    const vocab = this.#model.config.vocab_size;
+    const specs = proposers.map(() => ({ proposals: [] as number[], probs: [] as (Float64Array | null)[] }));
+    // Chained steps: proposal j of each sequence still proposing, at position end + j − 1.
+    const lastRow = proposers.map((_, i) => i); // the row of eagle.hidden each sequence's latest draft state is in
+    let active = proposers.map((_, i) => i);
+    for (let j = 0;; j++) {
+      active.forEach((i, r) => {
+        const { proposals, probs } = specs[i];
+        const { seq } = proposers[i];
+        const row = logits.subarray(r * vocab, (r + 1) * vocab);
+        const q = this.#draftDistribution(seq, row);
+        proposals.push(q === null ? argmaxOf(row) : sampleFrom(q, seq.sampling.rng.uniform()));
+        probs.push(q);
+        lastRow[i] = r;
+      });
+      active = active.filter((i) => proposers[i].k > j + 1);
+      if (active.length === 0) break;
+      logits = await draft.step({
+        ids: active.map((i) => specs[i].proposals[j]),
+        pos: active.map((i) => proposers[i].end + j),
+        seq: active.map((_, r) => r),
+        blockTables: active.map((i) => proposers[i].table),
+        logitRows: active.map((_, r) => r),
+        hiddenRows: active.map((i) => lastRow[i]),
+        hiddenOut: active.map((_, r) => r),
+      });
+      this.#specDraftSteps++;
+    }
+    proposers.forEach(({ seq }, i) => {
+      if (seq.status === "running") seq.spec = specs[i];
+    });
+  }
+
+  /**
+   * The distribution the draft's proposal is drawn from: null for a greedy sequence (the draft's argmax, certain),
+   * else the draft's logits under the sequence's temperature, top-k, top-p and min-p (no penalties or constraint:
+   * any draft distribution keeps the output exact; the closer to the target's, the more is accepted).
+   */
+  #draftDistribution(seq: Sequence, row: Float32Array): Float64Array | null {
+    const p = seq.sampling.params;
+    if (!(p.temperature > 0)) return null;
+    seq.draftSampling ??= new SamplingState({
+      temperature: p.temperature,
+      topK: p.topK,
+      topP: p.topP,
+      minP: p.minP,
+      presencePenalty: 0,
+      frequencyPenalty: 0,
+    }, []);
+    return this.#sampler.distribution(row, seq.draftSampling);
   }
 
   /** Runs the step with the sampler on the backend: masks and draws go up, `R` ids come back, no logits. */
@@ -384,9 +559,9 @@ export class ModelEngine implements Engine {
     };
   }
 
-  /** Runs the step for its logits and samples each row on the host with every setting. */
-  async #sampleOnHost(input: StepInput): Promise<Pick> {
-    const logits = await this.#model.step(input), vocab = this.#model.config.vocab_size;
+  /** Samples each row of a step's logits on the host with every setting. */
+  #pickOnHost(logits: Float32Array): Pick {
+    const vocab = this.#model.config.vocab_size;
     return (seq, r) => {
       this.#hostSampled++;
       return this.#sampler.sample(logits.subarray(r * vocab, (r + 1) * vocab), seq.sampling, seq.remaining);
@@ -446,7 +621,7 @@ function stepInput(chunks: readonly Chunk[]): StepInput {
   const ids: number[] = [], pos: number[] = [], seqIndex: number[] = [], logitRows: number[] = [];
   const blockTables: number[][] = [];
   const imageRows: number[] = [], imageSlots: number[] = [];
-  for (const { seq, start, count, samples } of chunks) {
+  for (const { seq, start, count, samples, draft } of chunks) {
     const s = blockTables.length;
     if (seq.imageStart !== null) {
       // The chunk's [IMG] tokens and the store rows holding their vectors (the images follow one another there).
@@ -466,11 +641,25 @@ function stepInput(chunks: readonly Chunk[]): StepInput {
       seqIndex.push(s);
     }
     if (samples) logitRows.push(ids.length - 1);
+    // Proposals follow the chunk's last token, each with its logits row: one forward verifies them all.
+    for (const [j, id] of (draft?.proposals ?? []).entries()) {
+      ids.push(id);
+      pos.push(start + count + j);
+      seqIndex.push(s);
+      logitRows.push(ids.length - 1);
+    }
   }
   // A step must return at least one row; when only mid-prompt chunks run, one is computed and ignored.
   if (logitRows.length === 0) logitRows.push(ids.length - 1);
   if (imageRows.length === 0) return { ids, pos, seq: seqIndex, blockTables, logitRows };
   return { ids, pos, seq: seqIndex, blockTables, logitRows, imageRows, imageSlots };
+}
+
+/** Index of the largest logit; the lowest on ties (as the sampler's greedy pick). */
+function argmaxOf(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
 }
 
 function clamp(x: number, lo: number, hi: number): number {

@@ -38,7 +38,7 @@ import {
 import { prepareChat, type PreparedChat } from "./chat_request.ts";
 import { type ChoiceEvent, choiceRequests, runChoices } from "./choices.ts";
 import { EngineClosedError, ModelEngine } from "./engine.ts";
-import { loadModel, type Model } from "./model.ts";
+import { checkSpeculativeTokens, loadModel, type Model, type SpeculativeOptions } from "./model.ts";
 import { DEFAULT_SAMPLING } from "./params.ts";
 import { DEFAULT_IMAGE_OPTIONS, type ImageOptions } from "./images.ts";
 import { type Logger, newId, type RequestContext } from "./request_context.ts";
@@ -86,6 +86,11 @@ export interface LLMOptions {
   logger?: Logger;
   /** No load report. */
   quiet?: boolean;
+  /**
+   * Speculative decoding with an EAGLE draft head (`--speculative-model`, `--num-speculative-tokens`): a preset
+   * (`demo-eagle`, …) or a checkpoint directory, and the tokens it proposes per step (1..16).
+   */
+  speculative?: SpeculativeOptions;
 }
 
 /** A chat request, as `POST /v1/chat/completions` takes it (`model` and `stream` aside). */
@@ -313,6 +318,16 @@ function checkOptions(options: LLMOptions): void {
   intOption(options, "maxNumSeqs", 1);
   intOption(options, "maxNumBatchedTokens", 1);
   intOption(options, "maxTokensDefault", 1);
+  if (options.speculative !== undefined) {
+    if (typeof options.speculative?.model !== "string" || options.speculative.model === "") {
+      throw badOption("speculative", "speculative.model must name the draft head (a preset or a directory).");
+    }
+    try {
+      checkSpeculativeTokens(options.speculative.numTokens, "speculative.numTokens");
+    } catch (e) {
+      throw badOption("speculative", (e as Error).message);
+    }
+  }
 }
 
 /** The `tekken.json` beside a checkpoint; when there is none, the error says how to give one. */
@@ -372,6 +387,7 @@ export async function createLLM(model: string, options: LLMOptions = {}): Promis
     maxSeqs,
     maxTokens: Math.max(options.maxNumBatchedTokens ?? 256, maxSeqs),
     vision: options.vision,
+    speculative: options.speculative,
     quiet: options.quiet,
     log: options.quiet ? undefined : (line) => logger.info(line),
   });

@@ -20,6 +20,11 @@ import { GraphBuilder } from "../graph/builder.ts";
 import { type Graph, tensorTable, type WeightDecl } from "../graph/ir.ts";
 import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
 import { type Mistral4Config, type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
+import { DRAFT_PREFIX } from "../graph/models/eagle.ts";
+import { DraftModel, openDraft, type SpeculativeOptions } from "./draft_model.ts";
+
+export { checkSpeculativeTokens, DraftModel, MAX_SPECULATIVE_TOKENS } from "./draft_model.ts";
+export type { DraftStepInput, SpeculativeOptions } from "./draft_model.ts";
 import type { Backend } from "../runtime/backend.ts";
 import { createBackend, createBackends } from "../runtime/registry.ts";
 import { PlanExecutor, Residency, sharedArenaBytes } from "../runtime/plan_executor.ts";
@@ -99,6 +104,12 @@ export interface LoadModelOptions {
    * anyway (no read-back to save) and whose sampler sorts the vocabulary.
    */
   sampling?: boolean;
+  /**
+   * Speculative decoding with an EAGLE draft head (`--speculative-model`, `--num-speculative-tokens`): the draft
+   * (a preset `<target>-eagle` or a checkpoint directory) is loaded beside the target, sharing its embedding and
+   * head, and the step graph keeps its final-norm hidden states on the backend for it (see {@link DraftModel}).
+   */
+  speculative?: SpeculativeOptions;
 }
 
 /** One step: tokens of several sequences, each sequence's block table, and the tokens whose logits are wanted. */
@@ -194,9 +205,12 @@ export class Model<C extends StepConfig = Mistral4Config> {
    * the engine's default budget of vision encoder work per step.
    */
   readonly decodeFlops: number;
+  /** The EAGLE draft head loaded with it ({@link LoadModelOptions.speculative}), or null. */
+  draft: DraftModel | null = null;
   readonly #executor: PlanExecutor;
   readonly #vision: VisionRunner | null;
   readonly #sampling: boolean;
+  readonly #eagleHidden: boolean;
   readonly #release: () => void;
 
   /** Use {@link loadModel}. */
@@ -225,6 +239,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
     this.decodeFlops = init.decodeFlops ?? 0;
     this.#release = init.release ?? (() => {});
     this.#sampling = init.graph.outputs.some((o) => o.name === "sampled");
+    this.#eagleHidden = init.graph.inputs.some((i) => i.name === "hiddenAt");
     this.pool = new BlockPool({ numBlocks: init.limits.numBlocks, blockSize: init.limits.blockSize });
   }
 
@@ -303,11 +318,20 @@ export class Model<C extends StepConfig = Mistral4Config> {
    */
   get plannedMemory(): { weights: number; state: number; arena: number; io: number } {
     const sum = { weights: 0, state: 0, arena: 0, io: 0 };
-    for (const m of Object.values(this.#executor.plan.memory.perBackend)) {
-      sum.weights += m.weightBytes;
-      sum.state += m.stateBytes;
-      sum.arena += m.arenaBytes;
-      sum.io += m.ioBytes;
+    const plans = [this.#executor.plan, ...(this.draft ? [this.draft.plan] : [])];
+    for (const [i, plan] of plans.entries()) {
+      for (const m of Object.values(plan.memory.perBackend)) {
+        // The draft's plan also lists the weights and state it shares with the target (embedding, head,
+        // eagle.hidden): only its own count again.
+        sum.weights += i === 0 ? m.weightBytes : 0;
+        sum.state += i === 0 ? m.stateBytes : 0;
+        sum.arena += m.arenaBytes;
+        sum.io += m.ioBytes;
+      }
+    }
+    if (this.draft) {
+      sum.weights += this.draft.weightBytes;
+      sum.state += this.draft.cacheBytes;
     }
     return sum;
   }
@@ -324,7 +348,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
   async step(input: StepInput): Promise<Float32Array> {
     const R = input.logitRows.length;
     const sampler = this.#sampling ? this.#samplerInputs(R, greedySampling(R)) : {};
-    const out = await this.#executor.run({ inputs: { ...this.#stepInputs(input), ...sampler }, outputs: ["logits"] });
+    const out = await this.#executor.run({ inputs: { ...this.stepInputs(input), ...sampler }, outputs: ["logits"] });
     return out.logits as Float32Array;
   }
 
@@ -340,7 +364,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
    */
   async sampleStep(input: StepInput, sampling: StepSampling): Promise<Int32Array> {
     if (!this.#sampling) throw new Error(`sampleStep: model ${this.name} was loaded without the backend sampler`);
-    const inputs = { ...this.#stepInputs(input), ...this.#samplerInputs(input.logitRows.length, sampling) };
+    const inputs = { ...this.stepInputs(input), ...this.#samplerInputs(input.logitRows.length, sampling) };
     return (await this.#executor.run({ inputs, outputs: ["sampled"] })).sampled as Int32Array;
   }
 
@@ -366,8 +390,8 @@ export class Model<C extends StepConfig = Mistral4Config> {
     };
   }
 
-  /** The step graph's inputs for one step, checked. */
-  #stepInputs(input: StepInput): Record<string, ArrayBufferView> {
+  /** The step graph's inputs for one step, checked (the draft's step reuses them). */
+  stepInputs(input: StepInput): Record<string, ArrayBufferView> {
     const { ids, pos, seq, blockTables, logitRows } = input;
     const imageRows = input.imageRows ?? [], imageSlots = input.imageSlots ?? [];
     if (imageSlots.length !== imageRows.length) {
@@ -395,6 +419,8 @@ export class Model<C extends StepConfig = Mistral4Config> {
       blockTable: table,
       logitRows: Int32Array.from(logitRows),
       ...(this.#vision ? { imageRows: Int32Array.from(imageRows), imageSlots: Int32Array.from(imageSlots) } : {}),
+      // Every token's final-norm output is kept, at its own index, for the draft head's next step.
+      ...(this.#eagleHidden ? { hiddenAt: Int32Array.from({ length: ids.length }, (_, i) => i) } : {}),
     };
   }
 
@@ -433,6 +459,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
 
   /** Frees the backends' memory. */
   dispose(): void {
+    this.draft?.dispose();
     this.#vision?.dispose();
     this.#executor.dispose();
     this.#release(); // the shared residency (weights, caches, image store) and the weight sources
@@ -482,26 +509,43 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     release = () => weights.close();
     const config = scale === undefined ? weights.config : { ...weights.config, softmax_scale_mode: scale };
     const limits = resolveLimits(config, options, vision);
+    const draft = options.speculative
+      ? await openDraft(options.speculative, config, resolved.name, options, limits, weights.linearDtype)
+      : null;
+    if (draft) {
+      const prevRelease = release;
+      release = () => (draft.weights.close(), prevRelease());
+    }
     // The sampler ends the step where the first backend runs it (unless turned off); elsewhere the host samples
     // logits. The reference computes on the host anyway (no read-back to save) and its sampler sorts the vocabulary.
     const first = backends[0];
     const build = (sampling: boolean) =>
-      buildStepGraph(resolved.family, config, limits, { ...options, dtype: weights.linearDtype, vision, sampling });
+      buildStepGraph(resolved.family, config, limits, {
+        ...options,
+        dtype: weights.linearDtype,
+        vision,
+        sampling,
+        eagleHidden: draft !== null,
+      });
     let graph = build(options.sampling ?? first.name !== "reference");
     if (graph.outputs.some((o) => o.name === "sampled") && options.sampling === undefined) {
       if (!runsNode(first, graph, "sampled")) graph = build(false);
     }
     // The vision encoder's stage graphs are planned with the step graph, within what it leaves, and loaded with it.
     const stages = vision ? visionStageGraphs(resolved.family, config, { imageStoreRows: limits.imageStoreRows }) : [];
-    const graphs = [graph, ...stages.map((s) => s.graph)];
+    // The draft's graph comes last: the step graph decides where the state they share (eagle.hidden) lives.
+    const graphs = [graph, ...stages.map((s) => s.graph), ...(draft ? [draft.graph] : [])];
+    const isStage = (i: number) => i > 0 && i <= stages.length;
     // The stages run one at a time: their executors share one set of arenas.
-    const arenaGroups = graphs.map((_, i) => i > 0 ? "vision" : undefined);
+    const arenaGroups = graphs.map((_, i) => isStage(i) ? "vision" : undefined);
     const planned = await planBackends(graphs, backends, { strict: options.strict, backendOptions, log, arenaGroups });
     backends = planned.backends;
-    const [plan, ...stagePlans] = planned.plans;
+    const [plan, ...rest] = planned.plans;
+    const stagePlans = rest.slice(0, stages.length), draftPlan = rest[stages.length];
     const report = [
       ...planReport(plan),
       ...stagePlans.flatMap((p, i) => planReport(p).map((l) => `vision ${stageName(stages[i].stage)} ${l}`)),
+      ...(draftPlan ? planReport(draftPlan).map((l) => `draft ${l}`) : []),
     ];
     for (const line of report) log(line);
     checkSharedState(planned.plans);
@@ -509,19 +553,25 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     const residency = new Residency();
     const prev = release;
     release = () => (residency.dispose(), prev());
-    const source = (d: WeightDecl) => weights.source(d);
+    // Draft weights come from the draft's checkpoint under their canonical names; the embedding and head it
+    // declares under the target's names are the target's own buffers (the residency holds each name once).
+    const source = (d: WeightDecl) =>
+      draft && d.name.startsWith(DRAFT_PREFIX)
+        ? draft.weights.source({ ...d, name: d.name.slice(DRAFT_PREFIX.length) })
+        : weights.source(d);
     const executors: PlanExecutor[] = [];
     const sharedArenas = { key: "vision", bytes: sharedArenaBytes(stagePlans) };
     try {
       for (const [i, p] of planned.plans.entries()) {
-        const o = { weights: source, residency, ...(i > 0 ? { sharedArenas } : {}) };
+        const o = { weights: source, residency, ...(isStage(i) ? { sharedArenas } : {}) };
         executors.push(await PlanExecutor.create(graphs[i], p, backends, o));
       }
     } catch (e) {
       for (const ex of executors) ex.dispose();
       throw e;
     }
-    const [executor, ...stageExecutors] = executors;
+    const [executor, ...restExecutors] = executors;
+    const stageExecutors = restExecutors.slice(0, stages.length);
     const runner = vision
       ? new VisionRunner({
         config,
@@ -530,7 +580,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
       })
       : null;
     releaseScratch(); // the loads' f32 temporaries
-    return new Model({
+    const model = new Model({
       config,
       name: resolved.name,
       graph,
@@ -542,6 +592,16 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
       decodeFlops: decodeFlops(resolved.family, config, weights.linearDtype),
       release,
     });
+    if (draft) {
+      model.draft = new DraftModel({
+        config: draft.config,
+        name: draft.name,
+        numTokens: options.speculative!.numTokens,
+        executor: restExecutors[stages.length],
+        target: model,
+      });
+    }
+    return model;
   } catch (e) {
     for (const b of backends) b.dispose();
     release();
@@ -593,8 +653,9 @@ function resolveLimits(config: Mistral4Config, o: LoadModelOptions, vision: bool
     maxModelLen,
     maxTokens,
     maxSeqs,
-    // Logit rows: one per sequence when generating, or a whole chunk for `forward` (bounded: [R, vocab] is big).
-    maxRows: Math.max(maxSeqs, Math.min(maxTokens, 64)),
+    // Logit rows: one per sequence when generating, or a whole chunk for `forward` (bounded: [R, vocab] is big);
+    // with speculation, each sequence's K + 1 verified tokens.
+    maxRows: Math.max(maxSeqs * (1 + (o.speculative?.numTokens ?? 0)), Math.min(maxTokens, 64)),
     blockSize,
     numBlocks: o.numBlocks ?? maxSeqs * maxBlocksPerSeq,
     maxBlocksPerSeq,
@@ -609,7 +670,12 @@ function maxImageTokens(config: Mistral4Config): number {
   return v ? (Math.ceil(v.image_size / (v.patch_size * v.spatial_merge_size))) ** 2 : 0;
 }
 
-function buildStepGraph(family: ModelFamily, config: Mistral4Config, l: ModelLimits, o: LoadModelOptions): Graph {
+function buildStepGraph(
+  family: ModelFamily,
+  config: Mistral4Config,
+  l: ModelLimits,
+  o: LoadModelOptions & { eagleHidden?: boolean },
+): Graph {
   const g = new GraphBuilder();
   family.build(g, config, {
     maxTokens: l.maxTokens,
@@ -624,6 +690,7 @@ function buildStepGraph(family: ModelFamily, config: Mistral4Config, l: ModelLim
     maxImageRows: o.vision ? l.maxTokens : 0,
     imageStoreRows: l.imageStoreRows,
     sample: o.sampling,
+    eagleHidden: o.eagleHidden,
   });
   return g.build();
 }

@@ -164,10 +164,63 @@ export class Sampler {
     return token;
   }
 
-  #pick(row: ArrayLike<number>, state: SamplingState, remaining: number): GeneratedToken {
+  /**
+   * The distribution {@link Sampler.sample} draws from for this row and state, as probabilities over the whole
+   * vocabulary (penalties, constraint mask, temperature, top-k, top-p, min-p; one-hot at the argmax when greedy),
+   * without drawing or recording anything. Speculative verification compares it with the draft's. Written into
+   * `out` (zeroed first) when given, else a new array.
+   */
+  distribution(row: ArrayLike<number>, state: SamplingState, remaining = Infinity, out?: Float64Array): Float64Array {
+    const x = this.#prepare(row, state, remaining), v = x.length, p = state.params;
+    if (out) out.fill(0);
+    else out = new Float64Array(v);
+    const best = argmax(x);
+    if (state.matcher && x[best] === -Infinity) throw new Error("sampler: the constraint allows no token (a bug)");
+    if (!(p.temperature > 0)) {
+      out[best] = 1;
+      return out;
+    }
+    const w = this.#w, idx = this.#idx;
+    this.#weighAll(x[best], p.temperature);
+    let n = 0;
+    for (let i = 0; i < v; i++) if (w[i] > 0) idx[n++] = i;
+    if (p.topK > 0 && p.topK < n) n = selectPrefix(idx, n, x, null, p.topK, false);
+    let total = sumOver(idx, n, w);
+    if (p.topP < 1) {
+      n = selectPrefix(idx, n, x, w, p.topP * total, false);
+      total = sumOver(idx, n, w);
+    }
+    if (p.minP > 0) {
+      let kept = 0;
+      for (let i = 0; i < n; i++) if (w[idx[i]] >= p.minP) idx[kept++] = idx[i];
+      n = kept;
+      total = sumOver(idx, n, w);
+    }
+    for (let i = 0; i < n; i++) out[idx[i]] = w[idx[i]] / total;
+    return out;
+  }
+
+  /**
+   * Takes `id` as this row's token (chosen elsewhere: speculative verification) exactly as {@link Sampler.sample}
+   * would have: its log-probabilities if asked for, then the state records it and the constraint advances.
+   */
+  record(row: ArrayLike<number>, state: SamplingState, id: number, remaining = Infinity): GeneratedToken {
+    let token: GeneratedToken = { id };
+    if (state.params.logprobs !== undefined) {
+      const x = this.#prepare(row, state, remaining);
+      const temperature = state.params.temperature > 0 ? state.params.temperature : 1;
+      const max = x[argmax(x)];
+      token = this.#withLogprobs(id, state.params, max, temperature, this.#weighAll(max, temperature));
+    }
+    state.observe(id);
+    state.matcher?.advance(id, remaining);
+    return token;
+  }
+
+  /** Copies the row into the scratch logits with penalties and the constraint's mask applied. */
+  #prepare(row: ArrayLike<number>, state: SamplingState, remaining: number): Float64Array {
     const v = row.length;
     if (v !== this.#x.length) throw new Error(`sampler: row of ${v} logits, expected ${this.#x.length}`);
-    const p = state.params;
     const x = this.#x;
     for (let i = 0; i < v; i++) x[i] = row[i];
     applyPenalties(x, state);
@@ -175,6 +228,13 @@ export class Sampler {
       state.matcher.fillMask(this.#mask, remaining);
       applyMask(x, this.#mask);
     }
+    return x;
+  }
+
+  #pick(row: ArrayLike<number>, state: SamplingState, remaining: number): GeneratedToken {
+    const v = row.length;
+    const p = state.params;
+    const x = this.#prepare(row, state, remaining);
     const best = argmax(x);
     if (state.matcher && x[best] === -Infinity) throw new Error("sampler: the constraint allows no token (a bug)");
     const greedy = !(p.temperature > 0);
@@ -194,6 +254,12 @@ export class Sampler {
     if (x[id] === -Infinity) id = best;
     state.observe(id);
     if (!wantLogprobs) return { id };
+    return this.#withLogprobs(id, p, max, temperature, z);
+  }
+
+  /** `id` with its log-probability and the top alternatives, from the scratch logits `x` (max, temperature, z). */
+  #withLogprobs(id: number, p: SamplingParams, max: number, temperature: number, z: number): GeneratedToken {
+    const x = this.#x, v = x.length;
     const logZ = Math.log(z);
     const logprobOf = (j: number) => (x[j] - max) / temperature - logZ;
     const token: GeneratedToken = { id, logprob: logprobOf(id), topLogprobs: [] };

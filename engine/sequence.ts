@@ -54,6 +54,13 @@ export class Sequence {
    * before, and after (a preempted sequence encodes them again).
    */
   imageStart: number | null = null;
+  /**
+   * The draft head's proposals for the next step (speculative decoding) and the distribution each was drawn from
+   * (null: greedy, certain); null when there are none. Dropped when the sequence is preempted or verified.
+   */
+  spec: { proposals: number[]; probs: (Float64Array | null)[] } | null = null;
+  /** The settings the draft's proposals are drawn with (temperature and filters only), made at its first proposal. */
+  draftSampling: SamplingState | null = null;
   #keys: number[] | null = null;
 
   /** Wraps a validated request. */

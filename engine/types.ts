@@ -140,6 +140,22 @@ export interface EngineStats {
   cacheBlocksTotal: number;
   /** Tokens run through the model since start (prompt and generated; prefix-cache hits not counted). */
   tokensProcessed: number;
+  /** Speculative decoding's counters since start; absent when the engine does not speculate. */
+  speculative?: SpeculativeStats;
+}
+
+/** Counters of speculative decoding (an EAGLE draft proposing, the target verifying). */
+export interface SpeculativeStats {
+  /** Tokens the draft proposes per sequence and step (`--num-speculative-tokens`). */
+  numTokens: number;
+  /** Proposals verified by the target. */
+  proposed: number;
+  /** Proposals the target accepted. */
+  accepted: number;
+  /** Verifications: one per sequence and step that had proposals. */
+  verifications: number;
+  /** Draft forwards run (catch-up and chained proposals). */
+  draftSteps: number;
 }
 
 /**

@@ -13,7 +13,7 @@ import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
 import type { Engine, EngineStats, GenerateRequest, Generation, VisionSettings } from "../engine/types.ts";
 import { ModelEngine } from "../engine/engine.ts";
-import { loadModel } from "../engine/model.ts";
+import { checkSpeculativeTokens, loadModel, MAX_SPECULATIVE_TOKENS } from "../engine/model.ts";
 import { GENERATION_CONFIG, RANDOM_MAX_NEW_TOKENS, readGenerationConfig } from "../weights/generation_config.ts";
 import { presets } from "../graph/models/mistral4_presets.ts";
 import { createServer, DEFAULT_SHUTDOWN_GRACE_MS } from "./server.ts";
@@ -48,6 +48,13 @@ const USAGE = `usage: deno task serve [options]
   --softmax-scale MODE       MLA softmax scale: plain (1/sqrt(qk_head_dim)) or deepseek_yarn (DeepSeek's
                              mscale²/sqrt(qk_head_dim), as transformers and llama.cpp apply it; MODEL.md §1.7);
                              default: the checkpoint's (plain unless its config says otherwise)
+  --speculative-model DIR|PRESET
+                             speculative decoding with an EAGLE draft head (a checkpoint directory, or a preset
+                             <target>-eagle such as demo-eagle, random weights); greedy output is unchanged, sampled
+                             output keeps the target's distribution
+  --num-speculative-tokens K tokens the draft proposes per sequence and step, 1 to 16 (default 3; needs
+                             --speculative-model)
+  --cache-dtype NAME         latent cache dtype: bf16 (default) or f32 (exact comparisons)
   --shutdown-grace S         on SIGTERM or SIGINT: stop accepting, let running requests finish for up to S seconds,
                              cancel the rest, exit 0 (default ${DEFAULT_GRACE_S}; a second signal, or one while the
                              model loads, ends the process at once)
@@ -104,6 +111,46 @@ export interface ServeOptions {
   softmaxScale?: SoftmaxScaleMode;
   /** `--shutdown-grace`, in seconds. */
   shutdownGrace: number;
+  /** `--speculative-model` and `--num-speculative-tokens`, when speculating. */
+  speculative?: { model: string; numTokens: number };
+  /** `--cache-dtype`. */
+  cacheDtype?: DType;
+}
+
+/** `--cache-dtype`'s values. */
+const CACHE_DTYPES: readonly DType[] = ["bf16", "f32"];
+
+/** Default of `--num-speculative-tokens`. */
+const DEFAULT_SPECULATIVE_TOKENS = 3;
+
+/**
+ * `--speculative-model` and `--num-speculative-tokens` (vLLM's names) as loadModel's `speculative`, checked: K from 1
+ * to 16, and K only with a draft. Shared with `deno task bench`.
+ */
+export function speculativeFlags(
+  model: string | undefined,
+  k: string | undefined,
+): { model: string; numTokens: number } | undefined {
+  if (k !== undefined && model === undefined) {
+    throw new UsageError("--num-speculative-tokens needs --speculative-model DIR|PRESET (the draft head)");
+  }
+  if (model === undefined) return undefined;
+  if (model.trim() === "") throw new UsageError("--speculative-model must not be empty");
+  const n = k === undefined ? DEFAULT_SPECULATIVE_TOKENS : /^\d+$/.test(k) ? Number(k) : NaN;
+  try {
+    return { model, numTokens: checkSpeculativeTokens(n) };
+  } catch {
+    throw new UsageError(`--num-speculative-tokens must be an integer from 1 to ${MAX_SPECULATIVE_TOKENS}, got "${k}"`);
+  }
+}
+
+/** `--cache-dtype`: bf16 or f32; undefined when not given. Shared with `deno task bench`. */
+export function cacheDtypeFlag(v: string | undefined): DType | undefined {
+  if (v === undefined) return undefined;
+  if (!CACHE_DTYPES.includes(v as DType)) {
+    throw new UsageError(`--cache-dtype must be one of ${CACHE_DTYPES.join(", ")}, got "${v}"`);
+  }
+  return v as DType;
 }
 
 /** A flag the server cannot start with: an unknown flag, a stray argument or a bad value; the message says which. */
@@ -203,6 +250,9 @@ export function parseServeArgs(args: string[]): ServeOptions {
         "allow-private-image-urls": { type: "boolean" },
         "softmax-scale": { type: "string" },
         "shutdown-grace": { type: "string" },
+        "speculative-model": { type: "string" },
+        "num-speculative-tokens": { type: "string" },
+        "cache-dtype": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -247,6 +297,11 @@ export function parseServeArgs(args: string[]): ServeOptions {
     softmaxScale,
     // A day at most: the grace is one setTimeout, whose delay stops at 2³¹ ms (about 24.8 days).
     shutdownGrace: intFlag(values, "shutdown-grace", 0, MAX_SHUTDOWN_GRACE_S) ?? DEFAULT_GRACE_S,
+    speculative: speculativeFlags(
+      values["speculative-model"] as string | undefined,
+      values["num-speculative-tokens"] as string | undefined,
+    ),
+    cacheDtype: cacheDtypeFlag(values["cache-dtype"] as string | undefined),
   };
 }
 
@@ -324,6 +379,8 @@ export async function main(args: string[]): Promise<void> {
     maxSeqs,
     maxTokens: Math.max(o.maxNumBatchedTokens, maxSeqs),
     softmaxScale: o.softmaxScale,
+    speculative: o.speculative,
+    cacheDtype: o.cacheDtype,
   });
   // The real context length is known only now (the model's own maximum caps the default).
   Object.defineProperty(engine, "maxModelLen", { value: loaded.limits.maxModelLen });
@@ -336,6 +393,14 @@ export async function main(args: string[]): Promise<void> {
       `(context ${loaded.limits.maxModelLen}, ${maxSeqs} sequences, ${loaded.limits.numBlocks} cache blocks, ` +
       `softmax scale ${loaded.config.softmax_scale_mode})`,
   );
+  if (loaded.draft) {
+    const mib = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    console.log(
+      `tramontane: speculative decoding: draft ${loaded.draft.name} proposes ${loaded.draft.numTokens} tokens per ` +
+        `step (${loaded.draft.config.num_hidden_layers} layers; its cache ${mib(loaded.draft.cacheBytes)}, its own ` +
+        `weights ${mib(loaded.draft.weightBytes)}, embedding and head shared)`,
+    );
+  }
   const stop = stopSignal();
   const signal = await Promise.race([stop.signal, handle.finished.then(() => null)]);
   stop.dispose();

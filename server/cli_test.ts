@@ -29,6 +29,8 @@ const DEFAULTS: ServeOptions = {
   allowPrivateImageUrls: false,
   softmaxScale: undefined,
   shutdownGrace: 10,
+  speculative: undefined,
+  cacheDtype: undefined,
 };
 
 Deno.test("serve flags: defaults", () => {
@@ -58,6 +60,9 @@ Deno.test("serve flags: every flag is read into its option", () => {
     ["--allow-private-image-urls"],
     ["--softmax-scale", "deepseek_yarn"],
     ["--shutdown-grace", "30"],
+    ["--speculative-model", "/ckpt/eagle"],
+    ["--num-speculative-tokens", "5"],
+    ["--cache-dtype", "f32"],
   ].flat();
   assertEquals(parseServeArgs(args), {
     help: false,
@@ -84,6 +89,8 @@ Deno.test("serve flags: every flag is read into its option", () => {
     allowPrivateImageUrls: true,
     softmaxScale: "deepseek_yarn",
     shutdownGrace: 30,
+    speculative: { model: "/ckpt/eagle", numTokens: 5 },
+    cacheDtype: "f32",
   });
   assertEquals(parseServeArgs(["--model", "tiny", "--served-model-name", "m"]).servedModelName, "m");
   assertEquals(parseServeArgs(["--port=9000", "--softmax-scale=plain"]).port, 9000);
@@ -185,6 +192,9 @@ Deno.test("serve CLI: --help prints a usage line for every flag and starts nothi
     "allow-private-image-urls",
     "softmax-scale",
     "shutdown-grace",
+    "speculative-model",
+    "num-speculative-tokens",
+    "cache-dtype",
     "help",
   ];
   for (const f of flags) assert(new RegExp(`^  --${f}\\b`, "m").test(out), `--${f} is not in the usage`);

@@ -130,6 +130,42 @@ export class Metrics {
       sample(name, value);
     }
 
+    const spec = stats.speculative;
+    if (spec) {
+      // Speculative decoding (an EAGLE draft head): vLLM's spec_decode counters, and the two ratios they give.
+      const counters: [string, number, string][] = [
+        ["spec_decode_num_draft_tokens_total", spec.proposed, "Tokens the draft proposed that the target verified."],
+        ["spec_decode_num_accepted_tokens_total", spec.accepted, "Proposed tokens the target accepted."],
+        [
+          "spec_decode_num_drafts_total",
+          spec.verifications,
+          "Verifications: one per sequence and step with proposals.",
+        ],
+        ["spec_decode_draft_steps_total", spec.draftSteps, "Forwards of the draft head."],
+      ];
+      for (const [name, value, help] of counters) {
+        head(name, "counter", help);
+        sample(name, value);
+      }
+      const ratios: [string, number, string][] = [
+        ["spec_decode_num_speculative_tokens", spec.numTokens, "Tokens the draft proposes per sequence and step."],
+        [
+          "spec_decode_acceptance_rate",
+          spec.proposed > 0 ? spec.accepted / spec.proposed : 0,
+          "Accepted over proposed tokens since start.",
+        ],
+        [
+          "spec_decode_mean_accepted_length",
+          spec.verifications > 0 ? spec.accepted / spec.verifications : 0,
+          "Proposals accepted per verification since start (each verification also gives one token of its own).",
+        ],
+      ];
+      for (const [name, value, help] of ratios) {
+        head(name, "gauge", help);
+        sample(name, value);
+      }
+    }
+
     const histograms: [string, Histogram, string][] = [
       ["time_to_first_token_seconds", this.#ttft, "Time from request arrival to the first generated token."],
       ["inter_token_latency_seconds", this.#itl, "Time between consecutive tokens of one sequence."],

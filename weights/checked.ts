@@ -16,6 +16,7 @@ import {
   type CheckpointTensor,
   checkpointTensors,
   configFromParams,
+  type EagleSettings,
   isIgnoredCheckpointTensor,
   type Mistral4Config,
   normalizeCheckpointName,
@@ -82,7 +83,25 @@ function readConfig(ckpt: Checkpoint, f16: DType): Mistral4Config {
     if (norm && FLOATS.includes(norm)) config.dtype = norm;
   }
   if (config.dtype === "f16") config.dtype = f16;
+  const eagle = eagleSettings(ckpt);
+  if (eagle) config.eagle = eagle;
   return config;
+}
+
+/**
+ * An EAGLE draft head is told apart by its input projection (`eagle_linear.weight`, HF `fc.weight`); its layers'
+ * numbering starts at the lowest layer index its tensor names use (0, or after the target's layers).
+ */
+function eagleSettings(ckpt: Checkpoint): EagleSettings | null {
+  const names = ckpt.reader.tensors.map((t) => t.name);
+  const fc = ckpt.layout === "mistral" ? ["eagle_linear.weight"] : ["fc.weight", "model.fc.weight"];
+  if (!names.some((n) => fc.includes(n))) return null;
+  let first = Infinity;
+  for (const n of names) {
+    const m = /(?:^|\.)layers\.(\d+)\./.exec(n);
+    if (m) first = Math.min(first, Number(m[1]));
+  }
+  return { layer_offset: Number.isFinite(first) ? first : 0 };
 }
 
 /**

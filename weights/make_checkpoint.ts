@@ -351,7 +351,9 @@ export function configFile(
 ): { name: string; json: Record<string, unknown> } {
   const json = layout === "hf" ? hfConfigJson(c) : mistralParamsJson(c);
   const back = layout === "hf" ? configFromHF(json) : { ...configFromParams(json), dtype: c.dtype };
-  const diff = differences(back, c);
+  // A draft head's `eagle` settings come from its tensors (eagle_linear / fc and the layer names), not its config.
+  const { eagle: _eagle, ...decoder } = c;
+  const diff = differences(back, decoder);
   if (diff.length) {
     const name = layout === "hf" ? "config.json" : "params.json";
     throw new Error(

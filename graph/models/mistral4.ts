@@ -29,6 +29,7 @@ import { norm } from "../blocks/norm.ts";
 import { queryTemperature, ropeTable, softmaxScale } from "../blocks/rope.ts";
 import { swigluMlp } from "../blocks/swiglu.ts";
 import { scatterRows } from "../../ops/scatter_rows.ts";
+import { writeRows } from "../../ops/write_rows.ts";
 import { isQuantizedLinear, type Mistral4Config, type Mistral4LinearGroup } from "./mistral4_config.ts";
 
 export * from "./mistral4_config.ts";
@@ -73,6 +74,12 @@ export interface Mistral4IOOptions {
    * `sampled i32 [R]`, so a step can return token ids without its logits leaving the backend.
    */
   sample?: boolean;
+  /**
+   * For an EAGLE draft (MODEL.md §7): adds input `hiddenAt i32 [T]` and the state `eagle.hidden f32 [maxTokens,
+   * hidden_size]`; each token's final-norm output is written at its `hiddenAt` row (−1 skips it), where the draft
+   * graph reads it, so the hidden state never leaves the backend.
+   */
+  eagleHidden?: boolean;
 }
 
 /**
@@ -104,6 +111,8 @@ export interface Mistral4IO {
   imageSlots?: Tensor;
   /** The image store, state `f32 [imageStoreRows, hidden_size]` (with `maxImageRows`). */
   imageStore?: Tensor;
+  /** Rows of `eagle.hidden` each token's final-norm output goes to `i32 [T]` (with `eagleHidden`). */
+  hiddenAt?: Tensor;
 }
 
 /**
@@ -130,13 +139,23 @@ export function cacheBytesPerToken(config: Mistral4Config, bytesPerValue = 2): n
 }
 
 /** Throws for config values the graph's ops cannot express, with what to change. */
-function checkBuildable(c: Mistral4Config): void {
+export function checkBuildable(c: Mistral4Config): void {
   const no = (why: string) => {
     throw new Error(`mistral4: ${why}`);
   };
   if (!c.rope_interleave) no("rope_interleave false (half-split rope) is not supported; the rope op is interleaved");
   if (!c.norm_topk_prob) no("norm_topk_prob false is not supported; moe_gate always renormalises the top-k weights");
   if (c.routed_scaling_factor !== 1) no(`routed_scaling_factor ${c.routed_scaling_factor} ≠ 1 is not supported`);
+}
+
+/** {@link checkBuildable} for a decoder: an EAGLE draft head has no embedding or head and cannot run alone. */
+function checkDecoder(c: Mistral4Config): void {
+  if (c.eagle) {
+    throw new Error(
+      "mistral4: this checkpoint is an EAGLE draft head (it has eagle_linear / fc and no embedding): pass it as " +
+        "--speculative-model beside its target model",
+    );
+  }
 }
 
 /**
@@ -155,18 +174,15 @@ function checkBuildable(c: Mistral4Config): void {
 export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOptions): Mistral4IO {
   const c = config;
   checkBuildable(c);
+  checkDecoder(c);
   const T = sym("T", io.maxTokens), S = sym("S", io.maxSeqs), R = sym("R", io.maxRows ?? io.maxSeqs);
   const [D, V, dt] = [c.hidden_size, c.vocab_size, c.dtype];
-  const lin = (group: Mistral4LinearGroup) => linearDtype(c, io.linearDtype, group);
   const ids = g.input("ids", [T], "i32");
   const pos = g.input("pos", [T], "i32");
   const seq = g.input("seq", [T], "i32");
   const blockTable = g.input("blockTable", [S, io.maxBlocksPerSeq], "i32");
   const logitRows = g.input("logitRows", [R], "i32");
-  const latentWidth = c.kv_lora_rank + c.qk_rope_head_dim;
   const caches: Tensor[] = [];
-  // Same for every layer: computed once, carried as op attributes.
-  const rope = ropeTable(c), temperature = queryTemperature(c), scale = softmaxScale(c);
 
   const embed = g.weight("embed", [V, D], dt);
   let h = embedding(g, ids, embed, { dtype: "f32", name: "embed.out" }); // [T, D]
@@ -180,8 +196,76 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
     const vectors = gatherRows(g, imageStore, image.imageSlots, { name: "embed.image_vectors" }); // [I, D]
     h = scatterRows(g, h, image.imageRows, vectors, { name: "embed.images" }); // [T, D]
   }
-  for (let i = 0; i < c.num_hidden_layers; i++) {
-    const p = `layers.${i}`;
+  const layers = decoderLayers(g, h, c, { prefix: "layers", io, batch: { pos, seq, blockTable } });
+  h = layers.h;
+  caches.push(...layers.caches);
+
+  const hn = norm(g, h, { weight: "norm", dim: D, dtype: dt, eps: c.rms_norm_eps, name: "norm.out" });
+  let hiddenAt: Tensor | undefined;
+  if (io.eagleHidden) {
+    // The draft head's conditioning (MODEL.md §7) stays on the backend: the draft graph gathers it from this state.
+    const store = g.state(EAGLE_HIDDEN, [io.maxTokens, D], "f32");
+    hiddenAt = g.input("hiddenAt", [T], "i32");
+    writeRows(g, store, hiddenAt, hn, { name: "eagle.hidden_rows" });
+  }
+  const last = gatherRows(g, hn, logitRows, { name: "last_hidden" }); // [R, D]
+  // An explicit --dtype quantises the head too (as llama.cpp's Q8_0 files do): it is the largest tensor read per
+  // token in small models. Checkpoint quantisation (FP8, NVFP4) and --dtype nvfp4 leave it bf16, as shipped.
+  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], headDtype(c, io.linearDtype));
+  const logits = matmul(g, last, head, { name: "logits" }); // [R, V]
+  g.output("logits", logits);
+  // Named `sampled`, not `ids`: that is the step's input of token ids.
+  const sampled = io.sample ? samplerOf(g, logits, R, V) : undefined;
+  if (sampled) g.output("sampled", sampled);
+  return {
+    ids,
+    pos,
+    seq,
+    blockTable,
+    logitRows,
+    caches,
+    logits,
+    ...image,
+    ...(sampled ? { sampled } : {}),
+    ...(hiddenAt ? { hiddenAt } : {}),
+  };
+}
+
+/** The state holding the target's final-norm hidden states for an EAGLE draft (`[maxTokens, hidden]` f32). */
+export const EAGLE_HIDDEN = "eagle.hidden";
+
+/** Where {@link decoderLayers} names things and what it reads. */
+export interface DecoderLayersOptions {
+  /** Canonical prefix of the layers' weights, nodes and caches: `layers` (`layers.{i}.…`), or `draft.layers`. */
+  prefix: string;
+  /** The step's sizes (cache geometry, dtypes, MLA form). */
+  io: Mistral4IOOptions;
+  /** The step's positions, sequence of each token and block table. */
+  batch: { pos: Tensor; seq: Tensor; blockTable: Tensor };
+  /** Added to each layer's index for placement (`node.layer`): a draft's layers come after the target's. */
+  layerBase?: number;
+}
+
+/**
+ * The decoder layers of `config` over `h [T, D]`: per layer `h += MLA(rms_norm(h)); h += FFN(rms_norm(h))`, the FFN
+ * dense for layers below `first_k_dense_replace` and MoE after. Declares one latent cache per layer as state
+ * `${prefix}.{i}.cache`. Shared by the decoder and the EAGLE draft head.
+ */
+export function decoderLayers(
+  g: GraphBuilder,
+  h: Tensor,
+  c: Mistral4Config,
+  o: DecoderLayersOptions,
+): { h: Tensor; caches: Tensor[] } {
+  const { io } = o;
+  const D = c.hidden_size, dt = c.dtype;
+  const lin = (group: Mistral4LinearGroup) => linearDtype(c, io.linearDtype, group);
+  const latentWidth = c.kv_lora_rank + c.qk_rope_head_dim;
+  const rope = ropeTable(c), temperature = queryTemperature(c), scale = softmaxScale(c);
+  const caches: Tensor[] = [];
+  for (let l = 0; l < c.num_hidden_layers; l++) {
+    const p = `${o.prefix}.${l}`;
+    const i = l + (o.layerBase ?? 0);
     g.layer = i;
     const cache = g.state(`${p}.cache`, [io.numBlocks, io.blockSize, latentWidth], io.cacheDtype ?? "bf16");
     caches.push(cache);
@@ -204,11 +288,11 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
       temperature,
       scale,
       form: io.attention ?? "absorbed",
-    }, { pos, seq, blockTable, cache });
+    }, { ...o.batch, cache });
     h = add(g, h, attn, { name: `${p}.h_attn` });
 
     const xf = norm(g, h, { weight: `${p}.ffn_norm`, dim: D, dtype: dt, eps: c.rms_norm_eps, name: `${p}.ffn_in` });
-    const ffn = i < c.first_k_dense_replace
+    const ffn = l < c.first_k_dense_replace
       ? swigluMlp(g, xf, {
         prefix: `${p}.mlp`,
         hidden: D,
@@ -231,18 +315,7 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
     h = add(g, h, ffn, { name: `${p}.h` });
   }
   g.layer = undefined;
-
-  const hn = norm(g, h, { weight: "norm", dim: D, dtype: dt, eps: c.rms_norm_eps, name: "norm.out" });
-  const last = gatherRows(g, hn, logitRows, { name: "last_hidden" }); // [R, D]
-  // An explicit --dtype quantises the head too (as llama.cpp's Q8_0 files do): it is the largest tensor read per
-  // token in small models. Checkpoint quantisation (FP8, NVFP4) and --dtype nvfp4 leave it bf16, as shipped.
-  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], headDtype(c, io.linearDtype));
-  const logits = matmul(g, last, head, { name: "logits" }); // [R, V]
-  g.output("logits", logits);
-  // Named `sampled`, not `ids`: that is the step's input of token ids.
-  const sampled = io.sample ? samplerOf(g, logits, R, V) : undefined;
-  if (sampled) g.output("sampled", sampled);
-  return { ids, pos, seq, blockTable, logitRows, caches, logits, ...image, ...(sampled ? { sampled } : {}) };
+  return { h, caches };
 }
 
 /** The sampler over the logits `[R, V]`, with its per-row inputs (see {@link Mistral4IOOptions.sample}). */

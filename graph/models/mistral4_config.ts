@@ -230,6 +230,20 @@ export interface Mistral4Config {
   quantization: Mistral4Quantization | null;
   /** Vision tower and projector, or null for a text-only model. */
   vision_config: Mistral4VisionConfig | null;
+  /**
+   * Set for an EAGLE draft head (`graph/models/eagle.ts`, MODEL.md §7): the checkpoint has `eagle_linear` (Mistral)
+   * or `fc` (HF) and no embedding or head of its own; absent or null for a decoder.
+   */
+  eagle?: EagleSettings | null;
+}
+
+/** What sets an EAGLE draft's checkpoint apart from a decoder's (see `graph/models/eagle.ts`). */
+export interface EagleSettings {
+  /**
+   * Index of the draft's first layer in its checkpoint's tensor names: 0, or the target's layer count when the
+   * release numbers the draft's layers after the target's (`layers.36.…`); canonical names always start at 0.
+   */
+  layer_offset: number;
 }
 
 type Json = Record<string, unknown>;

@@ -22,6 +22,7 @@
  * | `layers.i.shared.down` | [D, S·F] | `mlp.shared_experts.down_proj` | `shared_experts.w2` |
  * | `layers.i.mlp.{gate_up,down}` | dense layers only | `mlp.{gate,up,down}_proj` | `feed_forward.{w1,w3,w2}` |
  * | `norm`, `lm_head` | [D], [V, D] | `norm`, `lm_head` | `norm`, `output` |
+ * | `eagle.fc` (EAGLE drafts: no `embed`, `lm_head`) | [D, 2D] | `fc` | `eagle_linear` |
  * | `<linear>.scale` | FP8 block scale | `weight_scale_inv`, `*_proj_scale_inv` | `qscale_weight` |
  * | `<linear>.scale`, `.global_scale` | NVFP4 | `weight_scale`, `weight_global_scale` | same |
  *
@@ -237,11 +238,11 @@ class Table {
    * checkpoints, which keep transformers' names but per expert (compressed-tensors quantises `Linear` modules, so
    * llm-compressor un-fuses the 3-D experts first: `mlp.experts.{e}.{gate,up,down}_proj`).
    */
-  experts(i: number): void {
+  experts(i: number, at = i): void {
     const c = this.config;
     const [E, F, D] = [c.n_routed_experts, c.moe_intermediate_size, c.hidden_size];
     const wdtype = this.dtypeOf("routed_experts");
-    const hf = `${this.hfPrefix}.layers.${i}.mlp.experts`;
+    const hf = `${this.hfPrefix}.layers.${at}.mlp.experts`;
     const gateUp = this.add(`layers.${i}.moe.gate_up`, [E, 2 * F, D], wdtype, "text", "weight");
     const down = this.add(`layers.${i}.moe.down`, [E, D, F], wdtype, "text", "weight");
     // Mistral ships separate w1/w3 scales, so the fused gate_up keeps one per half; HF's single FP8 one broadcasts.
@@ -264,7 +265,7 @@ class Table {
         ["w2", "down_proj", down, ds, [D, F], [e, 0, 0], [e, 0, 0], [e]],
       ];
       for (const [m, h, w, s, shape, rows, fp8, global] of parts) {
-        this.source("mistral", w, s, `layers.${i}.experts.${e}.${m}`, shape, { rows, fp8, global });
+        this.source("mistral", w, s, `layers.${at}.experts.${e}.${m}`, shape, { rows, fp8, global });
         if (hfPerExpert) this.source("hf", w, s, `${hf}.${e}.${h}`, shape, { rows, fp8, global });
       }
     }
@@ -290,9 +291,11 @@ function buildTable(c: Mistral4Config): Table {
   const [V, D, H, dt] = [c.vocab_size, c.hidden_size, c.num_attention_heads, c.dtype];
   const [Q, C, dr] = [c.q_lora_rank, c.kv_lora_rank, c.qk_rope_head_dim];
   const one = (hf: string, mistral: string, rows: number): Part[] => [{ hf, mistral, rows }];
-  t.plain("embed", [V, D], dt, "text", `${P}.embed_tokens.weight`, "tok_embeddings.weight");
+  // An EAGLE draft uses its target's embedding and head (MODEL.md §7); its layers may be numbered after the target's.
+  const offset = c.eagle?.layer_offset ?? 0;
+  if (!c.eagle) t.plain("embed", [V, D], dt, "text", `${P}.embed_tokens.weight`, "tok_embeddings.weight");
   for (let i = 0; i < c.num_hidden_layers; i++) {
-    const [h, m, n] = [`${P}.layers.${i}`, `layers.${i}`, `layers.${i}`];
+    const [h, m, n] = [`${P}.layers.${i + offset}`, `layers.${i + offset}`, `layers.${i}`];
     const [ha, ma] = [`${h}.self_attn`, `${m}.attention`];
     t.plain(`${n}.attn_norm`, [D], dt, "text", `${h}.input_layernorm.weight`, `${m}.attention_norm.weight`);
     t.linear(`${n}.attn.wq_a`, D, "attention", one(`${ha}.q_a_proj`, `${ma}.wq_a`, Q));
@@ -315,7 +318,7 @@ function buildTable(c: Mistral4Config): Table {
       continue;
     }
     t.plain(`${n}.moe.router`, [c.n_routed_experts, D], dt, "text", `${h}.mlp.gate.weight`, `${m}.gate.weight`);
-    t.experts(i);
+    t.experts(i, i + offset);
     if (c.n_shared_experts > 0) {
       const S = c.n_shared_experts * c.moe_intermediate_size;
       t.linear(`${n}.shared.gate_up`, D, "shared_experts", gateUp(`${h}.mlp.shared_experts`, `${m}.shared_experts`, S));
@@ -328,7 +331,9 @@ function buildTable(c: Mistral4Config): Table {
     }
   }
   t.plain("norm", [D], dt, "text", `${P}.norm.weight`, "norm.weight");
-  if (!c.tie_word_embeddings) t.plain("lm_head", [V, D], dt, "text", "lm_head.weight", "output.weight");
+  if (!c.tie_word_embeddings && !c.eagle) t.plain("lm_head", [V, D], dt, "text", "lm_head.weight", "output.weight");
+  // The draft's input projection fc(concat(embed(token), target_hidden)): 2·D → D, FP8 like the attention linears.
+  if (c.eagle) t.linear("eagle.fc", 2 * D, "attention", one(`${P}.fc`, "eagle_linear", D));
   if (c.vision_config) visionTable(t, c);
   return t;
 }
@@ -469,6 +474,8 @@ export function storedShape(t: Pick<CanonicalTensor, "shape" | "dtype">): number
  */
 export function normalizeCheckpointName(config: Mistral4Config, layout: CheckpointLayout, name: string): string {
   if (layout === "mistral") return name;
+  // HF-style EAGLE drafts are often saved without the `model.` prefix (`fc.weight`, `layers.0.…`).
+  if (config.eagle && /^(fc|layers|norm)\./.test(name)) return `model.${name}`;
   for (const part of ["vision_tower.", "multi_modal_projector."]) {
     if (name.startsWith(part)) return `model.${name}`;
     if (name.startsWith(`model.${part}`)) return name;

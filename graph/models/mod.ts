@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { CheckpointError } from "../checkpoint_error.ts";
 import type { GraphBuilder } from "../builder.ts";
 import * as mistral4 from "./mistral4.ts";
+import { eaglePresetConfig, isEaglePresetName } from "./eagle.ts";
 
 /**
  * Everything a caller needs from one family, generic over its config type `C`. The step graph's inputs and
@@ -112,6 +113,9 @@ export async function resolveModel(spec: string): Promise<ResolvedModel> {
   const family = families.mistral4;
   if (mistral4.isPresetName(spec)) {
     return { family, config: mistral4.presetConfig(spec), source: "preset", layout: null, name: spec };
+  }
+  if (isEaglePresetName(spec)) {
+    return { family, config: eaglePresetConfig(spec).draft, source: "preset", layout: null, name: spec };
   }
   const hf = await readJson(join(spec, "config.json"));
   if (hf) {
