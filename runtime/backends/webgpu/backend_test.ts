@@ -1,0 +1,114 @@
+import { assert, assertEquals, assertRejects, assertThrows } from "../../../tests/assert.ts";
+import { IN_CI, WEBGPU_IGNORE, WEBGPU_MISSING } from "../../../tests/webgpu_helpers.ts";
+import { GraphBuilder } from "../../../graph/builder.ts";
+import { matmul } from "../../../ops/matmul.ts";
+import { OutOfMemoryError } from "../../backend.ts";
+import { BACKENDS, BackendUnavailableError, createBackend } from "../../registry.ts";
+import { PlanExecutor } from "../../plan_executor.ts";
+import { schedule } from "../../schedule.ts";
+import { memorySource } from "../../../weights/memory_source.ts";
+import { f32ToBytes } from "../../../weights/codecs.ts";
+import { wasmBackend } from "../wasm/backend.ts";
+import { makeWebgpuFactory, webgpuBackend } from "./backend.ts";
+
+Deno.test({
+  name: "webgpu: an adapter is found here (under CI=true, lavapipe must be installed)",
+  ignore: WEBGPU_IGNORE,
+  async fn() {
+    assertEquals(WEBGPU_MISSING, undefined, `no WebGPU adapter${IN_CI ? " under CI=true" : ""}: ${WEBGPU_MISSING}`);
+    const adapter = (await navigator.gpu.requestAdapter())!;
+    const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+    console.log(
+      `adapter: ${info.description || info.vendor}, fallback ${info.isFallbackAdapter}, shader-f16 ` +
+        `${
+          adapter.features.has("shader-f16")
+        }, maxStorageBufferBindingSize ${adapter.limits.maxStorageBufferBindingSize}` +
+        `, maxBufferSize ${adapter.limits.maxBufferSize}`,
+    );
+    const score = await webgpuBackend.probe();
+    assertEquals(score, info.isFallbackAdapter ? 2 : 5);
+    // Below wasm wherever wasm runs, so `auto` never serves on this backend.
+    assert(score < await wasmBackend.probe(), "webgpu scores below wasm");
+    const auto = await createBackend("auto");
+    assert(auto.name !== "webgpu", "auto picked webgpu");
+    auto.dispose();
+    assert(BACKENDS.includes(webgpuBackend));
+  },
+});
+
+Deno.test("webgpu: no WebGPU, or no adapter, is an error naming what is missing", async () => {
+  const none = makeWebgpuFactory(() => undefined);
+  await assertRejects(() => createBackend("webgpu", {}, [none]), BackendUnavailableError, "navigator.gpu is undefined");
+  const noAdapter = makeWebgpuFactory(() => ({ requestAdapter: () => Promise.resolve(null) }) as unknown as GPU);
+  const e = await assertRejects(() => createBackend("webgpu", {}, [noAdapter]), BackendUnavailableError);
+  assert(/found no GPU adapter.*mesa-vulkan-drivers/.test(e.message), e.message);
+  assertEquals(await noAdapter.probe().catch(() => 0), 0);
+});
+
+Deno.test({
+  name: "webgpu: write, read (unaligned too), copy and fill are ordered on the queue",
+  ignore: WEBGPU_IGNORE,
+  async fn() {
+    const b = await webgpuBackend.create();
+    try {
+      const buf = b.alloc(64), other = b.alloc(30);
+      b.write({ buffer: buf, offset: 0 }, Uint8Array.from({ length: 64 }, (_, i) => i));
+      assertEquals([...await b.read({ buffer: buf, offset: 6 }, 5)], [6, 7, 8, 9, 10]);
+      b.copy({ buffer: buf, offset: 16 }, { buffer: other, offset: 4 }, 8);
+      b.fill({ buffer: buf, offset: 16 }, 8, 0);
+      b.fill({ buffer: buf, offset: 24 }, 4, 7);
+      assertEquals([...await b.read({ buffer: other, offset: 4 }, 8)], [16, 17, 18, 19, 20, 21, 22, 23]);
+      assertEquals([...await b.read({ buffer: buf, offset: 14 }, 16)], [
+        14,
+        15,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        7,
+        7,
+        7,
+        7,
+        28,
+        29,
+      ]);
+      assertThrows(() => b.copy({ buffer: buf, offset: 0 }, { buffer: buf, offset: 4 }, 8), RangeError, "overlaps");
+      assertThrows(() => b.write({ buffer: other, offset: 28 }, new Uint8Array(4)), RangeError, "overflows");
+      await b.sync();
+      b.free(other);
+      assertThrows(() => b.fill({ buffer: other, offset: 0 }, 4, 0), Error, "not a live webgpu buffer");
+    } finally {
+      b.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "webgpu: out of memory names the tensor; a buffer over maxBufferSize is refused at once",
+  ignore: WEBGPU_IGNORE,
+  async fn() {
+    const g = new GraphBuilder();
+    g.output("y", matmul(g, g.input("x", [2, 16], "f32"), g.weight("proj.weight", [40, 16], "f32")));
+    const graph = g.build();
+    const roomy = await webgpuBackend.create();
+    // The plan is made for a backend with room; the one running it holds 2 KiB, less than the 2,560 B weight.
+    const small = await webgpuBackend.create({ memoryBytes: 2048 });
+    try {
+      const big = (await navigator.gpu.requestAdapter())!.limits.maxBufferSize + 4;
+      const e = assertThrows(() => roomy.alloc(big), OutOfMemoryError);
+      assert(e.message.includes("maxBufferSize"), e.message);
+      const plan = schedule(graph, [roomy]);
+      const data = f32ToBytes(new Float32Array(640), "f32");
+      const weights = () => memorySource({ name: "proj.weight", shape: [40, 16], dtype: "f32", data }, "f32");
+      const oom = await assertRejects(() => PlanExecutor.create(graph, plan, [small], { weights }), OutOfMemoryError);
+      assert(oom.message.includes("proj.weight"), oom.message);
+    } finally {
+      roomy.dispose();
+      small.dispose();
+    }
+  },
+});

@@ -1,0 +1,418 @@
+/**
+ * The `webgpu` backend's op compilers: `supportsNode` says which nodes the WGSL kernels (kernels/wgsl) run, and
+ * `compileNode` turns one node into a {@link Step}: a closure, built once at prepare, that at each run reads the
+ * concrete shapes and the host copies of the integer inputs and records its dispatches through an
+ * {@link Encoder} (which resolves tensors to buffer ranges and caches bind groups).
+ *
+ * Everything here is f32 on the device (weights arrive dequantised, ids are i32). Index inputs that only steer
+ * device work (token ids, MoE routes, block tables) are read on the device; positions are read on the host where a
+ * kernel needs values computed from them (rope's cos/sin, the query temperature), so those must be graph inputs.
+ *
+ * @module
+ */
+
+import { maxShape, type Node, numel, resolveShape, type TensorInfo, type Vars } from "../../../graph/ir.ts";
+import type { AttnTemperatureAttrs } from "../../../ops/attn_temperature.ts";
+import { attnTemperatureScale } from "../../../ops/attn_temperature.ts";
+import type { MlaAttentionAttrs } from "../../../ops/mla_attention.ts";
+import type { RopeAttrs } from "../../../ops/rope.ts";
+import type { HostInputs } from "../../backend.ts";
+import { checkCacheIndices, checkIndices } from "../../step_plan.ts";
+import { binaryKernel, ROW_SCALE, SWIGLU } from "../../../kernels/wgsl/elementwise.ts";
+import { MATMUL_F32 } from "../../../kernels/wgsl/matmul.ts";
+import { MLA_CACHE_WRITE, mlaAttentionKernel } from "../../../kernels/wgsl/mla.ts";
+import { MOE_ACT, MOE_DOWN, MOE_GATE, MOE_MIX, MOE_TOPK } from "../../../kernels/wgsl/moe.ts";
+import { RMS_NORM } from "../../../kernels/wgsl/norm.ts";
+import { COPY_ROWS } from "../../../kernels/wgsl/rows.ts";
+import { ROPE } from "../../../kernels/wgsl/rope.ts";
+import { WG } from "../../../kernels/wgsl/common.ts";
+
+/** A byte range of a device buffer, as a kernel binds it (opaque to the compilers). */
+export type Ref = { readonly buffer: unknown; readonly offset: number; readonly size: number };
+
+/** One part of a weight: its range and the leading-dimension rows it holds. */
+export type PartRef = { ref: Ref; row0: number; rows: number };
+
+/** What a step records its work through, for one run. */
+export interface Encoder {
+  readonly vars: Vars;
+  readonly host: HostInputs;
+  /** Tensor `id` as one range (a split weight is an error naming it). */
+  view(id: number): Ref;
+  /** Weight `id` as its row-range parts (one part when it is not split). */
+  parts(id: number): PartRef[];
+  /** Device scratch of the step, `bytes` at most (sized at prepare, reused by every run). */
+  scratch(key: string, bytes: number): Ref;
+  /** `data` written to a buffer of the step, ordered before this run's dispatches (host-computed tables). */
+  upload(key: string, data: Float32Array, maxBytes: number): Ref;
+  /** A 4-byte placeholder for a binding a kernel variant does not read. */
+  dummy(): Ref;
+  /** One dispatch of the kernel `wgsl` over `groups` workgroups, with its parameter words and tensor ranges. */
+  dispatch(wgsl: string, params: readonly number[], refs: readonly Ref[], groups: number): void;
+}
+
+/** One compiled node. */
+export type Step = (e: Encoder) => void;
+
+/** What compiling a node may look at. */
+export type CompileContext = {
+  table: TensorInfo[];
+  /** The device's workgroup memory limit (bytes). */
+  workgroupBytes: number;
+};
+
+const F32 = new Float32Array(1), U32 = new Uint32Array(F32.buffer);
+
+/** The bits of `x` as an f32 (a float parameter word). */
+export function f32Bits(x: number): number {
+  F32[0] = x;
+  return U32[0];
+}
+
+const groupsFor = (n: number) => Math.ceil(n / WG);
+
+/**
+ * True when the kernels run `node` whose inputs are `inputs` (graph dtypes; every float is f32 on this device).
+ * `refuse` names ops to refuse anyway.
+ */
+export function supportsNode(node: Node, inputs: readonly TensorInfo[], workgroupBytes: number): boolean {
+  const float = (i: number) => inputs[i].dtype !== "i32" && inputs[i].dtype !== "u8";
+  const int = (i: number) => inputs[i].dtype === "i32";
+  const hostInput = (i: number) => int(i) && inputs[i].kind === "input";
+  const outF32 = node.dtype === "f32";
+  switch (node.op) {
+    case "embedding":
+      return int(0) && float(1) && outF32;
+    case "rms_norm":
+    case "matmul":
+    case "add":
+    case "mul":
+      return float(0) && float(1) && outF32;
+    case "swiglu":
+      return float(0) && outF32;
+    case "rope":
+    case "attn_temperature":
+      return float(0) && hostInput(1) && outF32;
+    case "slice":
+    case "reshape":
+    case "concat":
+      return inputs.every((t) => t.dtype === inputs[0].dtype && (t.dtype === "i32" || float(0)));
+    case "gather_rows":
+      return (float(0) || int(0)) && int(1);
+    case "moe_topk":
+      return float(0) && node.dtype === "i32";
+    case "moe_gate":
+      return float(0) && int(1) && outF32;
+    case "moe_experts":
+      return float(0) && int(1) && float(2) && float(3) && float(4) && outF32;
+    case "mla_cache_write":
+      return float(0) && float(1) && float(2) && int(3) && int(4) && int(5);
+    case "mla_attention": {
+      const a = node.attrs as MlaAttentionAttrs;
+      const maxBlocks = inputs[5].shape[1];
+      return float(0) && float(1) && float(2) && int(3) && int(4) && int(5) && typeof maxBlocks === "number" &&
+        8 * a.kvr + 4 * 66 <= workgroupBytes && outF32;
+    }
+    default:
+      return false;
+  }
+}
+
+/** Bytes of tensor `t` at its largest shape on this device (every element 4 bytes). */
+export function maxBytes(t: TensorInfo): number {
+  return 4 * numel(maxShape(t.shape));
+}
+
+/** Compiles `node` (which {@link supportsNode} accepts) into a step. */
+export function compileNode(c: CompileContext, node: Node): Step {
+  const compile = COMPILERS[node.op];
+  if (!compile) throw new Error(`webgpu: no kernel for ${node.op}`);
+  return compile(c, node);
+}
+
+type Compiler = (c: CompileContext, node: Node) => Step;
+
+const shapeOf = (c: CompileContext, e: Encoder, id: number) => resolveShape(c.table[id].shape, e.vars);
+const lastOf = (s: readonly number[]) => s[s.length - 1];
+
+/** A row copy through COPY_ROWS (see kernels/wgsl/rows.ts), with an optional index binding. */
+function copyRows(
+  e: Encoder,
+  src: Ref,
+  dst: Ref,
+  o: { rows: number; width: number; srcStride: number; srcCol?: number; dstStride: number; dstCol?: number },
+  index?: { ref: Ref; base: number; bound: number },
+): void {
+  const n = o.rows * o.width;
+  if (n === 0) return;
+  const params = [n, o.width, o.srcStride, o.srcCol ?? 0, o.dstStride, o.dstCol ?? 0, index ? 1 : 0];
+  params.push(index?.base ?? 0, index?.bound ?? 0);
+  e.dispatch(COPY_ROWS, params, [src, index?.ref ?? e.dummy(), dst], groupsFor(n));
+}
+
+const ADD = binaryKernel("+"), MUL = binaryKernel("*");
+
+const COMPILERS: Record<string, Compiler> = {
+  embedding(c, node) {
+    const [ids, table] = node.inputs;
+    const [V, D] = maxShape(c.table[table].shape);
+    return (e) => {
+      const T = shapeOf(c, e, ids)[0];
+      const host = e.host.get(ids);
+      if (host) checkIndices(host.subarray(0, T), V, "embedding: id");
+      // Each part gathers the ids that fall in its rows (a table over the binding limit is split by rows).
+      for (const p of e.parts(table)) {
+        copyRows(e, p.ref, e.view(node.id), { rows: T, width: D, srcStride: D, dstStride: D }, {
+          ref: e.view(ids),
+          base: p.row0,
+          bound: p.rows,
+        });
+      }
+    };
+  },
+  gather_rows(c, node) {
+    const [x, rows] = node.inputs;
+    const xs = maxShape(c.table[x].shape), width = numel(xs) / xs[0];
+    return (e) => {
+      const R = shapeOf(c, e, rows)[0], bound = shapeOf(c, e, x)[0];
+      const host = e.host.get(rows);
+      if (host) checkIndices(host.subarray(0, R), bound, "gather_rows: row");
+      copyRows(e, e.view(x), e.view(node.id), { rows: R, width, srcStride: width, dstStride: width }, {
+        ref: e.view(rows),
+        base: 0,
+        bound,
+      });
+    };
+  },
+  slice(c, node) {
+    const [x] = node.inputs;
+    const { start, end } = node.attrs as { start: number; end: number };
+    const d = lastOf(maxShape(c.table[x].shape));
+    return (e) => {
+      const rows = numel(shapeOf(c, e, x)) / d;
+      copyRows(e, e.view(x), e.view(node.id), {
+        rows,
+        width: end - start,
+        srcStride: d,
+        srcCol: start,
+        dstStride: end - start,
+      });
+    };
+  },
+  concat(c, node) {
+    const widths = node.inputs.map((i) => lastOf(maxShape(c.table[i].shape)));
+    const dOut = widths.reduce((a, b) => a + b, 0);
+    return (e) => {
+      const rows = numel(shapeOf(c, e, node.id)) / dOut;
+      let col = 0;
+      node.inputs.forEach((id, i) => {
+        copyRows(e, e.view(id), e.view(node.id), {
+          rows,
+          width: widths[i],
+          srcStride: widths[i],
+          dstStride: dOut,
+          dstCol: col,
+        });
+        col += widths[i];
+      });
+    };
+  },
+  reshape(c, node) {
+    const [x] = node.inputs;
+    return (e) => {
+      const n = numel(shapeOf(c, e, x));
+      copyRows(e, e.view(x), e.view(node.id), { rows: 1, width: n, srcStride: n, dstStride: n });
+    };
+  },
+  add: (c, node) => binary(c, node, ADD),
+  mul: (c, node) => binary(c, node, MUL),
+  swiglu(c, node) {
+    const [x] = node.inputs;
+    const f = lastOf(maxShape(c.table[node.id].shape));
+    return (e) => {
+      const n = numel(shapeOf(c, e, node.id));
+      if (n) e.dispatch(SWIGLU, [n, f], [e.view(x), e.view(node.id)], groupsFor(n));
+    };
+  },
+  rms_norm(c, node) {
+    const [x, w] = node.inputs;
+    const d = lastOf(maxShape(c.table[x].shape)), eps = (node.attrs as { eps: number }).eps;
+    return (e) => {
+      const rows = numel(shapeOf(c, e, x)) / d;
+      if (rows) e.dispatch(RMS_NORM, [rows, d, f32Bits(eps)], [e.view(x), e.view(w), e.view(node.id)], rows);
+    };
+  },
+  matmul(c, node) {
+    const [x, w] = node.inputs;
+    const [N, K] = maxShape(c.table[w].shape);
+    return (e) => {
+      const M = numel(shapeOf(c, e, x)) / K;
+      if (!M) return;
+      for (const p of e.parts(w)) {
+        e.dispatch(
+          MATMUL_F32,
+          [M * p.rows, p.rows, K, N, p.row0],
+          [e.view(x), p.ref, e.view(node.id)],
+          groupsFor(M * p.rows),
+        );
+      }
+    };
+  },
+  rope(c, node) {
+    const [x, pos] = node.inputs;
+    const { invFreq, magnitude, pairAxis } = node.attrs as RopeAttrs;
+    const xs = maxShape(c.table[x].shape), dr = lastOf(xs), half = dr / 2;
+    const heads = numel(xs) / (xs[0] * dr), maxT = xs[0];
+    const ps = maxShape(c.table[pos].shape), P = ps.length === 2 ? ps[1] : 1;
+    const theta = invFreq.map(Math.fround);
+    return (e) => {
+      const T = shapeOf(c, e, x)[0];
+      if (!T) return;
+      const p = hostOf(e.host, pos, "rope positions");
+      // cos then sin, [T, half] each, exactly as the reference computes them (f64 trig of the f32 angle).
+      const cs = new Float32Array(2 * T * half);
+      for (let t = 0; t < T; t++) {
+        for (let i = 0; i < half; i++) {
+          const angle = Math.fround(theta[i] * p[t * P + (P === 1 ? 0 : pairAxis[i])]);
+          cs[t * half + i] = Math.cos(angle) * magnitude;
+          cs[T * half + t * half + i] = Math.sin(angle) * magnitude;
+        }
+      }
+      const table = e.upload("cs", cs, 8 * maxT * half);
+      const n = T * heads * half;
+      e.dispatch(ROPE, [n, heads, half, T], [e.view(x), table, e.view(node.id)], groupsFor(n));
+    };
+  },
+  attn_temperature(c, node) {
+    const [x, pos] = node.inputs;
+    const { beta, original } = node.attrs as AttnTemperatureAttrs;
+    const xs = maxShape(c.table[x].shape), width = numel(xs) / xs[0];
+    return (e) => {
+      const T = shapeOf(c, e, x)[0];
+      if (!T) return;
+      const p = hostOf(e.host, pos, "attn_temperature positions");
+      const scales = new Float32Array(T);
+      for (let t = 0; t < T; t++) scales[t] = attnTemperatureScale(p[t], beta, original);
+      const s = e.upload("scales", scales, 4 * xs[0]);
+      e.dispatch(ROW_SCALE, [T * width, width], [e.view(x), s, e.view(node.id)], groupsFor(T * width));
+    };
+  },
+  moe_topk(c, node) {
+    const [logits] = node.inputs;
+    const E = maxShape(c.table[logits].shape)[1], K = (node.attrs as { topK: number }).topK;
+    return (e) => {
+      const T = shapeOf(c, e, logits)[0];
+      if (T) e.dispatch(MOE_TOPK, [T, E, K], [e.view(logits), e.view(node.id)], groupsFor(T));
+    };
+  },
+  moe_gate(c, node) {
+    const [logits, ids] = node.inputs;
+    const E = maxShape(c.table[logits].shape)[1], K = maxShape(c.table[ids].shape)[1];
+    return (e) => {
+      const T = shapeOf(c, e, logits)[0];
+      if (T) e.dispatch(MOE_GATE, [T, E, K], [e.view(logits), e.view(ids), e.view(node.id)], groupsFor(T));
+    };
+  },
+  moe_experts(c, node) {
+    const [x, ids, weights, gateUp, down] = node.inputs;
+    const [maxT, D] = maxShape(c.table[x].shape), K = maxShape(c.table[ids].shape)[1];
+    const [E, F2] = maxShape(c.table[gateUp].shape), F = F2 / 2;
+    return (e) => {
+      const T = shapeOf(c, e, x)[0];
+      if (!T) return;
+      const act = e.scratch("act", 4 * maxT * K * F), y = e.scratch("y", 4 * maxT * K * D);
+      const params = (n: number) => [n, K, F, D, E];
+      e.dispatch(
+        MOE_ACT,
+        params(T * K * F),
+        [e.view(x), e.view(ids), whole(e, gateUp, node), act],
+        groupsFor(T * K * F),
+      );
+      e.dispatch(MOE_DOWN, params(T * K * D), [act, e.view(ids), whole(e, down, node), y], groupsFor(T * K * D));
+      e.dispatch(MOE_MIX, params(T * D), [y, e.view(weights), e.view(node.id)], groupsFor(T * D));
+    };
+  },
+  mla_cache_write(c, node) {
+    const [ckv, kpe, cache, seq, pos, bt] = node.inputs;
+    const kvr = maxShape(c.table[ckv].shape)[1], dr = maxShape(c.table[kpe].shape)[1];
+    const [nb, bs] = maxShape(c.table[cache].shape), mb = maxShape(c.table[bt].shape)[1];
+    const bf16 = c.table[cache].dtype === "bf16" ? 1 : 0;
+    return (e) => {
+      const T = shapeOf(c, e, ckv)[0], S = shapeOf(c, e, bt)[0];
+      if (!T) return;
+      checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks: mb, numBlocks: nb, blockSize: bs });
+      const n = T * (kvr + dr);
+      e.dispatch(MLA_CACHE_WRITE, [n, kvr, dr, nb, bs, S, mb, bf16], [
+        e.view(ckv),
+        e.view(kpe),
+        e.view(cache),
+        e.view(seq),
+        e.view(pos),
+        e.view(bt),
+        e.view(node.id),
+      ], groupsFor(n));
+    };
+  },
+  mla_attention(c, node) {
+    const [q, wkvb, cache, seq, pos, bt] = node.inputs;
+    const a = node.attrs as MlaAttentionAttrs;
+    const [nb] = maxShape(c.table[cache].shape), maxBlocks = maxShape(c.table[bt].shape)[1];
+    const maxT = maxShape(c.table[q].shape)[0], ctx = maxBlocks * a.blockSize;
+    const wgsl = mlaAttentionKernel({ ...a, maxBlocks });
+    return (e) => {
+      const T = shapeOf(c, e, q)[0], S = shapeOf(c, e, bt)[0];
+      if (!T) return;
+      checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
+      const scores = e.scratch("scores", 4 * maxT * a.heads * ctx);
+      e.dispatch(wgsl, [T, S, nb, f32Bits(a.scale)], [
+        e.view(q),
+        whole(e, wkvb, node),
+        e.view(cache),
+        e.view(seq),
+        e.view(pos),
+        e.view(bt),
+        scores,
+        e.view(node.id),
+      ], T * a.heads);
+    };
+  },
+};
+
+function binary(c: CompileContext, node: Node, wgsl: string): Step {
+  const [a, b] = node.inputs;
+  return (e) => {
+    const n = numel(shapeOf(c, e, node.id));
+    if (n) e.dispatch(wgsl, [n], [e.view(a), e.view(b), e.view(node.id)], groupsFor(n));
+  };
+}
+
+/** A weight these kernels read whole: one part, or an error saying which weight is split. */
+function whole(e: Encoder, id: number, node: Node): Ref {
+  const parts = e.parts(id);
+  if (parts.length !== 1) {
+    throw new Error(
+      `webgpu: ${node.op} "${node.name}" reads its weight whole, but it is split in ${parts.length} parts (over the ` +
+        `device's maxStorageBufferBindingSize): run this op on another backend (--backend webgpu,wasm)`,
+    );
+  }
+  return parts[0].ref;
+}
+
+function hostOf(host: HostInputs, id: number, what: string): Int32Array {
+  const h = host.get(id);
+  if (!h) throw new Error(`webgpu: ${what} have no host copy (they must be a per-run graph input)`);
+  return h;
+}
+
+/** The reference's index checks, on the host copies when the inputs have them (they do in the model). */
+function checkHostCache(
+  e: Encoder,
+  seq: number,
+  pos: number,
+  bt: number,
+  T: number,
+  o: { sequences: number; maxBlocks: number; numBlocks: number; blockSize: number },
+): void {
+  const s = e.host.get(seq), p = e.host.get(pos), b = e.host.get(bt);
+  if (s && p && b) checkCacheIndices(s.subarray(0, T), p.subarray(0, T), b, o);
+}
