@@ -6,7 +6,9 @@
  * Parameters: `P[0]` words to write (rows · width), `P[1]` width, `P[2]` source row stride, `P[3]` first source
  * column, `P[4]` destination row stride, `P[5]` first destination column, `P[6]` 1 when the source row is
  * `I[r] − P[7]` (gathers; rows whose index falls outside `0..P[8]` are left alone, so a split table is gathered part
- * by part), 0 when it is `r`.
+ * by part), 2 when the destination row is `I[r]` instead (scatters; a negative index writes nothing), 0 when both
+ * are `r`. `scatter_rows` and `write_rows` use the scatter form with indices the host has already deduplicated (a
+ * row written twice keeps its last source, as in the reference), so no two threads write one element.
  *
  * @module
  */
@@ -25,10 +27,15 @@ export const COPY_ROWS = PRELUDE + /* wgsl */ `
   let r = i / w;
   let c = i - r * w;
   var src = r;
+  var dst = r;
   if (P[6] == 1u) {
     let s = I[r] - i32(P[7]);
     if (s < 0 || u32(s) >= P[8]) { return; }
     src = u32(s);
+  } else if (P[6] == 2u) {
+    let d = I[r];
+    if (d < 0) { return; }
+    dst = u32(d);
   }
-  O[r * P[4] + P[5] + c] = X[src * P[2] + P[3] + c];
+  O[dst * P[4] + P[5] + c] = X[src * P[2] + P[3] + c];
 }`;

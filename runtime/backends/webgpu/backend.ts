@@ -335,7 +335,10 @@ class WebGpuBackend implements Backend {
       scratch: (key, bytes) => this.#own(p, `${stepKey}/${key}`, bytes),
       upload: (key, data, max) => {
         const ref = this.#own(p, `${stepKey}/${key}`, max);
-        this.#device.queue.writeBuffer(ref.buffer, 0, data as Float32Array<ArrayBuffer>);
+        // Deno 2.9.6 panics on an empty writeBuffer (a zero-length array has no backing store).
+        if (data.length) {
+          this.#device.queue.writeBuffer(ref.buffer, 0, data as Float32Array<ArrayBuffer> | Int32Array<ArrayBuffer>);
+        }
         return ref;
       },
       dummy: () => ({ buffer: this.#dummy, offset: 0, size: 16 }),

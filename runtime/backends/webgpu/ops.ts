@@ -44,7 +44,7 @@ export interface Encoder {
   /** Device scratch of the step, `bytes` at most (sized at prepare, reused by every run). */
   scratch(key: string, bytes: number): Ref;
   /** `data` written to a buffer of the step, ordered before this run's dispatches (host-computed tables). */
-  upload(key: string, data: Float32Array, maxBytes: number): Ref;
+  upload(key: string, data: Float32Array | Int32Array, maxBytes: number): Ref;
   /** A 4-byte placeholder for a binding a kernel variant does not read. */
   dummy(): Ref;
   /** One dispatch of the kernel `wgsl` over `groups` workgroups, with its parameter words and tensor ranges. */
@@ -99,6 +99,9 @@ export function supportsNode(node: Node, inputs: readonly TensorInfo[], workgrou
       return inputs.every((t) => t.dtype === inputs[0].dtype && (t.dtype === "i32" || float(0)));
     case "gather_rows":
       return (float(0) || int(0)) && int(1);
+    case "scatter_rows":
+    case "write_rows":
+      return (float(0) || int(0)) && hostInput(1) && inputs[2].dtype === inputs[0].dtype;
     case "moe_topk":
       return float(0) && node.dtype === "i32";
     case "moe_gate":
@@ -141,11 +144,12 @@ function copyRows(
   src: Ref,
   dst: Ref,
   o: { rows: number; width: number; srcStride: number; srcCol?: number; dstStride: number; dstCol?: number },
-  index?: { ref: Ref; base: number; bound: number },
+  index?: { ref: Ref; base: number; bound: number; scatter?: boolean },
 ): void {
   const n = o.rows * o.width;
   if (n === 0) return;
-  const params = [n, o.width, o.srcStride, o.srcCol ?? 0, o.dstStride, o.dstCol ?? 0, index ? 1 : 0];
+  const mode = index ? (index.scatter ? 2 : 1) : 0;
+  const params = [n, o.width, o.srcStride, o.srcCol ?? 0, o.dstStride, o.dstCol ?? 0, mode];
   params.push(index?.base ?? 0, index?.bound ?? 0);
   e.dispatch(COPY_ROWS, params, [src, index?.ref ?? e.dummy(), dst], groupsFor(n));
 }
@@ -181,6 +185,37 @@ const COMPILERS: Record<string, Compiler> = {
         ref: e.view(rows),
         base: 0,
         bound,
+      });
+    };
+  },
+  scatter_rows(c, node) {
+    const [x, rows, src] = node.inputs;
+    const d = lastOf(maxShape(c.table[x].shape)), maxR = maxShape(c.table[rows].shape)[0];
+    return (e) => {
+      const T = shapeOf(c, e, x)[0], R = shapeOf(c, e, rows)[0];
+      copyRows(e, e.view(x), e.view(node.id), { rows: 1, width: T * d, srcStride: 0, dstStride: 0 });
+      const targets = lastWins(hostOf(e.host, rows, "scatter_rows rows").subarray(0, R), T, "scatter_rows: row", false);
+      copyRows(e, e.view(src), e.view(node.id), { rows: R, width: d, srcStride: d, dstStride: d }, {
+        ref: e.upload("rows", targets, 4 * maxR),
+        base: 0,
+        bound: 0,
+        scatter: true,
+      });
+    };
+  },
+  write_rows(c, node) {
+    const [target, rows, src] = node.inputs;
+    const ts = maxShape(c.table[target].shape), n = ts[0], d = numel(ts) / n;
+    const maxR = maxShape(c.table[rows].shape)[0];
+    return (e) => {
+      const R = shapeOf(c, e, rows)[0];
+      copyRows(e, e.view(src), e.view(node.id), { rows: 1, width: R * d, srcStride: 0, dstStride: 0 });
+      const targets = lastWins(hostOf(e.host, rows, "write_rows rows").subarray(0, R), n, "write_rows: row", true);
+      copyRows(e, e.view(src), e.view(target), { rows: R, width: d, srcStride: d, dstStride: d }, {
+        ref: e.upload("rows", targets, 4 * maxR),
+        base: 0,
+        bound: 0,
+        scatter: true,
       });
     };
   },
@@ -396,6 +431,26 @@ function whole(e: Encoder, id: number, node: Node): Ref {
     );
   }
   return parts[0].ref;
+}
+
+/**
+ * The destination of each source row, −1 where a later source row goes to the same place (the reference writes in
+ * order, so the last one stays) or where the index is negative and `skipNegative`; throws on an index outside
+ * `0..bound − 1` as the reference does.
+ */
+function lastWins(rows: Int32Array, bound: number, what: string, skipNegative: boolean): Int32Array {
+  const out = new Int32Array(rows.length), seen = new Set<number>();
+  for (let r = rows.length - 1; r >= 0; r--) {
+    const i = rows[r];
+    if (i < 0 && skipNegative) {
+      out[r] = -1;
+      continue;
+    }
+    if (!(i >= 0 && i < bound)) throw new RangeError(`${what} ${i} at ${r} outside 0..${bound - 1}`);
+    out[r] = seen.has(i) ? -1 : i;
+    seen.add(i);
+  }
+  return out;
 }
 
 function hostOf(host: HostInputs, id: number, what: string): Int32Array {

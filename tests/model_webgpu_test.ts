@@ -1,0 +1,96 @@
+/**
+ * `tiny` on the `webgpu` backend (Mesa's lavapipe on CI) against the reference: logits, 32 greedy ids, the paged
+ * cache's consistency and a batch of two, with every text op on the device; then mixed plans with `wasm`, where
+ * what the device refuses runs on the CPU, and the plan says what ran where. Software Vulkan is slow: the cases are
+ * small (tiny, 11-token prompts, an f32 cache or a bf16 one).
+ */
+import { assert, assertEquals } from "./assert.ts";
+import { loadModel, type Model } from "../engine/model.ts";
+import { assertClose, checkBatch, checkCacheConsistency, greedy, PROMPT } from "./model_helpers.ts";
+import { WEBGPU_IGNORE } from "./webgpu_helpers.ts";
+
+const SMALL = { seed: 3, maxModelLen: 64, maxTokens: 16, maxSeqs: 2, threads: 2, quiet: true };
+
+async function onModel<T>(opts: Parameters<typeof loadModel>[1], fn: (m: Model) => Promise<T>): Promise<T> {
+  const model = await loadModel("tiny", { ...SMALL, ...opts });
+  try {
+    return await fn(model);
+  } finally {
+    model.dispose();
+  }
+}
+
+/** `backend:op,op…` per segment of the step graph's plan. */
+function placement(m: Model): string[] {
+  const op = (id: number) => m.graph.nodes.find((n) => n.id === id)!.op;
+  return m.plan.segments.map((s) => `${s.backend}:${[...new Set(s.nodes.map(op))].sort().join(",")}`);
+}
+
+Deno.test({
+  name: "model (webgpu): tiny on webgpu alone ≡ reference: logits, 32 greedy ids, prefill(N−1) + decode(1), batch",
+  ignore: WEBGPU_IGNORE,
+  async fn(t) {
+    // bf16 weights (dequantised exactly on both), an f32 cache, then a bf16 one (both round what they store).
+    for (const cacheDtype of ["f32", "bf16"] as const) {
+      await t.step(`bf16 weights, ${cacheDtype} cache`, async () => {
+        const opts = { dtype: "bf16" as const, cacheDtype };
+        const want = await onModel({ ...opts, backend: "reference" }, async (m) => ({
+          logits: await m.forward(PROMPT),
+          ids: cacheDtype === "f32" ? await greedy(m, PROMPT, 32) : [],
+        }));
+        await onModel({ ...opts, backend: "webgpu" }, async (m) => {
+          assertEquals(m.backends.map((b) => b.name), ["webgpu"]);
+          assert(placement(m).every((p) => p.startsWith("webgpu:")), placement(m).join("; "));
+          const logits = await m.forward(PROMPT);
+          assert(logits.every(Number.isFinite), "finite");
+          assertClose(logits, want.logits, 1e-5, `logits, ${cacheDtype} cache`);
+          if (cacheDtype === "f32") {
+            assert(new Set(want.ids).size > 8, "the continuation is not degenerate");
+            assertEquals(await greedy(m, PROMPT, 32), want.ids, "greedy ids");
+          }
+          await checkCacheConsistency(m, 1e-5);
+          await checkBatch(m, 1e-5);
+        });
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "model (webgpu): mixed plans with wasm: refused ops fall back, logits ≡ reference, the plan reports it",
+  ignore: WEBGPU_IGNORE,
+  async fn(t) {
+    const opts = { dtype: "bf16" as const, cacheDtype: "f32" as const };
+    const want = await onModel({ ...opts, backend: "reference" }, (m) => m.forward(PROMPT));
+    await t.step("webgpu refusing mla_attention (a test-only limit)", async () => {
+      const info: string[] = [];
+      const backendOptions = { refuseOps: { webgpu: ["mla_attention"] } };
+      await onModel({ ...opts, backend: "webgpu,wasm", backendOptions, log: (l) => info.push(l) }, async (m) => {
+        assertEquals(m.backends.map((b) => b.name), ["webgpu", "wasm"]);
+        assertClose(await m.forward(PROMPT), want, 1e-5, "logits");
+        const fallbacks = info.filter((l) => l.startsWith("fallback:"));
+        assertEquals(fallbacks.length, 2, info.join("\n")); // one per layer
+        for (const f of fallbacks) assert(/^fallback: mla_attention ".*" webgpu → wasm/.test(f), f);
+        // Only the attention itself ran on the CPU; its query, cache and result crossed by copies.
+        const onWasm = placement(m).filter((p) => p.startsWith("wasm:"));
+        assertEquals(onWasm, ["wasm:mla_attention", "wasm:mla_attention"]);
+        assert(
+          info.some((l) => /^copy: .* webgpu → wasm/.test(l)) && info.some((l) => /^copy: .* wasm → webgpu/.test(l)),
+        );
+      });
+    });
+    await t.step("webgpu,wasm: the text model on webgpu, the vision tower's missing ops on wasm", async () => {
+      const info: string[] = [];
+      await onModel({ ...opts, backend: "webgpu,wasm", log: (l) => info.push(l) }, async (m) => {
+        assertClose(await m.forward(PROMPT), want, 1e-5, "logits");
+        assert(m.limits.imageStoreRows > 0, "images are on (wasm runs the tower's attention)");
+        assertEquals(placement(m).filter((p) => !p.startsWith("webgpu:")), [], "every step op on webgpu");
+        const fallbacks = info.filter((l) => l.includes("fallback:"));
+        assert(fallbacks.length > 0 && fallbacks.every((l) => /^vision .*fallback: \S+ .* webgpu → wasm/.test(l)));
+        const ops = new Set(fallbacks.map((l) => l.match(/fallback: (\S+)/)![1]));
+        // The tower's ops this backend lacks, and only those.
+        for (const op of ops) assert(["attention", "attention_rows", "gelu", "patch_merge"].includes(op), op);
+      });
+    });
+  },
+});
