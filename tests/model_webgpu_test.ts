@@ -94,3 +94,67 @@ Deno.test({
     });
   },
 });
+
+/** Counts what the backend asks of its device: submits, read-back maps, pipelines and bind groups made. */
+type Counts = { submit: number; mapAsync: number; pipelines: number; bindGroups: number };
+
+/** An adapter whose devices count their calls into `counts` (the real adapter underneath). */
+async function countingAdapter(counts: Counts): Promise<GPUAdapter> {
+  const adapter = (await navigator.gpu.requestAdapter())!;
+  const requestDevice = adapter.requestDevice.bind(adapter);
+  const counted = <F extends (...args: any[]) => any>(f: F, key: keyof Counts): F =>
+    ((...args: Parameters<F>) => (counts[key]++, f(...args))) as F;
+  const wrapped = Object.create(adapter);
+  wrapped.requestDevice = async (descriptor?: GPUDeviceDescriptor) => {
+    const device = await requestDevice(descriptor);
+    const queue = device.queue;
+    queue.submit = counted(queue.submit.bind(queue), "submit");
+    device.createComputePipeline = counted(device.createComputePipeline.bind(device), "pipelines");
+    device.createBindGroup = counted(device.createBindGroup.bind(device), "bindGroups");
+    const createBuffer = device.createBuffer.bind(device);
+    device.createBuffer = (d: GPUBufferDescriptor) => {
+      const buffer = createBuffer(d);
+      buffer.mapAsync = counted(buffer.mapAsync.bind(buffer), "mapAsync");
+      return buffer;
+    };
+    return device;
+  };
+  for (const k of ["info", "features", "limits"] as const) Object.defineProperty(wrapped, k, { value: adapter[k] });
+  return wrapped;
+}
+
+Deno.test({
+  name: "model (webgpu): a decode step is 1 submit and 1 mapAsync; no pipeline or bind group is made after the first",
+  ignore: WEBGPU_IGNORE,
+  async fn() {
+    const counts: Counts = { submit: 0, mapAsync: 0, pipelines: 0, bindGroups: 0 };
+    const adapter = await countingAdapter(counts);
+    await onModel({ backend: "webgpu", dtype: "bf16", backendOptions: { adapter } as never }, async (m) => {
+      const seq = m.pool.newSequence();
+      assert(m.pool.grow(seq, PROMPT.length + 4));
+      const step = (ids: number[], p0: number) =>
+        m.step({
+          ids,
+          pos: ids.map((_, i) => p0 + i),
+          seq: ids.map(() => 0),
+          blockTables: [seq.blockTable],
+          logitRows: [ids.length - 1],
+        });
+      assert(counts.pipelines > 0, "pipelines are built at prepare");
+      const prepared = counts.pipelines;
+      await step(PROMPT, 0); // prefill
+      await step([PROMPT[1]], PROMPT.length); // the bucket's first decode step
+      for (let i = 1; i <= 3; i++) {
+        const before = { ...counts };
+        await step([PROMPT[i + 1]], PROMPT.length + i);
+        assertEquals(counts.submit - before.submit, 1, `decode step ${i}: submits`);
+        assertEquals(counts.mapAsync - before.mapAsync, 1, `decode step ${i}: maps`);
+        assertEquals(counts.bindGroups - before.bindGroups, 0, `decode step ${i}: bind groups`);
+        assertEquals(counts.pipelines - before.pipelines, 0, `decode step ${i}: pipelines`);
+      }
+      assertEquals(counts.pipelines, prepared, "no pipeline after prepare");
+      console.log(`after prefill and 4 decode steps: ${JSON.stringify(counts)}`);
+      m.pool.release(seq);
+    });
+  },
+});

@@ -11,11 +11,13 @@
  *   `promote`), as on the reference; a bf16 cache is held as f32 with every stored value rounded to bf16.
  * - Limits: `maxBindingBytes` is the device's `maxStorageBufferBindingSize`; weights over it come split by rows
  *   (matmul and embedding run part by part; other ops refuse a split weight with a message naming it).
- * - Execution: `prepare` compiles each node into a step (ops.ts) and the WGSL into pipelines (cached by source);
- *   `run` writes the step's parameter words (and host-computed tables: rope's cos/sin, query temperatures) once,
- *   then encodes every dispatch into one command encoder, submitted at the next `write`, `read` or `sync`. Bind
- *   groups are cached per prepared segment by the buffer ranges they bind, so they are made on a bucket's first
- *   runs only.
+ * - Execution: `prepare` compiles each node into a step (ops.ts) and every kernel it dispatches into a pipeline
+ *   (cached by WGSL source); `run` writes the step's parameter words (and host-computed tables: rope's cos/sin,
+ *   query temperatures) once, then encodes every dispatch into one compute pass of one command encoder, left open
+ *   until the next `read` (whose copy joins it), `write` or `sync` submits it: a step whose outputs are read from
+ *   here is one `queue.submit` and one `mapAsync` per output. Bind groups are cached per prepared segment by the
+ *   buffer ranges they bind (views are sized at the largest shape, so every step of a bucket binds the same
+ *   ranges): they are made on a bucket's first run only.
  * - Ops: those of the text model except `sample` (ops.ts `supportsNode`); others are refused, so a mixed plan
  *   (`--backend webgpu,wasm`) runs them elsewhere.
  * - Adapter: `probe()` scores a fallback (software) adapter 2 and a hardware one 5, both below `wasm` (10), so
@@ -305,7 +307,8 @@ class WebGpuBackend implements Backend {
           const dts = n.inputs.map((i) => `${table[i].kind} ${table[i].dtype}`).join(", ");
           throw new Error(`${this.name}: cannot run ${n.op} "${n.name}" (inputs ${dts})`);
         }
-        steps.push(compileNode({ table, workgroupBytes: this.#workgroupBytes }, n));
+        const use = (...wgsl: string[]) => wgsl.forEach((k) => this.#pipeline(k));
+        steps.push(compileNode({ table, workgroupBytes: this.#workgroupBytes, use }, n));
         nodes.push(n);
       }
       const p: WebGpuPrepared = { segment, nodes, steps, table, own: new Map(), groups: new Map(), slots: 0 };

@@ -57,6 +57,8 @@ export type Step = (e: Encoder) => void;
 /** What compiling a node may look at. */
 export type CompileContext = {
   table: TensorInfo[];
+  /** Declares a kernel the step dispatches, so `prepare` builds its pipeline before the first run. */
+  use(...wgsl: string[]): void;
   /** The device's workgroup memory limit (bytes). */
   workgroupBytes: number;
 };
@@ -158,6 +160,7 @@ const ADD = binaryKernel("+"), MUL = binaryKernel("*");
 
 const COMPILERS: Record<string, Compiler> = {
   embedding(c, node) {
+    c.use(COPY_ROWS);
     const [ids, table] = node.inputs;
     const [V, D] = maxShape(c.table[table].shape);
     return (e) => {
@@ -175,6 +178,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   gather_rows(c, node) {
+    c.use(COPY_ROWS);
     const [x, rows] = node.inputs;
     const xs = maxShape(c.table[x].shape), width = numel(xs) / xs[0];
     return (e) => {
@@ -189,6 +193,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   scatter_rows(c, node) {
+    c.use(COPY_ROWS);
     const [x, rows, src] = node.inputs;
     const d = lastOf(maxShape(c.table[x].shape)), maxR = maxShape(c.table[rows].shape)[0];
     return (e) => {
@@ -204,6 +209,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   write_rows(c, node) {
+    c.use(COPY_ROWS);
     const [target, rows, src] = node.inputs;
     const ts = maxShape(c.table[target].shape), n = ts[0], d = numel(ts) / n;
     const maxR = maxShape(c.table[rows].shape)[0];
@@ -220,6 +226,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   slice(c, node) {
+    c.use(COPY_ROWS);
     const [x] = node.inputs;
     const { start, end } = node.attrs as { start: number; end: number };
     const d = lastOf(maxShape(c.table[x].shape));
@@ -235,6 +242,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   concat(c, node) {
+    c.use(COPY_ROWS);
     const widths = node.inputs.map((i) => lastOf(maxShape(c.table[i].shape)));
     const dOut = widths.reduce((a, b) => a + b, 0);
     return (e) => {
@@ -253,6 +261,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   reshape(c, node) {
+    c.use(COPY_ROWS);
     const [x] = node.inputs;
     return (e) => {
       const n = numel(shapeOf(c, e, x));
@@ -262,6 +271,7 @@ const COMPILERS: Record<string, Compiler> = {
   add: (c, node) => binary(c, node, ADD),
   mul: (c, node) => binary(c, node, MUL),
   swiglu(c, node) {
+    c.use(SWIGLU);
     const [x] = node.inputs;
     const f = lastOf(maxShape(c.table[node.id].shape));
     return (e) => {
@@ -270,6 +280,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   rms_norm(c, node) {
+    c.use(RMS_NORM);
     const [x, w] = node.inputs;
     const d = lastOf(maxShape(c.table[x].shape)), eps = (node.attrs as { eps: number }).eps;
     return (e) => {
@@ -278,6 +289,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   matmul(c, node) {
+    c.use(MATMUL_F32);
     const [x, w] = node.inputs;
     const [N, K] = maxShape(c.table[w].shape);
     return (e) => {
@@ -294,6 +306,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   rope(c, node) {
+    c.use(ROPE);
     const [x, pos] = node.inputs;
     const { invFreq, magnitude, pairAxis } = node.attrs as RopeAttrs;
     const xs = maxShape(c.table[x].shape), dr = lastOf(xs), half = dr / 2;
@@ -319,6 +332,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   attn_temperature(c, node) {
+    c.use(ROW_SCALE);
     const [x, pos] = node.inputs;
     const { beta, original } = node.attrs as AttnTemperatureAttrs;
     const xs = maxShape(c.table[x].shape), width = numel(xs) / xs[0];
@@ -333,6 +347,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   moe_topk(c, node) {
+    c.use(MOE_TOPK);
     const [logits] = node.inputs;
     const E = maxShape(c.table[logits].shape)[1], K = (node.attrs as { topK: number }).topK;
     return (e) => {
@@ -341,6 +356,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   moe_gate(c, node) {
+    c.use(MOE_GATE);
     const [logits, ids] = node.inputs;
     const E = maxShape(c.table[logits].shape)[1], K = maxShape(c.table[ids].shape)[1];
     return (e) => {
@@ -349,6 +365,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   moe_experts(c, node) {
+    c.use(MOE_ACT, MOE_DOWN, MOE_MIX);
     const [x, ids, weights, gateUp, down] = node.inputs;
     const [maxT, D] = maxShape(c.table[x].shape), K = maxShape(c.table[ids].shape)[1];
     const [E, F2] = maxShape(c.table[gateUp].shape), F = F2 / 2;
@@ -368,6 +385,7 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   mla_cache_write(c, node) {
+    c.use(MLA_CACHE_WRITE);
     const [ckv, kpe, cache, seq, pos, bt] = node.inputs;
     const kvr = maxShape(c.table[ckv].shape)[1], dr = maxShape(c.table[kpe].shape)[1];
     const [nb, bs] = maxShape(c.table[cache].shape), mb = maxShape(c.table[bt].shape)[1];
@@ -394,6 +412,7 @@ const COMPILERS: Record<string, Compiler> = {
     const [nb] = maxShape(c.table[cache].shape), maxBlocks = maxShape(c.table[bt].shape)[1];
     const maxT = maxShape(c.table[q].shape)[0], ctx = maxBlocks * a.blockSize;
     const wgsl = mlaAttentionKernel({ ...a, maxBlocks });
+    c.use(wgsl);
     return (e) => {
       const T = shapeOf(c, e, q)[0], S = shapeOf(c, e, bt)[0];
       if (!T) return;
@@ -415,6 +434,7 @@ const COMPILERS: Record<string, Compiler> = {
 
 function binary(c: CompileContext, node: Node, wgsl: string): Step {
   const [a, b] = node.inputs;
+  c.use(wgsl);
   return (e) => {
     const n = numel(shapeOf(c, e, node.id));
     if (n) e.dispatch(wgsl, [n], [e.view(a), e.view(b), e.view(node.id)], groupsFor(n));
