@@ -15,8 +15,8 @@
  * fails them; the cache each case writes is compared exactly. The int8 q8 path has its own bit-level tests
  * (runtime/backends/wasm/kernels_test.ts).
  *
- * webgpu (Mesa's lavapipe, measured the same way) holds the same bounds: every float weight arrives as f32 and
- * kernels accumulate in f32 (matmul ≤ 4.9e-7, q8 included since the weight is dequantised exactly; MLA ≤ 3.5e-7;
+ * webgpu (Mesa's lavapipe, measured the same way) holds the same bounds: bf16 weights stay bf16 (widened exactly),
+ * other float weights arrive as f32, and kernels accumulate in f32 (matmul ≤ 4.9e-7, q8 included since the weight is dequantised exactly; MLA ≤ 3.5e-7;
  * MoE ≤ 3.6e-7; norms, rope, swiglu, temperature ≤ 1.6e-7; copies, routing ids and caches exact). The ops it
  * does not run yet are listed in `WEBGPU_REFUSED`: the table must skip exactly those.
  *
@@ -257,6 +257,9 @@ function helperCases(): OpCase[] {
     opCase("reshape i32 [T, 4] → [T, 2, 2]", "reshape", 0, (c) => {
       const T = sym("T", 3), x = c.i32("x", [1, -2, 3, 4, 5, 6, 7, 8], [T, 4]);
       return { y: ops.reshape(c.g, x, { shape: [T, 2, 2] }) };
+    }),
+    opCase("reshape bf16 weight [5, 3] → [15] (an odd count of halves)", "reshape", 0, (c) => {
+      return { y: ops.reshape(c.g, c.weight("w", [5, 3], "bf16"), { shape: [15] }) };
     }),
     opCase("scatter_rows [T, 9] rows with a repeat", "scatter_rows", 0, (c) => {
       const I = sym("I", 5), x = c.f32("x", [[7, 8], 9]), rows = c.i32("rows", [6, 0, 2, 6], [I]);
@@ -845,13 +848,17 @@ Deno.test({
   async fn(t) {
     const backend = await webgpuBackend.create({ maxBindingBytes: 1024 } as never);
     const reference = await referenceBackend.create();
-    // [40, 16] f32 weights are 2,560 B: three row ranges of 16, 16 and 8 rows, each its own dispatch.
+    // [40, 16] f32 weights are 2,560 B: three row ranges of 16, 16 and 8 rows, each its own dispatch; bf16 ones
+    // hold twice the rows per range.
     const cases = [
       opCase("split matmul f32 M=3 K=16 N=40", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[3, 4], 16]), c.weight("w", [40, 16], "f32", 0.25)) };
       }),
-      opCase("split matmul bf16 M=1 K=16 N=40", "matmul", 1e-5, (c) => {
-        return { y: ops.matmul(c.g, c.f32("x", [[1, 4], 16]), c.weight("w", [40, 16], "bf16", 0.25)) };
+      opCase("split matmul bf16 M=1 K=16 N=80", "matmul", 1e-5, (c) => {
+        return { y: ops.matmul(c.g, c.f32("x", [[1, 2], 16]), c.weight("w", [80, 16], "bf16", 0.25)) };
+      }),
+      opCase("split matmul bf16 M=2 K=17 N=75 (rows end inside words)", "matmul", 1e-5, (c) => {
+        return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 17]), c.weight("w", [75, 17], "bf16", 0.25)) };
       }),
       opCase("split embedding f32 [40, 16], ids in every part", "embedding", 0, (c) => {
         const ids = c.i32("ids", [39, 0, 17, 16, 31, 32], [sym("T", 8)]);
@@ -864,7 +871,7 @@ Deno.test({
           const built = c.build();
           const plan = schedule(built.graph, [backend, reference]);
           const parts = plan.weights.find((w) => w.parts?.webgpu)?.parts?.webgpu;
-          assertEquals(parts?.map((p) => p.rows), [16, 16, 8]);
+          assert((parts?.length ?? 0) > 1, "the weight is split");
           await checkCase(c, backend, reference);
         });
       }

@@ -1,5 +1,5 @@
 /**
- * WGSL for `matmul` with f32 weights: `y[m, col0 + j] = Σ_k x[m, k] · W[j, k]` for the `rows` output features of
+ * WGSL for `matmul` with f32 or bf16 weights: `y[m, col0 + j] = Σ_k x[m, k] · W[j, k]` for the `rows` output features of
  * one weight part (a weight over the device's binding limit is split into row ranges, one dispatch each). One
  * thread per output, accumulating in f32.
  *
@@ -9,12 +9,12 @@
  * @module
  */
 
-import { ELEMENT_ARGS, PRELUDE } from "./common.ts";
+import { ELEMENT_ARGS, floats, PRELUDE, type Stored } from "./common.ts";
 
-/** The f32 matmul described in the module docs. */
-export const MATMUL_F32 = PRELUDE + /* wgsl */ `
+/** The matmul described in the module docs, for weights stored as `w`. */
+export function matmulKernel(w: Stored): string {
+  return PRELUDE + floats("W", 2, w) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> W: array<f32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @compute @workgroup_size(64) fn main(${ELEMENT_ARGS}) {
   let i = flatIndex(wid, lid, nwg);
@@ -26,6 +26,7 @@ export const MATMUL_F32 = PRELUDE + /* wgsl */ `
   var acc = 0.0;
   let xo = m * k;
   let wo = j * k;
-  for (var c = 0u; c < k; c++) { acc += X[xo + c] * W[wo + c]; }
+  for (var c = 0u; c < k; c++) { acc += X[xo + c] * W_at(wo + c); }
   Y[m * P[3] + P[4] + j] = acc;
 }`;
+}

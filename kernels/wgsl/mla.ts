@@ -10,7 +10,7 @@
  * @module
  */
 
-import { ELEMENT_ARGS, PRELUDE } from "./common.ts";
+import { ELEMENT_ARGS, floats, PRELUDE, type Stored } from "./common.ts";
 
 /** Rounds f32 bits to the nearest bf16 (ties to even; NaN stays NaN), as `mla_cache_write`'s reference does. */
 const BF16_ROUND = /* wgsl */ `
@@ -21,27 +21,39 @@ fn bf16Round(v: f32) -> f32 {
 }`;
 
 /**
- * `mla_cache_write`, one thread per stored element. Parameters: `P[0]` T · row, `P[1]` kvr, `P[2]` dr, `P[3]`
- * blocks in the cache, `P[4]` block size, `P[5]` sequences (block table rows), `P[6]` blocks per sequence, `P[7]`
- * 1 for a bf16 cache. A token whose sequence, position or block falls outside the cache writes nothing there.
+ * `mla_cache_write` for a cache stored as `cache`, one thread per element of the step's rows. Parameters: `P[0]`
+ * T · row, `P[1]` kvr, `P[2]` dr, `P[3]` blocks in the cache, `P[4]` block size, `P[5]` sequences (block table
+ * rows), `P[6]` blocks per sequence, `P[7]` 1 to round to bf16 (a bf16 cache held as f32). A bf16 cache is written a
+ * 32-bit word (two elements) at a time by the even threads, so the row width must be even. A token whose sequence,
+ * position or block falls outside the cache writes nothing there.
  */
-export const MLA_CACHE_WRITE = PRELUDE + BF16_ROUND + /* wgsl */ `
+export function mlaCacheWriteKernel(cache: Stored): string {
+  const store = cache === "f32"
+    ? `if (P[7] == 1u) { v = bf16Round(v); }
+  C[o + c] = v;`
+    : `if ((c & 1u) == 1u) { return; }
+  let lo = bitcast<u32>(bf16Round(v)) >> 16u;
+  let hi = bitcast<u32>(bf16Round(value(t, c + 1u))) & 0xffff0000u;
+  C[(o + c) >> 1u] = lo | hi;`;
+  return PRELUDE + BF16_ROUND + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> CKV: array<f32>;
 @group(0) @binding(2) var<storage, read_write> KPE: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: array<${cache === "f32" ? "f32" : "u32"}>;
 @group(0) @binding(4) var<storage, read_write> SEQ: array<i32>;
 @group(0) @binding(5) var<storage, read_write> POS: array<i32>;
 @group(0) @binding(6) var<storage, read_write> BT: array<i32>;
 @group(0) @binding(7) var<storage, read_write> O: array<f32>;
+fn value(t: u32, c: u32) -> f32 {
+  if (c < P[1]) { return CKV[t * P[1] + c]; }
+  return KPE[t * P[2] + c - P[1]];
+}
 @compute @workgroup_size(64) fn main(${ELEMENT_ARGS}) {
   let n = flatIndex(wid, lid, nwg);
   if (n >= P[0]) { return; }
-  let kvr = P[1];
-  let row = kvr + P[2];
+  let row = P[1] + P[2];
   let t = n / row;
   let c = n - t * row;
-  var v: f32;
-  if (c < kvr) { v = CKV[t * kvr + c]; } else { v = KPE[t * P[2] + c - kvr]; }
+  var v = value(t, c);
   O[n] = v;
   let s = SEQ[t];
   let p = POS[t];
@@ -49,12 +61,16 @@ export const MLA_CACHE_WRITE = PRELUDE + BF16_ROUND + /* wgsl */ `
   if (s < 0 || u32(s) >= P[5] || p < 0 || u32(p) / bs >= P[6]) { return; }
   let b = BT[u32(s) * P[6] + u32(p) / bs];
   if (b < 0 || u32(b) >= P[3]) { return; }
-  if (P[7] == 1u) { v = bf16Round(v); }
-  C[(u32(b) * bs + u32(p) % bs) * row + c] = v;
+  let o = (u32(b) * bs + u32(p) % bs) * row;
+  ${store}
 }`;
+}
 
 /** The geometry an attention kernel is generated for. */
 export type MlaGeometry = {
+  /** How W_kvb and the cache are stored. */
+  weight: Stored;
+  cache: Stored;
   heads: number;
   dn: number;
   dr: number;
@@ -74,9 +90,7 @@ export function mlaAttentionKernel(g: MlaGeometry): string {
   const ROW = KVR + DR, QW = DN + DR, HW = DN + DV, CTX = MB * BS;
   return PRELUDE + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> Q: array<f32>;
-@group(0) @binding(2) var<storage, read_write> W: array<f32>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
-@group(0) @binding(4) var<storage, read_write> SEQ: array<i32>;
+${floats("W", 2, g.weight)}${floats("C", 3, g.cache)}@group(0) @binding(4) var<storage, read_write> SEQ: array<i32>;
 @group(0) @binding(5) var<storage, read_write> POS: array<i32>;
 @group(0) @binding(6) var<storage, read_write> BT: array<i32>;
 @group(0) @binding(7) var<storage, read_write> SC: array<f32>;
@@ -130,7 +144,7 @@ fn reduce(op: u32, l: u32) -> f32 {
   let scale = pf(3u);
   for (var k = l; k < ${KVR}u; k += 64u) {
     var a = 0.0;
-    for (var d = 0u; d < ${DN}u; d++) { a += Q[qo + d] * W[wk + d * ${KVR}u + k]; }
+    for (var d = 0u; d < ${DN}u; d++) { a += Q[qo + d] * W_at(wk + d * ${KVR}u + k); }
     qa[k] = a;
   }
   workgroupBarrier();
@@ -140,8 +154,8 @@ fn reduce(op: u32, l: u32) -> f32 {
     var sc = -3.4e38;
     if (o != 0xffffffffu) {
       var a = 0.0;
-      for (var k = 0u; k < ${KVR}u; k++) { a += qa[k] * C[o + k]; }
-      for (var r = 0u; r < ${DR}u; r++) { a += Q[qo + ${DN}u + r] * C[o + ${KVR}u + r]; }
+      for (var k = 0u; k < ${KVR}u; k++) { a += qa[k] * C_at(o + k); }
+      for (var r = 0u; r < ${DR}u; r++) { a += Q[qo + ${DN}u + r] * C_at(o + ${KVR}u + r); }
       sc = a * scale;
     }
     SC[so + j] = sc;
@@ -164,14 +178,14 @@ fn reduce(op: u32, l: u32) -> f32 {
     var a = 0.0;
     for (var j = 0u; j < n; j++) {
       let o = slot(s, j);
-      if (o != 0xffffffffu) { a += SC[so + j] * C[o + k]; }
+      if (o != 0xffffffffu) { a += SC[so + j] * C_at(o + k); }
     }
     lat[k] = a / total;
   }
   workgroupBarrier();
   for (var i = l; i < ${DV}u; i += 64u) {
     var a = 0.0;
-    for (var k = 0u; k < ${KVR}u; k++) { a += W[wv + i * ${KVR}u + k] * lat[k]; }
+    for (var k = 0u; k < ${KVR}u; k++) { a += W_at(wv + i * ${KVR}u + k) * lat[k]; }
     O[(t * ${H}u + h) * ${DV}u + i] = a;
   }
 }`;

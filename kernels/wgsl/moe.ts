@@ -7,7 +7,7 @@
  * @module
  */
 
-import { ELEMENT_ARGS, PRELUDE } from "./common.ts";
+import { ELEMENT_ARGS, floats, PRELUDE, type Stored } from "./common.ts";
 
 /** `p_e = exp(l_e − max) / Σ exp(l − max)` over row `r` of `L [T, E]` (E = `P[1]`). */
 const SOFTMAX = /* wgsl */ `
@@ -77,10 +77,10 @@ ${SOFTMAX}
  * Pass 1: `act[t, j, i] = silu(gate_e[i]·x[t]) · (up_e[i]·x[t])`, `e = ids[t, j]`. Parameters: `P[0]` T·K·F,
  * `P[1]` K, `P[2]` F, `P[3]` D, `P[4]` E (an id outside 0..E−1 gives 0).
  */
-export const MOE_ACT = PRELUDE + /* wgsl */ `
+export function moeActKernel(w: Stored): string {
+  return PRELUDE + floats("GU", 3, w) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> IDS: array<i32>;
-@group(0) @binding(3) var<storage, read_write> GU: array<f32>;
 @group(0) @binding(4) var<storage, read_write> A: array<f32>;
 @compute @workgroup_size(64) fn main(${ELEMENT_ARGS}) {
   let n = flatIndex(wid, lid, nwg);
@@ -98,19 +98,20 @@ export const MOE_ACT = PRELUDE + /* wgsl */ `
   var u = 0.0;
   for (var c = 0u; c < d; c++) {
     let xv = X[t * d + c];
-    g += GU[go + c] * xv;
-    u += GU[uo + c] * xv;
+    g += GU_at(go + c) * xv;
+    u += GU_at(uo + c) * xv;
   }
   A[n] = g / (1.0 + exp(-g)) * u;
 }`;
+}
 
 /**
  * Pass 2: `y[t, j, c] = down_e[c] · act[t, j]`. Parameters: `P[0]` T·K·D, `P[1]` K, `P[2]` F, `P[3]` D, `P[4]` E.
  */
-export const MOE_DOWN = PRELUDE + /* wgsl */ `
+export function moeDownKernel(w: Stored): string {
+  return PRELUDE + floats("DN", 3, w) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> A: array<f32>;
 @group(0) @binding(2) var<storage, read_write> IDS: array<i32>;
-@group(0) @binding(3) var<storage, read_write> DN: array<f32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;
 @compute @workgroup_size(64) fn main(${ELEMENT_ARGS}) {
   let n = flatIndex(wid, lid, nwg);
@@ -123,9 +124,10 @@ export const MOE_DOWN = PRELUDE + /* wgsl */ `
   if (e < 0 || u32(e) >= P[4]) { Y[n] = 0.0; return; }
   let wo = (u32(e) * d + c) * f;
   var y = 0.0;
-  for (var i = 0u; i < f; i++) { y += DN[wo + i] * A[tj * f + i]; }
+  for (var i = 0u; i < f; i++) { y += DN_at(wo + i) * A[tj * f + i]; }
   Y[n] = y;
 }`;
+}
 
 /** Pass 3: `out[t, c] = Σ_j w[t, j] · y[t, j, c]`. Parameters: `P[0]` T·D, `P[1]` K, `P[3]` D. */
 export const MOE_MIX = PRELUDE + /* wgsl */ `

@@ -7,12 +7,12 @@
  * @module
  */
 
-import { PRELUDE } from "./common.ts";
+import { floats, PRELUDE, type Stored } from "./common.ts";
 
-/** `out[r] = x[r] · rsqrt(mean(x[r]²) + eps) · w`. */
-export const RMS_NORM = PRELUDE + /* wgsl */ `
+/** `out[r] = x[r] · rsqrt(mean(x[r]²) + eps) · w`, for `w` stored as `w`. */
+export function rmsNormKernel(w: Stored): string {
+  return PRELUDE + floats("W", 2, w) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
-@group(0) @binding(2) var<storage, read_write> W: array<f32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
 var<workgroup> part: array<f32, 64>;
 @compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>,
@@ -30,5 +30,6 @@ var<workgroup> part: array<f32, 64>;
     workgroupBarrier();
   }
   let inv = 1.0 / sqrt(part[0] / f32(d) + pf(2u));
-  for (var i = lid.x; i < d; i += 64u) { O[o + i] = (X[o + i] * inv) * W[i]; }
+  for (var i = lid.x; i < d; i += 64u) { O[o + i] = (X[o + i] * inv) * W_at(i); }
 }`;
+}

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { ELEMENT_ARGS, PRELUDE } from "./common.ts";
+import { ELEMENT_ARGS, floats, PRELUDE } from "./common.ts";
 
 /** The row copy described in the module docs. */
 export const COPY_ROWS = PRELUDE + /* wgsl */ `
@@ -38,4 +38,23 @@ export const COPY_ROWS = PRELUDE + /* wgsl */ `
     dst = u32(d);
   }
   O[dst * P[4] + P[5] + c] = X[src * P[2] + P[3] + c];
+}`;
+
+/**
+ * `embedding` from a bf16 table (two values per word, so not a word copy): `O[r, c] = T[I[r] − P[2], c]` widened to
+ * f32, for rows whose id falls in `P[2]..P[2] + P[3] − 1` (one part of a split table). `P[0]` rows · width, `P[1]`
+ * width.
+ */
+export const GATHER_BF16 = PRELUDE + floats("T", 1, "bf16") + /* wgsl */ `
+@group(0) @binding(2) var<storage, read_write> I: array<i32>;
+@group(0) @binding(3) var<storage, read_write> O: array<f32>;
+@compute @workgroup_size(64) fn main(${ELEMENT_ARGS}) {
+  let i = flatIndex(wid, lid, nwg);
+  if (i >= P[0]) { return; }
+  let w = P[1];
+  let r = i / w;
+  let c = i - r * w;
+  let s = I[r] - i32(P[2]);
+  if (s < 0 || u32(s) >= P[3]) { return; }
+  O[i] = T_at(u32(s) * w + c);
 }`;

@@ -7,8 +7,9 @@
  *   every run are ordered on the one queue. A buffer the device cannot hold is an {@link OutOfMemoryError}: at
  *   once when it is over `maxBufferSize`, else from the `out-of-memory` error scope around its creation, which the
  *   next `uploadWeight` (naming the weight) or `sync` rejects with.
- * - Dtypes: f32 and i32 only for now: bf16, f16, FP8, q8 and NVFP4 weights arrive dequantised to f32 (caps
- *   `promote`), as on the reference; a bf16 cache is held as f32 with every stored value rounded to bf16.
+ * - Dtypes: activations f32, ids i32; bf16 weights and caches stay bf16, packed two to a 32-bit word (the kernels
+ *   widen them with a shift), written as their chunks come; f16, FP8, q8 and NVFP4 weights arrive dequantised to
+ *   f32 (caps `promote`), exactly as the reference sees them.
  * - Limits: `maxBindingBytes` is the device's `maxStorageBufferBindingSize`; weights over it come split by rows
  *   (matmul and embedding run part by part; other ops refuse a split weight with a message naming it).
  * - Execution: `prepare` compiles each node into a step (ops.ts) and every kernel it dispatches into a pipeline
@@ -56,6 +57,7 @@ import {
   refusedOps,
   type Segment,
   type TensorView,
+  type WeightPart,
   type WeightSource,
   type WeightTarget,
 } from "../../backend.ts";
@@ -153,8 +155,8 @@ class WebGpuBackend implements Backend {
     const binding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
     this.caps = {
       alignment: Math.max(SLOT, device.limits.minStorageBufferOffsetAlignment),
-      dtypes: ["f32", "i32"],
-      promote: { bf16: "f32", f16: "f32", f8e4m3: "f32", nvfp4: "f32", q8: "f32" },
+      dtypes: ["f32", "i32", "bf16"],
+      promote: { f16: "f32", f8e4m3: "f32", nvfp4: "f32", q8: "f32" },
       memoryBytes: options.memoryBytes ?? Infinity,
       // Whole 4-byte words: every binding is an array of 32-bit elements.
       maxBindingBytes: Math.floor(binding / 4) * 4,
@@ -173,6 +175,7 @@ class WebGpuBackend implements Backend {
   }
 
   weightBytes(shape: readonly number[], storage: DType): number {
+    if (storage === "bf16") return 2 * numel(shape);
     if (storage !== "f32" && storage !== "i32") throw new RangeError(`webgpu: weights are not stored as ${storage}`);
     return 4 * numel(shape);
   }
@@ -231,6 +234,36 @@ class WebGpuBackend implements Backend {
       this.#allocChecks.delete(part.view.buffer.id);
     }
     const per = rowElements(maxShape(target.decl.shape));
+    if (target.storage === "bf16") {
+      // bf16 chunks go as they come, two bytes a value: a chunk may end inside a 32-bit word, whose half waits for
+      // the next chunk (writeBuffer writes whole words); the last word of a part is padded (its buffer is).
+      let pending: { part: WeightPart; offset: number; bytes: Uint8Array } | undefined;
+      const flush = () => {
+        if (!pending) return;
+        const padded = new Uint8Array(alignUp(pending.bytes.length, 4));
+        padded.set(pending.bytes);
+        this.write({ buffer: pending.part.view.buffer, offset: pending.offset }, padded);
+        pending = undefined;
+      };
+      await uploadChunks(target, source, (chunk, part, row) => {
+        if (chunk.dtype !== "bf16") throw new Error(`webgpu: weight ${name} comes as ${chunk.dtype}, not bf16`);
+        let offset = part.view.offset + 2 * row * per, bytes = chunk.data;
+        if (pending && pending.part === part) {
+          const joined = new Uint8Array(pending.bytes.length + bytes.length);
+          joined.set(pending.bytes);
+          joined.set(bytes, pending.bytes.length);
+          offset = pending.offset;
+          bytes = joined;
+          pending = undefined;
+        }
+        flush();
+        const whole = bytes.length - (bytes.length % 4);
+        if (whole) this.write({ buffer: part.view.buffer, offset }, bytes.subarray(0, whole));
+        if (whole < bytes.length) pending = { part, offset: offset + whole, bytes: bytes.slice(whole) };
+      });
+      flush();
+      return;
+    }
     await uploadChunks(target, source, (chunk, part, row) => {
       const values = chunk.dtype === "i32" ? chunk.data : chunkToF32(chunk, scratchF32(chunk.rows * per, 3));
       this.write({ buffer: part.view.buffer, offset: part.view.offset + 4 * row * per }, values);
@@ -514,8 +547,8 @@ class WebGpuBackend implements Backend {
   #parts(p: WebGpuPrepared, bindings: Bindings, id: number): PartRef[] {
     const t = p.table[id], bound = bindings.get(id);
     if (!bound) throw new Error(`tensor ${id} "${t.name}" is not bound`);
-    const shape = maxShape(t.shape), per = 4 * numel(shape) / (shape[0] ?? 1);
-    if (!isSplit(bound)) return [{ ref: this.#range(bound, 4 * numel(shape), t.name), row0: 0, rows: shape[0] ?? 1 }];
+    const shape = maxShape(t.shape), per = maxBytes(t) / (shape[0] ?? 1);
+    if (!isSplit(bound)) return [{ ref: this.#range(bound, maxBytes(t), t.name), row0: 0, rows: shape[0] ?? 1 }];
     return bound.parts.map((part) => ({
       ref: this.#range(part.view, per * part.rows, t.name),
       row0: part.row0,

@@ -112,3 +112,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "webgpu: a bf16 weight whose chunks end inside 32-bit words uploads bit-exactly",
+  ignore: WEBGPU_IGNORE,
+  async fn() {
+    // 7 values (14 B) a row: 4 MiB chunks of 299,593 rows end halfway through a word, which waits for the next.
+    const shape = [400_000, 7], n = shape[0] * shape[1];
+    const data = new Uint8Array(2 * n);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 8)) & 0xff;
+    const b = await webgpuBackend.create();
+    try {
+      const buffer = b.alloc(b.weightBytes(shape, "bf16"));
+      const decl = { id: 0, name: "w", shape, dtype: "bf16" as const };
+      const source = memorySource({ name: "w", shape, dtype: "bf16", data }, "bf16");
+      await b.uploadWeight(
+        { decl, storage: "bf16", parts: [{ view: { buffer, offset: 0 }, row0: 0, rows: shape[0] }] },
+        source,
+        [],
+      );
+      const back = await b.read({ buffer, offset: 0 }, data.length);
+      assertEquals(back.findIndex((v, i) => v !== data[i]), -1);
+    } finally {
+      b.dispose();
+    }
+  },
+});

@@ -19,13 +19,13 @@ import type { RopeAttrs } from "../../../ops/rope.ts";
 import type { HostInputs } from "../../backend.ts";
 import { checkCacheIndices, checkIndices } from "../../step_plan.ts";
 import { binaryKernel, ROW_SCALE, SWIGLU } from "../../../kernels/wgsl/elementwise.ts";
-import { MATMUL_F32 } from "../../../kernels/wgsl/matmul.ts";
-import { MLA_CACHE_WRITE, mlaAttentionKernel } from "../../../kernels/wgsl/mla.ts";
-import { MOE_ACT, MOE_DOWN, MOE_GATE, MOE_MIX, MOE_TOPK } from "../../../kernels/wgsl/moe.ts";
-import { RMS_NORM } from "../../../kernels/wgsl/norm.ts";
-import { COPY_ROWS } from "../../../kernels/wgsl/rows.ts";
+import { matmulKernel } from "../../../kernels/wgsl/matmul.ts";
+import { mlaAttentionKernel, mlaCacheWriteKernel } from "../../../kernels/wgsl/mla.ts";
+import { MOE_GATE, MOE_MIX, MOE_TOPK, moeActKernel, moeDownKernel } from "../../../kernels/wgsl/moe.ts";
+import { rmsNormKernel } from "../../../kernels/wgsl/norm.ts";
+import { COPY_ROWS, GATHER_BF16 } from "../../../kernels/wgsl/rows.ts";
 import { ROPE } from "../../../kernels/wgsl/rope.ts";
-import { WG } from "../../../kernels/wgsl/common.ts";
+import { type Stored, WG } from "../../../kernels/wgsl/common.ts";
 
 /** A byte range of a device buffer, as a kernel binds it (opaque to the compilers). */
 export type Ref = { readonly buffer: unknown; readonly offset: number; readonly size: number };
@@ -78,15 +78,18 @@ const groupsFor = (n: number) => Math.ceil(n / WG);
  * `refuse` names ops to refuse anyway.
  */
 export function supportsNode(node: Node, inputs: readonly TensorInfo[], workgroupBytes: number): boolean {
-  const float = (i: number) => inputs[i].dtype !== "i32" && inputs[i].dtype !== "u8";
+  // An activation is f32 here; a weight or a cache may also be bf16 (packed), read through the kernels' bf16 form.
+  const float = (i: number) => inputs[i].dtype !== "i32" && inputs[i].dtype !== "u8" && inputs[i].dtype !== "bf16";
+  const matrix = (i: number) => float(i) || inputs[i].dtype === "bf16";
   const int = (i: number) => inputs[i].dtype === "i32";
   const hostInput = (i: number) => int(i) && inputs[i].kind === "input";
   const outF32 = node.dtype === "f32";
   switch (node.op) {
     case "embedding":
-      return int(0) && float(1) && outF32;
+      return int(0) && matrix(1) && outF32;
     case "rms_norm":
     case "matmul":
+      return float(0) && matrix(1) && outF32;
     case "add":
     case "mul":
       return float(0) && float(1) && outF32;
@@ -95,10 +98,12 @@ export function supportsNode(node: Node, inputs: readonly TensorInfo[], workgrou
     case "rope":
     case "attn_temperature":
       return float(0) && hostInput(1) && outF32;
-    case "slice":
     case "reshape":
+      // A word copy, so bf16 too (a tensor's binding is padded to whole words).
+      return int(0) || matrix(0);
+    case "slice":
     case "concat":
-      return inputs.every((t) => t.dtype === inputs[0].dtype && (t.dtype === "i32" || float(0)));
+      return inputs.every((t) => t.dtype === inputs[0].dtype) && (int(0) || float(0));
     case "gather_rows":
       return (float(0) || int(0)) && int(1);
     case "scatter_rows":
@@ -109,13 +114,15 @@ export function supportsNode(node: Node, inputs: readonly TensorInfo[], workgrou
     case "moe_gate":
       return float(0) && int(1) && outF32;
     case "moe_experts":
-      return float(0) && int(1) && float(2) && float(3) && float(4) && outF32;
+      return float(0) && int(1) && float(2) && matrix(3) && matrix(4) && outF32;
     case "mla_cache_write":
-      return float(0) && float(1) && float(2) && int(3) && int(4) && int(5);
+      // A bf16 cache is written a word (two values) at a time: rows must not share words.
+      return float(0) && float(1) && matrix(2) && int(3) && int(4) && int(5) &&
+        (inputs[2].dtype !== "bf16" || inputs[2].shape[2] as number % 2 === 0);
     case "mla_attention": {
       const a = node.attrs as MlaAttentionAttrs;
       const maxBlocks = inputs[5].shape[1];
-      return float(0) && float(1) && float(2) && int(3) && int(4) && int(5) && typeof maxBlocks === "number" &&
+      return float(0) && matrix(1) && matrix(2) && int(3) && int(4) && int(5) && typeof maxBlocks === "number" &&
         8 * a.kvr + 4 * 66 <= workgroupBytes && outF32;
     }
     default:
@@ -123,9 +130,14 @@ export function supportsNode(node: Node, inputs: readonly TensorInfo[], workgrou
   }
 }
 
-/** Bytes of tensor `t` at its largest shape on this device (every element 4 bytes). */
+/** How tensor `t` is stored on this device: bf16 stays bf16, every other float is f32 (ids are 32-bit too). */
+export function storedOf(t: Pick<TensorInfo, "dtype">): Stored {
+  return t.dtype === "bf16" ? "bf16" : "f32";
+}
+
+/** Bytes of tensor `t` at its largest shape on this device. */
 export function maxBytes(t: TensorInfo): number {
-  return 4 * numel(maxShape(t.shape));
+  return (storedOf(t) === "bf16" ? 2 : 4) * numel(maxShape(t.shape));
 }
 
 /** Compiles `node` (which {@link supportsNode} accepts) into a step. */
@@ -160,15 +172,20 @@ const ADD = binaryKernel("+"), MUL = binaryKernel("*");
 
 const COMPILERS: Record<string, Compiler> = {
   embedding(c, node) {
-    c.use(COPY_ROWS);
     const [ids, table] = node.inputs;
-    const [V, D] = maxShape(c.table[table].shape);
+    const [V, D] = maxShape(c.table[table].shape), bf16 = storedOf(c.table[table]) === "bf16";
+    c.use(bf16 ? GATHER_BF16 : COPY_ROWS);
     return (e) => {
       const T = shapeOf(c, e, ids)[0];
       const host = e.host.get(ids);
       if (host) checkIndices(host.subarray(0, T), V, "embedding: id");
       // Each part gathers the ids that fall in its rows (a table over the binding limit is split by rows).
       for (const p of e.parts(table)) {
+        if (bf16) {
+          const params = [T * D, D, p.row0, p.rows], refs = [p.ref, e.view(ids), e.view(node.id)];
+          if (T) e.dispatch(GATHER_BF16, params, refs, groupsFor(T * D));
+          continue;
+        }
         copyRows(e, p.ref, e.view(node.id), { rows: T, width: D, srcStride: D, dstStride: D }, {
           ref: e.view(ids),
           base: p.row0,
@@ -263,8 +280,9 @@ const COMPILERS: Record<string, Compiler> = {
   reshape(c, node) {
     c.use(COPY_ROWS);
     const [x] = node.inputs;
+    const bf16 = storedOf(c.table[x]) === "bf16";
     return (e) => {
-      const n = numel(shapeOf(c, e, x));
+      const n = bf16 ? Math.ceil(numel(shapeOf(c, e, x)) / 2) : numel(shapeOf(c, e, x));
       copyRows(e, e.view(x), e.view(node.id), { rows: 1, width: n, srcStride: n, dstStride: n });
     };
   },
@@ -280,24 +298,26 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   rms_norm(c, node) {
-    c.use(RMS_NORM);
     const [x, w] = node.inputs;
+    const kernel = rmsNormKernel(storedOf(c.table[w]));
+    c.use(kernel);
     const d = lastOf(maxShape(c.table[x].shape)), eps = (node.attrs as { eps: number }).eps;
     return (e) => {
       const rows = numel(shapeOf(c, e, x)) / d;
-      if (rows) e.dispatch(RMS_NORM, [rows, d, f32Bits(eps)], [e.view(x), e.view(w), e.view(node.id)], rows);
+      if (rows) e.dispatch(kernel, [rows, d, f32Bits(eps)], [e.view(x), e.view(w), e.view(node.id)], rows);
     };
   },
   matmul(c, node) {
-    c.use(MATMUL_F32);
     const [x, w] = node.inputs;
+    const kernel = matmulKernel(storedOf(c.table[w]));
+    c.use(kernel);
     const [N, K] = maxShape(c.table[w].shape);
     return (e) => {
       const M = numel(shapeOf(c, e, x)) / K;
       if (!M) return;
       for (const p of e.parts(w)) {
         e.dispatch(
-          MATMUL_F32,
+          kernel,
           [M * p.rows, p.rows, K, N, p.row0],
           [e.view(x), p.ref, e.view(node.id)],
           groupsFor(M * p.rows),
@@ -365,28 +385,25 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
   moe_experts(c, node) {
-    c.use(MOE_ACT, MOE_DOWN, MOE_MIX);
     const [x, ids, weights, gateUp, down] = node.inputs;
+    const act = moeActKernel(storedOf(c.table[gateUp])), dn = moeDownKernel(storedOf(c.table[down]));
+    c.use(act, dn, MOE_MIX);
     const [maxT, D] = maxShape(c.table[x].shape), K = maxShape(c.table[ids].shape)[1];
     const [E, F2] = maxShape(c.table[gateUp].shape), F = F2 / 2;
     return (e) => {
       const T = shapeOf(c, e, x)[0];
       if (!T) return;
-      const act = e.scratch("act", 4 * maxT * K * F), y = e.scratch("y", 4 * maxT * K * D);
+      const a = e.scratch("act", 4 * maxT * K * F), y = e.scratch("y", 4 * maxT * K * D);
       const params = (n: number) => [n, K, F, D, E];
-      e.dispatch(
-        MOE_ACT,
-        params(T * K * F),
-        [e.view(x), e.view(ids), whole(e, gateUp, node), act],
-        groupsFor(T * K * F),
-      );
-      e.dispatch(MOE_DOWN, params(T * K * D), [act, e.view(ids), whole(e, down, node), y], groupsFor(T * K * D));
+      e.dispatch(act, params(T * K * F), [e.view(x), e.view(ids), whole(e, gateUp, node), a], groupsFor(T * K * F));
+      e.dispatch(dn, params(T * K * D), [a, e.view(ids), whole(e, down, node), y], groupsFor(T * K * D));
       e.dispatch(MOE_MIX, params(T * D), [y, e.view(weights), e.view(node.id)], groupsFor(T * D));
     };
   },
   mla_cache_write(c, node) {
-    c.use(MLA_CACHE_WRITE);
     const [ckv, kpe, cache, seq, pos, bt] = node.inputs;
+    const kernel = mlaCacheWriteKernel(storedOf(c.table[cache]));
+    c.use(kernel);
     const kvr = maxShape(c.table[ckv].shape)[1], dr = maxShape(c.table[kpe].shape)[1];
     const [nb, bs] = maxShape(c.table[cache].shape), mb = maxShape(c.table[bt].shape)[1];
     const bf16 = c.table[cache].dtype === "bf16" ? 1 : 0;
@@ -395,7 +412,7 @@ const COMPILERS: Record<string, Compiler> = {
       if (!T) return;
       checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks: mb, numBlocks: nb, blockSize: bs });
       const n = T * (kvr + dr);
-      e.dispatch(MLA_CACHE_WRITE, [n, kvr, dr, nb, bs, S, mb, bf16], [
+      e.dispatch(kernel, [n, kvr, dr, nb, bs, S, mb, bf16], [
         e.view(ckv),
         e.view(kpe),
         e.view(cache),
@@ -411,7 +428,12 @@ const COMPILERS: Record<string, Compiler> = {
     const a = node.attrs as MlaAttentionAttrs;
     const [nb] = maxShape(c.table[cache].shape), maxBlocks = maxShape(c.table[bt].shape)[1];
     const maxT = maxShape(c.table[q].shape)[0], ctx = maxBlocks * a.blockSize;
-    const wgsl = mlaAttentionKernel({ ...a, maxBlocks });
+    const wgsl = mlaAttentionKernel({
+      ...a,
+      maxBlocks,
+      weight: storedOf(c.table[wkvb]),
+      cache: storedOf(c.table[cache]),
+    });
     c.use(wgsl);
     return (e) => {
       const T = shapeOf(c, e, q)[0], S = shapeOf(c, e, bt)[0];
