@@ -26,6 +26,7 @@ import { rmsNormKernel } from "../../../kernels/wgsl/norm.ts";
 import { COPY_ROWS, GATHER_BF16 } from "../../../kernels/wgsl/rows.ts";
 import { ROPE } from "../../../kernels/wgsl/rope.ts";
 import { type Stored, WG } from "../../../kernels/wgsl/common.ts";
+import { attentionKernel, GELU, PATCH_MERGE } from "../../../kernels/wgsl/vision.ts";
 
 /** A byte range of a device buffer, as a kernel binds it (opaque to the compilers). */
 export type Ref = { readonly buffer: unknown; readonly offset: number; readonly size: number };
@@ -115,6 +116,16 @@ export function supportsNode(node: Node, inputs: readonly TensorInfo[], workgrou
       return float(0) && int(1) && outF32;
     case "moe_experts":
       return float(0) && int(1) && float(2) && matrix(3) && matrix(4) && outF32;
+    case "gelu":
+      return float(0) && outF32;
+    case "attention":
+    case "attention_rows": {
+      const d = inputs[0].shape[2];
+      return float(0) && float(1) && float(2) && hostInput(3) && (node.op === "attention" || hostInput(4)) &&
+        typeof d === "number" && 4 * (d + 256 + 66) <= workgroupBytes && outF32;
+    }
+    case "patch_merge":
+      return float(0) && int(1) && outF32;
     case "mla_cache_write":
       // A bf16 cache is written a word (two values) at a time: rows must not share words.
       return float(0) && float(1) && matrix(2) && int(3) && int(4) && int(5) &&
@@ -400,6 +411,28 @@ const COMPILERS: Record<string, Compiler> = {
       e.dispatch(MOE_MIX, params(T * D), [y, e.view(weights), e.view(node.id)], groupsFor(T * D));
     };
   },
+  gelu(c, node) {
+    c.use(GELU);
+    const [x] = node.inputs;
+    return (e) => {
+      const n = numel(shapeOf(c, e, x));
+      if (n) e.dispatch(GELU, [n], [e.view(x), e.view(node.id)], groupsFor(n));
+    };
+  },
+  attention: (c, node) => attention(c, node, false),
+  attention_rows: (c, node) => attention(c, node, true),
+  patch_merge(c, node) {
+    c.use(PATCH_MERGE);
+    const [x, index] = node.inputs;
+    const C = maxShape(c.table[x].shape)[1], K = maxShape(c.table[index].shape)[1];
+    return (e) => {
+      const P = shapeOf(c, e, x)[0], M = shapeOf(c, e, index)[0];
+      const host = e.host.get(index);
+      if (host) checkIndices(host.subarray(0, M * K), P, "patch_merge: row");
+      const n = M * C * K;
+      if (n) e.dispatch(PATCH_MERGE, [n, C, K, P], [e.view(x), e.view(index), e.view(node.id)], groupsFor(n));
+    };
+  },
   mla_cache_write(c, node) {
     const [ckv, kpe, cache, seq, pos, bt] = node.inputs;
     const kernel = mlaCacheWriteKernel(storedOf(c.table[cache]));
@@ -453,6 +486,42 @@ const COMPILERS: Record<string, Compiler> = {
     };
   },
 };
+
+/**
+ * `attention` (each row against its own segment) or `attention_rows` (the queries of rows `rows` against keys of a
+ * longer state): each query's key range, the contiguous run of its segment, is found on the host.
+ */
+function attention(c: CompileContext, node: Node, rows: boolean): Step {
+  const [q, k, v, segment, rowIds] = node.inputs;
+  const [maxQ, heads, d] = maxShape(c.table[q].shape), dv = maxShape(c.table[v].shape)[2];
+  const kernel = attentionKernel({ heads, d, dv });
+  c.use(kernel);
+  const { scale } = node.attrs as { scale: number };
+  return (e) => {
+    const Q = shapeOf(c, e, q)[0];
+    if (!Q) return;
+    const seg = hostOf(e.host, segment, `${node.op} segments`).subarray(0, shapeOf(c, e, segment)[0]);
+    const picked = rows ? hostOf(e.host, rowIds, "attention_rows rows").subarray(0, Q) : undefined;
+    if (picked) checkIndices(picked, seg.length, "attention_rows: row");
+    // Runs of equal segment ids: [start, end) for every position.
+    const runStart = new Int32Array(seg.length), runEnd = new Int32Array(seg.length);
+    for (let a = 0; a < seg.length;) {
+      let b = a + 1;
+      while (b < seg.length && seg[b] === seg[a]) b++;
+      runStart.fill(a, a, b);
+      runEnd.fill(b, a, b);
+      a = b;
+    }
+    const ranges = new Int32Array(2 * Q);
+    for (let i = 0; i < Q; i++) {
+      const row = picked ? picked[i] : i;
+      ranges[2 * i] = runStart[row];
+      ranges[2 * i + 1] = runEnd[row];
+    }
+    const r = e.upload("ranges", ranges, 8 * maxQ);
+    e.dispatch(kernel, [Q, f32Bits(scale)], [e.view(q), e.view(k), e.view(v), r, e.view(node.id)], Q * heads);
+  };
+}
 
 function binary(c: CompileContext, node: Node, wgsl: string): Step {
   const [a, b] = node.inputs;
