@@ -19,8 +19,8 @@
  *   here is one `queue.submit` and one `mapAsync` per output. Bind groups are cached per prepared segment by the
  *   buffer ranges they bind (views are sized at the largest shape, so every step of a bucket binds the same
  *   ranges): they are made on a bucket's first run only.
- * - Ops: those of the text model except `sample` (ops.ts `supportsNode`); others are refused, so a mixed plan
- *   (`--backend webgpu,wasm`) runs them elsewhere.
+ * - Ops: every op of the text and vision graphs except `sample` (ops.ts `supportsNode`), which is refused: the
+ *   model then samples on the host, and a mixed plan (`--backend webgpu,wasm`) runs what a test or a user refuses.
  * - Adapter: `probe()` scores a fallback (software) adapter 2 and a hardware one 5, both below `wasm` (10), so
  *   `auto` never picks this backend until it runs the whole model; `--backend webgpu` picks it by name.
  *
