@@ -755,7 +755,7 @@ async function checkCase(c: OpCase, backend: Backend, reference: Backend, tuning
  * What the WebGPU kernels do not run yet (a mixed plan runs them elsewhere): the table must skip exactly these
  * ops, so a kernel added or lost shows here.
  */
-const WEBGPU_REFUSED = ["sample"];
+const WEBGPU_REFUSED: string[] = [];
 
 for (const factory of BACKENDS.filter((f) => f.name !== "reference")) {
   const score = await factory.probe().catch(() => 0);

@@ -5,7 +5,7 @@
  * small (tiny, 11-token prompts, an f32 cache or a bf16 one).
  */
 import { assert, assertEquals } from "./assert.ts";
-import { loadModel, type Model } from "../engine/model.ts";
+import { greedySampling, loadModel, type Model } from "../engine/model.ts";
 import { assertClose, checkBatch, checkCacheConsistency, greedy, PROMPT } from "./model_helpers.ts";
 import { normalisedError } from "./op_helpers.ts";
 import { WEBGPU_IGNORE } from "./webgpu_helpers.ts";
@@ -121,14 +121,15 @@ async function countingAdapter(counts: Counts): Promise<GPUAdapter> {
 }
 
 Deno.test({
-  name: "model (webgpu): a decode step is 1 submit and 1 mapAsync; no pipeline or bind group is made after the first",
+  name:
+    "model (webgpu): a decode step is 1 submit and 1 mapAsync (logits or sampled ids); no pipeline or bind group after the first",
   ignore: WEBGPU_IGNORE,
   async fn() {
     const counts: Counts = { submit: 0, mapAsync: 0, pipelines: 0, bindGroups: 0 };
     const adapter = await countingAdapter(counts);
     await onModel({ backend: "webgpu", dtype: "bf16", backendOptions: { adapter } as never }, async (m) => {
       const seq = m.pool.newSequence();
-      assert(m.pool.grow(seq, PROMPT.length + 4));
+      assert(m.pool.grow(seq, PROMPT.length + 5));
       const step = (ids: number[], p0: number) =>
         m.step({
           ids,
@@ -149,8 +150,33 @@ Deno.test({
         assertEquals(counts.bindGroups - before.bindGroups, 0, `decode step ${i}: bind groups`);
         assertEquals(counts.pipelines - before.pipelines, 0, `decode step ${i}: pipelines`);
       }
+      // Sampling on the device: only the ids come back, one submit and one read-back still.
+      assert(m.samplesOnBackend, "webgpu runs the sampler");
+      const input = (id: number, p: number) => ({
+        ids: [id],
+        pos: [p],
+        seq: [0],
+        blockTables: [seq.blockTable],
+        logitRows: [0],
+      });
+      const at = PROMPT.length + 4;
+      const logits = await step([PROMPT[5]], at);
+      const argmax = logits.reduce((best, v, i) => v > logits[best] ? i : best, 0);
+      const before = { ...counts };
+      const [greedyId] = await m.sampleStep(input(PROMPT[5], at), greedySampling(1));
+      assertEquals(greedyId, argmax, "the device's greedy id is the logits' argmax");
+      const sampling = {
+        temperature: Float32Array.of(0.8),
+        topK: Int32Array.of(40),
+        topP: Float32Array.of(0.9),
+        uniform: Float32Array.of(0.37),
+      };
+      const [id] = await m.sampleStep(input(PROMPT[5], at), sampling);
+      assert(id >= 0 && id < m.config.vocab_size, `sampled id ${id}`);
+      assertEquals(counts.submit - before.submit, 2, "sampled steps: submits");
+      assertEquals(counts.mapAsync - before.mapAsync, 2, "sampled steps: maps");
       assertEquals(counts.pipelines, prepared, "no pipeline after prepare");
-      console.log(`after prefill and 4 decode steps: ${JSON.stringify(counts)}`);
+      console.log(`after loading, a prefill, 5 decode steps and 2 sampled ones: ${JSON.stringify(counts)}`);
       m.pool.release(seq);
     });
   },

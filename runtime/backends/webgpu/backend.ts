@@ -171,7 +171,7 @@ class WebGpuBackend implements Backend {
   supports(node: Node, inputs: readonly TensorInfo[]): boolean {
     if (this.#refuse.has(node.op)) return false;
     if (!canStore(this.caps, node.dtype) || !inputs.every((t) => canStore(this.caps, t.dtype))) return false;
-    return supportsNode(node, inputs, this.#workgroupBytes);
+    return supportsNode(node, inputs, this.#workgroupBytes, this.#device.limits.maxStorageBuffersPerShaderStage);
   }
 
   weightBytes(shape: readonly number[], storage: DType): number {
@@ -480,8 +480,11 @@ class WebGpuBackend implements Backend {
   #pipeline(wgsl: string): GPUComputePipeline {
     let pipeline = this.#pipelines.get(wgsl);
     if (!pipeline) {
+      // A shader that does not compile surfaces with the compiler's message at the next sync or read.
+      this.#device.pushErrorScope("validation");
       const module = this.#device.createShaderModule({ code: wgsl });
       pipeline = this.#device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+      this.#errors.push(this.#device.popErrorScope());
       this.#pipelines.set(wgsl, pipeline);
     }
     return pipeline;

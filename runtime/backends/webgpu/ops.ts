@@ -27,6 +27,7 @@ import { COPY_ROWS, GATHER_BF16 } from "../../../kernels/wgsl/rows.ts";
 import { ROPE } from "../../../kernels/wgsl/rope.ts";
 import { type Stored, WG } from "../../../kernels/wgsl/common.ts";
 import { attentionKernel, GELU, PATCH_MERGE } from "../../../kernels/wgsl/vision.ts";
+import { SAMPLE } from "../../../kernels/wgsl/sample.ts";
 
 /** A byte range of a device buffer, as a kernel binds it (opaque to the compilers). */
 export type Ref = { readonly buffer: unknown; readonly offset: number; readonly size: number };
@@ -78,7 +79,12 @@ const groupsFor = (n: number) => Math.ceil(n / WG);
  * True when the kernels run `node` whose inputs are `inputs` (graph dtypes; every float is f32 on this device).
  * `refuse` names ops to refuse anyway.
  */
-export function supportsNode(node: Node, inputs: readonly TensorInfo[], workgroupBytes: number): boolean {
+export function supportsNode(
+  node: Node,
+  inputs: readonly TensorInfo[],
+  workgroupBytes: number,
+  storageBuffers: number,
+): boolean {
   // An activation is f32 here; a weight or a cache may also be bf16 (packed), read through the kernels' bf16 form.
   const float = (i: number) => inputs[i].dtype !== "i32" && inputs[i].dtype !== "u8" && inputs[i].dtype !== "bf16";
   const matrix = (i: number) => float(i) || inputs[i].dtype === "bf16";
@@ -118,6 +124,10 @@ export function supportsNode(node: Node, inputs: readonly TensorInfo[], workgrou
       return float(0) && int(1) && float(2) && matrix(3) && matrix(4) && outF32;
     case "gelu":
       return float(0) && outF32;
+    case "sample":
+      // Its parameter block and eight tensors: nine storage bindings.
+      return float(0) && float(1) && int(2) && float(3) && float(4) && int(5) && int(6) && node.dtype === "i32" &&
+        storageBuffers >= 9;
     case "attention":
     case "attention_rows": {
       const d = inputs[0].shape[2];
@@ -409,6 +419,17 @@ const COMPILERS: Record<string, Compiler> = {
       e.dispatch(act, params(T * K * F), [e.view(x), e.view(ids), whole(e, gateUp, node), a], groupsFor(T * K * F));
       e.dispatch(dn, params(T * K * D), [a, e.view(ids), whole(e, down, node), y], groupsFor(T * K * D));
       e.dispatch(MOE_MIX, params(T * D), [y, e.view(weights), e.view(node.id)], groupsFor(T * D));
+    };
+  },
+  sample(c, node) {
+    c.use(SAMPLE);
+    const [logits, , , , , , mask] = node.inputs;
+    const V = maxShape(c.table[logits].shape)[1], W = maxShape(c.table[mask].shape)[1];
+    return (e) => {
+      const R = shapeOf(c, e, logits)[0], M = shapeOf(c, e, mask)[0];
+      if (!R) return;
+      const refs = [...node.inputs.map((id) => e.view(id)), e.view(node.id)];
+      e.dispatch(SAMPLE, [R, V, W, M], refs, R);
     };
   },
   gelu(c, node) {
