@@ -81,22 +81,28 @@ export type MlaGeometry = {
   maxBlocks: number;
 };
 
+/** Positions whose probabilities a workgroup holds at once in the value pass. */
+const TILE = 256;
+
 /**
- * `mla_attention` (absorbed), one workgroup of 64 per (token, head); scores go to `SC [T, H, maxBlocks ·
- * blockSize]` scratch. Parameters: `P[0]` T, `P[1]` sequences, `P[2]` blocks in the cache, `P[3]` scale (f32 bits).
+ * `mla_attention` (absorbed), one workgroup of 64 per (token, head): the maximum score, the sum of exponentials, then
+ * the weighted latent sum tile by tile (probabilities of 256 positions in workgroup memory), recomputing scores
+ * rather than storing them, so nothing grows with the context. Parameters: `P[0]` T, `P[1]` sequences, `P[2]`
+ * blocks in the cache, `P[3]` scale (f32 bits).
  */
 export function mlaAttentionKernel(g: MlaGeometry): string {
   const { heads: H, dn: DN, dr: DR, dv: DV, kvr: KVR, blockSize: BS, maxBlocks: MB } = g;
-  const ROW = KVR + DR, QW = DN + DR, HW = DN + DV, CTX = MB * BS;
+  const ROW = KVR + DR, QW = DN + DR, HW = DN + DV, CTX = MB * BS, NC = Math.ceil(KVR / 64);
   return PRELUDE + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> Q: array<f32>;
 ${floats("W", 2, g.weight)}${floats("C", 3, g.cache)}@group(0) @binding(4) var<storage, read_write> SEQ: array<i32>;
 @group(0) @binding(5) var<storage, read_write> POS: array<i32>;
 @group(0) @binding(6) var<storage, read_write> BT: array<i32>;
-@group(0) @binding(7) var<storage, read_write> SC: array<f32>;
-@group(0) @binding(8) var<storage, read_write> O: array<f32>;
+@group(0) @binding(7) var<storage, read_write> O: array<f32>;
 var<workgroup> qa: array<f32, ${KVR}>;
 var<workgroup> lat: array<f32, ${KVR}>;
+var<workgroup> p: array<f32, ${TILE}>;
+var<workgroup> at: array<u32, ${TILE}>;
 var<workgroup> red: array<f32, 64>;
 var<workgroup> info: array<u32, 2>;
 
@@ -105,6 +111,15 @@ fn slot(s: u32, j: u32) -> u32 {
   let b = BT[s * ${MB}u + j / ${BS}u];
   if (b < 0 || u32(b) >= P[2]) { return 0xffffffffu; }
   return (u32(b) * ${BS}u + j % ${BS}u) * ${ROW}u;
+}
+
+// The scaled score of the cached row at offset o (−3.4e38 for a row outside the cache).
+fn score(o: u32, qo: u32) -> f32 {
+  if (o == 0xffffffffu) { return -3.4e38; }
+  var a = 0.0;
+  for (var k = 0u; k < ${KVR}u; k++) { a += qa[k] * C_at(o + k); }
+  for (var r = 0u; r < ${DR}u; r++) { a += Q[qo + ${DN}u + r] * C_at(o + ${KVR}u + r); }
+  return a * pf(3u);
 }
 
 fn reduce(op: u32, l: u32) -> f32 {
@@ -140,8 +155,6 @@ fn reduce(op: u32, l: u32) -> f32 {
   let qo = g * ${QW}u;
   let wk = h * ${HW}u * ${KVR}u;
   let wv = (h * ${HW}u + ${DN}u) * ${KVR}u;
-  let so = g * ${CTX}u;
-  let scale = pf(3u);
   for (var k = l; k < ${KVR}u; k += 64u) {
     var a = 0.0;
     for (var d = 0u; d < ${DN}u; d++) { a += Q[qo + d] * W_at(wk + d * ${KVR}u + k); }
@@ -149,38 +162,39 @@ fn reduce(op: u32, l: u32) -> f32 {
   }
   workgroupBarrier();
   var m = -3.4e38;
-  for (var j = l; j < n; j += 64u) {
-    let o = slot(s, j);
-    var sc = -3.4e38;
-    if (o != 0xffffffffu) {
-      var a = 0.0;
-      for (var k = 0u; k < ${KVR}u; k++) { a += qa[k] * C_at(o + k); }
-      for (var r = 0u; r < ${DR}u; r++) { a += Q[qo + ${DN}u + r] * C_at(o + ${KVR}u + r); }
-      sc = a * scale;
-    }
-    SC[so + j] = sc;
-    m = max(m, sc);
-  }
+  for (var j = l; j < n; j += 64u) { m = max(m, score(slot(s, j), qo)); }
   red[l] = m;
   workgroupBarrier();
   let mx = reduce(0u, l);
   var sum = 0.0;
-  for (var j = l; j < n; j += 64u) {
-    let e = exp(SC[so + j] - mx);
-    SC[so + j] = e;
-    sum += e;
-  }
+  for (var j = l; j < n; j += 64u) { sum += exp(score(slot(s, j), qo) - mx); }
   red[l] = sum;
   workgroupBarrier();
   let total = reduce(1u, l);
-  storageBarrier();
-  for (var k = l; k < ${KVR}u; k += 64u) {
-    var a = 0.0;
-    for (var j = 0u; j < n; j++) {
-      let o = slot(s, j);
-      if (o != 0xffffffffu) { a += SC[so + j] * C_at(o + k); }
+  var acc: array<f32, ${NC}>;
+  for (var j0 = 0u; j0 < n; j0 += ${TILE}u) {
+    let m0 = min(${TILE}u, n - j0);
+    for (var jj = l; jj < m0; jj += 64u) {
+      let o = slot(s, j0 + jj);
+      at[jj] = o;
+      p[jj] = exp(score(o, qo) - mx);
     }
-    lat[k] = a / total;
+    workgroupBarrier();
+    for (var c = 0u; c < ${NC}u; c++) {
+      let k = l + 64u * c;
+      if (k < ${KVR}u) {
+        var a = acc[c];
+        for (var jj = 0u; jj < m0; jj++) {
+          if (at[jj] != 0xffffffffu) { a += p[jj] * C_at(at[jj] + k); }
+        }
+        acc[c] = a;
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var c = 0u; c < ${NC}u; c++) {
+    let k = l + 64u * c;
+    if (k < ${KVR}u) { lat[k] = acc[c] / total; }
   }
   workgroupBarrier();
   for (var i = l; i < ${DV}u; i += 64u) {

@@ -144,7 +144,7 @@ export function supportsNode(
       const a = node.attrs as MlaAttentionAttrs;
       const maxBlocks = inputs[5].shape[1];
       return float(0) && matrix(1) && matrix(2) && int(3) && int(4) && int(5) && typeof maxBlocks === "number" &&
-        8 * a.kvr + 4 * 66 <= workgroupBytes && outF32;
+        8 * a.kvr + 8 * 256 + 4 * 66 <= workgroupBytes && outF32;
     }
     default:
       return false;
@@ -481,7 +481,6 @@ const COMPILERS: Record<string, Compiler> = {
     const [q, wkvb, cache, seq, pos, bt] = node.inputs;
     const a = node.attrs as MlaAttentionAttrs;
     const [nb] = maxShape(c.table[cache].shape), maxBlocks = maxShape(c.table[bt].shape)[1];
-    const maxT = maxShape(c.table[q].shape)[0], ctx = maxBlocks * a.blockSize;
     const wgsl = mlaAttentionKernel({
       ...a,
       maxBlocks,
@@ -493,7 +492,6 @@ const COMPILERS: Record<string, Compiler> = {
       const T = shapeOf(c, e, q)[0], S = shapeOf(c, e, bt)[0];
       if (!T) return;
       checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
-      const scores = e.scratch("scores", 4 * maxT * a.heads * ctx);
       e.dispatch(wgsl, [T, S, nb, f32Bits(a.scale)], [
         e.view(q),
         whole(e, wkvb, node),
@@ -501,7 +499,6 @@ const COMPILERS: Record<string, Compiler> = {
         e.view(seq),
         e.view(pos),
         e.view(bt),
-        scores,
         e.view(node.id),
       ], T * a.heads);
     };
