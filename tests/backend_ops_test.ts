@@ -15,8 +15,8 @@
  * fails them; the cache each case writes is compared exactly. The int8 q8 path has its own bit-level tests
  * (runtime/backends/wasm/kernels_test.ts).
  *
- * webgpu (Mesa's lavapipe, measured the same way) holds the same bounds: bf16 weights stay bf16 (widened exactly),
- * other float weights arrive as f32, and kernels accumulate in f32 (matmul ≤ 4.9e-7, q8 included since the weight is dequantised exactly; MLA ≤ 3.5e-7;
+ * webgpu (Mesa's lavapipe, measured the same way) holds the same bounds: bf16, FP8 and q8 weights stay as they are
+ * and decode exactly as they are read (q8 activations are never quantised), and kernels accumulate in f32 (matmul ≤ 4.9e-7, q8 included since the weight is dequantised exactly; MLA ≤ 3.5e-7;
  * MoE ≤ 3.6e-7; norms, rope, swiglu, temperature ≤ 1.6e-7; copies, routing ids and caches exact). The ops it
  * does not run yet are listed in `WEBGPU_REFUSED`: the table must skip exactly those.
  *
@@ -849,7 +849,7 @@ Deno.test({
     const backend = await webgpuBackend.create({ maxBindingBytes: 1024 } as never);
     const reference = await referenceBackend.create();
     // [40, 16] f32 weights are 2,560 B: three row ranges of 16, 16 and 8 rows, each its own dispatch; bf16 ones
-    // hold twice the rows per range.
+    // hold twice the rows per range, FP8 and q8 ones their codes then their scales in each range.
     const cases = [
       opCase("split matmul f32 M=3 K=16 N=40", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[3, 4], 16]), c.weight("w", [40, 16], "f32", 0.25)) };
@@ -859,6 +859,16 @@ Deno.test({
       }),
       opCase("split matmul bf16 M=2 K=17 N=75 (rows end inside words)", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 17]), c.weight("w", [75, 17], "bf16", 0.25)) };
+      }),
+      opCase("split matmul f8e4m3 M=2 K=17 N=100 (codes end inside words; scales per part)", "matmul", 1e-5, (c) => {
+        return { y: ops.matmul(c.g, c.f32("x", [[2, 2], 17]), c.weight("w", [100, 17], "f8e4m3", 0.25, 4)) };
+      }),
+      opCase("split matmul q8 M=2 K=64 N=40", "matmul", 2e-2, (c) => {
+        return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 64]), c.weight("w", [40, 64], "q8", 0.125)) };
+      }),
+      opCase("split embedding q8 [40, 32], ids in every part", "embedding", 0, (c) => {
+        const ids = c.i32("ids", [39, 0, 17, 16, 31, 32], [sym("T", 8)]);
+        return { y: ops.embedding(c.g, ids, c.weight("table", [40, 32], "q8")) };
       }),
       opCase("split embedding f32 [40, 16], ids in every part", "embedding", 0, (c) => {
         const ids = c.i32("ids", [39, 0, 17, 16, 31, 32], [sym("T", 8)]);

@@ -1,10 +1,10 @@
 /**
- * WGSL for `matmul` with f32 or bf16 weights: `y[m, col0 + j] = Σ_k x[m, k] · W[j, k]` for the `rows` output features of
+ * WGSL for `matmul` with f32, bf16, FP8 or q8 weights (decoded as they are read): `y[m, col0 + j] = Σ_k x[m, k] · W[j, k]` for the `rows` output features of
  * one weight part (a weight over the device's binding limit is split into row ranges, one dispatch each). One
  * thread per output, accumulating in f32.
  *
  * Parameters: `P[0]` outputs of this dispatch (M · rows), `P[1]` rows of the part, `P[2]` K, `P[3]` N (the row
- * stride of y), `P[4]` col0 (the part's first row).
+ * stride of y), `P[4]` col0 (the part's first row), `P[5]` the part's first scale word (quantised weights).
  *
  * @module
  */
@@ -13,7 +13,7 @@ import { ELEMENT_ARGS, floats, PRELUDE, type Stored } from "./common.ts";
 
 /** The matmul described in the module docs, for weights stored as `w`. */
 export function matmulKernel(w: Stored): string {
-  return PRELUDE + floats("W", 2, w) + /* wgsl */ `
+  return PRELUDE + floats("W", 2, w, "P[2]", "P[5]") + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
 @group(0) @binding(3) var<storage, read_write> Y: array<f32>;
 @compute @workgroup_size(64) fn main(${ELEMENT_ARGS}) {

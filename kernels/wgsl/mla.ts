@@ -68,7 +68,7 @@ fn value(t: u32, c: u32) -> f32 {
 
 /** The geometry an attention kernel is generated for. */
 export type MlaGeometry = {
-  /** How W_kvb and the cache are stored. */
+  /** How W_kvb and the cache are stored (a cache is f32 or bf16). */
   weight: Stored;
   cache: Stored;
   heads: number;
@@ -88,14 +88,16 @@ const TILE = 256;
  * `mla_attention` (absorbed), one workgroup of 64 per (token, head): the maximum score, the sum of exponentials, then
  * the weighted latent sum tile by tile (probabilities of 256 positions in workgroup memory), recomputing scores
  * rather than storing them, so nothing grows with the context. Parameters: `P[0]` T, `P[1]` sequences, `P[2]`
- * blocks in the cache, `P[3]` scale (f32 bits).
+ * blocks in the cache, `P[3]` scale (f32 bits), `P[4]` W_kvb's first scale word (quantised).
  */
 export function mlaAttentionKernel(g: MlaGeometry): string {
   const { heads: H, dn: DN, dr: DR, dv: DV, kvr: KVR, blockSize: BS, maxBlocks: MB } = g;
   const ROW = KVR + DR, QW = DN + DR, HW = DN + DV, CTX = MB * BS, NC = Math.ceil(KVR / 64);
   return PRELUDE + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> Q: array<f32>;
-${floats("W", 2, g.weight)}${floats("C", 3, g.cache)}@group(0) @binding(4) var<storage, read_write> SEQ: array<i32>;
+${floats("W", 2, g.weight, `${KVR}u`, "P[4]")}${
+    floats("C", 3, g.cache)
+  }@group(0) @binding(4) var<storage, read_write> SEQ: array<i32>;
 @group(0) @binding(5) var<storage, read_write> POS: array<i32>;
 @group(0) @binding(6) var<storage, read_write> BT: array<i32>;
 @group(0) @binding(7) var<storage, read_write> O: array<f32>;

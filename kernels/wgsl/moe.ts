@@ -75,10 +75,10 @@ ${SOFTMAX}
 
 /**
  * Pass 1: `act[t, j, i] = silu(gate_e[i]·x[t]) · (up_e[i]·x[t])`, `e = ids[t, j]`. Parameters: `P[0]` T·K·F,
- * `P[1]` K, `P[2]` F, `P[3]` D, `P[4]` E (an id outside 0..E−1 gives 0).
+ * `P[1]` K, `P[2]` F, `P[3]` D, `P[4]` E (an id outside 0..E−1 gives 0), `P[5]` the first scale word (quantised).
  */
 export function moeActKernel(w: Stored): string {
-  return PRELUDE + floats("GU", 3, w) + /* wgsl */ `
+  return PRELUDE + floats("GU", 3, w, "P[3]", "P[5]") + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> IDS: array<i32>;
 @group(0) @binding(4) var<storage, read_write> A: array<f32>;
@@ -106,10 +106,11 @@ export function moeActKernel(w: Stored): string {
 }
 
 /**
- * Pass 2: `y[t, j, c] = down_e[c] · act[t, j]`. Parameters: `P[0]` T·K·D, `P[1]` K, `P[2]` F, `P[3]` D, `P[4]` E.
+ * Pass 2: `y[t, j, c] = down_e[c] · act[t, j]`. Parameters: `P[0]` T·K·D, `P[1]` K, `P[2]` F, `P[3]` D, `P[4]` E,
+ * `P[5]` the first scale word (quantised).
  */
 export function moeDownKernel(w: Stored): string {
-  return PRELUDE + floats("DN", 3, w) + /* wgsl */ `
+  return PRELUDE + floats("DN", 3, w, "P[2]", "P[5]") + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> A: array<f32>;
 @group(0) @binding(2) var<storage, read_write> IDS: array<i32>;
 @group(0) @binding(4) var<storage, read_write> Y: array<f32>;

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { ELEMENT_ARGS, floats, PRELUDE } from "./common.ts";
+import { ELEMENT_ARGS, floats, PRELUDE, type Stored } from "./common.ts";
 
 /** The row copy described in the module docs. */
 export const COPY_ROWS = PRELUDE + /* wgsl */ `
@@ -41,11 +41,12 @@ export const COPY_ROWS = PRELUDE + /* wgsl */ `
 }`;
 
 /**
- * `embedding` from a bf16 table (two values per word, so not a word copy): `O[r, c] = T[I[r] − P[2], c]` widened to
+ * `embedding` from a table stored other than f32 (bf16, FP8, q8: not a word copy): `O[r, c] = T[I[r] − P[2], c]` as
  * f32, for rows whose id falls in `P[2]..P[2] + P[3] − 1` (one part of a split table). `P[0]` rows · width, `P[1]`
- * width.
+ * width, `P[4]` the part's first scale word (quantised).
  */
-export const GATHER_BF16 = PRELUDE + floats("T", 1, "bf16") + /* wgsl */ `
+export function gatherKernel(table: Stored): string {
+  return PRELUDE + floats("T", 1, table, "P[1]", "P[4]") + /* wgsl */ `
 @group(0) @binding(2) var<storage, read_write> I: array<i32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
 @compute @workgroup_size(64) fn main(${ELEMENT_ARGS}) {
@@ -58,3 +59,4 @@ export const GATHER_BF16 = PRELUDE + floats("T", 1, "bf16") + /* wgsl */ `
   if (s < 0 || u32(s) >= P[3]) { return; }
   O[i] = T_at(u32(s) * w + c);
 }`;
+}

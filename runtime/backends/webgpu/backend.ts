@@ -8,8 +8,10 @@
  *   once when it is over `maxBufferSize`, else from the `out-of-memory` error scope around its creation, which the
  *   next `uploadWeight` (naming the weight) or `sync` rejects with.
  * - Dtypes: activations f32, ids i32; bf16 weights and caches stay bf16, packed two to a 32-bit word (the kernels
- *   widen them with a shift), written as their chunks come; f16, FP8, q8 and NVFP4 weights arrive dequantised to
- *   f32 (caps `promote`), exactly as the reference sees them.
+ *   widen them with a shift); FP8 (E4M3, one scale per K-row) and q8 (int8, one scale per 32) weights stay
+ *   quantised, their codes packed four to a word and followed by their f32 scales, decoded by the kernels that
+ *   read them (matmul, embedding, MoE experts, W_kvb); all are written as their chunks come. f16 and NVFP4 weights
+ *   arrive dequantised to f32 (caps `promote`), exactly as the reference sees them.
  * - Limits: `maxBindingBytes` is the device's `maxStorageBufferBindingSize`; weights over it come split by rows
  *   (matmul and embedding run part by part; other ops refuse a split weight with a message naming it).
  * - Execution: `prepare` compiles each node into a step (ops.ts) and every kernel it dispatches into a pipeline
@@ -64,7 +66,19 @@ import {
 import { uploadChunks } from "../../weight_upload.ts";
 import { chunkToF32, scratchF32 } from "../../../weights/chunks.ts";
 import { rowElements } from "../../../weights/source.ts";
-import { compileNode, type Encoder, maxBytes, type PartRef, type Ref, type Step, supportsNode } from "./ops.ts";
+import {
+  compileNode,
+  type Encoder,
+  maxBytes,
+  type PartRef,
+  type Ref,
+  scaleWord,
+  type Step,
+  storedBytes,
+  storedOf,
+  supportsNode,
+} from "./ops.ts";
+import type { Stored } from "../../../kernels/wgsl/common.ts";
 
 /** Options of the `webgpu` factory: the common ones and test-only limits. */
 export type WebGpuBackendOptions = BackendOptions & {
@@ -155,8 +169,8 @@ class WebGpuBackend implements Backend {
     const binding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
     this.caps = {
       alignment: Math.max(SLOT, device.limits.minStorageBufferOffsetAlignment),
-      dtypes: ["f32", "i32", "bf16"],
-      promote: { f16: "f32", f8e4m3: "f32", nvfp4: "f32", q8: "f32" },
+      dtypes: ["f32", "i32", "bf16", "f8e4m3", "q8"],
+      promote: { f16: "f32", nvfp4: "f32" },
       memoryBytes: options.memoryBytes ?? Infinity,
       // Whole 4-byte words: every binding is an array of 32-bit elements.
       maxBindingBytes: Math.floor(binding / 4) * 4,
@@ -175,9 +189,9 @@ class WebGpuBackend implements Backend {
   }
 
   weightBytes(shape: readonly number[], storage: DType): number {
-    if (storage === "bf16") return 2 * numel(shape);
-    if (storage !== "f32" && storage !== "i32") throw new RangeError(`webgpu: weights are not stored as ${storage}`);
-    return 4 * numel(shape);
+    if (storage === "i32") return 4 * numel(shape);
+    if (storage !== storedOf({ dtype: storage })) throw new RangeError(`webgpu: weights are not stored as ${storage}`);
+    return storedBytes(shape, storage as Stored);
   }
 
   alloc(bytes: number): BufferHandle {
@@ -234,9 +248,13 @@ class WebGpuBackend implements Backend {
       this.#allocChecks.delete(part.view.buffer.id);
     }
     const per = rowElements(maxShape(target.decl.shape));
-    if (target.storage === "bf16") {
-      // bf16 chunks go as they come, two bytes a value: a chunk may end inside a 32-bit word, whose half waits for
-      // the next chunk (writeBuffer writes whole words); the last word of a part is padded (its buffer is).
+    const stored = target.storage;
+    if (stored === "bf16" || stored === "f8e4m3" || stored === "q8") {
+      // Codes go as they come (2 bytes a bf16 value, 1 an FP8 or q8 code): a chunk may end inside a 32-bit word,
+      // whose bytes wait for the next chunk (writeBuffer writes whole words); the last word of a part is padded
+      // (its buffer is). A quantised weight's scales follow its codes in each part, a word each.
+      const shape = maxShape(target.decl.shape), width = stored === "bf16" ? 2 : 1;
+      const k = shape[shape.length - 1] ?? 1, scalesPerRow = stored === "q8" ? per / 32 : per / k;
       let pending: { part: WeightPart; offset: number; bytes: Uint8Array } | undefined;
       const flush = () => {
         if (!pending) return;
@@ -246,8 +264,8 @@ class WebGpuBackend implements Backend {
         pending = undefined;
       };
       await uploadChunks(target, source, (chunk, part, row) => {
-        if (chunk.dtype !== "bf16") throw new Error(`webgpu: weight ${name} comes as ${chunk.dtype}, not bf16`);
-        let offset = part.view.offset + 2 * row * per, bytes = chunk.data;
+        if (chunk.dtype !== stored) throw new Error(`webgpu: weight ${name} comes as ${chunk.dtype}, not ${stored}`);
+        let offset = part.view.offset + width * row * per, bytes = chunk.data;
         if (pending && pending.part === part) {
           const joined = new Uint8Array(pending.bytes.length + bytes.length);
           joined.set(pending.bytes);
@@ -260,6 +278,11 @@ class WebGpuBackend implements Backend {
         const whole = bytes.length - (bytes.length % 4);
         if (whole) this.write({ buffer: part.view.buffer, offset }, bytes.subarray(0, whole));
         if (whole < bytes.length) pending = { part, offset: offset + whole, bytes: bytes.slice(whole) };
+        if (stored !== "bf16") {
+          if (!chunk.scales) throw new Error(`webgpu: weight ${name}: a ${stored} chunk has no scales`);
+          const at = part.view.offset + 4 * scaleWord([part.rows, ...shape.slice(1)], part.rows);
+          this.write({ buffer: part.view.buffer, offset: at + 4 * row * scalesPerRow }, chunk.scales);
+        }
       });
       flush();
       return;
@@ -550,10 +573,10 @@ class WebGpuBackend implements Backend {
   #parts(p: WebGpuPrepared, bindings: Bindings, id: number): PartRef[] {
     const t = p.table[id], bound = bindings.get(id);
     if (!bound) throw new Error(`tensor ${id} "${t.name}" is not bound`);
-    const shape = maxShape(t.shape), per = maxBytes(t) / (shape[0] ?? 1);
+    const shape = maxShape(t.shape);
     if (!isSplit(bound)) return [{ ref: this.#range(bound, maxBytes(t), t.name), row0: 0, rows: shape[0] ?? 1 }];
     return bound.parts.map((part) => ({
-      ref: this.#range(part.view, per * part.rows, t.name),
+      ref: this.#range(part.view, storedBytes([part.rows, ...shape.slice(1)], storedOf(t)), t.name),
       row0: part.row0,
       rows: part.rows,
     }));

@@ -51,6 +51,10 @@ Deno.test({
   async fn() {
     const b = await webgpuBackend.create();
     try {
+      // Quantised weights are held as codes then scales: [4, 64] q8 is 256 B of codes and 8 scales.
+      assertEquals(b.weightBytes([4, 64], "q8"), 256 + 4 * 8);
+      assertEquals(b.weightBytes([3, 5], "f8e4m3"), 16 + 4 * 3);
+      assertEquals(b.weightBytes([3, 5], "bf16"), 30);
       const buf = b.alloc(64), other = b.alloc(30);
       b.write({ buffer: buf, offset: 0 }, Uint8Array.from({ length: 64 }, (_, i) => i));
       assertEquals([...await b.read({ buffer: buf, offset: 6 }, 5)], [6, 7, 8, 9, 10]);

@@ -23,7 +23,7 @@ import { matmulKernel } from "../../../kernels/wgsl/matmul.ts";
 import { mlaAttentionKernel, mlaCacheWriteKernel } from "../../../kernels/wgsl/mla.ts";
 import { MOE_GATE, MOE_MIX, MOE_TOPK, moeActKernel, moeDownKernel } from "../../../kernels/wgsl/moe.ts";
 import { rmsNormKernel } from "../../../kernels/wgsl/norm.ts";
-import { COPY_ROWS, GATHER_BF16 } from "../../../kernels/wgsl/rows.ts";
+import { COPY_ROWS, gatherKernel } from "../../../kernels/wgsl/rows.ts";
 import { ROPE } from "../../../kernels/wgsl/rope.ts";
 import { type Stored, WG } from "../../../kernels/wgsl/common.ts";
 import { attentionKernel, GELU, PATCH_MERGE } from "../../../kernels/wgsl/vision.ts";
@@ -85,18 +85,21 @@ export function supportsNode(
   workgroupBytes: number,
   storageBuffers: number,
 ): boolean {
-  // An activation is f32 here; a weight or a cache may also be bf16 (packed), read through the kernels' bf16 form.
-  const float = (i: number) => inputs[i].dtype !== "i32" && inputs[i].dtype !== "u8" && inputs[i].dtype !== "bf16";
+  // An activation is f32 here; a weight or a cache may also be bf16 (packed), read through the kernels' bf16 form,
+  // and the weights of matrix products FP8 or q8 (`weight`), decoded as read.
+  const float = (i: number) => storedOf(inputs[i]) === "f32" && inputs[i].dtype !== "i32" && inputs[i].dtype !== "u8";
   const matrix = (i: number) => float(i) || inputs[i].dtype === "bf16";
+  const weight = (i: number) => matrix(i) || (inputs[i].kind === "weight" && QUANTISED.has(storedOf(inputs[i])));
   const int = (i: number) => inputs[i].dtype === "i32";
   const hostInput = (i: number) => int(i) && inputs[i].kind === "input";
   const outF32 = node.dtype === "f32";
   switch (node.op) {
     case "embedding":
-      return int(0) && matrix(1) && outF32;
+      return int(0) && weight(1) && outF32;
     case "rms_norm":
-    case "matmul":
       return float(0) && matrix(1) && outF32;
+    case "matmul":
+      return float(0) && weight(1) && outF32;
     case "add":
     case "mul":
       return float(0) && float(1) && outF32;
@@ -121,7 +124,7 @@ export function supportsNode(
     case "moe_gate":
       return float(0) && int(1) && outF32;
     case "moe_experts":
-      return float(0) && int(1) && float(2) && matrix(3) && matrix(4) && outF32;
+      return float(0) && int(1) && float(2) && weight(3) && weight(4) && outF32;
     case "gelu":
       return float(0) && outF32;
     case "sample":
@@ -143,7 +146,7 @@ export function supportsNode(
     case "mla_attention": {
       const a = node.attrs as MlaAttentionAttrs;
       const maxBlocks = inputs[5].shape[1];
-      return float(0) && matrix(1) && matrix(2) && int(3) && int(4) && int(5) && typeof maxBlocks === "number" &&
+      return float(0) && weight(1) && matrix(2) && int(3) && int(4) && int(5) && typeof maxBlocks === "number" &&
         8 * a.kvr + 8 * 256 + 4 * 66 <= workgroupBytes && outF32;
     }
     default:
@@ -151,14 +154,41 @@ export function supportsNode(
   }
 }
 
-/** How tensor `t` is stored on this device: bf16 stays bf16, every other float is f32 (ids are 32-bit too). */
+const QUANTISED = new Set<Stored>(["f8e4m3", "q8"]);
+
+/**
+ * How tensor `t` is stored on this device: bf16, FP8 and q8 as they are, every other float as f32 (ids are 32-bit
+ * too).
+ */
 export function storedOf(t: Pick<TensorInfo, "dtype">): Stored {
-  return t.dtype === "bf16" ? "bf16" : "f32";
+  return t.dtype === "bf16" || t.dtype === "f8e4m3" || t.dtype === "q8" ? t.dtype : "f32";
+}
+
+/** Scales per K-row: FP8 one, q8 one per 32 values. */
+function scalesPerKRow(stored: Stored, k: number): number {
+  return stored === "q8" ? k / 32 : 1;
+}
+
+/**
+ * Bytes of a tensor of concrete `shape` stored as `stored`: 4 or 2 per value, or for a quantised weight its codes
+ * (one byte each, padded to a word) then its f32 scales.
+ */
+export function storedBytes(shape: readonly number[], stored: Stored): number {
+  const n = numel(shape);
+  if (stored === "f32") return 4 * n;
+  if (stored === "bf16") return 2 * n;
+  const k = shape[shape.length - 1] ?? 1;
+  return 4 * Math.ceil(n / 4) + 4 * (k ? n / k : 0) * scalesPerKRow(stored, k);
+}
+
+/** The first scale word of `rows` leading rows of a quantised weight of `shape` (its codes come first). */
+export function scaleWord(shape: readonly number[], rows: number): number {
+  return Math.ceil((rows * numel(shape)) / (shape[0] || 1) / 4);
 }
 
 /** Bytes of tensor `t` at its largest shape on this device. */
 export function maxBytes(t: TensorInfo): number {
-  return (storedOf(t) === "bf16" ? 2 : 4) * numel(maxShape(t.shape));
+  return storedBytes(maxShape(t.shape), storedOf(t));
 }
 
 /** Compiles `node` (which {@link supportsNode} accepts) into a step. */
@@ -194,17 +224,18 @@ const ADD = binaryKernel("+"), MUL = binaryKernel("*");
 const COMPILERS: Record<string, Compiler> = {
   embedding(c, node) {
     const [ids, table] = node.inputs;
-    const [V, D] = maxShape(c.table[table].shape), bf16 = storedOf(c.table[table]) === "bf16";
-    c.use(bf16 ? GATHER_BF16 : COPY_ROWS);
+    const [V, D] = maxShape(c.table[table].shape), stored = storedOf(c.table[table]);
+    const gather = stored === "f32" ? undefined : gatherKernel(stored);
+    c.use(gather ?? COPY_ROWS);
     return (e) => {
       const T = shapeOf(c, e, ids)[0];
       const host = e.host.get(ids);
       if (host) checkIndices(host.subarray(0, T), V, "embedding: id");
       // Each part gathers the ids that fall in its rows (a table over the binding limit is split by rows).
       for (const p of e.parts(table)) {
-        if (bf16) {
-          const params = [T * D, D, p.row0, p.rows], refs = [p.ref, e.view(ids), e.view(node.id)];
-          if (T) e.dispatch(GATHER_BF16, params, refs, groupsFor(T * D));
+        if (gather) {
+          const params = [T * D, D, p.row0, p.rows, scaleWord([V, D], p.rows)];
+          if (T) e.dispatch(gather, params, [p.ref, e.view(ids), e.view(node.id)], groupsFor(T * D));
           continue;
         }
         copyRows(e, p.ref, e.view(node.id), { rows: T, width: D, srcStride: D, dstStride: D }, {
@@ -337,12 +368,11 @@ const COMPILERS: Record<string, Compiler> = {
       const M = numel(shapeOf(c, e, x)) / K;
       if (!M) return;
       for (const p of e.parts(w)) {
-        e.dispatch(
-          kernel,
-          [M * p.rows, p.rows, K, N, p.row0],
-          [e.view(x), p.ref, e.view(node.id)],
-          groupsFor(M * p.rows),
-        );
+        e.dispatch(kernel, [M * p.rows, p.rows, K, N, p.row0, scaleWord([N, K], p.rows)], [
+          e.view(x),
+          p.ref,
+          e.view(node.id),
+        ], groupsFor(M * p.rows));
       }
     };
   },
@@ -415,10 +445,16 @@ const COMPILERS: Record<string, Compiler> = {
       const T = shapeOf(c, e, x)[0];
       if (!T) return;
       const a = e.scratch("act", 4 * maxT * K * F), y = e.scratch("y", 4 * maxT * K * D);
-      const params = (n: number) => [n, K, F, D, E];
-      e.dispatch(act, params(T * K * F), [e.view(x), e.view(ids), whole(e, gateUp, node), a], groupsFor(T * K * F));
-      e.dispatch(dn, params(T * K * D), [a, e.view(ids), whole(e, down, node), y], groupsFor(T * K * D));
-      e.dispatch(MOE_MIX, params(T * D), [y, e.view(weights), e.view(node.id)], groupsFor(T * D));
+      const params = (n: number, off: number) => [n, K, F, D, E, off];
+      const gu = whole(e, gateUp, node), dw = whole(e, down, node);
+      e.dispatch(
+        act,
+        params(T * K * F, scaleWord([E, F2, D], E)),
+        [e.view(x), e.view(ids), gu, a],
+        groupsFor(T * K * F),
+      );
+      e.dispatch(dn, params(T * K * D, scaleWord([E, D, F], E)), [a, e.view(ids), dw, y], groupsFor(T * K * D));
+      e.dispatch(MOE_MIX, params(T * D, 0), [y, e.view(weights), e.view(node.id)], groupsFor(T * D));
     };
   },
   sample(c, node) {
@@ -492,7 +528,8 @@ const COMPILERS: Record<string, Compiler> = {
       const T = shapeOf(c, e, q)[0], S = shapeOf(c, e, bt)[0];
       if (!T) return;
       checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
-      e.dispatch(wgsl, [T, S, nb, f32Bits(a.scale)], [
+      const off = scaleWord(maxShape(c.table[wkvb].shape), maxShape(c.table[wkvb].shape)[0]);
+      e.dispatch(wgsl, [T, S, nb, f32Bits(a.scale), off], [
         e.view(q),
         whole(e, wkvb, node),
         e.view(cache),
