@@ -15,7 +15,7 @@
  * fails them; the cache each case writes is compared exactly. The int8 q8 path has its own bit-level tests
  * (runtime/backends/wasm/kernels_test.ts).
  *
- * webgpu (Mesa's lavapipe, measured the same way) holds the same bounds: bf16, FP8 and q8 weights stay as they are
+ * webgpu (Mesa's lavapipe, measured the same way) holds the same bounds: bf16, f16, FP8 and q8 weights stay as they are
  * and decode exactly as they are read (q8 activations are never quantised), and kernels accumulate in f32 (matmul ≤ 4.9e-7, q8 included since the weight is dequantised exactly; MLA ≤ 3.5e-7;
  * MoE ≤ 3.6e-7; norms, rope, swiglu, temperature ≤ 1.6e-7; copies, routing ids and caches exact). The ops it
  * does not run yet are listed in `WEBGPU_REFUSED`: the table must skip exactly those.
@@ -150,10 +150,10 @@ function opCase(name: string, op: string, tol: number, body: (c: Case) => Record
 
 // ---------------------------------------------------------------------------------------------- the table
 
-const MATRIX_TOL: Record<string, number> = { f32: 1e-5, bf16: 1e-5, f8e4m3: 1e-5, q8: 2e-2 };
+const MATRIX_TOL: Record<string, number> = { f32: 1e-5, bf16: 1e-5, f16: 1e-5, f8e4m3: 1e-5, q8: 2e-2 };
 /** Whether this host runs q8 matmuls of more than 8 rows on int8 products (the kernels probe it). */
 const INT8_PREFILL = (await probeQ8Paths()).int8Prefill;
-const FLOAT_WEIGHTS: DType[] = ["f32", "bf16", "f8e4m3"];
+const FLOAT_WEIGHTS: DType[] = ["f32", "bf16", "f16", "f8e4m3"];
 
 function matmulCases(): OpCase[] {
   const cases: OpCase[] = [];
@@ -507,7 +507,7 @@ function moeCases(): OpCase[] {
 
 function embeddingCases(): OpCase[] {
   const cases: OpCase[] = [];
-  for (const [dt, D] of [["f32", 17], ["bf16", 33], ["f8e4m3", 17], ["q8", 64]] as [DType, number][]) {
+  for (const [dt, D] of [["f32", 17], ["bf16", 33], ["f16", 33], ["f8e4m3", 17], ["q8", 64]] as [DType, number][]) {
     cases.push(opCase(`embedding ${dt} D=${D}`, "embedding", 0, (c) => {
       const ids = c.i32("ids", [3, 0, 36, 3, 20], [sym("T", 8)]);
       return { y: ops.embedding(c.g, ids, c.weight("table", [37, D], dt)) };
@@ -859,6 +859,9 @@ Deno.test({
       }),
       opCase("split matmul bf16 M=2 K=17 N=75 (rows end inside words)", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 17]), c.weight("w", [75, 17], "bf16", 0.25)) };
+      }),
+      opCase("split matmul f16 M=2 K=17 N=75", "matmul", 1e-5, (c) => {
+        return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 17]), c.weight("w", [75, 17], "f16", 0.25)) };
       }),
       opCase("split matmul f8e4m3 M=2 K=17 N=100 (codes end inside words; scales per part)", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[2, 2], 17]), c.weight("w", [100, 17], "f8e4m3", 0.25, 4)) };

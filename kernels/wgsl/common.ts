@@ -26,11 +26,11 @@ export const ELEMENT_ARGS =
   `@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>`;
 
 /**
- * How a float tensor is stored on the device: f32; bf16 packed two to a 32-bit word (low half first); or a weight
+ * How a float tensor is stored on the device: f32; bf16 or f16 packed two to a 32-bit word (low half first); or a weight
  * quantised to bytes (FP8 E4M3 with one f32 scale per K-row, q8 int8 with one per 32 values of a K-row), its codes
  * packed four to a word, then its scales: the scales start at word `off`, K being the row length.
  */
-export type Stored = "f32" | "bf16" | "f8e4m3" | "q8";
+export type Stored = "f32" | "bf16" | "f16" | "f8e4m3" | "q8";
 
 /**
  * A read-write storage binding `name` at `binding` holding floats stored as `dtype`, and `name_at(i)`, its element
@@ -50,6 +50,11 @@ fn ${name}_at(i: u32) -> f32 { return ${name}[i]; }
   let w = ${name}[i >> 1u];
   return bitcast<f32>(select(w << 16u, w & 0xffff0000u, (i & 1u) == 1u));
 }
+`;
+  }
+  if (dtype === "f16") {
+    // unpack2x16float is core WGSL: f16 storage needs no shader-f16 (which only f16 arithmetic would).
+    return decl + `fn ${name}_at(i: u32) -> f32 { return unpack2x16float(${name}[i >> 1u])[i & 1u]; }
 `;
   }
   const byte = `let c = (${name}[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu;`;

@@ -88,7 +88,8 @@ export function supportsNode(
   // An activation is f32 here; a weight or a cache may also be bf16 (packed), read through the kernels' bf16 form,
   // and the weights of matrix products FP8 or q8 (`weight`), decoded as read.
   const float = (i: number) => storedOf(inputs[i]) === "f32" && inputs[i].dtype !== "i32" && inputs[i].dtype !== "u8";
-  const matrix = (i: number) => float(i) || inputs[i].dtype === "bf16";
+  const matrix = (i: number) => float(i) || inputs[i].dtype === "bf16" || inputs[i].dtype === "f16";
+  const cache = (i: number) => float(i) || inputs[i].dtype === "bf16";
   const weight = (i: number) => matrix(i) || (inputs[i].kind === "weight" && QUANTISED.has(storedOf(inputs[i])));
   const int = (i: number) => inputs[i].dtype === "i32";
   const hostInput = (i: number) => int(i) && inputs[i].kind === "input";
@@ -141,12 +142,12 @@ export function supportsNode(
       return float(0) && int(1) && outF32;
     case "mla_cache_write":
       // A bf16 cache is written a word (two values) at a time: rows must not share words.
-      return float(0) && float(1) && matrix(2) && int(3) && int(4) && int(5) &&
+      return float(0) && float(1) && cache(2) && int(3) && int(4) && int(5) &&
         (inputs[2].dtype !== "bf16" || inputs[2].shape[2] as number % 2 === 0);
     case "mla_attention": {
       const a = node.attrs as MlaAttentionAttrs;
       const maxBlocks = inputs[5].shape[1];
-      return float(0) && weight(1) && matrix(2) && int(3) && int(4) && int(5) && typeof maxBlocks === "number" &&
+      return float(0) && weight(1) && cache(2) && int(3) && int(4) && int(5) && typeof maxBlocks === "number" &&
         8 * a.kvr + 8 * 256 + 4 * 66 <= workgroupBytes && outF32;
     }
     default:
@@ -157,11 +158,12 @@ export function supportsNode(
 const QUANTISED = new Set<Stored>(["f8e4m3", "q8"]);
 
 /**
- * How tensor `t` is stored on this device: bf16, FP8 and q8 as they are, every other float as f32 (ids are 32-bit
- * too).
+ * How tensor `t` is stored on this device: bf16, f16, FP8 and q8 as they are, every other float as f32 (ids are
+ * 32-bit too).
  */
 export function storedOf(t: Pick<TensorInfo, "dtype">): Stored {
-  return t.dtype === "bf16" || t.dtype === "f8e4m3" || t.dtype === "q8" ? t.dtype : "f32";
+  const d = t.dtype;
+  return d === "bf16" || d === "f16" || d === "f8e4m3" || d === "q8" ? d : "f32";
 }
 
 /** Scales per K-row: FP8 one, q8 one per 32 values. */
@@ -176,7 +178,7 @@ function scalesPerKRow(stored: Stored, k: number): number {
 export function storedBytes(shape: readonly number[], stored: Stored): number {
   const n = numel(shape);
   if (stored === "f32") return 4 * n;
-  if (stored === "bf16") return 2 * n;
+  if (stored === "bf16" || stored === "f16") return 2 * n;
   const k = shape[shape.length - 1] ?? 1;
   return 4 * Math.ceil(n / 4) + 4 * (k ? n / k : 0) * scalesPerKRow(stored, k);
 }
