@@ -182,6 +182,13 @@ function matmulCases(): OpCase[] {
       return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "q8", 1 / Math.sqrt(K))) };
     }));
   }
+  // NVFP4 (E2M1 codes, a scale per 16 values of a K-row): decoded exactly on every backend.
+  for (const [M, K, N] of [[1, 32, 13], [3, 64, 33], [9, 16, 5]]) {
+    cases.push(opCase(`matmul nvfp4 M=${M} K=${K} N=${N}`, "matmul", 1e-5, (c) => {
+      const x = c.f32("x", [[M, 16], K]);
+      return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "nvfp4", 1 / Math.sqrt(K))) };
+    }));
+  }
   cases.push(opCase("matmul f32 x rank 3 [T, 2, 17]", "matmul", 1e-5, (c) => {
     const x = c.f32("x", [[3, 8], 2, 17]);
     return { y: ops.matmul(c.g, x, c.weight("w", [7, 17], "f32")) };
@@ -865,6 +872,9 @@ Deno.test({
       }),
       opCase("split matmul f8e4m3 M=2 K=17 N=100 (codes end inside words; scales per part)", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[2, 2], 17]), c.weight("w", [100, 17], "f8e4m3", 0.25, 4)) };
+      }),
+      opCase("split matmul nvfp4 M=2 K=32 N=90", "matmul", 1e-5, (c) => {
+        return { y: ops.matmul(c.g, c.f32("x", [[2, 2], 32]), c.weight("w", [90, 32], "nvfp4", 0.25)) };
       }),
       opCase("split matmul q8 M=2 K=64 N=40", "matmul", 2e-2, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 64]), c.weight("w", [40, 64], "q8", 0.125)) };

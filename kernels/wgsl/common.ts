@@ -28,9 +28,10 @@ export const ELEMENT_ARGS =
 /**
  * How a float tensor is stored on the device: f32; bf16 or f16 packed two to a 32-bit word (low half first); or a weight
  * quantised to bytes (FP8 E4M3 with one f32 scale per K-row, q8 int8 with one per 32 values of a K-row), its codes
- * packed four to a word, then its scales: the scales start at word `off`, K being the row length.
+ * packed four to a word, then its scales; NVFP4 E2M1 codes two to a byte (even value in the low nibble), one f32
+ * scale per 16 values: the scales start at word `off`, K being the row length.
  */
-export type Stored = "f32" | "bf16" | "f16" | "f8e4m3" | "q8";
+export type Stored = "f32" | "bf16" | "f16" | "f8e4m3" | "q8" | "nvfp4";
 
 /**
  * A read-write storage binding `name` at `binding` holding floats stored as `dtype`, and `name_at(i)`, its element
@@ -55,6 +56,18 @@ fn ${name}_at(i: u32) -> f32 { return ${name}[i]; }
   if (dtype === "f16") {
     // unpack2x16float is core WGSL: f16 storage needs no shader-f16 (which only f16 arithmetic would).
     return decl + `fn ${name}_at(i: u32) -> f32 { return unpack2x16float(${name}[i >> 1u])[i & 1u]; }
+`;
+  }
+  if (dtype === "nvfp4") {
+    // E2M1 magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6; bit 3 is the sign; one scale per 16 values.
+    return decl + `fn ${name}_at(i: u32) -> f32 {
+  let c = (${name}[i >> 3u] >> ((i & 7u) * 4u)) & 15u;
+  let e = (c >> 1u) & 3u;
+  let m = f32(c & 1u);
+  var v = select((2.0 + m) * f32(1u << e) * 0.25, m * 0.5, e == 0u);
+  if ((c & 8u) != 0u) { v = -v; }
+  return v * bitcast<f32>(${name}[${off} + i / 16u]);
+}
 `;
   }
   const byte = `let c = (${name}[i >> 2u] >> ((i & 3u) * 8u)) & 0xffu;`;

@@ -7,12 +7,11 @@
  *   every run are ordered on the one queue. A buffer the device cannot hold is an {@link OutOfMemoryError}: at
  *   once when it is over `maxBufferSize`, else from the `out-of-memory` error scope around its creation, which the
  *   next `uploadWeight` (naming the weight) or `sync` rejects with.
- * - Dtypes: activations f32, ids i32; bf16 weights and caches stay bf16, packed two to a 32-bit word (the kernels
- *   widen them with a shift); FP8 (E4M3, one scale per K-row) and q8 (int8, one scale per 32) weights stay
- *   quantised, their codes packed four to a word and followed by their f32 scales, decoded by the kernels that
- *   read them (matmul, embedding, MoE experts, W_kvb); f16 weights stay f16 (read with `unpack2x16float`, core
- *   WGSL, so no `shader-f16` is needed); all are written as their chunks come. NVFP4 weights arrive dequantised to
- *   f32 (caps `promote`), exactly as the reference sees them.
+ * - Dtypes: activations f32, ids i32; every weight dtype stays as it is, decoded by the kernels that read it: bf16
+ *   and f16 packed two to a 32-bit word (widened with a shift, or `unpack2x16float`, core WGSL: no `shader-f16`
+ *   needed); FP8 (E4M3, one scale per K-row), q8 (int8, one scale per 32) and NVFP4 (E2M1 two to a byte, one scale
+ *   per 16) as their codes packed into words and followed by their f32 scales (matmul, embedding, MoE experts and
+ *   W_kvb read those). bf16 caches stay bf16. Every weight is written as its chunks come.
  * - Limits: `maxBindingBytes` is the device's `maxStorageBufferBindingSize`; weights over it come split by rows
  *   (matmul and embedding run part by part; other ops refuse a split weight with a message naming it).
  * - Execution: `prepare` compiles each node into a step (ops.ts) and every kernel it dispatches into a pipeline
@@ -170,8 +169,8 @@ class WebGpuBackend implements Backend {
     const binding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
     this.caps = {
       alignment: Math.max(SLOT, device.limits.minStorageBufferOffsetAlignment),
-      dtypes: ["f32", "i32", "bf16", "f16", "f8e4m3", "q8"],
-      promote: { nvfp4: "f32" },
+      dtypes: ["f32", "i32", "bf16", "f16", "f8e4m3", "q8", "nvfp4"],
+      promote: {},
       memoryBytes: options.memoryBytes ?? Infinity,
       // Whole 4-byte words: every binding is an array of 32-bit elements.
       maxBindingBytes: Math.floor(binding / 4) * 4,
@@ -250,12 +249,14 @@ class WebGpuBackend implements Backend {
     }
     const per = rowElements(maxShape(target.decl.shape));
     const stored = target.storage;
-    if (stored === "bf16" || stored === "f16" || stored === "f8e4m3" || stored === "q8") {
+    if (stored !== "f32" && stored !== "i32") {
       // Codes go as they come (2 bytes a bf16 value, 1 an FP8 or q8 code): a chunk may end inside a 32-bit word,
       // whose bytes wait for the next chunk (writeBuffer writes whole words); the last word of a part is padded
       // (its buffer is). A quantised weight's scales follow its codes in each part, a word each.
-      const shape = maxShape(target.decl.shape), width = stored === "bf16" || stored === "f16" ? 2 : 1;
-      const k = shape[shape.length - 1] ?? 1, scalesPerRow = stored === "q8" ? per / 32 : per / k;
+      const shape = maxShape(target.decl.shape);
+      const width = stored === "bf16" || stored === "f16" ? 2 : stored === "nvfp4" ? 0.5 : 1;
+      const k = shape[shape.length - 1] ?? 1;
+      const scalesPerRow = stored === "q8" ? per / 32 : stored === "nvfp4" ? per / 16 : per / k;
       let pending: { part: WeightPart; offset: number; bytes: Uint8Array } | undefined;
       const flush = () => {
         if (!pending) return;
@@ -279,9 +280,9 @@ class WebGpuBackend implements Backend {
         const whole = bytes.length - (bytes.length % 4);
         if (whole) this.write({ buffer: part.view.buffer, offset }, bytes.subarray(0, whole));
         if (whole < bytes.length) pending = { part, offset: offset + whole, bytes: bytes.slice(whole) };
-        if (stored === "f8e4m3" || stored === "q8") {
+        if (stored === "f8e4m3" || stored === "q8" || stored === "nvfp4") {
           if (!chunk.scales) throw new Error(`webgpu: weight ${name}: a ${stored} chunk has no scales`);
-          const at = part.view.offset + 4 * scaleWord([part.rows, ...shape.slice(1)], part.rows);
+          const at = part.view.offset + 4 * scaleWord([part.rows, ...shape.slice(1)], part.rows, stored as Stored);
           this.write({ buffer: part.view.buffer, offset: at + 4 * row * scalesPerRow }, chunk.scales);
         }
       });

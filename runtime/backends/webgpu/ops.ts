@@ -155,20 +155,25 @@ export function supportsNode(
   }
 }
 
-const QUANTISED = new Set<Stored>(["f8e4m3", "q8"]);
+const QUANTISED = new Set<Stored>(["f8e4m3", "q8", "nvfp4"]);
 
 /**
- * How tensor `t` is stored on this device: bf16, f16, FP8 and q8 as they are, every other float as f32 (ids are
- * 32-bit too).
+ * How tensor `t` is stored on this device: bf16, f16, FP8, q8 and NVFP4 as they are, f32 as f32 (ids are 32-bit
+ * too).
  */
 export function storedOf(t: Pick<TensorInfo, "dtype">): Stored {
   const d = t.dtype;
-  return d === "bf16" || d === "f16" || d === "f8e4m3" || d === "q8" ? d : "f32";
+  return d === "bf16" || d === "f16" || d === "f8e4m3" || d === "q8" || d === "nvfp4" ? d : "f32";
 }
 
-/** Scales per K-row: FP8 one, q8 one per 32 values. */
+/** Scales per K-row: FP8 one, q8 one per 32 values, NVFP4 one per 16. */
 function scalesPerKRow(stored: Stored, k: number): number {
-  return stored === "q8" ? k / 32 : 1;
+  return stored === "q8" ? k / 32 : stored === "nvfp4" ? k / 16 : 1;
+}
+
+/** Codes per 32-bit word of a quantised weight. */
+function codesPerWord(stored: Stored): number {
+  return stored === "nvfp4" ? 8 : 4;
 }
 
 /**
@@ -180,12 +185,16 @@ export function storedBytes(shape: readonly number[], stored: Stored): number {
   if (stored === "f32") return 4 * n;
   if (stored === "bf16" || stored === "f16") return 2 * n;
   const k = shape[shape.length - 1] ?? 1;
-  return 4 * Math.ceil(n / 4) + 4 * (k ? n / k : 0) * scalesPerKRow(stored, k);
+  return 4 * Math.ceil(n / codesPerWord(stored)) + 4 * (k ? n / k : 0) * scalesPerKRow(stored, k);
 }
 
-/** The first scale word of `rows` leading rows of a quantised weight of `shape` (its codes come first). */
-export function scaleWord(shape: readonly number[], rows: number): number {
-  return Math.ceil((rows * numel(shape)) / (shape[0] || 1) / 4);
+/**
+ * The first scale word of `rows` leading rows of a weight of `shape` quantised as `stored` (its codes come first;
+ * 0 for other dtypes, which have none).
+ */
+export function scaleWord(shape: readonly number[], rows: number, stored: Stored): number {
+  if (!QUANTISED.has(stored)) return 0;
+  return Math.ceil((rows * numel(shape)) / (shape[0] || 1) / codesPerWord(stored));
 }
 
 /** Bytes of tensor `t` at its largest shape on this device. */
@@ -236,7 +245,7 @@ const COMPILERS: Record<string, Compiler> = {
       // Each part gathers the ids that fall in its rows (a table over the binding limit is split by rows).
       for (const p of e.parts(table)) {
         if (gather) {
-          const params = [T * D, D, p.row0, p.rows, scaleWord([V, D], p.rows)];
+          const params = [T * D, D, p.row0, p.rows, scaleWord([V, D], p.rows, stored)];
           if (T) e.dispatch(gather, params, [p.ref, e.view(ids), e.view(node.id)], groupsFor(T * D));
           continue;
         }
@@ -370,7 +379,7 @@ const COMPILERS: Record<string, Compiler> = {
       const M = numel(shapeOf(c, e, x)) / K;
       if (!M) return;
       for (const p of e.parts(w)) {
-        e.dispatch(kernel, [M * p.rows, p.rows, K, N, p.row0, scaleWord([N, K], p.rows)], [
+        e.dispatch(kernel, [M * p.rows, p.rows, K, N, p.row0, scaleWord([N, K], p.rows, storedOf(c.table[w]))], [
           e.view(x),
           p.ref,
           e.view(node.id),
@@ -451,11 +460,16 @@ const COMPILERS: Record<string, Compiler> = {
       const gu = whole(e, gateUp, node), dw = whole(e, down, node);
       e.dispatch(
         act,
-        params(T * K * F, scaleWord([E, F2, D], E)),
+        params(T * K * F, scaleWord([E, F2, D], E, storedOf(c.table[gateUp]))),
         [e.view(x), e.view(ids), gu, a],
         groupsFor(T * K * F),
       );
-      e.dispatch(dn, params(T * K * D, scaleWord([E, D, F], E)), [a, e.view(ids), dw, y], groupsFor(T * K * D));
+      e.dispatch(
+        dn,
+        params(T * K * D, scaleWord([E, D, F], E, storedOf(c.table[down]))),
+        [a, e.view(ids), dw, y],
+        groupsFor(T * K * D),
+      );
       e.dispatch(MOE_MIX, params(T * D, 0), [y, e.view(weights), e.view(node.id)], groupsFor(T * D));
     };
   },
@@ -519,6 +533,7 @@ const COMPILERS: Record<string, Compiler> = {
     const [q, wkvb, cache, seq, pos, bt] = node.inputs;
     const a = node.attrs as MlaAttentionAttrs;
     const [nb] = maxShape(c.table[cache].shape), maxBlocks = maxShape(c.table[bt].shape)[1];
+    const ws = maxShape(c.table[wkvb].shape);
     const wgsl = mlaAttentionKernel({
       ...a,
       maxBlocks,
@@ -530,7 +545,7 @@ const COMPILERS: Record<string, Compiler> = {
       const T = shapeOf(c, e, q)[0], S = shapeOf(c, e, bt)[0];
       if (!T) return;
       checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
-      const off = scaleWord(maxShape(c.table[wkvb].shape), maxShape(c.table[wkvb].shape)[0]);
+      const off = scaleWord(ws, ws[0], storedOf(c.table[wkvb]));
       e.dispatch(wgsl, [T, S, nb, f32Bits(a.scale), off], [
         e.view(q),
         whole(e, wkvb, node),
