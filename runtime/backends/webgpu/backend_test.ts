@@ -142,3 +142,26 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "webgpu: a lost device is reported: the next call names it instead of hanging",
+  ignore: WEBGPU_IGNORE,
+  async fn() {
+    const adapter = (await navigator.gpu.requestAdapter())!;
+    let device: GPUDevice | undefined;
+    const wrapped = Object.create(adapter);
+    wrapped.requestDevice = async (d?: GPUDeviceDescriptor) => (device = await adapter.requestDevice(d));
+    for (const k of ["info", "features", "limits"] as const) Object.defineProperty(wrapped, k, { value: adapter[k] });
+    const b = await webgpuBackend.create({ adapter: wrapped } as never);
+    try {
+      const buf = b.alloc(16);
+      device!.destroy(); // as a driver reset or a GPU process crash would
+      await device!.lost;
+      await new Promise((r) => setTimeout(r, 0));
+      await assertRejects(() => b.sync(), Error, "the GPU device was lost");
+      assertThrows(() => b.write({ buffer: buf, offset: 0 }, new Uint8Array(4)), Error, "the GPU device was lost");
+    } finally {
+      b.dispose();
+    }
+  },
+});
