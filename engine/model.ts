@@ -499,7 +499,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
   try {
     // Images need the vision tower's weights and `scatter_rows` on some backend of the plan.
     const vision = resolved.config.vision_config !== null &&
-      (options.vision ?? backends.some((b) => runsScatterRows(b)));
+      (options.vision ?? (backends.some((b) => runsScatterRows(b)) && runsVisionTower(backends, resolved)));
     const weights = await openModelWeights(resolved, {
       dtype: options.dtype,
       seed: options.seed,
@@ -699,6 +699,22 @@ function buildStepGraph(
 function runsNode(backend: Backend, graph: Graph, name: string): boolean {
   const table = tensorTable(graph), node = graph.nodes.find((n) => n.name === name)!;
   return backend.supports(node, node.inputs.map((i) => table[i]));
+}
+
+/**
+ * Whether every op of the vision tower's stage graphs runs on some backend of `backends` (a GPU backend may feed
+ * image rows to the decoder yet not run the tower itself: then the model loads without images unless another
+ * backend of the list runs what it lacks).
+ */
+function runsVisionTower(backends: readonly Backend[], resolved: { family: ModelFamily; config: Mistral4Config }) {
+  for (const { graph } of visionStageGraphs(resolved.family, resolved.config, { imageStoreRows: 1 })) {
+    const table = tensorTable(graph);
+    for (const node of graph.nodes) {
+      const inputs = node.inputs.map((i) => table[i]);
+      if (!backends.some((b) => b.supports(node, inputs))) return false;
+    }
+  }
+  return true;
 }
 
 /** Whether `backend` runs `scatter_rows` on f32 embeddings (the op that feeds image vectors to the decoder). */

@@ -241,7 +241,10 @@ export class PlanExecutor {
       for (const copy of step.copies) await this.#copy(copy, vars);
       step.backend.run(step.prepared, step.bindings, vars, host);
     }
-    await Promise.all(this.plan.backends.map((b) => this.#backends.get(b)!.sync()));
+    // A backend an output is read from needs no sync: `read` comes after all its queued work, so a GPU step is one
+    // submit and one read-back. The others are synced, so their errors surface here.
+    const reads = new Set(this.plan.outputs.filter((o) => !wanted || wanted.includes(o.name)).map((o) => o.backend));
+    await Promise.all(this.plan.backends.filter((b) => !reads.has(b)).map((b) => this.#backends.get(b)!.sync()));
     const out: Record<string, HostArray> = {};
     for (const o of this.plan.outputs) {
       if (wanted && !wanted.includes(o.name)) continue;

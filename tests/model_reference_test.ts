@@ -15,6 +15,7 @@
 import { assert, assertEquals, assertRejects } from "./assert.ts";
 import { fixture, fixtureJson } from "./fixtures.ts";
 import { BACKENDS, probeAll } from "../runtime/registry.ts";
+import { WEBGPU_IGNORE } from "./webgpu_helpers.ts";
 import { loadModel, type Model } from "../engine/model.ts";
 import type { SoftmaxScaleMode } from "../graph/models/mistral4.ts";
 import { loadCanonicalWeights } from "../weights/load.ts";
@@ -56,7 +57,10 @@ const LONGEST = REF.prompts.past_8192.length;
  * both scales and both layouts. Every other backend runs every case.
  */
 function runs(backend: string, layout: "hf" | "mistral", prompt: Prompt, scale: SoftmaxScaleMode): boolean {
-  if (backend !== "reference" || prompt === "short") return true;
+  if (prompt === "short") return true;
+  // Software Vulkan (CI's WebGPU) takes minutes over 8k positions: the long prompt stays with the CPU backends.
+  if (backend === "webgpu") return false;
+  if (backend !== "reference") return true;
   return layout === "hf" && scale === "deepseek_yarn";
 }
 
@@ -154,7 +158,7 @@ async function checkLayout(t: Deno.TestContext, backend: string, layout: "hf" | 
 
 const probes = await probeAll();
 for (const factory of BACKENDS) {
-  const ignore = !(probes.find((p) => p.name === factory.name)!.score > 0);
+  const ignore = factory.name === "webgpu" ? WEBGPU_IGNORE : !(probes.find((p) => p.name === factory.name)!.score > 0);
   Deno.test({
     name: `model reference: tiny_rect (HF layout, as shipped) on ${factory.name} ≡ the float64 forward`,
     ignore,

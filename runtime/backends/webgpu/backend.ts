@@ -1,0 +1,646 @@
+/**
+ * The `webgpu` backend: segments run as WGSL compute kernels (kernels/wgsl) on a `navigator.gpu` device, through
+ * the standard WebGPU API only (no Deno call), so the same module runs in a browser page.
+ *
+ * - Memory: every buffer is a `GPUBuffer` (storage, copy source and destination). `write` is `queue.writeBuffer`,
+ *   `copy`/`fill` are encoded commands, `read` copies into a mappable staging buffer and maps it. All of them and
+ *   every run are ordered on the one queue. A buffer the device cannot hold is an {@link OutOfMemoryError}: at
+ *   once when it is over `maxBufferSize`, else from the `out-of-memory` error scope around its creation, which the
+ *   next `uploadWeight` (naming the weight) or `sync` rejects with.
+ * - Dtypes: activations f32, ids i32; every weight dtype stays as it is, decoded by the kernels that read it: bf16
+ *   and f16 packed two to a 32-bit word (widened with a shift, or `unpack2x16float`, core WGSL: no `shader-f16`
+ *   needed); FP8 (E4M3, one scale per K-row), q8 (int8, one scale per 32) and NVFP4 (E2M1 two to a byte, one scale
+ *   per 16) as their codes packed into words and followed by their f32 scales (matmul, embedding, MoE experts and
+ *   W_kvb read those). bf16 caches stay bf16. Every weight is written as its chunks come.
+ * - Limits: `maxBindingBytes` is the device's `maxStorageBufferBindingSize`; weights over it come split by rows
+ *   (matmul and embedding run part by part; other ops refuse a split weight with a message naming it).
+ * - Execution: `prepare` compiles each node into a step (ops.ts) and every kernel it dispatches into a pipeline
+ *   (cached by WGSL source); `run` writes the step's parameter words (and host-computed tables: rope's cos/sin,
+ *   query temperatures) once, then encodes every dispatch into one compute pass of one command encoder, left open
+ *   until the next `read` (whose copy joins it), `write` or `sync` submits it: a step whose outputs are read from
+ *   here is one `queue.submit` and one `mapAsync` per output. Bind groups are cached per prepared segment by the
+ *   buffer ranges they bind (views are sized at the largest shape, so every step of a bucket binds the same
+ *   ranges): they are made on a bucket's first run only.
+ * - Ops: every op of the text and vision graphs except `sample` (ops.ts `supportsNode`), which is refused: the
+ *   model then samples on the host, and a mixed plan (`--backend webgpu,wasm`) runs what a test or a user refuses.
+ * - Adapter: `probe()` scores a fallback (software) adapter 2 and a hardware one 5, both below `wasm` (10), so
+ *   `auto` never picks this backend until it runs the whole model; `--backend webgpu` picks it by name.
+ *
+ * @example
+ * ```ts
+ * import { webgpuBackend } from "./backend.ts";
+ * if (await webgpuBackend.probe().catch(() => 0) > 0) {
+ *   const backend = await webgpuBackend.create();
+ *   const view = { buffer: backend.alloc(16), offset: 0 };
+ *   backend.write(view, new Float32Array([1, 2, 3, 4]));
+ *   new Float32Array((await backend.read(view, 16)).buffer); // [1, 2, 3, 4]
+ *   backend.dispose();
+ * }
+ * ```
+ *
+ * @module
+ */
+
+import type { DType } from "../../../graph/dtype.ts";
+import { maxShape, type Node, numel, type TensorInfo, tensorTable, type Vars } from "../../../graph/ir.ts";
+import {
+  alignUp,
+  type Backend,
+  type BackendCaps,
+  type BackendFactory,
+  type BackendOptions,
+  type Bindings,
+  type BufferHandle,
+  canStore,
+  type HostInputs,
+  isSplit,
+  OutOfMemoryError,
+  type Prepared,
+  refusedOps,
+  type Segment,
+  type TensorView,
+  type WeightPart,
+  type WeightSource,
+  type WeightTarget,
+} from "../../backend.ts";
+import { uploadChunks } from "../../weight_upload.ts";
+import { chunkToF32, scratchF32 } from "../../../weights/chunks.ts";
+import { rowElements } from "../../../weights/source.ts";
+import {
+  compileNode,
+  type Encoder,
+  maxBytes,
+  type PartRef,
+  type Ref,
+  scaleWord,
+  type Step,
+  storedBytes,
+  storedOf,
+  supportsNode,
+} from "./ops.ts";
+import type { Stored } from "../../../kernels/wgsl/common.ts";
+
+/** Options of the `webgpu` factory: the common ones and test-only limits. */
+export type WebGpuBackendOptions = BackendOptions & {
+  /** A smaller binding limit than the device's (tests force split weights with it). */
+  maxBindingBytes?: number;
+  /** An adapter to use instead of `navigator.gpu.requestAdapter()` (a page that chose one; tests). */
+  adapter?: GPUAdapter;
+};
+
+/** Bytes of one step's parameter slot (the storage offset alignment every device accepts). */
+const SLOT = 256;
+
+type GpuRef = Ref & { buffer: GPUBuffer };
+
+type WebGpuPrepared = Prepared & {
+  nodes: Node[];
+  steps: Step[];
+  table: TensorInfo[];
+  /** Device buffers of this segment: scratch, node results left unbound, host tables (by key). */
+  own: Map<string, GPUBuffer>;
+  /** Bind groups by the ranges they bind. */
+  groups: Map<string, GPUBindGroup>;
+  /** Parameter slots (256 B each), grown when a run needs more. */
+  params?: GPUBuffer;
+  slots: number;
+};
+
+/** What the factory found: the adapter and whether it is a software one. */
+type Found = { adapter: GPUAdapter; fallback: boolean; description: string };
+
+/** `gpu`'s adapter (`navigator.gpu` by default), or an error naming what is missing. */
+async function findAdapter(gpu: GPU | undefined): Promise<Found> {
+  if (!gpu) {
+    throw new Error(
+      "this runtime has no WebGPU (navigator.gpu is undefined): use a browser with WebGPU or Deno ≥ 2 " +
+        "(which has it built in)",
+    );
+  }
+  const adapter = await gpu.requestAdapter();
+  if (!adapter) {
+    throw new Error(
+      "navigator.gpu.requestAdapter() found no GPU adapter: no Vulkan, Metal or D3D12 driver is usable here " +
+        "(on Linux without a GPU, `apt-get install mesa-vulkan-drivers` gives the software lavapipe adapter)",
+    );
+  }
+  return { adapter, fallback: isFallback(adapter), description: describe(adapter) };
+}
+
+/** Where the adapter says it is software: `info.isFallbackAdapter` (current spec) or the older adapter field. */
+function isFallback(adapter: GPUAdapter): boolean {
+  const a = adapter as GPUAdapter & { isFallbackAdapter?: boolean; info?: { isFallbackAdapter?: boolean } };
+  return a.info?.isFallbackAdapter ?? a.isFallbackAdapter ?? false;
+}
+
+function describe(adapter: GPUAdapter): string {
+  const info = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info;
+  return [info?.vendor, info?.architecture, info?.description].filter((s) => s).join(" ") || "unknown adapter";
+}
+
+class WebGpuBackend implements Backend {
+  readonly name: string;
+  readonly caps: BackendCaps;
+  /** The adapter, in words (vendor, description), for reports. */
+  readonly adapterName: string;
+  readonly #device: GPUDevice;
+  readonly #refuse: ReadonlySet<string>;
+  readonly #workgroupBytes: number;
+  #buffers = new Map<number, GPUBuffer>();
+  #nextId = 1;
+  #allocated = 0;
+  /** Out-of-memory scopes of allocations not yet checked, by buffer id. */
+  #allocChecks = new Map<number, Promise<GPUError | null>>();
+  /** Validation scopes of submitted work not yet checked. */
+  #errors: Promise<GPUError | null>[] = [];
+  #encoder: GPUCommandEncoder | undefined;
+  #pipelines = new Map<string, GPUComputePipeline>();
+  #prepared: WebGpuPrepared[] = [];
+  #dummy: GPUBuffer;
+  #lost: string | undefined;
+  #disposed = false;
+
+  constructor(name: string, device: GPUDevice, found: Found, options: WebGpuBackendOptions) {
+    this.name = name;
+    this.#device = device;
+    this.adapterName = `${found.description}${found.fallback ? " (software)" : ""}`;
+    this.#refuse = refusedOps(options, name);
+    this.#workgroupBytes = device.limits.maxComputeWorkgroupStorageSize;
+    const binding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
+    this.caps = {
+      alignment: Math.max(SLOT, device.limits.minStorageBufferOffsetAlignment),
+      dtypes: ["f32", "i32", "bf16", "f16", "f8e4m3", "q8", "nvfp4"],
+      promote: {},
+      memoryBytes: options.memoryBytes ?? Infinity,
+      // Whole 4-byte words: every binding is an array of 32-bit elements.
+      maxBindingBytes: Math.floor(binding / 4) * 4,
+      activationDType: "f32",
+    };
+    this.#dummy = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
+    device.lost.then((info) => {
+      if (!this.#disposed) this.#lost = `${info.reason}: ${info.message}`;
+    });
+  }
+
+  supports(node: Node, inputs: readonly TensorInfo[]): boolean {
+    if (this.#refuse.has(node.op)) return false;
+    if (!canStore(this.caps, node.dtype) || !inputs.every((t) => canStore(this.caps, t.dtype))) return false;
+    return supportsNode(node, inputs, this.#workgroupBytes, this.#device.limits.maxStorageBuffersPerShaderStage);
+  }
+
+  weightBytes(shape: readonly number[], storage: DType): number {
+    if (storage === "i32") return 4 * numel(shape);
+    if (storage !== storedOf({ dtype: storage })) throw new RangeError(`webgpu: weights are not stored as ${storage}`);
+    return storedBytes(shape, storage as Stored);
+  }
+
+  alloc(bytes: number): BufferHandle {
+    this.#live();
+    if (!Number.isInteger(bytes) || bytes < 0) throw new Error(`alloc: bad size ${bytes}`);
+    const size = Math.max(4, alignUp(bytes, 4)), limit = this.#device.limits.maxBufferSize;
+    if (size > limit || this.#allocated + size > this.caps.memoryBytes) {
+      const over = size > limit;
+      throw new OutOfMemoryError({
+        backend: this.name,
+        requested: bytes,
+        missing: over ? size - limit : this.#allocated + size - this.caps.memoryBytes,
+        detail: over
+          ? `one buffer holds at most ${limit} B on this device (maxBufferSize): a smaller model or batch`
+          : `${this.#allocated} B of the ${this.caps.memoryBytes} B allowed are in use`,
+      });
+    }
+    this.#device.pushErrorScope("out-of-memory");
+    const buffer = this.#device.createBuffer({
+      size,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    const id = this.#nextId++;
+    this.#allocChecks.set(id, this.#device.popErrorScope());
+    this.#buffers.set(id, buffer);
+    this.#allocated += size;
+    return { backend: this.name, id, bytes };
+  }
+
+  free(buffer: BufferHandle): void {
+    const b = buffer.backend === this.name ? this.#buffers.get(buffer.id) : undefined;
+    if (!b) return;
+    this.#flush(); // queued work may still use it
+    this.#buffers.delete(buffer.id);
+    this.#allocChecks.delete(buffer.id);
+    this.#allocated -= b.size;
+    b.destroy();
+  }
+
+  async uploadWeight(target: WeightTarget, source: WeightSource): Promise<void> {
+    const name = target.decl.name;
+    for (const part of target.parts) {
+      const check = this.#allocChecks.get(part.view.buffer.id);
+      const err = check && await check;
+      if (err) {
+        throw new OutOfMemoryError({
+          backend: this.name,
+          tensor: `weight ${name}`,
+          requested: part.view.buffer.bytes,
+          detail: `the device could not allocate it (${err.message}): a smaller model, or another backend for some ` +
+            `layers`,
+        });
+      }
+      this.#allocChecks.delete(part.view.buffer.id);
+    }
+    const per = rowElements(maxShape(target.decl.shape));
+    const stored = target.storage;
+    if (stored !== "f32" && stored !== "i32") {
+      // Codes go as they come (2 bytes a bf16 value, 1 an FP8 or q8 code): a chunk may end inside a 32-bit word,
+      // whose bytes wait for the next chunk (writeBuffer writes whole words); the last word of a part is padded
+      // (its buffer is). A quantised weight's scales follow its codes in each part, a word each.
+      const shape = maxShape(target.decl.shape);
+      const width = stored === "bf16" || stored === "f16" ? 2 : stored === "nvfp4" ? 0.5 : 1;
+      const k = shape[shape.length - 1] ?? 1;
+      const scalesPerRow = stored === "q8" ? per / 32 : stored === "nvfp4" ? per / 16 : per / k;
+      let pending: { part: WeightPart; offset: number; bytes: Uint8Array } | undefined;
+      const flush = () => {
+        if (!pending) return;
+        const padded = new Uint8Array(alignUp(pending.bytes.length, 4));
+        padded.set(pending.bytes);
+        this.write({ buffer: pending.part.view.buffer, offset: pending.offset }, padded);
+        pending = undefined;
+      };
+      await uploadChunks(target, source, (chunk, part, row) => {
+        if (chunk.dtype !== stored) throw new Error(`webgpu: weight ${name} comes as ${chunk.dtype}, not ${stored}`);
+        let offset = part.view.offset + width * row * per, bytes = chunk.data;
+        if (pending && pending.part === part) {
+          const joined = new Uint8Array(pending.bytes.length + bytes.length);
+          joined.set(pending.bytes);
+          joined.set(bytes, pending.bytes.length);
+          offset = pending.offset;
+          bytes = joined;
+          pending = undefined;
+        }
+        flush();
+        const whole = bytes.length - (bytes.length % 4);
+        if (whole) this.write({ buffer: part.view.buffer, offset }, bytes.subarray(0, whole));
+        if (whole < bytes.length) pending = { part, offset: offset + whole, bytes: bytes.slice(whole) };
+        if (stored === "f8e4m3" || stored === "q8" || stored === "nvfp4") {
+          if (!chunk.scales) throw new Error(`webgpu: weight ${name}: a ${stored} chunk has no scales`);
+          const at = part.view.offset + 4 * scaleWord([part.rows, ...shape.slice(1)], part.rows, stored as Stored);
+          this.write({ buffer: part.view.buffer, offset: at + 4 * row * scalesPerRow }, chunk.scales);
+        }
+      });
+      flush();
+      return;
+    }
+    await uploadChunks(target, source, (chunk, part, row) => {
+      const values = chunk.dtype === "i32" ? chunk.data : chunkToF32(chunk, scratchF32(chunk.rows * per, 3));
+      this.write({ buffer: part.view.buffer, offset: part.view.offset + 4 * row * per }, values);
+    });
+  }
+
+  write(view: TensorView, data: ArrayBufferView): void {
+    const b = this.#buffer(view, data.byteLength, "write");
+    if (data.byteLength === 0) return;
+    if (view.offset % 4 !== 0 || data.byteLength % 4 !== 0) {
+      throw new RangeError(`${this.name}: write of ${data.byteLength} B at ${view.offset}: not whole 4-byte words`);
+    }
+    this.#flush(); // after the work queued so far
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    // writeBuffer takes no shared memory (the wasm backend's): such data is copied first.
+    const own = bytes.buffer instanceof ArrayBuffer ? bytes as Uint8Array<ArrayBuffer> : bytes.slice();
+    this.#device.queue.writeBuffer(b, view.offset, own.buffer, own.byteOffset, own.byteLength);
+  }
+
+  async read(view: TensorView, bytes: number): Promise<Uint8Array> {
+    const b = this.#buffer(view, bytes, "read");
+    if (bytes === 0) return new Uint8Array(0);
+    const start = view.offset - (view.offset % 4), end = alignUp(view.offset + bytes, 4);
+    const staging = this.#device.createBuffer({
+      size: end - start,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    try {
+      this.#commands().copyBufferToBuffer(b, start, staging, 0, end - start);
+      this.#flush();
+      await staging.mapAsync(GPUMapMode.READ);
+      const skip = view.offset - start;
+      const out = new Uint8Array(staging.getMappedRange()).slice(skip, skip + bytes);
+      staging.unmap();
+      await this.#checkErrors();
+      return out;
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  copy(src: TensorView, dst: TensorView, bytes: number): void {
+    const s = this.#buffer(src, bytes, "copy"), d = this.#buffer(dst, bytes, "copy");
+    if (bytes === 0) return;
+    if (src.offset % 4 || dst.offset % 4 || bytes % 4) {
+      throw new RangeError(`${this.name}: copy of ${bytes} B at ${src.offset} → ${dst.offset}: not whole 4-byte words`);
+    }
+    if (s === d && src.offset < dst.offset + bytes && dst.offset < src.offset + bytes) {
+      throw new RangeError(`${this.name}: copy of ${bytes} B at ${src.offset} → ${dst.offset} overlaps itself`);
+    }
+    this.#commands().copyBufferToBuffer(s, src.offset, d, dst.offset, bytes);
+  }
+
+  fill(view: TensorView, bytes: number, value: number): void {
+    const b = this.#buffer(view, bytes, "fill");
+    if (bytes === 0) return;
+    if (view.offset % 4 === 0 && bytes % 4 === 0 && value === 0) {
+      this.#commands().clearBuffer(b, view.offset, bytes);
+      return;
+    }
+    this.write(view, new Uint8Array(bytes).fill(value));
+  }
+
+  prepare(segment: Segment): Promise<Prepared> {
+    try {
+      this.#live();
+      const table = tensorTable(segment.graph);
+      const byId = new Map(segment.graph.nodes.map((n) => [n.id, n]));
+      const nodes: Node[] = [], steps: Step[] = [];
+      for (const id of segment.nodes) {
+        const n = byId.get(id);
+        if (!n) throw new Error(`segment node ${id} is not in the graph`);
+        if (!this.supports(n, n.inputs.map((i) => table[i]))) {
+          const dts = n.inputs.map((i) => `${table[i].kind} ${table[i].dtype}`).join(", ");
+          throw new Error(`${this.name}: cannot run ${n.op} "${n.name}" (inputs ${dts})`);
+        }
+        const use = (...wgsl: string[]) => wgsl.forEach((k) => this.#pipeline(k));
+        steps.push(compileNode({ table, workgroupBytes: this.#workgroupBytes, use }, n));
+        nodes.push(n);
+      }
+      const p: WebGpuPrepared = { segment, nodes, steps, table, own: new Map(), groups: new Map(), slots: 0 };
+      this.#prepared.push(p);
+      return Promise.resolve(p);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  run(prepared: Prepared, bindings: Bindings, vars: Vars, host: HostInputs): void {
+    this.#live();
+    const p = prepared as WebGpuPrepared;
+    for (const id of [...p.segment.inputs, ...p.segment.outputs]) {
+      if (!bindings.has(id)) throw new Error(`run: tensor ${id} "${p.table[id].name}" is not bound`);
+    }
+    // Record first (host tables are written as steps ask), then write parameters, then encode: a run's writes
+    // land before its dispatches and after everything queued earlier.
+    this.#flush();
+    const recorded: { wgsl: string; params: readonly number[]; refs: readonly GpuRef[]; groups: number }[] = [];
+    let stepKey = "";
+    const encoder: Encoder = {
+      vars,
+      host,
+      view: (id) => this.#view(p, bindings, id),
+      parts: (id) => this.#parts(p, bindings, id),
+      scratch: (key, bytes) => this.#own(p, `${stepKey}/${key}`, bytes),
+      upload: (key, data, max) => {
+        const ref = this.#own(p, `${stepKey}/${key}`, max);
+        // Deno 2.9.6 panics on an empty writeBuffer (a zero-length array has no backing store).
+        if (data.length) {
+          this.#device.queue.writeBuffer(ref.buffer, 0, data as Float32Array<ArrayBuffer> | Int32Array<ArrayBuffer>);
+        }
+        return ref;
+      },
+      dummy: () => ({ buffer: this.#dummy, offset: 0, size: 16 }),
+      dispatch: (wgsl, params, refs, groups) => recorded.push({ wgsl, params, refs: refs as GpuRef[], groups }),
+    };
+    for (let i = 0; i < p.steps.length; i++) {
+      stepKey = String(p.nodes[i].id);
+      try {
+        p.steps[i](encoder);
+      } catch (e) {
+        const n = p.nodes[i];
+        throw new Error(`${this.name}: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
+      }
+    }
+    if (recorded.length > p.slots) this.#growSlots(p, recorded.length);
+    const words = new Uint32Array((SLOT / 4) * recorded.length);
+    recorded.forEach((d, i) => words.set(d.params, (SLOT / 4) * i));
+    if (recorded.length) this.#device.queue.writeBuffer(p.params!, 0, words);
+    this.#device.pushErrorScope("validation");
+    const pass = this.#commands().beginComputePass();
+    recorded.forEach((d, i) => {
+      pass.setPipeline(this.#pipeline(d.wgsl));
+      pass.setBindGroup(0, this.#bindGroup(p, d.wgsl, i, d.refs));
+      const x = Math.min(d.groups, 65535);
+      pass.dispatchWorkgroups(x, Math.ceil(d.groups / x));
+    });
+    pass.end();
+    this.#errors.push(this.#device.popErrorScope());
+  }
+
+  async sync(): Promise<void> {
+    this.#live();
+    this.#flush();
+    await this.#device.queue.onSubmittedWorkDone();
+    await this.#checkErrors();
+    this.#live();
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const b of this.#buffers.values()) b.destroy();
+    for (const p of this.#prepared) {
+      for (const b of p.own.values()) b.destroy();
+      p.params?.destroy();
+    }
+    this.#buffers.clear();
+    this.#prepared = [];
+    this.#pipelines.clear();
+    this.#device.destroy();
+  }
+
+  /** The open command encoder (one per batch of runs and copies, submitted by {@link #flush}). */
+  #commands(): GPUCommandEncoder {
+    return this.#encoder ??= this.#device.createCommandEncoder();
+  }
+
+  /** Submits what is encoded. */
+  #flush(): void {
+    const encoder = this.#encoder;
+    if (!encoder) return;
+    this.#encoder = undefined;
+    this.#device.pushErrorScope("validation");
+    this.#device.queue.submit([encoder.finish()]);
+    this.#errors.push(this.#device.popErrorScope());
+  }
+
+  /** Throws the first validation error of work submitted so far, and any allocation that failed. */
+  async #checkErrors(): Promise<void> {
+    const errors = this.#errors;
+    this.#errors = [];
+    const allocs = [...this.#allocChecks.entries()];
+    this.#allocChecks.clear();
+    for (const e of await Promise.all(errors)) if (e) throw new Error(`${this.name}: ${e.message}`);
+    for (const [id, check] of allocs) {
+      const e = await check;
+      const b = this.#buffers.get(id);
+      if (e) {
+        throw new OutOfMemoryError({
+          backend: this.name,
+          requested: b?.size ?? 0,
+          detail: `the device could not allocate a buffer (${e.message})`,
+        });
+      }
+    }
+  }
+
+  #live(): void {
+    if (this.#lost) throw new Error(`${this.name}: the GPU device was lost (${this.#lost}); restart to recover`);
+    if (this.#disposed) throw new Error(`${this.name}: used after dispose()`);
+  }
+
+  #growSlots(p: WebGpuPrepared, n: number): void {
+    p.params?.destroy();
+    p.slots = Math.max(n, 2 * p.slots);
+    p.params = this.#device.createBuffer({
+      size: SLOT * p.slots,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+    });
+    p.groups.clear(); // they bound the old parameter buffer
+  }
+
+  #pipeline(wgsl: string): GPUComputePipeline {
+    let pipeline = this.#pipelines.get(wgsl);
+    if (!pipeline) {
+      // A shader that does not compile surfaces with the compiler's message at the next sync or read.
+      this.#device.pushErrorScope("validation");
+      const module = this.#device.createShaderModule({ code: wgsl });
+      pipeline = this.#device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: "main" } });
+      this.#errors.push(this.#device.popErrorScope());
+      this.#pipelines.set(wgsl, pipeline);
+    }
+    return pipeline;
+  }
+
+  #bindGroup(p: WebGpuPrepared, wgsl: string, slot: number, refs: readonly GpuRef[]): GPUBindGroup {
+    const key = `${slot}|${refs.map((r) => `${this.#bufferKey(r.buffer)}:${r.offset}:${r.size}`).join(",")}|` +
+      this.#pipelineKey(wgsl);
+    let group = p.groups.get(key);
+    if (!group) {
+      group = this.#device.createBindGroup({
+        layout: this.#pipeline(wgsl).getBindGroupLayout(0),
+        entries: [
+          { binding: 0, resource: { buffer: p.params!, offset: SLOT * slot, size: SLOT } },
+          ...refs.map((r, i) => ({ binding: i + 1, resource: { buffer: r.buffer, offset: r.offset, size: r.size } })),
+        ],
+      });
+      p.groups.set(key, group);
+    }
+    return group;
+  }
+
+  #keys = new WeakMap<object, number>();
+  #nextKey = 1;
+  #bufferKey(o: object): number {
+    let k = this.#keys.get(o);
+    if (k === undefined) this.#keys.set(o, k = this.#nextKey++);
+    return k;
+  }
+  #pipelineKeys = new Map<string, number>();
+  #pipelineKey(wgsl: string): number {
+    let k = this.#pipelineKeys.get(wgsl);
+    if (k === undefined) this.#pipelineKeys.set(wgsl, k = this.#pipelineKeys.size + 1);
+    return k;
+  }
+
+  /** A buffer of the prepared segment (scratch, an unbound result, a host table), made on first use. */
+  #own(p: WebGpuPrepared, key: string, bytes: number): GpuRef {
+    const size = Math.max(4, alignUp(bytes, 4));
+    let b = p.own.get(key);
+    if (!b || b.size < size) {
+      b?.destroy();
+      b = this.#device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+      p.own.set(key, b);
+    }
+    return { buffer: b, offset: 0, size };
+  }
+
+  /** Tensor `id` as one bound range (an unbound node result gets a buffer of the segment). */
+  #view(p: WebGpuPrepared, bindings: Bindings, id: number): GpuRef {
+    const t = p.table[id], bound = bindings.get(id);
+    const bytes = Math.max(4, alignUp(maxBytes(t), 4));
+    if (!bound) {
+      if (t.kind !== "node") throw new Error(`tensor ${id} "${t.name}" is not bound`);
+      return this.#own(p, `result/${id}`, bytes);
+    }
+    if (isSplit(bound)) {
+      throw new Error(`${t.name} is split in ${bound.parts.length} parts, and this op reads it whole`);
+    }
+    return this.#range(bound, bytes, t.name);
+  }
+
+  #parts(p: WebGpuPrepared, bindings: Bindings, id: number): PartRef[] {
+    const t = p.table[id], bound = bindings.get(id);
+    if (!bound) throw new Error(`tensor ${id} "${t.name}" is not bound`);
+    const shape = maxShape(t.shape);
+    if (!isSplit(bound)) return [{ ref: this.#range(bound, maxBytes(t), t.name), row0: 0, rows: shape[0] ?? 1 }];
+    return bound.parts.map((part) => ({
+      ref: this.#range(part.view, storedBytes([part.rows, ...shape.slice(1)], storedOf(t)), t.name),
+      row0: part.row0,
+      rows: part.rows,
+    }));
+  }
+
+  #range(view: TensorView, bytes: number, what: string): GpuRef {
+    const b = this.#buffer(view, 0, what);
+    const size = Math.min(Math.max(4, alignUp(bytes, 4)), b.size - view.offset);
+    if (bytes > b.size - view.offset) {
+      throw new RangeError(`tensor "${what}" (${bytes} B at ${view.offset}) does not fit its buffer of ${b.size} B`);
+    }
+    return { buffer: b, offset: view.offset, size };
+  }
+
+  #buffer(view: TensorView, bytes: number, what: string): GPUBuffer {
+    this.#live();
+    const b = view.buffer.backend === this.name ? this.#buffers.get(view.buffer.id) : undefined;
+    if (!b) {
+      throw new Error(`${what}: buffer ${view.buffer.backend}:${view.buffer.id} is not a live ${this.name} buffer`);
+    }
+    if (!(view.offset >= 0 && bytes >= 0 && view.offset + bytes <= view.buffer.bytes)) {
+      throw new RangeError(`${what} of ${bytes} B at ${view.offset} overflows a buffer of ${view.buffer.bytes} B`);
+    }
+    return b;
+  }
+}
+
+/**
+ * A `webgpu` factory over `gpu()` (a `GPU` object: `navigator.gpu`, or a stand-in in tests). `probe()` is 2 on a
+ * software adapter (lavapipe, SwiftShader, WARP), 5 on a hardware one: above the reference, below `wasm` (10), so
+ * `auto` keeps the CPU until this backend runs every op; it throws what is missing when there is no WebGPU or no
+ * adapter, and the registry repeats that for `--backend webgpu`.
+ */
+export function makeWebgpuFactory(gpu: () => GPU | undefined): BackendFactory {
+  let probed: Promise<Found> | undefined;
+  // The adapter is found once (the probe and `create` share it).
+  const found = () => probed ??= findAdapter(gpu());
+  return {
+    name: "webgpu",
+    async probe(): Promise<number> {
+      return (await found()).fallback ? 2 : 5;
+    },
+    async create(options: WebGpuBackendOptions = {}): Promise<Backend> {
+      const f = options.adapter
+        ? { adapter: options.adapter, fallback: isFallback(options.adapter), description: describe(options.adapter) }
+        : await found();
+      const { adapter } = f, limits = adapter.limits;
+      const device = await adapter.requestDevice({
+        requiredLimits: {
+          maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+          maxBufferSize: limits.maxBufferSize,
+          maxStorageBuffersPerShaderStage: Math.min(limits.maxStorageBuffersPerShaderStage, 10),
+          maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
+        },
+      });
+      const name = options.instance === undefined ? "webgpu" : `webgpu:${options.instance}`;
+      return new WebGpuBackend(name, device, f, options);
+    },
+  };
+}
+
+/** Factory of the `webgpu` backend on `navigator.gpu` (see {@link makeWebgpuFactory}). */
+export const webgpuBackend: BackendFactory = makeWebgpuFactory(() =>
+  (globalThis.navigator as Navigator | undefined)?.gpu
+);
