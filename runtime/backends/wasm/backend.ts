@@ -6,7 +6,7 @@
  *   activations and scratch). `write`, `read`, `copy` and `fill` are memcpy/memset; `transfer` to another wasm
  *   instance is one memcpy between the two memories; runs are synchronous, so `sync` has nothing to wait for. A
  *   model that does not fit is refused by the scheduler, or by `alloc` with an `OutOfMemoryError`.
- * - Dtypes: activations f32, ids i32, caches f32 or bf16; weights f32, bf16, f8e4m3 and q8 natively (f16 and
+ * - Dtypes: activations f32, ids i32, caches f32 or bf16; weights f32, bf16, f8e4m3, q8 and q4 natively (f16 and
  *   nvfp4 weights are stored as f32), in the layout of layout.ts; `uploadWeight` encodes row chunks straight into
  *   it, so the host holds one chunk at a time.
  * - Execution: `prepare` compiles a segment's nodes into steps (ops.ts, mla.ts, moe.ts, vision_ops.ts) with
@@ -69,7 +69,7 @@ const GIB = 2 ** 30;
 // Kept out of `memoryBytes` for what `prepare` allocates after the plan's buffers (attention and MoE scratch).
 const SCRATCH_RESERVE = 256 * 2 ** 20;
 
-const DTYPES: readonly DType[] = ["f32", "bf16", "f8e4m3", "q8", "i32"];
+const DTYPES: readonly DType[] = ["f32", "bf16", "f8e4m3", "q8", "q4", "i32"];
 
 /** Options of the `wasm` factory: the common ones and the dispatch tuning. */
 export type WasmBackendOptions = BackendOptions & {
@@ -304,11 +304,13 @@ class WasmBackend implements Backend {
   /** Copies the caller's tuning over the defaults and applies what lives in the kernels and the pool. */
   #applyTuning(): void {
     Object.assign(this.#tuning, DEFAULT_TUNING, this.#userTuning);
-    const t = this.#tuning, key = `${t.q8Prefill}/${t.q8DecodeU8}/${t.spinMicros}/${t.joinSpinMicros}`;
+    const t = this.#tuning,
+      key = `${t.q8Prefill}/${t.q8DecodeU8}/${t.q4Activations}/${t.spinMicros}/${t.joinSpinMicros}`;
     if (key === this.#applied) return;
     this.#applied = key;
     this.#k.exports.q8_prefill_int8(t.q8Prefill === "int8" ? 1 : 0);
     this.#k.exports.q8_decode_u8(t.q8DecodeU8 ? 1 : 0);
+    this.#k.exports.q4_int8(t.q4Activations === "int8" ? 1 : 0);
     this.#pool.spinMicros = t.spinMicros;
     this.#pool.joinSpinMicros = t.joinSpinMicros;
   }

@@ -8,11 +8,11 @@
  */
 
 import type { DType } from "../../../graph/dtype.ts";
-import { maxShape, type Node, numel, resolveShape, type TensorInfo, type Vars } from "../../../graph/ir.ts";
+import { maxShape, type Node, resolveShape, type TensorInfo, type Vars } from "../../../graph/ir.ts";
 import type { HostInputs } from "../../backend.ts";
 import { DT, type WasmKernels } from "./module.ts";
 import type { ThreadPool } from "./threads.ts";
-import { scalesOffset } from "./layout.ts";
+import { weightScalesOffset } from "./layout.ts";
 
 /**
  * What a step reads at run time: the byte address of every tensor by id, the symbols, the shared temp block, and
@@ -35,6 +35,8 @@ export type Step = (s: RunState) => void;
  * - `q8Prefill`: `int8` multiplies q8 matmuls of more than 8 rows in int8 where the host's relaxed dot product
  *   allows it (probed), `f32` dequantises the weights instead.
  * - `q8DecodeU8`: q8 decode products take the weight as the u8 operand where the host allows it.
+ * - `q4Activations`: `int8` quantises the activations of q4 matmuls per 32-block (every host: kernels/wasm/gemm_q4.c),
+ *   `f32` multiplies them as they are (the reference's numbers up to f32 sums; slower).
  * - `spinMicros`, `joinSpinMicros`: the thread pool's spin times (threads.ts).
  */
 export type WasmTuning = {
@@ -43,6 +45,7 @@ export type WasmTuning = {
   naivePrefill: number;
   q8Prefill: "int8" | "f32";
   q8DecodeU8: boolean;
+  q4Activations: "int8" | "f32";
   spinMicros: number;
   joinSpinMicros: number;
 };
@@ -54,6 +57,7 @@ export const DEFAULT_TUNING: Readonly<WasmTuning> = {
   naivePrefill: 64,
   q8Prefill: "int8",
   q8DecodeU8: true,
+  q4Activations: "int8",
   spinMicros: 20,
   joinSpinMicros: 20,
 };
@@ -101,8 +105,8 @@ export const minRows = (width: number) => Math.max(1, Math.ceil(MIN_ELEMS / Math
 /** Kernel arguments of a matrix input: dtype code, and where its scales start relative to its address (0: none). */
 export function matrixArgs(c: CompileContext, id: number): { wdt: number; scales: number } {
   const dt = c.stored(id), t = c.table[id];
-  const n = numel(maxShape(t.shape));
-  const scales = t.kind === "weight" && (dt === "q8" || dt === "f8e4m3") ? scalesOffset(n) : 0;
+  const quantised = dt === "q8" || dt === "q4" || dt === "f8e4m3";
+  const scales = t.kind === "weight" && quantised ? weightScalesOffset(maxShape(t.shape), dt) : 0;
   return { wdt: WDT[dt]!, scales };
 }
 

@@ -8,7 +8,7 @@
 
 import { maxShape, type Node } from "../../../graph/ir.ts";
 import { type CompileContext, matrixArgs, minRows, pieces, shapeOf, type Step } from "./compile.ts";
-import { MOE_PARAMS, paramOffset, paramsBytes, Q8_BLOCK, writeParams } from "./module.ts";
+import { MOE_PARAMS, paramOffset, paramsBytes, Q4_BLOCK, q4RowBytes, Q8_BLOCK, writeParams } from "./module.ts";
 
 /** `moe_topk`: ids of each token's k most probable experts (`moe_route` without weights). */
 export function compileMoeTopK(c: CompileContext, node: Node): Step {
@@ -36,9 +36,12 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
   const Tmax = maxShape(c.table[x].shape)[0], A = Tmax * K;
   const dt = c.stored(gateUp), { wdt, scales: guScales } = matrixArgs(c, gateUp), dnScales = matrixArgs(c, down).scales;
   const es = dt === "f32" ? 4 : dt === "bf16" ? 2 : 1;
-  // Scale strides per expert in floats: q8 blocks along the input dim, f8 one per row.
-  const rowScales = (width: number) => dt === "q8" ? Math.ceil(width / Q8_BLOCK) : dt === "f8e4m3" ? 1 : 0;
-  const guRow = rowScales(D), dnRow = rowScales(F);
+  // Bytes of one weight row of `width` inputs (q4 pads rows to whole 32-blocks).
+  const rowBytes = (width: number) => dt === "q4" ? q4RowBytes(width) : width * es;
+  // Scale strides per expert in scale elements (f32; q4 f16): q8, q4 blocks along the input dim, f8 one per row.
+  const rowScales = (width: number) =>
+    dt === "q8" ? Math.ceil(width / Q8_BLOCK) : dt === "q4" ? Math.ceil(width / Q4_BLOCK) : dt === "f8e4m3" ? 1 : 0;
+  const guRow = rowScales(D), dnRow = rowScales(F), scaleBytes = dt === "q4" ? 2 : 4;
   // Temp layout (bytes): order, inv [A] · offsets [E+1] · active [E] · act, up [A, F] · ys [A, D] · params.
   const sizes = [4 * A, 4 * A, 4 * (E + 1), 4 * E, 4 * A * F, 4 * A * F, 4 * A * D, paramsBytes(c.k, MOE_PARAMS)];
   const starts: number[] = [];
@@ -62,14 +65,14 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
       active,
       nActive,
       wg: gu,
-      wu: gu + F * D * es,
+      wu: gu + F * rowBytes(D),
       wd: dw,
       wdt,
-      sg: 2 * F * D * es,
-      su: 2 * F * D * es,
-      sd: D * F * es,
+      sg: 2 * F * rowBytes(D),
+      su: 2 * F * rowBytes(D),
+      sd: D * rowBytes(F),
       qg: guQs,
-      qu: guQs ? guQs + 4 * F * guRow : 0,
+      qu: guQs ? guQs + scaleBytes * F * guRow : 0,
       qd: dnQs,
       qsg: 2 * F * guRow,
       qsu: 2 * F * guRow,
