@@ -45,8 +45,8 @@ export async function openModelWeights(resolved: ResolvedModel, o: ModelWeightOp
     return convertSource(s, decl.dtype);
   };
   if (resolved.source === "preset") {
-    // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those.
-    const made = o.dtype === "q8" ? undefined : o.dtype;
+    // Random weights are made in a checkpoint dtype; q8 and q4 are load-time re-encodings of those.
+    const made = o.dtype === "q8" || o.dtype === "q4" ? undefined : o.dtype;
     const seed = o.seed ?? 0;
     const random = randomWeightSources(configForDtype(resolved.config, made), {
       seed,

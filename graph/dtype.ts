@@ -34,3 +34,21 @@ export const BITS_PER_ELEMENT: Readonly<Record<DType, number>> = {
 export function isDType(name: string): name is DType {
   return (DTYPES as readonly string[]).includes(name);
 }
+
+/** The dtypes the lm head may be stored as (`--head-dtype`, `loadModel({ headDType })`). */
+export const HEAD_DTYPES: readonly DType[] = ["q4", "q8", "bf16"];
+
+/**
+ * `name` checked as a head dtype: a RangeError naming `flag` and {@link HEAD_DTYPES} otherwise.
+ *
+ * @example
+ * ```ts
+ * headDTypeOf("q8", "--head-dtype"); // "q8"
+ * ```
+ */
+export function headDTypeOf(name: string, flag: string): DType {
+  if (!(HEAD_DTYPES as readonly string[]).includes(name)) {
+    throw new RangeError(`${flag} must be one of ${HEAD_DTYPES.join(", ")}, got ${JSON.stringify(name)}`);
+  }
+  return name as DType;
+}

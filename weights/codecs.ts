@@ -691,7 +691,7 @@ export function quantizeQ4(values: Float32Array, rows: number, cols: number): Q4
       const o0 = r * cols + b * Q4_BLOCK, len = Math.min(Q4_BLOCK, cols - b * Q4_BLOCK);
       let m = 0;
       for (let j = 0; j < len; j++) if (Math.abs(values[o0 + j]) > Math.abs(m)) m = values[o0 + j];
-      const d = decodeF16(encodeF16(m / -8));
+      const d = m === 0 ? 0 : decodeF16(encodeF16(m / -8)); // +0 for an all-zero block
       scales[r * nb + b] = d;
       const id = d !== 0 ? 1 / d : 0;
       for (let j = 0; j < Q4_BLOCK; j++) {

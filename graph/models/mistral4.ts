@@ -54,6 +54,11 @@ export interface Mistral4IOOptions {
   cacheDtype?: DType;
   /** Overrides the stored dtype of the quantisable text linears (what `--dtype` means); default the checkpoint's. */
   linearDtype?: DType;
+  /**
+   * Stored dtype of the lm head (`--head-dtype`). Default: `linearDtype` when given (q4: q8, see {@link headDtype}),
+   * else the config's dtype.
+   */
+  headDtype?: DType;
   /** MLA computation form (default "absorbed"; "naive" expands k/v, for tests). */
   attention?: "absorbed" | "naive";
   /**
@@ -113,6 +118,15 @@ export interface Mistral4IO {
 export function linearDtype(config: Mistral4Config, override?: DType, group: Mistral4LinearGroup = "attention"): DType {
   if (override) return override;
   return config.quantization && isQuantizedLinear(config, group) ? config.quantization.weight_dtype : config.dtype;
+}
+
+/**
+ * The lm head's stored dtype: `head` when given, else the `--dtype` override — but q8 for q4, since the head
+ * (131072 rows) is the one linear every token reads whole, where 4-bit error shows most in the logits —, else
+ * `dtype` (checkpoint quantisation leaves the head unquantised, as shipped).
+ */
+export function headDtype(dtype: DType, override?: DType, head?: DType): DType {
+  return head ?? (override === "q4" ? "q8" : override ?? dtype);
 }
 
 /** Latent-cache bytes per token over all layers (MODEL.md: 320 values × 36 layers × 2 B = 23,040 in bf16). */
@@ -225,9 +239,9 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
 
   const hn = norm(g, h, { weight: "norm", dim: D, dtype: dt, eps: c.rms_norm_eps, name: "norm.out" });
   const last = gatherRows(g, hn, logitRows, { name: "last_hidden" }); // [R, D]
-  // An explicit --dtype quantises the head too (as llama.cpp's Q8_0 files do): it is the largest tensor read per
-  // token in small models. Checkpoint quantisation (FP8, NVFP4) leaves it bf16, as shipped.
-  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], io.linearDtype ?? dt);
+  // An explicit --dtype quantises the head too (as llama.cpp's Q8_0 files do; q4 as q8): it is the largest tensor
+  // read per token in small models. Checkpoint quantisation (FP8, NVFP4) leaves it bf16, as shipped.
+  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], headDtype(dt, io.linearDtype, io.headDtype));
   const logits = matmul(g, last, head, { name: "logits" }); // [R, V]
   g.output("logits", logits);
   // Named `sampled`, not `ids`: that is the step's input of token ids.
