@@ -84,13 +84,15 @@ void decode_row_q4(const WDesc *W, size_t K, size_t n, size_t k0, int len, float
 
 // ---------------------------------------------------------------- decode (M ≤ 8): stream W once
 
-// An activation row quantised per block: q [nb·32] (zero past K), scale per block, Σq per block.
+// An activation row quantised per block: q [nb·32] (zero past K); per block (both padded with zeros to whole groups
+// of 4 blocks) its scale and −8·Σq as f32 (the correction, taken in the float domain: see dot_q4i).
 typedef struct {
   const int8_t *q;
   const float *s;
-  const int32_t *sum;
+  const float *corr;
 } Q4Act;
 
+// Also gives each block's Σq in sum (when non-zero).
 static void quantize_act_q4(const float *x, size_t K, int8_t *q, float *s, int32_t *sum) {
   size_t nb = Q4_NB(K);
   for (size_t b = 0; b < nb; b++) {
@@ -107,37 +109,66 @@ static void quantize_act_q4(const float *x, size_t K, int8_t *q, float *s, int32
         q[k] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
       }
     }
-    int32_t t = 0;
-    for (size_t k = k0; k < k0 + Q4_BLOCK; k++) t += q[k];
-    sum[b] = t;
+    if (sum) {
+      int32_t t = 0;
+      for (size_t k = k0; k < k0 + Q4_BLOCK; k++) t += q[k];
+      sum[b] = t;
+    }
   }
 }
 
-// out[m][r] = Σ_k x_m[k] · W[r·dr, k] for MR activation rows (int8) and NR weight rows dr rows apart. Per block the
-// two dots start from −2·Σq in each lane (−8·Σq over the four), so the i32 lanes sum to Σ q·(u − 8) exactly.
+// 4 f16 scales → f32x4 (as f16_to_f32, lane-wise).
+INLINE f4 f16x4_to_f32(const uint16_t *h) {
+  v128_t v = wasm_u32x4_extend_low_u16x8(wasm_v128_load64_zero(h));
+  f4 mag = wasm_f32x4_mul(wasm_i32x4_shl(wasm_v128_and(v, wasm_i32x4_splat(0x7fff)), 13), splat(0x1p112f));
+  return wasm_v128_or(mag, wasm_i32x4_shl(wasm_v128_and(v, wasm_i32x4_splat(0x8000)), 16));
+}
+
+// out[m][r] = Σ_k x_m[k] · W[r·dr, k] for MR activation rows (int8) and NR weight rows dr rows apart. Blocks go in
+// groups of 4: first each (row, activation row) pair's 4 combined scales d·s are formed with one f16x4 decode and one
+// multiply, and the group's correction Σ_b d·s·(−8·Σq_b) enters the accumulator as one multiply-add (its lanes are
+// summed at the end with the rest). Per block and pair: Σ q·u of the two halves on i16x8 dots (pmaddubsw; at most
+// 2·2·127·15 per lane, no overflow), one pairwise widening to i32 (exact), a conversion and one multiply-add.
 INLINE void dot_q4i(int MR, int NR, const Q4Act *xa, const uint8_t *w, const uint16_t *ws, size_t nb, size_t dr,
                     float out[4][4]) {
   const size_t rs = dr * nb * 16, rsb = dr * nb;
   const v128_t mask = wasm_i8x16_splat(15);
   f4 acc[4][4];
+  float comb[4][4][4] __attribute__((aligned(16)));  // [r][m][block in group]
   for (int m = 0; m < MR; m++)
     for (int r = 0; r < NR; r++) acc[m][r] = splat(0.0f);
-  for (size_t b = 0; b < nb; b++) {
-    v128_t lo[4], hi[4];
-    float d[4];
+  for (size_t b0 = 0; b0 < nb; b0 += 4) {
+    int nbk = nb - b0 < 4 ? (int)(nb - b0) : 4;
     for (int r = 0; r < NR; r++) {
-      v128_t v = ld(w + r * rs + 16 * b);
-      lo[r] = wasm_v128_and(v, mask);
-      hi[r] = wasm_u8x16_shr(v, 4);
-      d[r] = f16_to_f32(ws[r * rsb + b]);
+      f4 d;
+      if (nbk == 4) d = f16x4_to_f32(ws + r * rsb + b0);
+      else {
+        uint16_t t[4] = {0, 0, 0, 0};
+        for (int j = 0; j < nbk; j++) t[j] = ws[r * rsb + b0 + (size_t)j];
+        d = f16x4_to_f32(t);
+      }
+      for (int m = 0; m < MR; m++) {
+        f4 c = wasm_f32x4_mul(d, ld(xa[m].s + b0));
+        st(comb[r][m], c);
+        acc[m][r] = madd(c, ld(xa[m].corr + b0), acc[m][r]);
+      }
     }
-    for (int m = 0; m < MR; m++) {
-      v128_t q0 = ld(xa[m].q + 32 * b), q1 = ld(xa[m].q + 32 * b + 16), c = wasm_i32x4_splat(-2 * xa[m].sum[b]);
-      float xs = xa[m].s[b];
+    for (int j = 0; j < nbk; j++) {
+      size_t b = b0 + (size_t)j;
+      v128_t lo[4], hi[4];
       for (int r = 0; r < NR; r++) {
-        v128_t i = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(q0, lo[r], c);
-        i = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(q1, hi[r], i);
-        acc[m][r] = madd(wasm_f32x4_convert_i32x4(i), splat(d[r] * xs), acc[m][r]);
+        v128_t v = ld(w + r * rs + 16 * b);
+        lo[r] = wasm_v128_and(v, mask);
+        hi[r] = wasm_u8x16_shr(v, 4);
+      }
+      for (int m = 0; m < MR; m++) {
+        v128_t q0 = ld(xa[m].q + 32 * b), q1 = ld(xa[m].q + 32 * b + 16);
+        for (int r = 0; r < NR; r++) {
+          v128_t h = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(q0, lo[r]),
+                                    wasm_i16x8_relaxed_dot_i8x16_i7x16(q1, hi[r]));
+          v128_t i = wasm_i32x4_extadd_pairwise_i16x8(h);
+          acc[m][r] = madd(wasm_f32x4_convert_i32x4(i), wasm_v128_load32_splat(&comb[r][m][j]), acc[m][r]);
+        }
       }
     }
   }
@@ -224,19 +255,26 @@ static void mm_decode_q4(const WDesc *W, const float *x, const int32_t *xidx, si
   const size_t nb = Q4_NB(K);
   const int int8 = q4mode;
   const float *xr[8], *xt[8];
+  const size_t nb4 = (nb + 3) & ~(size_t)3;  // scales padded to whole groups of 4 blocks
   int8_t qbuf[int8 ? (size_t)M * nb * Q4_BLOCK : 16] __attribute__((aligned(16)));
-  float sbuf[int8 ? (size_t)M * nb : 1];
-  int32_t sumbuf[int8 ? (size_t)M * nb : 1];
+  float sbuf[int8 ? (size_t)M * nb4 : 4] __attribute__((aligned(16)));
+  float corrbuf[int8 ? (size_t)M * nb4 : 4] __attribute__((aligned(16)));
+  int32_t sumbuf[int8 ? nb : 1];
   float tail[8 * Q4_BLOCK] __attribute__((aligned(16)));
   Q4Act qa[8];
   for (int m = 0; m < M; m++) {
     xr[m] = x + (xidx ? (size_t)xidx[m] : (size_t)m) * ldx;
     xt[m] = tail + m * Q4_BLOCK;
     if (int8) {
+      float *s = sbuf + (size_t)m * nb4, *corr = corrbuf + (size_t)m * nb4;
       qa[m].q = qbuf + (size_t)m * nb * Q4_BLOCK;
-      qa[m].s = sbuf + (size_t)m * nb;
-      qa[m].sum = sumbuf + (size_t)m * nb;
-      quantize_act_q4(xr[m], K, (int8_t *)qa[m].q, (float *)qa[m].s, (int32_t *)qa[m].sum);
+      qa[m].s = s;
+      qa[m].corr = corr;
+      quantize_act_q4(xr[m], K, (int8_t *)qa[m].q, s, sumbuf);
+      for (size_t b = 0; b < nb4; b++) {
+        if (b >= nb) s[b] = 0.0f;
+        corr[b] = b < nb ? (float)(-8 * sumbuf[b]) : 0.0f;
+      }
     } else {
       size_t k0 = K / Q4_BLOCK * Q4_BLOCK;
       for (size_t k = 0; k < Q4_BLOCK; k++) tail[m * Q4_BLOCK + (int)k] = k0 + k < K ? xr[m][k0 + k] : 0.0f;
