@@ -16,7 +16,7 @@ import { formatBytes } from "../runtime/schedule/format.ts";
 import { type PlacementPreview, previewPlacement } from "./placement.ts";
 
 /** Linear dtypes offered as alternatives when the model does not fit (those the first backend holds natively). */
-const DTYPES: readonly DType[] = ["bf16", "f8e4m3", "q8", "nvfp4"];
+const DTYPES: readonly DType[] = ["bf16", "f8e4m3", "q8", "q4", "nvfp4"];
 
 /** Options of {@link planSection}. */
 export interface PlanSectionOptions {
