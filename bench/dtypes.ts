@@ -3,13 +3,16 @@
  * machine's swings fall on all alike, each read against the memory roofline for its own bytes per token:
  *
  * ```
- * deno run -A bench/dtypes.ts --model ms4-mini --dtypes q4,q8 --threads 2 --prompt 512 --gen 32 [--rounds 3]
- *   [--head-dtype q4|q8|bf16] [--json]
+ * deno run -A bench/dtypes.ts --model ms4-mini --dtypes q4,q4:q4,q8 --threads 2 --prompt 512 --gen 32 [--rounds 3]
+ *   [--json]
  * ```
  *
- * Each round runs, for every dtype in turn, one `--prompt`-token prefill (logits of the last token) and `--gen`
- * greedy decode steps at batch 1 (sampled on the backend, as the engine does); round 0 warms up (V8 tiers,
- * first-touch pages) and is not counted; the table gives medians. The memory bandwidth (bench/bandwidth.ts, a
+ * Each entry of `--dtypes` is a `--dtype`, with `:HEAD` for a `--head-dtype` (`q4:q4`: the lm head in q4 too).
+ *
+ * Each round runs, for every dtype in turn, one `--prompt`-token prefill (logits of the last token), then `--gen`
+ * greedy decode steps at batch 1 (sampled on the backend, as the engine does) on every dtype interleaved step by step;
+ * round 0 warms up (V8 tiers, first-touch pages) and is not counted. The table gives the median prefill and the
+ * decode speed of the median step (and of the fastest tenth of the steps). The memory bandwidth (bench/bandwidth.ts, a
  * STREAM-style add, best of 5) is measured before and after the rounds; the roofline takes the larger. Bytes per
  * token count the weights a decode step reads in their stored dtype (as `deno task bench` does: routed experts at
  * top-k of E, one embedding row).
@@ -26,7 +29,6 @@ const { values } = parseArgs({
   options: {
     model: { type: "string", default: "ms4-mini" },
     dtypes: { type: "string", default: "q4,q8" },
-    "head-dtype": { type: "string" },
     threads: { type: "string", default: "2" },
     prompt: { type: "string", default: "512" },
     gen: { type: "string", default: "32" },
@@ -35,9 +37,11 @@ const { values } = parseArgs({
     json: { type: "boolean", default: false },
   },
 });
-const dtypes = values.dtypes!.split(",");
-for (const d of dtypes) if (!isDType(d)) throw new Error(`--dtypes: ${d} is unknown`);
-const headDType = values["head-dtype"] === undefined ? undefined : headDTypeOf(values["head-dtype"], "--head-dtype");
+const dtypes = values.dtypes!.split(",").map((entry) => {
+  const [dtype, head] = entry.split(":");
+  if (!isDType(dtype)) throw new Error(`--dtypes: ${dtype} is unknown`);
+  return { entry, dtype, head: head === undefined ? undefined : headDTypeOf(head, `--dtypes ${entry}`) };
+});
 const prompt = Number(values.prompt), gen = Number(values.gen), rounds = Number(values.rounds);
 const threads = Number(values.threads);
 
@@ -65,11 +69,11 @@ function bytesPerToken(m: Model): number {
 
 const bw0 = await bandwidth();
 const variants: { dtype: string; model: Model }[] = [];
-for (const dtype of dtypes) {
+for (const { entry, dtype, head } of dtypes) {
   const model = await loadModel(values.model!, {
     backend: "wasm",
     dtype: dtype as DType,
-    headDType,
+    headDType: head,
     threads,
     seed: Number(values.seed),
     maxModelLen: prompt + gen + 16,
@@ -77,59 +81,72 @@ for (const dtype of dtypes) {
     maxSeqs: 1,
     quiet: true,
   });
-  variants.push({ dtype, model });
+  variants.push({ dtype: entry, model });
 }
 
 const vocab = variants[0].model.config.vocab_size;
 const ids = Array.from({ length: prompt }, (_, i) => 1000 + ((i * 7919 + 104729) % (vocab - 1000)));
 const range = ids.map((_, i) => i);
 
-/** One prefill (tokens/s), then `gen` greedy decode steps (tokens/s). */
-async function round(m: Model): Promise<{ prefill: number; decode: number }> {
+/** One prefill of the prompt: tokens/s. */
+async function prefill(m: Model): Promise<number> {
   const seq = m.pool.newSequence();
-  m.pool.grow(seq, prompt + gen);
+  m.pool.grow(seq, prompt);
   try {
     const t0 = performance.now();
-    const logits = await m.step({
-      ids,
-      pos: range,
-      seq: range.map(() => 0),
-      blockTables: [seq.blockTable],
-      logitRows: [prompt - 1],
-    });
-    const prefill = prompt / ((performance.now() - t0) / 1000);
-    let next = 0;
-    for (let v = 1; v < vocab; v++) if (logits[v] > logits[next]) next = v;
-    const t1 = performance.now();
-    for (let i = 0; i < gen; i++) {
-      const input = { ids: [next], pos: [prompt + i], seq: [0], blockTables: [seq.blockTable], logitRows: [0] };
-      next = (await m.sampleStep(input, greedySampling(1)))[0];
-    }
-    return { prefill, decode: gen / ((performance.now() - t1) / 1000) };
+    await m.step({ ids, pos: range, seq: range.map(() => 0), blockTables: [seq.blockTable], logitRows: [prompt - 1] });
+    return prompt / ((performance.now() - t0) / 1000);
   } finally {
     m.pool.release(seq);
   }
 }
 
-const runs = variants.map(() => ({ prefill: [] as number[], decode: [] as number[] }));
-for (let r = 0; r <= rounds; r++) {
-  for (const [i, v] of variants.entries()) {
-    const res = await round(v.model);
-    if (r > 0) runs[i].prefill.push(res.prefill), runs[i].decode.push(res.decode);
+/**
+ * `gen` greedy decode steps on every model, interleaved step by step (one step of each in turn, from one prompt
+ * token), so a slow spell of the shared machine falls on every dtype alike: each step's seconds, per model.
+ */
+async function decodeInterleaved(): Promise<number[][]> {
+  const seqs = variants.map((v) => v.model.pool.newSequence());
+  const times = variants.map(() => [] as number[]), next = variants.map(() => ids[0]);
+  try {
+    variants.forEach((v, i) => v.model.pool.grow(seqs[i], gen + 1));
+    for (let p = 0; p <= gen; p++) {
+      for (const [i, v] of variants.entries()) {
+        const input = { ids: [next[i]], pos: [p], seq: [0], blockTables: [seqs[i].blockTable], logitRows: [0] };
+        const t0 = performance.now();
+        next[i] = (await v.model.sampleStep(input, greedySampling(1)))[0];
+        if (p > 0) times[i].push((performance.now() - t0) / 1000); // step 0 is the 1-token prefill
+      }
+    }
+  } finally {
+    variants.forEach((v, i) => v.model.pool.release(seqs[i]));
   }
+  return times;
+}
+
+const runs = variants.map(() => ({ prefill: [] as number[], steps: [] as number[] }));
+for (let r = 0; r <= rounds; r++) { // round 0 warms up (V8 tiers, first-touch pages)
+  for (const [i, v] of variants.entries()) {
+    const tps = await prefill(v.model);
+    if (r > 0) runs[i].prefill.push(tps);
+  }
+  const steps = await decodeInterleaved();
+  if (r > 0) steps.forEach((t, i) => runs[i].steps.push(...t));
 }
 const bw = Math.max(bw0, await bandwidth());
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
+const quantile = (a: number[], q: number) => [...a].sort((x, y) => x - y)[Math.floor(q * (a.length - 1))];
 const rows = variants.map((v, i) => {
   const perToken = bytesPerToken(v.model), roofline = (bw * 1e9) / perToken;
-  const decode = median(runs[i].decode);
+  const decode = 1 / median(runs[i].steps);
   return {
     dtype: v.dtype,
     head: v.model.graph.weights.find((w) => w.name === "lm_head")?.dtype ?? "tied",
     prefillTokensPerSecond: median(runs[i].prefill),
     prefillRuns: runs[i].prefill,
     decodeTokensPerSecond: decode,
-    decodeRuns: runs[i].decode,
+    // The fastest tenth of the steps: what the kernels do in the machine's quiet moments.
+    decodeP10TokensPerSecond: 1 / quantile(runs[i].steps, 0.1),
     bytesPerToken: perToken,
     rooflineTokensPerSecond: roofline,
     rooflineFraction: decode / roofline,
@@ -140,23 +157,24 @@ for (const v of variants) v.model.dispose();
 const result = { model: values.model, threads, prompt, gen, rounds, bandwidthGBps: bw, rows };
 if (values.json) console.log(JSON.stringify(result));
 else {
-  const last = rows[rows.length - 1];
+  const last = rows[rows.length - 1], f = (x: number, d = 1) => x.toFixed(d);
   console.log(
-    `| ${values.model} | pp${prompt} tok/s | tg${gen} tok/s | MB/token | roofline tok/s | of roofline |` +
-      ` decode vs ${last.dtype} | prefill vs ${last.dtype} |`,
+    `| ${values.model} | pp${prompt} tok/s | tg tok/s: median step; fastest 10% | MB/token | roofline tok/s |` +
+      ` of roofline | decode vs ${last.dtype} | prefill vs ${last.dtype} |`,
   );
   console.log(`|---|---|---|---|---|---|---|---|`);
   for (const r of rows) {
-    console.log(
-      `| ${r.dtype} (head ${r.head}) | ${r.prefillTokensPerSecond.toFixed(1)} | ${
-        r.decodeTokensPerSecond.toFixed(2)
-      } | ` +
-        `${(r.bytesPerToken / 1e6).toFixed(1)} | ${r.rooflineTokensPerSecond.toFixed(1)} | ` +
-        `${(100 * r.rooflineFraction).toFixed(0)}% | ${
-          (r.decodeTokensPerSecond / last.decodeTokensPerSecond).toFixed(2)
-        }× | ` +
-        `${(r.prefillTokensPerSecond / last.prefillTokensPerSecond).toFixed(2)}× |`,
-    );
+    const cells = [
+      `${r.dtype} (head ${r.head})`,
+      f(r.prefillTokensPerSecond),
+      `${f(r.decodeTokensPerSecond, 2)}; ${f(r.decodeP10TokensPerSecond, 2)}`,
+      f(r.bytesPerToken / 1e6),
+      f(r.rooflineTokensPerSecond),
+      `${f(100 * r.rooflineFraction, 0)}%`,
+      `${f(r.decodeTokensPerSecond / last.decodeTokensPerSecond, 2)}×`,
+      `${f(r.prefillTokensPerSecond / last.prefillTokensPerSecond, 2)}×`,
+    ];
+    console.log(`| ${cells.join(" | ")} |`);
   }
   console.log(`\nbandwidth ${bw.toFixed(1)} GB/s (best of before / after the rounds), ${threads} threads`);
 }
