@@ -97,23 +97,33 @@ static void quantize_act_q4(const float *x, size_t K, int8_t *q, float *s, int32
   size_t nb = Q4_NB(K);
   for (size_t b = 0; b < nb; b++) {
     size_t k0 = b * Q4_BLOCK, k1 = k0 + Q4_BLOCK < K ? k0 + Q4_BLOCK : K;
+    if (k1 - k0 == Q4_BLOCK) {
+      // In SIMD: with int8 products this is no longer small next to the GEMM (prefill quantises per work piece).
+      f4 m = wasm_f32x4_abs(ld(x + k0));
+      for (int j = 1; j < 8; j++) m = wasm_f32x4_max(m, wasm_f32x4_abs(ld(x + k0 + 4 * (size_t)j)));
+      float amax = hmax(m), id = amax > 0.0f ? 127.0f / amax : 0.0f;  // max is exact: absmax's value
+      s[b] = amax / 127.0f;
+      f4 idv = splat(id);
+      v128_t q0 = quant16(x + k0, idv), q1 = quant16(x + k0 + 16, idv);
+      st(q + k0, q0);
+      st(q + k0 + 16, q1);
+      if (sum) {
+        v128_t h = wasm_i16x8_add(wasm_i16x8_extadd_pairwise_i8x16(q0), wasm_i16x8_extadd_pairwise_i8x16(q1));
+        v128_t t = wasm_i32x4_extadd_pairwise_i16x8(h);
+        sum[b] = wasm_i32x4_extract_lane(t, 0) + wasm_i32x4_extract_lane(t, 1) + wasm_i32x4_extract_lane(t, 2) +
+                 wasm_i32x4_extract_lane(t, 3);
+      }
+      continue;
+    }
     float amax = absmax(x + k0, (int)(k1 - k0)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
     s[b] = amax / 127.0f;
-    if (k1 - k0 == Q4_BLOCK) {
-      f4 idv = splat(id);
-      st(q + k0, quant16(x + k0, idv));
-      st(q + k0 + 16, quant16(x + k0 + 16, idv));
-    } else {
-      for (size_t k = k0; k < k0 + Q4_BLOCK; k++) {
-        float v = k < k1 ? __builtin_nearbyintf(x[k] * id) : 0.0f;
-        q[k] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
-      }
+    int32_t t = 0;
+    for (size_t k = k0; k < k0 + Q4_BLOCK; k++) {
+      float v = k < k1 ? __builtin_nearbyintf(x[k] * id) : 0.0f;
+      q[k] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+      t += q[k];
     }
-    if (sum) {
-      int32_t t = 0;
-      for (size_t k = k0; k < k0 + Q4_BLOCK; k++) t += q[k];
-      sum[b] = t;
-    }
+    if (sum) sum[b] = t;
   }
 }
 
