@@ -9,7 +9,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { type DType, isDType } from "./graph/dtype.ts";
+import { type DType, headDTypeOf, isDType } from "./graph/dtype.ts";
 import { decodeGraph, inspectModel, renderDot, renderJson, renderText, withSoftmaxScale } from "./graph/inspect.ts";
 import { linearDtype, type Mistral4Config, type SoftmaxScaleMode, softmaxScaleMode } from "./graph/models/mistral4.ts";
 import { resolveModel } from "./graph/models/mod.ts";
@@ -17,12 +17,13 @@ import { planSection } from "./engine/plan_section.ts";
 import { parseBandwidth, parseByteSize } from "./engine/server_plan.ts";
 
 const USAGE = `usage: inspect.ts [--model PRESET|DIR] [--format text|json|dot] [--json] [--dtype DTYPE] [--layers N]
-                  [--backend NAME[,NAME…]|none] [--softmax-scale plain|deepseek_yarn]
+                  [--backend NAME[,NAME…]|none] [--softmax-scale plain|deepseek_yarn] [--head-dtype q4|q8|bf16]
                   [--host-memory SIZE] [--bandwidth RATE]
   --model   preset (tiny, demo, ms4-mini, ms4-medium, mistral-small-4; default mistral-small-4) or a checkpoint directory
   --format  text (default), json, or dot (Graphviz; --layers N layers drawn in full, default 1)
   --json    same as --format json
-  --dtype   stored dtype of the text linears (f8e4m3, bf16, nvfp4, q8…) for the byte counts
+  --dtype   stored dtype of the text linears (f8e4m3, bf16, nvfp4, q8, q4…) for the byte counts
+  --head-dtype  the lm head's dtype (q4, q8, bf16; default as --dtype, q8 under q4)
   --backend backends to plan the decode step on, in preference order (default auto; none: no plan)
   --host-memory  plan for a host with this much memory (128GiB, 512GB…; default this machine's): what fits, and
             what is left for the latent cache
@@ -42,6 +43,7 @@ export async function main(args: string[]): Promise<number> {
         format: { type: "string", default: "text" },
         json: { type: "boolean", default: false },
         dtype: { type: "string" },
+        "head-dtype": { type: "string" },
         layers: { type: "string", default: "1" },
         backend: { type: "string", default: "auto" },
         "softmax-scale": { type: "string" },
@@ -65,6 +67,14 @@ export async function main(args: string[]): Promise<number> {
   }
   if (flags.dtype !== undefined && !isDType(flags.dtype)) {
     console.error(`--dtype: unknown dtype "${flags.dtype}"\n${USAGE}`);
+    return 2;
+  }
+  let headDtype: DType | undefined;
+  try {
+    if (flags["head-dtype"] !== undefined) headDtype = headDTypeOf(flags["head-dtype"], "--head-dtype");
+  } catch (e) {
+    console.error(`${(e as Error).message}
+${USAGE}`);
     return 2;
   }
   const scale = flags["softmax-scale"];
@@ -93,12 +103,12 @@ export async function main(args: string[]): Promise<number> {
   const dtype = flags.dtype as DType | undefined;
   try {
     if (format === "dot") {
-      const graph = decodeGraph(withSoftmaxScale(await resolveModel(flags.model), scale), { dtype });
+      const graph = decodeGraph(withSoftmaxScale(await resolveModel(flags.model), scale), { dtype, headDtype });
       console.log(renderDot(graph, { expandLayers: Number(flags.layers) }));
       return 0;
     }
     const resolved = withSoftmaxScale(await resolveModel(flags.model), scale);
-    const graphFor = (d?: DType) => decodeGraph(resolved, { dtype: d });
+    const graphFor = (d?: DType) => decodeGraph(resolved, { dtype: d, headDtype });
     const linear = linearDtype(resolved.config, dtype, "routed_experts");
     const plan = flags.backend === "none" ? undefined : (_: unknown, config: Mistral4Config) =>
       planSection({
@@ -111,7 +121,8 @@ export async function main(args: string[]): Promise<number> {
         hostMemoryBytes: hostMemory,
         bandwidthBytesPerSecond: bandwidth,
       });
-    const report = await inspectModel(flags.model, { dtype, plan, softmaxScale: scale as SoftmaxScaleMode });
+    const softmaxScale = scale as SoftmaxScaleMode;
+    const report = await inspectModel(flags.model, { dtype, headDtype, plan, softmaxScale });
     console.log(format === "json" ? renderJson(report) : renderText(report));
     return 0;
   } catch (e) {

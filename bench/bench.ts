@@ -3,7 +3,7 @@
  *
  * ```
  * deno task bench --model ms4-mini --dtype q8 --threads 2 --prompt 512 --gen 64 --batch 1,8 [--json]
- *   [--softmax-scale plain|deepseek_yarn] [--cache-dtype bf16|f32]
+ *   [--softmax-scale plain|deepseek_yarn] [--cache-dtype bf16|f32] [--head-dtype q4|q8|bf16]
  *   [--speculative-model DIR|PRESET --num-speculative-tokens K]
  * ```
  *
@@ -37,7 +37,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { BITS_PER_ELEMENT, type DType, isDType } from "../graph/dtype.ts";
+import { BITS_PER_ELEMENT, type DType, headDTypeOf, isDType } from "../graph/dtype.ts";
 import { activeFraction } from "../graph/inspect.ts";
 import { greedySampling, loadModel, type Model } from "../engine/model.ts";
 import { softmaxScaleMode } from "../graph/models/mistral4.ts";
@@ -52,6 +52,7 @@ const { values } = parseArgs({
   options: {
     model: { type: "string", default: "ms4-mini" },
     dtype: { type: "string" },
+    "head-dtype": { type: "string" },
     backend: { type: "string", default: "auto" },
     strict: { type: "boolean", default: false },
     threads: { type: "string" },
@@ -75,6 +76,7 @@ const { values } = parseArgs({
 const speculative = speculativeFlags(values["speculative-model"], values["num-speculative-tokens"]);
 const cacheDtype = cacheDtypeFlag(values["cache-dtype"]);
 if (values.dtype !== undefined && !isDType(values.dtype)) throw new Error(`--dtype ${values.dtype} is unknown`);
+const headDType = values["head-dtype"] === undefined ? undefined : headDTypeOf(values["head-dtype"], "--head-dtype");
 const softmaxScale = values["softmax-scale"] === undefined
   ? undefined
   : softmaxScaleMode(values["softmax-scale"], "--softmax-scale");
@@ -104,6 +106,7 @@ const model = await loadModel(values.model!, {
   strict: values.strict,
   log: (line) => console.error(line), // the load report (fallbacks, copies, instances), even with --json
   dtype: values.dtype as DType | undefined,
+  headDType,
   threads,
   backendOptions: { tuning },
   seed: Number(values.seed),
@@ -298,6 +301,7 @@ const result = {
   backend: model.backend.name,
   backends: model.backends.map((b) => b.name),
   dtype: model.graph.weights.find((w) => w.name.endsWith("attn.wq_a"))?.dtype ?? values.dtype ?? "?",
+  headDtype: model.graph.weights.find((w) => w.name === "lm_head")?.dtype ?? "tied",
   threads,
   softmaxScale: model.config.softmax_scale_mode,
   prompt: promptLen,
@@ -334,7 +338,7 @@ else {
   const f = (x: number, d = 1) => x.toFixed(d);
   console.log(`| model | backend | dtype | threads | test | tokens/s |`);
   console.log(`|---|---|---|---|---|---|`);
-  const head = `| ${result.model} | ${result.backend} | ${result.dtype} | ${threads}`;
+  const head = `| ${result.model} | ${result.backend} | ${result.dtype} (head ${result.headDtype}) | ${threads}`;
   console.log(`${head} | pp${promptLen} | ${f(prefillTps)} |`);
   for (const b of batches) console.log(`${head} | tg${gen} (batch ${b}) | ${f(decodeTps[b], 2)} |`);
   console.log(

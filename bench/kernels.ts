@@ -2,7 +2,7 @@
  * WASM CPU kernel benchmarks: GFLOPS of prefill matmuls, GB/s of decode matvecs (weight bytes streamed per
  * second), for 1 and 2 threads. Medians over repeated runs.
  *
- *   deno run --allow-read bench/kernels.ts [--threads 1,2] [--quick] [--json]
+ *   deno run --allow-read bench/kernels.ts [--threads 1,2] [--quick] [--json] [--dtypes q4,q8] [--only decode]
  *
  * Decode rows are measured twice: "hot" reuses one weight matrix (it stays in the last-level cache) and "cold"
  * rotates through ≥ 512 MiB of copies so the weights come from DRAM, as they do for a real model.
@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import {
   DT,
   MLA_PARAMS,
+  q4RowBytes,
   q8Bytes,
   warmup,
   WasmKernels,
@@ -29,14 +30,19 @@ const { values: flags } = parseArgs({
     threads: { type: "string", default: "1,2" },
     quick: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
+    // Only these weight dtypes (default: all), only these kernels (prefill, decode, attention; default: all).
+    dtypes: { type: "string" },
+    only: { type: "string" },
   },
 });
+const wanted = (dt: string) => flags.dtypes === undefined || flags.dtypes.split(",").includes(dt);
+const runs = (kind: string) => flags.only === undefined || flags.only.split(",").includes(kind);
 const threadCounts = flags.threads!.split(",").map(Number);
 const quick = flags.quick!;
 
 const k = await WasmKernels.load();
 warmup(k, 500);
-const BYTES: Record<WasmWeightDType, number> = { f32: 4, bf16: 2, f8e4m3: 1, q8: 1, nvfp4: 0.5 };
+const BYTES: Record<WasmWeightDType, number> = { f32: 4, bf16: 2, f8e4m3: 1, q8: 1, nvfp4: 0.5, q4: 0.5 };
 
 interface Row {
   kernel: string;
@@ -85,6 +91,10 @@ function fillWeight(ptr: number, dt: WasmWeightDType, n: number, kk: number): nu
       for (let i = kk / 2; i < rb; i++) v[r * rb + i] = encodeE4M3(100 + 300 * next());
     }
     k.f32(ptr + scalesOffset(n * rb), n).fill(448 * 6);
+  } else if (dt === "q4") {
+    const nb = Math.ceil(kk / 32), v = k.u8(ptr, n * q4RowBytes(kk)), s = k.u16(ptr + n * q4RowBytes(kk), n * nb);
+    for (let i = 0; i < v.length; i++) v[i] = Math.floor(next() * 256);
+    s.fill(0x2000); // f16 2^-7
   } else {
     const v = k.u8(ptr, n * kk);
     for (let i = 0; i < v.length; i++) v[i] = Math.floor(next() * 126) | (next() < 0.5 ? 0x80 : 0);
@@ -107,6 +117,7 @@ function encodeE4M3(x: number): number {
 
 function weightBytes(dt: WasmWeightDType, n: number, kk: number): number {
   if (dt === "nvfp4") return wasmWeightBytes([n, kk], "nvfp4");
+  if (dt === "q4") return n * q4RowBytes(kk) + Math.ceil((n * Math.ceil(kk / 32) * 2) / 4) * 4;
   if (dt !== "q8") return n * kk * BYTES[dt];
   const q = q8Bytes(n, kk);
   return q.scalesOffset + q.scales;
@@ -131,6 +142,8 @@ function matmulArgs(x: number, w: number, dt: WasmWeightDType, n: number, kk: nu
     ? w + q8Bytes(n, kk).scalesOffset
     : dt === "nvfp4"
     ? w + scalesOffset(n * nvfp4RowBytes(kk))
+    : dt === "q4"
+    ? w + n * q4RowBytes(kk)
     : 0;
   return [x, w, DT[dt], 1, qs, y, m, n, kk];
 }
@@ -138,7 +151,8 @@ function matmulArgs(x: number, w: number, dt: WasmWeightDType, n: number, kk: nu
 async function benchPrefill(threads: number): Promise<void> {
   using pool = await ThreadPool.create(k, threads);
   const shapes: [number, number, number][] = quick ? [[256, 512, 512]] : [[512, 512, 512], [512, 1024, 1024]];
-  const dts: WasmWeightDType[] = quick ? ["f32", "f8e4m3"] : ["f32", "bf16", "f8e4m3", "q8", "nvfp4"];
+  const all: WasmWeightDType[] = quick ? ["f32", "f8e4m3"] : ["f32", "bf16", "f8e4m3", "q8", "q4", "nvfp4"];
+  const dts = all.filter(wanted);
   for (const [m, n, kk] of shapes) {
     for (const dt of dts) {
       if (dt !== "f32" && m === 512 && n === 512) continue; // dtypes only at the prefill shape
@@ -167,7 +181,7 @@ async function benchPrefill(threads: number): Promise<void> {
 async function benchDecode(threads: number): Promise<void> {
   using pool = await ThreadPool.create(k, threads);
   const shapes: [number, number][] = [[1024, 4096], [4096, 1024]]; // [K, N]: up/gate-like, down-like
-  const dts: WasmWeightDType[] = ["f32", "bf16", "f8e4m3", "q8", "nvfp4"];
+  const dts = (["f32", "bf16", "f8e4m3", "q8", "q4", "nvfp4"] as WasmWeightDType[]).filter(wanted);
   for (const [kk, n] of shapes) {
     for (const dt of dts) {
       for (const m of quick ? [1] : [1, 4]) {
@@ -274,9 +288,9 @@ async function benchAttention(threads: number): Promise<void> {
   }
 }
 
-for (const t of threadCounts) await benchPrefill(t);
-for (const t of threadCounts) await benchAttention(t);
-for (const t of threadCounts) await benchDecode(t);
+for (const t of threadCounts) if (runs("prefill")) await benchPrefill(t);
+for (const t of threadCounts) if (runs("attention")) await benchAttention(t);
+for (const t of threadCounts) if (runs("decode")) await benchDecode(t);
 
 if (flags.json) {
   console.log(JSON.stringify(rows, null, 2));

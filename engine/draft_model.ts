@@ -162,6 +162,7 @@ export async function openDraft(
       blockSize: limits.blockSize,
       maxBlocksPerSeq: limits.maxBlocksPerSeq,
       linearDtype,
+      headDtype: options.headDType,
       attention: options.attention,
       cacheDtype: options.cacheDtype,
     });

@@ -24,7 +24,7 @@ import type { ChatMessage, FunctionTool } from "../chat/encode.ts";
 import { InvalidRequestError } from "../chat/errors.ts";
 import { type Delta, OutputStreamParser } from "../chat/parse.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
-import { type DType, WEIGHT_DTYPES } from "../graph/dtype.ts";
+import { type DType, HEAD_DTYPES, WEIGHT_DTYPES } from "../graph/dtype.ts";
 import { type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import { resolveModel } from "../graph/models/mod.ts";
 import {
@@ -51,8 +51,10 @@ export interface LLMOptions {
   backend?: string | readonly string[];
   /** Refuse any fallback from the first backend (a load error naming them). */
   strict?: boolean;
-  /** Weight dtype: f32, bf16, f16, f8e4m3, nvfp4 or q8 (default: the checkpoint's; presets bf16). */
+  /** Weight dtype: f32, bf16, f16, f8e4m3, nvfp4, q8 or q4 (default: the checkpoint's; presets bf16). */
   dtype?: DType;
+  /** The lm head's dtype: q4, q8 or bf16 (default: as `dtype`, but q8 under q4), as `--head-dtype`. */
+  headDType?: DType;
   /** CPU threads (default: all cores). */
   threads?: number;
   /** Seed of a preset's random weights (default 0). */
@@ -305,6 +307,10 @@ function checkOptions(options: LLMOptions): void {
   if (options.dtype !== undefined && !WEIGHT_DTYPES.includes(options.dtype)) {
     throw badOption("dtype", `dtype must be one of ${WEIGHT_DTYPES.join(", ")}, got ${JSON.stringify(options.dtype)}.`);
   }
+  if (options.headDType !== undefined && !HEAD_DTYPES.includes(options.headDType)) {
+    const got = JSON.stringify(options.headDType);
+    throw badOption("headDType", `headDType must be one of ${HEAD_DTYPES.join(", ")}, got ${got}.`);
+  }
   if (options.softmaxScale !== undefined) {
     try {
       softmaxScaleMode(options.softmaxScale, "softmaxScale");
@@ -380,6 +386,7 @@ export async function createLLM(model: string, options: LLMOptions = {}): Promis
     backend: options.backend,
     strict: options.strict,
     dtype: options.dtype,
+    headDType: options.headDType,
     threads: options.threads,
     seed: options.seed,
     softmaxScale: options.softmaxScale,

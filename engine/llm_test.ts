@@ -295,7 +295,8 @@ Deno.test("createLLM: close() stops the engine and frees the model; later calls 
 
 Deno.test("createLLM: bad options throw naming the option; images on a text-only model name messages", async () => {
   const bad: [Record<string, unknown>, string][] = [
-    [{ dtype: "q4" }, "dtype"],
+    [{ dtype: "int4" }, "dtype"],
+    [{ headDType: "f32" }, "headDType"],
     [{ threads: 0 }, "threads"],
     [{ softmaxScale: "huge" }, "softmaxScale"],
     [{ maxTokensDefault: 1.5 }, "maxTokensDefault"],

@@ -15,7 +15,7 @@
  * @module
  */
 
-import type { DType } from "../graph/dtype.ts";
+import { type DType, headDTypeOf } from "../graph/dtype.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { type Graph, tensorTable, type WeightDecl } from "../graph/ir.ts";
 import { type ModelFamily, resolveModel } from "../graph/models/mod.ts";
@@ -61,6 +61,11 @@ export interface LoadModelOptions {
    * quantisable linears at load. Default: the checkpoint's own (presets: bf16).
    */
   dtype?: DType;
+  /**
+   * The lm head's stored dtype (`--head-dtype`): q4, q8 or bf16 (another value is an error). Default: as `dtype`,
+   * except q8 under `dtype: "q4"`; the checkpoint's own without `dtype`.
+   */
+  headDType?: DType;
   /** Worker threads for CPU backends (default: all cores). */
   threads?: number;
   /** Seed of the random weights of a preset (default 0). */
@@ -486,6 +491,7 @@ function chunkOf(seq: SequenceBlocks, ids: readonly number[], start: number, n: 
  */
 export async function loadModel(spec: string, options: LoadModelOptions = {}): Promise<Model> {
   const scale = options.softmaxScale === undefined ? undefined : softmaxScaleMode(options.softmaxScale, "softmaxScale");
+  if (options.headDType !== undefined) headDTypeOf(options.headDType, "headDType");
   const resolved = await resolveModel(spec);
   const log = options.log ?? ((line: string) => options.quiet || console.error(line));
   const backendOptions = { ...options.backendOptions, threads: options.threads };
@@ -589,7 +595,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
       backends,
       report,
       vision: runner,
-      decodeFlops: decodeFlops(resolved.family, config, weights.linearDtype),
+      decodeFlops: decodeFlops(resolved.family, config, weights.linearDtype, options.headDType),
       release,
     });
     if (draft) {
@@ -630,9 +636,15 @@ function checkSharedState(plans: readonly Plan[]): void {
 }
 
 /** See {@link Model.decodeFlops}: the step graph for one token, one sequence, one cache position. */
-function decodeFlops(family: ModelFamily, config: Mistral4Config, linearDtype: DType | undefined): number {
+function decodeFlops(
+  family: ModelFamily,
+  config: Mistral4Config,
+  linearDtype: DType | undefined,
+  headDtype: DType | undefined,
+): number {
   const g = new GraphBuilder();
-  family.build(g, config, { maxTokens: 1, maxSeqs: 1, numBlocks: 1, blockSize: 1, maxBlocksPerSeq: 1, linearDtype });
+  const one = { maxTokens: 1, maxSeqs: 1, numBlocks: 1, blockSize: 1, maxBlocksPerSeq: 1 };
+  family.build(g, config, { ...one, linearDtype, headDtype });
   return graphFlops(g.build(), { T: 1, S: 1, R: 1 });
 }
 
@@ -685,6 +697,7 @@ function buildStepGraph(
     blockSize: l.blockSize,
     maxBlocksPerSeq: l.maxBlocksPerSeq,
     linearDtype: o.dtype,
+    headDtype: o.headDType,
     attention: o.attention,
     cacheDtype: o.cacheDtype,
     maxImageRows: o.vision ? l.maxTokens : 0,

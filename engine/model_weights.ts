@@ -59,9 +59,9 @@ export async function openModelWeights(resolved: ResolvedModel, o: ModelWeightOp
     return convertSource(s, decl.dtype, runs.get(decl.name));
   };
   if (resolved.source === "preset") {
-    // Random weights are made in a checkpoint dtype; q8 is a load-time re-encoding of those. nvfp4 is the release's
-    // mix (graph linearDtype): the routed experts are made NVFP4, the other linears re-encoded to FP8 at load.
-    const made = o.dtype === "q8" ? undefined : o.dtype;
+    // Random weights are made in a checkpoint dtype; q8 and q4 are load-time re-encodings of those. nvfp4 is the
+    // release's mix (graph linearDtype): the routed experts are made NVFP4, the other linears re-encoded to FP8 at load.
+    const made = o.dtype === "q8" || o.dtype === "q4" ? undefined : o.dtype;
     const seed = o.seed ?? 0;
     let config = configForDtype(resolved.config, made);
     if (made === "nvfp4" && resolved.config.quantization?.weight_dtype !== "nvfp4") {

@@ -18,7 +18,7 @@ import { type PlacementPreview, previewPlacement } from "./placement.ts";
 import { type DecodeTraffic, decodeTraffic } from "./server_plan.ts";
 
 /** Linear dtypes offered as alternatives when the model does not fit (those the first backend holds natively). */
-const DTYPES: readonly DType[] = ["bf16", "f8e4m3", "q8", "nvfp4"];
+const DTYPES: readonly DType[] = ["bf16", "f8e4m3", "q8", "q4", "nvfp4"];
 
 /** Options of {@link planSection}. */
 export interface PlanSectionOptions {

@@ -107,6 +107,8 @@ export interface InspectReport {
 export interface InspectOptions {
   /** Overrides the dtype of the quantisable text linears (the `--dtype` flag). */
   dtype?: DType;
+  /** Overrides the lm head's dtype (the `--head-dtype` flag; default as `dtype`, q8 under q4). */
+  headDtype?: DType;
   /** Latent cache element type (default bf16). */
   cacheDtype?: DType;
   /** Overrides the checkpoint's MLA softmax scale (the `--softmax-scale` flag; see `LoadModelOptions`). */
@@ -126,6 +128,7 @@ export function decodeGraph(resolved: ResolvedModel, options: InspectOptions = {
     maxBlocksPerSeq: context,
     cacheDtype: options.cacheDtype,
     linearDtype: options.dtype,
+    headDtype: options.headDtype,
   });
   return g.build();
 }

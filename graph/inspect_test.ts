@@ -44,6 +44,23 @@ Deno.test("renderJson: required fields; --dtype changes bytes, not parameters", 
   assert(fp8.weights.bytesByDtype.f8e4m3! > 100e9 && fp8.weights.bytesByDtype.f32! > 0, "FP8 linears + f32 scales");
 });
 
+Deno.test("inspect: --dtype q4 keeps the head (and W_kvb) in q8; --head-dtype sets the head; bad values are errors", async () => {
+  const V = 131_072, D = 1024, head = V * D; // ms4-mini's lm head
+  const q4 = await inspectModel("ms4-mini", { dtype: "q4" });
+  assertEquals(q4.params.total, 704_403_456);
+  assert(q4.weights.bytesByDtype.q4! > 0 && q4.weights.bytesByDtype.q8! >= head * (9 / 8), "head and W_kvb in q8");
+  const q4Head = await inspectModel("ms4-mini", { dtype: "q4", headDtype: "q4" });
+  assertEquals(q4.weights.bytesByDtype.q8! - q4Head.weights.bytesByDtype.q8!, head * (9 / 8));
+  assertEquals(q4Head.weights.bytesByDtype.q4! - q4.weights.bytesByDtype.q4!, head * (4.5 / 8));
+  const cliHead = JSON.parse(
+    (await cli("--model", "ms4-mini", "--json", "--backend", "none", "--dtype", "q4", "--head-dtype", "bf16")).out,
+  );
+  assertEquals(cliHead.weights.bytesByDtype.bf16 - q4.weights.bytesByDtype.bf16!, head * 2);
+  const bad = await cli("--model", "tiny", "--head-dtype", "f8e4m3");
+  assertEquals(bad.code, 2);
+  assert(bad.err.startsWith('--head-dtype must be one of q4, q8, bf16, got "f8e4m3"'), bad.err);
+});
+
 /** Every edge of a DOT text joins declared nodes. */
 function checkDot(dot: string): void {
   assert(dot.startsWith("digraph model {") && dot.trimEnd().endsWith("}"));

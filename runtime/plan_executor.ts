@@ -470,7 +470,7 @@ async function weightSource(weights: WeightSources, decl: WeightDecl): Promise<W
   const shape = maxShape(decl.shape), n = numel(shape);
   const data = new Uint8Array(w.buffer, w.byteOffset, w.byteLength);
   const dtype: DType = w instanceof Float32Array && w.length === n ? "f32" : decl.dtype;
-  const expected = codeBytes(dtype, n);
+  const expected = codeBytes(dtype, n, shape[shape.length - 1] ?? 1);
   if (data.byteLength !== expected) {
     throw new Error(`weight ${decl.name}: ${data.byteLength} B given, ${expected} B expected for [${shape}] ${dtype}`);
   }

@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { type DType, WEIGHT_DTYPES } from "../graph/dtype.ts";
+import { type DType, HEAD_DTYPES, WEIGHT_DTYPES } from "../graph/dtype.ts";
 import { type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
@@ -30,7 +30,8 @@ const USAGE = `usage: deno task serve [options]
   --backend NAME[,NAME…]     backend, or a preference list (wasm,reference): each op on the first that runs it,
                              every fallback and copy printed at load (default: the best available)
   --strict                   refuse any fallback from the first backend of --backend (a load error naming them)
-  --dtype NAME               weight dtype (f32, bf16, f8e4m3, q8)
+  --dtype NAME               weight dtype (f32, bf16, f8e4m3, q8, q4: every text linear in 4 bits but the head)
+  --head-dtype NAME          the lm head's dtype (q4, q8, bf16; default as --dtype, q8 under q4)
   --threads N                CPU threads
   --max-model-len N          context length per sequence (default min(model, 4096))
   --max-num-seqs N           sequences decoded together (default 8)
@@ -83,6 +84,8 @@ export interface ServeOptions {
   strict: boolean;
   /** `--dtype`. */
   dtype?: DType;
+  /** `--head-dtype`. */
+  headDType?: DType;
   /** `--threads`. */
   threads?: number;
   /** `--max-model-len`. */
@@ -236,6 +239,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
         backend: { type: "string" },
         strict: { type: "boolean" },
         dtype: { type: "string" },
+        "head-dtype": { type: "string" },
         threads: { type: "string" },
         "max-model-len": { type: "string" },
         "max-num-seqs": { type: "string" },
@@ -263,6 +267,10 @@ export function parseServeArgs(args: string[]): ServeOptions {
   if (dtype !== undefined && !WEIGHT_DTYPES.includes(dtype as DType)) {
     throw new UsageError(`--dtype must be one of ${WEIGHT_DTYPES.join(", ")}, got "${dtype}"`);
   }
+  const head = values["head-dtype"] as string | undefined;
+  if (head !== undefined && !HEAD_DTYPES.includes(head as DType)) {
+    throw new UsageError(`--head-dtype must be one of ${HEAD_DTYPES.join(", ")}, got "${head}"`);
+  }
   let softmaxScale: SoftmaxScaleMode | undefined;
   try {
     if (values["softmax-scale"] !== undefined) {
@@ -282,6 +290,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
     backend: textFlag(values, "backend"),
     strict: values.strict === true,
     dtype: dtype as DType | undefined,
+    headDType: head as DType | undefined,
     threads: intFlag(values, "threads", 1),
     maxModelLen: intFlag(values, "max-model-len", 1),
     maxNumSeqs: intFlag(values, "max-num-seqs", 1) ?? 8,
@@ -373,6 +382,7 @@ export async function main(args: string[]): Promise<void> {
     strict: o.strict,
     log: (line) => console.log(`tramontane: ${line}`),
     dtype: o.dtype,
+    headDType: o.headDType,
     threads: o.threads,
     seed: o.seed,
     maxModelLen: o.maxModelLen,

@@ -15,6 +15,7 @@ const DEFAULTS: ServeOptions = {
   backend: undefined,
   strict: false,
   dtype: undefined,
+  headDType: undefined,
   threads: undefined,
   maxModelLen: undefined,
   maxNumSeqs: 8,
@@ -47,6 +48,7 @@ Deno.test("serve flags: every flag is read into its option", () => {
     ["--backend", "wasm,reference"],
     ["--strict"],
     ["--dtype", "q8"],
+    ["--head-dtype", "bf16"],
     ["--threads", "2"],
     ["--max-model-len", "8200"],
     ["--max-num-seqs", "4"],
@@ -74,6 +76,7 @@ Deno.test("serve flags: every flag is read into its option", () => {
     backend: "wasm,reference",
     strict: true,
     dtype: "q8",
+    headDType: "bf16",
     threads: 2,
     maxModelLen: 8200,
     maxNumSeqs: 4,
@@ -96,6 +99,8 @@ Deno.test("serve flags: every flag is read into its option", () => {
   assertEquals(parseServeArgs(["--port=9000", "--softmax-scale=plain"]).port, 9000);
   assertEquals(parseServeArgs(["--softmax-scale", "plain"]).softmaxScale, "plain");
   assertEquals(parseServeArgs(["--dtype", "f8e4m3"]).dtype, "f8e4m3");
+  assertEquals(parseServeArgs(["--dtype", "q4"]).dtype, "q4");
+  for (const head of ["q4", "q8", "bf16"]) assertEquals(parseServeArgs(["--head-dtype", head]).headDType, head);
   // none: up to the context (OpenAI's behaviour), even for a preset.
   assertEquals(parseServeArgs(["--max-tokens-default", "none"]).maxTokensDefault, null);
   assertEquals(parseServeArgs(["--max-tokens-default=1"]).maxTokensDefault, 1);
@@ -136,8 +141,11 @@ Deno.test("serve flags: bad values are UsageErrors naming the flag, the value an
     [["--shutdown-grace", "10s"], '--shutdown-grace must be an integer from 0 to 86400, got "10s"'],
     [["--shutdown-grace", "86401"], '--shutdown-grace must be an integer from 0 to 86400, got "86401"'],
     [["--shutdown-grace", ""], '--shutdown-grace must be an integer from 0 to 86400, got ""'],
-    [["--dtype", "int4"], '--dtype must be one of f32, bf16, f16, f8e4m3, nvfp4, q8, got "int4"'],
-    [["--dtype", "i32"], '--dtype must be one of f32, bf16, f16, f8e4m3, nvfp4, q8, got "i32"'],
+    [["--dtype", "int4"], '--dtype must be one of f32, bf16, f16, f8e4m3, nvfp4, q8, q4, got "int4"'],
+    [["--dtype", "i32"], '--dtype must be one of f32, bf16, f16, f8e4m3, nvfp4, q8, q4, got "i32"'],
+    [["--head-dtype", "f32"], '--head-dtype must be one of q4, q8, bf16, got "f32"'],
+    [["--head-dtype", "Q8"], '--head-dtype must be one of q4, q8, bf16, got "Q8"'],
+    [["--head-dtype"], "--head-dtype"],
     [
       ["--softmax-scale", "mscale"],
       '--softmax-scale: unknown value "mscale" (accepted: "plain", "deepseek_yarn")',
@@ -178,6 +186,7 @@ Deno.test("serve CLI: --help prints a usage line for every flag and starts nothi
     "backend",
     "strict",
     "dtype",
+    "head-dtype",
     "threads",
     "max-model-len",
     "max-num-seqs",

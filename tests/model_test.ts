@@ -3,7 +3,7 @@
  * cache is consistent (prefill(N) ≡ prefill(N−1) + decode(1), chunked ≡ whole), a batch of two sequences ≡ two
  * single runs, absorbed ≡ naive MLA. Backends are compared with `reference` here as they arrive (wasm: below).
  */
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertRejects } from "./assert.ts";
 import type { DType } from "../graph/dtype.ts";
 import { wasmBackend } from "../runtime/backends/wasm/backend.ts";
 import { loadModel, type Model } from "../engine/model.ts";
@@ -91,7 +91,7 @@ Deno.test("model: a make-checkpoint directory loads to the same model as the pre
 // The CPU backend against the oracle on whole models. Bounds are relative L2 errors of the logits. Weights are
 // the same values on both (the reference decodes each dtype exactly), so with an f32 cache f32/bf16/f8e4m3 differ
 // only by accumulation order (measured ≲ 5e-7). q8 differs by the int8 activations of steps with ≤ 8 rows
-// (measured: tiny 8e-3, demo 4e-2 over 4 layers). A bf16 cache, the default, is held in bf16 by wasm and in f32
+// (measured: tiny 8e-3, demo 4e-2 over 4 layers), q4 by those of every step (its own weights are exact on both). A bf16 cache, the default, is held in bf16 by wasm and in f32
 // by the reference (measured 2e-3).
 
 const WASM = await wasmBackend.probe().then((s) => s > 0, () => false);
@@ -120,6 +120,7 @@ Deno.test({
       ["tiny", "f8e4m3", "f32", 1e-5],
       ["tiny", "q8", "f32", 2e-2],
       ["tiny", "nvfp4", "f32", 2e-2],
+      ["tiny", "q4", "f32", 2e-2],
       ["tiny", "bf16", "bf16", 1e-2],
       ["demo", "bf16", "f32", 1e-5],
       ["demo", "q8", "f32", 6e-2],
@@ -171,6 +172,7 @@ Deno.test({
       ["bf16", "hf", "nvfp4", 2e-2],
       // Every text linear NVFP4 (weight-only HF checkpoints can be): W_kvb too, in the MLA kernels.
       ["nvfp4", "hf", undefined, 2e-2, "every linear"],
+      ["f8e4m3", "hf", "q4", 2e-2],
     ] as const;
     for (const [dtype, layout, load, tol, every] of cases) {
       await t.step(`${layout} ${dtype}${every ? ` (${every})` : ""}${load ? ` loaded as ${load}` : ""}`, async () => {
@@ -205,6 +207,29 @@ Deno.test({
         }
       });
     }
+  },
+});
+
+Deno.test({
+  name: "model (wasm): q4 stores every text linear in 4 bits but the head (q8, or --head-dtype) and W_kvb (q8)",
+  ignore: !WASM,
+  async fn() {
+    const dtypes = (m: Model) => Promise.resolve(new Map(m.graph.weights.map((w) => [w.name, w.dtype])));
+    const stored = await onBackend("tiny", "wasm", { dtype: "q4", cacheDtype: "f32" }, (m) => dtypes(m));
+    assertEquals(stored.get("lm_head"), "q8");
+    assertEquals(stored.get("layers.0.attn.wkv_b"), "q8");
+    for (const name of ["layers.0.attn.wq_a", "layers.0.attn.wo", "layers.1.moe.gate_up", "layers.1.moe.down"]) {
+      assertEquals(stored.get(name), "q4", name);
+    }
+    for (const head of ["q4", "bf16"] as const) {
+      const opts = { dtype: "q4" as const, headDType: head };
+      assertEquals(await onBackend("tiny", "wasm", opts, async (m) => (await dtypes(m)).get("lm_head")), head);
+    }
+    await assertRejects(
+      () => onBackend("tiny", "wasm", { dtype: "q4", headDType: "f32" }, () => Promise.resolve()),
+      RangeError,
+      'headDType must be one of q4, q8, bf16, got "f32"',
+    );
   },
 });
 

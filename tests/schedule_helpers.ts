@@ -23,9 +23,10 @@ import type { WeightSource } from "../weights/source.ts";
 
 /** A source of zeros in `decl`'s dtype (null backends compute nothing: only sizes matter). */
 export function zeroWeight(decl: WeightDecl): WeightSource {
-  const shape = maxShape(decl.shape), data = new Uint8Array(codeBytes(decl.dtype, numel(shape)));
+  const shape = maxShape(decl.shape);
+  const data = new Uint8Array(codeBytes(decl.dtype, numel(shape), shape[shape.length - 1] ?? 1));
   const w = { name: decl.name, shape, dtype: decl.dtype, data };
-  if (decl.dtype === "q8" || decl.dtype === "f8e4m3") {
+  if (decl.dtype === "q8" || decl.dtype === "q4" || decl.dtype === "f8e4m3") {
     return memorySource({ ...w, dtype: "f32", data: new Uint8Array(4 * numel(shape)) }, decl.dtype);
   }
   return memorySource(w, decl.dtype);

@@ -11,10 +11,13 @@ import {
   bytesToF32,
   dequantizeFp8,
   dequantizeNvfp4Folded,
+  dequantizeQ4,
   dequantizeQ8,
   FLOAT_BYTES,
   type FloatDType,
   NVFP4_BLOCK,
+  Q4_BLOCK,
+  q4RowBytes,
   Q8_BLOCK,
 } from "./codecs.ts";
 import { leadingRows, rowElements, type WeightChunk, type WeightSource } from "./source.ts";
@@ -29,7 +32,7 @@ export function kDim(shape: readonly number[]): number {
 
 /**
  * Row-local scales a chunk of `elements` elements of a weight with last dimension `k` carries in `dtype`: f8e4m3
- * one per K-row, q8 one per 32 values per K-row, nvfp4 one per 16; float dtypes none.
+ * one per K-row, q8 and q4 one per 32 values per K-row, nvfp4 one per 16; float dtypes none.
  *
  * @example
  * ```ts
@@ -39,13 +42,21 @@ export function kDim(shape: readonly number[]): number {
 export function chunkScaleCount(dtype: DType, elements: number, k: number): number {
   if (dtype === "f8e4m3") return elements / k;
   if (dtype === "q8") return (elements / k) * Math.ceil(k / Q8_BLOCK);
+  if (dtype === "q4") return (elements / k) * Math.ceil(k / Q4_BLOCK);
   if (dtype === "nvfp4") return elements / NVFP4_BLOCK;
   return 0;
 }
 
-/** Bytes of the codes of `elements` elements of `dtype` (NVFP4: two per byte; i32 ids 4). */
-export function codeBytes(dtype: DType, elements: number): number {
+/**
+ * Bytes of the codes of `elements` elements of `dtype` (NVFP4: two per byte; i32 ids 4). q4 pads each K-row to whole
+ * blocks of 32, so it needs the weight's last dimension `k`.
+ */
+export function codeBytes(dtype: DType, elements: number, k?: number): number {
   if (dtype === "nvfp4") return elements / 2;
+  if (dtype === "q4") {
+    if (k === undefined) throw new RangeError("weight chunks: q4 code bytes depend on K; pass the last dimension");
+    return k === 0 ? 0 : (elements / k) * q4RowBytes(k);
+  }
   if (dtype === "q8" || dtype === "u8") return elements;
   if (dtype === "i32") return 4 * elements;
   const b = FLOAT_BYTES[dtype as FloatDType];
@@ -63,7 +74,7 @@ export function codeBytes(dtype: DType, elements: number): number {
  */
 export function chunkBytes(shape: readonly number[], dtype: DType, rows: number): number {
   const n = rows * rowElements(shape);
-  return codeBytes(dtype, n) + 4 * chunkScaleCount(dtype, n, kDim(shape));
+  return codeBytes(dtype, n, kDim(shape)) + 4 * chunkScaleCount(dtype, n, kDim(shape));
 }
 
 /** One read a consumer makes: leading rows `[row0, row0 + rows)`. */
@@ -126,10 +137,11 @@ export function chunkToF32(chunk: WeightChunk, dst?: Float32Array): Float32Array
   const { dtype, data, scales } = chunk;
   const n = chunk.rows * rowElements(chunk.shape), out = dst?.subarray(0, n);
   if (dtype === "f8e4m3") return dequantizeFp8(data, scales ?? 1, out);
-  if (dtype === "nvfp4" || dtype === "q8") {
+  if (dtype === "nvfp4" || dtype === "q8" || dtype === "q4") {
     if (!scales) throw new RangeError(`chunkToF32: a ${dtype} chunk has no scales`);
     if (dtype === "nvfp4") return dequantizeNvfp4Folded(data, scales, out);
     const k = kDim(chunk.shape);
+    if (dtype === "q4") return dequantizeQ4({ packed: data, scales }, n / k, k, out);
     const values = new Int8Array(data.buffer, data.byteOffset, data.byteLength);
     return dequantizeQ8({ values, scales }, values.length / k, k, out);
   }

@@ -645,3 +645,89 @@ export function dequantizeQ8(
   }
   return dst;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// q4: our CPU 4-bit format, llama.cpp Q4_0's numbers (blocks of 32 along the input dim, one f16 scale, codes
+// u ∈ 0..15 for q = u − 8) in a layout made for WASM SIMD: each block is 16 bytes whose byte j holds element j in
+// its low nibble and element j + 16 in its high nibble, so one 16-byte load, an `and 15` and a `shr 4` give the 32
+// codes in order (bench/README.md says why this layout). A row of K inputs takes ceil(K/32) blocks; a short last
+// block is padded with code 8 (zero). x ≈ (u − 8) · scale.
+
+/** Elements per q4 block. */
+export const Q4_BLOCK = 32;
+
+/** Bytes of the codes of one K-row of `cols` inputs in q4: 16 per block of 32, the last block padded. */
+export function q4RowBytes(cols: number): number {
+  return 16 * Math.ceil(cols / Q4_BLOCK);
+}
+
+/** A q4 weight `[rows, cols]`. */
+export interface Q4Tensor {
+  /** `[rows, ceil(cols/32), 16]` packed codes (see the section's comment). */
+  packed: Uint8Array;
+  /** `[rows, ceil(cols/32)]` scales, each an f16 value (exact in f32). */
+  scales: Float32Array;
+}
+
+/**
+ * Quantizes `[rows, cols]` f32 to q4 as llama.cpp's `quantize_row_q4_0_ref` chooses its numbers: per block, `m`
+ * the value of largest magnitude, scale d = f16(m / −8), u = clamp(round(x / d) + 8, 0, 15) (half away from zero),
+ * so m itself is code 0 exactly. Unlike Q4_0 the codes are taken against the stored (f16-rounded) scale, the one
+ * the kernels multiply by. Any `cols` (a short last block is padded with zeros).
+ *
+ * @example
+ * ```ts
+ * const q = quantizeQ4(w, 4096, 4096);
+ * const back = dequantizeQ4(q, 4096, 4096);
+ * ```
+ */
+export function quantizeQ4(values: Float32Array, rows: number, cols: number): Q4Tensor {
+  if (values.length !== rows * cols) throw new RangeError(`quantizeQ4: ${values.length} values ≠ ${rows}×${cols}`);
+  const nb = Math.ceil(cols / Q4_BLOCK);
+  const packed = new Uint8Array(rows * nb * 16), scales = new Float32Array(rows * nb);
+  const u = new Uint8Array(Q4_BLOCK);
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < nb; b++) {
+      const o0 = r * cols + b * Q4_BLOCK, len = Math.min(Q4_BLOCK, cols - b * Q4_BLOCK);
+      let m = 0;
+      for (let j = 0; j < len; j++) if (Math.abs(values[o0 + j]) > Math.abs(m)) m = values[o0 + j];
+      const d = m === 0 ? 0 : decodeF16(encodeF16(m / -8)); // +0 for an all-zero block
+      scales[r * nb + b] = d;
+      const id = d !== 0 ? 1 / d : 0;
+      for (let j = 0; j < Q4_BLOCK; j++) {
+        const v = j < len ? values[o0 + j] * id : 0;
+        const q = v < 0 ? -Math.round(-v) : Math.round(v);
+        u[j] = Math.max(0, Math.min(15, q + 8));
+      }
+      const p0 = (r * nb + b) * 16;
+      for (let j = 0; j < 16; j++) packed[p0 + j] = u[j] | (u[j + 16] << 4);
+    }
+  }
+  return { packed, scales };
+}
+
+/** Dequantizes q4 `[rows, cols]` to f32: x = (u − 8) · scale (exact in f32). */
+export function dequantizeQ4(
+  t: Q4Tensor,
+  rows: number,
+  cols: number,
+  dst: Float32Array = new Float32Array(rows * cols),
+): Float32Array {
+  const nb = Math.ceil(cols / Q4_BLOCK);
+  if (t.packed.length !== rows * nb * 16 || t.scales.length !== rows * nb || dst.length < rows * cols) {
+    throw new RangeError(
+      `dequantizeQ4: ${t.packed.length} packed bytes / ${t.scales.length} scales do not fit [${rows}, ${cols}]`,
+    );
+  }
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < nb; b++) {
+      const d = t.scales[r * nb + b], p0 = (r * nb + b) * 16, o0 = r * cols + b * Q4_BLOCK;
+      const len = Math.min(Q4_BLOCK, cols - b * Q4_BLOCK);
+      for (let j = 0; j < len; j++) {
+        const byte = t.packed[p0 + (j & 15)];
+        dst[o0 + j] = ((j < 16 ? byte & 15 : byte >>> 4) - 8) * d;
+      }
+    }
+  }
+  return dst;
+}

@@ -8,6 +8,7 @@ import {
   dequantizeFp8,
   dequantizeNvfp4,
   dequantizeNvfp4Folded,
+  dequantizeQ4,
   dequantizeQ8,
   encodeBf16,
   encodeE2m1,
@@ -23,6 +24,7 @@ import {
   nvfp4BlockScale,
   quantizeFp8,
   quantizeNvfp4,
+  quantizeQ4,
   quantizeQ8,
   unfoldNvfp4Scales,
 } from "./codecs.ts";
@@ -285,6 +287,46 @@ Deno.test("q8: blocks of 32 with f32 scale, round half away from zero, error ≤
   assertEq(hq.scales[0], 1);
   assertEq(hq.values[1], 3);
   assertEq(hq.values[2], -1);
+});
+
+Deno.test("q4: Q4_0's numbers (f16 scale m/−8) in split-nibble blocks, any K, error ≤ |scale|/2", () => {
+  const rnd = seeded(12);
+  for (const cols of [96, 17, 65]) {
+    const rows = 3, nb = Math.ceil(cols / 32);
+    const v = new Float32Array(rows * cols).map(() => (rnd() - 0.5) * 10);
+    v.fill(0, 0, Math.min(cols, 32)); // an all-zero block
+    const q = quantizeQ4(v, rows, cols);
+    assertEq(q.packed.length, rows * nb * 16);
+    assertEq(q.scales.length, rows * nb);
+    assertEq(q.scales[0], 0);
+    const back = dequantizeQ4(q, rows, cols);
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) {
+        const i = r * cols + c, d = Math.abs(q.scales[r * nb + Math.floor(c / 32)]);
+        assertEq(decodeF16(encodeF16(d)), d); // the scales are f16 values
+        // Values at the positive end clamp at code 15 (7·d, against 8·|d| on the side of m).
+        const lim = Math.abs(v[i]) > 7 * d ? d + 1e-6 : d / 2 + 1e-6;
+        if (Math.abs(back[i] - v[i]) > lim) throw new Error(`q4 ${cols} element ${i}: ${v[i]} → ${back[i]}`);
+      }
+      // Padding past K is code 8 (zero) in both nibbles' halves of the last block.
+      const last = q.packed.subarray((r * nb + nb - 1) * 16, (r * nb + nb) * 16), used = cols - 32 * (nb - 1);
+      for (let j = used; j < 32; j++) assertEq(j < 16 ? last[j] & 15 : last[j - 16] >> 4, 8);
+    }
+  }
+  // Hand case: m = −8 → scale 1, code 0; 2.5 rounds away from zero to 3 (code 11), stored low, element 16 high.
+  const h = new Float32Array(32);
+  h[0] = -8;
+  h[1] = 2.5;
+  h[16] = 7;
+  const hq = quantizeQ4(h, 1, 32);
+  assertEq(hq.scales[0], 1);
+  assertEq(hq.packed[0], 0 | (15 << 4)); // element 0 → 0, element 16 → 15
+  assertEq(hq.packed[1] & 15, 11);
+  assertEq(hq.packed[2], 8 | (8 << 4));
+  // m positive: the scale is negative and m still maps to code 0 exactly.
+  const p = quantizeQ4(new Float32Array(32).fill(1).fill(4, 5, 6), 1, 32);
+  assertEq(p.scales[0], -0.5);
+  assertEq(dequantizeQ4(p, 1, 32)[5], 4);
 });
 
 Deno.test("bf16 / f16: encode is the nearest code, ties to even (random f32 bit patterns)", () => {

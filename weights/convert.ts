@@ -13,6 +13,7 @@ import {
   nvfp4BlockScale,
   quantizeFp8,
   quantizeNvfp4,
+  quantizeQ4,
   quantizeQ8,
 } from "./codecs.ts";
 import { type CanonicalWeight, weightToF32 } from "./load.ts";
@@ -53,7 +54,8 @@ export function nvfp4Weight(name: string, shape: number[], values: Float32Array,
 /**
  * `w` stored as `dtype`. FP8 gets one scale per leading slice of a 3-D (expert) tensor, else one per tensor;
  * NVFP4 (rows × cols, cols a multiple of 16) one global scale likewise, with f8 block scales per 16 inputs folded
- * into `scales`; q8 stores int8 blocks of 32 along the last dim in `data` with one f32 scale per block in `scales`.
+ * into `scales`; q8 stores int8 blocks of 32 along the last dim in `data` with one f32 scale per block in `scales`;
+ * q4 split-nibble blocks of 32 (`quantizeQ4`) with one f16-valued scale per block.
  *
  * @example
  * ```ts
@@ -76,6 +78,11 @@ export function convertWeight(w: CanonicalWeight, dtype: DType): CanonicalWeight
     const cols = w.shape[w.shape.length - 1];
     const q = quantizeQ8(values, values.length / cols, cols);
     return { name: w.name, shape: w.shape, dtype, data: new Uint8Array(q.values.buffer), scales: q.scales };
+  }
+  if (dtype === "q4") {
+    const cols = w.shape[w.shape.length - 1];
+    const q = quantizeQ4(values, values.length / cols, cols);
+    return { name: w.name, shape: w.shape, dtype, data: q.packed, scales: q.scales };
   }
   throw new RangeError(`convertWeight: ${w.name} cannot be converted to ${dtype}`);
 }

@@ -1,6 +1,6 @@
 /**
  * Re-encoding a weight source into the graph's weight dtype chunk by chunk, with the values `convertWeight` gives
- * the whole weight (bit-identical after decoding). Float targets and q8 are row-local. FP8 (one scale per tensor, or
+ * the whole weight (bit-identical after decoding). Float targets, q8 and q4 are row-local. FP8 (one scale per tensor, or
  * per expert of a 3-D tensor) and NVFP4 (one global scale likewise) depend on a run's absolute maximum: an expert
  * lies inside every chunk that touches it, so 3-D tensors stay one pass; a 2-D tensor read in more than one chunk
  * is read twice, a first pass over the source for its maximum (kept: one number), then the chunks themselves.
@@ -21,6 +21,7 @@ import {
   nvfp4GlobalScale,
   Q8_BLOCK,
   quantizeNvfp4Blocks,
+  quantizeQ4,
   quantizeQ8,
 } from "./codecs.ts";
 import { leadingRows, rowElements, type WeightChunk, type WeightSource } from "./source.ts";
@@ -64,7 +65,7 @@ class ConvertedSource implements WeightSource {
     if (dtype === "nvfp4" && this.#k % NVFP4_BLOCK !== 0) {
       throw new RangeError(`nvfp4: ${name} has ${this.#k} columns; NVFP4 needs a multiple of ${NVFP4_BLOCK}`);
     }
-    if (!FLOATS.includes(dtype) && dtype !== "q8" && dtype !== "f8e4m3" && dtype !== "nvfp4") {
+    if (!FLOATS.includes(dtype) && !["q8", "q4", "f8e4m3", "nvfp4"].includes(dtype)) {
       throw new RangeError(`convertSource: ${name} cannot be converted to ${dtype}`);
     }
   }
@@ -84,6 +85,10 @@ class ConvertedSource implements WeightSource {
     if (dtype === "q8") {
       const q = quantizeQ8(values, values.length / k, k);
       return { row0, rows, shape, dtype, data: new Uint8Array(q.values.buffer), scales: q.scales };
+    }
+    if (dtype === "q4") {
+      const q = quantizeQ4(values, values.length / k, k);
+      return { row0, rows, shape, dtype, data: q.packed, scales: q.scales };
     }
     const fp8 = dtype === "f8e4m3", n = values.length, e0 = row0 * this.#rowElems;
     const data = new Uint8Array(fp8 ? n : n / 2), scales = new Float32Array(fp8 ? n / k : n / NVFP4_BLOCK);
@@ -125,7 +130,7 @@ class ConvertedSource implements WeightSource {
 }
 
 /**
- * `source` as chunks of `dtype` (f32, bf16, f16, f8e4m3, q8 or nvfp4), each decoding to exactly the rows of
+ * `source` as chunks of `dtype` (f32, bf16, f16, f8e4m3, q8, q4 or nvfp4), each decoding to exactly the rows of
  * `weightToF32(convertWeight(whole, dtype))`; the source itself when it already has that dtype. `runs` (FP8 and
  * NVFP4) splits the tensor into that many equal runs of K-rows, each with its own scale (one per source linear, as a
  * checkpoint quantises them: a fused gate ‖ up's halves apart); default one per expert of a 3-D tensor, else one. FP8 and NVFP4 of a

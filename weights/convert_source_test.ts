@@ -51,7 +51,7 @@ for (const from of ["bf16", "f32", "f8e4m3", "nvfp4"] as const) {
     const whole = randomCanonicalWeights(tiny, opts), { sources } = randomWeightSources(tiny, opts);
     for (const name of NAMES) {
       const w = whole.get(name)!;
-      for (const to of ["q8", "f8e4m3", "nvfp4", "bf16", "f32", "f16"] as const) {
+      for (const to of ["q8", "q4", "f8e4m3", "nvfp4", "bf16", "f32", "f16"] as const) {
         const want = convertWeight(w, to), src = counted(sources.get(name)!), conv = convertSource(src, to);
         assertEquals([conv.name, conv.shape, conv.dtype], [name, w.shape, to]);
         const what = `${from} → ${to} ${name}`, got = await readAll(conv, 3);

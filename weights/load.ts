@@ -22,6 +22,7 @@ import {
   bytesToF32,
   dequantizeFp8,
   dequantizeNvfp4Folded,
+  dequantizeQ4,
   dequantizeQ8,
   FLOAT_BYTES,
   type FloatDType,
@@ -37,12 +38,15 @@ export interface CanonicalWeight {
   name: string;
   /** Row-major logical shape (NVFP4: elements, not bytes). */
   shape: number[];
-  /** Stored element type: f32, bf16, f16, f8e4m3, nvfp4 or q8. */
+  /** Stored element type: f32, bf16, f16, f8e4m3, nvfp4, q8 or q4. */
   dtype: DType;
-  /** Little-endian elements of `dtype`; NVFP4: E2M1 codes two per byte, even element in the low nibble. */
+  /**
+   * Little-endian elements of `dtype`; NVFP4: E2M1 codes two per byte, even element in the low nibble; q4: blocks of
+   * 16 bytes per 32 inputs, element j low and j + 16 high (`quantizeQ4`).
+   */
   data: Uint8Array;
   /**
-   * FP8: the canonical `<name>.scale` values, one per contiguous block, `W = fp8 · scale`. q8: one per 32 inputs.
+   * FP8: the canonical `<name>.scale` values, one per contiguous block, `W = fp8 · scale`. q8, q4: one per 32 inputs.
    * NVFP4: one per 16 inputs, the f8 block scale already divided by its linear's global scale
    * (`nvfp4BlockScale`), so `W = e2m1 · scale`; rows of fused tensors concatenate.
    */
@@ -76,6 +80,11 @@ export function weightToF32(w: CanonicalWeight): Float32Array {
     const cols = w.shape[w.shape.length - 1];
     const values = new Int8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength);
     return dequantizeQ8({ values, scales: w.scales! }, values.length / cols, cols);
+  }
+  if (w.dtype === "q4") {
+    // Split-nibble blocks of 32 along the last dim, one f16-valued scale per block (see codecs.ts).
+    const cols = w.shape[w.shape.length - 1], rows = w.shape.reduce((a, b) => a * b, 1) / cols;
+    return dequantizeQ4({ packed: w.data, scales: w.scales! }, rows, cols);
   }
   if (w.dtype in FLOAT_BYTES) return bytesToF32(w.data, w.dtype as FloatDType);
   throw new RangeError(`weightToF32: ${w.name} has dtype ${w.dtype}, which has no element-wise decoding`);

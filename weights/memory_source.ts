@@ -54,7 +54,7 @@ export function memorySource(w: CanonicalWeight, dtype: DType, origin = "memory"
       if (!(row0 >= 0 && n >= 0 && row0 + n <= rows)) {
         return Promise.reject(new RangeError(`${cw.name}: rows ${row0}..${row0 + n} outside 0..${rows}`));
       }
-      const b0 = codeBytes(cw.dtype, row0 * per), b1 = codeBytes(cw.dtype, (row0 + n) * per);
+      const b0 = codeBytes(cw.dtype, row0 * per, k), b1 = codeBytes(cw.dtype, (row0 + n) * per, k);
       const s0 = row0 * kRowsPerRow * perK, s1 = (row0 + n) * kRowsPerRow * perK;
       return Promise.resolve({
         row0,

@@ -8,6 +8,8 @@
  * - `f8e4m3`: one f32 scale per K-row (`W = code · scale`): the checkpoint's per-tensor or per-block scales
  *   expanded, so a chunk needs nothing outside itself.
  * - `q8`: int8 values, one f32 scale per 32 values along K per K-row (`ceil(K / 32)` per K-row).
+ * - `q4`: split-nibble blocks of 16 bytes per 32 values along K (`quantizeQ4`), the last padded, with one f16-valued
+ *   scale per block per K-row, as q8 counts them.
  * - `nvfp4`: E2M1 codes two per byte (even element in the low nibble), one f32 scale per 16 values per K-row,
  *   already divided by its linear's global scale (`nvfp4BlockScale`), so `W = e2m1 · scale`.
  * - float dtypes: no scales.

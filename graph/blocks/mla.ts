@@ -92,7 +92,8 @@ export function mla(g: GraphBuilder, x: Tensor, o: MlaOptions, batch: MlaBatch):
   // 3, 6. The step's latents go into the paged cache, then attention reads it; W_kvb is absorbed or expanded
   // inside the op.
   mlaCacheWrite(g, { ckv, kpe, ...batch }, at("cache_write")); // [T, C+dr]: the rows as stored
-  const wkvb = w("wkv_b", [H * (dn + dv), o.kvLoraRank]);
+  // q4 keeps W_kvb in q8: the absorbed attention decodes its rows inside the attention kernels, which take no q4.
+  const wkvb = w("wkv_b", [H * (dn + dv), o.kvLoraRank], o.linearDtype === "q4" ? "q8" : o.linearDtype);
   const ctx = mlaAttention(g, { q: qFinal, wkvb, ...batch }, { scale: o.scale, form: o.form, ...at("ctx") });
   return matmul(g, ctx, w("wo", [o.hidden, H * dv]), at("out")); // [T, D]
 }

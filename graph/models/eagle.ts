@@ -205,7 +205,9 @@ export function buildDraft(
   const last = gatherRows(g, hn, logitRows, { name: "draft.last_hidden" }); // [R, D]
   writeRows(g, store, hiddenOut, last, { name: "draft.hidden_rows" });
   // The target's head, declared exactly as the target's graph declares it.
-  const head = target.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], headDtype(target, io.linearDtype));
+  const head = target.tie_word_embeddings
+    ? embed
+    : g.weight("lm_head", [V, D], headDtype(target, io.linearDtype, io.headDtype));
   const logits = matmul(g, last, head, { name: "draft.logits" }); // [R, V]
   g.output("logits", logits);
   return { ids, hiddenRows, hiddenOut, caches: layers.caches, logits };

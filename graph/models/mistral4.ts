@@ -55,6 +55,11 @@ export interface Mistral4IOOptions {
   cacheDtype?: DType;
   /** Overrides the stored dtype of the quantisable text linears (what `--dtype` means); default the checkpoint's. */
   linearDtype?: DType;
+  /**
+   * Stored dtype of the lm head (`--head-dtype`). Default: `linearDtype` when given (q4: q8, see {@link headDtype}),
+   * else the config's dtype.
+   */
+  headDtype?: DType;
   /** MLA computation form (default "absorbed"; "naive" expands k/v, for tests). */
   attention?: "absorbed" | "naive";
   /**
@@ -128,8 +133,14 @@ export function linearDtype(config: Mistral4Config, override?: DType, group: Mis
   return stored ?? config.dtype;
 }
 
-/** The lm head's stored dtype: an explicit `--dtype` (but nvfp4, whose release keeps the head as shipped), else `dtype`. */
-export function headDtype(config: Mistral4Config, override?: DType): DType {
+/**
+ * The lm head's stored dtype: `head` when given, else the `--dtype` override — but q8 for q4, since the head (131072
+ * rows) is the one linear every token reads whole, where 4-bit error shows most in the logits, and as shipped for
+ * nvfp4, whose release keeps the head unquantised —, else `dtype` (checkpoint quantisation leaves the head as shipped).
+ */
+export function headDtype(config: Mistral4Config, override?: DType, head?: DType): DType {
+  if (head) return head;
+  if (override === "q4") return "q8";
   return override && override !== "nvfp4" ? override : config.dtype;
 }
 
@@ -209,9 +220,10 @@ export function build(g: GraphBuilder, config: Mistral4Config, io: Mistral4IOOpt
     writeRows(g, store, hiddenAt, hn, { name: "eagle.hidden_rows" });
   }
   const last = gatherRows(g, hn, logitRows, { name: "last_hidden" }); // [R, D]
-  // An explicit --dtype quantises the head too (as llama.cpp's Q8_0 files do): it is the largest tensor read per
-  // token in small models. Checkpoint quantisation (FP8, NVFP4) and --dtype nvfp4 leave it bf16, as shipped.
-  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], headDtype(c, io.linearDtype));
+  // An explicit --dtype quantises the head too (as llama.cpp's Q8_0 files do; q4 keeps it q8, --head-dtype sets it):
+  // it is the largest tensor read per token in small models. Checkpoint quantisation (FP8, NVFP4) and --dtype nvfp4
+  // leave it bf16, as shipped.
+  const head = c.tie_word_embeddings ? embed : g.weight("lm_head", [V, D], headDtype(c, io.linearDtype, io.headDtype));
   const logits = matmul(g, last, head, { name: "logits" }); // [R, V]
   g.output("logits", logits);
   // Named `sampled`, not `ids`: that is the step's input of token ids.

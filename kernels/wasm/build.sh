@@ -9,7 +9,7 @@ dir="$(cd "$(dirname "$0")" && pwd)"
 CC="${CC:-clang-19}"
 command -v "$CC" >/dev/null || { echo "build.sh: $CC not found (apt-get install clang-19 lld-19)" >&2; exit 2; }
 
-sources=(math.c matmul.c gemm_q8.c gemm_nvfp4.c norm.c rope.c attention.c attention_prefill.c moe.c sample.c vision.c)
+sources=(math.c matmul.c gemm_q8.c gemm_q4.c gemm_nvfp4.c norm.c rope.c attention.c attention_prefill.c moe.c sample.c vision.c)
 flags=(
   -O3 -ffreestanding -nostdlib -fno-builtin -std=c11 -Wall -Wextra -Werror -Wno-unused-parameter
   -msimd128 -mrelaxed-simd -mbulk-memory -matomics -mmutable-globals

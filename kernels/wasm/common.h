@@ -14,16 +14,19 @@
 #define NOINLINE static __attribute__((noinline))
 
 // Weight dtype codes shared with runtime/backends/wasm/module.ts (keep in sync).
-enum { DT_F32 = 0, DT_BF16 = 1, DT_F8E4M3 = 2, DT_Q8 = 3, DT_NVFP4 = 4 };
+enum { DT_F32 = 0, DT_BF16 = 1, DT_F8E4M3 = 2, DT_Q8 = 3, DT_NVFP4 = 4, DT_Q4 = 5 };
 // q8: int8 values [N, K] row-major, one f32 scale per 32 values along K (the last block of a row may be short).
 #define Q8_BLOCK 32
+// q4: 16 bytes per 32 values along K (a row padded to whole blocks), f16 scales [N, ceil(K/32)] (gemm_q4.c).
+#define Q4_BLOCK 32
 
 // A weight matrix W[N, K] in one of the dtypes above. scale: the per-tensor f8 scale (W = f8 · scale), unused for
 // f8 when qs is set: then W[n] = f8 · qs[n] (block scales of fused or per-expert tensors expanded to rows). nvfp4
 // (gemm_nvfp4.c): w holds each row's codes and block scales, scale (or qs[n]) the global scale, a divisor.
 typedef struct {
   const void *w;
-  const float *qs;  // q8 block scales [N, ceil(K/32)]; f8: 0 or per-row scales [N]; nvfp4: 0 or per-row globals
+  const float *qs;  // q8 block scales [N, ceil(K/32)]; q4 the same as f16 (read as uint16_t); f8: 0 or per-row
+                    // scales [N]; nvfp4: 0 or per-row globals
   float scale;
   int dt;
 } WDesc;

@@ -1,4 +1,5 @@
-// y[M, N] = x[M, K] · W[N, K]ᵀ for W in f32, bf16, f8e4m3 (per-tensor scale) and q8 (32-blocks along K).
+// y[M, N] = x[M, K] · W[N, K]ᵀ for W in f32, bf16, f8e4m3 (per-tensor scale), q8 (32-blocks along K) and q4 (its
+// own kernels in gemm_q4.c, but for the f32 prefill, which runs here on decode_row).
 // Decode (M ≤ DECODE_MAX_M) streams W once and reuses each loaded W vector for every activation row;
 // prefill packs 8 W rows × KB columns into an f32 panel (dequantising once) and runs a 4×8 register tile.
 // Work splits over output features [n0, n1): every thread reads all of x and its own slice of W.
@@ -62,6 +63,7 @@ void decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, float *o
       break;
     }
     case DT_NVFP4: nvfp4_decode_row(W, K, n, k0, len, out); break;
+    case DT_Q4: decode_row_q4(W, K, n, k0, len, out); break;
   }
 }
 
@@ -590,6 +592,7 @@ void mm_core(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, fl
     mm_nvfp4(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
     return;
   }
+  if (W->dt == DT_Q4 && mm_q4(W, x, xidx, ldx, y, ldy, M, K, n0, n1)) return;
   // The decode path keeps per-call activation copies on the stack (≤ 8 rows × K): beyond K = 16384 use packing.
   if (M <= DECODE_MAX_M && K <= 16384) mm_decode(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
   else if (W->dt == DT_Q8 && q8_gemm_usable()) mm_prefill_q8(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
@@ -598,8 +601,8 @@ void mm_core(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, fl
 
 // ---------------------------------------------------------------- exports
 
-// y[M, N] = x[M, K] · W[N, K]ᵀ, rows [r0, r1) of N. wdt: DT_*; wscale: f8 per-tensor scale; wqs: q8 block scales,
-// or for f8 (when non-zero) one scale per row of W, replacing wscale.
+// y[M, N] = x[M, K] · W[N, K]ᵀ, rows [r0, r1) of N. wdt: DT_*; wscale: f8 per-tensor scale; wqs: q8 block scales
+// (q4: its f16 block scales), or for f8 (when non-zero) one scale per row of W, replacing wscale.
 EXPORT(matmul)
 void matmul(const float *x, const void *w, int wdt, float wscale, const float *wqs, float *y, int M, int N, int K,
             int r0, int r1) {

@@ -56,3 +56,8 @@ void mm_nvfp4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, f
               size_t K, int n0, int n1);
 void mm_prefill_q8(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
                    size_t K, int n0, int n1);
+// gemm_q4.c: W[n, k0 .. k0+len) of a q4 weight as f32, and the q4 matmul where it has its own kernels (returns 1:
+// decode shapes; prefill with int8 activations) — else 0, and mm_core's f32 prefill runs on decode_row_q4.
+void decode_row_q4(const WDesc *W, size_t K, size_t n, size_t k0, int len, float *out);
+int mm_q4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M, size_t K,
+          int n0, int n1);

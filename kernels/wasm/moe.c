@@ -96,9 +96,10 @@ typedef struct {
   int32_t wdt;                        // DT_* of all three
   uint32_t sg, su, sd;                // byte strides between experts
   const float *fsg, *fsu, *fsd;       // f8: per-expert scales [E] (used when qg/qu/qd are 0)
-  const float *qg, *qu, *qd;          // q8: block scales of expert 0; f8: 0 or per-row scales of expert 0;
+  const float *qg, *qu, *qd;          // q8, q4: block scales of expert 0; f8: 0 or per-row scales of expert 0;
                                       // nvfp4: expert 0's global scale of each (one per matrix)
-  uint32_t qsg, qsu, qsd;             // float strides between experts' q8 block scales, f8 row scales, nvfp4 globals
+  uint32_t qsg, qsu, qsd;             // element strides between experts' q8/q4 block scales (q4: f16 elements), f8
+                                      // row scales, nvfp4 globals
   float *act, *up;                    // scratch [T·k, F]
   float *ys;                          // scratch [T·k, D]
   const float *w;                     // [T, k] routing weights
@@ -112,6 +113,8 @@ static WDesc expert(const MoeParams *p, const void *w, uint32_t stride, const fl
                     uint32_t qstride, int e) {
   WDesc d = {(const uint8_t *)w + (size_t)stride * (size_t)e, 0, 1.0f, p->wdt};
   if (p->wdt == DT_NVFP4) d.scale = qs[(size_t)qstride * (size_t)e];  // the expert linear's global scale
+  else if (p->wdt == DT_Q4)
+    d.qs = (const float *)(const void *)((const uint16_t *)(const void *)qs + (size_t)qstride * e);
   else if ((p->wdt == DT_Q8 || p->wdt == DT_F8E4M3) && qs) d.qs = qs + (size_t)qstride * (size_t)e;
   else if (p->wdt == DT_F8E4M3) d.scale = fs[e];
   return d;

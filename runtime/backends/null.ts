@@ -76,7 +76,7 @@ export function createNullBackend(options: NullBackendOptions = {}): NullBackend
   const name = options.name ?? "null";
   const caps: BackendCaps = {
     alignment: 256,
-    dtypes: ["f32", "bf16", "f16", "f8e4m3", "nvfp4", "q8", "i32", "u8"],
+    dtypes: ["f32", "bf16", "f16", "f8e4m3", "nvfp4", "q8", "q4", "i32", "u8"],
     promote: {},
     memoryBytes: Infinity,
     maxBindingBytes: Infinity,

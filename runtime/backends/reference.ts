@@ -45,7 +45,7 @@ import { rowElements } from "../../weights/source.ts";
 const CAPS: BackendCaps = {
   alignment: 16,
   dtypes: ["f32", "i32"],
-  promote: { bf16: "f32", f16: "f32", f8e4m3: "f32", nvfp4: "f32", q8: "f32" },
+  promote: { bf16: "f32", f16: "f32", f8e4m3: "f32", nvfp4: "f32", q8: "f32", q4: "f32" },
   memoryBytes: Infinity,
   maxBindingBytes: Infinity,
   activationDType: "f32",

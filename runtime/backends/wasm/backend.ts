@@ -6,8 +6,9 @@
  *   activations and scratch). `write`, `read`, `copy` and `fill` are memcpy/memset; `transfer` to another wasm
  *   instance is one memcpy between the two memories; runs are synchronous, so `sync` has nothing to wait for. A
  *   model that does not fit is refused by the scheduler, or by `alloc` with an `OutOfMemoryError`.
- * - Dtypes: activations f32, ids i32, caches f32 or bf16; weights f32, bf16, f8e4m3, q8 and nvfp4 (as released:
- *   E2M1 codes, f8 block scales, global scales) natively (f16 weights are stored as f32), in the layout of layout.ts; `uploadWeight` encodes row chunks straight into
+ * - Dtypes: activations f32, ids i32, caches f32 or bf16; weights f32, bf16, f8e4m3, q8, q4 and nvfp4 (as released:
+ *   E2M1 codes, f8 block scales, global scales) natively (f16 weights are stored as f32), in the layout of layout.ts;
+ *   `uploadWeight` encodes row chunks straight into
  *   it, so the host holds one chunk at a time.
  * - Execution: `prepare` compiles a segment's nodes into steps (ops.ts, mla.ts, moe.ts, vision_ops.ts) with
  *   kernels, dtype codes and tables resolved and temporary memory sized at the largest shapes; `run` binds
@@ -69,7 +70,7 @@ const GIB = 2 ** 30;
 // Kept out of `memoryBytes` for what `prepare` allocates after the plan's buffers (attention and MoE scratch).
 const SCRATCH_RESERVE = 256 * 2 ** 20;
 
-const DTYPES: readonly DType[] = ["f32", "bf16", "f8e4m3", "q8", "nvfp4", "i32"];
+const DTYPES: readonly DType[] = ["f32", "bf16", "f8e4m3", "q8", "q4", "nvfp4", "i32"];
 
 /** Options of the `wasm` factory: the common ones and the dispatch tuning. */
 export type WasmBackendOptions = BackendOptions & {
@@ -305,12 +306,13 @@ class WasmBackend implements Backend {
   #applyTuning(): void {
     Object.assign(this.#tuning, DEFAULT_TUNING, this.#userTuning);
     const t = this.#tuning,
-      key = `${t.q8Prefill}/${t.q8DecodeU8}/${t.nvfp4Prefill}/${t.spinMicros}/${t.joinSpinMicros}`;
+      key = `${t.q8Prefill}/${t.q8DecodeU8}/${t.nvfp4Prefill}/${t.q4Activations}/${t.spinMicros}/${t.joinSpinMicros}`;
     if (key === this.#applied) return;
     this.#applied = key;
     this.#k.exports.q8_prefill_int8(t.q8Prefill === "int8" ? 1 : 0);
     this.#k.exports.q8_decode_u8(t.q8DecodeU8 ? 1 : 0);
     this.#k.exports.nvfp4_prefill_int8(t.nvfp4Prefill === "auto" ? -1 : t.nvfp4Prefill === "int8" ? 1 : 0);
+    this.#k.exports.q4_int8(t.q4Activations === "int8" ? 1 : 0);
     this.#pool.spinMicros = t.spinMicros;
     this.#pool.joinSpinMicros = t.joinSpinMicros;
   }

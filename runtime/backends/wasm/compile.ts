@@ -12,7 +12,7 @@ import { maxShape, type Node, numel, resolveShape, type TensorInfo, type Vars } 
 import type { HostInputs } from "../../backend.ts";
 import { DT, type WasmKernels } from "./module.ts";
 import type { ThreadPool } from "./threads.ts";
-import { nvfp4RowBytes, scalesOffset } from "./layout.ts";
+import { nvfp4RowBytes, scalesOffset, weightScalesOffset } from "./layout.ts";
 
 /**
  * What a step reads at run time: the byte address of every tensor by id, the symbols, the shared temp block, and
@@ -37,6 +37,8 @@ export type Step = (s: RunState) => void;
  * - `q8DecodeU8`: q8 decode products take the weight as the u8 operand where the host allows it.
  * - `nvfp4Prefill`: NVFP4 matmuls of more than 8 rows on int8 products (`int8`, exact on every host), on f32 panels
  *   with the reference's dequantised values (`f32`), or `auto`: int8 up to 64 rows or where q8 prefill is int8.
+ * - `q4Activations`: `int8` quantises the activations of q4 matmuls per 32-block (every host: kernels/wasm/gemm_q4.c),
+ *   `f32` multiplies them as they are (the reference's numbers up to f32 sums; slower).
  * - `spinMicros`, `joinSpinMicros`: the thread pool's spin times (threads.ts).
  */
 export type WasmTuning = {
@@ -46,6 +48,7 @@ export type WasmTuning = {
   q8Prefill: "int8" | "f32";
   q8DecodeU8: boolean;
   nvfp4Prefill: "auto" | "int8" | "f32";
+  q4Activations: "int8" | "f32";
   spinMicros: number;
   joinSpinMicros: number;
 };
@@ -58,6 +61,7 @@ export const DEFAULT_TUNING: Readonly<WasmTuning> = {
   q8Prefill: "int8",
   q8DecodeU8: true,
   nvfp4Prefill: "auto",
+  q4Activations: "int8",
   spinMicros: 20,
   joinSpinMicros: 20,
 };
@@ -109,7 +113,8 @@ export function matrixArgs(c: CompileContext, id: number): { wdt: number; scales
   const K = lastOf(maxShape(t.shape));
   // NVFP4: the global scales after the rows of codes and block scales (layout.ts).
   if (t.kind === "weight" && dt === "nvfp4") return { wdt: WDT[dt]!, scales: scalesOffset((n / K) * nvfp4RowBytes(K)) };
-  const scales = t.kind === "weight" && (dt === "q8" || dt === "f8e4m3") ? scalesOffset(n) : 0;
+  const quantised = dt === "q8" || dt === "q4" || dt === "f8e4m3";
+  const scales = t.kind === "weight" && quantised ? weightScalesOffset(maxShape(t.shape), dt) : 0;
   return { wdt: WDT[dt]!, scales };
 }
 

@@ -130,6 +130,12 @@ function weight(s: Side, r: () => number, dt: WDT, n: number, kk: number, rowSca
     for (let i = 0; i < u.length; i++) u[i] = ((v) => (v & 0x7f) === 0x7f ? v ^ 1 : v)(Math.floor(r() * 256));
     return { w: s.bytes(u), scale: 0.0173, qs: rowScales ? s.f32(rand(r, n, 0.05)) : 0 };
   }
+  if (dt === "q4") {
+    const nb = Math.ceil(kk / 32), codes = new Uint8Array(n * nb * 16);
+    for (let i = 0; i < codes.length; i++) codes[i] = Math.floor(r() * 256);
+    const qs = Uint16Array.from({ length: n * nb }, () => 0x2000 + Math.floor(r() * 0x400) | (r() < 0.5 ? 0x8000 : 0));
+    return { w: s.bytes(codes), scale: 1, qs: s.bytes(qs) };
+  }
   const q = new Int8Array(n * kk);
   for (let i = 0; i < q.length; i++) q[i] = Math.floor(r() * 255) - 127;
   const qs = Float32Array.from({ length: n * Math.ceil(kk / 32) }, () => 0.001 + r() * 0.01);
@@ -138,12 +144,13 @@ function weight(s: Side, r: () => number, dt: WDT, n: number, kk: number, rowSca
 
 // ------------------------------------------------------------------------------------------- matmul
 
-const DTYPES: WDT[] = ["f32", "bf16", "f8e4m3", "q8"];
+const DTYPES: WDT[] = ["f32", "bf16", "f8e4m3", "q8", "q4"];
 
 function matmulScenario(shapes: [number, number, number][], dts: WDT[], int8: number): Scenario {
   return (s) => {
     const r = mulberry32(7 + int8), outs: Record<string, Uint8Array> = {};
     s.call("q8_prefill_int8", int8);
+    s.call("q4_int8", int8);
     try {
       for (const dt of dts) {
         for (const rowScales of dt === "f8e4m3" ? [false, true] : [false]) {
@@ -156,6 +163,7 @@ function matmulScenario(shapes: [number, number, number][], dts: WDT[], int8: nu
       }
     } finally {
       s.call("q8_prefill_int8", 1);
+      s.call("q4_int8", 1);
     }
     return outs;
   };
@@ -172,7 +180,8 @@ Deno.test("memory64 ≡ wasm32: matmul decode shapes, every dtype (f8 with per-t
 Deno.test("memory64 ≡ wasm32: matmul prefill shapes, every dtype; q8 on int8 products and on f32 panels", async () => {
   await same("matmul prefill", matmulScenario(PREFILL, DTYPES, 1));
   await same("matmul prefill q8 f32 panels", matmulScenario(PREFILL, ["q8"], 0));
-  await same("matmul K > 16384", matmulScenario([[1, 9, 16500]], ["f32", "q8"], 1));
+  await same("matmul q4 f32 activations", matmulScenario([...DECODE, ...PREFILL], ["q4"], 0));
+  await same("matmul K > 16384", matmulScenario([[1, 9, 16500]], ["f32", "q8", "q4"], 1));
 });
 
 Deno.test("memory64 ≡ wasm32: dequant_rows, quantize_q8, bf16 conversions, copy_rows", async () => {
@@ -358,7 +367,7 @@ Deno.test("memory64 ≡ wasm32: naive MLA prefill (mla_gather, W_kvb expansion, 
 function moeScenario(dt: WDT, T: number, E: number, kk: number, D: number, F: number): Scenario {
   return (s) => {
     const r = mulberry32(T * 7 + E + DT[dt]);
-    const elem = { f32: 4, bf16: 2, f8e4m3: 1, q8: 1 }[dt];
+    const elem = { f32: 4, bf16: 2, f8e4m3: 1, q8: 1, q4: 0.5 }[dt];
     // Experts packed contiguously: gate|up [E, 2F, D], down [E, D, F]; the kernel takes expert 0 plus strides.
     const gu = weight(s, r, dt, E * 2 * F, D), dw = weight(s, r, dt, E * D, F);
     const guRows = Math.ceil(D / 32), dRows = Math.ceil(F / 32);

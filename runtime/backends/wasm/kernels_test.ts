@@ -10,6 +10,8 @@
 //   q8 prefill (M > 8): on hosts whose relaxed dot multiplies u8 exactly (VNNI) the decode path's int8 products
 //     (same emulation and bound); elsewhere, or with q8_prefill_int8(0), weights dequantised exactly, f32
 //     activations → 3e-6
+//   q4 (every M): with int8 activations (q4_int8(1), the default, every host) the same emulation and bound as q8; with
+//     f32 activations (q4_int8(0)) weights dequantised exactly → 3e-6
 //   elementwise / norms / rope / softmax: 2e-6; gelu (erfc approximation): 1e-6 absolute per |x|
 //   attention, MoE: 2e-5 (long f32 reductions, online softmax)
 
@@ -17,6 +19,7 @@ import { DT, MLA_PARAMS, MOE_PARAMS, moeRows, q8Bytes, warmup, WasmKernels, writ
 import { ThreadPool } from "./threads.ts";
 import { assert } from "../../../tests/assert.ts";
 import { mulberry32 } from "../../../tests/fixtures.ts";
+import { f32ToF16, quantizeQ4 } from "../../../weights/codecs.ts";
 
 const k = await WasmKernels.load();
 const ex = k.exports;
@@ -225,7 +228,7 @@ function expectQ8Int8(
         }
         const scale = fr(W.qsv![j * nb + blk] * a.s[blk]);
         emu += is * scale;
-        terms += isAbs * scale;
+        terms += isAbs * Math.abs(scale); // q4 scales may be negative
         bound += (amax / 254) * wabs;
       }
       const g = got[i * n + j];
@@ -280,14 +283,53 @@ for (const dt of DTYPES) {
   });
 }
 
+/** A random q4 weight [N, K] in the kernels' layout (weights/codecs.ts quantizeQ4), its values and its q = u − 8. */
+function makeQ4(b: Bufs, r: () => number, n: number, kk: number): Weight {
+  const t = quantizeQ4(randArray(r, n * kk), n, kk), nb = Math.ceil(kk / 32);
+  const dec = new Float64Array(n * kk), q = new Int8Array(n * kk);
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < kk; j++) {
+      const byte = t.packed[(i * nb + Math.floor(j / 32)) * 16 + (j % 16)];
+      q[i * kk + j] = (j % 32 < 16 ? byte & 15 : byte >> 4) - 8;
+      dec[i * kk + j] = q[i * kk + j] * t.scales[i * nb + Math.floor(j / 32)];
+    }
+  }
+  return { dt: "q4", dec, w: b.bytes(t.packed), scale: 1, qs: b.bytes(f32ToF16(t.scales)), q, qsv: t.scales };
+}
+
+Deno.test("matmul q4: int8 activations (decode and prefill) ≡ their emulation; f32 activations ≡ the exact product", () => {
+  const r = mulberry32(1004);
+  const b = new Bufs();
+  try {
+    for (const kk of [...KS, 16384 + 33]) {
+      for (const n of kk > 2000 ? [3] : NS) {
+        const W = makeQ4(b, r, n, kk);
+        for (const m of kk > 2000 ? [2, 9] : MS) {
+          const xs = randArray(r, m * kk), x = b.f32(xs), y = b.f32(m * n);
+          const ref = refMatmul(xs, W.dec, m, n, kk), what = `q4 M=${m} N=${n} K=${kk}`;
+          ex.q4_int8(1);
+          ex.matmul(x, W.w, DT.q4, 1, W.qs, y, m, n, kk, 0, n);
+          expectQ8Int8(k.f32(y, m * n).slice(), ref, xs, W, m, n, kk, `${what} int8`);
+          ex.q4_int8(0);
+          ex.matmul(x, W.w, DT.q4, 1, W.qs, y, m, n, kk, 0, n);
+          expectClose(k.f32(y, m * n), ref, 3e-6, `${what} f32`);
+        }
+      }
+    }
+  } finally {
+    ex.q4_int8(1);
+    b.free();
+  }
+});
+
 Deno.test("matmul: 2 threads give bit-identical results (decode and prefill, every dtype)", async () => {
   await withPool(2, (pool) => {
     const r = mulberry32(7);
     const b = new Bufs();
     try {
-      for (const dt of DTYPES) {
+      for (const dt of [...DTYPES, "q4"] as WDT[]) {
         for (const [m, n, kk] of [[1, 37, 65], [4, 64, 100], [8, 19, 33], [21, 45, 129]]) {
-          const W = makeWeight(b, r, dt, n, kk);
+          const W = dt === "q4" ? makeQ4(b, r, n, kk) : makeWeight(b, r, dt, n, kk);
           const x = b.f32(randArray(r, m * kk)), y1 = b.f32(m * n), y2 = b.f32(m * n);
           const args = [x, W.w, DT[dt], W.scale, W.qs];
           ex.matmul(...args, y1, m, n, kk, 0, n);
@@ -782,7 +824,7 @@ function runMoe(dt: WDT, T: number, E: number, kk: number, D: number, F: number,
     const gu = fused ? per(2 * F, D) : null, gs = fused ? null : per(F, D), us = fused ? null : per(F, D);
     const ds = per(D, F);
     // The kernel wants expert 0's pointer plus a stride, so pack the per-expert matrices contiguously.
-    const elem = { f32: 4, bf16: 2, f8e4m3: 1, q8: 1 }[dt];
+    const elem = { f32: 4, bf16: 2, f8e4m3: 1, q8: 1, q4: 0.5 }[dt]; // q4 experts: tests/backend_ops_test.ts
     const pack = (ws: Weight[], n: number, kdim: number) => {
       const bytes = n * kdim * elem, all = new Uint8Array(bytes * E);
       ws.forEach((w, e) => all.set(k.u8(w.w, bytes), e * bytes));

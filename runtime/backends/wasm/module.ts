@@ -24,6 +24,7 @@
  * | `q8_prefill_int8` (no rows; returns 1 when on) | want: 1 = int8 q8 prefill where the host allows, 0 = f32 | — |
  * | `q8_decode_u8` (no rows; returns 1 when on) | want: 1 = q8 decode products with u8 weights where allowed, 0 = off | — |
  * | `nvfp4_prefill_int8` (no rows) | mode: 1 = NVFP4 prefill on int8 products, 0 = f32 panels, −1 = auto (≤ 64 rows or VNNI) | — |
+ * | `q4_int8` (no rows; returns the mode) | want: 1 = q4 matmuls on int8 activations (default), 0 = f32 activations | — |
  * | `f32_to_bf16_n`, `bf16_to_f32_n` | src, dst | elements |
  * | `rms_norm` | x, ldx, w (0: none), y, ldy, D, eps | rows |
  * | `softmax` | x, ldx, y, ldy, D, scale | rows |
@@ -49,7 +50,9 @@
  * Weight dtypes ({@linkcode DT}): f32; bf16; f8e4m3 with one f32 scale per tensor (`W = f8 · wscale`) or, when
  * `wqs` is non-zero, one f32 scale per row (`W[n] = f8 · wqs[n]`; MoE: `qg/qu/qd` with strides `qsg/qsu/qsd`);
  * q8 = int8 values `[N, K]` plus f32 scales `[N, ceil(K/32)]` (`W = q · scale` per 32-block along K, `wqs` points
- * at the scales; {@linkcode q8Bytes} gives the sizes). Activations are always f32, accumulation is f32.
+ * at the scales; {@linkcode q8Bytes} gives the sizes); q4 = 16 bytes of split nibbles per 32-block along K
+ * (`[N, ceil(K/32), 16]`, {@linkcode q4RowBytes}) plus f16 scales `[N, ceil(K/32)]` at `wqs` (`W = (u − 8) · scale`,
+ * kernels/wasm/gemm_q4.c). Activations are always f32 in memory, accumulation is f32.
  *
  * Numerics: f32/bf16/f8 weights are decoded exactly, so results differ from an f64 reference only by f32
  * accumulation order and FMA (normalised max error ≲ 3e-6 at K ≤ 16k). `matmul` with M ≤ 8 (and K ≤ 16384) is the
@@ -57,7 +60,9 @@
  * multiplies in int8: per output, |Δy| ≤ Σ_blocks (max|x_b| / 254) · Σ_{k∈b} |w_k|. With M > 8 q8 matmuls take
  * the same int8 products where the host's relaxed dot multiplies its second operand as u8 without saturating
  * (x86 with AVX-VNNI; probed on first use, `q8_prefill_int8` reports or turns it off), else they dequantise the
- * weights exactly and multiply f32 activations. Each output element is computed by one thread with the same code whatever the
+ * weights exactly and multiply f32 activations. q4 matmuls quantise activations the same way at every M (on every
+ * host: the 4-bit codes are the 7-bit operand, which every lowering multiplies exactly) unless `q4_int8(0)` turns
+ * them to f32 activations (the decode path widens codes to f32; M > 8 dequantises rows). Each output element is computed by one thread with the same code whatever the
  * split, so results are bit-identical for any thread count. For `matmul`, pass `{ align: 8 }` to `parallelFor`.
  *
  * @example
@@ -76,7 +81,7 @@
 import { type FuncSig, type ModuleInfo, parseModule } from "./signatures.ts";
 
 /** Weight dtype codes passed to kernels (`wdt`, `cdt`); must match `DT_*` in kernels/wasm/common.h. */
-export const DT = { f32: 0, bf16: 1, f8e4m3: 2, q8: 3, nvfp4: 4 } as const;
+export const DT = { f32: 0, bf16: 1, f8e4m3: 2, q8: 3, nvfp4: 4, q4: 5 } as const;
 /** A dtype the WASM kernels take as a weight. */
 export type WasmWeightDType = keyof typeof DT;
 
@@ -89,6 +94,14 @@ export function q8Bytes(n: number, k: number): { values: number; scales: number;
   return { values, scales: n * Math.ceil(k / Q8_BLOCK) * 4, scalesOffset: Math.ceil(values / 64) * 64 };
 }
 
+/** Elements per q4 scale block along K. */
+export const Q4_BLOCK = 32;
+
+/** Bytes of one q4 row of `k` inputs: 16 per 32-block, the last block padded. */
+export function q4RowBytes(k: number): number {
+  return 16 * Math.ceil(k / Q4_BLOCK);
+}
+
 type Fn = (...args: number[]) => number | void;
 
 /** The kernel exports; every argument is a number (pointers are byte offsets, also in the wasm64 build). */
@@ -99,6 +112,7 @@ export interface KernelExports {
   q8_prefill_int8: (want: number) => number;
   q8_decode_u8: (want: number) => number;
   nvfp4_prefill_int8: (mode: number) => number;
+  q4_int8: (want: number) => number;
   f32_to_bf16_n: Fn;
   bf16_to_f32_n: Fn;
   rms_norm: Fn;
@@ -463,7 +477,7 @@ export function warmup(k: WasmKernels, ms = 300): void {
   const e = k.exports, end = performance.now() + ms;
   try {
     while (performance.now() < end) {
-      for (const dt of [DT.f32, DT.bf16, DT.f8e4m3, DT.q8, DT.nvfp4]) {
+      for (const dt of [DT.f32, DT.bf16, DT.f8e4m3, DT.q8, DT.nvfp4, DT.q4]) {
         for (const m of [1, 2, 3, 5, M]) e.matmul(x, w, dt, 1, qs, y, m, N, K, 0, N);
       }
       e.rms_norm(x, K, w, x, K, K, 1e-6, 0, M);

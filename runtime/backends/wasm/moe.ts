@@ -9,7 +9,7 @@
 import { maxShape, type Node } from "../../../graph/ir.ts";
 import { type CompileContext, matrixArgs, minRows, pieces, shapeOf, type Step } from "./compile.ts";
 import { nvfp4RowBytes, nvfp4Slots } from "./layout.ts";
-import { MOE_PARAMS, paramOffset, paramsBytes, Q8_BLOCK, writeParams } from "./module.ts";
+import { MOE_PARAMS, paramOffset, paramsBytes, Q4_BLOCK, q4RowBytes, Q8_BLOCK, writeParams } from "./module.ts";
 
 /** `moe_topk`: ids of each token's k most probable experts (`moe_route` without weights). */
 export function compileMoeTopK(c: CompileContext, node: Node): Step {
@@ -37,11 +37,14 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
   const Tmax = maxShape(c.table[x].shape)[0], A = Tmax * K;
   const dt = c.stored(gateUp), { wdt, scales: guScales } = matrixArgs(c, gateUp), dnScales = matrixArgs(c, down).scales;
   const es = dt === "f32" ? 4 : dt === "bf16" ? 2 : 1;
-  // Bytes of one expert row of `width` inputs (NVFP4: codes and block scales, layout.ts).
-  const rowBytes = (width: number) => dt === "nvfp4" ? nvfp4RowBytes(width) : width * es;
-  // Scale strides per expert in floats: q8 blocks along the input dim, f8 one per row.
-  const rowScales = (width: number) => dt === "q8" ? Math.ceil(width / Q8_BLOCK) : dt === "f8e4m3" ? 1 : 0;
-  const guRow = rowScales(D), dnRow = rowScales(F);
+  // Bytes of one expert row of `width` inputs (NVFP4: codes and block scales, layout.ts; q4 pads rows to whole
+  // 32-blocks).
+  const rowBytes = (width: number) =>
+    dt === "nvfp4" ? nvfp4RowBytes(width) : dt === "q4" ? q4RowBytes(width) : width * es;
+  // Scale strides per expert in scale elements (f32; q4 f16): q8, q4 blocks along the input dim, f8 one per row.
+  const rowScales = (width: number) =>
+    dt === "q8" ? Math.ceil(width / Q8_BLOCK) : dt === "q4" ? Math.ceil(width / Q4_BLOCK) : dt === "f8e4m3" ? 1 : 0;
+  const guRow = rowScales(D), dnRow = rowScales(F), scaleBytes = dt === "q4" ? 2 : 4;
   // NVFP4: global scales per expert (the gate and up halves, then down's), one per matrix the kernel takes.
   const nv = dt === "nvfp4", guSlots = nvfp4Slots(2 * F), dnSlots = nvfp4Slots(D);
   // Temp layout (bytes): order, inv [A] · offsets [E+1] · active [E] · act, up [A, F] · ys [A, D] · params.
@@ -74,7 +77,7 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
       su: 2 * F * rowBytes(D),
       sd: D * rowBytes(F),
       qg: guQs,
-      qu: nv ? guQs + 4 * (guSlots - 1) : guQs ? guQs + 4 * F * guRow : 0,
+      qu: nv ? guQs + 4 * (guSlots - 1) : guQs ? guQs + scaleBytes * F * guRow : 0,
       qd: dnQs,
       qsg: nv ? guSlots : 2 * F * guRow,
       qsu: nv ? guSlots : 2 * F * guRow,

@@ -36,12 +36,13 @@ export { type RunState, type Step, type WasmTuning } from "./compile.ts";
 
 // ---------------------------------------------------------------------------------------------- support
 
-const MATRIX = new Set<DType>(["f32", "bf16", "f8e4m3", "q8", "nvfp4"]);
+const MATRIX = new Set<DType>(["f32", "bf16", "f8e4m3", "q8", "q4", "nvfp4"]);
 const PLAIN = new Set<DType>(["f32", "bf16", "i32"]);
 
 /**
  * True when the kernels run `node` with these stored input dtypes: activations f32, ids i32, matrices (matmul,
- * embedding, W_kvb, experts) in f32/bf16/f8e4m3/q8/nvfp4 when they are weights (else f32/bf16), caches f32/bf16. Index
+ * embedding, W_kvb, experts) in f32/bf16/f8e4m3/q8/q4/nvfp4 when they are weights (else f32/bf16; W_kvb not q4:
+ * `--dtype q4` keeps it q8, graph/blocks/mla.ts), caches f32/bf16. Index
  * inputs that decide where a kernel reads or writes (token ids, positions, rows, block tables, segments) must be
  * per-run graph inputs, whose host copies `run` receives; device-computed ids (MoE routes) stay on the device.
  */
@@ -90,7 +91,7 @@ export function supportsNode(node: Node, stored: readonly DType[], kinds: readon
     case "mla_cache_write":
       return is(0, "f32") && is(1, "f32") && is(2, "f32", "bf16") && indices(3, 4, 5) && out === "f32";
     case "mla_attention":
-      return is(0, "f32") && matrix(1) && is(2, "f32", "bf16") && indices(3, 4, 5) && out === "f32";
+      return is(0, "f32") && matrix(1) && !is(1, "q4") && is(2, "f32", "bf16") && indices(3, 4, 5) && out === "f32";
     case "moe_experts":
       // One dtype code serves gate, up and down.
       return is(0, "f32") && is(1, "i32") && is(2, "f32") && matrix(3) && stored[4] === stored[3] && out === "f32";

@@ -1,0 +1,421 @@
+// q4 weights (DT_Q4): 4-bit codes u ∈ 0..15 (value (u − 8) · d) in blocks of 32 along K with one f16 scale d per
+// block, as llama.cpp's Q4_0 numbers, in a layout made for WASM SIMD. Row n of W[N, K] is ceil(K/32) blocks of 16
+// bytes at w + n · 16·ceil(K/32); byte j of a block holds element j in its low nibble and element j + 16 in its high
+// nibble, so one 16-byte load, an `and 15` and a `shr 4` give the block's 32 codes in order (no shuffle, no
+// interleave: the activations are read in their natural order). A short last block is padded with code 8 (zero).
+// The f16 scales follow as a separate array [N][ceil(K/32)] (W->qs points at it, read as uint16_t).
+//
+// With int8 activations (the default): each activation row is quantised per 32-block exactly as the q8 paths do
+// (q = round(x·127/amax), |q| ≤ 127) and multiplied on i32x4.relaxed_dot_i8x16_i7x16_add with the activation as the
+// signed operand and the codes u (0..15, inside the 7-bit range every lowering multiplies exactly: pmaddubsw cannot
+// saturate, vpdpbusd and sdot are exact) as the other, so Σ q·(u − 8) = Σ q·u − 8·Σ q with the second sum taken once
+// per activation block. No host probe is needed, unlike q8's u8 operands. With f32 activations (q4_int8(0)) the
+// codes are widened to f32 and multiplied with x as is: the same values the reference dequantises, f32 sums.
+#include "matmul.h"
+
+#define Q4_NB(K) (((K) + Q4_BLOCK - 1) / Q4_BLOCK)
+#define GK 1024  // prefill K block: the unpacked panel (8 rows × GK bytes) stays in L1
+#define GM 64    // prefill M block: quantised activations (GM × GK bytes) stay in L2
+
+static int32_t q4mode = 1;  // 1: int8 activations, 0: f32 activations (in linear memory: holds for every thread)
+
+// want = 1: int8 activations (every host with relaxed SIMD); 0: f32 activations. Returns the mode now on.
+EXPORT(q4_int8)
+int q4_int8(int want) {
+  q4mode = want != 0;
+  return q4mode;
+}
+
+// f16 → f32 for a scale: the magnitude's bits moved into f32 position and scaled by 2^112 (exact for normal and
+// subnormal halves; scales are never inf or NaN), then the sign.
+INLINE float f16_to_f32(uint16_t h) {
+  float f = bits2f((uint32_t)(h & 0x7fff) << 13) * 0x1p112f;
+  return bits2f(f2bits(f) | ((uint32_t)(h & 0x8000) << 16));
+}
+
+INLINE const uint8_t *q4_codes(const WDesc *W, size_t K, size_t n) {
+  return (const uint8_t *)W->w + n * 16 * Q4_NB(K);
+}
+INLINE const uint16_t *q4_scales(const WDesc *W, size_t K, size_t n) {
+  return (const uint16_t *)(const void *)W->qs + n * Q4_NB(K);
+}
+
+// One block's 16 bytes → the signed values q = u − 8 of elements 0..15 (lo) and 16..31 (hi).
+INLINE void q4_signed(v128_t v, v128_t *lo, v128_t *hi) {
+  const v128_t eight = wasm_i8x16_splat(8);
+  *lo = wasm_i8x16_sub(wasm_v128_and(v, wasm_i8x16_splat(15)), eight);
+  *hi = wasm_i8x16_sub(wasm_u8x16_shr(v, 4), eight);
+}
+
+// 16 signed bytes → 4 f32x4 in order.
+INLINE void i8x16_to_f32(v128_t v, f4 out[4]) {
+  v128_t a = wasm_i16x8_extend_low_i8x16(v), b = wasm_i16x8_extend_high_i8x16(v);
+  out[0] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(a));
+  out[1] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(a));
+  out[2] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_low_i16x8(b));
+  out[3] = wasm_f32x4_convert_i32x4(wasm_i32x4_extend_high_i16x8(b));
+}
+
+void decode_row_q4(const WDesc *W, size_t K, size_t n, size_t k0, int len, float *out) {
+  const uint8_t *w = q4_codes(W, K, n);
+  const uint16_t *s = q4_scales(W, K, n);
+  size_t k = k0, end = k0 + (size_t)len;
+  while (k < end) {
+    size_t b = k / Q4_BLOCK;
+    float d = f16_to_f32(s[b]);
+    const uint8_t *blk = w + 16 * b;
+    if (k % Q4_BLOCK == 0 && k + Q4_BLOCK <= end) {
+      v128_t lo, hi;
+      q4_signed(ld(blk), &lo, &hi);
+      f4 v[8], dv = splat(d);
+      i8x16_to_f32(lo, v);
+      i8x16_to_f32(hi, v + 4);
+      for (int j = 0; j < 8; j++) st(out + (k - k0) + 4 * (size_t)j, wasm_f32x4_mul(v[j], dv));
+      k += Q4_BLOCK;
+      continue;
+    }
+    for (size_t e = (b + 1) * Q4_BLOCK < end ? (b + 1) * Q4_BLOCK : end; k < e; k++) {
+      size_t j = k % Q4_BLOCK;
+      int u = j < 16 ? blk[j] & 15 : blk[j - 16] >> 4;
+      out[k - k0] = (float)(u - 8) * d;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- decode (M ≤ 8): stream W once
+
+// An activation row quantised per block: q [nb·32] (zero past K); per block (both padded with zeros to whole groups
+// of 4 blocks) its scale and −8·Σq as f32 (the correction, taken in the float domain: see dot_q4i).
+typedef struct {
+  const int8_t *q;
+  const float *s;
+  const float *corr;
+} Q4Act;
+
+// Also gives each block's Σq in sum (when non-zero).
+static void quantize_act_q4(const float *x, size_t K, int8_t *q, float *s, int32_t *sum) {
+  size_t nb = Q4_NB(K);
+  for (size_t b = 0; b < nb; b++) {
+    size_t k0 = b * Q4_BLOCK, k1 = k0 + Q4_BLOCK < K ? k0 + Q4_BLOCK : K;
+    if (k1 - k0 == Q4_BLOCK) {
+      // In SIMD: with int8 products this is no longer small next to the GEMM (prefill quantises per work piece).
+      f4 m = wasm_f32x4_abs(ld(x + k0));
+      for (int j = 1; j < 8; j++) m = wasm_f32x4_max(m, wasm_f32x4_abs(ld(x + k0 + 4 * (size_t)j)));
+      float amax = hmax(m), id = amax > 0.0f ? 127.0f / amax : 0.0f;  // max is exact: absmax's value
+      s[b] = amax / 127.0f;
+      f4 idv = splat(id);
+      v128_t q0 = quant16(x + k0, idv), q1 = quant16(x + k0 + 16, idv);
+      st(q + k0, q0);
+      st(q + k0 + 16, q1);
+      if (sum) {
+        v128_t h = wasm_i16x8_add(wasm_i16x8_extadd_pairwise_i8x16(q0), wasm_i16x8_extadd_pairwise_i8x16(q1));
+        v128_t t = wasm_i32x4_extadd_pairwise_i16x8(h);
+        sum[b] = wasm_i32x4_extract_lane(t, 0) + wasm_i32x4_extract_lane(t, 1) + wasm_i32x4_extract_lane(t, 2) +
+                 wasm_i32x4_extract_lane(t, 3);
+      }
+      continue;
+    }
+    float amax = absmax(x + k0, (int)(k1 - k0)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    s[b] = amax / 127.0f;
+    int32_t t = 0;
+    for (size_t k = k0; k < k0 + Q4_BLOCK; k++) {
+      float v = k < k1 ? __builtin_nearbyintf(x[k] * id) : 0.0f;
+      q[k] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+      t += q[k];
+    }
+    if (sum) sum[b] = t;
+  }
+}
+
+// 4 f16 scales → f32x4 (as f16_to_f32, lane-wise).
+INLINE f4 f16x4_to_f32(const uint16_t *h) {
+  v128_t v = wasm_u32x4_extend_low_u16x8(wasm_v128_load64_zero(h));
+  f4 mag = wasm_f32x4_mul(wasm_i32x4_shl(wasm_v128_and(v, wasm_i32x4_splat(0x7fff)), 13), splat(0x1p112f));
+  return wasm_v128_or(mag, wasm_i32x4_shl(wasm_v128_and(v, wasm_i32x4_splat(0x8000)), 16));
+}
+
+// out[m][r] = Σ_k x_m[k] · W[r·dr, k] for MR activation rows (int8) and NR weight rows dr rows apart. Blocks go in
+// groups of 4: first each (row, activation row) pair's 4 combined scales d·s are formed with one f16x4 decode and one
+// multiply, and the group's correction Σ_b d·s·(−8·Σq_b) enters the accumulator as one multiply-add (its lanes are
+// summed at the end with the rest). Per block and pair: Σ q·u of the two halves on i16x8 dots (pmaddubsw; at most
+// 2·2·127·15 per lane, no overflow), one pairwise widening to i32 (exact), a conversion and one multiply-add.
+INLINE void dot_q4i(int MR, int NR, const Q4Act *xa, const uint8_t *w, const uint16_t *ws, size_t nb, size_t dr,
+                    float out[4][4]) {
+  const size_t rs = dr * nb * 16, rsb = dr * nb;
+  const v128_t mask = wasm_i8x16_splat(15);
+  f4 acc[4][4];
+  float comb[4][4][4] __attribute__((aligned(16)));  // [r][m][block in group]
+  for (int m = 0; m < MR; m++)
+    for (int r = 0; r < NR; r++) acc[m][r] = splat(0.0f);
+  for (size_t b0 = 0; b0 < nb; b0 += 4) {
+    int nbk = nb - b0 < 4 ? (int)(nb - b0) : 4;
+    for (int r = 0; r < NR; r++) {
+      f4 d;
+      if (nbk == 4) d = f16x4_to_f32(ws + r * rsb + b0);
+      else {
+        uint16_t t[4] = {0, 0, 0, 0};
+        for (int j = 0; j < nbk; j++) t[j] = ws[r * rsb + b0 + (size_t)j];
+        d = f16x4_to_f32(t);
+      }
+      for (int m = 0; m < MR; m++) {
+        f4 c = wasm_f32x4_mul(d, ld(xa[m].s + b0));
+        st(comb[r][m], c);
+        acc[m][r] = madd(c, ld(xa[m].corr + b0), acc[m][r]);
+      }
+    }
+    for (int j = 0; j < nbk; j++) {
+      size_t b = b0 + (size_t)j;
+      v128_t lo[4], hi[4];
+      for (int r = 0; r < NR; r++) {
+        v128_t v = ld(w + r * rs + 16 * b);
+        lo[r] = wasm_v128_and(v, mask);
+        hi[r] = wasm_u8x16_shr(v, 4);
+      }
+      for (int m = 0; m < MR; m++) {
+        v128_t q0 = ld(xa[m].q + 32 * b), q1 = ld(xa[m].q + 32 * b + 16);
+        for (int r = 0; r < NR; r++) {
+          v128_t h = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(q0, lo[r]),
+                                    wasm_i16x8_relaxed_dot_i8x16_i7x16(q1, hi[r]));
+          v128_t i = wasm_i32x4_extadd_pairwise_i16x8(h);
+          acc[m][r] = madd(wasm_f32x4_convert_i32x4(i), wasm_v128_load32_splat(&comb[r][m][j]), acc[m][r]);
+        }
+      }
+    }
+  }
+  for (int m = 0; m < MR; m++)
+    for (int r = 0; r < NR; r++) out[m][r] = hsum(acc[m][r]);
+}
+
+// f32 activations: xr[m] holds the full blocks, xt[m] the last block zero-padded to 32 (when K % 32 ≠ 0).
+INLINE void dot_q4f(int MR, int NR, const float *const *xr, const float *const *xt, const uint8_t *w,
+                    const uint16_t *ws, size_t K, size_t dr, float out[4][4]) {
+  const size_t nb = Q4_NB(K), nfull = K / Q4_BLOCK, rs = dr * nb * 16, rsb = dr * nb;
+  f4 acc[4][4];
+  for (int m = 0; m < MR; m++)
+    for (int r = 0; r < NR; r++) acc[m][r] = splat(0.0f);
+  for (size_t b = 0; b < nb; b++) {
+    for (int r = 0; r < NR; r++) {
+      v128_t lo, hi;
+      q4_signed(ld(w + r * rs + 16 * b), &lo, &hi);
+      f4 v[8];
+      i8x16_to_f32(lo, v);
+      i8x16_to_f32(hi, v + 4);
+      f4 d = splat(f16_to_f32(ws[r * rsb + b]));
+      for (int m = 0; m < MR; m++) {
+        const float *x = b < nfull ? xr[m] + 32 * b : xt[m];
+        f4 s0 = wasm_f32x4_mul(ld(x), v[0]), s1 = wasm_f32x4_mul(ld(x + 4), v[1]);
+        for (int j = 2; j < 8; j += 2) {
+          s0 = madd(ld(x + 4 * j), v[j], s0);
+          s1 = madd(ld(x + 4 * j + 4), v[j + 1], s1);
+        }
+        acc[m][r] = madd(wasm_f32x4_add(s0, s1), d, acc[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < MR; m++)
+    for (int r = 0; r < NR; r++) out[m][r] = hsum(acc[m][r]);
+}
+
+// One call per (MR, NR) so both are constants and the accumulators live in registers (the shapes mm_decode_q4
+// asks for: NR = 4 when M ≤ 2, else 2; NR = 1 for leftover rows).
+#define Q4_CASES(CALL)                 \
+  switch (mr * 8 + nr) {               \
+    case 4 * 8 + 2: CALL(4, 2); break; \
+    case 4 * 8 + 1: CALL(4, 1); break; \
+    case 3 * 8 + 2: CALL(3, 2); break; \
+    case 3 * 8 + 1: CALL(3, 1); break; \
+    case 2 * 8 + 4: CALL(2, 4); break; \
+    case 2 * 8 + 2: CALL(2, 2); break; \
+    case 2 * 8 + 1: CALL(2, 1); break; \
+    case 1 * 8 + 4: CALL(1, 4); break; \
+    case 1 * 8 + 2: CALL(1, 2); break; \
+    default: CALL(1, 1); break;        \
+  }
+
+NOINLINE void dec_q4i(int mr, int nr, const Q4Act *qa, const uint8_t *w, const uint16_t *ws, size_t nb, size_t dr,
+                      float out[4][4]) {
+#define CALL(A, B) dot_q4i(A, B, qa, w, ws, nb, dr, out)
+  Q4_CASES(CALL)
+#undef CALL
+}
+NOINLINE void dec_q4f(int mr, int nr, const float *const *xr, const float *const *xt, const uint8_t *w,
+                      const uint16_t *ws, size_t K, size_t dr, float out[4][4]) {
+#define CALL(A, B) dot_q4f(A, B, xr, xt, w, ws, K, dr, out)
+  Q4_CASES(CALL)
+#undef CALL
+}
+
+// y[:, n + r·dr] for r < nr, every activation row (groups of ≤ 4).
+static void dec_rows_q4(const WDesc *W, int M, const Q4Act *qa, const float *const *xr, const float *const *xt,
+                        size_t n, int nr, size_t dr, size_t K, float *y, size_t ldy) {
+  const uint8_t *w = q4_codes(W, K, n);
+  const uint16_t *ws = q4_scales(W, K, n);
+  for (int mg = 0; mg < M; mg += 4) {
+    int mr = M - mg < 4 ? M - mg : 4;
+    float out[4][4];
+    if (qa) dec_q4i(mr, nr, qa + mg, w, ws, Q4_NB(K), dr, out);
+    else dec_q4f(mr, nr, xr + mg, xt + mg, w, ws, K, dr, out);
+    for (int m = 0; m < mr; m++)
+      for (int r = 0; r < nr; r++) y[(size_t)(mg + m) * ldy + n + (size_t)r * dr] = out[m][r];
+  }
+}
+
+static void mm_decode_q4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
+                         size_t K, int n0, int n1) {
+  const size_t nb = Q4_NB(K);
+  const int int8 = q4mode;
+  const float *xr[8], *xt[8];
+  const size_t nb4 = (nb + 3) & ~(size_t)3;  // scales padded to whole groups of 4 blocks
+  int8_t qbuf[int8 ? (size_t)M * nb * Q4_BLOCK : 16] __attribute__((aligned(16)));
+  float sbuf[int8 ? (size_t)M * nb4 : 4] __attribute__((aligned(16)));
+  float corrbuf[int8 ? (size_t)M * nb4 : 4] __attribute__((aligned(16)));
+  int32_t sumbuf[int8 ? nb : 1];
+  float tail[8 * Q4_BLOCK] __attribute__((aligned(16)));
+  Q4Act qa[8];
+  for (int m = 0; m < M; m++) {
+    xr[m] = x + (xidx ? (size_t)xidx[m] : (size_t)m) * ldx;
+    xt[m] = tail + m * Q4_BLOCK;
+    if (int8) {
+      float *s = sbuf + (size_t)m * nb4, *corr = corrbuf + (size_t)m * nb4;
+      qa[m].q = qbuf + (size_t)m * nb * Q4_BLOCK;
+      qa[m].s = s;
+      qa[m].corr = corr;
+      quantize_act_q4(xr[m], K, (int8_t *)qa[m].q, s, sumbuf);
+      for (size_t b = 0; b < nb4; b++) {
+        if (b >= nb) s[b] = 0.0f;
+        corr[b] = b < nb ? (float)(-8 * sumbuf[b]) : 0.0f;
+      }
+    } else {
+      size_t k0 = K / Q4_BLOCK * Q4_BLOCK;
+      for (size_t k = 0; k < Q4_BLOCK; k++) tail[m * Q4_BLOCK + (int)k] = k0 + k < K ? xr[m][k0 + k] : 0.0f;
+    }
+  }
+  // As mm_decode (matmul.c): the rows of a step are q rows apart, so each stream reads its rows in order.
+  int nrmax = M <= 2 ? 4 : 2;
+  int q = (n1 - n0) / nrmax, tail_n = n0 + q * nrmax;
+  const Q4Act *a = int8 ? qa : 0;
+  for (int i = 0; i < q; i++) dec_rows_q4(W, M, a, xr, xt, (size_t)(n0 + i), nrmax, (size_t)q, K, y, ldy);
+  for (int n = tail_n; n < n1; n++) dec_rows_q4(W, M, a, xr, xt, (size_t)n, 1, 0, K, y, ldy);
+}
+
+// ---------------------------------------------------------------- prefill (M > 8) on int8 products
+
+// Rows x[row(m)] for m in [0, mr), columns [k0, k0 + kc) → A[m][kcp] (q, zero past kc), S[m][b] scales and
+// C[m][b] = −8·Σq per block.
+static void quantize_rows_q4(const float *x, const int32_t *xidx, size_t ldx, int m0, int mr, size_t k0, int kc,
+                             int kcp, int8_t *A, float *S, int32_t *C) {
+  int nblk = kcp / Q4_BLOCK;
+  for (int m = 0; m < mr; m++) {
+    const float *xr = x + (xidx ? (size_t)xidx[m0 + m] : (size_t)(m0 + m)) * ldx + k0;
+    int32_t sum[GK / Q4_BLOCK];
+    quantize_act_q4(xr, (size_t)kc, A + (size_t)m * (size_t)kcp, S + m * nblk, sum);
+    for (int b = 0; b < nblk; b++) C[m * nblk + b] = -8 * sum[b];
+  }
+}
+
+// Weight rows [n, n + nr) (nr ≤ 8), blocks [b0, b0 + nblk) → P[step][group] (step = k/4, group = rows 4g..4g+3, one
+// vector of 4 codes u per row) and per (block, group) the 4 rows' scales. Rows past nr are zero.
+static void pack_weights_q4(const WDesc *W, size_t K, int n, int nr, size_t b0, int nblk, v128_t *P, f4 *ws) {
+  const v128_t zero = wasm_i32x4_splat(0), mask = wasm_i8x16_splat(15);
+  for (int g = 0; g < 2; g++) {
+    for (int b = 0; b < nblk; b++) {
+      v128_t lo[4], hi[4];
+      float sc[4];
+      for (int i = 0; i < 4; i++) {
+        int r = 4 * g + i;
+        if (r >= nr) {
+          lo[i] = hi[i] = zero;
+          sc[i] = 0.0f;
+          continue;
+        }
+        v128_t v = ld(q4_codes(W, K, (size_t)(n + r)) + 16 * (b0 + (size_t)b));
+        lo[i] = wasm_v128_and(v, mask);
+        hi[i] = wasm_u8x16_shr(v, 4);
+        sc[i] = f16_to_f32(q4_scales(W, K, (size_t)(n + r))[b0 + (size_t)b]);
+      }
+      transpose4(&lo[0], &lo[1], &lo[2], &lo[3]);  // vector j: k 4j .. 4j+3 of each of the 4 rows
+      transpose4(&hi[0], &hi[1], &hi[2], &hi[3]);
+      for (int j = 0; j < 4; j++) {
+        P[(b * 8 + j) * 2 + g] = lo[j];
+        P[(b * 8 + 4 + j) * 2 + g] = hi[j];
+      }
+      ws[b * 2 + g] = ld(sc);
+    }
+  }
+}
+
+// y rows c0 (and c1 when mr = 2), columns 0 .. nc (+)= the tile of 2 activation rows × 8 weight rows over nblk
+// blocks: per block the i32 sums start at −8·Σq, take 8 dot steps, then scale into the f32 accumulators.
+NOINLINE void ukr_q4(const int8_t *a0, const int8_t *a1, const float *s0, const float *s1, const int32_t *c0s,
+                     const int32_t *c1s, const v128_t *P, const f4 *ws, int nblk, float *c0, float *c1, int mr, int nc,
+                     int acc) {
+  f4 y00 = splat(0.0f), y01 = y00, y10 = y00, y11 = y00;
+  for (int b = 0; b < nblk; b++) {
+    v128_t d00 = wasm_i32x4_splat(c0s[b]), d01 = d00, d10 = wasm_i32x4_splat(c1s[b]), d11 = d10;
+    v128_t zero = wasm_i32x4_splat(0), e00 = zero, e01 = zero, e10 = zero, e11 = zero;
+    const v128_t *p = P + b * 16;
+    const int8_t *x0 = a0 + b * Q4_BLOCK, *x1 = a1 + b * Q4_BLOCK;
+    for (int j = 0; j < 8; j += 2) {  // two chains per output vector: the dot's latency would bound one
+      v128_t w0 = p[2 * j], w1 = p[2 * j + 1];
+      v128_t u0 = wasm_v128_load32_splat(x0 + 4 * j), u1 = wasm_v128_load32_splat(x1 + 4 * j);
+      d00 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u0, w0, d00);
+      d01 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u0, w1, d01);
+      d10 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u1, w0, d10);
+      d11 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u1, w1, d11);
+      w0 = p[2 * j + 2], w1 = p[2 * j + 3];
+      u0 = wasm_v128_load32_splat(x0 + 4 * j + 4), u1 = wasm_v128_load32_splat(x1 + 4 * j + 4);
+      e00 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u0, w0, e00);
+      e01 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u0, w1, e01);
+      e10 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u1, w0, e10);
+      e11 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u1, w1, e11);
+    }
+    d00 = wasm_i32x4_add(d00, e00);
+    d01 = wasm_i32x4_add(d01, e01);
+    d10 = wasm_i32x4_add(d10, e10);
+    d11 = wasm_i32x4_add(d11, e11);
+    f4 e0 = splat(s0[b]), e1 = splat(s1[b]);
+    y00 = madd(wasm_f32x4_convert_i32x4(d00), wasm_f32x4_mul(ws[2 * b], e0), y00);
+    y01 = madd(wasm_f32x4_convert_i32x4(d01), wasm_f32x4_mul(ws[2 * b + 1], e0), y01);
+    y10 = madd(wasm_f32x4_convert_i32x4(d10), wasm_f32x4_mul(ws[2 * b], e1), y10);
+    y11 = madd(wasm_f32x4_convert_i32x4(d11), wasm_f32x4_mul(ws[2 * b + 1], e1), y11);
+  }
+  store8(c0, y00, y01, nc, acc);
+  if (mr == 2) store8(c1, y10, y11, nc, acc);
+}
+
+static void mm_prefill_q4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy,
+                          int M, size_t K, int n0, int n1) {
+  int8_t A[GM * GK] __attribute__((aligned(16)));
+  float S[GM * (GK / Q4_BLOCK)];
+  int32_t C[GM * (GK / Q4_BLOCK)];
+  v128_t P[GK / 4 * 2];
+  f4 ws[GK / Q4_BLOCK * 2];
+  for (int mb = 0; mb < M; mb += GM) {
+    int mr = M - mb < GM ? M - mb : GM;
+    for (size_t kb = 0; kb < K; kb += GK) {
+      int kc = (int)(K - kb < GK ? K - kb : GK), kcp = (kc + Q4_BLOCK - 1) / Q4_BLOCK * Q4_BLOCK;
+      int nblk = kcp / Q4_BLOCK;
+      quantize_rows_q4(x, xidx, ldx, mb, mr, kb, kc, kcp, A, S, C);
+      for (int nb = n0; nb < n1; nb += 8) {
+        int nc = n1 - nb < 8 ? n1 - nb : 8;
+        pack_weights_q4(W, K, nb, nc, kb / Q4_BLOCK, nblk, P, ws);
+        for (int m = 0; m < mr; m += 2) {
+          int r = mr - m < 2 ? mr - m : 2, m1 = r == 2 ? m + 1 : m;
+          float *c0 = y + (size_t)(mb + m) * ldy + nb, *c1 = y + (size_t)(mb + m1) * ldy + nb;
+          ukr_q4(A + (size_t)m * kcp, A + (size_t)m1 * kcp, S + m * nblk, S + m1 * nblk, C + m * nblk, C + m1 * nblk,
+                 P, ws, nblk, c0, c1, r, nc, kb > 0);
+        }
+      }
+    }
+  }
+}
+
+// The q4 matmul when these kernels take it (returns 1): decode shapes, and prefill with int8 activations. Else (0)
+// mm_core's f32 prefill runs, on rows decode_row_q4 dequantises.
+int mm_q4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M, size_t K,
+          int n0, int n1) {
+  if (M <= 8 && K <= 16384) mm_decode_q4(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
+  else if (q4mode) mm_prefill_q4(W, x, xidx, ldx, y, ldy, M, K, n0, n1);
+  else return 0;
+  return 1;
+}
