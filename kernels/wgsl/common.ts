@@ -29,9 +29,13 @@ export const ELEMENT_ARGS =
  * How a float tensor is stored on the device: f32; bf16 or f16 packed two to a 32-bit word (low half first); or a weight
  * quantised to bytes (FP8 E4M3 with one f32 scale per K-row, q8 int8 with one per 32 values of a K-row), its codes
  * packed four to a word, then its scales; NVFP4 E2M1 codes two to a byte (even value in the low nibble), one f32
- * scale per 16 values: the scales start at word `off`, K being the row length.
+ * scale per 16 values: the scales start at word `off`, K being the row length. q4 (Q4_0's numbers: codes 0..15
+ * for (code − 8) · d, one f16 scale d per block of 32 along K) keeps the wasm layout of weights/codecs.ts: each
+ * K-row is ⌈K/32⌉ blocks of 16 bytes (byte j holds element j in its low nibble, j + 16 in its high one; a short last
+ * block padded), then from word `off` the f16 scales packed two to a word, each K-row's starting a word (a K-row of
+ * an odd count of blocks ends with a half word of padding), so every row's codes and scales are whole words.
  */
-export type Stored = "f32" | "bf16" | "f16" | "f8e4m3" | "q8" | "nvfp4";
+export type Stored = "f32" | "bf16" | "f16" | "f8e4m3" | "q8" | "nvfp4" | "q4";
 
 /**
  * A read-write storage binding `name` at `binding` holding floats stored as `dtype`, and `name_at(i)`, its element
@@ -67,6 +71,21 @@ fn ${name}_at(i: u32) -> f32 { return ${name}[i]; }
   var v = select((2.0 + m) * f32(1u << e) * 0.25, m * 0.5, e == 0u);
   if ((c & 8u) != 0u) { v = -v; }
   return v * bitcast<f32>(${name}[${off} + i / 16u]);
+}
+`;
+  }
+  if (dtype === "q4") {
+    // Element i is column c of K-row r; its block b = c / 32 holds it at byte c mod 16, high nibble from c mod 32 = 16.
+    return decl + `fn ${name}_at(i: u32) -> f32 {
+  let k = ${k};
+  let nb = (k + 31u) / 32u;
+  let r = i / k;
+  let c = i - r * k;
+  let b = c >> 5u;
+  let w = ${name}[(r * nb + b) * 4u + ((c & 15u) >> 2u)];
+  let q = (w >> ((c & 3u) * 8u + select(0u, 4u, (c & 16u) != 0u))) & 15u;
+  let d = unpack2x16float(${name}[${off} + r * ((nb + 1u) >> 1u) + (b >> 1u)])[b & 1u];
+  return (f32(q) - 8.0) * d;
 }
 `;
   }

@@ -1,7 +1,7 @@
 /**
- * WGSL for `matmul` with f32, bf16, FP8 or q8 weights (decoded as they are read): `y[m, col0 + j] = Σ_k x[m, k] · W[j, k]` for the `rows` output features of
- * one weight part (a weight over the device's binding limit is split into row ranges, one dispatch each). One
- * thread per output, accumulating in f32.
+ * WGSL for `matmul` with f32, bf16, f16, FP8, q8, NVFP4 or q4 weights (decoded as they are read):
+ * `y[m, col0 + j] = Σ_k x[m, k] · W[j, k]` for the `rows` output features of one weight part (a weight over the
+ * device's binding limit is split into row ranges, one dispatch each). One thread per output, accumulating in f32.
  *
  * Parameters: `P[0]` outputs of this dispatch (M · rows), `P[1]` rows of the part, `P[2]` K, `P[3]` N (the row
  * stride of y), `P[4]` col0 (the part's first row), `P[5]` the part's first scale word (quantised weights).

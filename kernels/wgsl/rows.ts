@@ -41,9 +41,9 @@ export const COPY_ROWS = PRELUDE + /* wgsl */ `
 }`;
 
 /**
- * `embedding` from a table stored other than f32 (bf16, FP8, q8: not a word copy): `O[r, c] = T[I[r] − P[2], c]` as
- * f32, for rows whose id falls in `P[2]..P[2] + P[3] − 1` (one part of a split table). `P[0]` rows · width, `P[1]`
- * width, `P[4]` the part's first scale word (quantised).
+ * `embedding` from a table stored other than f32 (bf16, f16, FP8, q8, NVFP4, q4: not a word copy):
+ * `O[r, c] = T[I[r] − P[2], c]` as f32, for rows whose id falls in `P[2]..P[2] + P[3] − 1` (one part of a split
+ * table). `P[0]` rows · width, `P[1]` width, `P[4]` the part's first scale word (quantised).
  */
 export function gatherKernel(table: Stored): string {
   return PRELUDE + floats("T", 1, table, "P[1]", "P[4]") + /* wgsl */ `

@@ -11,7 +11,8 @@
  *   and f16 packed two to a 32-bit word (widened with a shift, or `unpack2x16float`, core WGSL: no `shader-f16`
  *   needed); FP8 (E4M3, one scale per K-row), q8 (int8, one scale per 32) and NVFP4 (E2M1 two to a byte, one scale
  *   per 16) as their codes packed into words and followed by their f32 scales (matmul, embedding, MoE experts and
- *   W_kvb read those). bf16 caches stay bf16. Every weight is written as its chunks come.
+ *   W_kvb read those); q4 (Q4_0's numbers) as its wasm blocks of codes then its f16 scales two to a word (matmul,
+ *   embedding and MoE experts; a q4 W_kvb is refused). bf16 caches stay bf16. Every weight is written as its chunks come.
  * - Limits: `maxBindingBytes` is the device's `maxStorageBufferBindingSize`; weights over it come split by rows
  *   (matmul and embedding run part by part; other ops refuse a split weight with a message naming it).
  * - Execution: `prepare` compiles each node into a step (ops.ts) and every kernel it dispatches into a pipeline
@@ -65,12 +66,14 @@ import {
 } from "../../backend.ts";
 import { uploadChunks } from "../../weight_upload.ts";
 import { chunkToF32, scratchF32 } from "../../../weights/chunks.ts";
+import { encodeF16 } from "../../../weights/codecs.ts";
 import { rowElements } from "../../../weights/source.ts";
 import {
   compileNode,
   type Encoder,
   maxBytes,
   type PartRef,
+  q4RowWords,
   type Ref,
   scaleWord,
   type Step,
@@ -169,7 +172,7 @@ class WebGpuBackend implements Backend {
     const binding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
     this.caps = {
       alignment: Math.max(SLOT, device.limits.minStorageBufferOffsetAlignment),
-      dtypes: ["f32", "i32", "bf16", "f16", "f8e4m3", "q8", "nvfp4"],
+      dtypes: ["f32", "i32", "bf16", "f16", "f8e4m3", "q8", "nvfp4", "q4"],
       promote: {},
       memoryBytes: options.memoryBytes ?? Infinity,
       // Whole 4-byte words: every binding is an array of 32-bit elements.
@@ -249,6 +252,7 @@ class WebGpuBackend implements Backend {
     }
     const per = rowElements(maxShape(target.decl.shape));
     const stored = target.storage;
+    if (stored === "q4") return this.#uploadQ4(target, source);
     if (stored !== "f32" && stored !== "i32") {
       // Codes go as they come (2 bytes a bf16 value, 1 an FP8 or q8 code): a chunk may end inside a 32-bit word,
       // whose bytes wait for the next chunk (writeBuffer writes whole words); the last word of a part is padded
@@ -292,6 +296,28 @@ class WebGpuBackend implements Backend {
     await uploadChunks(target, source, (chunk, part, row) => {
       const values = chunk.dtype === "i32" ? chunk.data : chunkToF32(chunk, scratchF32(chunk.rows * per, 3));
       this.write({ buffer: part.view.buffer, offset: part.view.offset + 4 * row * per }, values);
+    });
+  }
+
+  /**
+   * A q4 weight, chunk by chunk: its codes as they come (whole 16-byte blocks), its scales as f16 two to a word,
+   * each K-row's from a new word (ops.ts `q4RowWords`), so every chunk is whole words.
+   */
+  async #uploadQ4(target: WeightTarget, source: WeightSource): Promise<void> {
+    const name = target.decl.name, shape = maxShape(target.decl.shape);
+    const k = shape[shape.length - 1] ?? 1, kRows = rowElements(shape) / k;
+    const words = q4RowWords(k), blocks = Math.ceil(k / 32);
+    await uploadChunks(target, source, (chunk, part, row) => {
+      if (chunk.dtype !== "q4") throw new Error(`webgpu: weight ${name} comes as ${chunk.dtype}, not q4`);
+      if (!chunk.scales) throw new Error(`webgpu: weight ${name}: a q4 chunk has no scales`);
+      const n = chunk.rows * kRows;
+      this.write({ buffer: part.view.buffer, offset: part.view.offset + 4 * words.codes * row * kRows }, chunk.data);
+      const halves = new Uint16Array(2 * words.scales * n);
+      for (let r = 0; r < n; r++) {
+        for (let b = 0; b < blocks; b++) halves[2 * words.scales * r + b] = encodeF16(chunk.scales[r * blocks + b]);
+      }
+      const at = part.view.offset + 4 * scaleWord([part.rows, ...shape.slice(1)], part.rows, "q4");
+      this.write({ buffer: part.view.buffer, offset: at + 4 * words.scales * row * kRows }, halves);
     });
   }
 

@@ -55,6 +55,9 @@ Deno.test({
       assertEquals(b.weightBytes([4, 64], "q8"), 256 + 4 * 8);
       assertEquals(b.weightBytes([3, 5], "f8e4m3"), 16 + 4 * 3);
       assertEquals(b.weightBytes([3, 5], "bf16"), 30);
+      // q4: each K-row's blocks of 16 code bytes, then its f16 scales from a new word (3 blocks: 2 words).
+      assertEquals(b.weightBytes([4, 64], "q4"), 4 * (32 + 4));
+      assertEquals(b.weightBytes([2, 65], "q4"), 2 * (48 + 8));
       const buf = b.alloc(64), other = b.alloc(30);
       b.write({ buffer: buf, offset: 0 }, Uint8Array.from({ length: 64 }, (_, i) => i));
       assertEquals([...await b.read({ buffer: buf, offset: 6 }, 5)], [6, 7, 8, 9, 10]);

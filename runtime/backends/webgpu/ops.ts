@@ -4,9 +4,10 @@
  * concrete shapes and the host copies of the integer inputs and records its dispatches through an
  * {@link Encoder} (which resolves tensors to buffer ranges and caches bind groups).
  *
- * Everything here is f32 on the device (weights arrive dequantised, ids are i32). Index inputs that only steer
- * device work (token ids, MoE routes, block tables) are read on the device; positions are read on the host where a
- * kernel needs values computed from them (rope's cos/sin, the query temperature), so those must be graph inputs.
+ * Activations are f32 on the device, ids i32; weights stay in their dtype (common.ts `Stored`), decoded as read.
+ * Index inputs that only steer device work (token ids, MoE routes, block tables) are read on the device; positions
+ * are read on the host where a kernel needs values computed from them (rope's cos/sin, the query temperature), so
+ * those must be graph inputs.
  *
  * @module
  */
@@ -86,7 +87,7 @@ export function supportsNode(
   storageBuffers: number,
 ): boolean {
   // An activation is f32 here; a weight or a cache may also be bf16 (packed), read through the kernels' bf16 form,
-  // and the weights of matrix products FP8 or q8 (`weight`), decoded as read.
+  // and the weights of matrix products FP8, q8, NVFP4 or q4 (`weight`), decoded as read.
   const float = (i: number) => storedOf(inputs[i]) === "f32" && inputs[i].dtype !== "i32" && inputs[i].dtype !== "u8";
   const matrix = (i: number) => float(i) || inputs[i].dtype === "bf16" || inputs[i].dtype === "f16";
   const cache = (i: number) => float(i) || inputs[i].dtype === "bf16";
@@ -147,7 +148,9 @@ export function supportsNode(
     case "mla_attention": {
       const a = node.attrs as MlaAttentionAttrs;
       const maxBlocks = inputs[5].shape[1];
-      return float(0) && weight(1) && cache(2) && int(3) && int(4) && int(5) && typeof maxBlocks === "number" &&
+      // W_kvb in q4 is refused (`--dtype q4` keeps it q8); the kernel reads any other weight dtype.
+      return float(0) && weight(1) && inputs[1].dtype !== "q4" && cache(2) && int(3) && int(4) && int(5) &&
+        typeof maxBlocks === "number" &&
         8 * a.kvr + 8 * 256 + 4 * 66 <= workgroupBytes && outF32;
     }
     default:
@@ -155,15 +158,21 @@ export function supportsNode(
   }
 }
 
-const QUANTISED = new Set<Stored>(["f8e4m3", "q8", "nvfp4"]);
+const QUANTISED = new Set<Stored>(["f8e4m3", "q8", "nvfp4", "q4"]);
 
 /**
- * How tensor `t` is stored on this device: bf16, f16, FP8, q8 and NVFP4 as they are, f32 as f32 (ids are 32-bit
+ * How tensor `t` is stored on this device: bf16, f16, FP8, q8, NVFP4 and q4 as they are, f32 as f32 (ids are 32-bit
  * too).
  */
 export function storedOf(t: Pick<TensorInfo, "dtype">): Stored {
   const d = t.dtype;
-  return d === "bf16" || d === "f16" || d === "f8e4m3" || d === "q8" || d === "nvfp4" ? d : "f32";
+  return d === "bf16" || d === "f16" || d === "f8e4m3" || d === "q8" || d === "nvfp4" || d === "q4" ? d : "f32";
+}
+
+/** 32-bit words of one K-row of `k` values in q4: its codes (16 bytes a block of 32), then its f16 scales. */
+export function q4RowWords(k: number): { codes: number; scales: number } {
+  const blocks = Math.ceil(k / 32);
+  return { codes: 4 * blocks, scales: Math.ceil(blocks / 2) };
 }
 
 /** Scales per K-row: FP8 one, q8 one per 32 values, NVFP4 one per 16. */
@@ -178,13 +187,18 @@ function codesPerWord(stored: Stored): number {
 
 /**
  * Bytes of a tensor of concrete `shape` stored as `stored`: 4 or 2 per value, or for a quantised weight its codes
- * (one byte each, padded to a word) then its f32 scales.
+ * (one byte each, NVFP4 half a byte, padded to a word) then its f32 scales; q4 its padded K-rows of codes then their
+ * f16 scales ({@link q4RowWords}).
  */
 export function storedBytes(shape: readonly number[], stored: Stored): number {
   const n = numel(shape);
   if (stored === "f32") return 4 * n;
   if (stored === "bf16" || stored === "f16") return 2 * n;
   const k = shape[shape.length - 1] ?? 1;
+  if (stored === "q4") {
+    const w = q4RowWords(k);
+    return k ? 4 * (n / k) * (w.codes + w.scales) : 0;
+  }
   return 4 * Math.ceil(n / codesPerWord(stored)) + 4 * (k ? n / k : 0) * scalesPerKRow(stored, k);
 }
 
@@ -194,6 +208,10 @@ export function storedBytes(shape: readonly number[], stored: Stored): number {
  */
 export function scaleWord(shape: readonly number[], rows: number, stored: Stored): number {
   if (!QUANTISED.has(stored)) return 0;
+  if (stored === "q4") {
+    const k = shape[shape.length - 1] ?? 1;
+    return k ? (rows * numel(shape)) / (shape[0] || 1) / k * q4RowWords(k).codes : 0;
+  }
   return Math.ceil((rows * numel(shape)) / (shape[0] || 1) / codesPerWord(stored));
 }
 
