@@ -18,9 +18,10 @@
  * fails them; the cache each case writes is compared exactly. The int8 q8 path has its own bit-level tests
  * (runtime/backends/wasm/kernels_test.ts).
  *
- * webgpu (Mesa's lavapipe, measured the same way) holds the same bounds: bf16, f16, FP8 and q8 weights stay as they are
- * and decode exactly as they are read (q8 activations are never quantised), and kernels accumulate in f32 (matmul ≤ 4.9e-7, q8 included since the weight is dequantised exactly; MLA ≤ 3.5e-7;
- * MoE ≤ 3.6e-7; norms, rope, swiglu, temperature ≤ 1.6e-7; copies, routing ids and caches exact). The ops it
+ * webgpu (Mesa's lavapipe, measured the same way) holds the same bounds: bf16, f16, FP8, q8, NVFP4 and q4 weights
+ * stay as they are and decode exactly as they are read (activations are never quantised), and kernels accumulate in
+ * f32 (matmul ≤ 4.9e-7, q8 included since the weight is dequantised exactly; q4 ≤ 1.5e-6 at K = 1050, far inside
+ * its 2e-2; MLA ≤ 3.5e-7; MoE ≤ 3.6e-7; norms, rope, swiglu, temperature ≤ 1.6e-7; copies, routing ids and caches exact). The ops it
  * does not run yet are listed in `WEBGPU_REFUSED`: the table must skip exactly those.
  *
  * The table is exported for benches: `OP_CASES` (build a case with `c.build()`) and `runOpCase`.
@@ -903,9 +904,9 @@ async function checkCase(c: OpCase, backend: Backend, reference: Backend, tuning
 
 /**
  * What the WebGPU kernels do not run yet (a mixed plan runs them elsewhere), as "op dtype" (a case name's first two
- * words): the table must skip exactly these, so a kernel added or lost shows here. q4 weights have no WGSL kernels yet.
+ * words): the table must skip exactly these, so a kernel added or lost shows here.
  */
-const WEBGPU_REFUSED: string[] = ["embedding q4", "matmul q4", "moe_experts q4"];
+const WEBGPU_REFUSED: string[] = [];
 
 for (const factory of BACKENDS.filter((f) => f.name !== "reference")) {
   const score = await factory.probe().catch(() => 0);
@@ -1036,7 +1037,7 @@ Deno.test({
     const backend = await webgpuBackend.create({ maxBindingBytes: 1024 } as never);
     const reference = await referenceBackend.create();
     // [40, 16] f32 weights are 2,560 B: three row ranges of 16, 16 and 8 rows, each its own dispatch; bf16 ones
-    // hold twice the rows per range, FP8 and q8 ones their codes then their scales in each range.
+    // hold twice the rows per range, FP8, q8 and q4 ones their codes then their scales in each range.
     const cases = [
       opCase("split matmul f32 M=3 K=16 N=40", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[3, 4], 16]), c.weight("w", [40, 16], "f32", 0.25)) };
@@ -1058,6 +1059,16 @@ Deno.test({
       }),
       opCase("split matmul q8 M=2 K=64 N=40", "matmul", 2e-2, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 64]), c.weight("w", [40, 64], "q8", 0.125)) };
+      }),
+      opCase("split matmul q4 M=2 K=65 N=40 (3 blocks a row: half a scale word of padding)", "matmul", 1e-5, (c) => {
+        return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 65]), c.weight("w", [40, 65], "q4", 0.125)) };
+      }),
+      opCase("split matmul q4 M=3 K=64 N=40", "matmul", 1e-5, (c) => {
+        return { y: ops.matmul(c.g, c.f32("x", [[3, 3], 64]), c.weight("w", [40, 64], "q4", 0.125)) };
+      }),
+      opCase("split embedding q4 [64, 31] (rows padded to a block), ids in every part", "embedding", 0, (c) => {
+        const ids = c.i32("ids", [63, 0, 50, 51, 31, 52], [sym("T", 8)]);
+        return { y: ops.embedding(c.g, ids, c.weight("table", [64, 31], "q4")) };
       }),
       opCase("split embedding q8 [40, 32], ids in every part", "embedding", 0, (c) => {
         const ids = c.i32("ids", [39, 0, 17, 16, 31, 32], [sym("T", 8)]);
