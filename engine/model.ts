@@ -500,8 +500,10 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     backends = planned.backends;
     const [plan, ...stagePlans] = planned.plans;
     const report = [
-      ...planReport(plan),
-      ...stagePlans.flatMap((p, i) => planReport(p).map((l) => `vision ${stageName(stages[i].stage)} ${l}`)),
+      ...planReport(plan, graph),
+      ...stagePlans.flatMap((p, i) =>
+        planReport(p, stages[i].graph).map((l) => `vision ${stageName(stages[i].stage)} ${l}`)
+      ),
     ];
     for (const line of report) log(line);
     checkSharedState(planned.plans);
@@ -576,10 +578,23 @@ function decodeFlops(family: ModelFamily, config: Mistral4Config, linearDtype: D
   return graphFlops(g.build(), { T: 1, S: 1, R: 1 });
 }
 
-/** One line per fallback and per distinct copy of a plan (what `--backend a,b` changed), for the load report. */
-export function planReport(plan: Plan): string[] {
+/**
+ * One line per fallback and per distinct copy of a plan (what `--backend a,b` changed), for the load report; when
+ * segments run on several backends, one `segments:` line per backend saying which ops it runs (from `graph`).
+ */
+export function planReport(plan: Plan, graph?: Graph): string[] {
   const lines = plan.fallbacks.map((f) => `fallback: ${f.op} "${f.name}" ${f.from} → ${f.to} (${f.reason})`);
   for (const c of plan.copies) lines.push(`copy: ${c.name} ${c.from} → ${c.to} (${c.bytes} B per step at most)`);
+  const used = [...new Set(plan.segments.map((s) => s.backend))];
+  if (graph && used.length > 1) {
+    const opOf = new Map(graph.nodes.map((n) => [n.id, n.op]));
+    for (const b of used) {
+      const mine = plan.segments.filter((s) => s.backend === b), ops = new Map<string, number>();
+      for (const s of mine) for (const n of s.nodes) ops.set(opOf.get(n)!, (ops.get(opOf.get(n)!) ?? 0) + 1);
+      const list = [...ops].map(([op, n]) => `${op} ×${n}`).join(", ");
+      lines.push(`segments: ${b} runs ${mine.length} segment(s): ${list}`);
+    }
+  }
   return lines;
 }
 

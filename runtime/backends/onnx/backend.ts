@@ -58,9 +58,10 @@ import {
 import { uploadChunks } from "../../weight_upload.ts";
 import { chunkToF32, scratchF32 } from "../../../weights/chunks.ts";
 import { rowElements } from "../../../weights/source.ts";
-import { inputInfos, inputName, Lowering, lowers, Q8_BLOCK } from "./lower.ts";
+import { inputInfos, inputName, Lowering, lowers, matrixDims, Q8_BLOCK } from "./lower.ts";
+import { type ExpertDType, expertModel, type MoeShape, runMoe, type WeightAt } from "./moe.ts";
 import { loadOrt, type OrtModule, type OrtSession, type OrtTensor, sessionOptions } from "./ort.ts";
-import { encodeModel } from "./proto.ts";
+import { encodeModel, type ModelDef } from "./proto.ts";
 
 const CAPS: BackendCaps = {
   alignment: 64,
@@ -76,12 +77,18 @@ export type OnnxBackendOptions = BackendOptions & { spinning?: boolean };
 
 type Feed = { name: string; id: number; part: "" | "q" | "s" };
 
+/** A model computing a run of lowered nodes; `outputs` are the tensors it writes (graph outputs of their names). */
+type GraphPart = { kind: "graph"; session: OrtSession; feeds: Feed[]; outputs: number[] };
+/** One `moe_experts` node, run expert by expert (moe.ts). */
+type MoePart = { kind: "moe"; node: Node; shape: MoeShape; session: OrtSession };
+type Part = GraphPart | MoePart;
+
 type OnnxPrepared = Prepared & {
-  session: OrtSession;
   table: TensorInfo[];
-  feeds: Feed[];
-  /** Segment outputs, by id (each a graph output of the same name). */
-  outputs: number[];
+  /** In node order. */
+  parts: Part[];
+  /** Tensors passed between parts that the plan did not bind, by id. */
+  scratch: Map<number, ArrayBuffer>;
   /** What errors call the segment: its first node and size. */
   label: string;
 };
@@ -116,7 +123,7 @@ class OnnxBackend implements Backend {
   supports(node: Node, inputs: readonly TensorInfo[]): boolean {
     if (this.#refuse.has(node.op)) return false;
     if (!canStore(CAPS, node.dtype) || !inputs.every((t) => canStore(CAPS, t.dtype))) return false;
-    const stored = inputs.map((t) => t.kind === "weight" ? storageDType(CAPS, t.dtype) : storedDType(t));
+    const stored = inputs.map(storedDType);
     return lowers(node, inputs, stored);
   }
 
@@ -190,39 +197,104 @@ class OnnxBackend implements Backend {
   async prepare(segment: Segment): Promise<Prepared> {
     const table = tensorTable(segment.graph);
     const byId = new Map(segment.graph.nodes.map((n) => [n.id, n]));
-    const stored = (id: number) =>
-      table[id].kind === "weight" ? storageDType(CAPS, table[id].dtype) : storedDType(table[id]);
-    const lowering = new Lowering(table, stored);
-    for (const id of segment.nodes) {
+    const nodes = segment.nodes.map((id) => {
       const n = byId.get(id);
       if (!n) throw new Error(`onnx: segment node ${id} is not in the graph`);
       if (!this.supports(n, n.inputs.map((i) => table[i]))) throw new Error(`onnx: cannot run ${n.op} "${n.name}"`);
+      return n;
+    });
+    // Runs of lowered nodes become one model each; every moe_experts node is a part of its own.
+    const groups: Node[][] = [];
+    for (const n of nodes) {
+      const last = groups[groups.length - 1];
+      if (n.op !== "moe_experts" && last && last[0].op !== "moe_experts") last.push(n);
+      else groups.push([n]);
+    }
+    // A tensor crossing parts that the plan left unbound lives in scratch of this segment's own.
+    const needed = new Set(segment.outputs);
+    const scratch = new Map<number, ArrayBuffer>();
+    const producedIn = new Map<number, number>();
+    groups.forEach((g, i) => g.forEach((n) => producedIn.set(n.id, i)));
+    groups.forEach((g, i) =>
+      g.forEach((n) =>
+        n.inputs.forEach((id) => {
+          const from = producedIn.get(id);
+          if (from !== undefined && from !== i) {
+            needed.add(id);
+            scratch.set(id, new ArrayBuffer(4 * numel(maxShape(table[id].shape))));
+          }
+        })
+      )
+    );
+    const first = nodes[0];
+    const label = `segment of ${nodes.length} node(s) from ${first.op} "${first.name}" (#${first.id})`;
+    const parts: Part[] = [];
+    for (const g of groups) {
+      if (g[0].op === "moe_experts") parts.push(await this.#moePart(g[0], table, label));
+      else parts.push(await this.#graphPart(g, table, needed, label));
+    }
+    const prepared: OnnxPrepared = { segment, table, parts, scratch, label };
+    return prepared;
+  }
+
+  /** One model computing `nodes`; its outputs are those of `needed` it produces. */
+  async #graphPart(nodes: Node[], table: TensorInfo[], needed: ReadonlySet<number>, label: string): Promise<Part> {
+    const stored = (id: number) => storedDType(table[id]);
+    const lowering = new Lowering(table, stored);
+    const inside = new Set(nodes.map((n) => n.id));
+    const reads = new Set<number>();
+    for (const n of nodes) {
       lowering.lower(n);
+      for (const i of n.inputs) if (!inside.has(i)) reads.add(i);
     }
     const feeds: Feed[] = [];
-    const inputs = segment.inputs.flatMap((id) => {
+    const inputs = [...reads].flatMap((id) => {
       const infos = inputInfos(table[id], stored(id));
       for (const v of infos) {
         feeds.push({ name: v.name, id, part: v.name.endsWith("_q") ? "q" : v.name.endsWith("_s") ? "s" : "" });
       }
       return infos;
     });
-    const outputs = segment.outputs.flatMap((id) => inputInfos(table[id], "f32"));
-    const first = byId.get(segment.nodes[0])!;
-    const label = `segment of ${segment.nodes.length} node(s) from ${first.op} "${first.name}" (#${first.id})`;
-    const model = encodeModel({
+    const outputs = nodes.filter((n) => needed.has(n.id)).map((n) => n.id);
+    const model: ModelDef = {
       opsets: [{ domain: "", version: 18 }, { domain: "com.microsoft", version: 1 }],
-      graph: { name: `seg${first.id}`, nodes: lowering.nodes, inputs, outputs, initializers: lowering.constants },
-    });
-    const key = new TextDecoder("latin1").decode(model);
+      graph: {
+        name: `seg${nodes[0].id}`,
+        nodes: lowering.nodes,
+        inputs,
+        outputs: outputs.flatMap((id) => inputInfos(table[id], "f32")),
+        initializers: lowering.constants,
+      },
+    };
+    return { kind: "graph", session: await this.#session(model, label), feeds, outputs };
+  }
+
+  /** A `moe_experts` node: the per-expert session of its shapes (shared by every layer alike). */
+  async #moePart(node: Node, table: TensorInfo[], label: string): Promise<Part> {
+    const [, ids, , gateUp, down] = node.inputs.map((i) => table[i]);
+    const [experts, twoF, d] = gateUp.shape as number[];
+    const shape: MoeShape = {
+      d,
+      f: twoF / 2,
+      experts,
+      k: ids.shape[1] as number,
+      gateUp: storedDType(gateUp) as ExpertDType,
+      down: storedDType(down) as ExpertDType,
+    };
+    return { kind: "moe", node, shape, session: await this.#session(expertModel(shape), label) };
+  }
+
+  /** The session of `model`, created once for every plan and segment that encode to the same bytes. */
+  async #session(model: ModelDef, label: string): Promise<OrtSession> {
+    const bytes = encodeModel(model);
+    const key = new TextDecoder("latin1").decode(bytes);
     let session = this.#sessions.get(key);
     if (!session) {
-      session = this.#ort.InferenceSession.create(model, this.#options);
+      session = this.#ort.InferenceSession.create(bytes, this.#options);
       this.#sessions.set(key, session);
     }
     try {
-      const prepared: OnnxPrepared = { segment, session: await session, table, feeds, outputs: segment.outputs, label };
-      return prepared;
+      return await session;
     } catch (e) {
       this.#sessions.delete(key);
       throw new Error(`onnx: the ${label} does not load in onnxruntime: ${(e as Error).message}`);
@@ -231,23 +303,46 @@ class OnnxBackend implements Backend {
 
   run(prepared: Prepared, bindings: Bindings, vars: Vars, _host: HostInputs): void {
     const p = prepared as OnnxPrepared;
-    const feeds: Record<string, OrtTensor> = {}, fetches: Record<string, OrtTensor> = {};
-    try {
-      for (const f of p.feeds) feeds[f.name] = this.#tensor(p, f, bindings, vars);
-      for (const id of p.outputs) {
-        fetches[inputName(id)] = this.#tensor(p, { name: inputName(id), id, part: "" }, bindings, vars);
-      }
-    } catch (e) {
-      throw new Error(`onnx: ${p.label}: ${(e as Error).message}`);
+    for (const id of [...p.segment.inputs, ...p.segment.outputs]) {
+      if (!bindings.has(id)) throw new Error(`onnx: ${p.label}: tensor ${id} "${p.table[id].name}" is not bound`);
     }
     // Nothing to compute for an empty step (ORT would still run every node).
-    if (Object.values(fetches).every((t) => t.dims.includes(0))) return;
+    if (p.segment.outputs.every((id) => numel(resolveShape(p.table[id].shape, vars)) === 0)) return;
     this.#then(async () => {
-      try {
-        await p.session.run(feeds, fetches);
-      } catch (e) {
-        throw new Error(`onnx: the ${p.label} failed: ${(e as Error).message}`);
+      for (const part of p.parts) {
+        try {
+          if (part.kind === "graph") await this.#runGraph(p, part, bindings, vars);
+          else await this.#runMoe(p, part, bindings, vars);
+        } catch (e) {
+          const where = part.kind === "moe" ? `, at moe_experts "${part.node.name}" (#${part.node.id}),` : "";
+          throw new Error(`onnx: the ${p.label}${where} failed: ${(e as Error).message}`);
+        }
       }
+    });
+  }
+
+  async #runGraph(p: OnnxPrepared, part: GraphPart, bindings: Bindings, vars: Vars): Promise<void> {
+    const feeds: Record<string, OrtTensor> = {}, fetches: Record<string, OrtTensor> = {};
+    for (const f of part.feeds) feeds[f.name] = this.#tensor(p, f, bindings, vars);
+    for (const id of part.outputs) fetches[inputName(id)] = this.#tensor(p, { name: "", id, part: "" }, bindings, vars);
+    await part.session.run(feeds, fetches);
+  }
+
+  async #runMoe(p: OnnxPrepared, part: MoePart, bindings: Bindings, vars: Vars): Promise<void> {
+    const [x, ids, weights, gateUp, down] = part.node.inputs;
+    const at = (id: number): WeightAt => {
+      const v = this.#bound(p, id, bindings);
+      return { mem: v.mem, offset: v.offset };
+    };
+    const f32 = (id: number) => this.#tensor(p, { name: "", id, part: "" }, bindings, vars).data as Float32Array;
+    await runMoe(this.#ort, part.session, part.shape, {
+      x: f32(x),
+      ids: this.#tensor(p, { name: "", id: ids, part: "" }, bindings, vars).data as Int32Array,
+      weights: f32(weights),
+      gateUp: at(gateUp),
+      down: at(down),
+      out: f32(part.node.id),
+      tokens: resolveShape(p.table[x].shape, vars)[0],
     });
   }
 
@@ -299,26 +394,35 @@ class OnnxBackend implements Backend {
     return new Uint8Array(mem, view.offset, bytes);
   }
 
-  /** An ORT tensor viewing the bound memory of one feed or output. */
+  /** The memory holding tensor `id` for this run: its binding, or the segment's scratch. */
+  #bound(p: OnnxPrepared, id: number, bindings: Bindings): { mem: ArrayBuffer; offset: number } {
+    const bound = bindings.get(id);
+    if (!bound) {
+      const mem = p.scratch.get(id);
+      if (!mem) throw new Error(`tensor ${id} "${p.table[id].name}" is not bound`);
+      return { mem, offset: 0 };
+    }
+    if (isSplit(bound)) throw new Error(`${p.table[id].name} is bound split, which onnx never asks for`);
+    return { mem: this.#memory(bound.buffer), offset: bound.offset };
+  }
+
+  /** An ORT tensor viewing the memory of one feed or output. */
   #tensor(p: OnnxPrepared, f: Feed, bindings: Bindings, vars: Vars): OrtTensor {
-    const t = p.table[f.id], bound = bindings.get(f.id);
-    if (!bound) throw new Error(`tensor ${f.id} "${t.name}" is not bound`);
-    if (isSplit(bound)) throw new Error(`${t.name} is bound split, which onnx never asks for`);
-    const mem = this.#memory(bound.buffer);
+    const t = p.table[f.id], { mem, offset } = this.#bound(p, f.id, bindings);
     if (f.part !== "") {
-      const [n, k] = t.shape as number[], blocks = k / Q8_BLOCK;
+      const [n, k] = matrixDims(t.shape as number[]), blocks = k / Q8_BLOCK;
       if (f.part === "q") {
-        return new this.#ort.Tensor("uint8", new Uint8Array(mem, bound.offset, n * k), [n, blocks, Q8_BLOCK]);
+        return new this.#ort.Tensor("uint8", new Uint8Array(mem, offset, n * k), [n, blocks, Q8_BLOCK]);
       }
-      return new this.#ort.Tensor("float32", new Float32Array(mem, bound.offset + n * k, n * blocks), [n * blocks]);
+      return new this.#ort.Tensor("float32", new Float32Array(mem, offset + n * k, n * blocks), [n * blocks]);
     }
     const shape = resolveShape(t.shape, vars), count = numel(shape);
-    if (bound.offset + 4 * count > mem.byteLength) {
-      throw new RangeError(`tensor ${t.id} "${t.name}" (${4 * count} B at ${bound.offset}) does not fit its buffer`);
+    if (offset + 4 * count > mem.byteLength) {
+      throw new RangeError(`tensor ${t.id} "${t.name}" (${4 * count} B at ${offset}) does not fit its buffer`);
     }
     return storedDType(t) === "i32"
-      ? new this.#ort.Tensor("int32", new Int32Array(mem, bound.offset, count), shape)
-      : new this.#ort.Tensor("float32", new Float32Array(mem, bound.offset, count), shape);
+      ? new this.#ort.Tensor("int32", new Int32Array(mem, offset, count), shape)
+      : new this.#ort.Tensor("float32", new Float32Array(mem, offset, count), shape);
   }
 }
 

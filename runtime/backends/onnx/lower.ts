@@ -20,22 +20,27 @@ import { type ElemType, i64Tensor, type NodeDef, type TensorValue, type ValueInf
 /** q8 block length (MatMulNBits `block_size`): one f32 scale per 32 codes along K. */
 export const Q8_BLOCK = 32;
 
-/** The ops lowered to ONNX. */
+/** The ops lowered to ONNX graphs (`moe_experts` runs as per-expert sessions instead: moe.ts). */
 export const ONNX_OPS: readonly string[] = ["matmul", "rms_norm", "swiglu", "embedding"];
+
+/** True when a weight of `shape` stored as `stored` can be a MatMul's `[N, K]` (q8: K a multiple of 32). */
+function matrixOk(shape: readonly unknown[], stored: DType): boolean {
+  const k = shape[shape.length - 1];
+  return stored === "f32" || (stored === "q8" && typeof k === "number" && k % Q8_BLOCK === 0);
+}
 
 /**
  * True when `node` lowers, given its inputs' stored dtypes (`stored[i]` for `inputs[i]`): f32 activations, f32
- * or q8 matmul weights (q8 with K a multiple of 32), f32 norm weights and embedding tables, i32 ids.
+ * or q8 matmul and expert weights (q8 with K a multiple of 32), f32 norm weights and embedding tables, i32 ids.
  */
 export function lowers(node: Node, inputs: readonly TensorInfo[], stored: readonly DType[]): boolean {
   if (node.dtype !== "f32") return false;
   switch (node.op) {
-    case "matmul": {
-      if (stored[0] !== "f32") return false;
-      if (stored[1] === "f32") return true;
-      const k = inputs[1].shape[1];
-      return stored[1] === "q8" && typeof k === "number" && k % Q8_BLOCK === 0;
-    }
+    case "matmul":
+      return stored[0] === "f32" && matrixOk(inputs[1].shape, stored[1]);
+    case "moe_experts":
+      return stored[0] === "f32" && stored[1] === "i32" && stored[2] === "f32" &&
+        matrixOk(inputs[3].shape, stored[3]) && matrixOk(inputs[4].shape, stored[4]);
     case "rms_norm":
       return stored[0] === "f32" && stored[1] === "f32";
     case "swiglu":
@@ -57,10 +62,16 @@ export function onnxDims(shape: readonly Dim[]): (number | string)[] {
 /** The graph input name of tensor `id` (a q8 weight is two inputs: codes and scales). */
 export const inputName = (id: number, part: "" | "q" | "s" = ""): string => `t${id}${part ? `_${part}` : ""}`;
 
+/** A weight as the `[rows, K]` matrix of its last dim (experts' rows stacked). */
+export function matrixDims(shape: readonly number[]): [number, number] {
+  const k = shape[shape.length - 1];
+  return [shape.reduce((a, b) => a * b, 1) / k, k];
+}
+
 /** The graph inputs one segment input becomes, given its stored dtype. */
 export function inputInfos(t: TensorInfo, stored: DType): ValueInfo[] {
   if (stored === "q8") {
-    const [n, k] = t.shape as number[];
+    const [n, k] = matrixDims(t.shape as number[]);
     return [
       { name: inputName(t.id, "q"), elemType: "uint8", dims: [n, k / Q8_BLOCK, Q8_BLOCK] },
       { name: inputName(t.id, "s"), elemType: "float32", dims: [n * (k / Q8_BLOCK)] },
