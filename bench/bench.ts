@@ -22,6 +22,10 @@
  * --join-spin-us 5` is close to the dispatch before dynamic pieces and timed spinning. Peak RSS is the process's
  * high-water mark (`VmHWM` of /proc/self/status, read at the end), so spikes while loading count.
  *
+ * `--backend onnx,wasm`: prefill (steps over `--small-step-tokens`, default 64) on onnxruntime for matmuls and the
+ * routed experts, decode on wasm alone (`loadModel`'s `smallStepTokens`); `--ort-spin` lets ORT's threads spin
+ * when idle (off by default, so they do not take the cores from the wasm pool).
+ *
  * `--profile` (wasm backend) then runs three more prefills and `--gen` more decode steps at the first batch size with
  * every op timed and prints, for each,
  * milliseconds per step by op kind (matmuls by weight dtype and name), the host time around the backend's runs,
@@ -39,6 +43,7 @@ import { WasmKernels } from "../runtime/backends/wasm/module.ts";
 import type { WasmTuning } from "../runtime/backends/wasm/backend.ts";
 import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
 import { wasmProfile } from "../runtime/backends/wasm/profile.ts";
+import { kindOf } from "../runtime/backend.ts";
 
 const { values } = parseArgs({
   options: {
@@ -59,6 +64,9 @@ const { values } = parseArgs({
     "spin-us": { type: "string" },
     "join-spin-us": { type: "string" },
     "softmax-scale": { type: "string" },
+    // onnx backend: ORT's idle spinning (off by default), and the step size up to which onnx,wasm runs wasm alone.
+    "ort-spin": { type: "boolean", default: false },
+    "small-step-tokens": { type: "string" },
   },
 });
 if (values.dtype !== undefined && !isDType(values.dtype)) throw new Error(`--dtype ${values.dtype} is unknown`);
@@ -92,7 +100,8 @@ const model = await loadModel(values.model!, {
   log: (line) => console.error(line), // the load report (fallbacks, copies, instances), even with --json
   dtype: values.dtype as DType | undefined,
   threads,
-  backendOptions: { tuning },
+  backendOptions: { tuning, spinning: values["ort-spin"] },
+  ...(values["small-step-tokens"] !== undefined ? { smallStepTokens: Number(values["small-step-tokens"]) } : {}),
   seed: Number(values.seed),
   maxModelLen: promptLen + gen + 16,
   maxTokens: Math.max(promptLen, ...batches),
@@ -275,7 +284,8 @@ const peakRss = peakRssBytes();
 
 const result = {
   model: model.name,
-  backend: model.backend.name,
+  // `onnx,wasm` for a mixed plan; `wasm` for wasm instances.
+  backend: [...new Set(model.backends.map((b) => kindOf(b.name)))].join(","),
   backends: model.backends.map((b) => b.name),
   dtype: model.graph.weights.find((w) => w.name.endsWith("attn.wq_a"))?.dtype ?? values.dtype ?? "?",
   threads,

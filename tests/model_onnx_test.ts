@@ -60,7 +60,7 @@ Deno.test({
   async fn(t) {
     // Bounds as wasm alone (tests/model_test.ts): f32 and bf16 weights decode exactly on both sides; with q8, the
     // q8 W_kvb inside mla_attention (on wasm) takes int8 activations on steps of ≤ 8 rows, as it does alone (the
-    // matmuls on onnx dequantise exactly: MatMulNBits with accuracy level 0).
+    // matmuls on onnx take the q8 weights dequantised exactly, at upload).
     const cases: [DType, number][] = [["f32", 1e-5], ["bf16", 1e-5], ["q8", 2e-2]];
     for (const [dtype, tol] of cases) {
       await t.step(`${dtype} weights`, async () => {

@@ -7,8 +7,9 @@
  *   weights: no copy) and hands it views of the bound outputs to write in place (no copy either). Weights are graph
  *   inputs, not initializers, so one copy serves every session. (ORT refuses tensors over a `SharedArrayBuffer`,
  *   so it cannot view the wasm memory: copies between the two backends are one memcpy each way.)
- * - Dtypes: activations f32, ids i32, weights f32 or q8 (for `MatMulNBits`: codes then f32 block scales); bf16,
- *   f16, f8e4m3 and nvfp4 weights are dequantised to f32 at upload, and counted so in the memory plan.
+ * - Dtypes: activations f32, ids i32, weights f32: bf16, f16, f8e4m3, nvfp4 and q8 weights are dequantised at
+ *   upload, and counted so in the memory plan. `q8MatMulNBits` keeps q8 (codes, then f32 block scales) for
+ *   com.microsoft `MatMulNBits` instead, which is slow with weights fed as inputs ({@link OnnxBackendOptions}).
  * - Execution: `prepare` builds one model per segment and one session per distinct model (shared by every plan
  *   that has the same segment); `run` queues `session.run` behind earlier work, and `write`/`copy`/`fill`/`read`
  *   queue behind runs, so the contract's ordering holds although ORT runs asynchronously. Sessions use
@@ -63,17 +64,31 @@ import { type ExpertDType, expertModel, type MoeShape, runMoe, type WeightAt } f
 import { loadOrt, type OrtModule, type OrtSession, type OrtTensor, sessionOptions } from "./ort.ts";
 import { encodeModel, type ModelDef } from "./proto.ts";
 
-const CAPS: BackendCaps = {
-  alignment: 64,
-  dtypes: ["f32", "i32", "q8"],
-  promote: { bf16: "f32", f16: "f32", f8e4m3: "f32", nvfp4: "f32" },
-  memoryBytes: Infinity,
-  maxBindingBytes: Infinity,
-  activationDType: "f32",
-};
+/** Caps: q8 held natively only for MatMulNBits (see {@link OnnxBackendOptions.q8MatMulNBits}), else as f32. */
+function capsOf(q8Native: boolean): BackendCaps {
+  return {
+    alignment: 64,
+    dtypes: q8Native ? ["f32", "i32", "q8"] : ["f32", "i32"],
+    promote: { bf16: "f32", f16: "f32", f8e4m3: "f32", nvfp4: "f32", ...(q8Native ? {} : { q8: "f32" as const }) },
+    memoryBytes: Infinity,
+    maxBindingBytes: Infinity,
+    activationDType: "f32",
+  };
+}
 
-/** Options of the `onnx` factory: the common ones, and ORT's idle spinning (off by default). */
-export type OnnxBackendOptions = BackendOptions & { spinning?: boolean };
+/** Options of the `onnx` factory: the common ones, ORT's idle spinning, and the q8 path. */
+export type OnnxBackendOptions = BackendOptions & {
+  /** Let ORT's intra-op threads spin when idle (default false: they would take the cores from the wasm pool). */
+  spinning?: boolean;
+  /**
+   * Keep q8 weights as q8 and run them through com.microsoft `MatMulNBits` (default false: dequantise them to f32
+   * at upload). onnxruntime 1.30 accepts 8-bit blocks of 32, but with the weight fed as an input (one copy shared
+   * by every session) its CPU kernel does not prepack and is slow: 2.6 s for the 131072×1024 head at one row (f32
+   * `Gemm`: 65 ms), 2–5× f32 at 64–512 rows; as an initializer it prepacks (282 GFLOPS at 512 rows) but each
+   * session would hold its own copy.
+   */
+  q8MatMulNBits?: boolean;
+};
 
 type Feed = { name: string; id: number; part: "" | "q" | "s" };
 
@@ -101,7 +116,7 @@ function q8Bytes(shape: readonly number[]): number {
 
 class OnnxBackend implements Backend {
   readonly name = "onnx";
-  readonly caps = CAPS;
+  readonly caps: BackendCaps;
   readonly #ort: OrtModule;
   readonly #options: Record<string, unknown>;
   readonly #refuse: ReadonlySet<string>;
@@ -116,14 +131,15 @@ class OnnxBackend implements Backend {
   constructor(ort: OrtModule, options: OnnxBackendOptions) {
     this.#ort = ort;
     this.#refuse = refusedOps(options, "onnx");
+    this.caps = capsOf(options.q8MatMulNBits ?? false);
     const threads = options.threads ?? navigator.hardwareConcurrency ?? 1;
     this.#options = sessionOptions(threads, options.spinning ?? false);
   }
 
   supports(node: Node, inputs: readonly TensorInfo[]): boolean {
     if (this.#refuse.has(node.op)) return false;
-    if (!canStore(CAPS, node.dtype) || !inputs.every((t) => canStore(CAPS, t.dtype))) return false;
-    const stored = inputs.map(storedDType);
+    if (!canStore(this.caps, node.dtype) || !inputs.every((t) => canStore(this.caps, t.dtype))) return false;
+    const stored = inputs.map((t) => this.#stored(t));
     return lowers(node, inputs, stored);
   }
 
@@ -239,7 +255,7 @@ class OnnxBackend implements Backend {
 
   /** One model computing `nodes`; its outputs are those of `needed` it produces. */
   async #graphPart(nodes: Node[], table: TensorInfo[], needed: ReadonlySet<number>, label: string): Promise<Part> {
-    const stored = (id: number) => storedDType(table[id]);
+    const stored = (id: number) => this.#stored(table[id]);
     const lowering = new Lowering(table, stored);
     const inside = new Set(nodes.map((n) => n.id));
     const reads = new Set<number>();
@@ -278,8 +294,8 @@ class OnnxBackend implements Backend {
       f: twoF / 2,
       experts,
       k: ids.shape[1] as number,
-      gateUp: storedDType(gateUp) as ExpertDType,
-      down: storedDType(down) as ExpertDType,
+      gateUp: this.#stored(gateUp) as ExpertDType,
+      down: this.#stored(down) as ExpertDType,
     };
     return { kind: "moe", node, shape, session: await this.#session(expertModel(shape), label) };
   }
@@ -394,6 +410,11 @@ class OnnxBackend implements Backend {
     return new Uint8Array(mem, view.offset, bytes);
   }
 
+  /** How a tensor is held here: weights by the caps, activations f32, ids i32. */
+  #stored(t: Pick<TensorInfo, "dtype" | "kind">): DType {
+    return t.kind !== "weight" && t.dtype === "i32" ? "i32" : storageDType(this.caps, t.dtype);
+  }
+
   /** The memory holding tensor `id` for this run: its binding, or the segment's scratch. */
   #bound(p: OnnxPrepared, id: number, bindings: Bindings): { mem: ArrayBuffer; offset: number } {
     const bound = bindings.get(id);
@@ -420,15 +441,10 @@ class OnnxBackend implements Backend {
     if (offset + 4 * count > mem.byteLength) {
       throw new RangeError(`tensor ${t.id} "${t.name}" (${4 * count} B at ${offset}) does not fit its buffer`);
     }
-    return storedDType(t) === "i32"
+    return this.#stored(t) === "i32"
       ? new this.#ort.Tensor("int32", new Int32Array(mem, offset, count), shape)
       : new this.#ort.Tensor("float32", new Float32Array(mem, offset, count), shape);
   }
-}
-
-/** How a non-weight tensor is held here: activations f32, ids i32. */
-function storedDType(t: Pick<TensorInfo, "dtype" | "kind">): DType {
-  return t.kind === "weight" ? storageDType(CAPS, t.dtype) : t.dtype === "i32" ? "i32" : storageDType(CAPS, t.dtype);
 }
 
 /**

@@ -4,8 +4,9 @@
  * serves every session (every segment and every plan), and a session is cheap to build.
  *
  * - `matmul` (`x · Wᵀ`): f32 weights through `Gemm` with `transB` (W stays `[N, K]`, as the other backends and the
- *   checkpoints store it); q8 weights through com.microsoft `MatMulNBits` (bits 8, block 32: our q8 codes with
- *   the sign bit flipped, which is its default zero point 128, and our f32 block scales, unchanged).
+ *   checkpoints store it); q8 weights, when the backend keeps them (`q8MatMulNBits`), through com.microsoft
+ *   `MatMulNBits` (bits 8, block 32: our q8 codes with the sign bit flipped, which is its default zero point 128,
+ *   and our f32 block scales, unchanged).
  * - `rms_norm`: the composition `x · 1/√(mean(x²) + ε) · w` (ReduceMean over the last axis).
  * - `swiglu`: `Split` into gate ‖ up, `gate · σ(gate) · up`.
  * - `embedding`: `Gather` of the table's rows (i32 ids).

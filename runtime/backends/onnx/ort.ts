@@ -44,6 +44,7 @@ let loading: Promise<OrtModule> | undefined;
 export function loadOrt(): Promise<OrtModule> {
   loading ??= (async () => {
     try {
+      // Computed on purpose (`deno publish` warns that it cannot analyse it: that is the point).
       const mod = await import(`npm:${ORT_PACKAGE}`);
       const ort = (mod.default ?? mod) as OrtModule;
       if (typeof ort.InferenceSession?.create !== "function") throw new Error("it has no InferenceSession");
