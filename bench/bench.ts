@@ -28,6 +28,10 @@
  * --join-spin-us 5` is close to the dispatch before dynamic pieces and timed spinning. Peak RSS is the process's
  * high-water mark (`VmHWM` of /proc/self/status, read at the end), so spikes while loading count.
  *
+ * `--backend onnx,wasm`: prefill (steps over `--small-step-tokens`, default 64) on onnxruntime for matmuls and the
+ * routed experts, decode on wasm alone (`loadModel`'s `smallStepTokens`); `--ort-spin` lets ORT's threads spin
+ * when idle (off by default, so they do not take the cores from the wasm pool).
+ *
  * `--profile` (wasm backend) then runs three more prefills and `--gen` more decode steps at the first batch size with
  * every op timed and prints, for each,
  * milliseconds per step by op kind (matmuls by weight dtype and name), the host time around the backend's runs,
@@ -47,6 +51,7 @@ import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
 import { wasmProfile } from "../runtime/backends/wasm/profile.ts";
 import { cacheDtypeFlag, speculativeFlags } from "../server/cli.ts";
 import { speculativeRow } from "./speculative_run.ts";
+import { kindOf } from "../runtime/backend.ts";
 
 const { values } = parseArgs({
   options: {
@@ -71,6 +76,9 @@ const { values } = parseArgs({
     "speculative-model": { type: "string" },
     "num-speculative-tokens": { type: "string" },
     "cache-dtype": { type: "string" },
+    // onnx backend: ORT's idle spinning (off by default), and the step size up to which onnx,wasm runs wasm alone.
+    "ort-spin": { type: "boolean", default: false },
+    "small-step-tokens": { type: "string" },
   },
 });
 const speculative = speculativeFlags(values["speculative-model"], values["num-speculative-tokens"]);
@@ -108,7 +116,8 @@ const model = await loadModel(values.model!, {
   dtype: values.dtype as DType | undefined,
   headDType,
   threads,
-  backendOptions: { tuning },
+  backendOptions: { tuning, spinning: values["ort-spin"] },
+  ...(values["small-step-tokens"] !== undefined ? { smallStepTokens: Number(values["small-step-tokens"]) } : {}),
   seed: Number(values.seed),
   maxModelLen: promptLen + gen + 16 + (speculative?.numTokens ?? 0),
   maxTokens: Math.max(promptLen, ...batches.map((b) => b * (1 + (speculative?.numTokens ?? 0)))),
@@ -298,7 +307,8 @@ const peakRss = peakRssBytes();
 
 const result = {
   model: model.name,
-  backend: model.backend.name,
+  // `onnx,wasm` for a mixed plan; `wasm` for wasm instances.
+  backend: [...new Set(model.backends.map((b) => kindOf(b.name)))].join(","),
   backends: model.backends.map((b) => b.name),
   dtype: model.graph.weights.find((w) => w.name.endsWith("attn.wq_a"))?.dtype ?? values.dtype ?? "?",
   headDtype: model.graph.weights.find((w) => w.name === "lm_head")?.dtype ?? "tied",

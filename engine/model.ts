@@ -25,11 +25,11 @@ import { DraftModel, openDraft, type SpeculativeOptions } from "./draft_model.ts
 
 export { checkSpeculativeTokens, DraftModel, MAX_SPECULATIVE_TOKENS } from "./draft_model.ts";
 export type { DraftStepInput, SpeculativeOptions } from "./draft_model.ts";
-import type { Backend } from "../runtime/backend.ts";
+import { type Backend, kindOf, weightBytes } from "../runtime/backend.ts";
 import { createBackend, createBackends } from "../runtime/registry.ts";
 import { PlanExecutor, Residency, sharedArenaBytes } from "../runtime/plan_executor.ts";
 import type { Plan } from "../runtime/schedule.ts";
-import { planBackends } from "./placement.ts";
+import { planBackends, scheduleBeside } from "./placement.ts";
 import { BlockPool, type SequenceBlocks } from "./kv_cache.ts";
 import { bf16ToF32 } from "../weights/codecs.ts";
 import { openModelWeights } from "./model_weights.ts";
@@ -115,7 +115,17 @@ export interface LoadModelOptions {
    * head, and the step graph keeps its final-norm hidden states on the backend for it (see {@link DraftModel}).
    */
   speculative?: SpeculativeOptions;
+  /**
+   * With `onnx` first in a backend list (`onnx,wasm`): steps of at most this many tokens (decode, small batches)
+   * run a second plan on the other backends alone, where launch overhead and weight bytes matter more than GEMM
+   * speed; longer steps (prefill) run the list's plan. Default 64; 0 keeps one plan for every step. Used only when
+   * `maxTokens` is larger (otherwise every step would be small and the list's plan is the only one).
+   */
+  smallStepTokens?: number;
 }
+
+/** The plan of small steps: its executor, and the most tokens and logit rows a step it takes may have. */
+export type SmallSteps = { executor: PlanExecutor; tokens: number; rows: number };
 
 /** One step: tokens of several sequences, each sequence's block table, and the tokens whose logits are wanted. */
 export interface StepInput {
@@ -213,6 +223,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
   /** The EAGLE draft head loaded with it ({@link LoadModelOptions.speculative}), or null. */
   draft: DraftModel | null = null;
   readonly #executor: PlanExecutor;
+  readonly #small: SmallSteps | null;
   readonly #vision: VisionRunner | null;
   readonly #sampling: boolean;
   readonly #eagleHidden: boolean;
@@ -225,6 +236,8 @@ export class Model<C extends StepConfig = Mistral4Config> {
     graph: Graph;
     limits: ModelLimits;
     executor: PlanExecutor;
+    /** The plan for steps of at most `tokens` tokens and `rows` logit rows, when there is one. */
+    small?: SmallSteps | null;
     backends: readonly Backend[];
     report?: readonly string[];
     vision?: VisionRunner | null;
@@ -240,6 +253,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
     this.backends = init.backends;
     this.report = init.report ?? [];
     this.#executor = init.executor;
+    this.#small = init.small ?? null;
     this.#vision = init.vision ?? null;
     this.decodeFlops = init.decodeFlops ?? 0;
     this.#release = init.release ?? (() => {});
@@ -256,6 +270,20 @@ export class Model<C extends StepConfig = Mistral4Config> {
   /** The step plan (segments, fallbacks, copies, memory per backend). */
   get plan(): Plan {
     return this.#executor.plan;
+  }
+
+  /**
+   * The plan of small steps (see {@link LoadModelOptions.smallStepTokens}) and the most tokens it takes, or null
+   * when {@link Model.plan} runs every step.
+   */
+  get smallStepPlan(): { plan: Plan; tokens: number } | null {
+    return this.#small && { plan: this.#small.executor.plan, tokens: this.#small.tokens };
+  }
+
+  /** The executor of a step of `tokens` tokens and `rows` logit rows. */
+  #executorFor(tokens: number, rows: number): PlanExecutor {
+    const s = this.#small;
+    return s && tokens <= s.tokens && rows <= s.rows ? s.executor : this.#executor;
   }
 
   /** Whether the model takes images (see {@link LoadModelOptions.vision}). */
@@ -338,6 +366,20 @@ export class Model<C extends StepConfig = Mistral4Config> {
       sum.weights += this.draft.weightBytes;
       sum.state += this.draft.cacheBytes;
     }
+    const small = this.#small?.executor.plan;
+    if (small) {
+      // Its own arenas and I/O; the state is the same buffers; weights only where the main plan has none.
+      for (const m of Object.values(small.memory.perBackend)) sum.arena += m.arenaBytes + m.ioBytes;
+      const main = new Map(this.plan.weights.map((w) => [w.tensor, new Set(w.backends)]));
+      for (const w of small.weights) {
+        const decl = this.graph.weights.find((d) => d.id === w.tensor)!;
+        for (const b of w.backends) {
+          if (!main.get(w.tensor)?.has(b)) {
+            sum.weights += weightBytes(this.backends.find((x) => x.name === b)!, decl.shape, decl.dtype);
+          }
+        }
+      }
+    }
     return sum;
   }
 
@@ -353,7 +395,10 @@ export class Model<C extends StepConfig = Mistral4Config> {
   async step(input: StepInput): Promise<Float32Array> {
     const R = input.logitRows.length;
     const sampler = this.#sampling ? this.#samplerInputs(R, greedySampling(R)) : {};
-    const out = await this.#executor.run({ inputs: { ...this.stepInputs(input), ...sampler }, outputs: ["logits"] });
+    const out = await this.#executorFor(input.ids.length, R).run({
+      inputs: { ...this.stepInputs(input), ...sampler },
+      outputs: ["logits"],
+    });
     return out.logits as Float32Array;
   }
 
@@ -370,7 +415,8 @@ export class Model<C extends StepConfig = Mistral4Config> {
   async sampleStep(input: StepInput, sampling: StepSampling): Promise<Int32Array> {
     if (!this.#sampling) throw new Error(`sampleStep: model ${this.name} was loaded without the backend sampler`);
     const inputs = { ...this.stepInputs(input), ...this.#samplerInputs(input.logitRows.length, sampling) };
-    return (await this.#executor.run({ inputs, outputs: ["sampled"] })).sampled as Int32Array;
+    const executor = this.#executorFor(input.ids.length, input.logitRows.length);
+    return (await executor.run({ inputs, outputs: ["sampled"] })).sampled as Int32Array;
   }
 
   /** The `sample` op's inputs for `R` rows, checked. */
@@ -466,6 +512,7 @@ export class Model<C extends StepConfig = Mistral4Config> {
   dispose(): void {
     this.draft?.dispose();
     this.#vision?.dispose();
+    this.#small?.executor.dispose();
     this.#executor.dispose();
     this.#release(); // the shared residency (weights, caches, image store) and the weight sources
     for (const b of this.backends) b.dispose();
@@ -522,11 +569,17 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
       const prevRelease = release;
       release = () => (draft.weights.close(), prevRelease());
     }
+    // Small steps get a plan of their own on the other backends when onnx leads the list (see smallStepTokens).
+    const smallTokens = options.smallStepTokens ?? 64;
+    const others = backends.filter((b) => kindOf(b.name) !== "onnx");
+    const bucketed = backends[0].name === "onnx" && others.length > 0 && smallTokens > 0 &&
+      limits.maxTokens > smallTokens;
     // The sampler ends the step where the first backend runs it (unless turned off); elsewhere the host samples
     // logits. The reference computes on the host anyway (no read-back to save) and its sampler sorts the vocabulary.
-    const first = backends[0];
-    const build = (sampling: boolean) =>
-      buildStepGraph(resolved.family, config, limits, {
+    // With small steps apart, their first backend decides: decode is where sampling on the backend pays.
+    const first = bucketed ? others[0] : backends[0];
+    const build = (sampling: boolean, l = limits) =>
+      buildStepGraph(resolved.family, config, l, {
         ...options,
         dtype: weights.linearDtype,
         vision,
@@ -537,6 +590,9 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     if (graph.outputs.some((o) => o.name === "sampled") && options.sampling === undefined) {
       if (!runsNode(first, graph, "sampled")) graph = build(false);
     }
+    const sampling = graph.outputs.some((o) => o.name === "sampled");
+    const smallLimits = { ...limits, maxTokens: smallTokens, maxRows: Math.min(limits.maxRows, smallTokens) };
+    const smallGraph = bucketed ? build(sampling, smallLimits) : null;
     // The vision encoder's stage graphs are planned with the step graph, within what it leaves, and loaded with it.
     const stages = vision ? visionStageGraphs(resolved.family, config, { imageStoreRows: limits.imageStoreRows }) : [];
     // The draft's graph comes last: the step graph decides where the state they share (eagle.hidden) lives.
@@ -549,12 +605,24 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
     const [plan, ...rest] = planned.plans;
     const stagePlans = rest.slice(0, stages.length), draftPlan = rest[stages.length];
     const report = [
-      ...planReport(plan),
-      ...stagePlans.flatMap((p, i) => planReport(p).map((l) => `vision ${stageName(stages[i].stage)} ${l}`)),
-      ...(draftPlan ? planReport(draftPlan).map((l) => `draft ${l}`) : []),
+      ...planReport(plan, graph),
+      ...stagePlans.flatMap((p, i) =>
+        planReport(p, stages[i].graph).map((l) => `vision ${stageName(stages[i].stage)} ${l}`)
+      ),
+      ...(draftPlan ? planReport(draftPlan, draft!.graph).map((l) => `draft ${l}`) : []),
     ];
+    let smallPlan: Plan | null = null;
+    if (smallGraph) {
+      const rest = backends.filter((b) => kindOf(b.name) !== "onnx");
+      smallPlan = scheduleBeside(smallGraph, rest, { graphs, plans: planned.plans, all: backends }, options);
+      report.push(
+        `steps of more than ${smallTokens} tokens run on ${backends.map((b) => b.name).join(",")}, steps of at most ` +
+          `${smallTokens} on ${rest.map((b) => b.name).join(",")} (smallStepTokens)`,
+        ...planReport(smallPlan, smallGraph).map((l) => `small steps ${l}`),
+      );
+    }
     for (const line of report) log(line);
-    checkSharedState(planned.plans);
+    checkSharedState(smallPlan ? [...planned.plans, smallPlan] : planned.plans);
     // One residency for every plan: the image store, and the encoder's state between its stages, are one buffer each.
     const residency = new Residency();
     const prev = release;
@@ -576,6 +644,16 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
       for (const ex of executors) ex.dispose();
       throw e;
     }
+    let small: SmallSteps | null = null;
+    if (smallGraph && smallPlan) {
+      try {
+        const executor = await PlanExecutor.create(smallGraph, smallPlan, backends, { weights: source, residency });
+        small = { executor, tokens: smallLimits.maxTokens, rows: smallLimits.maxRows };
+      } catch (e) {
+        for (const ex of executors) ex.dispose();
+        throw e;
+      }
+    }
     const [executor, ...restExecutors] = executors;
     const stageExecutors = restExecutors.slice(0, stages.length);
     const runner = vision
@@ -592,6 +670,7 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
       graph,
       limits,
       executor,
+      small,
       backends,
       report,
       vision: runner,
@@ -648,10 +727,23 @@ function decodeFlops(
   return graphFlops(g.build(), { T: 1, S: 1, R: 1 });
 }
 
-/** One line per fallback and per distinct copy of a plan (what `--backend a,b` changed), for the load report. */
-export function planReport(plan: Plan): string[] {
+/**
+ * One line per fallback and per distinct copy of a plan (what `--backend a,b` changed), for the load report; when
+ * segments run on several backends, one `segments:` line per backend saying which ops it runs (from `graph`).
+ */
+export function planReport(plan: Plan, graph?: Graph): string[] {
   const lines = plan.fallbacks.map((f) => `fallback: ${f.op} "${f.name}" ${f.from} → ${f.to} (${f.reason})`);
   for (const c of plan.copies) lines.push(`copy: ${c.name} ${c.from} → ${c.to} (${c.bytes} B per step at most)`);
+  const used = [...new Set(plan.segments.map((s) => s.backend))];
+  if (graph && used.length > 1) {
+    const opOf = new Map(graph.nodes.map((n) => [n.id, n.op]));
+    for (const b of used) {
+      const mine = plan.segments.filter((s) => s.backend === b), ops = new Map<string, number>();
+      for (const s of mine) for (const n of s.nodes) ops.set(opOf.get(n)!, (ops.get(opOf.get(n)!) ?? 0) + 1);
+      const list = [...ops].map(([op, n]) => `${op} ×${n}`).join(", ");
+      lines.push(`segments: ${b} runs ${mine.length} segment(s): ${list}`);
+    }
+  }
   return lines;
 }
 

@@ -148,6 +148,23 @@ function scheduleAll(
 }
 
 /**
+ * Schedules one more graph beside `plans` (of `graphs`, on `all`) over `backends`: within the memory those leave
+ * (each counted once), with every state they share kept where they placed it (the latent cache of a second step
+ * graph for small steps). Weights it places where the plans have them are the same buffers (one residency).
+ */
+export function scheduleBeside(
+  graph: Graph,
+  backends: readonly Backend[],
+  beside: { graphs: readonly Graph[]; plans: readonly Plan[]; all: readonly Backend[] },
+  o: { strict?: boolean },
+): Plan {
+  const stateHomes: Record<string, string> = {};
+  for (const p of beside.plans) for (const s of p.state) stateHomes[s.name] ??= s.backend;
+  const usedBytes = usedBy(beside.plans, { graphs: beside.graphs, backends: beside.all });
+  return schedule(graph, backends, { strict: o.strict, usedBytes, stateHomes });
+}
+
+/**
  * Schedules `graphs` over `backends` (a preference list), and when the plans lack memory on `wasm`, replaces it by a
  * memory64 instance or by as many instances as the weights need. On failure every backend is disposed.
  */

@@ -18,12 +18,14 @@ import type { Backend, BackendFactory, BackendOptions } from "./backend.ts";
 import { referenceBackend } from "./backends/reference.ts";
 import { wasmBackend } from "./backends/wasm/backend.ts";
 import { webgpuBackend } from "./backends/webgpu/backend.ts";
+import { onnxBackend } from "./backends/onnx/backend.ts";
 
 /** Every known backend factory. A new backend is one import and one entry here. */
 export const BACKENDS: readonly BackendFactory[] = [
   referenceBackend,
   wasmBackend,
   webgpuBackend,
+  onnxBackend,
 ];
 
 /** What a probe found: `score` 0 means unavailable (`error` says why when the probe threw). */

@@ -7,7 +7,8 @@
  * softmax scales (the fixture's `plain` and `mscale` are our `plain` and `deepseek_yarn`, chosen with
  * `loadModel`'s `softmaxScale`, since the checkpoint's own config says plain).
  *
- * Every backend of the registry whose probe is > 0 runs it (a backend joins by being registered), with an f32
+ * Every backend of the registry whose probe is > 0 runs it (a backend joins by being registered; one that lowers only
+ * part of the model, `onnx`, runs beside wasm), with an f32
  * latent cache, on the checkpoint as shipped and on the same weights re-exported in the Mistral-native layout by
  * our own writer. At each stored position: log-softmax at the reference's top-16 ids and its 256 fixed ids within
  * {@link TOL}, the logsumexp too (log-softmax alone would hide a shift of every logit), and the same top-1 id.
@@ -157,22 +158,29 @@ async function checkLayout(t: Deno.TestContext, backend: string, layout: "hf" | 
 }
 
 const probes = await probeAll();
+const available = (name: string) => probes.find((p) => p.name === name)!.score > 0;
+// Backends that lower only part of the model run it beside wasm (onnx: matmuls, norms, experts; attention on wasm).
+const BESIDE: Record<string, string> = { onnx: "wasm" };
 for (const factory of BACKENDS) {
-  const ignore = factory.name === "webgpu" ? WEBGPU_IGNORE : !(probes.find((p) => p.name === factory.name)!.score > 0);
+  const partner = BESIDE[factory.name];
+  const ignore = factory.name === "webgpu"
+    ? WEBGPU_IGNORE
+    : !available(factory.name) || (partner !== undefined && !available(partner));
+  const backend = partner ? `${factory.name},${partner}` : factory.name;
   Deno.test({
-    name: `model reference: tiny_rect (HF layout, as shipped) on ${factory.name} ≡ the float64 forward`,
+    name: `model reference: tiny_rect (HF layout, as shipped) on ${backend} ≡ the float64 forward`,
     ignore,
-    fn: (t) => checkLayout(t, factory.name, "hf", CHECKPOINT),
+    fn: (t) => checkLayout(t, backend, "hf", CHECKPOINT),
   });
   Deno.test({
-    name: `model reference: tiny_rect re-exported in the Mistral layout on ${factory.name} ≡ the float64 forward`,
+    name: `model reference: tiny_rect re-exported in the Mistral layout on ${backend} ≡ the float64 forward`,
     ignore,
     async fn(t) {
       const dir = await Deno.makeTempDir({ prefix: "tramontane_tiny_rect_" });
       try {
         const hf = await loadCanonicalWeights(CHECKPOINT, { quiet: true, group: "all" });
         await makeCheckpoint({ config: hf.config, out: dir, layout: "mistral", weights: hf.weights, force: true });
-        await checkLayout(t, factory.name, "mistral", dir);
+        await checkLayout(t, backend, "mistral", dir);
       } finally {
         await Deno.remove(dir, { recursive: true });
       }
