@@ -7,6 +7,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { loadModel, type Model } from "../engine/model.ts";
 import { normalisedError } from "./op_helpers.ts";
+import { greedy } from "./model_helpers.ts";
 import { onnxBackend } from "../runtime/backends/onnx/backend.ts";
 import { wasmBackend } from "../runtime/backends/wasm/backend.ts";
 import type { DType } from "../graph/dtype.ts";
@@ -24,34 +25,6 @@ async function withModel<T>(opts: Parameters<typeof loadModel>[1], fn: (m: Model
   } finally {
     m.dispose();
   }
-}
-
-/** `n` greedy tokens after `prompt` (prefill, then one decode step per token). */
-async function greedy(m: Model, prompt: readonly number[], n: number): Promise<number[]> {
-  const seq = m.pool.newSequence();
-  assert(m.pool.grow(seq, prompt.length + n));
-  const argmax = (x: Float32Array) => x.reduce((best, v, i) => v > x[best] ? i : best, 0);
-  const out: number[] = [];
-  let logits = await m.step({
-    ids: prompt,
-    pos: prompt.map((_, i) => i),
-    seq: prompt.map(() => 0),
-    blockTables: [seq.blockTable],
-    logitRows: [prompt.length - 1],
-  });
-  for (let i = 0; i < n; i++) {
-    out.push(argmax(logits));
-    if (i === n - 1) break;
-    logits = await m.step({
-      ids: [out[i]],
-      pos: [prompt.length + i],
-      seq: [0],
-      blockTables: [seq.blockTable],
-      logitRows: [0],
-    });
-  }
-  m.pool.release(seq);
-  return out;
 }
 
 Deno.test({
