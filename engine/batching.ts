@@ -30,6 +30,12 @@ export interface BatchPolicyOptions {
   /** Whether admission looks for cached prefix blocks. */
   prefixCaching: boolean;
   /**
+   * Speculative decoding: a prefix hit reuses one token fewer, so the sequence's first step runs the last cached
+   * position again (the same target cache entry) and the draft's catch-up rewrites the draft's entry there, which
+   * holds the token after it (of whichever sequence wrote the block first, not necessarily this one's).
+   */
+  rerunLastCached?: boolean;
+  /**
    * Called for a sequence preempted by recompute, after its blocks are released: it gives back what else it holds
    * until it runs again (image-store rows), so a preempted sequence never blocks the running ones.
    */
@@ -164,7 +170,8 @@ export class BatchPolicy {
         continue;
       }
       const blocks = pool.newSequence();
-      const cached = this.#o.prefixCaching ? pool.reusePrefix(blocks, seq.cacheKeys) : 0;
+      let cached = this.#o.prefixCaching ? pool.reusePrefix(blocks, seq.cacheKeys) : 0;
+      if (cached > 0 && this.#o.rerunLastCached) cached--; // the blocks stay; their last position runs again
       const n = Math.min(seq.tokens.length - cached, budget);
       let fits = pool.grow(blocks, cached + n);
       while (!fits && this.#preemptPaused()) {

@@ -171,6 +171,8 @@ export class ModelEngine implements Engine {
       maxNumSeqs,
       maxTokens,
       prefixCaching: options.prefixCaching ?? true,
+      // The draft's cache entry at a hit's last position holds the next token of the block's first writer.
+      rerunLastCached: (options.speculative ?? true) && model.draft !== null,
       // Recomputed from the start, it encodes its images again: its store rows go back meanwhile.
       onPreempt: (seq) => this.#releaseImages(seq),
     });

@@ -1,11 +1,14 @@
 /**
  * The draft step against hand computations: that it reads the target's hidden state (`fc = [0 | I]`: its logits
  * are the target's at the same position over the hidden state's RMS), and that it reads its own cache (a token's
- * logits depend on the tokens before it in the draft's cache, and a chained step equals one step over them all).
+ * logits depend on the tokens before it in the draft's cache, and a chained step equals one step over them all);
+ * and that the engine rewrites the draft's entry at a prefix hit's last position.
  */
 import { assert, assertEquals } from "./assert.ts";
 import { writeSpeculativePair } from "./speculative_helpers.ts";
 import { loadModel } from "../engine/model.ts";
+import { ModelEngine } from "../engine/engine.ts";
+import { GREEDY } from "../engine/sampler.ts";
 
 const OPTIONS = {
   backend: "wasm",
@@ -104,5 +107,40 @@ Deno.test("draft step: its own cache counts (a token's logits follow the tokens 
     assert(moved > 1e-3, `the draft's cache changed nothing: ${moved}`);
   } finally {
     model.dispose();
+  }
+});
+
+Deno.test("engine with a draft: a prefix hit runs its last cached position again, so the draft's entry there takes this sequence's next token", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const pair = await writeSpeculativePair(dir, { outScale: 0.25 });
+    const model = await loadModel(pair.target, { ...OPTIONS, speculative: { model: pair.draft, numTokens: 2 } });
+    try {
+      const calls: { ids: number[]; pos: number[] }[] = [];
+      const draft = model.draft!, step = draft.step.bind(draft);
+      draft.step = (input) => (calls.push({ ids: [...input.ids], pos: [...input.pos] }), step(input));
+      const engine = await ModelEngine.create(model, { eosId: 2 });
+      try {
+        // Two full blocks of 16 shared; the token after them differs.
+        const common = Array.from({ length: 32 }, (_, i) => 3 + ((i * 7919) % 5000));
+        const run = async (promptIds: number[]) => {
+          const gen = engine.generate({ promptIds, sampling: GREEDY, maxTokens: 3 });
+          for (let r = await gen.next();; r = await gen.next()) if (r.done) return r.value.cachedTokens;
+        };
+        assertEquals(await run([...common, 101, 102, 103]), 0);
+        calls.length = 0;
+        const b = [...common, 201, 202];
+        assertEquals(await run(b), 31, "the last cached position runs again");
+        // The draft's catch-up wrote position 31 with b's token 32 (the first writer's was 101).
+        const at31 = calls.flatMap((c) => c.pos.flatMap((p, i) => p === 31 ? [c.ids[i]] : []));
+        assertEquals(at31, [201]);
+      } finally {
+        await engine.close();
+      }
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
