@@ -480,9 +480,11 @@ export class ModelEngine implements Engine {
         seqIndex.push(s);
         hiddenRows.push(base + p - start);
       }
-      // A decoding sequence proposes: at most what it may still emit after the next token, within the cache.
-      const k = Math.min(draft.numTokens, seq.remaining - 1);
-      if (seq.pending === 1 && end === seq.computed && k >= 1 && this.#model.pool.grow(seq.blocks!, end + k)) {
+      // A decoding sequence proposes: at most what it may still emit after the next token, within the cache, and
+      // only into empty blocks (fewer when they are short): proposing never evicts a cached prefix.
+      let k = seq.pending === 1 && end === seq.computed ? Math.min(draft.numTokens, seq.remaining - 1) : 0;
+      while (k >= 1 && !this.#model.pool.growFromEmpty(seq.blocks!, end + k)) k--;
+      if (k >= 1) {
         logitRows.push(ids.length - 1);
         proposers.push({ seq, table: seq.blocks!.blockTable.slice(), end, k });
       }

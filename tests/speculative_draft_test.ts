@@ -130,7 +130,7 @@ Deno.test("engine with a draft: a prefix hit runs its last cached position again
         assertEquals(await run([...common, 101, 102, 103]), 0);
         calls.length = 0;
         const b = [...common, 201, 202];
-        assertEquals(await run(b), 31, "the last cached position runs again");
+        assertEquals(await run(b), 32, "reported as served from the cache");
         // The draft's catch-up wrote position 31 with b's token 32 (the first writer's was 101).
         const at31 = calls.flatMap((c) => c.pos.flatMap((p, i) => p === 31 ? [c.ids[i]] : []));
         assertEquals(at31, [201]);
