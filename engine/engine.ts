@@ -512,7 +512,7 @@ export class ModelEngine implements Engine {
         const { proposals, probs } = specs[i];
         const { seq } = proposers[i];
         const row = logits.subarray(r * vocab, (r + 1) * vocab);
-        const q = this.#draftDistribution(seq, row);
+        const q = this.#draftDistribution(seq, row, j);
         proposals.push(q === null ? argmaxOf(row) : sampleFrom(q, seq.sampling.rng.uniform()));
         probs.push(q);
         lastRow[i] = r;
@@ -540,9 +540,12 @@ export class ModelEngine implements Engine {
    * else the draft's logits under the sequence's temperature, top-k, top-p and min-p (no penalties or constraint:
    * any draft distribution keeps the output exact; the closer to the target's, the more is accepted).
    */
-  #draftDistribution(seq: Sequence, row: Float32Array): Float64Array | null {
+  #draftDistribution(seq: Sequence, row: Float32Array, j: number): Float64Array | null {
     const p = seq.sampling.params;
     if (!(p.temperature > 0)) return null;
+    // One buffer per proposal index, kept by the sequence: last step's were read by the verification before this.
+    const buffers = seq.draftProbs ??= [];
+    const out = buffers[j] ??= new Float64Array(row.length);
     seq.draftSampling ??= new SamplingState({
       temperature: p.temperature,
       topK: p.topK,
@@ -551,7 +554,7 @@ export class ModelEngine implements Engine {
       presencePenalty: 0,
       frequencyPenalty: 0,
     }, []);
-    return this.#sampler.distribution(row, seq.draftSampling);
+    return this.#sampler.distribution(row, seq.draftSampling, Infinity, out);
   }
 
   /** Runs the step with the sampler on the backend: masks and draws go up, `R` ids come back, no logits. */
