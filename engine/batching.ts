@@ -30,6 +30,12 @@ export interface BatchPolicyOptions {
   /** Whether admission looks for cached prefix blocks. */
   prefixCaching: boolean;
   /**
+   * Speculative decoding: a prefix hit reuses one token fewer, so the sequence's first step runs the last cached
+   * position again (the same target cache entry) and the draft's catch-up rewrites the draft's entry there, which
+   * holds the token after it (of whichever sequence wrote the block first, not necessarily this one's).
+   */
+  rerunLastCached?: boolean;
+  /**
    * Called for a sequence preempted by recompute, after its blocks are released: it gives back what else it holds
    * until it runs again (image-store rows), so a preempted sequence never blocks the running ones.
    */
@@ -112,6 +118,9 @@ export class BatchPolicy {
     const drafted = new Map<Sequence, number>(); // proposals verified with them (within `counts`)
     const failed: Sequence[] = [];
     let preempted = false;
+    // Room taken ahead for last step's proposals goes back first: no sequence is preempted, and no cached prefix
+    // evicted, while it sits held; proposals get blocks again below, from what is left empty.
+    for (const seq of this.running) pool.shrink(seq.blocks!, seq.tokens.length);
     // Proposals take only what the budget leaves once every decoding sequence has its own token.
     let decodersLeft = this.running.filter((seq) => seq.pending === 1 && !seq.paused).length;
     // Decodes first, then prefill chunks, each oldest first.
@@ -119,11 +128,10 @@ export class BatchPolicy {
       for (let i = 0; i < this.running.length && budget > 0; i++) {
         const seq = this.running[i];
         if ((seq.pending === 1) !== decoding || seq.paused) continue;
-        let k = decoding ? Math.max(0, Math.min(seq.spec?.proposals.length ?? 0, budget - decodersLeft--)) : 0;
-        // Proposals never cost another sequence its blocks: without room they are dropped, not preempted for.
-        if (k > 0 && !pool.grow(seq.blocks!, seq.computed + 1 + k)) k = 0;
+        const k = decoding ? Math.max(0, Math.min(seq.spec?.proposals.length ?? 0, budget - decodersLeft--)) : 0;
+        // The budget is held for the proposals here; their blocks come last, from empty ones (below).
         const n = Math.min(seq.pending, budget) + k;
-        while (seq.status === "running" && !pool.grow(seq.blocks!, seq.computed + n)) {
+        while (seq.status === "running" && !pool.grow(seq.blocks!, seq.computed + n - k)) {
           if (this.running.length === 1) {
             // Every other block is free: this sequence cannot fit in the cache at all.
             this.remove(seq);
@@ -164,7 +172,9 @@ export class BatchPolicy {
         continue;
       }
       const blocks = pool.newSequence();
-      const cached = this.#o.prefixCaching ? pool.reusePrefix(blocks, seq.cacheKeys) : 0;
+      const hit = this.#o.prefixCaching ? pool.reusePrefix(blocks, seq.cacheKeys) : 0;
+      // The blocks stay; with rerunLastCached their last position runs again (still reported as cached).
+      const cached = hit > 0 && this.#o.rerunLastCached ? hit - 1 : hit;
       const n = Math.min(seq.tokens.length - cached, budget);
       let fits = pool.grow(blocks, cached + n);
       while (!fits && this.#preemptPaused()) {
@@ -183,11 +193,19 @@ export class BatchPolicy {
       seq.blocks = blocks;
       seq.computed = cached;
       seq.status = "running";
-      if (!seq.admitted) seq.stream.cachedTokens = Math.min(cached, seq.promptLen);
+      if (!seq.admitted) seq.stream.cachedTokens = Math.min(hit, seq.promptLen);
       seq.admitted = true;
       this.running.push(seq);
       counts.set(seq, n);
       budget -= n;
+    }
+    // Proposals never cost another sequence its blocks nor a cached prefix: after every sequence's own tokens and
+    // admissions, each gets what empty blocks allow (fewer proposals, or none, when they are short).
+    for (const [seq, k] of drafted) {
+      let fit = k;
+      while (fit > 0 && !pool.growFromEmpty(seq.blocks!, seq.computed + 1 + fit)) fit--;
+      counts.set(seq, counts.get(seq)! - (k - fit));
+      drafted.set(seq, fit);
     }
     const chunks: Chunk[] = [];
     for (const [seq, n] of counts) {

@@ -72,6 +72,11 @@ export class DraftModel {
     this.#target = init.target;
   }
 
+  /** The draft's step graph (names of its own weights and caches prefixed `draft.`). */
+  get graph(): Graph {
+    return this.#executor.graph;
+  }
+
   /** The draft's plan (its caches are its state). */
   get plan(): Plan {
     return this.#executor.plan;

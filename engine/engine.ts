@@ -171,6 +171,8 @@ export class ModelEngine implements Engine {
       maxNumSeqs,
       maxTokens,
       prefixCaching: options.prefixCaching ?? true,
+      // The draft's cache entry at a hit's last position holds the next token of the block's first writer.
+      rerunLastCached: (options.speculative ?? true) && model.draft !== null,
       // Recomputed from the start, it encodes its images again: its store rows go back meanwhile.
       onPreempt: (seq) => this.#releaseImages(seq),
     });
@@ -478,9 +480,11 @@ export class ModelEngine implements Engine {
         seqIndex.push(s);
         hiddenRows.push(base + p - start);
       }
-      // A decoding sequence proposes: at most what it may still emit after the next token, within the cache.
-      const k = Math.min(draft.numTokens, seq.remaining - 1);
-      if (seq.pending === 1 && end === seq.computed && k >= 1 && this.#model.pool.grow(seq.blocks!, end + k)) {
+      // A decoding sequence proposes: at most what it may still emit after the next token, within the cache, and
+      // only into empty blocks (fewer when they are short): proposing never evicts a cached prefix.
+      let k = seq.pending === 1 && end === seq.computed ? Math.min(draft.numTokens, seq.remaining - 1) : 0;
+      while (k >= 1 && !this.#model.pool.growFromEmpty(seq.blocks!, end + k)) k--;
+      if (k >= 1) {
         logitRows.push(ids.length - 1);
         proposers.push({ seq, table: seq.blocks!.blockTable.slice(), end, k });
       }
@@ -508,7 +512,7 @@ export class ModelEngine implements Engine {
         const { proposals, probs } = specs[i];
         const { seq } = proposers[i];
         const row = logits.subarray(r * vocab, (r + 1) * vocab);
-        const q = this.#draftDistribution(seq, row);
+        const q = this.#draftDistribution(seq, row, j);
         proposals.push(q === null ? argmaxOf(row) : sampleFrom(q, seq.sampling.rng.uniform()));
         probs.push(q);
         lastRow[i] = r;
@@ -536,9 +540,12 @@ export class ModelEngine implements Engine {
    * else the draft's logits under the sequence's temperature, top-k, top-p and min-p (no penalties or constraint:
    * any draft distribution keeps the output exact; the closer to the target's, the more is accepted).
    */
-  #draftDistribution(seq: Sequence, row: Float32Array): Float64Array | null {
+  #draftDistribution(seq: Sequence, row: Float32Array, j: number): Float64Array | null {
     const p = seq.sampling.params;
     if (!(p.temperature > 0)) return null;
+    // One buffer per proposal index, kept by the sequence: last step's were read by the verification before this.
+    const buffers = seq.draftProbs ??= [];
+    const out = buffers[j] ??= new Float64Array(row.length);
     seq.draftSampling ??= new SamplingState({
       temperature: p.temperature,
       topK: p.topK,
@@ -547,7 +554,7 @@ export class ModelEngine implements Engine {
       presencePenalty: 0,
       frequencyPenalty: 0,
     }, []);
-    return this.#sampler.distribution(row, seq.draftSampling);
+    return this.#sampler.distribution(row, seq.draftSampling, Infinity, out);
   }
 
   /** Runs the step with the sampler on the backend: masks and draws go up, `R` ids come back, no logits. */

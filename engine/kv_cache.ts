@@ -97,6 +97,41 @@ export class BlockPool {
     return true;
   }
 
+  /** Free blocks holding no cached prefix: what {@link BlockPool.growFromEmpty} may take without evicting one. */
+  get emptyBlocks(): number {
+    return this.empty.length;
+  }
+
+  /**
+   * Like {@link BlockPool.grow}, from empty blocks only: never evicts a cached prefix (speculative proposals' room).
+   * Returns false (allocating nothing) when the empty blocks are too few.
+   */
+  growFromEmpty(seq: SequenceBlocks, numTokens: number): boolean {
+    const need = Math.ceil(numTokens / this.blockSize) - seq.blockTable.length;
+    if (need <= 0) return true;
+    if (need > this.empty.length) return false;
+    for (let i = 0; i < need; i++) seq.blockTable.push(this.take());
+    return true;
+  }
+
+  /**
+   * Releases the sequence's blocks past those `numTokens` tokens need (never below its written entries): room taken
+   * ahead for speculative proposals goes back. Returns the blocks released.
+   */
+  shrink(seq: SequenceBlocks, numTokens: number): number {
+    const keep = Math.max(Math.ceil(numTokens / this.blockSize), Math.ceil(seq.numTokens / this.blockSize));
+    let n = 0;
+    while (seq.blockTable.length > Math.max(keep, seq.hashes.length)) {
+      const block = seq.blockTable.pop()!;
+      if (--this.refs[block] === 0) {
+        if (this.hashOf[block] !== null) this.evictable.set(block, true);
+        else this.empty.push(block);
+      }
+      n++;
+    }
+    return n;
+  }
+
   /**
    * Records that the sequence's cache now holds `ids` (its whole token history) up to `numTokens`, publishing every
    * newly completed block for prefix reuse.

@@ -25,7 +25,7 @@ import { DraftModel, openDraft, type SpeculativeOptions } from "./draft_model.ts
 
 export { checkSpeculativeTokens, DraftModel, MAX_SPECULATIVE_TOKENS } from "./draft_model.ts";
 export type { DraftStepInput, SpeculativeOptions } from "./draft_model.ts";
-import { type Backend, kindOf, weightBytes } from "../runtime/backend.ts";
+import { alignUp, type Backend, kindOf, tensorBytes, weightBytes } from "../runtime/backend.ts";
 import { createBackend, createBackends } from "../runtime/registry.ts";
 import { PlanExecutor, Residency, sharedArenaBytes } from "../runtime/plan_executor.ts";
 import type { Plan } from "../runtime/schedule.ts";
@@ -352,19 +352,25 @@ export class Model<C extends StepConfig = Mistral4Config> {
   get plannedMemory(): { weights: number; state: number; arena: number; io: number } {
     const sum = { weights: 0, state: 0, arena: 0, io: 0 };
     const plans = [this.#executor.plan, ...(this.draft ? [this.draft.plan] : [])];
-    for (const [i, plan] of plans.entries()) {
+    for (const plan of plans) {
       for (const m of Object.values(plan.memory.perBackend)) {
-        // The draft's plan also lists the weights and state it shares with the target (embedding, head,
-        // eagle.hidden): only its own count again.
-        sum.weights += i === 0 ? m.weightBytes : 0;
-        sum.state += i === 0 ? m.stateBytes : 0;
+        // The draft's plan counts none of the target's weights it reads where the target has them (embedding,
+        // head: one buffer each); a copy elsewhere is its own.
+        sum.weights += m.weightBytes;
+        sum.state += m.stateBytes;
         sum.arena += m.arenaBytes;
         sum.io += m.ioBytes;
       }
     }
     if (this.draft) {
-      sum.weights += this.draft.weightBytes;
-      sum.state += this.draft.cacheBytes;
+      // The state the draft shares with the target (eagle.hidden) is the target's buffer: its own caches only.
+      const own = new Set(this.#executor.plan.state.map((s) => `${s.backend}\u0000${s.name}`));
+      const table = tensorTable(this.draft.graph);
+      for (const s of this.draft.plan.state) {
+        if (!own.has(`${s.backend}\u0000${s.name}`)) continue;
+        const b = this.backends.find((x) => x.name === s.backend)!;
+        sum.state -= alignUp(tensorBytes(b.caps, table[s.tensor]), b.caps.alignment);
+      }
     }
     const small = this.#small?.executor.plan;
     if (small) {

@@ -130,18 +130,20 @@ function countedTwice(plans: readonly Plan[], { graphs, backends, arenaGroups }:
 
 /**
  * Schedules `graphs` in order over `backends`, each within the memory the ones before it leave, and keeping a state
- * an earlier plan placed (the image store, the encoder's state between stages) where it is.
+ * an earlier plan placed (the image store, the encoder's state between stages) where it is, and a weight (the
+ * target's embedding and head in an EAGLE draft's graph): one buffer, counted once.
  */
 function scheduleAll(
   graphs: readonly Graph[],
   backends: readonly Backend[],
   o: { strict?: boolean; reserveBytes?: number; sizing?: boolean; arenaGroups?: readonly (string | undefined)[] },
 ): Plan[] {
-  const plans: Plan[] = [], stateHomes: Record<string, string> = {};
+  const plans: Plan[] = [], stateHomes: Record<string, string> = {}, weightHomes: Record<string, string> = {};
   const { arenaGroups, ...options } = o, sharing = { graphs, backends, arenaGroups };
   for (const g of graphs) {
-    const plan = schedule(g, backends, { ...options, usedBytes: usedBy(plans, sharing), stateHomes });
+    const plan = schedule(g, backends, { ...options, usedBytes: usedBy(plans, sharing), stateHomes, weightHomes });
     for (const s of plan.state) stateHomes[s.name] ??= s.backend; // later plans keep a shared state there
+    for (const w of plan.weights) weightHomes[w.name] ??= w.backends[0]; // and a shared weight (counted once)
     plans.push(plan);
   }
   return plans;

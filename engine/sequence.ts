@@ -61,6 +61,8 @@ export class Sequence {
   spec: { proposals: number[]; probs: (Float64Array | null)[] } | null = null;
   /** The settings the draft's proposals are drawn with (temperature and filters only), made at its first proposal. */
   draftSampling: SamplingState | null = null;
+  /** The draft's distributions, one buffer per proposal index, reused from step to step (`spec.probs` holds them). */
+  draftProbs: Float64Array[] | null = null;
   #keys: number[] | null = null;
 
   /** Wraps a validated request. */

@@ -1,5 +1,5 @@
 import { assert, assertAlmostEquals, assertEquals, assertThrows } from "../tests/assert.ts";
-import { chiSquare, chiSquarePValue } from "../tests/stats.ts";
+import { chiSquare, chiSquarePValue, pooledChiSquare } from "../tests/stats.ts";
 import { Rng } from "./sampler.ts";
 import { acceptProposal, sampleFrom, sampleResidual, verifyChain } from "./speculative.ts";
 
@@ -19,6 +19,10 @@ Deno.test("chi-square helper: known p-values", () => {
   assertAlmostEquals(chiSquarePValue(24.995790, 15), 0.05, 1e-6);
   assertAlmostEquals(chiSquarePValue(30.577914, 15), 0.01, 1e-6);
   assertEquals(chiSquare([1, 0], [0, 1]).stat, Infinity);
+  // Pooled: bins expecting < 5 (here 2 and 3 of 100) become one bin expecting 5.
+  assertEquals(pooledChiSquare([50, 40, 4, 6], [0.5, 0.45, 0.02, 0.03]), chiSquare([50, 40, 10], [0.5, 0.45, 0.05]));
+  assertEquals(pooledChiSquare([50, 40, 4, 6], [0.5, 0.45, 0.05, 0]).stat, Infinity);
+  assertEquals(pooledChiSquare([60, 40], [0.6, 0.4]), chiSquare([60, 40], [0.6, 0.4]));
 });
 
 /**
@@ -59,7 +63,7 @@ Deno.test("verifyChain: every emitted token follows the target's distribution (1
   for (let i = 0; i < positions; i++) {
     for (const parity of [0, 1]) {
       if (i === 0 && parity === 1) continue; // position 0 follows token 0
-      const { stat, dof } = chiSquare(counts[i][parity], P[i][parity]);
+      const { stat, dof } = pooledChiSquare(counts[i][parity], P[i][parity]);
       const p = chiSquarePValue(stat, dof);
       assert(p > 1e-3, `position ${i}, previous parity ${parity}: chi-square ${stat.toFixed(1)} (dof ${dof}), p ${p}`);
     }

@@ -21,6 +21,7 @@ import { getOp } from "../ops/mod.ts";
 import { type ResolvedModel, resolveModel } from "./models/mod.ts";
 import {
   cacheBytesPerToken,
+  isDenseLayer,
   linearDtype,
   type Mistral4Config,
   type SoftmaxScaleMode,
@@ -186,7 +187,7 @@ export async function inspectModel(model: string, options: InspectOptions = {}):
   for (let i = 0; i < c.num_hidden_layers; i++) {
     rows.push({
       layer: i,
-      kind: i < c.first_k_dense_replace ? "dense" : "moe",
+      kind: isDenseLayer(c, i) ? "dense" : "moe",
       params: 0,
       activeParams: 0,
       weightBytes: 0,

@@ -32,7 +32,18 @@ export function speculativePairConfigs(preset = "tiny"): { target: Mistral4Confi
 /** Writes the pair (module docs) under `dir`; returns the target's and the draft's directories. */
 export async function writeSpeculativePair(
   dir: string,
-  o: { outScale: number; seed?: number; preset?: string; headScale?: number },
+  o: {
+    outScale: number;
+    seed?: number;
+    preset?: string;
+    headScale?: number;
+    /**
+     * What `fc` passes: the token's embedding (`[I | 0]`, the default) or the target's hidden state (`[0 | I]`,
+     * with the draft's final norm all ones: proposal 0's logits are then the target's at the same position divided
+     * by the hidden state's RMS, so its argmax is the target's).
+     */
+    fc?: "embedding" | "hidden";
+  },
 ): Promise<{ target: string; draft: string }> {
   const { target, draft } = speculativePairConfigs(o.preset);
   const seed = o.seed ?? 0;
@@ -46,9 +57,14 @@ export async function writeSpeculativePair(
     const w = f32(dw.get(t.name)!);
     if (t.name === "eagle.fc") {
       w.fill(0);
-      for (let i = 0; i < D; i++) w[i * 2 * D + i] = 1; // [I | 0]: out row i takes the embedding's element i
+      // [I | 0]: out row i takes the embedding's element i; [0 | I]: the hidden state's.
+      const at = o.fc === "hidden" ? D : 0;
+      for (let i = 0; i < D; i++) w[i * 2 * D + at + i] = 1;
     } else if (OUTPUTS.test(t.name)) w.fill(0);
-    else if (t.name === "norm") w.set(f32(tw.get("norm")!));
+    else if (t.name === "norm") {
+      if (o.fc === "hidden") w.fill(1);
+      else w.set(f32(tw.get("norm")!));
+    }
   }
   const paths = { target: `${dir}/target`, draft: `${dir}/draft` };
   await makeCheckpoint({ config: target, out: paths.target, weights: tw, dtype: "f32", force: true });

@@ -21,6 +21,36 @@ export function chiSquare(counts: ArrayLike<number>, probs: ArrayLike<number>): 
   return { stat, dof: bins - 1 };
 }
 
+/**
+ * {@link chiSquare} with the bins expecting fewer than `minExpected` (n · p < 5 by default: the statistic's
+ * chi-square approximation needs it) pooled into one bin; a count where p = 0 is still an infinite statistic.
+ */
+export function pooledChiSquare(
+  counts: ArrayLike<number>,
+  probs: ArrayLike<number>,
+  minExpected = 5,
+): { stat: number; dof: number } {
+  let n = 0;
+  for (let i = 0; i < counts.length; i++) n += counts[i];
+  const keptCounts: number[] = [], keptProbs: number[] = [];
+  let restCount = 0, restProb = 0;
+  for (let i = 0; i < counts.length; i++) {
+    if (probs[i] === 0 && counts[i] !== 0) return { stat: Infinity, dof: 1 };
+    if (n * probs[i] >= minExpected) {
+      keptCounts.push(counts[i]);
+      keptProbs.push(probs[i]);
+    } else {
+      restCount += counts[i];
+      restProb += probs[i];
+    }
+  }
+  if (restProb > 0 || restCount > 0) {
+    keptCounts.push(restCount);
+    keptProbs.push(restProb);
+  }
+  return chiSquare(keptCounts, keptProbs);
+}
+
 /** P(X ≥ stat) for X chi-square with `dof` degrees of freedom: the regularised upper incomplete gamma Q(dof/2, stat/2). */
 export function chiSquarePValue(stat: number, dof: number): number {
   if (!Number.isFinite(stat)) return 0;

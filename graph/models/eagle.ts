@@ -15,8 +15,8 @@
  * | `norm` | [D] | `model.norm.weight` | `norm.weight` |
  *
  * where `o` is 0 or the target's layer count (the release numbers its two layers 36, 37): the loader takes the
- * lowest layer index the file uses. Layer `i` (from 0) has a dense FFN when `i < first_k_dense_replace` of the
- * draft's own config, MoE otherwise. In the engine every draft name is prefixed `draft.` (weights, caches, nodes).
+ * lowest layer index the file uses. Layer `i` (from 0) has a dense FFN when `o + i < first_k_dense_replace` of the
+ * draft's own config (vLLM numbers draft layers from the target's count, MODEL.md §7), MoE otherwise. In the engine every draft name is prefixed `draft.` (weights, caches, nodes).
  *
  * @example
  * ```ts
@@ -74,7 +74,8 @@ export function eagleConfig(target: Mistral4Config, o: { layers: number; dense?:
   return {
     ...target,
     num_hidden_layers: o.layers,
-    first_k_dense_replace: dense,
+    // Counted in the checkpoint's numbering, after the target's layers (`isDenseLayer`).
+    first_k_dense_replace: dense > 0 ? target.num_hidden_layers + dense : 0,
     intermediate_size: dense > 0 && target.intermediate_size <= 0
       ? 4 * target.moe_intermediate_size
       : target.intermediate_size,

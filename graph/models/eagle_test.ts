@@ -30,7 +30,7 @@ Deno.test("eagle presets: one per target, layers after the target's, tiny with a
   const { target, draft } = eaglePresetConfig("tiny-eagle");
   assertEquals(target, "tiny");
   assertEquals(draft.num_hidden_layers, 2);
-  assertEquals(draft.first_k_dense_replace, 1);
+  assertEquals(draft.first_k_dense_replace, 3); // in the checkpoint's numbering: layer 2 (the draft's 0) is dense
   assertEquals(draft.eagle, { layer_offset: 2 });
   assertEquals(draft.vision_config, null);
   assertEquals(eaglePresetConfig("demo-eagle").draft.eagle, { layer_offset: 4 });
@@ -50,7 +50,11 @@ Deno.test("eagle tensors: no embedding or head of its own, eagle.fc 2D → D, na
   assertEquals(mistral.get("norm.weight"), "norm");
   assert(![...mistral.keys()].some((n) => n.startsWith("layers.0.") || n.startsWith("tok_embeddings")));
   const hf = new Map(
-    checkpointTensors({ ...draft, eagle: { layer_offset: 0 } }, "hf").map((t) => [t.checkpointName, t]),
+    // Numbered from 0 in its file, its switch counts from 0 too.
+    checkpointTensors({ ...draft, eagle: { layer_offset: 0 }, first_k_dense_replace: 1 }, "hf").map((t) => [
+      t.checkpointName,
+      t,
+    ]),
   );
   assertEquals(hf.get("model.fc.weight")!.canonicalName, "eagle.fc");
   assert(hf.has("model.layers.0.mlp.gate_proj.weight") && hf.has("model.layers.1.mlp.experts.gate_up_proj"));
@@ -121,4 +125,31 @@ Deno.test("eagle graphs: the target writes its final-norm rows into eagle.hidden
   const states = draft.inputs.filter((t) => t.state).map((t) => t.name).sort();
   assertEquals(states, ["draft.layers.0.cache", "draft.layers.1.cache", EAGLE_HIDDEN]);
   assertEquals(draft.outputs.map((o) => o.name), ["logits"]);
+});
+
+Deno.test("eagle layers: dense or MoE by the checkpoint's numbering (local index + layer_offset vs first_k_dense_replace)", () => {
+  const target = presetConfig("tiny"); // 2 layers: a draft's layers are numbered 2, 3
+  const base = eagleConfig(target, { layers: 2, dense: 1 });
+  const kinds = (c: typeof base) => {
+    const names = new Set(canonicalTensors(c).map((t) => t.name));
+    const g = new GraphBuilder();
+    buildDraft(g, c, target, IO);
+    const ops = g.build().nodes;
+    return [0, 1].map((i) => {
+      const dense = names.has(`layers.${i}.mlp.down`), moe = names.has(`layers.${i}.moe.router`);
+      assert(dense !== moe, `layer ${i}: one FFN kind`);
+      // The graph agrees with the tensor list: a dense layer has no router node.
+      const routed = ops.some((n) => n.name.startsWith(`draft.layers.${i}.`) && n.op === "moe_experts");
+      assertEquals(routed, moe, `layer ${i} graph`);
+      return dense ? "dense" : "moe";
+    });
+  };
+  // first_k_dense_replace 3 with offset 2: checkpoint layer 2 dense, 3 MoE.
+  assertEquals(kinds(base), ["dense", "moe"]);
+  // 2 (the target's count): no draft layer is dense, though the local indices 0 and 1 are below it.
+  assertEquals(kinds({ ...base, first_k_dense_replace: 2 }), ["moe", "moe"]);
+  // 4: both dense.
+  assertEquals(kinds({ ...base, first_k_dense_replace: 4 }), ["dense", "dense"]);
+  // Numbered from 0 in its file: the switch counts from 0.
+  assertEquals(kinds({ ...base, eagle: { layer_offset: 0 }, first_k_dense_replace: 1 }), ["dense", "moe"]);
 });

@@ -30,7 +30,7 @@ import { queryTemperature, ropeTable, softmaxScale } from "../blocks/rope.ts";
 import { swigluMlp } from "../blocks/swiglu.ts";
 import { scatterRows } from "../../ops/scatter_rows.ts";
 import { writeRows } from "../../ops/write_rows.ts";
-import { isQuantizedLinear, type Mistral4Config, type Mistral4LinearGroup } from "./mistral4_config.ts";
+import { isDenseLayer, isQuantizedLinear, type Mistral4Config, type Mistral4LinearGroup } from "./mistral4_config.ts";
 
 export * from "./mistral4_config.ts";
 export * from "./mistral4_presets.ts";
@@ -260,7 +260,8 @@ export interface DecoderLayersOptions {
 
 /**
  * The decoder layers of `config` over `h [T, D]`: per layer `h += MLA(rms_norm(h)); h += FFN(rms_norm(h))`, the FFN
- * dense for layers below `first_k_dense_replace` and MoE after. Declares one latent cache per layer as state
+ * dense for layers below `first_k_dense_replace` and MoE after (a draft's layers counted after the target's:
+ * `isDenseLayer`). Declares one latent cache per layer as state
  * `${prefix}.{i}.cache`. Shared by the decoder and the EAGLE draft head.
  */
 export function decoderLayers(
@@ -304,7 +305,7 @@ export function decoderLayers(
     h = add(g, h, attn, { name: `${p}.h_attn` });
 
     const xf = norm(g, h, { weight: `${p}.ffn_norm`, dim: D, dtype: dt, eps: c.rms_norm_eps, name: `${p}.ffn_in` });
-    const ffn = l < c.first_k_dense_replace
+    const ffn = isDenseLayer(c, l)
       ? swigluMlp(g, xf, {
         prefix: `${p}.mlp`,
         hidden: D,

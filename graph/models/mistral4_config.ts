@@ -246,6 +246,15 @@ export interface EagleSettings {
   layer_offset: number;
 }
 
+/**
+ * Whether layer `i` (canonical, from 0) has a dense FFN: its index in the checkpoint's numbering (a draft's layers
+ * continue after the target's: `i + eagle.layer_offset`, as vLLM numbers them from `start_layer_id`) is below
+ * `first_k_dense_replace`.
+ */
+export function isDenseLayer(c: Mistral4Config, i: number): boolean {
+  return i + (c.eagle?.layer_offset ?? 0) < c.first_k_dense_replace;
+}
+
 type Json = Record<string, unknown>;
 
 /** Throws a CheckpointError("bad_config") naming `where`; used by both readers. */

@@ -50,7 +50,7 @@
  * @module
  */
 import type { DType } from "../dtype.ts";
-import { isQuantizedLinear, type Mistral4Config, type Mistral4LinearGroup } from "./mistral4_config.ts";
+import { isDenseLayer, isQuantizedLinear, type Mistral4Config, type Mistral4LinearGroup } from "./mistral4_config.ts";
 
 /** Which file layout a checkpoint uses (MODEL.md §2). */
 export type CheckpointLayout = "hf" | "mistral";
@@ -311,7 +311,7 @@ function buildTable(c: Mistral4Config): Table {
     );
     t.linear(`${n}.attn.wo`, H * c.v_head_dim, "attention", one(`${ha}.o_proj`, `${ma}.wo`, D));
     t.plain(`${n}.ffn_norm`, [D], dt, "text", `${h}.post_attention_layernorm.weight`, `${m}.ffn_norm.weight`);
-    if (i < c.first_k_dense_replace) {
+    if (isDenseLayer(c, i)) {
       const I = c.intermediate_size;
       t.linear(`${n}.mlp.gate_up`, D, "dense_mlp", gateUp(`${h}.mlp`, `${m}.feed_forward`, I));
       t.linear(`${n}.mlp.down`, I, "dense_mlp", one(`${h}.mlp.down_proj`, `${m}.feed_forward.w2`, D));

@@ -37,6 +37,12 @@ export type ScheduleOptions = {
    * there the ops without weights that read or write them, so every plan finds one buffer.
    */
   stateHomes?: Readonly<Record<string, string>>;
+  /**
+   * Where weights this plan shares with others already live, by name (the target's embedding and head an EAGLE
+   * draft declares under the same names): the plan keeps them there (one buffer) and does not count them again
+   * (`usedBytes` holds them); the ops reading them run there, and a copy of activations goes where they are needed.
+   */
+  weightHomes?: Readonly<Record<string, string>>;
 };
 
 /** Shared, read-only inputs of the passes. */

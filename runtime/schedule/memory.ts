@@ -38,8 +38,11 @@ export function planMemory(ctx: Context, split: Split): Record<string, BackendMe
       }
     }
     const arenaBytes = packed.arenaBytes.reduce((a, b) => a + b, 0);
+    // A weight at the home another plan gave it is that plan's buffer (`weightHomes`): not counted here.
+    const shared = (s: { tensor: number; in: string }) =>
+      s.in === "weight" && ctx.options.weightHomes?.[ctx.table[s.tensor].name] === backend.name;
     const sum = (residences: string[]) =>
-      mine.filter((s) => residences.includes(s.in)).reduce((n, s) => n + alignUp(s.bytes, alignment), 0);
+      mine.filter((s) => residences.includes(s.in) && !shared(s)).reduce((n, s) => n + alignUp(s.bytes, alignment), 0);
     const memory: BackendMemory = {
       arenaBytes,
       arenas: packed.arenaBytes,

@@ -23,7 +23,8 @@ export type WeightHome = { backend: string; pinned: boolean; why?: string };
  * has room (`caps.memoryBytes` less `reserveBytes`, counting weights only: the arena is not known yet). Failing
  * that, the first that can store it and supports some consumer; then the first that can store it at all.
  * `weightPlacement` overrides. Instances of one kind (`wasm:0`, `wasm:1`…) fill in order: a weight never goes to
- * an instance before the last one used, so a model too big for one splits by layer, in graph order.
+ * an instance before the last one used, so a model too big for one splits by layer, in graph order. A weight
+ * `weightHomes` names stays on that backend (another plan's buffer) and takes none of the room.
  */
 export function placeWeights(ctx: Context): Map<number, WeightHome> {
   const homes = new Map<number, WeightHome>();
@@ -54,6 +55,18 @@ export function placeWeights(ctx: Context): Map<number, WeightHome> {
       startLayer(layer);
     }
     const storable = ctx.backends.filter((b) => canStore(b.caps, w.dtype) && open(b));
+    const shared = ctx.options.weightHomes?.[w.name];
+    if (shared !== undefined) {
+      // Another plan's buffer: kept where it is, not counted again, and no instance floor moves for it.
+      const b = ctx.byName.get(shared);
+      if (!b) {
+        throw new ScheduleError(
+          `weight ${w.name} lives on ${shared} (another plan shares it), not one of ${names(ctx)}`,
+        );
+      }
+      homes.set(w.id, { backend: b.name, pinned: true });
+      continue;
+    }
     const pinned = ctx.options.weightPlacement?.(w, consumers);
     let chosen: Backend | undefined;
     if (pinned !== undefined) {
