@@ -35,7 +35,8 @@
  * `--profile` (wasm backend) then runs three more prefills and `--gen` more decode steps at the first batch size with
  * every op timed and prints, for each,
  * milliseconds per step by op kind (matmuls by weight dtype and name), the host time around the backend's runs,
- * and the thread-pool jobs per step with the measured cost of an empty one.
+ * and the thread-pool jobs per step with the measured cost of an empty one. With `--backend onnx,wasm` it profiles
+ * decode alone (the wasm-only plan of small steps; prefill runs mostly on onnx, which it cannot time by op).
  *
  * @module
  */
@@ -250,7 +251,6 @@ async function emptyJobMs(): Promise<number> {
 
 /** Runs `steps` with every op timed and returns the table of ms per step by key, titled `title`. */
 async function profileTable(title: string, steps: () => Promise<void>): Promise<string> {
-  if (model.backend.name !== "wasm") throw new Error(`--profile needs the wasm backend, not ${model.backend.name}`);
   stepMs = [];
   profileSteps = true;
   await steps();
@@ -288,10 +288,15 @@ for (const b of batches) {
   for (let r = 0; r < repetitions; r++) runs.push(await decode(model, b));
   decodeTps[b] = runs.sort((x, y) => x - y)[runs.length >> 1];
 }
+// With onnx leading, decode runs the wasm-only plan of small steps: only its table means something.
+const wasmDecode = model.backend.name === "wasm" || model.smallStepPlan !== null;
+if (values.profile && !wasmDecode) throw new Error(`--profile needs wasm decode, not ${model.backend.name}`);
 const profile = !values.profile ? "" : [
-  await profileTable(`prefill ${promptLen} tokens`, async () => {
-    for (let i = 0; i < 3; i++) await prefillOnce(model);
-  }),
+  ...(model.backend.name !== "wasm" ? [] : [
+    await profileTable(`prefill ${promptLen} tokens`, async () => {
+      for (let i = 0; i < 3; i++) await prefillOnce(model);
+    }),
+  ]),
   await profileTable(`decode batch ${batches[0]}`, async () => void await decode(model, batches[0])),
 ].join("\n");
 // Speculative rows through the engine (decode of --gen tokens after 16-token prompts), one per batch size.
