@@ -4,7 +4,8 @@
  *
  * - Memory: every buffer is an allocation in the wasm memory (wasm32: 4 GiB at most, shared by weights, caches,
  *   activations and scratch). `write`, `read`, `copy` and `fill` are memcpy/memset; `transfer` to another wasm
- *   instance is one memcpy between the two memories; runs are synchronous, so `sync` has nothing to wait for. A
+ *   instance is one memcpy between the two memories, to any other backend its `write` of a view of this memory (one
+ *   copy, no read-back); runs are synchronous, so `sync` has nothing to wait for. A
  *   model that does not fit is refused by the scheduler, or by `alloc` with an `OutOfMemoryError`.
  * - Dtypes: activations f32, ids i32, caches f32 or bf16; weights f32, bf16, f8e4m3, q8, q4 and nvfp4 (as released:
  *   E2M1 codes, f8 block scales, global scales) natively (f16 weights are stored as f32), in the layout of layout.ts;
@@ -197,8 +198,10 @@ class WasmBackend implements Backend {
 
   /** Another wasm instance (`wasm:1`…): one memcpy between the two memories. */
   transfer(src: TensorView, to: Backend, dst: TensorView, bytes: number): Promise<boolean> {
-    if (!(to instanceof WasmBackend)) return Promise.resolve(false);
-    to.bytesAt(dst, bytes).set(this.bytesAt(src, bytes));
+    if (to instanceof WasmBackend) to.bytesAt(dst, bytes).set(this.bytesAt(src, bytes));
+    // Runs here are synchronous, so memory is current; `write` takes the data at once (the contract): one copy,
+    // where reading first would make two.
+    else to.write(dst, this.bytesAt(src, bytes));
     return Promise.resolve(true);
   }
 

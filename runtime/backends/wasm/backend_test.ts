@@ -113,3 +113,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "wasm transfer to another kind of backend: one write of a view of wasm memory, no read-back",
+  ignore: !available,
+  async fn() {
+    const { referenceBackend } = await import("../reference.ts");
+    const wasm = await wasmBackend.create({ threads: 1 });
+    const reference = await referenceBackend.create();
+    try {
+      const src = { buffer: wasm.alloc(64), offset: 16 }, dst = { buffer: reference.alloc(64), offset: 8 };
+      const data = Uint8Array.from({ length: 32 }, (_, i) => i * 7 + 1);
+      wasm.write(src, data);
+      let reads = 0, writes = 0;
+      const read = wasm.read.bind(wasm), write = reference.write.bind(reference);
+      wasm.read = (v, n) => (reads++, read(v, n));
+      reference.write = (v, d) => (writes++, write(v, d));
+      assert(await wasm.transfer!(src, reference, dst, 32));
+      assertEquals([reads, writes], [0, 1]);
+      wasm.write(src, new Uint8Array(32)); // the transfer took the data at once
+      assertEquals(await reference.read(dst, 32), data);
+    } finally {
+      wasm.dispose();
+      reference.dispose();
+    }
+  },
+});
