@@ -27,7 +27,7 @@
 import { setImmediate } from "node:timers/promises";
 import type { Engine, EngineStats, GeneratedToken, GenerateRequest, Generation, VisionSettings } from "./types.ts";
 import type { DraftModel, Model, StepInput } from "./model.ts";
-import { Sampler, SamplingState } from "./sampler.ts";
+import { argmax, Sampler, SamplingState } from "./sampler.ts";
 import { acceptProposal, sampleFrom, sampleResidual } from "./speculative.ts";
 import { BatchPolicy, type Chunk } from "./batching.ts";
 import { Sequence } from "./sequence.ts";
@@ -513,7 +513,7 @@ export class ModelEngine implements Engine {
         const { seq } = proposers[i];
         const row = logits.subarray(r * vocab, (r + 1) * vocab);
         const q = this.#draftDistribution(seq, row, j);
-        proposals.push(q === null ? argmaxOf(row) : sampleFrom(q, seq.sampling.rng.uniform()));
+        proposals.push(q === null ? argmax(row) : sampleFrom(q, seq.sampling.rng.uniform()));
         probs.push(q);
         lastRow[i] = r;
       });
@@ -660,13 +660,6 @@ function stepInput(chunks: readonly Chunk[]): StepInput {
   if (logitRows.length === 0) logitRows.push(ids.length - 1);
   if (imageRows.length === 0) return { ids, pos, seq: seqIndex, blockTables, logitRows };
   return { ids, pos, seq: seqIndex, blockTables, logitRows, imageRows, imageSlots };
-}
-
-/** Index of the largest logit; the lowest on ties (as the sampler's greedy pick). */
-function argmaxOf(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
 }
 
 function clamp(x: number, lo: number, hi: number): number {

@@ -402,8 +402,8 @@ function applyMask(x: Float64Array, mask: Uint32Array): void {
   }
 }
 
-/** Index of the largest value; the lowest index on ties. */
-function argmax(x: Float64Array): number {
+/** Index of the largest value; the lowest index on ties (the greedy pick). */
+export function argmax(x: Float64Array | Float32Array): number {
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
   return best;

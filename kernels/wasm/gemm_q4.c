@@ -216,32 +216,16 @@ INLINE void dot_q4f(int MR, int NR, const float *const *xr, const float *const *
     for (int r = 0; r < NR; r++) out[m][r] = hsum(acc[m][r]);
 }
 
-// One call per (MR, NR) so both are constants and the accumulators live in registers (the shapes mm_decode_q4
-// asks for: NR = 4 when M ≤ 2, else 2; NR = 1 for leftover rows).
-#define Q4_CASES(CALL)                 \
-  switch (mr * 8 + nr) {               \
-    case 4 * 8 + 2: CALL(4, 2); break; \
-    case 4 * 8 + 1: CALL(4, 1); break; \
-    case 3 * 8 + 2: CALL(3, 2); break; \
-    case 3 * 8 + 1: CALL(3, 1); break; \
-    case 2 * 8 + 4: CALL(2, 4); break; \
-    case 2 * 8 + 2: CALL(2, 2); break; \
-    case 2 * 8 + 1: CALL(2, 1); break; \
-    case 1 * 8 + 4: CALL(1, 4); break; \
-    case 1 * 8 + 2: CALL(1, 2); break; \
-    default: CALL(1, 1); break;        \
-  }
-
 NOINLINE void dec_q4i(int mr, int nr, const Q4Act *qa, const uint8_t *w, const uint16_t *ws, size_t nb, size_t dr,
                       float out[4][4]) {
 #define CALL(A, B) dot_q4i(A, B, qa, w, ws, nb, dr, out)
-  Q4_CASES(CALL)
+  DECODE_CASES(CALL)
 #undef CALL
 }
 NOINLINE void dec_q4f(int mr, int nr, const float *const *xr, const float *const *xt, const uint8_t *w,
                       const uint16_t *ws, size_t K, size_t dr, float out[4][4]) {
 #define CALL(A, B) dot_q4f(A, B, xr, xt, w, ws, K, dr, out)
-  Q4_CASES(CALL)
+  DECODE_CASES(CALL)
 #undef CALL
 }
 

@@ -462,51 +462,34 @@ static void perm_rows(int dt, const float *x, size_t K, float *xp) {
   }
 }
 
-// One call per (dtype, MR, NR): the switch makes both constant so the accumulators live in registers. Only the
-// shapes mm_decode asks for exist (NR = 4 when M ≤ 2, else 2; NR = 1 for leftover rows) to keep code small: V8
-// compiles the optimised tier in the background, and smaller functions get there sooner.
-#define CASES(CALL)                       \
-  switch (mr * 8 + nr) {                  \
-    case 4 * 8 + 2: CALL(4, 2); break;    \
-    case 4 * 8 + 1: CALL(4, 1); break;    \
-    case 3 * 8 + 2: CALL(3, 2); break;    \
-    case 3 * 8 + 1: CALL(3, 1); break;    \
-    case 2 * 8 + 4: CALL(2, 4); break;    \
-    case 2 * 8 + 2: CALL(2, 2); break;    \
-    case 2 * 8 + 1: CALL(2, 1); break;    \
-    case 1 * 8 + 4: CALL(1, 4); break;    \
-    case 1 * 8 + 2: CALL(1, 2); break;    \
-    default: CALL(1, 1); break;           \
-  }
-
 // One function per dtype keeps each compiled body small enough for V8 to allocate registers well.
 NOINLINE void dec_f32(int mr, int nr, const float *const *xr, const float *w, size_t K, size_t dr, float out[4][4]) {
 #define CALL(A, B) dot_f32(A, B, xr, w, K, dr, out)
-  CASES(CALL)
+  DECODE_CASES(CALL)
 #undef CALL
 }
 NOINLINE void dec_bf16(int mr, int nr, const float *const *xr, const float *const *xp, const uint16_t *w, size_t K,
                        size_t dr, float out[4][4]) {
 #define CALL(A, B) dot_bf16(A, B, xr, xp, w, K, dr, out)
-  CASES(CALL)
+  DECODE_CASES(CALL)
 #undef CALL
 }
 NOINLINE void dec_f8(int mr, int nr, const float *const *xr, const float *const *xp, const uint8_t *w, size_t K,
                      size_t dr, float scale, float out[4][4]) {
 #define CALL(A, B) dot_f8(A, B, xr, xp, w, K, dr, scale, out)
-  CASES(CALL)
+  DECODE_CASES(CALL)
 #undef CALL
 }
 NOINLINE void dec_q8(int mr, int nr, const QAct *qa, const int8_t *w, const float *ws, size_t K, size_t dr,
                      float out[4][4]) {
 #define CALL(A, B) dot_q8(A, B, qa, w, ws, K, dr, out)
-  CASES(CALL)
+  DECODE_CASES(CALL)
 #undef CALL
 }
 NOINLINE void dec_q8u(int mr, int nr, const QAct *qa, const int8_t *w, const float *ws, size_t K, size_t dr,
                       float out[4][4]) {
 #define CALL(A, B) dot_q8u(A, B, qa, w, ws, K, dr, out)
-  CASES(CALL)
+  DECODE_CASES(CALL)
 #undef CALL
 }
 

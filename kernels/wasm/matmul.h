@@ -56,6 +56,24 @@ void mm_nvfp4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, f
               size_t K, int n0, int n1);
 void mm_prefill_q8(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
                    size_t K, int n0, int n1);
+// One call per (MR, NR) of a decode tile (matmul.c per dtype, gemm_q4.c): the switch makes both constant so the
+// accumulators live in registers. Only the shapes the decode paths ask for exist (NR = 4 when M ≤ 2, else 2; NR = 1
+// for leftover rows) to keep code small: V8 compiles the optimised tier in the background, and smaller functions get
+// there sooner.
+#define DECODE_CASES(CALL)             \
+  switch (mr * 8 + nr) {               \
+    case 4 * 8 + 2: CALL(4, 2); break; \
+    case 4 * 8 + 1: CALL(4, 1); break; \
+    case 3 * 8 + 2: CALL(3, 2); break; \
+    case 3 * 8 + 1: CALL(3, 1); break; \
+    case 2 * 8 + 4: CALL(2, 4); break; \
+    case 2 * 8 + 2: CALL(2, 2); break; \
+    case 2 * 8 + 1: CALL(2, 1); break; \
+    case 1 * 8 + 4: CALL(1, 4); break; \
+    case 1 * 8 + 2: CALL(1, 2); break; \
+    default: CALL(1, 1); break;        \
+  }
+
 // gemm_q4.c: W[n, k0 .. k0+len) of a q4 weight as f32, and the q4 matmul where it has its own kernels (returns 1:
 // decode shapes; prefill with int8 activations) — else 0, and mm_core's f32 prefill runs on decode_row_q4.
 void decode_row_q4(const WDesc *W, size_t K, size_t n, size_t k0, int len, float *out);
