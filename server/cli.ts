@@ -59,6 +59,7 @@ const USAGE = `usage: deno task serve [options]
   --shutdown-grace S         on SIGTERM or SIGINT: stop accepting, let running requests finish for up to S seconds,
                              cancel the rest, exit 0 (default ${DEFAULT_GRACE_S}; a second signal, or one while the
                              model loads, ends the process at once)
+  --no-web-ui                do not serve the chat page (GET / and /web/*; on by default)
   --help, -h                 this text`;
 
 /** Longest `--shutdown-grace`, in seconds (a day). */
@@ -118,6 +119,8 @@ export interface ServeOptions {
   speculative?: { model: string; numTokens: number };
   /** `--cache-dtype`. */
   cacheDtype?: DType;
+  /** False with `--no-web-ui`: no chat page at `/`. */
+  webUi: boolean;
 }
 
 /** `--cache-dtype`'s values. */
@@ -252,6 +255,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
         "max-images": { type: "string" },
         "max-image-bytes": { type: "string" },
         "allow-private-image-urls": { type: "boolean" },
+        "no-web-ui": { type: "boolean" },
         "softmax-scale": { type: "string" },
         "shutdown-grace": { type: "string" },
         "speculative-model": { type: "string" },
@@ -303,6 +307,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
     maxImages: intFlag(values, "max-images", 0),
     maxImageBytes: intFlag(values, "max-image-bytes", 1),
     allowPrivateImageUrls: values["allow-private-image-urls"] === true,
+    webUi: values["no-web-ui"] !== true,
     softmaxScale,
     // A day at most: the grace is one setTimeout, whose delay stops at 2³¹ ms (about 24.8 days).
     shutdownGrace: intFlag(values, "shutdown-grace", 0, MAX_SHUTDOWN_GRACE_S) ?? DEFAULT_GRACE_S,
@@ -364,6 +369,7 @@ export async function main(args: string[]): Promise<void> {
     chatTemplate,
     images: { maxImages: o.maxImages, maxBytes: o.maxImageBytes, allowPrivate: o.allowPrivateImageUrls },
     maxTokensDefault: maxTokens.limit ?? undefined,
+    webUi: o.webUi,
   });
   const handle = server.serve({ hostname: o.host, port: o.port });
   console.log(`tramontane: listening on ${handle.url} (loading ${model}…)`);

@@ -3,7 +3,8 @@
  *
  * Routes: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`, `POST /v1/completions`,
  * `GET /health` (503 until the engine is ready, and again once the server is shutting down), `GET /metrics`
- * (Prometheus text). Every error is OpenAI-shaped; nothing a request does can take the server down. A shutdown
+ * (Prometheus text), and the chat page: `GET /` and `GET /web/{file}` (`server/web_ui.ts`; off with
+ * {@link ServerOptions.webUi} false). Every error is OpenAI-shaped; nothing a request does can take the server down. A shutdown
  * ({@link TramontaneServer.shutdown}, {@link ServeHandle.shutdown}) refuses new requests and gives running ones a
  * grace period before it cancels them.
  *
@@ -22,6 +23,7 @@ import { type Logger, newId, type RequestRecord, type ServerContext } from "./co
 import { ApiError, badRequest, errorResponse, jsonResponse, shuttingDown, toApiError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
 import { CANCEL_FLUSH_MS, DEFAULT_SHUTDOWN_GRACE_MS, Drain } from "./drain.ts";
+import { WebUi } from "./web_ui.ts";
 
 export type { Logger } from "./context.ts";
 export { Metrics } from "./metrics.ts";
@@ -54,6 +56,8 @@ export interface ServerOptions {
    * OpenAI's default of 16, or this when smaller.
    */
   maxTokensDefault?: number;
+  /** Serve the chat page at `/` and its files at `/web/*` (default true; `--no-web-ui` turns it off). */
+  webUi?: boolean;
 }
 
 /** Where a {@link TramontaneServer} listens. */
@@ -100,6 +104,8 @@ export interface TramontaneServer {
 /** What the router found besides the route: the `{id}` of `/v1/models/{id}`, and when to stop. */
 interface RouteArgs {
   modelId?: string;
+  /** The `{file}` of `/web/{file}`. */
+  file?: string;
   /** Fires when the client goes away or the server's shutdown grace runs out. */
   signal: AbortSignal;
   /** Fires when the client goes away or the server starts shutting down: stops reading the request body. */
@@ -164,12 +170,17 @@ function listModels(ctx: ServerContext): Record<string, unknown> {
 }
 
 /** Finds the route for a path; `/v1/models/{id}` is the one pattern. */
-function matchRoute(routes: Map<string, Route>, path: string): { route: Route; modelId?: string } | undefined {
+function matchRoute(
+  routes: Map<string, Route>,
+  path: string,
+): { route: Route; modelId?: string; file?: string } | undefined {
   const exact = routes.get(path);
   if (exact) return { route: exact };
   if (path.startsWith("/v1/models/")) {
     return { route: routes.get("/v1/models/{id}")!, modelId: decodeURIComponent(path.slice(11)) };
   }
+  const web = routes.get("/web/{file}");
+  if (web && path.startsWith("/web/")) return { route: web, file: path.slice(5) };
   return undefined;
 }
 
@@ -251,6 +262,14 @@ export function createServer(options: ServerOptions): TramontaneServer {
       methods: { POST: generationRoute(handleCompletions, maxBody) },
     }],
   ]);
+  if (options.webUi ?? true) {
+    // The page's files need no key (the page asks for one when /v1 answers 401).
+    const web = new WebUi();
+    const page = () => web.page();
+    routes.set("/", { label: "/", methods: { GET: page, HEAD: page } });
+    const file: Handler = (_ctx, _record, _req, args) => web.file(args.file ?? "");
+    routes.set("/web/{file}", { label: "/web/{file}", methods: { GET: file, HEAD: file } });
+  }
 
   async function dispatch(record: RequestRecord, req: Request, signal: AbortSignal): Promise<Response> {
     const found = matchRoute(routes, record.path);
@@ -279,7 +298,7 @@ export function createServer(options: ServerOptions): TramontaneServer {
     }
     if (route.generates) record.id = newId(route.label === "/v1/completions" ? "cmpl-" : "chatcmpl-");
     const upload = AbortSignal.any([req.signal, drain.stopping]);
-    return await handler(ctx, record, req, { modelId: found.modelId, signal, upload });
+    return await handler(ctx, record, req, { modelId: found.modelId, file: found.file, signal, upload });
   }
 
   function finish(record: RequestRecord, flight: AbortController): void {
