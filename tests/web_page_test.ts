@@ -16,6 +16,7 @@ import {
   type WatchedPage,
 } from "./browser_helpers.ts";
 import { fixture } from "./fixtures.ts";
+import { startE2eServer } from "./grammar_e2e_helpers.ts";
 import { callTools, type Harness, say, startServer, thinkThenSay } from "./server_helpers.ts";
 
 const VISION = { patchSize: 14, mergeSize: 2, maxImageSize: 1540 };
@@ -29,6 +30,12 @@ function assertMatch(actual: string, re: RegExp): void {
 async function assertClean(w: WatchedPage): Promise<void> {
   assertEquals(w.errors, [], "errors in the page");
   assertEquals(await w.cspViolations(), [], "Content-Security-Policy violations");
+}
+
+function btoaBytes(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
 }
 
 async function metric(h: Harness, line: RegExp): Promise<string | undefined> {
@@ -172,6 +179,49 @@ Deno.test({
         await w.close();
       });
 
+      await t.step(
+        "the real tiny model (wasm): an image and a question stream an answer; usage counts the image",
+        async () => {
+          const e2e = await startE2eServer({ model: "tiny", backend: "wasm" });
+          try {
+            const w = await openPage(browser, e2e.handle.url);
+            const { page } = w;
+            await page.locator("#settings summary").click();
+            await page.locator("#max-tokens").fill("8");
+            await page.locator("#temperature").fill("0");
+            const chooser = page.waitForEvent("filechooser");
+            await page.getByTestId("attach").click();
+            await (await chooser).setFiles(PNG);
+            await page.locator("#attachments img").waitFor();
+            await sendMessage(page, "Describe the picture.");
+            await waitForAnswer(page, 30_000);
+            const answer = page.getByTestId("message-assistant").last();
+            const stats = await answer.locator(".stats").textContent() ?? "";
+            assertMatch(stats, /TTFT \d+ ms · [\d.]+ tok\/s · \d+ prompt \+ 8 completion tokens/);
+            assert((await answer.locator(".markdown").textContent() ?? "").length > 0, "an answer was rendered");
+            // The same request from the client: the page's prompt was the same tokens, the image's included.
+            const url = `data:image/png;base64,${btoaBytes(await Deno.readFile(PNG))}`;
+            const direct = await e2e.client.chat.completions.create({
+              model: e2e.model,
+              messages: [{
+                role: "user",
+                content: [{ type: "image_url", image_url: { url } }, { type: "text", text: "Describe the picture." }],
+              }],
+              max_tokens: 1,
+              temperature: 0,
+            });
+            const prompt = Number(/(\d+) prompt/.exec(stats)?.[1]);
+            assertEquals(prompt, direct.usage!.prompt_tokens);
+            assert(prompt > 11 * 17, `${prompt} prompt tokens include the image's 187`);
+            await screenshot(page, "web_page_tiny_image");
+            await assertClean(w);
+            await w.close();
+          } finally {
+            await e2e.close();
+          }
+        },
+      );
+
       await t.step("reasoning streams into a collapsible panel; tool calls become cards", async () => {
         await using h = await startServer({ engine: { delayMs: 2 } });
         h.engine.script = [
@@ -280,6 +330,35 @@ Deno.test({
           await w.close();
         },
       );
+
+      // Once the in-page engine is built (web/dist/worker.js), its own test covers local mode.
+      const noWorker = await Deno.stat(new URL("../web/dist/worker.js", import.meta.url)).then(() => false, () => true);
+      await t.step({
+        name: "local mode without the in-page engine's bundle says so, and server mode still works",
+        ignore: !noWorker,
+        fn: async () => {
+          await using h = await startServer();
+          h.engine.script = say(h.tok, "From the server.");
+          const w = await openPage(browser, `${h.url}/?mode=local&model=demo`);
+          const { page } = w;
+          assertEquals(await page.getByTestId("mode").inputValue(), "local");
+          const alert = page.locator('[role="alert"]');
+          await alert.waitFor();
+          assertMatch(await alert.textContent() ?? "", /in-page engine \(\/web\/worker\.js\)/);
+          await page.getByTestId("mode").selectOption("server");
+          assertEquals(new URL(page.url()).searchParams.get("mode"), null);
+          await sendMessage(page, "Hi");
+          await waitForAnswer(page);
+          assertEquals(
+            await page.getByTestId("message-assistant").last().locator(".markdown").textContent(),
+            "From the server.\n",
+          );
+          // The HEAD probe's 404 is the expected console error.
+          w.errors.splice(0, w.errors.length, ...w.errors.filter((e) => !/404/.test(e)));
+          await assertClean(w);
+          await w.close();
+        },
+      });
 
       await t.step("webUi: false (--no-web-ui) serves no page", async () => {
         await using h = await startServer({ server: { webUi: false } });
