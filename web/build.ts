@@ -21,6 +21,15 @@ export const ENTRIES: { in: string; out: string }[] = [
   { in: "page.css", out: "page.css" },
 ];
 
+/**
+ * Other builders of web/dist, run when their module exists: each exports a function giving output name → bytes (the
+ * in-page engine's `web/build_worker.ts` builds `worker.js` with its own esbuild options). Their files are written and
+ * checked like the page's.
+ */
+const BUILDERS: { module: string; build: string }[] = [
+  { module: "build_worker.ts", build: "buildWorker" },
+];
+
 /** Files copied as they are. */
 const STATIC = ["index.html"];
 
@@ -73,6 +82,12 @@ export async function buildWeb(): Promise<Map<string, Uint8Array>> {
     await esbuild.stop();
   }
   for (const name of STATIC) out.set(name, await Deno.readFile(new URL(name, web)));
+  for (const b of BUILDERS) {
+    const url = new URL(b.module, web);
+    if (!await Deno.stat(url).then(() => true, () => false)) continue;
+    const mod = await import(url.href);
+    for (const [name, bytes] of await mod[b.build]() as Map<string, Uint8Array>) out.set(name, bytes);
+  }
   return out;
 }
 
