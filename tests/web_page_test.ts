@@ -81,6 +81,10 @@ Deno.test({
           await page.getByTestId("message-assistant").waitFor();
           assertEquals(await page.getByTestId("message-assistant").locator("strong").textContent(), "world");
           assertEquals(await page.locator("#conversations li").count(), 1);
+          await page.locator("#conversations li .delete").click();
+          assertEquals(await page.locator("#conversations li").count(), 0);
+          assertEquals(await page.getByTestId("message-assistant").count(), 0);
+          assertEquals(await page.evaluate(() => localStorage.getItem("tramontane.conversations")), "[]");
           await assertClean(w);
           await w.close();
         },

@@ -126,11 +126,28 @@ function save(): void {
 
 function renderList(): void {
   ui.list.replaceChildren(...conversations.map((c) => {
-    const item = el("li", c.id === conversation.id ? "active" : "", c.title);
-    item.title = c.title;
+    const item = el("li", c.id === conversation.id ? "active" : "");
+    const title = el("span", "title", c.title);
+    title.title = c.title;
+    const remove = el("button", "delete", "×");
+    remove.type = "button";
+    remove.title = remove.ariaLabel = "Delete this conversation";
+    remove.addEventListener("click", (e) => {
+      e.stopPropagation();
+      forget(c);
+    });
+    item.append(title, remove);
     item.addEventListener("click", () => show(c));
     return item;
   }));
+}
+
+function forget(c: Conversation): void {
+  if (running && c.id === conversation.id) return;
+  conversations = conversations.filter((x) => x.id !== c.id);
+  saveConversations(conversations);
+  if (c.id === conversation.id) show(newConversation(ui.system.value));
+  else renderList();
 }
 
 function show(c: Conversation): void {
