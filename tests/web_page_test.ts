@@ -61,6 +61,8 @@ Deno.test({
           const w = await openPage(browser, h.url);
           const { page } = w;
           await page.getByTestId("input").waitFor();
+          // COOP + COEP took effect: SharedArrayBuffer (the in-page engine's wasm threads) is available.
+          assertEquals(await page.evaluate(() => crossOriginIsolated && typeof SharedArrayBuffer === "function"), true);
           await sendMessage(page, "Say hello");
           await waitForAnswer(page);
           const answer = page.getByTestId("message-assistant").last();
