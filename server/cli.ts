@@ -59,6 +59,8 @@ const USAGE = `usage: deno task serve [options]
   --shutdown-grace S         on SIGTERM or SIGINT: stop accepting, let running requests finish for up to S seconds,
                              cancel the rest, exit 0 (default ${DEFAULT_GRACE_S}; a second signal, or one while the
                              model loads, ends the process at once)
+  --web-ui-models DIR[,DIR…] checkpoint directories the page's in-page engine may load, read-only at
+                             /web/models/NAME/ (NAME: the directory's last component; repeat the flag or list them)
   --help, -h                 this text`;
 
 /** Longest `--shutdown-grace`, in seconds (a day). */
@@ -118,6 +120,8 @@ export interface ServeOptions {
   speculative?: { model: string; numTokens: number };
   /** `--cache-dtype`. */
   cacheDtype?: DType;
+  /** `--web-ui-models`: checkpoint directories exposed to the in-page engine. */
+  webUiModels: string[];
 }
 
 /** `--cache-dtype`'s values. */
@@ -226,7 +230,7 @@ function textFlag(values: Record<string, unknown>, name: string): string | undef
  * ```
  */
 export function parseServeArgs(args: string[]): ServeOptions {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     values = parseArgs({
       args,
@@ -257,6 +261,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
         "speculative-model": { type: "string" },
         "num-speculative-tokens": { type: "string" },
         "cache-dtype": { type: "string" },
+        "web-ui-models": { type: "string", multiple: true },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -311,6 +316,9 @@ export function parseServeArgs(args: string[]): ServeOptions {
       values["num-speculative-tokens"] as string | undefined,
     ),
     cacheDtype: cacheDtypeFlag(values["cache-dtype"] as string | undefined),
+    webUiModels: ((values["web-ui-models"] ?? []) as unknown as string[]).flatMap((v) => v.split(",")).filter((v) =>
+      v !== ""
+    ),
   };
 }
 
@@ -364,6 +372,7 @@ export async function main(args: string[]): Promise<void> {
     chatTemplate,
     images: { maxImages: o.maxImages, maxBytes: o.maxImageBytes, allowPrivate: o.allowPrivateImageUrls },
     maxTokensDefault: maxTokens.limit ?? undefined,
+    webModels: o.webUiModels,
   });
   const handle = server.serve({ hostname: o.host, port: o.port });
   console.log(`tramontane: listening on ${handle.url} (loading ${model}…)`);

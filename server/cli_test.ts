@@ -32,6 +32,7 @@ const DEFAULTS: ServeOptions = {
   shutdownGrace: 10,
   speculative: undefined,
   cacheDtype: undefined,
+  webUiModels: [],
 };
 
 Deno.test("serve flags: defaults", () => {
@@ -65,6 +66,7 @@ Deno.test("serve flags: every flag is read into its option", () => {
     ["--speculative-model", "/ckpt/eagle"],
     ["--num-speculative-tokens", "5"],
     ["--cache-dtype", "f32"],
+    ["--web-ui-models", "/ckpt/a,/ckpt/b", "--web-ui-models", "/ckpt/c"],
   ].flat();
   assertEquals(parseServeArgs(args), {
     help: false,
@@ -94,6 +96,7 @@ Deno.test("serve flags: every flag is read into its option", () => {
     shutdownGrace: 30,
     speculative: { model: "/ckpt/eagle", numTokens: 5 },
     cacheDtype: "f32",
+    webUiModels: ["/ckpt/a", "/ckpt/b", "/ckpt/c"],
   });
   assertEquals(parseServeArgs(["--model", "tiny", "--served-model-name", "m"]).servedModelName, "m");
   assertEquals(parseServeArgs(["--port=9000", "--softmax-scale=plain"]).port, 9000);
@@ -204,6 +207,7 @@ Deno.test("serve CLI: --help prints a usage line for every flag and starts nothi
     "speculative-model",
     "num-speculative-tokens",
     "cache-dtype",
+    "web-ui-models",
     "help",
   ];
   for (const f of flags) assert(new RegExp(`^  --${f}\\b`, "m").test(out), `--${f} is not in the usage`);

@@ -22,6 +22,7 @@ import { type Logger, newId, type RequestRecord, type ServerContext } from "./co
 import { ApiError, badRequest, errorResponse, jsonResponse, shuttingDown, toApiError } from "./errors.ts";
 import { Metrics } from "./metrics.ts";
 import { CANCEL_FLUSH_MS, DEFAULT_SHUTDOWN_GRACE_MS, Drain } from "./drain.ts";
+import { WEB_MODELS_PREFIX, WebModels } from "./web_models.ts";
 
 export type { Logger } from "./context.ts";
 export { Metrics } from "./metrics.ts";
@@ -54,6 +55,8 @@ export interface ServerOptions {
    * OpenAI's default of 16, or this when smaller.
    */
   maxTokensDefault?: number;
+  /** Checkpoint directories the in-page engine may load, read-only at `/web/models/NAME/` (`--web-ui-models`). */
+  webModels?: readonly string[];
 }
 
 /** Where a {@link TramontaneServer} listens. */
@@ -170,6 +173,8 @@ function matchRoute(routes: Map<string, Route>, path: string): { route: Route; m
   if (path.startsWith("/v1/models/")) {
     return { route: routes.get("/v1/models/{id}")!, modelId: decodeURIComponent(path.slice(11)) };
   }
+  const models = routes.get(WEB_MODELS_PREFIX);
+  if (models && path.startsWith(WEB_MODELS_PREFIX)) return { route: models };
   return undefined;
 }
 
@@ -251,6 +256,11 @@ export function createServer(options: ServerOptions): TramontaneServer {
       methods: { POST: generationRoute(handleCompletions, maxBody) },
     }],
   ]);
+  if (options.webModels?.length) {
+    const models = new WebModels(options.webModels);
+    const serve: Handler = (_ctx, _record, req) => models.handle(req);
+    routes.set(WEB_MODELS_PREFIX, { label: "/web/models/*", methods: { GET: serve, HEAD: serve } });
+  }
 
   async function dispatch(record: RequestRecord, req: Request, signal: AbortSignal): Promise<Response> {
     const found = matchRoute(routes, record.path);
