@@ -123,12 +123,17 @@ export interface PageChat {
   ms: number;
 }
 
-/** Starts the worker in the page and loads `model`; resolves with the `loaded` message's backend. */
-export function loadInPage(page: Page, model: string, backend?: "webgpu" | "wasm"): Promise<string> {
-  return page.evaluate(async ({ model, backend }) => {
+/** Starts the worker in the page (once) and loads `model`; resolves with the `loaded` message's backend. */
+export function loadInPage(
+  page: Page,
+  model: string,
+  options: { backend?: "webgpu" | "wasm"; dtype?: string } = {},
+): Promise<string> {
+  return page.evaluate(async ({ model, options }) => {
     const log = (globalThis as unknown as PageGlobals).document.getElementById("log");
-    const w = new Worker("/web/worker.js", { type: "module" });
-    (globalThis as unknown as { engine: Worker }).engine = w;
+    // The page's one worker: a second load replaces the model in it.
+    const g = globalThis as unknown as { engine?: Worker };
+    const w = g.engine ??= new Worker("/web/worker.js", { type: "module" });
     return await new Promise<string>((resolve, reject) => {
       w.onerror = (e) => reject(new Error(`worker failed: ${e.message}`));
       w.onmessage = (ev) => {
@@ -139,9 +144,9 @@ export function loadInPage(page: Page, model: string, backend?: "webgpu" | "wasm
           resolve(m.backend);
         } else if (m.type === "error") reject(new Error(m.message));
       };
-      w.postMessage({ type: "load", model, ...(backend ? { backend } : {}) });
+      w.postMessage({ type: "load", model, ...options });
     });
-  }, { model, backend });
+  }, { model, options });
 }
 
 /**

@@ -11,12 +11,14 @@ import { join } from "node:path";
 import { loadDemoTekkenFile } from "../chat/demo_tokenizer.ts";
 import { tekkenJson } from "../chat/tokenizer.ts";
 import { createLLM } from "../engine/llm.ts";
+import type { DType } from "../graph/dtype.ts";
 import { presetConfig } from "../graph/models/mistral4.ts";
 import { makeCheckpoint } from "../weights/make_checkpoint.ts";
 import { parseRange, WebModels } from "../server/web_models.ts";
 import { buildWorker } from "../web/build_worker.ts";
 import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { fixture } from "./fixtures.ts";
+import { startServer } from "./server_helpers.ts";
 import {
   chatInPage,
   type ContentPart,
@@ -37,8 +39,9 @@ async function reference(
   model: string,
   n: number,
   content: string | ContentPart[] = PROMPT,
+  dtype?: DType,
 ): Promise<{ tokens: string[]; promptTokens?: number }> {
-  const llm = await createLLM(model, { backend: "wasm", quiet: true, threads: 1 });
+  const llm = await createLLM(model, { backend: "wasm", quiet: true, threads: 1, dtype });
   try {
     const tokens: string[] = [];
     let promptTokens: number | undefined;
@@ -54,8 +57,8 @@ async function reference(
 }
 
 /** The greedy tokens of `model` in Deno for the text prompt. */
-async function referenceTokens(model: string, n: number): Promise<string[]> {
-  return (await reference(model, n)).tokens;
+async function referenceTokens(model: string, n: number, dtype?: DType): Promise<string[]> {
+  return (await reference(model, n, PROMPT, dtype)).tokens;
 }
 
 /** A JPEG attachment as the page sends it (a data: URL): decoded in the page by the bundled MozJPEG. */
@@ -91,7 +94,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "web local: without WebGPU the worker falls back to wasm, same tokens; abort stops a stream; an image",
+  name: "web local: without WebGPU the worker falls back to wasm, same tokens; abort; an image; a q8 reload",
   ignore: !browser,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -125,6 +128,10 @@ Deno.test({
       assertEquals(seen.error, undefined);
       assertEquals([seen.promptTokens, seen.tokens], [ref.promptTokens, ref.tokens]);
       assert(ref.promptTokens! > 100, `${ref.promptTokens} prompt tokens: the image is not in the prompt`);
+      // Another load replaces the model: q8 weights, as `createLLM("demo", { dtype: "q8" })` makes them.
+      assertEquals(await loadInPage(page, "demo", { dtype: "q8" }), "wasm");
+      const q8 = await chatInPage(page, PROMPT, 8);
+      assertEquals(q8.tokens, await referenceTokens("demo", 8, "q8"));
       await screenshot(page, "web_local_wasm");
       assertEquals(errors, []);
       assertEquals(server.missing, []);
@@ -258,6 +265,37 @@ Deno.test("web models: 206 with Content-Range, 416 past the end, listings, refus
       assertEquals(await status(path), 404, path);
     }
     assertThrows(() => new WebModels([dir, join(root, "x", "ckpt")]), Error, "would both be /web/models/ckpt/");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("web models: the server routes /web/models/ when given directories (--web-ui-models), not otherwise", async () => {
+  const root = await Deno.makeTempDir({ prefix: "web_models_server_" });
+  try {
+    const dir = join(root, "tiny");
+    await Deno.mkdir(dir);
+    await Deno.writeFile(join(dir, "model.safetensors"), Uint8Array.from({ length: 100 }, (_, i) => i));
+    {
+      await using h = await startServer({ server: { webModels: [dir], apiKey: "k" } });
+      // No key needed: the worker's fetches carry none (the directories are what the operator chose to expose).
+      const part = await fetch(`${h.url}/web/models/tiny/model.safetensors`, { headers: { range: "bytes=10-19" } });
+      assertEquals([part.status, part.headers.get("content-range")], [206, "bytes 10-19/100"]);
+      assertEquals([...new Uint8Array(await part.arrayBuffer())], [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+      const past = await fetch(`${h.url}/web/models/tiny/model.safetensors`, { headers: { range: "bytes=100-" } });
+      await past.body?.cancel();
+      assertEquals(past.status, 416);
+      const outside = await fetch(`${h.url}/web/models/tiny/..%2F..%2Fetc%2Fpasswd`);
+      await outside.body?.cancel();
+      assertEquals(outside.status, 404);
+      assertEquals(await (await fetch(`${h.url}/web/models/`)).json(), { models: ["tiny"] });
+    }
+    {
+      await using h = await startServer();
+      const res = await fetch(`${h.url}/web/models/`);
+      await res.body?.cancel();
+      assertEquals(res.status, 404);
+    }
   } finally {
     await Deno.remove(root, { recursive: true });
   }
