@@ -24,6 +24,7 @@ export function join(...parts: string[]): string {
 /** Everything before the last segment, as node's `path.dirname`. */
 export function dirname(path: string): string {
   const trimmed = path.replace(/\/+$/, "");
+  if (trimmed === "" && path.startsWith("/")) return "/";
   const at = trimmed.lastIndexOf("/");
   if (at < 0) return ".";
   return at === 0 ? "/" : trimmed.slice(0, at);
