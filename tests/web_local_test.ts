@@ -69,7 +69,7 @@ async function jpegAttachment(): Promise<ContentPart[]> {
 }
 
 Deno.test({
-  name: "web local: demo on WebGPU (SwiftShader) gives Deno's 16 greedy tokens",
+  name: "web local: demo on WebGPU (SwiftShader) gives Deno's 16 greedy tokens; a load may ask for wasm",
   ignore: !browser,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -84,6 +84,9 @@ Deno.test({
       assertEquals(got.error, undefined);
       assertEquals(got.tokens, want);
       assertEquals(got.finish, "length");
+      // The page may ask for a backend: wasm here, though WebGPU works.
+      assertEquals(await loadInPage(page, "demo", { backend: "wasm" }), "wasm");
+      assertEquals((await chatInPage(page, PROMPT, 4)).tokens, want.slice(0, 4));
       assertEquals(errors, []);
       assertEquals(server.missing, []);
     } finally {
