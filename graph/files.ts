@@ -72,7 +72,10 @@ export interface RandomAccessFile extends Disposable {
   read(offset: number, dst: Uint8Array): Promise<number | null>;
 }
 
-/** Opens a file for reading at offsets. Missing: as {@link readTextFile}. */
+/**
+ * Opens a file for reading at offsets. Missing: as {@link readTextFile}, from this call under Deno; over HTTP, from
+ * the first `size` or `read` (opening costs no request, so reading a tensor is one range request).
+ */
 export async function openRandomAccess(path: string): Promise<RandomAccessFile> {
   if (hasFileSystem()) {
     const f = await Deno.open(path, { read: true });
@@ -85,25 +88,27 @@ export async function openRandomAccess(path: string): Promise<RandomAccessFile> 
       [Symbol.dispose]: () => f.close(),
     };
   }
+  return { size: () => httpSize(path), read: (offset, dst) => readRange(path, offset, dst), [Symbol.dispose]() {} };
+}
+
+/** A URL's size, from a HEAD request's Content-Length. */
+async function httpSize(path: string): Promise<number> {
   const res = await fetch(path, { method: "HEAD" });
   if (res.status === 404) throw new FileNotFoundError(`${path}: not found (HTTP 404)`);
   const length = Number(res.headers.get("content-length"));
   if (!res.ok || !Number.isSafeInteger(length)) {
     throw new Error(`${path}: HTTP ${res.status}${res.ok ? " without a Content-Length" : ""}`);
   }
-  return {
-    size: () => Promise.resolve(length),
-    read: (offset, dst) => readRange(path, offset, dst),
-    [Symbol.dispose]() {},
-  };
+  return length;
 }
 
 /** One range request for `dst.length` bytes at `offset` (206 expected; 416 past the end). */
 async function readRange(path: string, offset: number, dst: Uint8Array): Promise<number | null> {
   if (dst.length === 0) return 0;
   const res = await fetch(path, { headers: { range: `bytes=${offset}-${offset + dst.length - 1}` } });
-  if (res.status === 416) {
+  if (res.status === 416 || res.status === 404) {
     await res.body?.cancel();
+    if (res.status === 404) throw new FileNotFoundError(`${path}: not found (HTTP 404)`);
     return null;
   }
   const start = /^bytes (\d+)-/.exec(res.headers.get("content-range") ?? "");

@@ -171,6 +171,9 @@ Deno.test({
         assertEquals(errors, []);
         // Not found, as on disk: the Mistral-layout params.json an HF directory may have beside config.json.
         assertEquals([...new Set(server.missing)], ["/web/models/tiny/params.json"]);
+        // A directory the server does not expose: the loader's own message, from 404s.
+        const bad = await loadInPage(page, "/web/models/nope").then(() => "loaded", (e) => (e as Error).message);
+        assert(bad.includes("/web/models/nope") && !bad.includes("tekken"), bad);
       } finally {
         await browser.close();
         await server.close();

@@ -257,12 +257,22 @@ export function parseSafetensorsHeader(bytes: Uint8Array, file = "<memory>"): Sa
 async function readAt(f: RandomAccessFile, offset: number, dst: Uint8Array, file: string, tensor?: string) {
   let done = 0;
   while (done < dst.length) {
-    const n = await f.read(offset + done, dst.subarray(done));
+    const n = await notFoundAs(file, f.read(offset + done, dst.subarray(done)));
     if (n === null) {
       const what = tensor ? `tensor "${tensor}" in ${file}` : file;
       fail("truncated", file, `${what}: file is truncated (ended at byte ${offset + done}); re-download it`, tensor);
     }
     done += n;
+  }
+}
+
+/** `step`, a missing file failing as `not_found` (over HTTP a file is found missing at its first read). */
+async function notFoundAs<T>(path: string, step: Promise<T>): Promise<T> {
+  try {
+    return await step;
+  } catch (e) {
+    if (isNotFound(e)) fail("not_found", path, `${path}: file not found`);
+    throw e;
   }
 }
 
@@ -279,7 +289,7 @@ async function openFile(path: string): Promise<RandomAccessFile> {
 /** Reads and validates the header of one safetensors file without reading its data. */
 export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
   using f = await openFile(path);
-  const size = await f.size();
+  const size = await notFoundAs(path, f.size());
   const first8 = new Uint8Array(8);
   if (size >= 8) await readAt(f, 0, first8, path);
   const n = headerLength(first8, size, path);

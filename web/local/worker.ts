@@ -15,6 +15,7 @@
 import { expandRanks, v15TekkenFile } from "../../chat/demo_tokenizer.ts";
 import { type TekkenFile, Tokenizer } from "../../chat/tokenizer.ts";
 import { isDType } from "../../graph/dtype.ts";
+import { resolveModel } from "../../graph/models/mod.ts";
 import { createLLM, type LLM, type LLMChatRequest } from "../../engine/llm.ts";
 import { setWasmAssets } from "../../runtime/backends/wasm/module.ts";
 import type { PageToWorker, WorkerToPage } from "../protocol.ts";
@@ -63,6 +64,14 @@ async function demoTokenizer(): Promise<Tokenizer> {
   return Tokenizer.fromJSON(v15TekkenFile(config, expandRanks(bpe_ranks)));
 }
 
+/** The checkpoint's own `tekken.json`. */
+async function checkpointTokenizer(dir: string): Promise<Tokenizer> {
+  const url = `${dir.replace(/\/+$/, "")}/tekken.json`;
+  const res = await fetch(url, { method: "HEAD" });
+  if (res.status === 404) throw new Error(`${dir} has no tekken.json: put the model's tokenizer beside its weights`);
+  return Tokenizer.fromJSON(await fetchJson(url) as TekkenFile);
+}
+
 async function fetchJson(url: string): Promise<unknown> {
   const res = await fetch(url);
   if (!res.ok) throw new Error(`cannot load ${url}: HTTP ${res.status}`);
@@ -79,9 +88,9 @@ async function load(message: Extract<PageToWorker, { type: "load" }>): Promise<L
   if (dtype !== undefined && !isDType(dtype)) throw new Error(`unknown dtype "${dtype}"`);
   const backend = await backends(message.backend);
   post({ type: "progress", text: `loading ${model} on ${backend.join(", ")}` });
-  const tokenizer = isCheckpoint(model)
-    ? Tokenizer.fromJSON(await fetchJson(`${model.replace(/\/+$/, "")}/tekken.json`) as TekkenFile)
-    : await demoTokenizer();
+  // As createLLM: a wrong path says it is not a checkpoint before the tokenizer is looked for beside it.
+  if (isCheckpoint(model)) await resolveModel(model);
+  const tokenizer = isCheckpoint(model) ? await checkpointTokenizer(model) : await demoTokenizer();
   const llm = await createLLM(model, {
     backend,
     dtype,
