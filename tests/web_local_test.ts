@@ -157,7 +157,9 @@ Deno.test({
       const tokenizerJson = tekkenJson(await loadDemoTekkenFile());
       await makeCheckpoint({ config: presetConfig("tiny"), out: dir, seed: 3, tokenizerJson });
       const want = await referenceTokens(dir, 16);
-      const server = serveTestPage([dir]);
+      await Deno.mkdir(join(root, "bare"));
+      await Deno.copyFile(join(dir, "config.json"), join(root, "bare", "config.json"));
+      const server = serveTestPage([dir, join(root, "bare")]);
       const { browser, page, errors } = await openPage(server.url, NO_WEBGPU_FLAGS);
       try {
         assertEquals(await loadInPage(page, "/web/models/tiny"), "wasm");
@@ -174,6 +176,9 @@ Deno.test({
         // A directory the server does not expose: the loader's own message, from 404s.
         const bad = await loadInPage(page, "/web/models/nope").then(() => "loaded", (e) => (e as Error).message);
         assert(bad.includes("/web/models/nope") && !bad.includes("tekken"), bad);
+        // A checkpoint without its tokenizer: createLLM's message, read over HTTP as from disk.
+        const bare = await loadInPage(page, "/web/models/bare").then(() => "loaded", (e) => (e as Error).message);
+        assert(bare.includes("/web/models/bare has no tekken.json"), bare);
       } finally {
         await browser.close();
         await server.close();

@@ -15,7 +15,6 @@
 import { expandRanks, v15TekkenFile } from "../../chat/demo_tokenizer.ts";
 import { type TekkenFile, Tokenizer } from "../../chat/tokenizer.ts";
 import { isDType } from "../../graph/dtype.ts";
-import { resolveModel } from "../../graph/models/mod.ts";
 import { createLLM, type LLM, type LLMChatRequest } from "../../engine/llm.ts";
 import { setWasmAssets } from "../../runtime/backends/wasm/module.ts";
 import type { PageToWorker, WorkerToPage } from "../protocol.ts";
@@ -64,14 +63,6 @@ async function demoTokenizer(): Promise<Tokenizer> {
   return Tokenizer.fromJSON(v15TekkenFile(config, expandRanks(bpe_ranks)));
 }
 
-/** The checkpoint's own `tekken.json`. */
-async function checkpointTokenizer(dir: string): Promise<Tokenizer> {
-  const url = `${dir.replace(/\/+$/, "")}/tekken.json`;
-  const res = await fetch(url, { method: "HEAD" });
-  if (res.status === 404) throw new Error(`${dir} has no tekken.json: put the model's tokenizer beside its weights`);
-  return Tokenizer.fromJSON(await fetchJson(url) as TekkenFile);
-}
-
 async function fetchJson(url: string): Promise<unknown> {
   const res = await fetch(url);
   if (!res.ok) throw new Error(`cannot load ${url}: HTTP ${res.status}`);
@@ -88,9 +79,8 @@ async function load(message: Extract<PageToWorker, { type: "load" }>): Promise<L
   if (dtype !== undefined && !isDType(dtype)) throw new Error(`unknown dtype "${dtype}"`);
   const backend = await backends(message.backend);
   post({ type: "progress", text: `loading ${model} on ${backend.join(", ")}` });
-  // As createLLM: a wrong path says it is not a checkpoint before the tokenizer is looked for beside it.
-  if (isCheckpoint(model)) await resolveModel(model);
-  const tokenizer = isCheckpoint(model) ? await checkpointTokenizer(model) : await demoTokenizer();
+  // A checkpoint's tekken.json is read by createLLM (over HTTP here); presets take the demo vocabulary.
+  const tokenizer = isCheckpoint(model) ? undefined : await demoTokenizer();
   const llm = await createLLM(model, {
     backend,
     dtype,
