@@ -25,6 +25,7 @@ import { InvalidRequestError } from "../chat/errors.ts";
 import { type Delta, OutputStreamParser } from "../chat/parse.ts";
 import { Tokenizer } from "../chat/tokenizer.ts";
 import { type DType, HEAD_DTYPES, WEIGHT_DTYPES } from "../graph/dtype.ts";
+import { hasFileSystem, isNotFound, readTextFile } from "../graph/files.ts";
 import { type SoftmaxScaleMode, softmaxScaleMode } from "../graph/models/mistral4.ts";
 import { resolveModel } from "../graph/models/mod.ts";
 import {
@@ -339,10 +340,19 @@ function checkOptions(options: LLMOptions): void {
 /** The `tekken.json` beside a checkpoint; when there is none, the error says how to give one. */
 async function checkpointTokenizer(dir: string): Promise<Tokenizer> {
   const path = join(dir, "tekken.json");
+  const missing = () =>
+    badOption("tokenizer", `${dir} has no tekken.json; pass its path as { tokenizer: "path/to/tekken.json" }.`);
+  if (!hasFileSystem()) {
+    // A browser: the directory is a URL path the server exposes (graph/files.ts reads it by fetch).
+    const text = await readTextFile(path).catch((e) => {
+      throw isNotFound(e) ? missing() : e;
+    });
+    return Tokenizer.fromJSON(JSON.parse(text));
+  }
   try {
     await Deno.stat(path);
   } catch {
-    throw badOption("tokenizer", `${dir} has no tekken.json; pass its path as { tokenizer: "path/to/tekken.json" }.`);
+    throw missing();
   }
   return await Tokenizer.fromFile(path);
 }

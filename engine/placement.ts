@@ -71,6 +71,7 @@ export interface PlacementPreview {
 
 /** The host's total memory, or undefined where it cannot be read (no `--allow-sys`, a browser). */
 export function hostMemoryBytes(): number | undefined {
+  if (typeof Deno === "undefined") return undefined; // a browser: it does not say
   try {
     return Deno.systemMemoryInfo().total;
   } catch {

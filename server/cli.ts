@@ -60,6 +60,8 @@ const USAGE = `usage: deno task serve [options]
                              cancel the rest, exit 0 (default ${DEFAULT_GRACE_S}; a second signal, or one while the
                              model loads, ends the process at once)
   --no-web-ui                do not serve the chat page (GET / and /web/*; on by default)
+  --web-ui-models DIR[,DIR…] checkpoint directories the page's in-page engine may load, read-only at
+                             /web/models/NAME/ (NAME: the directory's last component; repeat the flag or list them)
   --help, -h                 this text`;
 
 /** Longest `--shutdown-grace`, in seconds (a day). */
@@ -121,6 +123,8 @@ export interface ServeOptions {
   cacheDtype?: DType;
   /** False with `--no-web-ui`: no chat page at `/`. */
   webUi: boolean;
+  /** `--web-ui-models`: checkpoint directories exposed to the in-page engine. */
+  webUiModels: string[];
 }
 
 /** `--cache-dtype`'s values. */
@@ -229,7 +233,7 @@ function textFlag(values: Record<string, unknown>, name: string): string | undef
  * ```
  */
 export function parseServeArgs(args: string[]): ServeOptions {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | string[] | undefined>;
   try {
     values = parseArgs({
       args,
@@ -261,6 +265,7 @@ export function parseServeArgs(args: string[]): ServeOptions {
         "speculative-model": { type: "string" },
         "num-speculative-tokens": { type: "string" },
         "cache-dtype": { type: "string" },
+        "web-ui-models": { type: "string", multiple: true },
         help: { type: "boolean", short: "h" },
       },
     }).values;
@@ -316,6 +321,9 @@ export function parseServeArgs(args: string[]): ServeOptions {
       values["num-speculative-tokens"] as string | undefined,
     ),
     cacheDtype: cacheDtypeFlag(values["cache-dtype"] as string | undefined),
+    webUiModels: ((values["web-ui-models"] ?? []) as unknown as string[]).flatMap((v) => v.split(",")).filter((v) =>
+      v !== ""
+    ),
   };
 }
 
@@ -370,6 +378,7 @@ export async function main(args: string[]): Promise<void> {
     images: { maxImages: o.maxImages, maxBytes: o.maxImageBytes, allowPrivate: o.allowPrivateImageUrls },
     maxTokensDefault: maxTokens.limit ?? undefined,
     webUi: o.webUi,
+    webModels: o.webUiModels,
   });
   const handle = server.serve({ hostname: o.host, port: o.port });
   console.log(`tramontane: listening on ${handle.url} (loading ${model}…)`);

@@ -33,6 +33,7 @@ const DEFAULTS: ServeOptions = {
   speculative: undefined,
   cacheDtype: undefined,
   webUi: true,
+  webUiModels: [],
 };
 
 Deno.test("serve flags: defaults", () => {
@@ -67,6 +68,7 @@ Deno.test("serve flags: every flag is read into its option", () => {
     ["--num-speculative-tokens", "5"],
     ["--cache-dtype", "f32"],
     ["--no-web-ui"],
+    ["--web-ui-models", "/ckpt/a,/ckpt/b", "--web-ui-models", "/ckpt/c"],
   ].flat();
   assertEquals(parseServeArgs(args), {
     help: false,
@@ -97,6 +99,7 @@ Deno.test("serve flags: every flag is read into its option", () => {
     speculative: { model: "/ckpt/eagle", numTokens: 5 },
     cacheDtype: "f32",
     webUi: false,
+    webUiModels: ["/ckpt/a", "/ckpt/b", "/ckpt/c"],
   });
   assertEquals(parseServeArgs(["--model", "tiny", "--served-model-name", "m"]).servedModelName, "m");
   assertEquals(parseServeArgs(["--port=9000", "--softmax-scale=plain"]).port, 9000);
@@ -208,6 +211,7 @@ Deno.test("serve CLI: --help prints a usage line for every flag and starts nothi
     "num-speculative-tokens",
     "cache-dtype",
     "no-web-ui",
+    "web-ui-models",
     "help",
   ];
   for (const f of flags) assert(new RegExp(`^  --${f}\\b`, "m").test(out), `--${f} is not in the usage`);

@@ -24,6 +24,7 @@ import { ApiError, badRequest, errorResponse, jsonResponse, shuttingDown, toApiE
 import { Metrics } from "./metrics.ts";
 import { CANCEL_FLUSH_MS, DEFAULT_SHUTDOWN_GRACE_MS, Drain } from "./drain.ts";
 import { WebUi } from "./web_ui.ts";
+import { WEB_MODELS_PREFIX, WebModels } from "./web_models.ts";
 
 export type { Logger } from "./context.ts";
 export { Metrics } from "./metrics.ts";
@@ -58,6 +59,8 @@ export interface ServerOptions {
   maxTokensDefault?: number;
   /** Serve the chat page at `/` and its files at `/web/*` (default true; `--no-web-ui` turns it off). */
   webUi?: boolean;
+  /** Checkpoint directories the in-page engine may load, read-only at `/web/models/NAME/` (`--web-ui-models`). */
+  webModels?: readonly string[];
 }
 
 /** Where a {@link TramontaneServer} listens. */
@@ -179,6 +182,8 @@ function matchRoute(
   if (path.startsWith("/v1/models/")) {
     return { route: routes.get("/v1/models/{id}")!, modelId: decodeURIComponent(path.slice(11)) };
   }
+  const models = routes.get(WEB_MODELS_PREFIX);
+  if (models && path.startsWith(WEB_MODELS_PREFIX)) return { route: models };
   const web = routes.get("/web/{file}");
   if (web && path.startsWith("/web/")) return { route: web, file: path.slice(5) };
   return undefined;
@@ -269,6 +274,11 @@ export function createServer(options: ServerOptions): TramontaneServer {
     routes.set("/", { label: "/", methods: { GET: page, HEAD: page } });
     const file: Handler = (_ctx, _record, _req, args) => web.file(args.file ?? "");
     routes.set("/web/{file}", { label: "/web/{file}", methods: { GET: file, HEAD: file } });
+  }
+  if (options.webModels?.length) {
+    const models = new WebModels(options.webModels);
+    const serve: Handler = (_ctx, _record, req) => models.handle(req);
+    routes.set(WEB_MODELS_PREFIX, { label: "/web/models/*", methods: { GET: serve, HEAD: serve } });
   }
 
   async function dispatch(record: RequestRecord, req: Request, signal: AbortSignal): Promise<Response> {

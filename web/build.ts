@@ -3,14 +3,16 @@
  * committed files the server serves. `--check` builds into memory and compares with the committed files instead
  * (CI), as `build:kernels:check` does for the wasm kernels.
  *
- * npm packages (marked, dompurify) come from Deno's npm cache: a plugin resolves each bare import through Deno's
- * import map (`import.meta.resolve`), so there is no node_modules. Minified output names no file paths, so the bundle
- * is the same bytes wherever the cache lives.
+ * npm packages (marked, dompurify, and the library's own) come from Deno's npm cache through web/esbuild_deno.ts's
+ * plugin, so there is no node_modules. Minified output names no file paths, so the bundle is the same bytes wherever
+ * the cache lives.
  *
  * @module
  */
 
 import * as esbuild from "esbuild";
+import { buildWorker } from "./build_worker.ts";
+import { denoImports } from "./esbuild_deno.ts";
 // Imported so that Deno fetches them into its npm cache before esbuild reads their files.
 import "marked";
 import "dompurify";
@@ -21,15 +23,6 @@ export const ENTRIES: { in: string; out: string }[] = [
   { in: "page.css", out: "page.css" },
 ];
 
-/**
- * Other builders of web/dist, run when their module exists: each exports a function giving output name → bytes (the
- * in-page engine's `web/build_worker.ts` builds `worker.js` with its own esbuild options). Their files are written and
- * checked like the page's.
- */
-const BUILDERS: { module: string; build: string }[] = [
-  { module: "build_worker.ts", build: "buildWorker" },
-];
-
 /** Files copied as they are. */
 const STATIC = ["index.html"];
 
@@ -38,20 +31,6 @@ const PAGE_BUDGET = 150 * 1024;
 
 const web = new URL("./", import.meta.url);
 const dist = new URL("./dist/", web);
-
-/** Resolves bare specifiers (`marked`) the way Deno does, to files in its npm cache. */
-const denoResolve: esbuild.Plugin = {
-  name: "deno-resolve",
-  setup(build) {
-    build.onResolve({ filter: /^[^./]/ }, (args) => {
-      const url = import.meta.resolve(args.path);
-      if (!url.startsWith("file:")) {
-        return { errors: [{ text: `${args.path} resolved to ${url}; add it to deno.json "imports" and run once` }] };
-      }
-      return { path: new URL(url).pathname };
-    });
-  },
-};
 
 async function gzipSize(bytes: Uint8Array): Promise<number> {
   const stream = new Blob([bytes as BlobPart]).stream().pipeThrough(new CompressionStream("gzip"));
@@ -73,7 +52,7 @@ export async function buildWeb(): Promise<Map<string, Uint8Array>> {
         charset: "utf8",
         legalComments: "eof",
         write: false,
-        plugins: [denoResolve],
+        plugins: [denoImports()],
         logLevel: "silent",
       });
       out.set(entry.out, result.outputFiles[0].contents);
@@ -82,12 +61,7 @@ export async function buildWeb(): Promise<Map<string, Uint8Array>> {
     await esbuild.stop();
   }
   for (const name of STATIC) out.set(name, await Deno.readFile(new URL(name, web)));
-  for (const b of BUILDERS) {
-    const url = new URL(b.module, web);
-    if (!await Deno.stat(url).then(() => true, () => false)) continue;
-    const mod = await import(url.href);
-    for (const [name, bytes] of await mod[b.build]() as Map<string, Uint8Array>) out.set(name, bytes);
-  }
+  for (const [name, bytes] of await buildWorker()) out.set(name, bytes);
   return out;
 }
 

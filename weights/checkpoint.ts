@@ -7,6 +7,7 @@
 
 import { join } from "node:path";
 import type { DType } from "../graph/dtype.ts";
+import { listFiles, readTextFile } from "../graph/files.ts";
 import { CheckpointError, type CheckpointProblem } from "./errors.ts";
 import { LoadProgress } from "./progress.ts";
 import { openSafetensors, type SafetensorsReader, type TensorInfo } from "./safetensors.ts";
@@ -63,7 +64,7 @@ function findWeights(dir: string, names: Set<string>): Partial<Record<Checkpoint
 async function readJson(path: string): Promise<Record<string, unknown>> {
   let raw: unknown;
   try {
-    raw = JSON.parse(await Deno.readTextFile(path));
+    raw = JSON.parse(await readTextFile(path));
   } catch (e) {
     throw new CheckpointError({
       kind: "bad_config",
@@ -91,7 +92,7 @@ async function readJson(path: string): Promise<Record<string, unknown>> {
 export async function openCheckpoint(dir: string, options: OpenCheckpointOptions = {}): Promise<Checkpoint> {
   const names = new Set<string>();
   try {
-    for await (const e of Deno.readDir(dir)) if (e.isFile || e.isSymlink) names.add(e.name);
+    for (const name of await listFiles(dir)) names.add(name);
   } catch (e) {
     throw new CheckpointError({
       kind: "not_found",

@@ -7,6 +7,7 @@
  */
 
 import { join } from "node:path";
+import { isNotFound, readTextFile } from "../graph/files.ts";
 import type { Mistral4Config } from "../graph/models/mistral4.ts";
 import { CheckpointError } from "./errors.ts";
 
@@ -35,9 +36,9 @@ export async function readGenerationConfig(dir: string): Promise<GenerationDefau
   const file = join(dir, GENERATION_CONFIG);
   let text: string;
   try {
-    text = await Deno.readTextFile(file);
+    text = await readTextFile(file);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
+    if (isNotFound(e)) return null;
     throw new CheckpointError({ kind: "bad_config", message: `cannot read ${file}: ${(e as Error).message}`, file });
   }
   let json: unknown;

@@ -61,7 +61,8 @@ export class LoadProgress {
     this.#opts = options;
     this.#now = options.now ?? (() => performance.now());
     this.#start = this.#now();
-    const terminal = options.isTerminal ?? (options.write ? true : Deno.stderr.isTerminal());
+    const terminal = options.isTerminal ??
+      (options.write ? true : typeof Deno !== "undefined" && Deno.stderr.isTerminal()); // no stderr in a browser
     if (!options.quiet && terminal) this.#write = options.write ?? stderrWrite;
   }
 

@@ -11,6 +11,7 @@
 
 import { basename, dirname, join } from "node:path";
 import type { DType } from "../graph/dtype.ts";
+import { isNotFound, openRandomAccess, type RandomAccessFile, readTextFile } from "../graph/files.ts";
 import { CheckpointError, type CheckpointProblem } from "./errors.ts";
 
 /** Element type names used in safetensors headers. */
@@ -253,11 +254,10 @@ export function parseSafetensorsHeader(bytes: Uint8Array, file = "<memory>"): Sa
 }
 
 /** Reads exactly `dst.length` bytes at `offset` of an open file, or fails as a truncated file. */
-async function readAt(f: Deno.FsFile, offset: number, dst: Uint8Array, file: string, tensor?: string): Promise<void> {
-  await f.seek(offset, Deno.SeekMode.Start);
+async function readAt(f: RandomAccessFile, offset: number, dst: Uint8Array, file: string, tensor?: string) {
   let done = 0;
   while (done < dst.length) {
-    const n = await f.read(dst.subarray(done));
+    const n = await notFoundAs(file, f.read(offset + done, dst.subarray(done)));
     if (n === null) {
       const what = tensor ? `tensor "${tensor}" in ${file}` : file;
       fail("truncated", file, `${what}: file is truncated (ended at byte ${offset + done}); re-download it`, tensor);
@@ -266,11 +266,22 @@ async function readAt(f: Deno.FsFile, offset: number, dst: Uint8Array, file: str
   }
 }
 
-async function openFile(path: string): Promise<Deno.FsFile> {
+/** `step`, a missing file failing as `not_found` (over HTTP a file is found missing at its first read). */
+async function notFoundAs<T>(path: string, step: Promise<T>): Promise<T> {
   try {
-    return await Deno.open(path, { read: true });
+    return await step;
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) fail("not_found", path, `${path}: file not found`);
+    if (isNotFound(e)) fail("not_found", path, `${path}: file not found`);
+    throw e;
+  }
+}
+
+/** A file on disk, or (in a browser) a URL read by range requests. */
+async function openFile(path: string): Promise<RandomAccessFile> {
+  try {
+    return await openRandomAccess(path);
+  } catch (e) {
+    if (isNotFound(e)) fail("not_found", path, `${path}: file not found`);
     throw e;
   }
 }
@@ -278,7 +289,7 @@ async function openFile(path: string): Promise<Deno.FsFile> {
 /** Reads and validates the header of one safetensors file without reading its data. */
 export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
   using f = await openFile(path);
-  const size = (await f.stat()).size;
+  const size = await notFoundAs(path, f.size());
   const first8 = new Uint8Array(8);
   if (size >= 8) await readAt(f, 0, first8, path);
   const n = headerLength(first8, size, path);
@@ -379,9 +390,9 @@ export class SafetensorsReader {
 async function readIndex(path: string): Promise<Record<string, string>> {
   let raw: unknown;
   try {
-    raw = JSON.parse(await Deno.readTextFile(path));
+    raw = JSON.parse(await readTextFile(path));
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) fail("not_found", path, `${path}: file not found`);
+    if (isNotFound(e)) fail("not_found", path, `${path}: file not found`);
     fail("bad_config", path, `${path}: not valid JSON (${(e as Error).message})`);
   }
   const map = (raw as { weight_map?: unknown } | null)?.weight_map;

@@ -14,6 +14,7 @@
 
 import { join } from "node:path";
 import { CheckpointError } from "../checkpoint_error.ts";
+import { isNotFound, readTextFile } from "../files.ts";
 import type { GraphBuilder } from "../builder.ts";
 import * as mistral4 from "./mistral4.ts";
 import { eaglePresetConfig, isEaglePresetName } from "./eagle.ts";
@@ -89,9 +90,9 @@ export function familyOfHF(json: Record<string, unknown>): ModelFamily {
 async function readJson(path: string): Promise<Record<string, unknown> | null> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = await readTextFile(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
+    if (isNotFound(e)) return null;
     throw e;
   }
   try {

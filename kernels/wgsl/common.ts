@@ -14,7 +14,7 @@ export const WG = 64;
 
 /** The parameter binding and `flatIndex(wid, lid, nwg)`. */
 export const PRELUDE = /* wgsl */ `
-@group(0) @binding(0) var<storage, read_write> P: array<u32>;
+@group(0) @binding(0) var<storage, read> P: array<u32>;
 fn pf(i: u32) -> f32 { return bitcast<f32>(P[i]); }
 fn flatIndex(wid: vec3<u32>, lid: vec3<u32>, nwg: vec3<u32>) -> u32 {
   return (wid.y * nwg.x + wid.x) * ${WG}u + lid.x;

@@ -324,7 +324,7 @@ export class WasmKernels {
   /** Compiles and instantiates the kernels on a fresh shared memory. */
   static async load(opts: LoadOptions = {}): Promise<WasmKernels> {
     const file = opts.memory64 ? "kernels64.wasm" : "kernels.wasm";
-    const bytes = opts.wasm ?? await readWasm(new URL(`../../../kernels/wasm/${file}`, import.meta.url));
+    const bytes = opts.wasm ?? await readWasm(wasmAssetUrl(file));
     const info = parseModule(bytes);
     const m64 = info.memory?.memory64 ?? false;
     if (opts.memory64 !== undefined && opts.memory64 !== m64) {
@@ -584,9 +584,45 @@ function wrapI64(name: string, fn: (...a: unknown[]) => unknown, sig: FuncSig): 
   return wrapped;
 }
 
-/** Reads the module from disk, or fetches it when this file was imported over http(s) (e.g. from JSR). */
+/**
+ * Where a bundle for the browser serves the kernels (`kernels.wasm`, `kernels64.wasm`) and the kernel worker's
+ * script: a bundle's `import.meta.url` is the bundle's own, so the paths beside these sources do not hold there.
+ */
+export interface WasmAssets {
+  /** The folder holding `kernels.wasm` and `kernels64.wasm`. */
+  kernelsBase?: URL;
+  /** The bundled kernel worker (threads.ts starts one per extra thread). */
+  workerUrl?: URL;
+}
+
+const assets: WasmAssets = {};
+
+/**
+ * Points the wasm backend at its assets in a browser bundle (web/local/worker.ts does, before loading a model);
+ * unset, they are read from beside these sources (the default under Deno, and when imported by URL).
+ *
+ * @example
+ * ```ts ignore
+ * setWasmAssets({ kernelsBase: new URL("./", import.meta.url), workerUrl: new URL("./wasm_worker.js", import.meta.url) });
+ * ```
+ */
+export function setWasmAssets(next: WasmAssets): void {
+  Object.assign(assets, next);
+}
+
+/** The URL of a kernels file: the configured folder, else `kernels/wasm/` of this checkout. */
+function wasmAssetUrl(file: string): URL {
+  return new URL(assets.kernelsBase ? file : `../../../kernels/wasm/${file}`, assets.kernelsBase ?? import.meta.url);
+}
+
+/** The kernel worker's script: the configured bundle, else `worker.ts` beside these sources. */
+export function wasmWorkerUrl(): URL {
+  return assets.workerUrl ?? new URL("./worker.ts", import.meta.url);
+}
+
+/** Reads the module from disk, or fetches it when this file was imported over http(s) (e.g. from JSR) or bundled. */
 async function readWasm(url: URL): Promise<Uint8Array> {
-  if (url.protocol === "file:") return await Deno.readFile(url);
+  if (url.protocol === "file:" && typeof Deno !== "undefined") return await Deno.readFile(url);
   const res = await fetch(url);
   if (!res.ok) throw new Error(`cannot load ${url}: HTTP ${res.status}`);
   return new Uint8Array(await res.arrayBuffer());

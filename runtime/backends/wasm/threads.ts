@@ -22,7 +22,7 @@
  * @module
  */
 
-import type { KernelName, WasmKernels } from "./module.ts";
+import { type KernelName, type WasmKernels, wasmWorkerUrl } from "./module.ts";
 import type { FuncSig } from "./signatures.ts";
 import { wasmProfile } from "./profile.ts";
 
@@ -138,7 +138,7 @@ export class ThreadPool {
       for (let i = 1; i < n; i++) {
         const stack = k.alloc(stackBytes);
         stacks.push(stack);
-        const w = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+        const w = new Worker(wasmWorkerUrl(), { type: "module" });
         workers.push(w);
         ready.push(
           new Promise<void>((resolve, reject) => {
