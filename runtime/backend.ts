@@ -237,6 +237,40 @@ export class OutOfMemoryError extends RangeError {
   }
 }
 
+/**
+ * A backend's device is gone (a GPU reset, a driver or GPU-process crash, the device destroyed by someone else): the
+ * call that found it, and every later one, fails with this. Nothing on the device survives, so the process must
+ * start again; an engine that sees it stops serving (the server answers 503 `device_lost`).
+ */
+export class DeviceLostError extends Error {
+  /** The backend's instance name. */
+  readonly backend: string;
+  /** The backend call that found the device gone (`run`, `read`, `sync`, `alloc`…). */
+  readonly call: string;
+  /** The device's own words (WebGPU's `GPUDeviceLostInfo` reason and message). */
+  readonly reason: string;
+
+  /** Says which backend, in which call, and what to do. */
+  constructor(o: { backend: string; call: string; reason: string }) {
+    super(
+      `${o.backend}: the GPU device was lost (${o.reason}), found by ${o.call}(); nothing on it survives: restart ` +
+        `the process (or the server) to recover`,
+    );
+    this.name = "DeviceLostError";
+    this.backend = o.backend;
+    this.call = o.call;
+    this.reason = o.reason;
+  }
+}
+
+/** The {@link DeviceLostError} `e` is or was caused by (a backend's error may wrap it), else undefined. */
+export function deviceLost(e: unknown): DeviceLostError | undefined {
+  for (let c = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) {
+    if (c instanceof DeviceLostError) return c;
+  }
+  return undefined;
+}
+
 /** The dtype `dtype` is stored as on a backend with `caps`; throws when it cannot be stored. */
 export function storageDType(caps: BackendCaps, dtype: DType): DType {
   if (caps.dtypes.includes(dtype)) return dtype;
