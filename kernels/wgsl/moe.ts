@@ -77,29 +77,32 @@ ${SOFTMAX}
 }`;
 
 /**
- * Tokens per chunk of an expert's list: a workgroup of the expert kernels computes one chunk against one tile of 64
- * output features, holding `CHUNK` accumulators per thread, so each weight tile is read once per chunk.
+ * Pairs per chunk of an expert's list for a bucket of `pairs` (token, slot) pairs over `E` experts: a workgroup of the
+ * expert kernels computes one chunk against one tile of output features, with one accumulator per pair of the chunk
+ * in each thread, so each weight tile is read once per chunk. The average pairs per expert rounded up to a power of
+ * two, at most 8 (registers): decode buckets, where an expert rarely gets two pairs, run chunks of one and compute
+ * nothing for empty slots; prefill buckets run chunks of 8.
  */
-export const MOE_CHUNK = 8;
+export function moeChunk(pairs: number, E: number): number {
+  const perExpert = Math.ceil(pairs / Math.max(1, E));
+  return Math.min(8, 2 ** Math.ceil(Math.log2(Math.max(1, perExpert))));
+}
 
 /** Output features per workgroup of the expert kernels (one per thread). */
 export const MOE_TILE = 64;
 
 /**
- * The most chunks `pairs` (token, slot) pairs over `E` experts can make: a full chunk per {@link MOE_CHUNK} pairs, plus
- * one partial chunk per expert that has any.
+ * The most chunks of `chunk` pairs that `pairs` (token, slot) pairs over `E` experts can make: a full chunk per
+ * `chunk` pairs, plus one partial chunk per expert that has any.
  */
-export function moeMaxChunks(pairs: number, E: number): number {
-  return Math.ceil(pairs / MOE_CHUNK) + Math.min(E, pairs);
+export function moeMaxChunks(pairs: number, E: number, chunk: number): number {
+  return Math.ceil(pairs / chunk) + (chunk > 1 ? Math.min(E, pairs) : 0);
 }
-
-/** Values of the reduction axis staged in workgroup memory at a time. */
-const SLICE = 64;
 
 /**
  * The expert kernels' parameters, read-only: WGSL's uniformity analysis treats values read from a read-only
- * binding (the parameters, the chunk table) as uniform, so the loops around barriers may depend on them. Only buffers
- * of the step are bound read-only (a read-only and a writable binding of one buffer in one dispatch are an error).
+ * binding (the parameters, the chunk table) as uniform. Only buffers of the step are bound read-only (a read-only
+ * and a writable binding of one buffer in one dispatch are an error).
  */
 const PARAMS = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> P: array<u32>;
@@ -116,19 +119,19 @@ export function moeRouteBytes(E: number): number {
 /**
  * Routing pass (one workgroup of 256): the (token, slot) pairs grouped per expert, in three phases separated by
  * barriers. Count: an atomic per expert (workgroup memory). Prefix sum: each expert's offset in the list and its first
- * chunk (a chunk is up to {@link MOE_CHUNK} of its pairs). Scatter: each pair `p = t·K + j` written to its
+ * chunk (a chunk is up to `chunk` of its pairs, {@link moeChunk}). Scatter: each pair `p = t·K + j` written to its
  * expert's part of `LIST`; `CH` gets the chunk count, then per chunk (expert, first, end) list positions. The order of
  * pairs within an expert depends on the atomics, not the results: every pair's values are computed by one thread
  * in a fixed order whichever chunk holds it, and the combine pass reads them by pair. An id outside 0..E−1 joins no
  * list (the combine pass skips it). Parameters: `P[0]` T·K.
  */
-export function moeRouteKernel(E: number): string {
+export function moeRouteKernel(E: number, chunk: number): string {
   return PARAMS + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> IDS: array<i32>;
 @group(0) @binding(2) var<storage, read_write> CH: array<u32>;
 @group(0) @binding(3) var<storage, read_write> LIST: array<u32>;
 const E = ${E}u;
-const CHUNK = ${MOE_CHUNK}u;
+const CHUNK = ${chunk}u;
 var<workgroup> count: array<atomic<u32>, ${E}>;
 var<workgroup> cursor: array<atomic<u32>, ${E}>;
 var<workgroup> offset: array<u32, ${E}>;
@@ -178,7 +181,7 @@ var<workgroup> chunk0: array<u32, ${E}>;
 /**
  * The workgroup's chunk and tile from its flat index (`P[2]` tiles per chunk), and the chunk's expert `e`, first list
  * position `first` and pair count `n`; a workgroup past the routed chunks returns (the grid is sized for the most
- * chunks a bucket can have). Uniform values: read from read-only bindings at a uniform index.
+ * chunks a bucket can have).
  */
 const CHUNK_OF = /* wgsl */ `
   let flat = wid.y * nwg.x + wid.x;
@@ -195,98 +198,72 @@ const GROUP_ARGS =
 
 /**
  * Gate/up and SwiGLU over one chunk of an expert's pairs: `act[q, i] = silu(gate_e[i]·x[t]) · (up_e[i]·x[t])` for
- * list position `q` holding pair `t·K + j`. Thread `i` of the tile reads its gate and up rows once for the chunk's
- * tokens, whose rows of `x` are staged {@link SLICE} values at a time. Parameters: `P[0]` K, `P[1]` F, `P[2]` tiles of F,
- * `P[3]` D, `P[4]` the first scale word (quantised).
+ * list position `q` holding pair `t·K + j`. Thread `i` of the tile reads each value of its gate and up rows once for
+ * the chunk's pairs (the rows of `x` every thread of the tile reads alike: cached). No workgroup memory, no barrier.
+ * Parameters: `P[0]` K, `P[1]` F, `P[2]` tiles of F, `P[3]` D, `P[4]` the first scale word (quantised).
  */
-export function moeGroupActKernel(w: Stored): string {
+export function moeGroupActKernel(w: Stored, chunk: number): string {
   return PARAMS + floats("GU", 2, w, "P[3]", "P[4]") + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
 @group(0) @binding(3) var<storage, read> CH: array<u32>;
 @group(0) @binding(4) var<storage, read> LIST: array<u32>;
 @group(0) @binding(5) var<storage, read_write> A: array<f32>;
-const CHUNK = ${MOE_CHUNK}u;
-const SLICE = ${SLICE}u;
-var<workgroup> xs: array<f32, ${MOE_CHUNK * SLICE}>;
+const CHUNK = ${chunk}u;
 @compute @workgroup_size(${MOE_TILE}) fn main(${GROUP_ARGS}) {
 ${CHUNK_OF}
   let k = P[0];
   let f = P[1];
   let d = P[3];
   let i = tile * ${MOE_TILE}u + l;
-  let live = i < f;
-  let go = (e * 2u * f + min(i, f - 1u)) * d;
+  if (i >= f) { return; }
+  let go = (e * 2u * f + i) * d;
   let uo = go + f * d;
-  var g: array<f32, ${MOE_CHUNK}>;
-  var u: array<f32, ${MOE_CHUNK}>;
-  for (var c0 = 0u; c0 < d; c0 += SLICE) {
-    for (var s = l; s < CHUNK * SLICE; s += ${MOE_TILE}u) {
-      let r = s / SLICE;
-      let c = c0 + s - r * SLICE;
-      var v = 0.0;
-      if (r < n && c < d) { v = X[(LIST[first + r] / k) * d + c]; }
-      xs[s] = v;
-    }
-    workgroupBarrier();
-    if (live) {
-      let m = min(SLICE, d - c0);
-      for (var c = 0u; c < m; c++) {
-        let wg = GU_at(go + c0 + c);
-        let wu = GU_at(uo + c0 + c);
-        for (var r = 0u; r < CHUNK; r++) {
-          g[r] += wg * xs[r * SLICE + c];
-          u[r] += wu * xs[r * SLICE + c];
-        }
+  var xo: array<u32, CHUNK>;
+  for (var r = 0u; r < CHUNK; r++) { xo[r] = (LIST[first + min(r, n - 1u)] / k) * d; }
+  var g: array<f32, CHUNK>;
+  var u: array<f32, CHUNK>;
+  for (var c = 0u; c < d; c++) {
+    let wg = GU_at(go + c);
+    let wu = GU_at(uo + c);
+    for (var r = 0u; r < CHUNK; r++) {
+      if (r < n) {
+        let xv = X[xo[r] + c];
+        g[r] += wg * xv;
+        u[r] += wu * xv;
       }
     }
-    workgroupBarrier();
   }
-  if (!live) { return; }
   for (var r = 0u; r < n; r++) { A[(first + r) * f + i] = g[r] / (1.0 + exp(-g[r])) * u[r]; }
 }`;
 }
 
 /**
  * Down projection over one chunk: `y[t·K + j, c] = down_e[c] · act[q]` for list position `q` holding pair `t·K + j`
- * (stored by pair, so the combine pass sums a token's slots in slot order). Thread `c` of the tile reads its row once
- * for the chunk. Parameters: `P[0]` D, `P[1]` F, `P[2]` tiles of D, `P[4]` the first scale word (quantised).
+ * (stored by pair, so the combine pass sums a token's slots in slot order). Thread `c` of the tile reads each value
+ * of its row once for the chunk's pairs. Parameters: `P[0]` D, `P[1]` F, `P[2]` tiles of D, `P[4]` the first scale
+ * word (quantised).
  */
-export function moeGroupDownKernel(w: Stored): string {
+export function moeGroupDownKernel(w: Stored, chunk: number): string {
   return PARAMS + floats("DN", 2, w, "P[1]", "P[4]") + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> A: array<f32>;
 @group(0) @binding(3) var<storage, read> CH: array<u32>;
 @group(0) @binding(4) var<storage, read> LIST: array<u32>;
 @group(0) @binding(5) var<storage, read_write> Y: array<f32>;
-const CHUNK = ${MOE_CHUNK}u;
-const SLICE = ${SLICE}u;
-var<workgroup> acts: array<f32, ${MOE_CHUNK * SLICE}>;
+const CHUNK = ${chunk}u;
 @compute @workgroup_size(${MOE_TILE}) fn main(${GROUP_ARGS}) {
 ${CHUNK_OF}
   let d = P[0];
   let f = P[1];
   let c = tile * ${MOE_TILE}u + l;
-  let live = c < d;
-  let wo = (e * d + min(c, d - 1u)) * f;
-  var y: array<f32, ${MOE_CHUNK}>;
-  for (var i0 = 0u; i0 < f; i0 += SLICE) {
-    for (var s = l; s < CHUNK * SLICE; s += ${MOE_TILE}u) {
-      let r = s / SLICE;
-      let i = i0 + s - r * SLICE;
-      var v = 0.0;
-      if (r < n && i < f) { v = A[(first + r) * f + i]; }
-      acts[s] = v;
+  if (c >= d) { return; }
+  let wo = (e * d + c) * f;
+  var y: array<f32, CHUNK>;
+  for (var i = 0u; i < f; i++) {
+    let wv = DN_at(wo + i);
+    for (var r = 0u; r < CHUNK; r++) {
+      if (r < n) { y[r] += wv * A[(first + r) * f + i]; }
     }
-    workgroupBarrier();
-    if (live) {
-      let m = min(SLICE, f - i0);
-      for (var i = 0u; i < m; i++) {
-        let wv = DN_at(wo + i0 + i);
-        for (var r = 0u; r < CHUNK; r++) { y[r] += wv * acts[r * SLICE + i]; }
-      }
-    }
-    workgroupBarrier();
   }
-  if (!live) { return; }
   for (var r = 0u; r < n; r++) { Y[LIST[first + r] * d + c] = y[r]; }
 }`;
 }

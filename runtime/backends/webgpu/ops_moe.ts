@@ -13,6 +13,7 @@ import {
   MOE_GATE,
   MOE_TILE,
   MOE_TOPK,
+  moeChunk,
   moeGroupActKernel,
   moeGroupDownKernel,
   moeMaxChunks,
@@ -59,9 +60,10 @@ export const MOE_COMPILERS: Record<string, (c: CompileContext, node: Node) => St
     const [maxT, D] = maxShape(c.table[x].shape), K = maxShape(c.table[ids].shape)[1];
     const [E, F2] = maxShape(c.table[gateUp].shape), F = F2 / 2;
     const gu = storedOf(c.table[gateUp]), dn = storedOf(c.table[down]);
-    const route = moeRouteKernel(E), act = moeGroupActKernel(gu), down_ = moeGroupDownKernel(dn);
+    const chunk = moeChunk(maxT * K, E);
+    const route = moeRouteKernel(E, chunk), act = moeGroupActKernel(gu, chunk), down_ = moeGroupDownKernel(dn, chunk);
     c.use(route, act, down_, MOE_COMBINE);
-    const chunks = moeMaxChunks(maxT * K, E);
+    const chunks = moeMaxChunks(maxT * K, E, chunk);
     const tilesF = Math.ceil(F / MOE_TILE), tilesD = Math.ceil(D / MOE_TILE);
     const guScales = scaleWord([E, F2, D], E, gu), dnScales = scaleWord([E, D, F], E, dn);
     return (e) => {
