@@ -186,6 +186,8 @@ export class ModelEngine implements Engine {
     this.#draft = options.speculative ?? true ? model.draft : null;
     this.#targetProbs = new Float64Array(this.#draft ? model.config.vocab_size : 0);
     this.#loop = this.#run();
+    // A device lost while idle: stop serving (and /health say so) without waiting for the next step to fail.
+    for (const b of model.backends) b.lost?.then((e) => !this.#closed && this.#failed([], e));
   }
 
   /** Starts an engine over `model`; it is ready when this resolves. */

@@ -148,6 +148,11 @@ export interface Backend {
   readonly name: string;
   /** Memory layout and dtypes. */
   readonly caps: BackendCaps;
+  /**
+   * Resolves with a {@link DeviceLostError} when the backend's device is lost under it (never because of its own
+   * `dispose()`), so a server can stop serving before the next call fails; absent where memory cannot be lost (CPU).
+   */
+  readonly lost?: Promise<DeviceLostError>;
   /** True when the backend can run `node` whose inputs are `inputs` (their stored dtypes and kinds matter). */
   supports(node: Node, inputs: readonly TensorInfo[]): boolean;
   /** Bytes a weight of concrete `shape` stored as `storage` (a stored dtype, see {@link storageDType}) takes here. */
@@ -245,7 +250,7 @@ export class OutOfMemoryError extends RangeError {
 export class DeviceLostError extends Error {
   /** The backend's instance name. */
   readonly backend: string;
-  /** The backend call that found the device gone (`run`, `read`, `sync`, `alloc`…). */
+  /** The backend call that found the device gone (`run`, `read`, `sync`, `alloc`…), or `device.lost` (its watcher). */
   readonly call: string;
   /** The device's own words (WebGPU's `GPUDeviceLostInfo` reason and message). */
   readonly reason: string;
@@ -253,7 +258,7 @@ export class DeviceLostError extends Error {
   /** Says which backend, in which call, and what to do. */
   constructor(o: { backend: string; call: string; reason: string }) {
     super(
-      `${o.backend}: the GPU device was lost (${o.reason}), found by ${o.call}(); nothing on it survives: restart ` +
+      `${o.backend}: the GPU device was lost (${o.reason}), seen by ${o.call}; nothing on it survives: restart ` +
         `the process (or the server) to recover`,
     );
     this.name = "DeviceLostError";

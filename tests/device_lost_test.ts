@@ -151,3 +151,30 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "device lost: webgpu's device lost while the server is idle → /health 503 device_lost without a request",
+  ignore: WEBGPU_IGNORE,
+  async fn() {
+    const { adapter, devices } = await instrumentedAdapter();
+    const model = await loadModel("tiny", { ...SMALL, backend: "webgpu", backendOptions: { adapter } as never });
+    const tok = await loadDemoTokenizer();
+    const engine = await ModelEngine.create(model, { eosId: tok.eosId });
+    const handle = createServer({ engine, tokenizer: tok, modelName: "tiny", logger: new MemoryLogger() })
+      .serve({ hostname: "127.0.0.1", port: 0 });
+    try {
+      const before = await fetch(`${handle.url}/health`);
+      assertEquals([before.status, (await before.json()).status], [200, "ok"]);
+      devices[0].destroy();
+      await devices[0].lost;
+      await new Promise((r) => setTimeout(r, 0)); // the backend's watcher, then the engine's, run on the loss
+      const health = await fetch(`${handle.url}/health`), body = await health.json();
+      assertEquals([health.status, body.error.code], [503, "device_lost"], JSON.stringify(body));
+      assert(body.error.message.includes("webgpu"), body.error.message);
+    } finally {
+      await handle.shutdown();
+      await engine.close();
+      model.dispose();
+    }
+  },
+});

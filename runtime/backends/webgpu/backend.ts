@@ -152,6 +152,7 @@ class WebGpuBackend implements Backend {
   readonly caps: BackendCaps;
   /** The adapter, in words (vendor, description), for reports. */
   readonly adapterName: string;
+  readonly lost: Promise<DeviceLostError>;
   readonly #device: GPUDevice;
   readonly #refuse: ReadonlySet<string>;
   readonly #workgroupBytes: number;
@@ -192,10 +193,15 @@ class WebGpuBackend implements Backend {
     };
     this.#dummy = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
     // Whatever the reason ("destroyed" included): only our own dispose() is not a loss.
-    device.lost.then((info) => {
-      if (!this.#disposed) this.#lost = `${info.reason}: ${info.message || "no message"}`;
-      for (const fail of [...this.#waiting]) fail();
-    });
+    this.lost = new Promise((resolve) =>
+      device.lost.then((info) => {
+        if (!this.#disposed) {
+          this.#lost = `${info.reason}: ${info.message || "no message"}`;
+          resolve(new DeviceLostError({ backend: this.name, call: "device.lost", reason: this.#lost }));
+        }
+        for (const fail of [...this.#waiting]) fail();
+      })
+    );
   }
 
   supports(node: Node, inputs: readonly TensorInfo[]): boolean {

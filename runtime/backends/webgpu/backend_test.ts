@@ -166,9 +166,10 @@ Deno.test({
       const lost = await assertRejects(() => b.sync(), DeviceLostError, "the GPU device was lost");
       assertEquals([lost.backend, lost.call], ["webgpu", "sync"]);
       assert(lost.reason.startsWith("destroyed"), lost.reason);
-      assertThrows(() => b.write({ buffer: buf, offset: 0 }, new Uint8Array(4)), DeviceLostError, "write()");
-      await assertRejects(() => b.read({ buffer: buf, offset: 0 }, 4), DeviceLostError, "read()");
-      assertThrows(() => b.alloc(4), DeviceLostError, "alloc()");
+      assertThrows(() => b.write({ buffer: buf, offset: 0 }, new Uint8Array(4)), DeviceLostError, "seen by write");
+      await assertRejects(() => b.read({ buffer: buf, offset: 0 }, 4), DeviceLostError, "seen by read");
+      assertThrows(() => b.alloc(4), DeviceLostError, "seen by alloc");
+      assertEquals((await b.lost!).call, "device.lost", "the watcher resolves");
     } finally {
       b.dispose();
     }
