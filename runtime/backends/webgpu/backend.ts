@@ -6,9 +6,9 @@
  *   `copy`/`fill` are encoded commands, `read` copies into a mappable staging buffer and maps it. All of them and
  *   every run are ordered on the one queue. A buffer the device cannot hold is an {@link OutOfMemoryError}: at
  *   once when it is over `maxBufferSize`, else from the `out-of-memory` error scope around its creation, which the
- *   next `uploadWeight` (naming the weight), `read` or `sync` rejects with; a segment's own buffers (activations,
- *   scratch, tables, made at a bucket's first run) are named too (`act of moe_experts "…"`), and asked for again
- *   by the next run.
+ *   next `uploadWeight` (naming the weight), `read` or `sync` rejects with, naming any other buffer by the tensors
+ *   a run bound in it (an arena); a segment's own buffers (activations, scratch, tables, made at a bucket's first
+ *   run) are named too (`act of moe_experts "…"`), and asked for again by the next run.
  * - Device loss: from then on every call throws a {@link DeviceLostError} naming the call, and a read or sync
  *   waiting on the device rejects with it at once (a lost device may never settle a map). Only `dispose()` is not a
  *   loss: a device destroyed by anyone else is one, whatever its reason says.
@@ -161,6 +161,8 @@ class WebGpuBackend implements Backend {
   #allocated = 0;
   /** Out-of-memory scopes of the segments' own buffers (scratch, results, tables) not yet checked. */
   #ownChecks: { check: Promise<GPUError | null>; p: WebGpuPrepared; key: string; buffer: GPUBuffer }[] = [];
+  /** The tensors a run bound in each buffer, by buffer id (a buffer that could not be made is named by them). */
+  #holds = new Map<number, Set<string>>();
   /** Out-of-memory scopes of allocations not yet checked, by buffer id. */
   #allocChecks = new Map<number, Promise<GPUError | null>>();
   /** Validation scopes of submitted work not yet checked. */
@@ -249,6 +251,7 @@ class WebGpuBackend implements Backend {
     this.#flush(); // queued work may still use it
     this.#buffers.delete(buffer.id);
     this.#allocChecks.delete(buffer.id);
+    this.#holds.delete(buffer.id);
     this.#allocated -= b.size;
     b.destroy();
   }
@@ -543,7 +546,15 @@ class WebGpuBackend implements Backend {
     }
     for (const [id, check] of allocs) {
       const e = await this.#untilLost(check, call);
-      if (e) failed ??= oom(undefined, this.#buffers.get(id)?.size ?? 0, e);
+      // A weight is named by uploadWeight; an arena by the tensors a run bound in it (a run before this check).
+      const holds = [...this.#holds.get(id) ?? []];
+      if (e) {
+        failed ??= oom(
+          holds.length ? `the buffer of ${holds.join(", ")}` : undefined,
+          this.#buffers.get(id)?.size ?? 0,
+          e,
+        );
+      }
     }
     const validation = await this.#untilLost(Promise.all(errors), call);
     if (failed) throw failed;
@@ -684,6 +695,8 @@ class WebGpuBackend implements Backend {
 
   #range(view: TensorView, bytes: number, what: string): GpuRef {
     const b = this.#buffer(view, 0, what);
+    const holds = this.#holds.get(view.buffer.id) ?? new Set();
+    if (holds.size < 4) this.#holds.set(view.buffer.id, holds.add(what));
     const size = Math.min(Math.max(4, alignUp(bytes, 4)), b.size - view.offset);
     if (bytes > b.size - view.offset) {
       throw new RangeError(`tensor "${what}" (${bytes} B at ${view.offset}) does not fit its buffer of ${b.size} B`);

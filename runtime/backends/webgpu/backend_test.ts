@@ -178,7 +178,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "webgpu: the device out of memory names the tensor: a weight, a kernel's scratch made at a run (asked again next run)",
+    "webgpu: the device out of memory names the tensor: a weight, a kernel's scratch (asked again next run), an arena",
   ignore: WEBGPU_IGNORE,
   async fn() {
     // x → h = x·W1ᵀ → routed experts of h: the expert kernels' scratch is the segment's own, made at the first run.
@@ -197,10 +197,12 @@ Deno.test({
     );
     g.output("y", experts);
     const graph = g.build();
-    let inject: "weight" | "own" | undefined;
-    const { adapter } = await instrumentedAdapter((d) =>
-      inject === "weight" ? d.size === 512 : inject === "own" && !(d.usage & GPUBufferUsage.COPY_SRC)
-    );
+    let inject: "weight" | "own" | "first alloc" | undefined;
+    const { adapter } = await instrumentedAdapter((d) => {
+      const allocated = (d.usage & GPUBufferUsage.COPY_SRC) !== 0; // alloc()'s buffers; a segment's own are not
+      if (inject === "first alloc" && allocated) return (inject = undefined, true);
+      return inject === "weight" ? d.size === 512 : inject === "own" && !allocated;
+    });
     const b = await webgpuBackend.create({ adapter } as never);
     try {
       const plan = schedule(graph, [b]);
@@ -222,6 +224,12 @@ Deno.test({
       const y = (await ex.run({ inputs: { x, logits } })).y as Float32Array;
       assert(y.length === 16 && y.some((v) => v !== 0), `the next run makes the buffers again: ${y}`);
       ex.dispose();
+      // The executor's first buffer (an arena): the device says so at the first run's read, by the tensors bound in it.
+      inject = "first alloc";
+      const arena = await PlanExecutor.create(graph, plan, [b], { weights });
+      const late = await assertRejects(() => arena.run({ inputs: { x, logits } }), OutOfMemoryError);
+      assert(/the buffer of \S/.test(late.message), late.message);
+      arena.dispose();
     } finally {
       b.dispose();
     }
