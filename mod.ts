@@ -121,7 +121,7 @@ export type {
 export { inspectModel, renderJson, renderText } from "./graph/inspect.ts";
 export type { InspectOptions, InspectReport, LayerRow, PlanSection } from "./graph/inspect.ts";
 export type * from "./runtime/backend.ts";
-export { OutOfMemoryError } from "./runtime/backend.ts";
+export { DeviceLostError, OutOfMemoryError } from "./runtime/backend.ts";
 export type * from "./runtime/schedule/plan.ts";
 export type { RandomRecipe } from "./weights/source.ts";
 export { BlockPool } from "./engine/kv_cache.ts";

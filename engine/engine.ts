@@ -34,6 +34,7 @@ import { Sequence } from "./sequence.ts";
 import { TokenStream } from "./stream.ts";
 import { BackendSampling, samplesOnBackend } from "./backend_sampling.ts";
 import { ImageEncodes } from "./image_encodes.ts";
+import { deviceLost } from "../runtime/backend.ts";
 
 /** Longest run of engine steps without a timer turn (which lets sockets be polled). */
 const IO_TURN_MS = 5;
@@ -130,6 +131,8 @@ export class ModelEngine implements Engine {
   readonly #loop: Promise<void>;
   #ready = false;
   #closed = false;
+  /** Set when a backend's device was lost: nothing more can run, every request fails with it. */
+  #failure: Error | null = null;
   #wakeUp: (() => void) | null = null;
   #lastBatch = 0;
   #tokensProcessed = 0;
@@ -183,6 +186,8 @@ export class ModelEngine implements Engine {
     this.#draft = options.speculative ?? true ? model.draft : null;
     this.#targetProbs = new Float64Array(this.#draft ? model.config.vocab_size : 0);
     this.#loop = this.#run();
+    // A device lost while idle: stop serving (and /health say so) without waiting for the next step to fail.
+    for (const b of model.backends) b.lost?.then((e) => !this.#closed && this.#failed([], e));
   }
 
   /** Starts an engine over `model`; it is ready when this resolves. */
@@ -192,9 +197,18 @@ export class ModelEngine implements Engine {
     return Promise.resolve(engine);
   }
 
-  /** True from creation until {@link ModelEngine.close}. */
+  /** True from creation until {@link ModelEngine.close}, or until a device is lost ({@link ModelEngine.failure}). */
   get ready(): boolean {
-    return this.#ready && !this.#closed;
+    return this.#ready && !this.#closed && !this.#failure;
+  }
+
+  /**
+   * Why this engine can no longer generate (a backend's device was lost: a `DeviceLostError` naming the backend and
+   * the call), or null. Once set, running and queued sequences have failed with it and new ones fail at once; only
+   * a new process (a restart) serves again.
+   */
+  get failure(): Error | null {
+    return this.#failure;
   }
 
   /** Starts one sequence; it is queued at once, whether or not the caller has started reading. */
@@ -205,7 +219,7 @@ export class ModelEngine implements Engine {
       limit: this.#streamBuffer,
       onDrain: () => this.#wake(),
     });
-    const problem = this.#closed ? new EngineClosedError() : this.#validate(req);
+    const problem = this.#closed ? new EngineClosedError() : this.#failure ?? this.#validate(req);
     if (problem) {
       stream.fail(problem);
       return stream;
@@ -341,7 +355,7 @@ export class ModelEngine implements Engine {
         if (chunks.length > 0) await this.#step(chunks);
       } catch (e) {
         // A bug rather than a request's fault: fail every sequence instead of leaving their streams hanging.
-        for (const seq of [...s.running, ...s.waiting]) this.#fail(seq, e);
+        this.#failed([...s.running, ...s.waiting], e);
       }
       // Let I/O (new requests, disconnects, streamed chunks) in between steps. Only a timer turn polls sockets in
       // Deno (setImmediate does not); a timer costs ~2 ms, so fast steps take one at most every 5 ms.
@@ -367,7 +381,7 @@ export class ModelEngine implements Engine {
     const images = this.#images;
     if (images) {
       images.start(chunks);
-      await images.advance((seq, e) => this.#fail(seq, e));
+      await images.advance((seq, e) => this.#failed([seq], e));
       // Failed sequences are gone; a prefill stops short of images whose vectors are not ready.
       chunks = chunks.flatMap((c) => c.seq.status === "running" ? images.limit(c) ?? [] : []);
     }
@@ -387,7 +401,7 @@ export class ModelEngine implements Engine {
         pick = this.#pickOnHost(logits);
       }
     } catch (e) {
-      for (const { seq } of chunks) this.#fail(seq, e);
+      this.#failed(chunks.map((c) => c.seq), e);
       return;
     }
     this.#steps++;
@@ -414,7 +428,7 @@ export class ModelEngine implements Engine {
       try {
         await this.#propose(this.#draft, chunks);
       } catch (e) {
-        for (const { seq } of chunks) if (seq.status === "running") this.#fail(seq, e);
+        this.#failed(chunks.map((c) => c.seq).filter((seq) => seq.status === "running"), e);
       }
     }
   }
@@ -595,6 +609,19 @@ export class ModelEngine implements Engine {
     this.#batching.remove(seq);
     this.#releaseImages(seq);
     seq.stream.finish(stopId === undefined ? { reason } : { reason, stopId });
+  }
+
+  /**
+   * Work for `seqs` failed with `error`: they fail with it. A lost device fails every sequence, running or queued,
+   * and the engine stops serving ({@link ModelEngine.failure}): its weights and cache are gone with the device.
+   */
+  #failed(seqs: readonly Sequence[], error: unknown): void {
+    const lost = deviceLost(error);
+    if (lost) {
+      this.#failure ??= lost;
+      const s = this.#batching;
+      for (const seq of [...s.running, ...s.waiting]) this.#fail(seq, lost);
+    } else for (const seq of seqs) this.#fail(seq, error);
   }
 
   #fail(seq: Sequence, error: unknown): void {

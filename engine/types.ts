@@ -9,6 +9,8 @@
 import type { TokenConstraint } from "../grammar/types.ts";
 
 export type { ConstraintMatcher, TokenConstraint } from "../grammar/types.ts";
+/** What a backend throws when its device is lost or out of memory (the server maps both to 503). */
+export { DeviceLostError, OutOfMemoryError } from "../runtime/backend.ts";
 
 /** How to pick each token. Ranges are checked by the server; the engine may trust them. */
 export interface SamplingParams {
@@ -175,6 +177,12 @@ export interface Engine {
   readonly maxModelLen: number;
   /** False while weights load or warm up; the server answers 503 meanwhile. */
   readonly ready: boolean;
+  /**
+   * Set once the engine can no longer generate (a backend's device was lost: a `DeviceLostError`): running
+   * and new requests fail with it, and the server answers 503 `device_lost`, `/health` included. Absent or null
+   * while it can.
+   */
+  readonly failure?: Error | null;
   /** Set when the model reads images ({@link GenerateRequest.images}); absent or null for text only. */
   readonly vision?: VisionSettings | null;
   /** Starts one sequence. Errors (out of memory, a backend failure) reject the iterator's `next()`. */

@@ -148,6 +148,11 @@ export interface Backend {
   readonly name: string;
   /** Memory layout and dtypes. */
   readonly caps: BackendCaps;
+  /**
+   * Resolves with a {@link DeviceLostError} when the backend's device is lost under it (never because of its own
+   * `dispose()`), so a server can stop serving before the next call fails; absent where memory cannot be lost (CPU).
+   */
+  readonly lost?: Promise<DeviceLostError>;
   /** True when the backend can run `node` whose inputs are `inputs` (their stored dtypes and kinds matter). */
   supports(node: Node, inputs: readonly TensorInfo[]): boolean;
   /** Bytes a weight of concrete `shape` stored as `storage` (a stored dtype, see {@link storageDType}) takes here. */
@@ -235,6 +240,40 @@ export class OutOfMemoryError extends RangeError {
   forTensor(tensor: string): OutOfMemoryError {
     return new OutOfMemoryError({ ...this, tensor, detail: this.detail });
   }
+}
+
+/**
+ * A backend's device is gone (a GPU reset, a driver or GPU-process crash, the device destroyed by someone else): the
+ * call that found it, and every later one, fails with this. Nothing on the device survives, so the process must
+ * start again; an engine that sees it stops serving (the server answers 503 `device_lost`).
+ */
+export class DeviceLostError extends Error {
+  /** The backend's instance name. */
+  readonly backend: string;
+  /** The backend call that found the device gone (`run`, `read`, `sync`, `alloc`…), or `device.lost` (its watcher). */
+  readonly call: string;
+  /** The device's own words (WebGPU's `GPUDeviceLostInfo` reason and message). */
+  readonly reason: string;
+
+  /** Says which backend, in which call, and what to do. */
+  constructor(o: { backend: string; call: string; reason: string }) {
+    super(
+      `${o.backend}: the GPU device was lost (${o.reason}), seen by ${o.call}; nothing on it survives: restart ` +
+        `the process (or the server) to recover`,
+    );
+    this.name = "DeviceLostError";
+    this.backend = o.backend;
+    this.call = o.call;
+    this.reason = o.reason;
+  }
+}
+
+/** The {@link DeviceLostError} `e` is or was caused by (a backend's error may wrap it), else undefined. */
+export function deviceLost(e: unknown): DeviceLostError | undefined {
+  for (let c = e, depth = 0; c instanceof Error && depth < 8; c = c.cause, depth++) {
+    if (c instanceof DeviceLostError) return c;
+  }
+  return undefined;
 }
 
 /** The dtype `dtype` is stored as on a backend with `caps`; throws when it cannot be stored. */

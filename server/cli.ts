@@ -179,6 +179,9 @@ class LoadingEngine implements Engine {
   get ready(): boolean {
     return this.inner?.ready ?? false;
   }
+  get failure(): Error | null {
+    return this.inner?.failure ?? null;
+  }
   get vision(): VisionSettings | null {
     return this.inner?.vision ?? null;
   }

@@ -7,6 +7,7 @@
  */
 
 import { InvalidRequestError } from "../chat/errors.ts";
+import { DeviceLostError, OutOfMemoryError } from "../engine/types.ts";
 
 /** OpenAI's error body. */
 export interface ErrorBody {
@@ -68,11 +69,26 @@ export function shuttingDown(): ApiError {
 
 /**
  * Maps anything thrown while serving a request to an {@link ApiError}: typed client errors keep their status and
- * fields; everything else is a 500 whose message does not leak internals (the caller logs the original).
+ * fields; a lost device is a 503 `device_lost` and a device out of memory a 503 `out_of_memory` (both say which
+ * backend, the latter which tensor); everything else is a 500 whose message does not leak internals (the caller
+ * logs the original).
  */
 export function toApiError(e: unknown): ApiError {
   if (e instanceof ApiError) return e;
   if (e instanceof InvalidRequestError) return new ApiError(400, e.message, { param: e.param, code: e.code });
+  // The device is gone: this server cannot answer until it is restarted (running requests end with this too).
+  if (e instanceof DeviceLostError) {
+    return new ApiError(503, `${e.message}. This server cannot generate until then; send the request elsewhere.`, {
+      code: "device_lost",
+    });
+  }
+  // Out of device memory mid-step (a batch or a bucket larger than what was planned for): the server lives on.
+  if (e instanceof OutOfMemoryError) {
+    return new ApiError(503, `${e.message}. Retry later, or with a shorter prompt.`, {
+      code: "out_of_memory",
+      headers: { "retry-after": "5" },
+    });
+  }
   return new ApiError(500, "The server hit an internal error while handling this request; see the server log.", {
     code: "internal_error",
   });

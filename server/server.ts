@@ -2,9 +2,10 @@
  * The OpenAI-compatible HTTP server: a `fetch`-style handler over an {@link Engine}, and a `Deno.serve` wrapper.
  *
  * Routes: `GET /v1/models`, `GET /v1/models/{id}`, `POST /v1/chat/completions`, `POST /v1/completions`,
- * `GET /health` (503 until the engine is ready, and again once the server is shutting down), `GET /metrics`
- * (Prometheus text), and the chat page: `GET /` and `GET /web/{file}` (`server/web_ui.ts`; off with
- * {@link ServerOptions.webUi} false). Every error is OpenAI-shaped; nothing a request does can take the server down. A shutdown
+ * `GET /health` (503 until the engine is ready, again once the server is shutting down, and for good once a device
+ * is lost: `device_lost`, as every generation then is), `GET /metrics` (Prometheus text), and the chat page: `GET /`
+ * and `GET /web/{file}` (`server/web_ui.ts`; off with {@link ServerOptions.webUi} false). Every error is
+ * OpenAI-shaped; nothing a request does can take the server down. A shutdown
  * ({@link TramontaneServer.shutdown}, {@link ServeHandle.shutdown}) refuses new requests and gives running ones a
  * grace period before it cancels them.
  *
@@ -222,6 +223,7 @@ export function createServer(options: ServerOptions): TramontaneServer {
       methods: {
         GET: () => {
           if (drain.draining) throw shuttingDown();
+          if (ctx.engine.failure) throw toApiError(ctx.engine.failure);
           if (!ctx.engine.ready) throw new ApiError(503, "The engine is still loading.", { code: "engine_not_ready" });
           return jsonResponse({ status: "ok" });
         },
@@ -300,6 +302,8 @@ export function createServer(options: ServerOptions): TramontaneServer {
         headers: { allow },
       });
     }
+    // A lost device: 503 saying so (not "still loading"), whatever the engine's failure is mapped to.
+    if (route.generates && ctx.engine.failure) throw toApiError(ctx.engine.failure);
     if (route.generates && !ctx.engine.ready) {
       throw new ApiError(503, "The engine is still loading; retry shortly.", {
         code: "engine_not_ready",

@@ -21,7 +21,7 @@
  * webgpu (Mesa's lavapipe, measured the same way) holds the same bounds: bf16, f16, FP8, q8, NVFP4 and q4 weights
  * stay as they are and decode exactly as they are read (activations are never quantised), and kernels accumulate in
  * f32 (matmul ≤ 4.9e-7, q8 included since the weight is dequantised exactly; q4 ≤ 1.5e-6 at K = 1050, far inside
- * its 2e-2; MLA ≤ 3.5e-7; MoE ≤ 3.6e-7; norms, rope, swiglu, temperature ≤ 1.6e-7; copies, routing ids and caches exact). The ops it
+ * its 2e-2; MLA ≤ 3.5e-7; MoE ≤ 4.5e-7, experts grouped per expert on the device; norms, rope, swiglu, temperature ≤ 1.6e-7; copies, routing ids and caches exact). The ops it
  * does not run yet are listed in `WEBGPU_REFUSED`: the table must skip exactly those.
  * The onnx column (onnxruntime-node; its ops: matmul, rms_norm, swiglu, embedding, moe_experts) is held to the same
  * bounds; measured: matmul ≤ 4.8e-7 in every weight dtype (q8 dequantised exactly at upload), rms_norm
@@ -615,7 +615,36 @@ function moeCases(): OpCase[] {
     moeCase("q8", 40, 4, 2, 64, 32), // ~20 tokens per expert: the int8 prefill path over gathered rows
     ...nvfp4MoeCases(),
     ...q4MoeCases(),
+    ...groupedMoeCases(),
   ];
+}
+
+/**
+ * Shapes for experts grouped per expert (webgpu's kernels: chunks of 8 pairs per expert × tiles of 64 features,
+ * the reduction staged 64 values at a time): most of 32 experts empty; a router skewed onto two experts (37
+ * tokens each: four full chunks and a partial one, six experts empty); D and F past one tile and one slice.
+ */
+function groupedMoeCases(): OpCase[] {
+  return [
+    moeCase("f16", 9, 32, 2, 130, 70),
+    skewedMoeCase("bf16", 37, 8, 2, 72, 66),
+    skewedMoeCase("q8", 37, 8, 2, 96, 64),
+  ];
+}
+
+/** `moeCase` with router logits pushed onto experts 3 and 5, so every token picks both. */
+function skewedMoeCase(dt: DType, T: number, E: number, K: number, D: number, F: number): OpCase {
+  const name = `moe_experts ${dt} skewed onto 2 experts T=${T} top ${K} of ${E} D=${D} F=${F}`;
+  return opCase(name, "moe_experts", MATRIX_TOL[dt], (c) => {
+    const x = c.f32("x", [[T, T + 3], D]);
+    const logits = c.f32("logits", [[T, T + 3], E], 0.5);
+    const l = c.inputs.logits as Float32Array;
+    for (let t = 0; t < T; t++) l[t * E + 3] += 4, l[t * E + 5] += 3;
+    const ids = ops.moeTopK(c.g, logits, { topK: K }), weights = ops.moeGate(c.g, logits, ids);
+    const gateUp = c.weight("gate_up", [E, 2 * F, D], dt, 1 / Math.sqrt(D));
+    const down = c.weight("down", [E, D, F], dt, 1 / Math.sqrt(F));
+    return { y: ops.moeExperts(c.g, x, ids, weights, gateUp, down), ids, weights };
+  });
 }
 
 /** Routed experts in NVFP4 (as the release stores them): decode and prefill token counts, one or two globals. */
@@ -1092,6 +1121,28 @@ Deno.test({
           await checkCase(c, backend, reference);
         });
       }
+    } finally {
+      backend.dispose();
+      reference.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "backend ops: webgpu moe_experts grouped per expert is reproducible (same bits on every run)",
+  ignore: WEBGPU_IGNORE,
+  async fn() {
+    // The grouped lists' order follows the device's atomics; the results must not (each value has one thread and a
+    // fixed order, the slots of a token are summed in slot order).
+    const backend = await webgpuBackend.create();
+    const reference = await referenceBackend.create();
+    try {
+      const c = skewedMoeCase("bf16", 37, 8, 2, 72, 66);
+      const runs: Float32Array[] = [];
+      for (let i = 0; i < 3; i++) {
+        runs.push((await runOpCase(c.build(), [backend, reference])).outputs.y as Float32Array);
+      }
+      assert(runs.every((y) => y.every((v, i) => Object.is(v, runs[0][i]))), "bitwise equal runs");
     } finally {
       backend.dispose();
       reference.dispose();

@@ -21,3 +21,42 @@ export const IN_CI = Deno.env.get("CI") === "true";
 export const WEBGPU_IGNORE = WEBGPU_MISSING !== undefined && !IN_CI;
 
 if (WEBGPU_IGNORE) console.log(`webgpu tests skipped: ${WEBGPU_MISSING}`);
+
+/** What {@link instrumentedAdapter} gives: the adapter, and the devices it made (for tests to destroy). */
+export type Instrumented = { adapter: GPUAdapter; devices: GPUDevice[] };
+
+/**
+ * The real adapter, whose devices are kept in `devices` and, while `oom()` says so for a buffer descriptor, report
+ * that buffer's creation as out of memory through the `out-of-memory` error scope around it (as a device that ran
+ * out would; the buffer itself is made, so nothing else breaks).
+ */
+export async function instrumentedAdapter(
+  oom: (d: GPUBufferDescriptor) => boolean = () => false,
+): Promise<Instrumented> {
+  const adapter = (await navigator.gpu.requestAdapter())!;
+  const devices: GPUDevice[] = [];
+  const wrapped = Object.create(adapter);
+  wrapped.requestDevice = async (descriptor?: GPUDeviceDescriptor) => {
+    const device = await adapter.requestDevice(descriptor);
+    devices.push(device);
+    // Per open scope: whether an injected out-of-memory happened inside it.
+    const scopes: { filter: GPUErrorFilter; oom: boolean }[] = [];
+    const push = device.pushErrorScope.bind(device), pop = device.popErrorScope.bind(device);
+    const create = device.createBuffer.bind(device);
+    device.pushErrorScope = (filter) => (scopes.push({ filter, oom: false }), push(filter));
+    device.popErrorScope = () => {
+      const scope = scopes.pop();
+      const real = pop();
+      if (!scope?.oom) return real;
+      return real.then((e) => e ?? ({ message: "injected out-of-memory" } as GPUError));
+    };
+    device.createBuffer = (d: GPUBufferDescriptor) => {
+      const scope = scopes.findLast((s) => s.filter === "out-of-memory");
+      if (scope && oom(d)) scope.oom = true;
+      return create(d);
+    };
+    return device;
+  };
+  for (const k of ["info", "features", "limits"] as const) Object.defineProperty(wrapped, k, { value: adapter[k] });
+  return { adapter: wrapped, devices };
+}

@@ -6,7 +6,12 @@
  *   `copy`/`fill` are encoded commands, `read` copies into a mappable staging buffer and maps it. All of them and
  *   every run are ordered on the one queue. A buffer the device cannot hold is an {@link OutOfMemoryError}: at
  *   once when it is over `maxBufferSize`, else from the `out-of-memory` error scope around its creation, which the
- *   next `uploadWeight` (naming the weight) or `sync` rejects with.
+ *   next `uploadWeight` (naming the weight), `read` or `sync` rejects with, naming any other buffer by the tensors
+ *   a run bound in it (an arena); a segment's own buffers (activations, scratch, tables, made at a bucket's first
+ *   run) are named too (`act of moe_experts "…"`), and asked for again by the next run.
+ * - Device loss: from then on every call throws a {@link DeviceLostError} naming the call, and a read or sync
+ *   waiting on the device rejects with it at once (a lost device may never settle a map). Only `dispose()` is not a
+ *   loss: a device destroyed by anyone else is one, whatever its reason says.
  * - Dtypes: activations f32, ids i32; every weight dtype stays as it is, decoded by the kernels that read it: bf16
  *   and f16 packed two to a 32-bit word (widened with a shift, or `unpack2x16float`, core WGSL: no `shader-f16`
  *   needed); FP8 (E4M3, one scale per K-row), q8 (int8, one scale per 32) and NVFP4 (E2M1 two to a byte, one scale
@@ -53,6 +58,7 @@ import {
   type Bindings,
   type BufferHandle,
   canStore,
+  DeviceLostError,
   type HostInputs,
   isSplit,
   OutOfMemoryError,
@@ -146,12 +152,17 @@ class WebGpuBackend implements Backend {
   readonly caps: BackendCaps;
   /** The adapter, in words (vendor, description), for reports. */
   readonly adapterName: string;
+  readonly lost: Promise<DeviceLostError>;
   readonly #device: GPUDevice;
   readonly #refuse: ReadonlySet<string>;
   readonly #workgroupBytes: number;
   #buffers = new Map<number, GPUBuffer>();
   #nextId = 1;
   #allocated = 0;
+  /** Out-of-memory scopes of the segments' own buffers (scratch, results, tables) not yet checked. */
+  #ownChecks: { check: Promise<GPUError | null>; p: WebGpuPrepared; key: string; buffer: GPUBuffer }[] = [];
+  /** The tensors a run bound in each buffer, by buffer id (a buffer that could not be made is named by them). */
+  #holds = new Map<number, Set<string>>();
   /** Out-of-memory scopes of allocations not yet checked, by buffer id. */
   #allocChecks = new Map<number, Promise<GPUError | null>>();
   /** Validation scopes of submitted work not yet checked. */
@@ -160,8 +171,11 @@ class WebGpuBackend implements Backend {
   #pipelines = new Map<string, GPUComputePipeline>();
   #prepared: WebGpuPrepared[] = [];
   #dummy: GPUBuffer;
+  /** The device's words when it was lost under us (not by our own dispose). */
   #lost: string | undefined;
   #disposed = false;
+  /** Rejecters of the device promises being awaited (map, work done, error scopes): a lost device fails them. */
+  #waiting = new Set<() => void>();
 
   constructor(name: string, device: GPUDevice, found: Found, options: WebGpuBackendOptions) {
     this.name = name;
@@ -180,9 +194,16 @@ class WebGpuBackend implements Backend {
       activationDType: "f32",
     };
     this.#dummy = device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE });
-    device.lost.then((info) => {
-      if (!this.#disposed) this.#lost = `${info.reason}: ${info.message}`;
-    });
+    // Whatever the reason ("destroyed" included): only our own dispose() is not a loss.
+    this.lost = new Promise((resolve) =>
+      device.lost.then((info) => {
+        if (!this.#disposed) {
+          this.#lost = `${info.reason}: ${info.message || "no message"}`;
+          resolve(new DeviceLostError({ backend: this.name, call: "device.lost", reason: this.#lost }));
+        }
+        for (const fail of [...this.#waiting]) fail();
+      })
+    );
   }
 
   supports(node: Node, inputs: readonly TensorInfo[]): boolean {
@@ -198,7 +219,7 @@ class WebGpuBackend implements Backend {
   }
 
   alloc(bytes: number): BufferHandle {
-    this.#live();
+    this.#live("alloc");
     if (!Number.isInteger(bytes) || bytes < 0) throw new Error(`alloc: bad size ${bytes}`);
     const size = Math.max(4, alignUp(bytes, 4)), limit = this.#device.limits.maxBufferSize;
     if (size > limit || this.#allocated + size > this.caps.memoryBytes) {
@@ -230,6 +251,7 @@ class WebGpuBackend implements Backend {
     this.#flush(); // queued work may still use it
     this.#buffers.delete(buffer.id);
     this.#allocChecks.delete(buffer.id);
+    this.#holds.delete(buffer.id);
     this.#allocated -= b.size;
     b.destroy();
   }
@@ -238,7 +260,7 @@ class WebGpuBackend implements Backend {
     const name = target.decl.name;
     for (const part of target.parts) {
       const check = this.#allocChecks.get(part.view.buffer.id);
-      const err = check && await check;
+      const err = check && await this.#untilLost(check, "uploadWeight");
       if (err) {
         throw new OutOfMemoryError({
           backend: this.name,
@@ -345,11 +367,11 @@ class WebGpuBackend implements Backend {
     try {
       this.#commands().copyBufferToBuffer(b, start, staging, 0, end - start);
       this.#flush();
-      await staging.mapAsync(GPUMapMode.READ);
+      await this.#untilLost(staging.mapAsync(GPUMapMode.READ), "read");
       const skip = view.offset - start;
       const out = new Uint8Array(staging.getMappedRange()).slice(skip, skip + bytes);
       staging.unmap();
-      await this.#checkErrors();
+      await this.#checkErrors("read");
       return out;
     } finally {
       staging.destroy();
@@ -380,7 +402,7 @@ class WebGpuBackend implements Backend {
 
   prepare(segment: Segment): Promise<Prepared> {
     try {
-      this.#live();
+      this.#live("prepare");
       const table = tensorTable(segment.graph);
       const byId = new Map(segment.graph.nodes.map((n) => [n.id, n]));
       const nodes: Node[] = [], steps: Step[] = [];
@@ -404,7 +426,7 @@ class WebGpuBackend implements Backend {
   }
 
   run(prepared: Prepared, bindings: Bindings, vars: Vars, host: HostInputs): void {
-    this.#live();
+    this.#live("run");
     const p = prepared as WebGpuPrepared;
     for (const id of [...p.segment.inputs, ...p.segment.outputs]) {
       if (!bindings.has(id)) throw new Error(`run: tensor ${id} "${p.table[id].name}" is not bound`);
@@ -436,6 +458,7 @@ class WebGpuBackend implements Backend {
       try {
         p.steps[i](encoder);
       } catch (e) {
+        if (e instanceof DeviceLostError) throw e;
         const n = p.nodes[i];
         throw new Error(`${this.name}: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
       }
@@ -457,11 +480,11 @@ class WebGpuBackend implements Backend {
   }
 
   async sync(): Promise<void> {
-    this.#live();
+    this.#live("sync");
     this.#flush();
-    await this.#device.queue.onSubmittedWorkDone();
-    await this.#checkErrors();
-    this.#live();
+    await this.#untilLost(this.#device.queue.onSubmittedWorkDone(), "sync");
+    await this.#checkErrors("sync");
+    this.#live("sync");
   }
 
   dispose(): void {
@@ -493,29 +516,79 @@ class WebGpuBackend implements Backend {
     this.#errors.push(this.#device.popErrorScope());
   }
 
-  /** Throws the first validation error of work submitted so far, and any allocation that failed. */
-  async #checkErrors(): Promise<void> {
+  /**
+   * Throws any allocation that failed (first: a buffer the device could not make fails the work using it too), then
+   * the first validation error of work submitted so far. A segment's own buffer that failed is dropped, so a later run
+   * asks for it again.
+   */
+  async #checkErrors(call: string): Promise<void> {
     const errors = this.#errors;
     this.#errors = [];
-    const allocs = [...this.#allocChecks.entries()];
+    const allocs = [...this.#allocChecks.entries()], owns = this.#ownChecks;
     this.#allocChecks.clear();
-    for (const e of await Promise.all(errors)) if (e) throw new Error(`${this.name}: ${e.message}`);
+    this.#ownChecks = [];
+    const oom = (tensor: string | undefined, requested: number, e: GPUError) =>
+      new OutOfMemoryError({
+        backend: this.name,
+        tensor,
+        requested,
+        detail: `the device could not allocate it (${e.message}): fewer sequences or tokens per step ` +
+          `(--max-num-seqs, --max-tokens-per-step), a smaller model, or another backend for some layers`,
+      });
+    let failed: OutOfMemoryError | undefined;
+    for (const { check, p, key, buffer } of owns) {
+      const e = await this.#untilLost(check, call);
+      if (!e) continue;
+      failed ??= oom(this.#ownName(p, key), buffer.size, e);
+      if (p.own.get(key) === buffer) p.own.delete(key);
+      p.groups.clear(); // some bound the failed buffer
+      buffer.destroy();
+    }
     for (const [id, check] of allocs) {
-      const e = await check;
-      const b = this.#buffers.get(id);
+      const e = await this.#untilLost(check, call);
+      // A weight is named by uploadWeight; an arena by the tensors a run bound in it (a run before this check).
+      const holds = [...this.#holds.get(id) ?? []];
       if (e) {
-        throw new OutOfMemoryError({
-          backend: this.name,
-          requested: b?.size ?? 0,
-          detail: `the device could not allocate a buffer (${e.message})`,
-        });
+        failed ??= oom(
+          holds.length ? `the buffer of ${holds.join(", ")}` : undefined,
+          this.#buffers.get(id)?.size ?? 0,
+          e,
+        );
       }
     }
+    const validation = await this.#untilLost(Promise.all(errors), call);
+    if (failed) throw failed;
+    for (const e of validation) if (e) throw new Error(`${this.name}: ${e.message}`);
   }
 
-  #live(): void {
-    if (this.#lost) throw new Error(`${this.name}: the GPU device was lost (${this.#lost}); restart to recover`);
-    if (this.#disposed) throw new Error(`${this.name}: used after dispose()`);
+  /** Throws a {@link DeviceLostError} naming `call` once the device is lost, and an error after dispose(). */
+  #live(call: string): void {
+    if (this.#lost) throw new DeviceLostError({ backend: this.name, call, reason: this.#lost });
+    if (this.#disposed) throw new Error(`${this.name}: ${call}() after dispose()`);
+  }
+
+  /**
+   * `p`, or a {@link DeviceLostError} naming `call` as soon as the device is lost (a lost device may leave a map or
+   * a work-done promise pending forever, or reject it with an error that does not say why).
+   */
+  #untilLost<T>(p: Promise<T>, call: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const fail = () => {
+        try {
+          this.#live(call);
+        } catch (e) {
+          reject(e);
+        }
+      };
+      this.#waiting.add(fail);
+      // A device lost under a map rejects the map (aborted) before `lost` resolves: a timer turn lets it resolve.
+      p.then(resolve, (e) =>
+        setTimeout(() => {
+          fail();
+          reject(e);
+        }, 0)).finally(() => this.#waiting.delete(fail));
+      if (this.#lost || this.#disposed) fail();
+    });
   }
 
   #growSlots(p: WebGpuPrepared, n: number): void {
@@ -578,10 +651,20 @@ class WebGpuBackend implements Backend {
     let b = p.own.get(key);
     if (!b || b.size < size) {
       b?.destroy();
+      this.#device.pushErrorScope("out-of-memory");
       b = this.#device.createBuffer({ size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+      this.#ownChecks.push({ check: this.#device.popErrorScope(), p, key, buffer: b });
       p.own.set(key, b);
     }
     return { buffer: b, offset: 0, size };
+  }
+
+  /** What a buffer of a prepared segment holds, in words: `result/<id>` or `<node id>/<name>`. */
+  #ownName(p: WebGpuPrepared, key: string): string {
+    const [head, tail] = key.split("/");
+    if (head === "result") return `activation ${p.table[Number(tail)]?.name ?? tail}`;
+    const node = p.nodes.find((n) => String(n.id) === head);
+    return node ? `${tail} of ${node.op} "${node.name}"` : key;
   }
 
   /** Tensor `id` as one bound range (an unbound node result gets a buffer of the segment). */
@@ -612,6 +695,8 @@ class WebGpuBackend implements Backend {
 
   #range(view: TensorView, bytes: number, what: string): GpuRef {
     const b = this.#buffer(view, 0, what);
+    const holds = this.#holds.get(view.buffer.id) ?? new Set();
+    if (holds.size < 4) this.#holds.set(view.buffer.id, holds.add(what));
     const size = Math.min(Math.max(4, alignUp(bytes, 4)), b.size - view.offset);
     if (bytes > b.size - view.offset) {
       throw new RangeError(`tensor "${what}" (${bytes} B at ${view.offset}) does not fit its buffer of ${b.size} B`);
@@ -620,7 +705,7 @@ class WebGpuBackend implements Backend {
   }
 
   #buffer(view: TensorView, bytes: number, what: string): GPUBuffer {
-    this.#live();
+    this.#live(what);
     const b = view.buffer.backend === this.name ? this.#buffers.get(view.buffer.id) : undefined;
     if (!b) {
       throw new Error(`${what}: buffer ${view.buffer.backend}:${view.buffer.id} is not a live ${this.name} buffer`);

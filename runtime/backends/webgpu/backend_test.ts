@@ -1,8 +1,11 @@
 import { assert, assertEquals, assertRejects, assertThrows } from "../../../tests/assert.ts";
-import { IN_CI, WEBGPU_IGNORE, WEBGPU_MISSING } from "../../../tests/webgpu_helpers.ts";
+import { IN_CI, instrumentedAdapter, WEBGPU_IGNORE, WEBGPU_MISSING } from "../../../tests/webgpu_helpers.ts";
 import { GraphBuilder } from "../../../graph/builder.ts";
 import { matmul } from "../../../ops/matmul.ts";
-import { OutOfMemoryError } from "../../backend.ts";
+import { moeExperts } from "../../../ops/moe_experts.ts";
+import { moeGate } from "../../../ops/moe_gate.ts";
+import { moeTopK } from "../../../ops/moe_topk.ts";
+import { DeviceLostError, OutOfMemoryError } from "../../backend.ts";
 import { BACKENDS, BackendUnavailableError, createBackend } from "../../registry.ts";
 import { PlanExecutor } from "../../plan_executor.ts";
 import { schedule } from "../../schedule.ts";
@@ -147,22 +150,86 @@ Deno.test({
 });
 
 Deno.test({
-  name: "webgpu: a lost device is reported: the next call names it instead of hanging",
+  name: "webgpu: a lost device is a DeviceLostError naming the call; a read waiting on it rejects instead of hanging",
   ignore: WEBGPU_IGNORE,
   async fn() {
-    const adapter = (await navigator.gpu.requestAdapter())!;
-    let device: GPUDevice | undefined;
-    const wrapped = Object.create(adapter);
-    wrapped.requestDevice = async (d?: GPUDeviceDescriptor) => (device = await adapter.requestDevice(d));
-    for (const k of ["info", "features", "limits"] as const) Object.defineProperty(wrapped, k, { value: adapter[k] });
-    const b = await webgpuBackend.create({ adapter: wrapped } as never);
+    const { adapter, devices } = await instrumentedAdapter();
+    const b = await webgpuBackend.create({ adapter } as never);
     try {
       const buf = b.alloc(16);
-      device!.destroy(); // as a driver reset or a GPU process crash would
-      await device!.lost;
-      await new Promise((r) => setTimeout(r, 0));
-      await assertRejects(() => b.sync(), Error, "the GPU device was lost");
-      assertThrows(() => b.write({ buffer: buf, offset: 0 }, new Uint8Array(4)), Error, "the GPU device was lost");
+      b.write({ buffer: buf, offset: 0 }, new Uint8Array(16));
+      const reading = b.read({ buffer: buf, offset: 0 }, 16);
+      devices[0].destroy(); // as a driver reset or a GPU process crash would; its reason is "destroyed" all the same
+      // Destroyed before the event loop could settle the map: the read rejects with the loss (it never hangs).
+      await assertRejects(() => reading, DeviceLostError, "seen by read");
+      await devices[0].lost;
+      const lost = await assertRejects(() => b.sync(), DeviceLostError, "the GPU device was lost");
+      assertEquals([lost.backend, lost.call], ["webgpu", "sync"]);
+      assert(lost.reason.startsWith("destroyed"), lost.reason);
+      assertThrows(() => b.write({ buffer: buf, offset: 0 }, new Uint8Array(4)), DeviceLostError, "seen by write");
+      await assertRejects(() => b.read({ buffer: buf, offset: 0 }, 4), DeviceLostError, "seen by read");
+      assertThrows(() => b.alloc(4), DeviceLostError, "seen by alloc");
+      assertEquals((await b.lost!).call, "device.lost", "the watcher resolves");
+    } finally {
+      b.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "webgpu: the device out of memory names the tensor: a weight, a kernel's scratch (asked again next run), an arena",
+  ignore: WEBGPU_IGNORE,
+  async fn() {
+    // x → h = x·W1ᵀ → routed experts of h: the expert kernels' scratch is the segment's own, made at the first run.
+    const g = new GraphBuilder();
+    const h = matmul(g, g.input("x", [2, 16], "f32"), g.weight("w1", [8, 16], "f32"));
+    const logits = g.input("logits", [2, 4], "f32");
+    const ids = moeTopK(g, logits, { topK: 2 });
+    const experts = moeExperts(
+      g,
+      h,
+      ids,
+      moeGate(g, logits, ids),
+      g.weight("gate_up", [4, 6, 8], "f32"),
+      g.weight("down", [4, 8, 3], "f32"),
+      { name: "experts" },
+    );
+    g.output("y", experts);
+    const graph = g.build();
+    let inject: "weight" | "own" | "first alloc" | undefined;
+    const { adapter } = await instrumentedAdapter((d) => {
+      const allocated = (d.usage & GPUBufferUsage.COPY_SRC) !== 0; // alloc()'s buffers; a segment's own are not
+      if (inject === "first alloc" && allocated) return (inject = undefined, true);
+      return inject === "weight" ? d.size === 512 : inject === "own" && !allocated;
+    });
+    const b = await webgpuBackend.create({ adapter } as never);
+    try {
+      const plan = schedule(graph, [b]);
+      const data = (n: number) => f32ToBytes(Float32Array.from({ length: n }, (_, i) => (i % 7) - 3), "f32");
+      const weights = (w: { name: string; shape: readonly (number | unknown)[] }) => {
+        const shape = w.shape as number[];
+        return memorySource({ name: w.name, shape, dtype: "f32", data: data(shape.reduce((a, b) => a * b)) }, "f32");
+      };
+      inject = "weight"; // w1: 8 × 16 f32 = 512 B
+      const e = await assertRejects(() => PlanExecutor.create(graph, plan, [b], { weights }), OutOfMemoryError);
+      assert(e.message.includes("w1"), e.message);
+      inject = undefined;
+      const ex = await PlanExecutor.create(graph, plan, [b], { weights });
+      const x = Float32Array.from({ length: 32 }, (_, i) => i / 8), logits = Float32Array.of(1, 2, 3, 4, 4, 3, 2, 1);
+      inject = "own";
+      const run = await assertRejects(() => ex.run({ inputs: { x, logits } }), OutOfMemoryError);
+      assert(run.message.includes('of moe_experts "experts"'), run.message);
+      inject = undefined;
+      const y = (await ex.run({ inputs: { x, logits } })).y as Float32Array;
+      assert(y.length === 16 && y.some((v) => v !== 0), `the next run makes the buffers again: ${y}`);
+      ex.dispose();
+      // The executor's first buffer (an arena): the device says so at the first run's read, by the tensors bound in it.
+      inject = "first alloc";
+      const arena = await PlanExecutor.create(graph, plan, [b], { weights });
+      const late = await assertRejects(() => arena.run({ inputs: { x, logits } }), OutOfMemoryError);
+      assert(/the buffer of \S/.test(late.message), late.message);
+      arena.dispose();
     } finally {
       b.dispose();
     }

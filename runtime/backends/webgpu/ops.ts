@@ -22,13 +22,13 @@ import { checkCacheIndices, checkIndices } from "../../step_plan.ts";
 import { binaryKernel, ROW_SCALE, SWIGLU } from "../../../kernels/wgsl/elementwise.ts";
 import { matmulKernel } from "../../../kernels/wgsl/matmul.ts";
 import { mlaAttentionKernel, mlaCacheWriteKernel } from "../../../kernels/wgsl/mla.ts";
-import { MOE_GATE, MOE_MIX, MOE_TOPK, moeActKernel, moeDownKernel } from "../../../kernels/wgsl/moe.ts";
 import { rmsNormKernel } from "../../../kernels/wgsl/norm.ts";
 import { COPY_ROWS, gatherKernel } from "../../../kernels/wgsl/rows.ts";
 import { ROPE } from "../../../kernels/wgsl/rope.ts";
 import { type Stored, WG } from "../../../kernels/wgsl/common.ts";
 import { attentionKernel, GELU, PATCH_MERGE } from "../../../kernels/wgsl/vision.ts";
 import { SAMPLE } from "../../../kernels/wgsl/sample.ts";
+import { MOE_COMPILERS, moeFits } from "./ops_moe.ts";
 
 /** A byte range of a device buffer, as a kernel binds it (opaque to the compilers). */
 export type Ref = { readonly buffer: unknown; readonly offset: number; readonly size: number };
@@ -126,7 +126,8 @@ export function supportsNode(
     case "moe_gate":
       return float(0) && int(1) && outF32;
     case "moe_experts":
-      return float(0) && int(1) && float(2) && weight(3) && weight(4) && outF32;
+      return float(0) && int(1) && float(2) && weight(3) && weight(4) && outF32 &&
+        moeFits(inputs[3].shape[0], workgroupBytes, storageBuffers);
     case "gelu":
       return float(0) && outF32;
     case "sample":
@@ -446,51 +447,7 @@ const COMPILERS: Record<string, Compiler> = {
       e.dispatch(ROW_SCALE, [T * width, width], [e.view(x), s, e.view(node.id)], groupsFor(T * width));
     };
   },
-  moe_topk(c, node) {
-    c.use(MOE_TOPK);
-    const [logits] = node.inputs;
-    const E = maxShape(c.table[logits].shape)[1], K = (node.attrs as { topK: number }).topK;
-    return (e) => {
-      const T = shapeOf(c, e, logits)[0];
-      if (T) e.dispatch(MOE_TOPK, [T, E, K], [e.view(logits), e.view(node.id)], groupsFor(T));
-    };
-  },
-  moe_gate(c, node) {
-    c.use(MOE_GATE);
-    const [logits, ids] = node.inputs;
-    const E = maxShape(c.table[logits].shape)[1], K = maxShape(c.table[ids].shape)[1];
-    return (e) => {
-      const T = shapeOf(c, e, logits)[0];
-      if (T) e.dispatch(MOE_GATE, [T, E, K], [e.view(logits), e.view(ids), e.view(node.id)], groupsFor(T));
-    };
-  },
-  moe_experts(c, node) {
-    const [x, ids, weights, gateUp, down] = node.inputs;
-    const act = moeActKernel(storedOf(c.table[gateUp])), dn = moeDownKernel(storedOf(c.table[down]));
-    c.use(act, dn, MOE_MIX);
-    const [maxT, D] = maxShape(c.table[x].shape), K = maxShape(c.table[ids].shape)[1];
-    const [E, F2] = maxShape(c.table[gateUp].shape), F = F2 / 2;
-    return (e) => {
-      const T = shapeOf(c, e, x)[0];
-      if (!T) return;
-      const a = e.scratch("act", 4 * maxT * K * F), y = e.scratch("y", 4 * maxT * K * D);
-      const params = (n: number, off: number) => [n, K, F, D, E, off];
-      const gu = whole(e, gateUp, node), dw = whole(e, down, node);
-      e.dispatch(
-        act,
-        params(T * K * F, scaleWord([E, F2, D], E, storedOf(c.table[gateUp]))),
-        [e.view(x), e.view(ids), gu, a],
-        groupsFor(T * K * F),
-      );
-      e.dispatch(
-        dn,
-        params(T * K * D, scaleWord([E, D, F], E, storedOf(c.table[down]))),
-        [a, e.view(ids), dw, y],
-        groupsFor(T * K * D),
-      );
-      e.dispatch(MOE_MIX, params(T * D, 0), [y, e.view(weights), e.view(node.id)], groupsFor(T * D));
-    };
-  },
+  ...MOE_COMPILERS,
   sample(c, node) {
     c.use(SAMPLE);
     const [logits, , , , , , mask] = node.inputs;
@@ -623,7 +580,7 @@ function binary(c: CompileContext, node: Node, wgsl: string): Step {
 }
 
 /** A weight these kernels read whole: one part, or an error saying which weight is split. */
-function whole(e: Encoder, id: number, node: Node): Ref {
+export function whole(e: Encoder, id: number, node: Node): Ref {
   const parts = e.parts(id);
   if (parts.length !== 1) {
     throw new Error(
