@@ -53,7 +53,7 @@ import { convertWeight, nvfp4Weight } from "../weights/convert.ts";
 import type { CanonicalWeight } from "../weights/load.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { mulberry32 } from "./fixtures.ts";
-import { WEBGPU_IGNORE } from "./webgpu_helpers.ts";
+import { dispatchCountingAdapter, dispatchesOf, WEBGPU_IGNORE } from "./webgpu_helpers.ts";
 
 /** A built case: a graph with its seeded weights, per-run inputs, initial state (f32 values) and symbols. */
 export interface BuiltCase {
@@ -1094,6 +1094,45 @@ Deno.test({
       }
     } finally {
       backend.dispose();
+      reference.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "backend ops: webgpu MLA split over the context (chunks forced small) ≡ reference; prefill stays one-pass",
+  ignore: WEBGPU_IGNORE,
+  async fn(t) {
+    const reference = await referenceBackend.create();
+    // Chunks of 16 positions (several per context, a last one partial), of 1 (raised to ctx / 32: the cap on
+    // chunks), and 100 (past the 64-position tiles). Steps of ≤ 16 tokens whose longest context is over a chunk
+    // split; the others (the 21-token prefill) take the one-pass kernel. [case, longest context, tokens]
+    const cases: [OpCase, number, number][] = [
+      [mlaCase("decode long", MLA_ODD, "f32", "f32", [70, 3], [1, 1]), 71, 2],
+      [mlaCase("decode long", MLA_POW2, "q8", "bf16", [129, 64], [1, 1]), 130, 2],
+      [mlaCase("decode long one sequence", MLA_POW2, "bf16", "f32", [200, 0], [1, 0]), 201, 1],
+      [mlaCase("decode long, 2 tokens each", MLA_ODD, "f8e4m3", "f32", [65, 1], [2, 2]), 67, 4],
+      [mlaCase("chunk after history", MLA_POW2, "q8", "f32", [11, 20], [6, 1]), 21, 7],
+      [mlaCase("long prefill", MLA_ODD, "bf16", "f32", [0, 0], [12, 9]), 12, 21],
+    ];
+    try {
+      for (const splitChunk of [16, 1, 100]) {
+        const { adapter, dispatches } = await dispatchCountingAdapter();
+        const backend = await webgpuBackend.create({ adapter, webgpuTuning: { splitChunk } } as never);
+        try {
+          for (const [c, longest, tokens] of cases) {
+            await t.step(`${c.name} (chunks of ${splitChunk})`, async () => {
+              dispatches.clear();
+              await checkCase(c, backend, reference);
+              const chunks = dispatchesOf(dispatches, "// mla_split chunk");
+              assertEquals(chunks > 0, tokens <= 16 && longest > splitChunk, `split chunk dispatches: ${chunks}`);
+            });
+          }
+        } finally {
+          backend.dispose();
+        }
+      }
+    } finally {
       reference.dispose();
     }
   },

@@ -82,6 +82,7 @@ import {
   supportsNode,
 } from "./ops.ts";
 import type { Stored } from "../../../kernels/wgsl/common.ts";
+import { DEFAULT_WEBGPU_TUNING, type WebGpuTuning } from "./tuning.ts";
 
 /** Options of the `webgpu` factory: the common ones and test-only limits. */
 export type WebGpuBackendOptions = BackendOptions & {
@@ -89,6 +90,8 @@ export type WebGpuBackendOptions = BackendOptions & {
   maxBindingBytes?: number;
   /** An adapter to use instead of `navigator.gpu.requestAdapter()` (a page that chose one; tests). */
   adapter?: GPUAdapter;
+  /** Kernel choices over their defaults (tuning.ts; tests force the split MLA decode and the f16 fallback). */
+  webgpuTuning?: Partial<WebGpuTuning>;
 };
 
 /** Bytes of one step's parameter slot (the storage offset alignment every device accepts). */
@@ -149,6 +152,9 @@ class WebGpuBackend implements Backend {
   readonly #device: GPUDevice;
   readonly #refuse: ReadonlySet<string>;
   readonly #workgroupBytes: number;
+  readonly #tuning: WebGpuTuning;
+  /** Whether kernels may use `shader-f16` (the device has it and the tuning allows it). */
+  readonly f16: boolean;
   #buffers = new Map<number, GPUBuffer>();
   #nextId = 1;
   #allocated = 0;
@@ -169,6 +175,8 @@ class WebGpuBackend implements Backend {
     this.adapterName = `${found.description}${found.fallback ? " (software)" : ""}`;
     this.#refuse = refusedOps(options, name);
     this.#workgroupBytes = device.limits.maxComputeWorkgroupStorageSize;
+    this.#tuning = { ...DEFAULT_WEBGPU_TUNING, ...options.webgpuTuning };
+    this.f16 = this.#tuning.f16 && device.features.has("shader-f16");
     const binding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
     this.caps = {
       alignment: Math.max(SLOT, device.limits.minStorageBufferOffsetAlignment),
@@ -392,7 +400,8 @@ class WebGpuBackend implements Backend {
           throw new Error(`${this.name}: cannot run ${n.op} "${n.name}" (inputs ${dts})`);
         }
         const use = (...wgsl: string[]) => wgsl.forEach((k) => this.#pipeline(k));
-        steps.push(compileNode({ table, workgroupBytes: this.#workgroupBytes, use }, n));
+        const c = { table, workgroupBytes: this.#workgroupBytes, use, tuning: this.#tuning, f16: this.f16 };
+        steps.push(compileNode(c, n));
         nodes.push(n);
       }
       const p: WebGpuPrepared = { segment, nodes, steps, table, own: new Map(), groups: new Map(), slots: 0 };
@@ -420,6 +429,7 @@ class WebGpuBackend implements Backend {
       view: (id) => this.#view(p, bindings, id),
       parts: (id) => this.#parts(p, bindings, id),
       scratch: (key, bytes) => this.#own(p, `${stepKey}/${key}`, bytes),
+      shared: (key, bytes) => this.#own(p, `shared/${key}/${bytes}`, bytes),
       upload: (key, data, max) => {
         const ref = this.#own(p, `${stepKey}/${key}`, max);
         // Deno 2.9.6 panics on an empty writeBuffer (a zero-length array has no backing store).
@@ -447,8 +457,10 @@ class WebGpuBackend implements Backend {
     this.#device.pushErrorScope("validation");
     const pass = this.#commands().beginComputePass();
     recorded.forEach((d, i) => {
+      const group = this.#bindGroup(p, d.wgsl, i, d.refs);
+      if (!d.groups) return; // a variant this run skips: its bind group is ready for the runs that take it
       pass.setPipeline(this.#pipeline(d.wgsl));
-      pass.setBindGroup(0, this.#bindGroup(p, d.wgsl, i, d.refs));
+      pass.setBindGroup(0, group);
       const x = Math.min(d.groups, 65535);
       pass.dispatchWorkgroups(x, Math.ceil(d.groups / x));
     });
@@ -652,7 +664,10 @@ export function makeWebgpuFactory(gpu: () => GPU | undefined): BackendFactory {
         ? { adapter: options.adapter, fallback: isFallback(options.adapter), description: describe(options.adapter) }
         : await found();
       const { adapter } = f, limits = adapter.limits;
+      // shader-f16 where the adapter has it (f16 weights read as f16 vectors); core WGSL otherwise.
+      const requiredFeatures: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
       const device = await adapter.requestDevice({
+        requiredFeatures,
         requiredLimits: {
           maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
           maxBufferSize: limits.maxBufferSize,

@@ -21,7 +21,7 @@ import type { HostInputs } from "../../backend.ts";
 import { checkCacheIndices, checkIndices } from "../../step_plan.ts";
 import { binaryKernel, ROW_SCALE, SWIGLU } from "../../../kernels/wgsl/elementwise.ts";
 import { matmulKernel } from "../../../kernels/wgsl/matmul.ts";
-import { mlaAttentionKernel, mlaCacheWriteKernel } from "../../../kernels/wgsl/mla.ts";
+import { mlaCacheWriteKernel } from "../../../kernels/wgsl/mla.ts";
 import { MOE_GATE, MOE_MIX, MOE_TOPK, moeActKernel, moeDownKernel } from "../../../kernels/wgsl/moe.ts";
 import { rmsNormKernel } from "../../../kernels/wgsl/norm.ts";
 import { COPY_ROWS, gatherKernel } from "../../../kernels/wgsl/rows.ts";
@@ -29,6 +29,8 @@ import { ROPE } from "../../../kernels/wgsl/rope.ts";
 import { type Stored, WG } from "../../../kernels/wgsl/common.ts";
 import { attentionKernel, GELU, PATCH_MERGE } from "../../../kernels/wgsl/vision.ts";
 import { SAMPLE } from "../../../kernels/wgsl/sample.ts";
+import { compileMlaAttention } from "./ops_mla.ts";
+import type { WebGpuTuning } from "./tuning.ts";
 
 /** A byte range of a device buffer, as a kernel binds it (opaque to the compilers). */
 export type Ref = { readonly buffer: unknown; readonly offset: number; readonly size: number };
@@ -46,11 +48,19 @@ export interface Encoder {
   parts(id: number): PartRef[];
   /** Device scratch of the step, `bytes` at most (sized at prepare, reused by every run). */
   scratch(key: string, bytes: number): Ref;
+  /**
+   * Device scratch shared by the steps of the segment that ask for `key` with the same size (its contents live
+   * from one dispatch of a step to its next ones only: the steps run in order).
+   */
+  shared(key: string, bytes: number): Ref;
   /** `data` written to a buffer of the step, ordered before this run's dispatches (host-computed tables). */
   upload(key: string, data: Float32Array | Int32Array, maxBytes: number): Ref;
   /** A 4-byte placeholder for a binding a kernel variant does not read. */
   dummy(): Ref;
-  /** One dispatch of the kernel `wgsl` over `groups` workgroups, with its parameter words and tensor ranges. */
+  /**
+   * One dispatch of the kernel `wgsl` over `groups` workgroups, with its parameter words and tensor ranges. With 0
+   * groups nothing runs but its bind group is made: a variant that other runs of the bucket take.
+   */
   dispatch(wgsl: string, params: readonly number[], refs: readonly Ref[], groups: number): void;
 }
 
@@ -64,6 +74,10 @@ export type CompileContext = {
   use(...wgsl: string[]): void;
   /** The device's workgroup memory limit (bytes). */
   workgroupBytes: number;
+  /** Kernel choices (tuning.ts). */
+  tuning: WebGpuTuning;
+  /** Whether the device has `shader-f16` and the tuning allows it. */
+  f16: boolean;
 };
 
 const F32 = new Float32Array(1), U32 = new Uint32Array(F32.buffer);
@@ -547,34 +561,7 @@ const COMPILERS: Record<string, Compiler> = {
       ], groupsFor(n));
     };
   },
-  mla_attention(c, node) {
-    const [q, wkvb, cache, seq, pos, bt] = node.inputs;
-    const a = node.attrs as MlaAttentionAttrs;
-    const [nb] = maxShape(c.table[cache].shape), maxBlocks = maxShape(c.table[bt].shape)[1];
-    const ws = maxShape(c.table[wkvb].shape);
-    const wgsl = mlaAttentionKernel({
-      ...a,
-      maxBlocks,
-      weight: storedOf(c.table[wkvb]),
-      cache: storedOf(c.table[cache]),
-    });
-    c.use(wgsl);
-    return (e) => {
-      const T = shapeOf(c, e, q)[0], S = shapeOf(c, e, bt)[0];
-      if (!T) return;
-      checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
-      const off = scaleWord(ws, ws[0], storedOf(c.table[wkvb]));
-      e.dispatch(wgsl, [T, S, nb, f32Bits(a.scale), off], [
-        e.view(q),
-        whole(e, wkvb, node),
-        e.view(cache),
-        e.view(seq),
-        e.view(pos),
-        e.view(bt),
-        e.view(node.id),
-      ], T * a.heads);
-    };
-  },
+  mla_attention: compileMlaAttention,
 };
 
 /**
@@ -623,7 +610,7 @@ function binary(c: CompileContext, node: Node, wgsl: string): Step {
 }
 
 /** A weight these kernels read whole: one part, or an error saying which weight is split. */
-function whole(e: Encoder, id: number, node: Node): Ref {
+export function whole(e: Encoder, id: number, node: Node): Ref {
   const parts = e.parts(id);
   if (parts.length !== 1) {
     throw new Error(
@@ -661,7 +648,7 @@ function hostOf(host: HostInputs, id: number, what: string): Int32Array {
 }
 
 /** The reference's index checks, on the host copies when the inputs have them (they do in the model). */
-function checkHostCache(
+export function checkHostCache(
   e: Encoder,
   seq: number,
   pos: number,

@@ -1,0 +1,26 @@
+/**
+ * Tuning of the `webgpu` kernels: defaults suited to GPUs, each overridable through the factory's `webgpuTuning`
+ * option (tests force the paths lavapipe would not take at their small sizes).
+ *
+ * @module
+ */
+
+/** How the `webgpu` backend picks its kernel variants. */
+export type WebGpuTuning = {
+  /**
+   * Positions per chunk of the split-context MLA decode (kernels/wgsl/mla_split.ts): a step whose longest context
+   * is longer, with at most `splitTokens` tokens, splits each (token, head) over chunks of this many positions (or
+   * more, so that a context has at most {@link MAX_SPLITS} chunks); others take the one-pass kernel.
+   */
+  splitChunk: number;
+  /** The most tokens a step may have to take the split path (prefill steps have parallelism enough). */
+  splitTokens: number;
+  /** Use `shader-f16` kernels where the device has the feature (`false` forces the core-WGSL fallback). */
+  f16: boolean;
+};
+
+/** The most chunks one (token, head) is split in: bounds the scratch of partial results. */
+export const MAX_SPLITS = 32;
+
+/** The defaults. */
+export const DEFAULT_WEBGPU_TUNING: WebGpuTuning = { splitChunk: 256, splitTokens: 16, f16: true };
