@@ -1051,6 +1051,10 @@ Deno.test({
       opCase("split matmul bf16 M=2 K=17 N=75 (rows end inside words)", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 17]), c.weight("w", [75, 17], "bf16", 0.25)) };
       }),
+      // Activations must fit one binding too: 12 rows of 16 in, 20 out, over a weight of two parts.
+      opCase("split matmul f32 M=12 K=16 N=20 (the tiled GEMM, part by part)", "matmul", 1e-5, (c) => {
+        return { y: ops.matmul(c.g, c.f32("x", [[12, 12], 16]), c.weight("w", [20, 16], "f32", 0.25)) };
+      }),
       opCase("split matmul f16 M=2 K=17 N=75", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 17]), c.weight("w", [75, 17], "f16", 0.25)) };
       }),
@@ -1126,6 +1130,59 @@ Deno.test({
               await checkCase(c, backend, reference);
               const chunks = dispatchesOf(dispatches, "// mla_split chunk");
               assertEquals(chunks > 0, tokens <= 16 && longest > splitChunk, `split chunk dispatches: ${chunks}`);
+            });
+          }
+        } finally {
+          backend.dispose();
+        }
+      }
+    } finally {
+      reference.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "backend ops: webgpu tiled matmuls (matvec ≤ 8 rows, 64×64 GEMM) off the tiles, every dtype, f16 both ways",
+  ignore: WEBGPU_IGNORE,
+  async fn(t) {
+    const reference = await referenceBackend.create();
+    // K per dtype: off the GEMM's 16-steps where the format allows (q8 blocks are 32, NVFP4 16), q4 off its
+    // 32-blocks; M and N off the 64-tiles and the matvec's 4 rows, M = 8 the matvec's last, 9 the GEMM's first.
+    // A long K (second) gives the matvec several threads a row, whose sums meet in workgroup memory.
+    const K: Record<string, number[]> = {
+      f32: [37, 300],
+      bf16: [37, 301],
+      f16: [51, 257],
+      f8e4m3: [37, 300],
+      q8: [96, 288],
+      nvfp4: [48, 272],
+      q4: [65, 1050],
+    };
+    const shapes = [[1, 5, 0], [8, 13, 0], [9, 67, 0], [70, 130, 0], [1, 6, 1], [5, 9, 1], [12, 7, 1]];
+    const cases = Object.entries(K).flatMap(([dt, ks]) =>
+      shapes.map(([M, N, i]) => [M, N, ks[i]]).map(([M, N, k]) =>
+        opCase(`matmul ${dt} M=${M} K=${k} N=${N}`, "matmul", 1e-5, (c) => {
+          const x = c.f32("x", [[M, 72], k]);
+          return { y: ops.matmul(c.g, x, c.weight("w", [N, k], dt as DType, 1 / Math.sqrt(k))) };
+        })
+      )
+    );
+    try {
+      // shader-f16 (where the adapter has it: lavapipe does) and the core-WGSL fallback.
+      for (const f16 of [true, false]) {
+        const { adapter, dispatches } = await dispatchCountingAdapter();
+        const backend = await webgpuBackend.create({ adapter, webgpuTuning: { f16 } } as never);
+        const hasF16 = adapter.features.has("shader-f16");
+        try {
+          for (const c of cases) {
+            await t.step(`${c.name} (f16 ${f16 ? "on" : "off"})`, async () => {
+              dispatches.clear();
+              await checkCase(c, backend, reference);
+              const M = Number(/M=(\d+)/.exec(c.name)![1]), kind = M <= 8 ? "matvec" : "gemm";
+              assertEquals(dispatchesOf(dispatches, `// matmul ${kind}`), 1, `${kind} dispatches`);
+              const f16Kernel = dispatchesOf(dispatches, `// matmul ${kind} f16 shader-f16`) > 0;
+              assertEquals(f16Kernel, f16 && hasF16 && c.name.startsWith("matmul f16"), "shader-f16 kernel");
             });
           }
         } finally {

@@ -20,7 +20,6 @@ import type { RopeAttrs } from "../../../ops/rope.ts";
 import type { HostInputs } from "../../backend.ts";
 import { checkCacheIndices, checkIndices } from "../../step_plan.ts";
 import { binaryKernel, ROW_SCALE, SWIGLU } from "../../../kernels/wgsl/elementwise.ts";
-import { matmulKernel } from "../../../kernels/wgsl/matmul.ts";
 import { mlaCacheWriteKernel } from "../../../kernels/wgsl/mla.ts";
 import { MOE_GATE, MOE_MIX, MOE_TOPK, moeActKernel, moeDownKernel } from "../../../kernels/wgsl/moe.ts";
 import { rmsNormKernel } from "../../../kernels/wgsl/norm.ts";
@@ -29,6 +28,7 @@ import { ROPE } from "../../../kernels/wgsl/rope.ts";
 import { type Stored, WG } from "../../../kernels/wgsl/common.ts";
 import { attentionKernel, GELU, PATCH_MERGE } from "../../../kernels/wgsl/vision.ts";
 import { SAMPLE } from "../../../kernels/wgsl/sample.ts";
+import { compileMatmul } from "./ops_matmul.ts";
 import { compileMlaAttention } from "./ops_mla.ts";
 import type { WebGpuTuning } from "./tuning.ts";
 
@@ -402,23 +402,7 @@ const COMPILERS: Record<string, Compiler> = {
       if (rows) e.dispatch(kernel, [rows, d, f32Bits(eps)], [e.view(x), e.view(w), e.view(node.id)], rows);
     };
   },
-  matmul(c, node) {
-    const [x, w] = node.inputs;
-    const kernel = matmulKernel(storedOf(c.table[w]));
-    c.use(kernel);
-    const [N, K] = maxShape(c.table[w].shape);
-    return (e) => {
-      const M = numel(shapeOf(c, e, x)) / K;
-      if (!M) return;
-      for (const p of e.parts(w)) {
-        e.dispatch(kernel, [M * p.rows, p.rows, K, N, p.row0, scaleWord([N, K], p.rows, storedOf(c.table[w]))], [
-          e.view(x),
-          p.ref,
-          e.view(node.id),
-        ], groupsFor(M * p.rows));
-      }
-    };
-  },
+  matmul: compileMatmul,
   rope(c, node) {
     c.use(ROPE);
     const [x, pos] = node.inputs;
