@@ -1181,6 +1181,7 @@ Deno.test({
               await checkCase(c, backend, reference);
               const M = Number(/M=(\d+)/.exec(c.name)![1]), kind = M <= 8 ? "matvec" : "gemm";
               assertEquals(dispatchesOf(dispatches, `// matmul ${kind}`), 1, `${kind} dispatches`);
+              assertEquals(dispatchesOf(dispatches, " batch 1\n"), M === 1 ? 1 : 0, "the batch-1 matvec");
               const f16Kernel = dispatchesOf(dispatches, `// matmul ${kind} f16 shader-f16`) > 0;
               assertEquals(f16Kernel, f16 && hasF16 && c.name.startsWith("matmul f16"), "shader-f16 kernel");
             });

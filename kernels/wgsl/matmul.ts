@@ -62,15 +62,22 @@ export function matvecThreads(w: Stored, k: number): number {
   return t;
 }
 
-/** The decode matvec of the module docs for weights stored as `w`, `threads` per row ({@link matvecThreads}). */
-export function matvecKernel(w: Stored, threads: number, f16 = false): string {
+/**
+ * The decode matvec of the module docs for weights stored as `w`, `threads` per row ({@link matvecThreads}), for
+ * steps of at most `tokens` rows. Its loops over tokens have that constant bound (guarded by M), so a compiler
+ * unrolls them and keeps the accumulators in registers: a dynamically indexed array would live in memory (as on
+ * lavapipe, where that made batch-1 decode 2× slower); batch 1, the common case, has a kernel of its own.
+ */
+export function matvecKernel(w: Stored, threads: number, f16 = false, tokens = MATVEC_MAX_M): string {
   const { enable, decl } = weights(w, f16);
-  const V = perStep(w), TPR = threads, R = 64 / threads, MM = MATVEC_MAX_M;
+  const V = perStep(w), TPR = threads, R = 64 / threads, MM = tokens;
   // One thread a row writes its sums; more meet in workgroup memory, each output summed by one thread.
   const direct = `  if (j < P[1]) {
-    for (var m = 0u; m < M; m++) { Y[m * P[3] + P[4] + j] = acc[m]; }
+    for (var m = 0u; m < ${MM}u; m++) {
+      if (m < M) { Y[m * P[3] + P[4] + j] = acc[m]; }
+    }
   }`;
-  const shared = `  for (var m = 0u; m < M; m++) { part[(r * ${MM}u + m) * ${TPR}u + lane] = acc[m]; }
+  const shared = `  for (var m = 0u; m < ${MM}u; m++) { part[(r * ${MM}u + m) * ${TPR}u + lane] = acc[m]; }
   workgroupBarrier();
   // Output a (row a / M, token a % M) is summed by thread a mod 64.
   for (var a = l; a < ${R}u * M; a += 64u) {
@@ -84,7 +91,8 @@ export function matvecKernel(w: Stored, threads: number, f16 = false): string {
     }
   }
 `;
-  return `${enable}// matmul matvec ${w}${f16 ? " shader-f16" : ""}\n` + PRELUDE + decl + IO + /* wgsl */ `
+  return `${enable}// matmul matvec ${w}${f16 ? " shader-f16" : ""}${tokens === 1 ? " batch 1" : ""}\n` + PRELUDE +
+    decl + IO + /* wgsl */ `
 ${TPR === 1 ? "" : `var<workgroup> part: array<f32, ${64 * MM}>;`}
 @compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_id) lid3: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -102,7 +110,9 @@ ${TPR === 1 ? "" : `var<workgroup> part: array<f32, ${64 * MM}>;`}
       let k1 = min(k0 + ${V}u, K);
       for (var k = k0; k < k1; k++) {
         let wv = W_at(wo + k);
-        for (var m = 0u; m < M; m++) { acc[m] += X[m * K + k] * wv; }
+        for (var m = 0u; m < ${MM}u; m++) {
+          if (m < M) { acc[m] += X[m * K + k] * wv; }
+        }
       }
     }
   }

@@ -83,6 +83,7 @@ import {
 } from "./ops.ts";
 import type { Stored } from "../../../kernels/wgsl/common.ts";
 import { DEFAULT_WEBGPU_TUNING, type WebGpuTuning } from "./tuning.ts";
+import { KernelProfiler, type KernelTime } from "./profile.ts";
 
 /** Options of the `webgpu` factory: the common ones and test-only limits. */
 export type WebGpuBackendOptions = BackendOptions & {
@@ -92,6 +93,11 @@ export type WebGpuBackendOptions = BackendOptions & {
   adapter?: GPUAdapter;
   /** Kernel choices over their defaults (tuning.ts; tests force the split MLA decode and the f16 fallback). */
   webgpuTuning?: Partial<WebGpuTuning>;
+  /**
+   * Time every dispatch with timestamp queries (profile.ts; benchmarks only: a pass and a read-back more per
+   * dispatch and run). Needs the adapter's `timestamp-query`; without it {@link WebGpuBackend.kernelTimes} says so.
+   */
+  profile?: boolean;
 };
 
 /** Bytes of one step's parameter slot (the storage offset alignment every device accepts). */
@@ -144,7 +150,8 @@ function describe(adapter: GPUAdapter): string {
   return [info?.vendor, info?.architecture, info?.description].filter((s) => s).join(" ") || "unknown adapter";
 }
 
-class WebGpuBackend implements Backend {
+/** The `webgpu` backend (see the module docs); `create` returns one. */
+export class WebGpuBackend implements Backend {
   readonly name: string;
   readonly caps: BackendCaps;
   /** The adapter, in words (vendor, description), for reports. */
@@ -166,6 +173,8 @@ class WebGpuBackend implements Backend {
   #pipelines = new Map<string, GPUComputePipeline>();
   #prepared: WebGpuPrepared[] = [];
   #dummy: GPUBuffer;
+  readonly #profiler: KernelProfiler | undefined;
+  readonly #profileMissing: string | undefined;
   #lost: string | undefined;
   #disposed = false;
 
@@ -177,6 +186,13 @@ class WebGpuBackend implements Backend {
     this.#workgroupBytes = device.limits.maxComputeWorkgroupStorageSize;
     this.#tuning = { ...DEFAULT_WEBGPU_TUNING, ...options.webgpuTuning };
     this.f16 = this.#tuning.f16 && device.features.has("shader-f16");
+    const stamps = device.features.has("timestamp-query");
+    this.#profiler = options.profile && stamps ? new KernelProfiler(device) : undefined;
+    this.#profileMissing = !options.profile
+      ? "create the backend with `profile: true`"
+      : stamps
+      ? undefined
+      : "the adapter has no timestamp-query";
     const binding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
     this.caps = {
       alignment: Math.max(SLOT, device.limits.minStorageBufferOffsetAlignment),
@@ -421,8 +437,9 @@ class WebGpuBackend implements Backend {
     // Record first (host tables are written as steps ask), then write parameters, then encode: a run's writes
     // land before its dispatches and after everything queued earlier.
     this.#flush();
-    const recorded: { wgsl: string; params: readonly number[]; refs: readonly GpuRef[]; groups: number }[] = [];
-    let stepKey = "";
+    type Dispatch = { wgsl: string; params: readonly number[]; refs: readonly GpuRef[]; groups: number; op: string };
+    const recorded: Dispatch[] = [];
+    let stepKey = "", op = "";
     const encoder: Encoder = {
       vars,
       host,
@@ -439,10 +456,11 @@ class WebGpuBackend implements Backend {
         return ref;
       },
       dummy: () => ({ buffer: this.#dummy, offset: 0, size: 16 }),
-      dispatch: (wgsl, params, refs, groups) => recorded.push({ wgsl, params, refs: refs as GpuRef[], groups }),
+      dispatch: (wgsl, params, refs, groups) => recorded.push({ wgsl, params, refs: refs as GpuRef[], groups, op }),
     };
     for (let i = 0; i < p.steps.length; i++) {
       stepKey = String(p.nodes[i].id);
+      op = p.nodes[i].op;
       try {
         p.steps[i](encoder);
       } catch (e) {
@@ -455,17 +473,40 @@ class WebGpuBackend implements Backend {
     recorded.forEach((d, i) => words.set(d.params, (SLOT / 4) * i));
     if (recorded.length) this.#device.queue.writeBuffer(p.params!, 0, words);
     this.#device.pushErrorScope("validation");
-    const pass = this.#commands().beginComputePass();
+    // One compute pass, or one a dispatch when profiling (each stamped at its beginning and end).
+    const commands = this.#commands(), prof = this.#profiler;
+    prof?.begin(recorded.length);
+    const one = prof ? undefined : commands.beginComputePass();
     recorded.forEach((d, i) => {
       const group = this.#bindGroup(p, d.wgsl, i, d.refs);
       if (!d.groups) return; // a variant this run skips: its bind group is ready for the runs that take it
+      const bytes = d.refs.reduce((n, r) => n + r.size, 0);
+      const pass = one ?? commands.beginComputePass(prof!.pass(KernelProfiler.nameOf(d.wgsl, d.op), bytes));
       pass.setPipeline(this.#pipeline(d.wgsl));
       pass.setBindGroup(0, group);
       const x = Math.min(d.groups, 65535);
       pass.dispatchWorkgroups(x, Math.ceil(d.groups / x));
+      if (!one) pass.end();
     });
-    pass.end();
+    one?.end();
+    prof?.end(commands);
     this.#errors.push(this.#device.popErrorScope());
+  }
+
+  /**
+   * GPU time per kernel over the runs so far (since {@link resetKernelTimes}), from timestamp queries: needs the
+   * `profile` option and an adapter with `timestamp-query`.
+   */
+  async kernelTimes(): Promise<Map<string, KernelTime>> {
+    if (!this.#profiler) throw new Error(`${this.name}: no kernel timings: ${this.#profileMissing}`);
+    this.#flush();
+    return await this.#profiler.collect();
+  }
+
+  /** Forgets the kernel timings so far (after a warm-up). */
+  async resetKernelTimes(): Promise<void> {
+    await this.kernelTimes();
+    this.#profiler!.reset();
   }
 
   async sync(): Promise<void> {
@@ -485,6 +526,7 @@ class WebGpuBackend implements Backend {
       p.params?.destroy();
     }
     this.#buffers.clear();
+    this.#profiler?.dispose();
     this.#prepared = [];
     this.#pipelines.clear();
     this.#device.destroy();
@@ -666,6 +708,7 @@ export function makeWebgpuFactory(gpu: () => GPU | undefined): BackendFactory {
       const { adapter } = f, limits = adapter.limits;
       // shader-f16 where the adapter has it (f16 weights read as f16 vectors); core WGSL otherwise.
       const requiredFeatures: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+      if (options.profile && adapter.features.has("timestamp-query")) requiredFeatures.push("timestamp-query");
       const device = await adapter.requestDevice({
         requiredFeatures,
         requiredLimits: {

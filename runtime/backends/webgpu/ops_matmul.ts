@@ -19,9 +19,11 @@ export function compileMatmul(c: CompileContext, node: Node): Step {
   const f16 = c.f16 && stored === "f16";
   const [N, K] = maxShape(c.table[w].shape), maxM = numel(maxShape(c.table[x].shape)) / K;
   // A bucket whose rows never pass the matvec's (or never stay within them) compiles one kernel only.
-  const threads = matvecThreads(stored, K), rowsPerGroup = 64 / threads;
-  const matvec = matvecKernel(stored, threads, f16), gemm = maxM > MATVEC_MAX_M ? gemmKernel(stored, f16) : undefined;
-  c.use(matvec, ...(gemm ? [gemm] : []));
+  const threads = c.tuning.matvecThreads || matvecThreads(stored, K), rowsPerGroup = 64 / threads;
+  const one = matvecKernel(stored, threads, f16, 1);
+  const matvec = maxM > 1 ? matvecKernel(stored, threads, f16) : undefined;
+  const gemm = maxM > MATVEC_MAX_M ? gemmKernel(stored, f16) : undefined;
+  c.use(one, ...(matvec ? [matvec] : []), ...(gemm ? [gemm] : []));
   return (e: Encoder) => {
     const M = numel(resolveShape(c.table[x].shape, e.vars)) / K;
     if (!M) return;
@@ -29,7 +31,9 @@ export function compileMatmul(c: CompileContext, node: Node): Step {
     for (const p of e.parts(w)) {
       const params = [M, p.rows, K, N, p.row0, scaleWord([N, K], p.rows, stored)];
       const refs = [e.view(x), p.ref, e.view(node.id)];
-      e.dispatch(matvec, params, refs, decode ? Math.ceil(p.rows / rowsPerGroup) : 0);
+      const groups = Math.ceil(p.rows / rowsPerGroup);
+      e.dispatch(one, params, refs, M === 1 ? groups : 0);
+      if (matvec) e.dispatch(matvec, params, refs, decode && M > 1 ? groups : 0);
       const tiles = Math.ceil(M / GEMM_TILE) * Math.ceil(p.rows / GEMM_TILE);
       if (gemm) e.dispatch(gemm, params, refs, decode ? 0 : tiles);
     }

@@ -17,10 +17,12 @@ export type WebGpuTuning = {
   splitTokens: number;
   /** Use `shader-f16` kernels where the device has the feature (`false` forces the core-WGSL fallback). */
   f16: boolean;
+  /** Threads per output row of the decode matvec (a power of two up to 64), or 0 to choose by K (`matvecThreads`). */
+  matvecThreads: number;
 };
 
 /** The most chunks one (token, head) is split in: bounds the scratch of partial results. */
 export const MAX_SPLITS = 32;
 
 /** The defaults. */
-export const DEFAULT_WEBGPU_TUNING: WebGpuTuning = { splitChunk: 256, splitTokens: 16, f16: true };
+export const DEFAULT_WEBGPU_TUNING: WebGpuTuning = { splitChunk: 256, splitTokens: 16, f16: true, matvecThreads: 0 };
