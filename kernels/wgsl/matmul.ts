@@ -10,7 +10,8 @@
  *   M tokens; the t partial sums of each output meet in workgroup memory.
  * - {@link gemmKernel} for prefill: a 64 × 64 output tile per workgroup of 256 threads (4 × 4 outputs each, 16
  *   apart so workgroup reads do not collide), K in steps of 16; each step loads 64 × 16 activations and 64 × 16
- *   weights, decoded once into workgroup memory, and every thread reads them 4 × 4 times from there.
+ *   weights (4 consecutive values a thread: with 8-bit codes and K a multiple of 4, one word under one scale),
+ *   decoded once into workgroup memory, where every thread reads them 4 × 4 times.
  *
  * With `f16` (the device has `shader-f16`), f16 weights are declared `array<vec2<f16>>` and widened per value;
  * without it they are u32 words through `unpack2x16float` (core WGSL).
@@ -143,11 +144,12 @@ var<workgroup> kw: u32;
   let ty = l / 16u;
   var acc: array<f32, 16>;
   for (var k0 = 0u; k0 < K; k0 += ${TK}u) {
-    // 1,024 activations and 1,024 weights, 4 of each per thread, stored [k][m] and [k][n].
+    // 1,024 activations and 1,024 weights, stored [k][m] and [k][n]: thread l loads 4 consecutive values of row
+    // l / 4 (for K a multiple of 4, a word of FP8 or q8 codes, half of NVFP4's, under one scale), 4 threads a
+    // row's 16.
+    let r = l / 4u;
     for (var i = 0u; i < 4u; i++) {
-      let idx = l + 256u * i;
-      let r = idx / ${TK}u;
-      let kk = idx % ${TK}u;
+      let kk = (l % 4u) * 4u + i;
       let k = k0 + kk;
       var xv = 0.0;
       if (m0 + r < M && k < K) { xv = X[(m0 + r) * K + k]; }

@@ -4,7 +4,8 @@
  * `mla_attention` in the absorbed form (the query folded into latent space through W_UK, scores against the cached
  * latents, the weighted latent sum expanded through W_UV once), one workgroup per (token, head).
  *
- * The attention kernel is generated per geometry (head count and widths, block size, blocks per sequence) so
+ * A decode step over a long context takes the split-context passes of mla_split.ts instead (runtime/backends/webgpu/
+ * ops_mla.ts chooses). The attention kernel is generated per geometry (head count and widths, block size, blocks per sequence) so
  * its workgroup arrays have constant sizes; the backend compiles it once per node at prepare.
  *
  * @module

@@ -99,9 +99,11 @@ var<workgroup> at: array<u32, 64>;
 var<workgroup> info: array<u32, 3>;
 
 @compute @workgroup_size(64) fn main(${ARGS}) {
-  let wg = wid.y * nwg.x + wid.x;
+  // No early return before the barriers (a browser's uniformity analysis rejects one on a storage value): a
+  // workgroup past the grid (the 2-D rounding) takes an empty range and writes nothing.
   let nc = P[5];
-  if (wg >= P[0] * ${H}u * nc) { return; }
+  let live = wid.y * nwg.x + wid.x < P[0] * ${H}u * nc;
+  let wg = select(0u, wid.y * nwg.x + wid.x, live);
   let l = lid3.x;
   let g = wg / nc;
   let c = wg - g * nc;
@@ -111,7 +113,7 @@ var<workgroup> info: array<u32, 3>;
     let sn = context(t);
     info[0] = sn.x;
     info[1] = c * P[6];
-    info[2] = min(sn.y, (c + 1u) * P[6]);
+    info[2] = select(c * P[6], min(sn.y, (c + 1u) * P[6]), live);
   }
   for (var k = l; k < ${KVR}u; k += 64u) { qa[k] = S[g * ${KVR}u + k]; }
   for (var r = l; r < ${DR}u; r += 64u) { qr[r] = Q[g * ${QW}u + ${DN}u + r]; }
@@ -157,6 +159,7 @@ var<workgroup> info: array<u32, 3>;
     }
     workgroupBarrier();
   }
+  if (!live) { return; }
   let rec = P[7] + (g * ${maxChunks}u + c) * ${REC}u;
   for (var q = 0u; q < ${NC}u; q++) {
     let k = l + 64u * q;
@@ -171,8 +174,8 @@ var<workgroup> info: array<u32, 3>;
 var<workgroup> lat: array<f32, ${KVR}>;
 
 @compute @workgroup_size(64) fn main(${ARGS}) {
-  let g = wid.y * nwg.x + wid.x;
-  if (g >= P[0] * ${H}u) { return; }
+  let live = wid.y * nwg.x + wid.x < P[0] * ${H}u;
+  let g = select(0u, wid.y * nwg.x + wid.x, live);
   let l = lid3.x;
   let h = g % ${H}u;
   let nc = P[5];
@@ -195,6 +198,7 @@ var<workgroup> lat: array<f32, ${KVR}>;
     lat[k] = a * inv;
   }
   workgroupBarrier();
+  if (!live) { return; }
   let wv = (h * ${HW}u + ${DN}u) * ${KVR}u;
   for (var i = l; i < ${DV}u; i += 64u) {
     var a = 0.0;

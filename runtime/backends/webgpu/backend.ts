@@ -22,6 +22,12 @@
  *   here is one `queue.submit` and one `mapAsync` per output. Bind groups are cached per prepared segment by the
  *   buffer ranges they bind (views are sized at the largest shape, so every step of a bucket binds the same
  *   ranges): they are made on a bucket's first run only.
+ * - Kernels: matmuls run a cooperative matvec for steps of ≤ 8 rows and a 64×64-tiled GEMM above (ops_matmul.ts);
+ *   `mla_attention` splits a decode step's context over chunks (flash-decoding) past `splitChunk` positions
+ *   (ops_mla.ts); both choose per run but record every variant (the others with 0 workgroups), so a bucket's bind
+ *   groups are all made on its first run. `shader-f16` is requested where the adapter has it and f16 weights are
+ *   then read as `vec2<f16>` (`webgpuTuning.f16: false` forces the core-WGSL fallback); {@link WebGpuBackend.f16}
+ *   says which. The `profile` option times each kernel with timestamp queries (profile.ts, bench/webgpu.ts).
  * - Ops: every op of the text and vision graphs except `sample` (ops.ts `supportsNode`), which is refused: the
  *   model then samples on the host, and a mixed plan (`--backend webgpu,wasm`) runs what a test or a user refuses.
  * - Adapter: `probe()` scores a fallback (software) adapter 2 and a hardware one 5, both below `wasm` (10), so
