@@ -7,7 +7,7 @@
  * relative cost only.
  *
  *   XDG_RUNTIME_DIR=/tmp deno run -A bench/webgpu.ts [--model tiny,demo] [--dtype bf16] [--prompt 64] [--gen 8]
- *     [--split-chunk 256] [--no-f16] [--json]
+ *     [--split-chunk 256] [--no-f16] [--matvec-threads 0] [--json]
  *
  * Decode steps follow the prompt, so their context is `--prompt` long: past `--split-chunk` positions they take the
  * split-context MLA kernels.
@@ -29,11 +29,16 @@ const { values: flags } = parseArgs({
     gen: { type: "string", default: "8" },
     "split-chunk": { type: "string", default: "256" },
     "no-f16": { type: "boolean", default: false },
+    "matvec-threads": { type: "string", default: "0" },
     json: { type: "boolean", default: false },
   },
 });
 const promptLen = Number(flags.prompt), gen = Number(flags.gen);
-const webgpuTuning = { splitChunk: Number(flags["split-chunk"]), f16: !flags["no-f16"] };
+const webgpuTuning = {
+  splitChunk: Number(flags["split-chunk"]),
+  f16: !flags["no-f16"],
+  matvecThreads: Number(flags["matvec-threads"]),
+};
 
 async function load(name: string, profile: boolean): Promise<Model> {
   return await loadModel(name, {
