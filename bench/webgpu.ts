@@ -7,7 +7,7 @@
  * relative cost only.
  *
  *   XDG_RUNTIME_DIR=/tmp deno run -A bench/webgpu.ts [--model tiny,demo] [--dtype bf16] [--prompt 64] [--gen 8]
- *     [--split-chunk 256] [--no-f16] [--matvec-threads 0] [--json]
+ *     [--split-chunk 128] [--no-f16] [--matvec-threads 0] [--json]
  *
  * Decode steps follow the prompt, so their context is `--prompt` long: past `--split-chunk` positions they take the
  * split-context MLA kernels.
@@ -27,7 +27,7 @@ const { values: flags } = parseArgs({
     dtype: { type: "string", default: "bf16" },
     prompt: { type: "string", default: "64" },
     gen: { type: "string", default: "8" },
-    "split-chunk": { type: "string", default: "256" },
+    "split-chunk": { type: "string", default: "128" },
     "no-f16": { type: "boolean", default: false },
     "matvec-threads": { type: "string", default: "0" },
     json: { type: "boolean", default: false },

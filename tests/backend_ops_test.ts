@@ -1118,6 +1118,12 @@ Deno.test({
       [mlaCase("decode long, 2 tokens each", MLA_ODD, "f8e4m3", "f32", [65, 1], [2, 2]), 67, 4],
       [mlaCase("chunk after history", MLA_POW2, "q8", "f32", [11, 20], [6, 1]), 21, 7],
       [mlaCase("long prefill", MLA_ODD, "bf16", "f32", [0, 0], [12, 9]), 12, 21],
+      // 10 heads: a chunk workgroup takes 8, so the second group has 2 and 6 idle places.
+      [
+        mlaCase("decode 10 heads", { H: 10, dn: 4, dr: 4, dv: 6, kvr: 8, bs: 4 }, "bf16", "f32", [70, 40], [1, 1]),
+        71,
+        2,
+      ],
     ];
     try {
       for (const splitChunk of [16, 1, 100]) {

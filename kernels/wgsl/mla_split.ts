@@ -4,9 +4,10 @@
  * Three passes, one dispatch each:
  *
  * 1. `absorb`: per (token, head), the query folded into latent space, `qa = q_nope · W_UK` (kvr values), to scratch.
- * 2. `chunk`: per (token, head, chunk of `L` positions), the chunk's maximum score `m`, its sum of exponentials
- *    `s = Σ exp(score − m)` and its unnormalised latent sum `a = Σ exp(score − m) · c_kv`, computed tile by tile
- *    (64 positions, one score per thread, each score computed once) with the running maximum rescaled as it grows.
+ * 2. `chunk`: per (token, group of heads, chunk of `L` positions), for each head the chunk's maximum score `m`,
+ *    its sum of exponentials `s = Σ exp(score − m)` and its unnormalised latent sum `a = Σ exp(score − m) · c_kv`,
+ *    computed tile by tile (64 positions, one position per thread, each cached row read once for the group's
+ *    heads, each score computed once) with the running maximum rescaled as it grows.
  * 3. `merge`: per (token, head), the chunks combined by log-sum-exp: `M = max m_c`,
  *    `lat = Σ a_c · e^(m_c − M) / Σ s_c · e^(m_c − M)`, then expanded through W_UV once.
  *
@@ -24,6 +25,22 @@
 
 import { floats, PRELUDE } from "./common.ts";
 import type { MlaGeometry } from "./mla.ts";
+
+/** Bytes of workgroup memory of the chunk pass with `heads` heads a workgroup. */
+function chunkBytes(g: MlaGeometry, heads: number): number {
+  return 4 * (heads * (g.kvr + g.dr + 128) + 64 + 3);
+}
+
+/**
+ * Heads a chunk workgroup takes: the heads share the latent cache, so a group reads each cached row once for all
+ * of them (as FlashMLA does) instead of once per head; at most 8 (their accumulators are registers) and what
+ * `workgroupBytes` holds. 1 when not even one head fits (`supportsNode` refuses such geometries).
+ */
+export function mlaHeadsPerGroup(g: MlaGeometry, workgroupBytes: number): number {
+  let heads = Math.min(g.heads, 8);
+  while (heads > 1 && chunkBytes(g, heads) > workgroupBytes) heads--;
+  return heads;
+}
 
 /** The three kernels of one geometry (with `maxChunks` records per (token, head)). */
 export type MlaSplitKernels = { absorb: string; chunk: string; merge: string };
@@ -44,25 +61,11 @@ fn context(t: u32) -> vec2<u32> {
 `;
 }
 
-const REDUCE = /* wgsl */ `
-var<workgroup> red: array<f32, 64>;
-fn reduce(op: u32, l: u32, v: f32) -> f32 {
-  red[l] = v;
-  workgroupBarrier();
-  for (var k = 32u; k > 0u; k >>= 1u) {
-    if (l < k) {
-      if (op == 0u) { red[l] = max(red[l], red[l + k]); } else { red[l] = red[l] + red[l + k]; }
-    }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}
-`;
-
-/** The kernels of the module docs for geometry `g`, with room for `maxChunks` chunks per (token, head). */
-export function mlaSplitKernels(g: MlaGeometry, maxChunks: number): MlaSplitKernels {
+/**
+ * The kernels of the module docs for geometry `g`, with room for `maxChunks` chunks per (token, head), the chunk
+ * pass taking `headsPerGroup` heads a workgroup ({@link mlaHeadsPerGroup}).
+ */
+export function mlaSplitKernels(g: MlaGeometry, maxChunks: number, headsPerGroup: number): MlaSplitKernels {
   const { heads: H, dn: DN, dr: DR, dv: DV, kvr: KVR, blockSize: BS, maxBlocks: MB } = g;
   const ROW = KVR + DR, QW = DN + DR, HW = DN + DV, NC = Math.ceil(KVR / 64), REC = KVR + 2;
   const S = (b: number) => `@group(0) @binding(${b}) var<storage, read_write> S: array<f32>;\n`;
@@ -91,23 +94,41 @@ ${S(3)}`;
     S[g * ${KVR}u + k] = a;
   }
 }`;
-  const chunk = `// mla_split chunk` + PRELUDE + chunkIo + REDUCE + /* wgsl */ `
-var<workgroup> qa: array<f32, ${KVR}>;
-var<workgroup> qr: array<f32, ${DR}>;
-var<workgroup> p: array<f32, 64>;
+  const G = headsPerGroup, HG = Math.ceil(H / G);
+  const chunk = `// mla_split chunk` + PRELUDE + chunkIo + /* wgsl */ `
+var<workgroup> qa: array<f32, ${G * KVR}>;
+var<workgroup> qr: array<f32, ${G * DR}>;
+var<workgroup> p: array<f32, ${G * 64}>;
+var<workgroup> red: array<f32, ${G * 64}>;
 var<workgroup> at: array<u32, 64>;
 var<workgroup> info: array<u32, 3>;
+
+// red[g · 64 + l] holds thread l's value for head g: leaves each head's maximum (op 0) or sum in red[g · 64].
+fn reduceHeads(op: u32, l: u32) {
+  workgroupBarrier();
+  for (var k = 32u; k > 0u; k >>= 1u) {
+    if (l < k) {
+      for (var g = 0u; g < ${G}u; g++) {
+        let a = red[g * 64u + l];
+        let b = red[g * 64u + l + k];
+        red[g * 64u + l] = select(a + b, max(a, b), op == 0u);
+      }
+    }
+    workgroupBarrier();
+  }
+}
 
 @compute @workgroup_size(64) fn main(${ARGS}) {
   // No early return before the barriers (a browser's uniformity analysis rejects one on a storage value): a
   // workgroup past the grid (the 2-D rounding) takes an empty range and writes nothing.
   let nc = P[5];
-  let live = wid.y * nwg.x + wid.x < P[0] * ${H}u * nc;
+  let live = wid.y * nwg.x + wid.x < P[0] * ${HG}u * nc;
   let wg = select(0u, wid.y * nwg.x + wid.x, live);
   let l = lid3.x;
-  let g = wg / nc;
-  let c = wg - g * nc;
-  let t = g / ${H}u;
+  let tg = wg / nc;
+  let c = wg - tg * nc;
+  let t = tg / ${HG}u;
+  let h0 = (tg % ${HG}u) * ${G}u;
   // The chunk's range goes through workgroup memory: loop bounds around barriers must be uniform.
   if (l == 0u) {
     let sn = context(t);
@@ -115,59 +136,89 @@ var<workgroup> info: array<u32, 3>;
     info[1] = c * P[6];
     info[2] = select(c * P[6], min(sn.y, (c + 1u) * P[6]), live);
   }
-  for (var k = l; k < ${KVR}u; k += 64u) { qa[k] = S[g * ${KVR}u + k]; }
-  for (var r = l; r < ${DR}u; r += 64u) { qr[r] = Q[g * ${QW}u + ${DN}u + r]; }
+  // The group's queries (a head past H reads head 0's and is never written).
+  for (var g = 0u; g < ${G}u; g++) {
+    let th = t * ${H}u + select(0u, h0 + g, h0 + g < ${H}u);
+    for (var k = l; k < ${KVR}u; k += 64u) { qa[g * ${KVR}u + k] = S[th * ${KVR}u + k]; }
+    for (var r = l; r < ${DR}u; r += 64u) { qr[g * ${DR}u + r] = Q[th * ${QW}u + ${DN}u + r]; }
+  }
   let s = workgroupUniformLoad(&info[0]);
   let start = workgroupUniformLoad(&info[1]);
   let j1 = workgroupUniformLoad(&info[2]);
-  var m = -3.4e38;
-  var sum = 0.0;
-  var acc: array<f32, ${NC}>;
+  var m: array<f32, ${G}>;
+  var sum: array<f32, ${G}>;
+  var alpha: array<f32, ${G}>;
+  var acc: array<f32, ${G * NC}>;
+  for (var g = 0u; g < ${G}u; g++) { m[g] = -3.4e38; }
   for (var j0 = start; j0 < j1; j0 += 64u) {
-    // One score per thread; a position past the chunk or outside the cache weighs 0.
+    // Thread l scores position j0 + l for every head of the group, reading its cached row once; a position past
+    // the chunk or outside the cache weighs 0.
     let j = j0 + l;
     var o = 0xffffffffu;
-    var sc = -3.4e38;
+    var sc: array<f32, ${G}>;
+    for (var g = 0u; g < ${G}u; g++) { sc[g] = -3.4e38; }
     if (j < j1) {
       let b = BT[s * ${MB}u + j / ${BS}u];
       if (b >= 0 && u32(b) < P[2]) {
         o = (u32(b) * ${BS}u + j % ${BS}u) * ${ROW}u;
-        var a = 0.0;
-        for (var k = 0u; k < ${KVR}u; k++) { a += qa[k] * C_at(o + k); }
-        for (var r = 0u; r < ${DR}u; r++) { a += qr[r] * C_at(o + ${KVR}u + r); }
-        sc = a * pf(3u);
+        // Zeroed explicitly: naga hoists a loop's uninitialised var to the function and would not zero it again.
+        var a = array<f32, ${G}>();
+        for (var k = 0u; k < ${KVR}u; k++) {
+          let v = C_at(o + k);
+          for (var g = 0u; g < ${G}u; g++) { a[g] += qa[g * ${KVR}u + k] * v; }
+        }
+        for (var r = 0u; r < ${DR}u; r++) {
+          let v = C_at(o + ${KVR}u + r);
+          for (var g = 0u; g < ${G}u; g++) { a[g] += qr[g * ${DR}u + r] * v; }
+        }
+        for (var g = 0u; g < ${G}u; g++) { sc[g] = a[g] * pf(3u); }
       }
     }
-    let mNew = max(m, reduce(0u, l, sc));
-    let alpha = exp(m - mNew);
-    var e = 0.0;
-    if (o != 0xffffffffu) { e = exp(sc - mNew); }
-    p[l] = e;
+    for (var g = 0u; g < ${G}u; g++) { red[g * 64u + l] = sc[g]; }
+    reduceHeads(0u, l);
+    for (var g = 0u; g < ${G}u; g++) {
+      let mNew = max(m[g], red[g * 64u]);
+      alpha[g] = exp(m[g] - mNew);
+      m[g] = mNew;
+    }
+    workgroupBarrier();
+    for (var g = 0u; g < ${G}u; g++) {
+      var e = 0.0;
+      if (o != 0xffffffffu) { e = exp(sc[g] - m[g]); }
+      p[g * 64u + l] = e;
+      red[g * 64u + l] = e;
+    }
     at[l] = o;
-    sum = sum * alpha + reduce(1u, l, e);
-    m = mNew;
+    reduceHeads(1u, l);
+    for (var g = 0u; g < ${G}u; g++) { sum[g] = sum[g] * alpha[g] + red[g * 64u]; }
     let tile = min(64u, j1 - j0);
     for (var q = 0u; q < ${NC}u; q++) {
       let k = l + 64u * q;
       if (k < ${KVR}u) {
-        var a = acc[q] * alpha;
+        for (var g = 0u; g < ${G}u; g++) { acc[g * ${NC}u + q] *= alpha[g]; }
         for (var jj = 0u; jj < tile; jj++) {
-          if (at[jj] != 0xffffffffu) { a += p[jj] * C_at(at[jj] + k); }
+          if (at[jj] != 0xffffffffu) {
+            let v = C_at(at[jj] + k);
+            for (var g = 0u; g < ${G}u; g++) { acc[g * ${NC}u + q] += p[g * 64u + jj] * v; }
+          }
         }
-        acc[q] = a;
       }
     }
     workgroupBarrier();
   }
   if (!live) { return; }
-  let rec = P[7] + (g * ${maxChunks}u + c) * ${REC}u;
-  for (var q = 0u; q < ${NC}u; q++) {
-    let k = l + 64u * q;
-    if (k < ${KVR}u) { S[rec + k] = acc[q]; }
-  }
-  if (l == 0u) {
-    S[rec + ${KVR}u] = m;
-    S[rec + ${KVR + 1}u] = sum;
+  for (var g = 0u; g < ${G}u; g++) {
+    if (h0 + g < ${H}u) {
+      let rec = P[7] + ((t * ${H}u + h0 + g) * ${maxChunks}u + c) * ${REC}u;
+      for (var q = 0u; q < ${NC}u; q++) {
+        let k = l + 64u * q;
+        if (k < ${KVR}u) { S[rec + k] = acc[g * ${NC}u + q]; }
+      }
+      if (l == 0u) {
+        S[rec + ${KVR}u] = m[g];
+        S[rec + ${KVR + 1}u] = sum[g];
+      }
+    }
   }
 }`;
   const merge = `// mla_split merge` + PRELUDE + mergeIo + /* wgsl */ `

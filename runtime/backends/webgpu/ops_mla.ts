@@ -11,7 +11,7 @@
 import { maxShape, type Node, resolveShape } from "../../../graph/ir.ts";
 import type { MlaAttentionAttrs } from "../../../ops/mla_attention.ts";
 import { mlaAttentionKernel } from "../../../kernels/wgsl/mla.ts";
-import { mlaSplitKernels } from "../../../kernels/wgsl/mla_split.ts";
+import { mlaHeadsPerGroup, mlaSplitKernels } from "../../../kernels/wgsl/mla_split.ts";
 import type { CompileContext, Encoder, Step } from "./ops.ts";
 import { checkHostCache, f32Bits, scaleWord, storedOf, whole } from "./ops.ts";
 import { MAX_SPLITS } from "./tuning.ts";
@@ -39,7 +39,8 @@ export function compileMlaAttention(c: CompileContext, node: Node): Step {
   const geometry = { ...a, maxBlocks, weight: storedOf(c.table[wkvb]), cache: storedOf(c.table[cache]) };
   const onePass = mlaAttentionKernel(geometry);
   const plan = mlaSplitPlan(maxBlocks * a.blockSize, maxT, c.tuning);
-  const split = plan && mlaSplitKernels(geometry, plan.maxChunks);
+  const group = mlaHeadsPerGroup(geometry, c.workgroupBytes);
+  const split = plan && mlaSplitKernels(geometry, plan.maxChunks, group);
   c.use(onePass, ...(split ? [split.absorb, split.chunk, split.merge] : []));
   const H = a.heads, kvr = a.kvr;
   return (e: Encoder) => {
@@ -60,7 +61,7 @@ export function compileMlaAttention(c: CompileContext, node: Node): Step {
     const sp = [...params, chunks, plan.chunk, plan.tokens * H * kvr];
     e.dispatch(onePass, params, [Q, W, C, ...index, out], go ? 0 : T * H);
     e.dispatch(split.absorb, sp, [Q, W, scratch], go ? T * H : 0);
-    e.dispatch(split.chunk, sp, [Q, C, ...index, scratch], go ? T * H * chunks : 0);
+    e.dispatch(split.chunk, sp, [Q, C, ...index, scratch], go ? T * Math.ceil(H / group) * chunks : 0);
     e.dispatch(split.merge, sp, [W, out, scratch], go ? T * H : 0);
   };
 }

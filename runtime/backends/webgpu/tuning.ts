@@ -10,7 +10,8 @@ export type WebGpuTuning = {
   /**
    * Positions per chunk of the split-context MLA decode (kernels/wgsl/mla_split.ts): a step whose longest context
    * is longer, with at most `splitTokens` tokens, splits each (token, head) over chunks of this many positions (or
-   * more, so that a context has at most {@link MAX_SPLITS} chunks); others take the one-pass kernel.
+   * more, so that a context has at most {@link MAX_SPLITS} chunks); others take the one-pass kernel. 128: a 4K
+   * context of 32 heads (4 groups of 8) is then 128 workgroups at batch 1, about one per SM of a large GPU.
    */
   splitChunk: number;
   /** The most tokens a step may have to take the split path (prefill steps have parallelism enough). */
@@ -25,4 +26,4 @@ export type WebGpuTuning = {
 export const MAX_SPLITS = 32;
 
 /** The defaults. */
-export const DEFAULT_WEBGPU_TUNING: WebGpuTuning = { splitChunk: 256, splitTokens: 16, f16: true, matvecThreads: 0 };
+export const DEFAULT_WEBGPU_TUNING: WebGpuTuning = { splitChunk: 128, splitTokens: 16, f16: true, matvecThreads: 0 };
