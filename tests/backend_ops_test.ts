@@ -1118,6 +1118,15 @@ Deno.test({
       [mlaCase("decode long, 2 tokens each", MLA_ODD, "f8e4m3", "f32", [65, 1], [2, 2]), 67, 4],
       [mlaCase("chunk after history", MLA_POW2, "q8", "f32", [11, 20], [6, 1]), 21, 7],
       [mlaCase("long prefill", MLA_ODD, "bf16", "f32", [0, 0], [12, 9]), 12, 21],
+      // Mistral Small 4's dims (32 heads, latent 256 + rope 64, values 128): groups of 8 heads at full size.
+      [
+        mlaCase("decode MS4 dims", { H: 32, dn: 64, dr: 64, dv: 128, kvr: 256, bs: 16 }, "bf16", "bf16", [150, 90], [
+          1,
+          1,
+        ]),
+        151,
+        2,
+      ],
       // 10 heads: a chunk workgroup takes 8, so the second group has 2 and 6 idle places.
       [
         mlaCase("decode 10 heads", { H: 10, dn: 4, dr: 4, dv: 6, kvr: 8, bs: 4 }, "bf16", "f32", [70, 40], [1, 1]),
@@ -1174,6 +1183,10 @@ Deno.test({
         })
       )
     );
+    // A model's K (64 threads a row, one row a workgroup).
+    cases.push(opCase("matmul bf16 M=3 K=4100 N=5", "matmul", 1e-5, (c) => {
+      return { y: ops.matmul(c.g, c.f32("x", [[3, 8], 4100]), c.weight("w", [5, 4100], "bf16", 1 / 64)) };
+    }));
     try {
       // shader-f16 (where the adapter has it: lavapipe does) and the core-WGSL fallback.
       for (const f16 of [true, false]) {
