@@ -139,8 +139,10 @@ fn reduce(op: u32, l: u32) -> f32 {
 
 @compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>) {
-  let g = wid.y * nwg.x + wid.x;
-  if (g >= P[0] * ${H}u) { return; }
+  // No early return before the barriers (a browser's uniformity analysis rejects one on a storage value): a
+  // workgroup past the grid (the 2-D rounding) walks no context and writes nothing.
+  let live = wid.y * nwg.x + wid.x < P[0] * ${H}u;
+  let g = select(0u, wid.y * nwg.x + wid.x, live);
   let l = lid3.x;
   let t = g / ${H}u;
   let h = g % ${H}u;
@@ -148,7 +150,7 @@ fn reduce(op: u32, l: u32) -> f32 {
     let s = SEQ[t];
     let p = POS[t];
     var n = 0u;
-    if (s >= 0 && u32(s) < P[1] && p >= 0 && u32(p) < ${CTX}u) { n = u32(p) + 1u; }
+    if (live && s >= 0 && u32(s) < P[1] && p >= 0 && u32(p) < ${CTX}u) { n = u32(p) + 1u; }
     info[0] = u32(max(s, 0));
     info[1] = n;
   }
@@ -200,6 +202,7 @@ fn reduce(op: u32, l: u32) -> f32 {
     if (k < ${KVR}u) { lat[k] = acc[c] / total; }
   }
   workgroupBarrier();
+  if (!live) { return; }
   for (var i = l; i < ${DV}u; i += 64u) {
     var a = 0.0;
     for (var k = 0u; k < ${KVR}u; k++) { a += W_at(wv + i * ${KVR}u + k) * lat[k]; }
