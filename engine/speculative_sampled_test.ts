@@ -68,6 +68,7 @@ Deno.test("engine, sampled with a draft (stub models): accepted later proposals,
     samplesOnBackend: false,
     decodeFlops: 0,
     draft,
+    backends: [],
     step(input: StepInput): Promise<Float32Array> {
       afterTarget = true;
       return Promise.resolve(rows(P, input));

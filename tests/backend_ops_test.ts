@@ -53,7 +53,7 @@ import { convertWeight, nvfp4Weight } from "../weights/convert.ts";
 import type { CanonicalWeight } from "../weights/load.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { mulberry32 } from "./fixtures.ts";
-import { WEBGPU_IGNORE } from "./webgpu_helpers.ts";
+import { dispatchCountingAdapter, dispatchesOf, WEBGPU_IGNORE } from "./webgpu_helpers.ts";
 
 /** A built case: a graph with its seeded weights, per-run inputs, initial state (f32 values) and symbols. */
 export interface BuiltCase {
@@ -1080,6 +1080,10 @@ Deno.test({
       opCase("split matmul bf16 M=2 K=17 N=75 (rows end inside words)", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 17]), c.weight("w", [75, 17], "bf16", 0.25)) };
       }),
+      // Activations must fit one binding too: 12 rows of 16 in, 20 out, over a weight of two parts.
+      opCase("split matmul f32 M=12 K=16 N=20 (the tiled GEMM, part by part)", "matmul", 1e-5, (c) => {
+        return { y: ops.matmul(c.g, c.f32("x", [[12, 12], 16]), c.weight("w", [20, 16], "f32", 0.25)) };
+      }),
       opCase("split matmul f16 M=2 K=17 N=75", "matmul", 1e-5, (c) => {
         return { y: ops.matmul(c.g, c.f32("x", [[2, 3], 17]), c.weight("w", [75, 17], "f16", 0.25)) };
       }),
@@ -1145,6 +1149,118 @@ Deno.test({
       assert(runs.every((y) => y.every((v, i) => Object.is(v, runs[0][i]))), "bitwise equal runs");
     } finally {
       backend.dispose();
+      reference.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "backend ops: webgpu MLA split over the context (chunks forced small) ≡ reference; prefill stays one-pass",
+  ignore: WEBGPU_IGNORE,
+  async fn(t) {
+    const reference = await referenceBackend.create();
+    // Chunks of 16 positions (several per context, a last one partial), of 1 (raised to ctx / 32: the cap on
+    // chunks), and 100 (past the 64-position tiles). Steps of ≤ 16 tokens whose longest context is over a chunk
+    // split; the others (the 21-token prefill) take the one-pass kernel. [case, longest context, tokens]
+    const cases: [OpCase, number, number][] = [
+      [mlaCase("decode long", MLA_ODD, "f32", "f32", [70, 3], [1, 1]), 71, 2],
+      [mlaCase("decode long", MLA_POW2, "q8", "bf16", [129, 64], [1, 1]), 130, 2],
+      [mlaCase("decode long one sequence", MLA_POW2, "bf16", "f32", [200, 0], [1, 0]), 201, 1],
+      [mlaCase("decode long, 2 tokens each", MLA_ODD, "f8e4m3", "f32", [65, 1], [2, 2]), 67, 4],
+      [mlaCase("chunk after history", MLA_POW2, "q8", "f32", [11, 20], [6, 1]), 21, 7],
+      [mlaCase("long prefill", MLA_ODD, "bf16", "f32", [0, 0], [12, 9]), 12, 21],
+      // Mistral Small 4's dims (32 heads, latent 256 + rope 64, values 128): groups of 8 heads at full size.
+      [
+        mlaCase("decode MS4 dims", { H: 32, dn: 64, dr: 64, dv: 128, kvr: 256, bs: 16 }, "bf16", "bf16", [150, 90], [
+          1,
+          1,
+        ]),
+        151,
+        2,
+      ],
+      // 10 heads: a chunk workgroup takes 8, so the second group has 2 and 6 idle places.
+      [
+        mlaCase("decode 10 heads", { H: 10, dn: 4, dr: 4, dv: 6, kvr: 8, bs: 4 }, "bf16", "f32", [70, 40], [1, 1]),
+        71,
+        2,
+      ],
+    ];
+    try {
+      for (const splitChunk of [16, 1, 100]) {
+        const { adapter, dispatches } = await dispatchCountingAdapter();
+        const backend = await webgpuBackend.create({ adapter, webgpuTuning: { splitChunk } } as never);
+        try {
+          for (const [c, longest, tokens] of cases) {
+            await t.step(`${c.name} (chunks of ${splitChunk})`, async () => {
+              dispatches.clear();
+              await checkCase(c, backend, reference);
+              const chunks = dispatchesOf(dispatches, "// mla_split chunk");
+              assertEquals(chunks > 0, tokens <= 16 && longest > splitChunk, `split chunk dispatches: ${chunks}`);
+            });
+          }
+        } finally {
+          backend.dispose();
+        }
+      }
+    } finally {
+      reference.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "backend ops: webgpu tiled matmuls (matvec ≤ 8 rows, 64×64 GEMM) off the tiles, every dtype, f16 both ways",
+  ignore: WEBGPU_IGNORE,
+  async fn(t) {
+    const reference = await referenceBackend.create();
+    // K per dtype: off the GEMM's 16-steps where the format allows (q8 blocks are 32, NVFP4 16), q4 off its
+    // 32-blocks; M and N off the 64-tiles and the matvec's 4 rows, M = 8 the matvec's last, 9 the GEMM's first.
+    // A long K (second) gives the matvec several threads a row, whose sums meet in workgroup memory.
+    const K: Record<string, number[]> = {
+      f32: [37, 300],
+      bf16: [37, 301],
+      f16: [51, 257],
+      f8e4m3: [37, 300],
+      q8: [96, 288],
+      nvfp4: [48, 272],
+      q4: [65, 1050],
+    };
+    const shapes = [[1, 5, 0], [8, 13, 0], [9, 67, 0], [70, 130, 0], [1, 6, 1], [5, 9, 1], [12, 7, 1]];
+    const cases = Object.entries(K).flatMap(([dt, ks]) =>
+      shapes.map(([M, N, i]) => [M, N, ks[i]]).map(([M, N, k]) =>
+        opCase(`matmul ${dt} M=${M} K=${k} N=${N}`, "matmul", 1e-5, (c) => {
+          const x = c.f32("x", [[M, 72], k]);
+          return { y: ops.matmul(c.g, x, c.weight("w", [N, k], dt as DType, 1 / Math.sqrt(k))) };
+        })
+      )
+    );
+    // A model's K (64 threads a row, one row a workgroup).
+    cases.push(opCase("matmul bf16 M=3 K=4100 N=5", "matmul", 1e-5, (c) => {
+      return { y: ops.matmul(c.g, c.f32("x", [[3, 8], 4100]), c.weight("w", [5, 4100], "bf16", 1 / 64)) };
+    }));
+    try {
+      // shader-f16 (where the adapter has it: lavapipe does) and the core-WGSL fallback.
+      for (const f16 of [true, false]) {
+        const { adapter, dispatches } = await dispatchCountingAdapter();
+        const backend = await webgpuBackend.create({ adapter, webgpuTuning: { f16 } } as never);
+        const hasF16 = adapter.features.has("shader-f16");
+        try {
+          for (const c of cases) {
+            await t.step(`${c.name} (f16 ${f16 ? "on" : "off"})`, async () => {
+              dispatches.clear();
+              await checkCase(c, backend, reference);
+              const M = Number(/M=(\d+)/.exec(c.name)![1]), kind = M <= 8 ? "matvec" : "gemm";
+              assertEquals(dispatchesOf(dispatches, `// matmul ${kind}`), 1, `${kind} dispatches`);
+              assertEquals(dispatchesOf(dispatches, " batch 1\n"), M === 1 ? 1 : 0, "the batch-1 matvec");
+              const f16Kernel = dispatchesOf(dispatches, `// matmul ${kind} f16 shader-f16`) > 0;
+              assertEquals(f16Kernel, f16 && hasF16 && c.name.startsWith("matmul f16"), "shader-f16 kernel");
+            });
+          }
+        } finally {
+          backend.dispose();
+        }
+      }
+    } finally {
       reference.dispose();
     }
   },

@@ -235,3 +235,48 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "model (webgpu): split-context MLA decode ≡ reference (prefill(N−1) + decode(1)); switching paths makes no bind group",
+  ignore: WEBGPU_IGNORE,
+  async fn() {
+    const counts: Counts = { submit: 0, mapAsync: 0, pipelines: 0, bindGroups: 0 };
+    const adapter = await countingAdapter(counts);
+    // Chunks of 4 positions for steps of 1 token: the 10-token prefill is one-pass, every decode step splits
+    // (its context of 11 in 3 chunks, then more).
+    const webgpuTuning = { splitChunk: 4, splitTokens: 1 };
+    const opts = { dtype: "bf16" as const, cacheDtype: "f32" as const };
+    const want = await onModel({ ...opts, backend: "reference" }, (m) => m.forward(PROMPT));
+    await onModel({ ...opts, backend: "webgpu", backendOptions: { adapter, webgpuTuning } as never }, async (m) => {
+      assertClose(await m.forward(PROMPT), want, 1e-5, "logits (one-pass prefill)");
+      await checkCacheConsistency(m, 1e-5);
+    });
+    // Chunks of 12: decode steps at contexts 12 (one-pass), then 13 and on (split), in one bucket.
+    await onModel(
+      { ...opts, backend: "webgpu", backendOptions: { adapter, webgpuTuning: { splitChunk: 12 } } as never },
+      async (m) => {
+        const seq = m.pool.newSequence();
+        assert(m.pool.grow(seq, PROMPT.length + 4));
+        const step = (ids: number[], p0: number) =>
+          m.step({
+            ids,
+            pos: ids.map((_, i) => p0 + i),
+            seq: ids.map(() => 0),
+            blockTables: [seq.blockTable],
+            logitRows: [ids.length - 1],
+          });
+        await step(PROMPT, 0);
+        await step([PROMPT[1]], PROMPT.length); // context 12: one-pass
+        for (let i = 1; i <= 2; i++) {
+          const before = { ...counts };
+          await step([PROMPT[i + 1]], PROMPT.length + i); // contexts 13, 14: split
+          assertEquals(counts.submit - before.submit, 1, `decode step ${i}: submits`);
+          assertEquals(counts.bindGroups - before.bindGroups, 0, `decode step ${i}: bind groups`);
+          assertEquals(counts.pipelines - before.pipelines, 0, `decode step ${i}: pipelines`);
+        }
+        m.pool.release(seq);
+      },
+    );
+  },
+});

@@ -60,3 +60,53 @@ export async function instrumentedAdapter(
   for (const k of ["info", "features", "limits"] as const) Object.defineProperty(wrapped, k, { value: adapter[k] });
   return { adapter: wrapped, devices };
 }
+
+/**
+ * An adapter (the real one underneath) whose devices count the workgroup dispatches of each kernel, by its WGSL
+ * source: tests see which kernel variant ran (a kernel's first line names it).
+ */
+export async function dispatchCountingAdapter(): Promise<{ adapter: GPUAdapter; dispatches: Map<string, number> }> {
+  const adapter = (await navigator.gpu.requestAdapter())!;
+  const dispatches = new Map<string, number>(), code = new WeakMap<object, string>();
+  const requestDevice = adapter.requestDevice.bind(adapter);
+  const wrapped = Object.create(adapter);
+  wrapped.requestDevice = async (descriptor?: GPUDeviceDescriptor) => {
+    const device = await requestDevice(descriptor);
+    const module = device.createShaderModule.bind(device), pipeline = device.createComputePipeline.bind(device);
+    const encoder = device.createCommandEncoder.bind(device);
+    device.createShaderModule = (d) => {
+      const m = module(d);
+      code.set(m, d.code);
+      return m;
+    };
+    device.createComputePipeline = (d) => {
+      const p = pipeline(d);
+      code.set(p, code.get(d.compute.module) ?? "");
+      return p;
+    };
+    device.createCommandEncoder = (d) => {
+      const e = encoder(d), begin = e.beginComputePass.bind(e);
+      e.beginComputePass = (pd) => {
+        const pass = begin(pd), set = pass.setPipeline.bind(pass), run = pass.dispatchWorkgroups.bind(pass);
+        let current = "";
+        pass.setPipeline = (p) => (current = code.get(p) ?? "", set(p));
+        pass.dispatchWorkgroups = (x, y, z) => {
+          dispatches.set(current, (dispatches.get(current) ?? 0) + 1);
+          run(x, y, z);
+        };
+        return pass;
+      };
+      return e;
+    };
+    return device;
+  };
+  for (const k of ["info", "features", "limits"] as const) Object.defineProperty(wrapped, k, { value: adapter[k] });
+  return { adapter: wrapped, dispatches };
+}
+
+/** Dispatches counted by {@link dispatchCountingAdapter} of the kernels whose source holds `marker` (a first-line name). */
+export function dispatchesOf(dispatches: Map<string, number>, marker: string): number {
+  let n = 0;
+  for (const [code, count] of dispatches) if (code.includes(marker)) n += count;
+  return n;
+}

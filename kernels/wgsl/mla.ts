@@ -4,7 +4,8 @@
  * `mla_attention` in the absorbed form (the query folded into latent space through W_UK, scores against the cached
  * latents, the weighted latent sum expanded through W_UV once), one workgroup per (token, head).
  *
- * The attention kernel is generated per geometry (head count and widths, block size, blocks per sequence) so
+ * A decode step over a long context takes the split-context passes of mla_split.ts instead (runtime/backends/webgpu/
+ * ops_mla.ts chooses). The attention kernel is generated per geometry (head count and widths, block size, blocks per sequence) so
  * its workgroup arrays have constant sizes; the backend compiles it once per node at prepare.
  *
  * @module
@@ -138,8 +139,10 @@ fn reduce(op: u32, l: u32) -> f32 {
 
 @compute @workgroup_size(64) fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>) {
-  let g = wid.y * nwg.x + wid.x;
-  if (g >= P[0] * ${H}u) { return; }
+  // No early return before the barriers (a browser's uniformity analysis rejects one on a storage value): a
+  // workgroup past the grid (the 2-D rounding) walks no context and writes nothing.
+  let live = wid.y * nwg.x + wid.x < P[0] * ${H}u;
+  let g = select(0u, wid.y * nwg.x + wid.x, live);
   let l = lid3.x;
   let t = g / ${H}u;
   let h = g % ${H}u;
@@ -147,7 +150,7 @@ fn reduce(op: u32, l: u32) -> f32 {
     let s = SEQ[t];
     let p = POS[t];
     var n = 0u;
-    if (s >= 0 && u32(s) < P[1] && p >= 0 && u32(p) < ${CTX}u) { n = u32(p) + 1u; }
+    if (live && s >= 0 && u32(s) < P[1] && p >= 0 && u32(p) < ${CTX}u) { n = u32(p) + 1u; }
     info[0] = u32(max(s, 0));
     info[1] = n;
   }
@@ -199,6 +202,7 @@ fn reduce(op: u32, l: u32) -> f32 {
     if (k < ${KVR}u) { lat[k] = acc[c] / total; }
   }
   workgroupBarrier();
+  if (!live) { return; }
   for (var i = l; i < ${DV}u; i += 64u) {
     var a = 0.0;
     for (var k = 0u; k < ${KVR}u; k++) { a += W_at(wv + i * ${KVR}u + k) * lat[k]; }

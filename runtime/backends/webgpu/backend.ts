@@ -27,6 +27,12 @@
  *   here is one `queue.submit` and one `mapAsync` per output. Bind groups are cached per prepared segment by the
  *   buffer ranges they bind (views are sized at the largest shape, so every step of a bucket binds the same
  *   ranges): they are made on a bucket's first run only.
+ * - Kernels: matmuls run a cooperative matvec for steps of ≤ 8 rows and a 64×64-tiled GEMM above (ops_matmul.ts);
+ *   `mla_attention` splits a decode step's context over chunks (flash-decoding) past `splitChunk` positions
+ *   (ops_mla.ts); both choose per run but record every variant (the others with 0 workgroups), so a bucket's bind
+ *   groups are all made on its first run. `shader-f16` is requested where the adapter has it and f16 weights are
+ *   then read as `vec2<f16>` (`webgpuTuning.f16: false` forces the core-WGSL fallback); {@link WebGpuBackend.f16}
+ *   says which. The `profile` option times each kernel with timestamp queries (profile.ts, bench/webgpu.ts).
  * - Ops: every op of the text and vision graphs except `sample` (ops.ts `supportsNode`), which is refused: the
  *   model then samples on the host, and a mixed plan (`--backend webgpu,wasm`) runs what a test or a user refuses.
  * - Adapter: `probe()` scores a fallback (software) adapter 2 and a hardware one 5, both below `wasm` (10), so
@@ -88,6 +94,8 @@ import {
   supportsNode,
 } from "./ops.ts";
 import type { Stored } from "../../../kernels/wgsl/common.ts";
+import { DEFAULT_WEBGPU_TUNING, type WebGpuTuning } from "./tuning.ts";
+import { KernelProfiler, type KernelTime } from "./profile.ts";
 
 /** Options of the `webgpu` factory: the common ones and test-only limits. */
 export type WebGpuBackendOptions = BackendOptions & {
@@ -95,6 +103,13 @@ export type WebGpuBackendOptions = BackendOptions & {
   maxBindingBytes?: number;
   /** An adapter to use instead of `navigator.gpu.requestAdapter()` (a page that chose one; tests). */
   adapter?: GPUAdapter;
+  /** Kernel choices over their defaults (tuning.ts; tests force the split MLA decode and the f16 fallback). */
+  webgpuTuning?: Partial<WebGpuTuning>;
+  /**
+   * Time every dispatch with timestamp queries (profile.ts; benchmarks only: a pass and a read-back more per
+   * dispatch and run). Needs the adapter's `timestamp-query`; without it {@link WebGpuBackend.kernelTimes} says so.
+   */
+  profile?: boolean;
 };
 
 /** Bytes of one step's parameter slot (the storage offset alignment every device accepts). */
@@ -147,7 +162,8 @@ function describe(adapter: GPUAdapter): string {
   return [info?.vendor, info?.architecture, info?.description].filter((s) => s).join(" ") || "unknown adapter";
 }
 
-class WebGpuBackend implements Backend {
+/** The `webgpu` backend (see the module docs); `create` returns one. */
+export class WebGpuBackend implements Backend {
   readonly name: string;
   readonly caps: BackendCaps;
   /** The adapter, in words (vendor, description), for reports. */
@@ -156,6 +172,9 @@ class WebGpuBackend implements Backend {
   readonly #device: GPUDevice;
   readonly #refuse: ReadonlySet<string>;
   readonly #workgroupBytes: number;
+  readonly #tuning: WebGpuTuning;
+  /** Whether kernels may use `shader-f16` (the device has it and the tuning allows it). */
+  readonly f16: boolean;
   #buffers = new Map<number, GPUBuffer>();
   #nextId = 1;
   #allocated = 0;
@@ -171,6 +190,8 @@ class WebGpuBackend implements Backend {
   #pipelines = new Map<string, GPUComputePipeline>();
   #prepared: WebGpuPrepared[] = [];
   #dummy: GPUBuffer;
+  readonly #profiler: KernelProfiler | undefined;
+  readonly #profileMissing: string | undefined;
   /** The device's words when it was lost under us (not by our own dispose). */
   #lost: string | undefined;
   #disposed = false;
@@ -183,6 +204,15 @@ class WebGpuBackend implements Backend {
     this.adapterName = `${found.description}${found.fallback ? " (software)" : ""}`;
     this.#refuse = refusedOps(options, name);
     this.#workgroupBytes = device.limits.maxComputeWorkgroupStorageSize;
+    this.#tuning = { ...DEFAULT_WEBGPU_TUNING, ...options.webgpuTuning };
+    this.f16 = this.#tuning.f16 && device.features.has("shader-f16");
+    const stamps = device.features.has("timestamp-query");
+    this.#profiler = options.profile && stamps ? new KernelProfiler(device) : undefined;
+    this.#profileMissing = !options.profile
+      ? "create the backend with `profile: true`"
+      : stamps
+      ? undefined
+      : "the adapter has no timestamp-query";
     const binding = Math.min(device.limits.maxStorageBufferBindingSize, options.maxBindingBytes ?? Infinity);
     this.caps = {
       alignment: Math.max(SLOT, device.limits.minStorageBufferOffsetAlignment),
@@ -414,7 +444,8 @@ class WebGpuBackend implements Backend {
           throw new Error(`${this.name}: cannot run ${n.op} "${n.name}" (inputs ${dts})`);
         }
         const use = (...wgsl: string[]) => wgsl.forEach((k) => this.#pipeline(k));
-        steps.push(compileNode({ table, workgroupBytes: this.#workgroupBytes, use }, n));
+        const c = { table, workgroupBytes: this.#workgroupBytes, use, tuning: this.#tuning, f16: this.f16 };
+        steps.push(compileNode(c, n));
         nodes.push(n);
       }
       const p: WebGpuPrepared = { segment, nodes, steps, table, own: new Map(), groups: new Map(), slots: 0 };
@@ -434,14 +465,16 @@ class WebGpuBackend implements Backend {
     // Record first (host tables are written as steps ask), then write parameters, then encode: a run's writes
     // land before its dispatches and after everything queued earlier.
     this.#flush();
-    const recorded: { wgsl: string; params: readonly number[]; refs: readonly GpuRef[]; groups: number }[] = [];
-    let stepKey = "";
+    type Dispatch = { wgsl: string; params: readonly number[]; refs: readonly GpuRef[]; groups: number; op: string };
+    const recorded: Dispatch[] = [];
+    let stepKey = "", op = "";
     const encoder: Encoder = {
       vars,
       host,
       view: (id) => this.#view(p, bindings, id),
       parts: (id) => this.#parts(p, bindings, id),
       scratch: (key, bytes) => this.#own(p, `${stepKey}/${key}`, bytes),
+      shared: (key, bytes) => this.#own(p, `shared/${key}/${bytes}`, bytes),
       upload: (key, data, max) => {
         const ref = this.#own(p, `${stepKey}/${key}`, max);
         // Deno 2.9.6 panics on an empty writeBuffer (a zero-length array has no backing store).
@@ -451,10 +484,11 @@ class WebGpuBackend implements Backend {
         return ref;
       },
       dummy: () => ({ buffer: this.#dummy, offset: 0, size: 16 }),
-      dispatch: (wgsl, params, refs, groups) => recorded.push({ wgsl, params, refs: refs as GpuRef[], groups }),
+      dispatch: (wgsl, params, refs, groups) => recorded.push({ wgsl, params, refs: refs as GpuRef[], groups, op }),
     };
     for (let i = 0; i < p.steps.length; i++) {
       stepKey = String(p.nodes[i].id);
+      op = p.nodes[i].op;
       try {
         p.steps[i](encoder);
       } catch (e) {
@@ -468,15 +502,40 @@ class WebGpuBackend implements Backend {
     recorded.forEach((d, i) => words.set(d.params, (SLOT / 4) * i));
     if (recorded.length) this.#device.queue.writeBuffer(p.params!, 0, words);
     this.#device.pushErrorScope("validation");
-    const pass = this.#commands().beginComputePass();
+    // One compute pass, or one a dispatch when profiling (each stamped at its beginning and end).
+    const commands = this.#commands(), prof = this.#profiler;
+    prof?.begin(recorded.length);
+    const one = prof ? undefined : commands.beginComputePass();
     recorded.forEach((d, i) => {
+      const group = this.#bindGroup(p, d.wgsl, i, d.refs);
+      if (!d.groups) return; // a variant this run skips: its bind group is ready for the runs that take it
+      const bytes = d.refs.reduce((n, r) => n + r.size, 0);
+      const pass = one ?? commands.beginComputePass(prof!.pass(KernelProfiler.nameOf(d.wgsl, d.op), bytes));
       pass.setPipeline(this.#pipeline(d.wgsl));
-      pass.setBindGroup(0, this.#bindGroup(p, d.wgsl, i, d.refs));
+      pass.setBindGroup(0, group);
       const x = Math.min(d.groups, 65535);
       pass.dispatchWorkgroups(x, Math.ceil(d.groups / x));
+      if (!one) pass.end();
     });
-    pass.end();
+    one?.end();
+    prof?.end(commands);
     this.#errors.push(this.#device.popErrorScope());
+  }
+
+  /**
+   * GPU time per kernel over the runs so far (since {@link resetKernelTimes}), from timestamp queries: needs the
+   * `profile` option and an adapter with `timestamp-query`.
+   */
+  async kernelTimes(): Promise<Map<string, KernelTime>> {
+    if (!this.#profiler) throw new Error(`${this.name}: no kernel timings: ${this.#profileMissing}`);
+    this.#flush();
+    return await this.#profiler.collect();
+  }
+
+  /** Forgets the kernel timings so far (after a warm-up). */
+  async resetKernelTimes(): Promise<void> {
+    await this.kernelTimes();
+    this.#profiler!.reset();
   }
 
   async sync(): Promise<void> {
@@ -496,6 +555,7 @@ class WebGpuBackend implements Backend {
       p.params?.destroy();
     }
     this.#buffers.clear();
+    this.#profiler?.dispose();
     this.#prepared = [];
     this.#pipelines.clear();
     this.#device.destroy();
@@ -737,7 +797,11 @@ export function makeWebgpuFactory(gpu: () => GPU | undefined): BackendFactory {
         ? { adapter: options.adapter, fallback: isFallback(options.adapter), description: describe(options.adapter) }
         : await found();
       const { adapter } = f, limits = adapter.limits;
+      // shader-f16 where the adapter has it (f16 weights read as f16 vectors); core WGSL otherwise.
+      const requiredFeatures: GPUFeatureName[] = adapter.features.has("shader-f16") ? ["shader-f16"] : [];
+      if (options.profile && adapter.features.has("timestamp-query")) requiredFeatures.push("timestamp-query");
       const device = await adapter.requestDevice({
+        requiredFeatures,
         requiredLimits: {
           maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
           maxBufferSize: limits.maxBufferSize,

@@ -20,8 +20,7 @@ import type { RopeAttrs } from "../../../ops/rope.ts";
 import type { HostInputs } from "../../backend.ts";
 import { checkCacheIndices, checkIndices } from "../../step_plan.ts";
 import { binaryKernel, ROW_SCALE, SWIGLU } from "../../../kernels/wgsl/elementwise.ts";
-import { matmulKernel } from "../../../kernels/wgsl/matmul.ts";
-import { mlaAttentionKernel, mlaCacheWriteKernel } from "../../../kernels/wgsl/mla.ts";
+import { mlaCacheWriteKernel } from "../../../kernels/wgsl/mla.ts";
 import { rmsNormKernel } from "../../../kernels/wgsl/norm.ts";
 import { COPY_ROWS, gatherKernel } from "../../../kernels/wgsl/rows.ts";
 import { ROPE } from "../../../kernels/wgsl/rope.ts";
@@ -29,6 +28,9 @@ import { type Stored, WG } from "../../../kernels/wgsl/common.ts";
 import { attentionKernel, GELU, PATCH_MERGE } from "../../../kernels/wgsl/vision.ts";
 import { SAMPLE } from "../../../kernels/wgsl/sample.ts";
 import { MOE_COMPILERS, moeFits } from "./ops_moe.ts";
+import { compileMatmul } from "./ops_matmul.ts";
+import { compileMlaAttention } from "./ops_mla.ts";
+import type { WebGpuTuning } from "./tuning.ts";
 
 /** A byte range of a device buffer, as a kernel binds it (opaque to the compilers). */
 export type Ref = { readonly buffer: unknown; readonly offset: number; readonly size: number };
@@ -46,11 +48,19 @@ export interface Encoder {
   parts(id: number): PartRef[];
   /** Device scratch of the step, `bytes` at most (sized at prepare, reused by every run). */
   scratch(key: string, bytes: number): Ref;
+  /**
+   * Device scratch shared by the steps of the segment that ask for `key` with the same size (its contents live
+   * from one dispatch of a step to its next ones only: the steps run in order).
+   */
+  shared(key: string, bytes: number): Ref;
   /** `data` written to a buffer of the step, ordered before this run's dispatches (host-computed tables). */
   upload(key: string, data: Float32Array | Int32Array, maxBytes: number): Ref;
   /** A 4-byte placeholder for a binding a kernel variant does not read. */
   dummy(): Ref;
-  /** One dispatch of the kernel `wgsl` over `groups` workgroups, with its parameter words and tensor ranges. */
+  /**
+   * One dispatch of the kernel `wgsl` over `groups` workgroups, with its parameter words and tensor ranges. With 0
+   * groups nothing runs but its bind group is made: a variant that other runs of the bucket take.
+   */
   dispatch(wgsl: string, params: readonly number[], refs: readonly Ref[], groups: number): void;
 }
 
@@ -64,6 +74,10 @@ export type CompileContext = {
   use(...wgsl: string[]): void;
   /** The device's workgroup memory limit (bytes). */
   workgroupBytes: number;
+  /** Kernel choices (tuning.ts). */
+  tuning: WebGpuTuning;
+  /** Whether the device has `shader-f16` and the tuning allows it. */
+  f16: boolean;
 };
 
 const F32 = new Float32Array(1), U32 = new Uint32Array(F32.buffer);
@@ -389,23 +403,7 @@ const COMPILERS: Record<string, Compiler> = {
       if (rows) e.dispatch(kernel, [rows, d, f32Bits(eps)], [e.view(x), e.view(w), e.view(node.id)], rows);
     };
   },
-  matmul(c, node) {
-    const [x, w] = node.inputs;
-    const kernel = matmulKernel(storedOf(c.table[w]));
-    c.use(kernel);
-    const [N, K] = maxShape(c.table[w].shape);
-    return (e) => {
-      const M = numel(shapeOf(c, e, x)) / K;
-      if (!M) return;
-      for (const p of e.parts(w)) {
-        e.dispatch(kernel, [M * p.rows, p.rows, K, N, p.row0, scaleWord([N, K], p.rows, storedOf(c.table[w]))], [
-          e.view(x),
-          p.ref,
-          e.view(node.id),
-        ], groupsFor(M * p.rows));
-      }
-    };
-  },
+  matmul: compileMatmul,
   rope(c, node) {
     c.use(ROPE);
     const [x, pos] = node.inputs;
@@ -504,34 +502,7 @@ const COMPILERS: Record<string, Compiler> = {
       ], groupsFor(n));
     };
   },
-  mla_attention(c, node) {
-    const [q, wkvb, cache, seq, pos, bt] = node.inputs;
-    const a = node.attrs as MlaAttentionAttrs;
-    const [nb] = maxShape(c.table[cache].shape), maxBlocks = maxShape(c.table[bt].shape)[1];
-    const ws = maxShape(c.table[wkvb].shape);
-    const wgsl = mlaAttentionKernel({
-      ...a,
-      maxBlocks,
-      weight: storedOf(c.table[wkvb]),
-      cache: storedOf(c.table[cache]),
-    });
-    c.use(wgsl);
-    return (e) => {
-      const T = shapeOf(c, e, q)[0], S = shapeOf(c, e, bt)[0];
-      if (!T) return;
-      checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
-      const off = scaleWord(ws, ws[0], storedOf(c.table[wkvb]));
-      e.dispatch(wgsl, [T, S, nb, f32Bits(a.scale), off], [
-        e.view(q),
-        whole(e, wkvb, node),
-        e.view(cache),
-        e.view(seq),
-        e.view(pos),
-        e.view(bt),
-        e.view(node.id),
-      ], T * a.heads);
-    };
-  },
+  mla_attention: compileMlaAttention,
 };
 
 /**
@@ -618,7 +589,7 @@ function hostOf(host: HostInputs, id: number, what: string): Int32Array {
 }
 
 /** The reference's index checks, on the host copies when the inputs have them (they do in the model). */
-function checkHostCache(
+export function checkHostCache(
   e: Encoder,
   seq: number,
   pos: number,
