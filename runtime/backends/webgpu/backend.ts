@@ -33,8 +33,9 @@
  *   groups are all made on its first run. `shader-f16` is requested where the adapter has it and f16 weights are
  *   then read as `vec2<f16>` (`webgpuTuning.f16: false` forces the core-WGSL fallback); {@link WebGpuBackend.f16}
  *   says which. The `profile` option times each kernel with timestamp queries (profile.ts, bench/webgpu.ts).
- * - Ops: every op of the text and vision graphs except `sample` (ops.ts `supportsNode`), which is refused: the
- *   model then samples on the host, and a mixed plan (`--backend webgpu,wasm`) runs what a test or a user refuses.
+ * - Ops: every op of the text and vision graphs, `sample` included (temperature, top-k, top-p and the packed
+ *   constraint masks on the device, so a step reads back token ids); a mixed plan (`--backend webgpu,wasm`) runs what
+ *   a test or a user refuses elsewhere.
  * - Adapter: `probe()` scores a fallback (software) adapter 2 and a hardware one 5, both below `wasm` (10), so
  *   `auto` never picks this backend until it runs the whole model; `--backend webgpu` picks it by name.
  *
@@ -96,6 +97,7 @@ import {
 import type { Stored } from "../../../kernels/wgsl/common.ts";
 import { DEFAULT_WEBGPU_TUNING, type WebGpuTuning } from "./tuning.ts";
 import { KernelProfiler, type KernelTime } from "./profile.ts";
+import { describe, findAdapter, type Found, isFallback } from "./adapter.ts";
 
 /** Options of the `webgpu` factory: the common ones and test-only limits. */
 export type WebGpuBackendOptions = BackendOptions & {
@@ -129,38 +131,6 @@ type WebGpuPrepared = Prepared & {
   params?: GPUBuffer;
   slots: number;
 };
-
-/** What the factory found: the adapter and whether it is a software one. */
-type Found = { adapter: GPUAdapter; fallback: boolean; description: string };
-
-/** `gpu`'s adapter (`navigator.gpu` by default), or an error naming what is missing. */
-async function findAdapter(gpu: GPU | undefined): Promise<Found> {
-  if (!gpu) {
-    throw new Error(
-      "this runtime has no WebGPU (navigator.gpu is undefined): use a browser with WebGPU or Deno ≥ 2 " +
-        "(which has it built in)",
-    );
-  }
-  const adapter = await gpu.requestAdapter();
-  if (!adapter) {
-    throw new Error(
-      "navigator.gpu.requestAdapter() found no GPU adapter: no Vulkan, Metal or D3D12 driver is usable here " +
-        "(on Linux without a GPU, `apt-get install mesa-vulkan-drivers` gives the software lavapipe adapter)",
-    );
-  }
-  return { adapter, fallback: isFallback(adapter), description: describe(adapter) };
-}
-
-/** Where the adapter says it is software: `info.isFallbackAdapter` (current spec) or the older adapter field. */
-function isFallback(adapter: GPUAdapter): boolean {
-  const a = adapter as GPUAdapter & { isFallbackAdapter?: boolean; info?: { isFallbackAdapter?: boolean } };
-  return a.info?.isFallbackAdapter ?? a.isFallbackAdapter ?? false;
-}
-
-function describe(adapter: GPUAdapter): string {
-  const info = (adapter as GPUAdapter & { info?: GPUAdapterInfo }).info;
-  return [info?.vendor, info?.architecture, info?.description].filter((s) => s).join(" ") || "unknown adapter";
-}
 
 /** The `webgpu` backend (see the module docs); `create` returns one. */
 export class WebGpuBackend implements Backend {
