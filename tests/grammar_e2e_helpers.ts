@@ -11,7 +11,7 @@ import OpenAI from "openai";
 import { loadDemoTokenizer } from "../chat/demo_tokenizer.ts";
 import type { Tokenizer } from "../chat/tokenizer.ts";
 import { ModelEngine } from "../engine/engine.ts";
-import { loadModel } from "../engine/model.ts";
+import { loadModel, type Model } from "../engine/model.ts";
 import { createServer, type ServeHandle } from "../server/server.ts";
 import { MemoryLogger } from "./server_helpers.ts";
 import { buildConstraint } from "../grammar/constraint.ts";
@@ -80,6 +80,8 @@ export interface E2eServer {
   /** The preset, also the `model` requests name. */
   model: string;
   tok: Tokenizer;
+  /** The loaded model under the engine. */
+  loaded: Model;
   engine: ModelEngine;
   client: OpenAI;
   logger: MemoryLogger;
@@ -111,6 +113,7 @@ export async function startE2eServer(
   return {
     model: name,
     tok,
+    loaded: model,
     engine,
     client,
     logger,
