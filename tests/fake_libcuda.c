@@ -1,7 +1,7 @@
 // A fake CUDA driver (libcuda.so.1) for the cuda backend's host-code tests: built by clang at test time
 // (tests/cuda_helpers.ts) and loaded through the same Deno.dlopen path as the real one (TRAMONTANE_LIBCUDA).
 //
-// Device memory is host memory here (cuMemAlloc is malloc), so copies, memsets and read-backs really move bytes
+// Device memory is host memory here (cuMemAlloc is calloc), so copies, memsets and read-backs really move bytes
 // and a test can check what reached the "device"; kernels do not run. Every call appends one line to the file
 // named by FAKE_CUDA_LOG: the entry point's name, then its arguments as key=value. Behaviour is set by
 // environment variables read at each call:
@@ -198,7 +198,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr *ptr, size_t bytes) {
     logf_("cuMemAlloc_v2 bytes=%zu oom", bytes);
     return 2;
   }
-  size_t *p = malloc(bytes + 16);
+  size_t *p = calloc(1, bytes + 16);
   if (!p) return 2;
   p[0] = bytes;
   *ptr = (CUdeviceptr)(uintptr_t)(p + 2);
@@ -270,10 +270,14 @@ static int module_;
 CUresult cuModuleLoadData(void **module, const void *image) {
   ENTER("cuModuleLoadData");
   const char *ptx = image;
+  *module = &module_;
+  if (memcmp(ptx, "\177ELF", 4) == 0) {
+    logf_("cuModuleLoadData target=cubin");
+    return 0;
+  }
   const char *target = strstr(ptx, ".target ");
   char t[16] = "?";
   if (target) sscanf(target + 8, "%15s", t);
-  *module = &module_;
   logf_("cuModuleLoadData bytes=%zu target=%s", strlen(ptx), t);
   return 0;
 }

@@ -17,6 +17,15 @@
 /** Where the driver library is looked for (`TRAMONTANE_LIBCUDA` overrides it). */
 export const DEFAULT_LIBCUDA = "libcuda.so.1";
 
+/** The driver library to open: `TRAMONTANE_LIBCUDA` when set (and readable), else {@link DEFAULT_LIBCUDA}. */
+export function libcudaPath(): string {
+  try {
+    return Deno.env.get("TRAMONTANE_LIBCUDA") || DEFAULT_LIBCUDA;
+  } catch {
+    return DEFAULT_LIBCUDA; // no --allow-env: the default library
+  }
+}
+
 /** `CUresult` codes the backend acts on. */
 export const CUDA_SUCCESS = 0;
 export const CUDA_ERROR_OUT_OF_MEMORY = 2;
@@ -188,13 +197,7 @@ export class Driver {
    * {@link CudaUnavailableError} saying what is missing when it cannot be opened.
    */
   static open(path?: string): Driver {
-    let env: string | undefined;
-    try {
-      env = Deno.env.get("TRAMONTANE_LIBCUDA");
-    } catch {
-      env = undefined; // no --allow-env: the default library
-    }
-    const lib = path ?? (env || DEFAULT_LIBCUDA);
+    const lib = path ?? libcudaPath();
     try {
       return new Driver(lib, Deno.dlopen(lib, SYMBOLS));
     } catch (e) {
@@ -353,9 +356,17 @@ export class Driver {
     this.check("cuMemsetD32Async", this.lib.cuMemsetD32Async(dst, value, BigInt(count), stream));
   }
 
-  /** Loads a module from PTX text (JIT-compiled by the driver for this device). */
-  moduleLoadData(ptx: string): Deno.PointerValue {
-    const image = new TextEncoder().encode(ptx + "\0");
+  /**
+   * Loads a module from a cubin or from PTX text (JIT-compiled by the driver for this device; the text must end
+   * with a NUL byte, added here when missing).
+   */
+  moduleLoadData(data: Uint8Array): Deno.PointerValue {
+    const elf = data[0] === 0x7f && data[1] === 0x45 && data[2] === 0x4c && data[3] === 0x46;
+    let image = data;
+    if (!elf && data[data.length - 1] !== 0) {
+      image = new Uint8Array(data.length + 1);
+      image.set(data);
+    }
     this.check("cuModuleLoadData", this.lib.cuModuleLoadData(this.#ptr, image), "loading the kernels' PTX");
     return Deno.UnsafePointer.create(this.#ptr[0]);
   }
