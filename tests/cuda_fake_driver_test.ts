@@ -9,10 +9,13 @@
  */
 
 import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
-import { launchOf, fakeLibcuda, type FakeCall, withFake } from "./cuda_helpers.ts";
+import { type FakeCall, fakeLibcuda, launchOf, withFake } from "./cuda_helpers.ts";
 import { makeCudaFactory, probeCuda } from "../runtime/backends/cuda/backend.ts";
 import { CudaError } from "../runtime/backends/cuda/ffi.ts";
-import { OutOfMemoryError } from "../runtime/backend.ts";
+import { makeSegment, OutOfMemoryError } from "../runtime/backend.ts";
+import { GraphBuilder } from "../graph/builder.ts";
+import * as ops from "../ops/mod.ts";
+import { greedySampling, loadModel } from "../engine/model.ts";
 
 const lib = await fakeLibcuda();
 const ignore = lib === undefined;
@@ -30,7 +33,10 @@ Deno.test({
     });
     await withFake({ version: 12080 }, () => {
       const r = probeCuda({ libcuda: lib });
-      assert(!r.ok && r.reason.includes("supports CUDA 12.8") && r.reason.includes("need CUDA 13.0"), JSON.stringify(r));
+      assert(
+        !r.ok && r.reason.includes("supports CUDA 12.8") && r.reason.includes("need CUDA 13.0"),
+        JSON.stringify(r),
+      );
       return Promise.resolve();
     });
     await withFake({ devices: 0 }, () => {
@@ -62,7 +68,7 @@ Deno.test({
         b.fill({ buffer: view.buffer, offset: 0 }, 256, 9);
         const back = await b.read(view, n);
         assertEquals(back, data);
-        assertEquals((await b.read({ buffer: view.buffer, offset: 0 }, 4)), new Uint8Array([9, 9, 9, 9]));
+        assertEquals(await b.read({ buffer: view.buffer, offset: 0 }, 4), new Uint8Array([9, 9, 9, 9]));
         const calls = log();
         const stream = calls.find((c) => c.call === "cuStreamCreate")!.args.stream;
         const pinned = calls.filter((c) => c.call === "cuMemAllocHost_v2").map((c) => c.args.host);
@@ -89,6 +95,283 @@ Deno.test({
       } finally {
         b.dispose();
       }
+    });
+  },
+});
+
+Deno.test({
+  name: "cuda fake driver: driver errors name the call and the code; OOM is typed; a fatal error sticks",
+  ignore,
+  async fn() {
+    const factory = makeCudaFactory({ libcuda: lib });
+    await withFake({ fail: "cuMemAlloc_v2:2" }, async () => {
+      const b = await factory.create();
+      try {
+        const e = assertThrows(() => b.alloc(1 << 20), OutOfMemoryError);
+        assert(e.message.includes("cuMemAlloc: CUDA_ERROR_OUT_OF_MEMORY"), e.message);
+        assertEquals(e.backend, "cuda");
+      } finally {
+        b.dispose();
+      }
+    });
+    // The memory the device reports bounds what the backend allocates.
+    await withFake({ mem: 1 << 20 }, async () => {
+      const b = await factory.create();
+      try {
+        assertEquals(b.caps.memoryBytes, 1 << 20);
+        assertThrows(() => b.alloc(2 << 20), OutOfMemoryError, "out of memory on cuda");
+      } finally {
+        b.dispose();
+      }
+    });
+    // Names from cuGetErrorName, else the built-in table (the fake names only a few), else the number.
+    for (
+      const [code, name] of [[700, "CUDA_ERROR_ILLEGAL_ADDRESS"], [719, "CUDA_ERROR_LAUNCH_FAILED"], [
+        4242,
+        "CUDA_ERROR_4242",
+      ]]
+    ) {
+      await withFake({ fail: `cuStreamSynchronize:${code}` }, async () => {
+        const b = await factory.create();
+        try {
+          const e = await assertRejects(() => b.sync(), CudaError);
+          assertEquals(e.message, `cuStreamSynchronize failed: ${name} (${code})`);
+          assertEquals([e.call, e.code, e.codeName], ["cuStreamSynchronize", code, name]);
+          // 700..799 leave the context unusable: every later call says so.
+          if (e.fatal) {
+            assertThrows(() => b.alloc(16), CudaError, "unusable after this error; restart the process");
+          } else {
+            b.alloc(16);
+          }
+        } finally {
+          b.dispose();
+        }
+      });
+    }
+    await withFake({ fail: "cuModuleLoadData:218" }, async () => {
+      await assertRejects(() => factory.create(), CudaError, "cuModuleLoadData failed: CUDA_ERROR_INVALID_PTX (218)");
+    });
+  },
+});
+
+/** The kernels the committed PTX defines. */
+const ENTRIES = new Set(
+  [
+    ...Deno.readTextFileSync(new URL("../kernels/cuda/kernels.compute_90.ptx", import.meta.url))
+      .matchAll(/\.entry (\w+)\(/g),
+  ].map((m) => m[1]),
+);
+
+/** The grid and block ops.ts gives each kernel family for the words it packs (the rules the module docs state). */
+function expectedShape(fn: string, w: number[]): { grid: number[]; block: number; smem?: number } {
+  const family = fn.replace(/_(f32|bf16|f16|f8e4m3|q8|nvfp4|q4)$/, "");
+  const blocks = (n: number) => Math.ceil(n / 256);
+  switch (family) {
+    case "rms_norm":
+      return { grid: [w[0], 1, 1], block: 256 };
+    case "matvec":
+      assert(w[0] <= 8 && w[2] % 4 === 0, `matvec for M ${w[0]} K ${w[2]}`);
+      return { grid: [Math.ceil(w[1] / 4), 1, 1], block: 128 };
+    case "gemm":
+      return { grid: [Math.ceil(w[1] / 64), Math.ceil(w[0] / 64), 1], block: 256 };
+    case "moe_act":
+    case "moe_down":
+      return { grid: [Math.ceil(w[0] / 4), 1, 1], block: 128 };
+    case "mla_absorb":
+      return { grid: [w[0] * w[1], 1, 1], block: 256, smem: 4 * w[2] };
+    case "mla_split":
+      return { grid: [w[0] * w[4], w[10], 1], block: 128 };
+    case "mla_merge":
+      return { grid: [w[0] * w[1], 1, 1], block: 256, smem: 4 * w[4] };
+    case "attention":
+      return { grid: [w[0] * w[2], 1, 1], block: 128, smem: 4 * (w[3] + 128) };
+    case "sample":
+      return { grid: [w[0], 1, 1], block: 256 };
+    default:
+      return { grid: [blocks(w[0]), 1, 1], block: 256 };
+  }
+}
+
+/** Checks every launch of a log: a committed kernel, its grid/block rule, the one stream, addresses inside buffers. */
+function checkLaunches(calls: FakeCall[]): ReturnType<typeof launchOf>[] {
+  const stream = calls.find((c) => c.call === "cuStreamCreate")!.args.stream;
+  const allocs = calls.filter((c) => c.call === "cuMemAlloc_v2" && c.args.ptr)
+    .map((c) => [BigInt(c.args.ptr), BigInt(c.args.ptr) + BigInt(c.args.bytes)]);
+  const inside = (p: bigint) => allocs.some(([a, b]) => p >= a && p < b);
+  const launches = calls.filter((c) => c.call === "cuLaunchKernel").map(launchOf);
+  for (const l of launches) {
+    assert(ENTRIES.has(l.fn), `${l.fn} is not a kernel of kernels/cuda`);
+    const want = expectedShape(l.fn, l.words);
+    assertEquals(l.grid, want.grid, `${l.fn} grid for words ${l.words}`);
+    assertEquals(l.block, [want.block, 1, 1], `${l.fn} block`);
+    if (want.smem !== undefined) assertEquals(l.smem, want.smem, `${l.fn} shared memory`);
+    assertEquals(l.stream, stream, `${l.fn} on another stream`);
+    for (const p of l.ptrs) assert(p === 0n || inside(p), `${l.fn}: pointer 0x${p.toString(16)} is in no allocation`);
+  }
+  return launches;
+}
+
+const PROMPT = [1, 3, 1500, 2201, 77_000, 4, 1100, 1200, 9000, 1042, 1043];
+
+Deno.test({
+  name: "cuda fake driver: tiny (f8e4m3) loads through pinned staging; prefill, decode and a sampled step queue " +
+    "checked launches on one stream; the sampled step reads back its ids only",
+  ignore,
+  async fn() {
+    await withFake({}, async (log) => {
+      Deno.env.set("TRAMONTANE_LIBCUDA", lib!);
+      const m = await loadModel("tiny", {
+        backend: "cuda",
+        dtype: "f8e4m3",
+        seed: 3,
+        maxModelLen: 64,
+        maxTokens: 16,
+        maxSeqs: 2,
+        cacheDtype: "bf16",
+        quiet: true,
+      }).finally(() => Deno.env.delete("TRAMONTANE_LIBCUDA"));
+      try {
+        assertEquals(m.backends.map((b) => b.name), ["cuda"]);
+        assertEquals(m.plan.segments.map((s) => s.backend), ["cuda"]);
+        const loaded = log();
+        // Every host → device copy of the load came from a pinned staging slot.
+        const slots = loaded.filter((c) => c.call === "cuMemAllocHost_v2").map((c) => BigInt(c.args.host));
+        const slotBytes = 4n << 20n;
+        const uploads = loaded.filter((c) => c.call === "cuMemcpyHtoDAsync_v2");
+        assert(uploads.length > 0);
+        assert(uploads.every((c) => slots.some((s) => BigInt(c.args.src) >= s && BigInt(c.args.src) < s + slotBytes)));
+
+        const seq = m.pool.newSequence();
+        assert(m.pool.grow(seq, PROMPT.length + 4));
+        const input = (ids: number[], p0: number) => ({
+          ids,
+          pos: ids.map((_, i) => p0 + i),
+          seq: ids.map(() => 0),
+          blockTables: [seq.blockTable],
+          logitRows: [ids.length - 1],
+        });
+        const stepCalls = async (f: () => Promise<unknown>) => {
+          const before = log().length;
+          await f();
+          return log().slice(before);
+        };
+        const families = (calls: FakeCall[]) =>
+          new Set(checkLaunches(log()).filter((l) => calls.some((c) => c.args.fn === l.fn)).map((l) => l.fn));
+
+        const prefill = await stepCalls(() => m.step(input(PROMPT, 0)));
+        const pf = families(prefill);
+        assert(pf.has("gemm_f8e4m3"), `prefill matmuls on the GEMM: ${[...pf]}`);
+        const decode = await stepCalls(() => m.step(input([PROMPT[1]], PROMPT.length)));
+        const dc = families(decode);
+        for (const k of ["gather_bf16", "matvec_f8e4m3", "mla_absorb_f8e4m3", "mla_split_bf16", "mla_merge_f8e4m3"]) {
+          assert(dc.has(k), `decode launches ${k}: ${[...dc].sort()}`);
+        }
+        assert(!dc.has("gemm_f8e4m3"), "a one-token step reads its weights through the matvec");
+        // MLA decode splits the context into 256-position chunks: one here.
+        const split = decode.filter((c) => c.args.fn === "mla_split_bf16").map(launchOf);
+        assert(split.every((l) => l.grid[1] === 1 && l.words[10] === 1));
+        // Logits come back: one device → host copy of the row, after the launches.
+        const reads = decode.filter((c) => c.call === "cuMemcpyDtoHAsync_v2");
+        assertEquals(reads.length, 1);
+        assertEquals(Number(reads[0].args.bytes), 4 * m.config.vocab_size);
+
+        const sampled = await stepCalls(() => m.sampleStep(input([PROMPT[2]], PROMPT.length + 1), greedySampling(1)));
+        assert(families(sampled).has("sample"));
+        const sampledReads = sampled.filter((c) => c.call === "cuMemcpyDtoHAsync_v2");
+        assertEquals(sampledReads.map((c) => Number(c.args.bytes)), [4], "only the sampled id comes back");
+        assertEquals(sampled.filter((c) => c.call === "cuStreamSynchronize").length, 1);
+        // The step's launches precede its read-back, all on the one stream (checkLaunches).
+        const order = sampled.map((c) => c.call);
+        assert(order.lastIndexOf("cuLaunchKernel") < order.indexOf("cuMemcpyDtoHAsync_v2"));
+        m.pool.release(seq);
+      } finally {
+        m.dispose();
+      }
+      // dispose released everything it allocated.
+      const calls = log();
+      const count = (name: string) => calls.filter((c) => c.call === name && !c.args.failed).length;
+      assertEquals(count("cuMemFree_v2"), calls.filter((c) => c.call === "cuMemAlloc_v2" && c.args.ptr).length);
+      assertEquals(count("cuMemFreeHost"), count("cuMemAllocHost_v2"));
+      assertEquals(count("cuStreamDestroy_v2"), count("cuStreamCreate"));
+    });
+  },
+});
+
+Deno.test({
+  name: "cuda fake driver: cuLaunchKernel gets one pointer to the Args block: tensor addresses, the scales' address, " +
+    "then the words; matvec up to 8 rows, GEMM beyond",
+  ignore,
+  async fn() {
+    await withFake({}, async (log) => {
+      const b = await makeCudaFactory({ libcuda: lib }).create();
+      try {
+        for (const M of [3, 20]) {
+          const g = new GraphBuilder();
+          const x = g.input("x", [M, 64], "f32");
+          const w = g.weight("w", [40, 64], "f8e4m3");
+          g.output("y", ops.matmul(g, x, w));
+          const graph = g.build();
+          const y = graph.outputs[0].id;
+          const bufs = [b.alloc(4 * M * 64), b.alloc(40 * 64 + 4 * 40), b.alloc(4 * M * 40 + 256)];
+          const prepared = await b.prepare(makeSegment(graph, graph.nodes.map((n) => n.id)));
+          const before = log().length;
+          b.run(
+            prepared,
+            new Map([[x.id, { buffer: bufs[0], offset: 0 }], [w.id, { buffer: bufs[1], offset: 0 }], [
+              y,
+              { buffer: bufs[2], offset: 256 },
+            ]]),
+            {},
+            new Map(),
+          );
+          const allocs = log().filter((c) => c.call === "cuMemAlloc_v2").slice(-3).map((c) => BigInt(c.args.ptr));
+          const launches = log().slice(before).filter((c) => c.call === "cuLaunchKernel").map(launchOf);
+          assertEquals(launches.length, 1);
+          const l = launches[0];
+          // Codes, then the scales after the 40 · 64 codes (one f32 per K-row), then y at its view's offset.
+          assertEquals(l.ptrs, [allocs[0], allocs[1], allocs[1] + 2560n, allocs[2] + 256n, 0n, 0n, 0n, 0n]);
+          assertEquals(l.words, [M, 40, 64, 40, 0, ...new Array(11).fill(0)]);
+          if (M <= 8) {
+            assertEquals([l.fn, l.grid, l.block], ["matvec_f8e4m3", [10, 1, 1], [128, 1, 1]]);
+          } else {
+            assertEquals([l.fn, l.grid, l.block], ["gemm_f8e4m3", [1, 1, 1], [256, 1, 1]]);
+          }
+          assertEquals(log().slice(before).find((c) => c.call === "cuLaunchKernel")!.args.extra, "(nil)");
+          for (const buf of bufs) b.free(buf);
+        }
+      } finally {
+        b.dispose();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "cuda fake driver: the kernels a device loads (sm_90 cubin, compute_80 PTX, none below 8.0); an allocation " +
+    "failing at load is an OutOfMemoryError naming the tensor",
+  ignore,
+  async fn() {
+    const factory = makeCudaFactory({ libcuda: lib });
+    for (const [cc, target] of [["9.0", "cubin"], ["8.6", "sm_80"], ["10.0", "sm_90"]]) {
+      await withFake({ cc }, async (log) => {
+        (await factory.create()).dispose();
+        assertEquals(log().find((c) => c.call === "cuModuleLoadData")!.args.target, target, `cc ${cc}`);
+      });
+    }
+    await withFake({ cc: "7.5" }, async () => {
+      await assertRejects(
+        () => factory.create(),
+        Error,
+        "compute capability 8.0 or newer (Ampere, Hopper…); this one is 7.5",
+      );
+    });
+    await withFake({ fail: "cuMemAlloc_v2:2:6" }, async () => {
+      Deno.env.set("TRAMONTANE_LIBCUDA", lib!);
+      const e = await assertRejects(
+        () => loadModel("tiny", { backend: "cuda", seed: 3, maxModelLen: 64, maxTokens: 16, maxSeqs: 2, quiet: true }),
+        OutOfMemoryError,
+      ).finally(() => Deno.env.delete("TRAMONTANE_LIBCUDA"));
+      assert(e.tensor !== undefined && e.message.startsWith(`${e.tensor}: out of memory on cuda`), e.message);
     });
   },
 });

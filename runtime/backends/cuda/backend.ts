@@ -61,7 +61,7 @@ import {
 import { maxBytes, storedBytes, storedOf, supportsNode } from "../webgpu/ops.ts";
 import type { Stored } from "../../../kernels/wgsl/common.ts";
 import { checkDriverVersion, CudaError, CudaUnavailableError, Driver, type Launch, libcudaPath } from "./ffi.ts";
-import { deviceInfo, type DeviceInfo, loadKernels } from "./device.ts";
+import { type DeviceInfo, deviceInfo, loadKernels } from "./device.ts";
 import { compileNode, type Encoder, type LaunchSpec, type PartRef, type Ref, type Step } from "./ops.ts";
 import { Staging, uploadWeightChunks } from "./staging.ts";
 
@@ -406,7 +406,9 @@ class CudaBackend implements Backend {
       if (t.kind !== "node") throw new Error(`tensor ${id} "${t.name}" is not bound`);
       return this.#own(p, `result/${id}`, bytes);
     }
-    if (isSplit(bound)) throw new Error(`${t.name} is split in ${bound.parts.length} parts, and this op reads it whole`);
+    if (isSplit(bound)) {
+      throw new Error(`${t.name} is split in ${bound.parts.length} parts, and this op reads it whole`);
+    }
     return { ptr: this.#address(bound, bytes, t.name), size: bytes };
   }
 
@@ -415,7 +417,11 @@ class CudaBackend implements Backend {
     if (!bound) throw new Error(`tensor ${id} "${t.name}" is not bound`);
     const shape = maxShape(t.shape);
     if (!isSplit(bound)) {
-      return [{ ref: { ptr: this.#address(bound, maxBytes(t), t.name), size: maxBytes(t) }, row0: 0, rows: shape[0] ?? 1 }];
+      return [{
+        ref: { ptr: this.#address(bound, maxBytes(t), t.name), size: maxBytes(t) },
+        row0: 0,
+        rows: shape[0] ?? 1,
+      }];
     }
     return bound.parts.map((part) => {
       const bytes = storedBytes([part.rows, ...shape.slice(1)], storedOf(t));
@@ -427,7 +433,9 @@ class CudaBackend implements Backend {
   #address(view: TensorView, bytes: number, what: string): bigint {
     this.#live();
     const b = view.buffer.backend === this.name ? this.#buffers.get(view.buffer.id) : undefined;
-    if (!b) throw new Error(`${what}: buffer ${view.buffer.backend}:${view.buffer.id} is not a live ${this.name} buffer`);
+    if (!b) {
+      throw new Error(`${what}: buffer ${view.buffer.backend}:${view.buffer.id} is not a live ${this.name} buffer`);
+    }
     if (!(view.offset >= 0 && bytes >= 0 && view.offset + bytes <= Math.max(view.buffer.bytes, b.bytes))) {
       throw new RangeError(`${what} of ${bytes} B at ${view.offset} overflows a buffer of ${view.buffer.bytes} B`);
     }

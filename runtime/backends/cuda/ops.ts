@@ -216,7 +216,13 @@ const COMPILERS: Record<string, Compiler> = {
     const d = lastOf(maxShape(c.table[x].shape));
     return (e) => {
       const rows = numel(shapeOf(c, e, x)) / d;
-      copyRows(e, e.view(x), e.view(node.id), { rows, width: end - start, srcStride: d, srcCol: start, dstStride: end - start });
+      copyRows(e, e.view(x), e.view(node.id), {
+        rows,
+        width: end - start,
+        srcStride: d,
+        srcCol: start,
+        dstStride: end - start,
+      });
     };
   },
   concat(c, node) {
@@ -226,7 +232,13 @@ const COMPILERS: Record<string, Compiler> = {
       const rows = numel(shapeOf(c, e, node.id)) / dOut;
       let col = 0;
       node.inputs.forEach((id, i) => {
-        copyRows(e, e.view(id), e.view(node.id), { rows, width: widths[i], srcStride: widths[i], dstStride: dOut, dstCol: col });
+        copyRows(e, e.view(id), e.view(node.id), {
+          rows,
+          width: widths[i],
+          srcStride: widths[i],
+          dstStride: dOut,
+          dstCol: col,
+        });
         col += widths[i];
       });
     };
@@ -273,7 +285,13 @@ const COMPILERS: Record<string, Compiler> = {
         const [codes, scales] = weightPtrs(p.ref, [p.rows, K], c.table[w]);
         const ptrs = [e.view(x).ptr, codes, scales, e.view(node.id).ptr], words = [M, p.rows, K, N, p.row0];
         if (M <= MATVEC_MAX_M && K % 4 === 0) {
-          e.launch({ kernel: `matvec_${dt}`, grid: Math.ceil(p.rows / MATVEC_ROWS), block: 32 * MATVEC_ROWS, ptrs, words });
+          e.launch({
+            kernel: `matvec_${dt}`,
+            grid: Math.ceil(p.rows / MATVEC_ROWS),
+            block: 32 * MATVEC_ROWS,
+            ptrs,
+            words,
+          });
         } else {
           const grid = [Math.ceil(p.rows / GEMM_TILE), Math.ceil(M / GEMM_TILE)] as const;
           e.launch({ kernel: `gemm_${dt}`, grid, block: 256, ptrs, words });
@@ -465,7 +483,9 @@ export const ATTENTION_MAX_DV = 1024;
 function attention(c: CompileContext, node: Node, rows: boolean): Step {
   const [q, , v, segment, rowIds] = node.inputs;
   const [maxQ, heads, d] = maxShape(c.table[q].shape), dv = maxShape(c.table[v].shape)[2];
-  if (dv > ATTENTION_MAX_DV) throw new Error(`cuda: ${node.op} "${node.name}": value width ${dv} > ${ATTENTION_MAX_DV}`);
+  if (dv > ATTENTION_MAX_DV) {
+    throw new Error(`cuda: ${node.op} "${node.name}": value width ${dv} > ${ATTENTION_MAX_DV}`);
+  }
   const { scale } = node.attrs as { scale: number };
   return (e) => {
     const Q = shapeOf(c, e, q)[0];

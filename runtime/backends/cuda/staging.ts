@@ -91,7 +91,10 @@ export async function uploadWeightChunks(
 ): Promise<void> {
   const name = target.decl.name, stored = target.storage, shape = maxShape(target.decl.shape);
   const per = rowElements(shape), k = shape[shape.length - 1] ?? 1;
-  const at = (part: { view: TensorView }, offset: number) => ({ buffer: part.view.buffer, offset: part.view.offset + offset });
+  const at = (part: { view: TensorView }, offset: number) => ({
+    buffer: part.view.buffer,
+    offset: part.view.offset + offset,
+  });
   if (stored === "q4") {
     const kRows = per / k, words = q4RowWords(k), blocks = Math.ceil(k / 32);
     await uploadChunks(target, source, (chunk, part, row) => {
