@@ -15,6 +15,7 @@ import { CudaError } from "../runtime/backends/cuda/ffi.ts";
 import { makeSegment, OutOfMemoryError } from "../runtime/backend.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import * as ops from "../ops/mod.ts";
+import { RandomTensorSource } from "../weights/random_source.ts";
 import { greedySampling, loadModel } from "../engine/model.ts";
 
 const lib = await fakeLibcuda();
@@ -187,6 +188,10 @@ function expectedShape(fn: string, w: number[]): { grid: number[]; block: number
       return { grid: [w[0] * w[2], 1, 1], block: 128, smem: 4 * (w[3] + 128) };
     case "sample":
       return { grid: [w[0], 1, 1], block: 256 };
+    case "random_fill":
+    case "random_amax":
+    case "random_fp8":
+      return { grid: [Math.min(blocks(w[0]), 65536), 1, 1], block: 256 };
     default:
       return { grid: [blocks(w[0]), 1, 1], block: 256 };
   }
@@ -214,8 +219,8 @@ function checkLaunches(calls: FakeCall[]): ReturnType<typeof launchOf>[] {
 const PROMPT = [1, 3, 1500, 2201, 77_000, 4, 1100, 1200, 9000, 1042, 1043];
 
 Deno.test({
-  name: "cuda fake driver: tiny (f8e4m3) loads through pinned staging; prefill, decode and a sampled step queue " +
-    "checked launches on one stream; the sampled step reads back its ids only",
+  name: "cuda fake driver: tiny (f8e4m3) loads with device-made weights; prefill, decode and a sampled step queue " +
+    "checked launches on one stream, inputs staged through pinned memory; the sampled step reads back its ids only",
   ignore,
   async fn() {
     await withFake({}, async (log) => {
@@ -234,12 +239,14 @@ Deno.test({
         assertEquals(m.backends.map((b) => b.name), ["cuda"]);
         assertEquals(m.plan.segments.map((s) => s.backend), ["cuda"]);
         const loaded = log();
-        // Every host → device copy of the load came from a pinned staging slot.
+        // The preset's weights are made on the device (bf16 and FP8 generator kernels); every host → device copy
+        // (the step's inputs) comes from a pinned staging slot.
+        const made = new Set(loaded.filter((c) => c.call === "cuLaunchKernel").map((c) => c.args.fn));
+        assertEquals([...made].sort(), ["random_amax", "random_fill", "random_fp8"]);
         const slots = loaded.filter((c) => c.call === "cuMemAllocHost_v2").map((c) => BigInt(c.args.host));
         const slotBytes = 4n << 20n;
-        const uploads = loaded.filter((c) => c.call === "cuMemcpyHtoDAsync_v2");
-        assert(uploads.length > 0);
-        assert(uploads.every((c) => slots.some((s) => BigInt(c.args.src) >= s && BigInt(c.args.src) < s + slotBytes)));
+        const inSlot = (c: FakeCall) =>
+          slots.some((s) => BigInt(c.args.src) >= s && BigInt(c.args.src) < s + slotBytes);
 
         const seq = m.pool.newSequence();
         assert(m.pool.grow(seq, PROMPT.length + 4));
@@ -259,6 +266,8 @@ Deno.test({
           new Set(checkLaunches(log()).filter((l) => calls.some((c) => c.args.fn === l.fn)).map((l) => l.fn));
 
         const prefill = await stepCalls(() => m.step(input(PROMPT, 0)));
+        const inputs = prefill.filter((c) => c.call === "cuMemcpyHtoDAsync_v2");
+        assert(inputs.length > 0 && inputs.every(inSlot), "step inputs staged through pinned memory");
         const pf = families(prefill);
         assert(pf.has("gemm_f8e4m3"), `prefill matmuls on the GEMM: ${[...pf]}`);
         const decode = await stepCalls(() => m.step(input([PROMPT[1]], PROMPT.length)));
@@ -372,6 +381,90 @@ Deno.test({
         OutOfMemoryError,
       ).finally(() => Deno.env.delete("TRAMONTANE_LIBCUDA"));
       assert(e.tensor !== undefined && e.message.startsWith(`${e.tensor}: out of memory on cuda`), e.message);
+    });
+  },
+});
+
+Deno.test({
+  name: "cuda fake driver: preset weights made on the device (the fake runs the generator kernels) ≡ the host's " +
+    "bytes in the device layout, split parts included; an FP8 recipe without its block count streams from the host",
+  ignore,
+  async fn() {
+    await withFake({}, async (log) => {
+      const b = await makeCudaFactory({ libcuda: lib }).create();
+      try {
+        const cases = [
+          { shape: [64, 96], dtype: "bf16", runs: undefined, split: 1 },
+          { shape: [10, 33], dtype: "f32", runs: undefined, split: 2 },
+          { shape: [8, 48, 32], dtype: "f8e4m3", runs: 8, split: 2 },
+          { shape: [30, 40], dtype: "f8e4m3", runs: 1, split: 3 },
+        ] as const;
+        for (const c of cases) {
+          const n = c.shape.reduce((a, x) => a * x, 1), k = c.shape[c.shape.length - 1];
+          const random = new RandomTensorSource({
+            name: `w${c.dtype}`,
+            shape: c.shape,
+            dtype: c.dtype,
+            recipe: { state: 42 + n, mean: 0.01, std: 0.2 },
+            origin: "test",
+            bytes: n * 4,
+            runs: c.runs,
+          });
+          const source = random;
+          const rows = c.shape[0], per = n / rows, step = Math.ceil(rows / c.split);
+          const parts = [];
+          for (let r = 0; r < rows; r += step) {
+            const partRows = Math.min(step, rows - r), shape = [partRows, ...c.shape.slice(1)];
+            const bytes = b.weightBytes(shape, c.dtype);
+            parts.push({ view: { buffer: b.alloc(bytes + 256), offset: 256 }, row0: r, rows: partRows, bytes });
+          }
+          const decl = { id: 0, name: random.name, shape: [...c.shape], dtype: c.dtype };
+          const before = log().length;
+          await b.uploadWeight({ decl, storage: c.dtype, parts }, source, []);
+          const calls = log().slice(before);
+          assertEquals(calls.filter((x) => x.call === "cuMemcpyHtoDAsync_v2").length, 0, `${c.dtype}: no host copy`);
+          assert(calls.some((x) => x.args.fn?.startsWith("random_")));
+          for (const p of parts) {
+            const chunk = random.readSync(p.row0, p.rows);
+            const got = await b.read(p.view, p.bytes);
+            const codes = chunk.data.length;
+            assertEquals(got.subarray(0, codes), chunk.data, `${c.dtype} [${c.shape}] rows ${p.row0}+${p.rows}: codes`);
+            if (chunk.scales) {
+              // One f32 scale per K-row after the part's codes (padded to a word).
+              const at = 4 * Math.ceil(codes / 4);
+              assertEquals(new Float32Array(got.slice(at, at + 4 * (p.rows * per / k)).buffer), chunk.scales);
+            }
+            b.free(p.view.buffer);
+          }
+        }
+        // A recipe without a block count (a source other than RandomTensorSource): FP8 streams from the host.
+        const host = new RandomTensorSource({
+          name: "host",
+          shape: [4, 32],
+          dtype: "f8e4m3",
+          recipe: { state: 1, mean: 0, std: 0.1 },
+          origin: "test",
+          bytes: 4 * 32 + 16,
+          runs: 2,
+        });
+        const fp8 = {
+          name: host.name,
+          shape: host.shape,
+          dtype: host.dtype,
+          bytes: host.bytes,
+          origin: host.origin,
+          random: { ...host.random, runs: undefined },
+          read: (row0: number, rows: number) => host.read(row0, rows),
+        };
+        const view = { buffer: b.alloc(1024), offset: 0 };
+        const before = log().length;
+        const decl = { id: 0, name: "host", shape: [4, 32], dtype: "f8e4m3" as const };
+        await b.uploadWeight({ decl, storage: "f8e4m3", parts: [{ view, row0: 0, rows: 4 }] }, fp8, []);
+        assert(log().slice(before).some((x) => x.call === "cuMemcpyHtoDAsync_v2"));
+        assertEquals(await b.read(view, 128), host.readSync(0, 4).data);
+      } finally {
+        b.dispose();
+      }
     });
   },
 });

@@ -19,7 +19,7 @@ export function fakeLibcuda(): Promise<string | undefined> {
     const src = new URL("./fake_libcuda.c", import.meta.url).pathname;
     try {
       const r = await new Deno.Command("clang-19", {
-        args: ["-shared", "-fPIC", "-O1", "-Wall", "-Wextra", "-Werror", "-o", out, src],
+        args: ["-shared", "-fPIC", "-O1", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-o", out, src],
         stderr: "piped",
       }).output();
       if (!r.success) throw new Error(new TextDecoder().decode(r.stderr));

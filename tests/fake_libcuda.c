@@ -2,9 +2,9 @@
 // (tests/cuda_helpers.ts) and loaded through the same Deno.dlopen path as the real one (TRAMONTANE_LIBCUDA).
 //
 // Device memory is host memory here (cuMemAlloc is calloc), so copies, memsets and read-backs really move bytes
-// and a test can check what reached the "device"; kernels do not run. Every call appends one line to the file
-// named by FAKE_CUDA_LOG: the entry point's name, then its arguments as key=value. Behaviour is set by
-// environment variables read at each call:
+// and a test can check what reached the "device"; kernels do not run, except the weight generator's (below).
+// Every call appends one line to the file named by FAKE_CUDA_LOG: the entry point's name, then its arguments as
+// key=value. Behaviour is set by environment variables read at each call:
 //   FAKE_CUDA_FAIL=name:code[:n]   the n-th call (from 1; default every call) of `name` returns `code`
 //   FAKE_CUDA_DEVICES=n            devices cuDeviceGetCount reports (default 1)
 //   FAKE_CUDA_VERSION=v            cuDriverGetVersion's answer (default 13000)
@@ -297,6 +297,37 @@ CUresult cuModuleGetFunction(void **fn, void *module, const char *name) {
   return 0;
 }
 
+// The weight generator's kernels run here (kernels/cuda/random.cu's loops over random.cuh, on the host), so a test
+// can compare device-made weights with the host's; every other kernel only logs its launch.
+#include "../kernels/cuda/random.cuh"
+
+static double dbits(unsigned lo, unsigned hi) {
+  uint64_t u = ((uint64_t)hi << 32) | lo;
+  double d;
+  memcpy(&d, &u, 8);
+  return d;
+}
+
+static void run_random(const char *fn, const unsigned long long *ptrs, const unsigned *w) {
+  uint64_t n = w[0], first = ((uint64_t)w[2] << 32) | w[1], run = ((uint64_t)w[9] << 32) | w[8];
+  double mean = dbits(w[4], w[5]), width = dbits(w[6], w[7]);
+  for (uint64_t i = 0; i < n; i++) {
+    float v = rnd_value(w[3], first + i, mean, width);
+    uint32_t b = rnd_f32_bits(v);
+    if (strcmp(fn, "random_fill") == 0) {
+      if (w[8] == 0) ((uint32_t *)(uintptr_t)ptrs[0])[i] = b;
+      else ((uint16_t *)(uintptr_t)ptrs[0])[i] = (uint16_t)(w[8] == 1 ? rnd_bf16(b) : rnd_f16(b));
+    } else if (strcmp(fn, "random_amax") == 0) {
+      uint32_t *amax = (uint32_t *)(uintptr_t)ptrs[0] + (first + i) / run;
+      if ((b & 0x7fffffffu) > *amax) *amax = b & 0x7fffffffu;
+    } else if (strcmp(fn, "random_fp8") == 0) {
+      float s = rnd_fp8_scale(rnd_bits_f32(((const uint32_t *)(uintptr_t)ptrs[1])[(first + i) / run]));
+      ((uint8_t *)(uintptr_t)ptrs[0])[i] = (uint8_t)rnd_fp8_code(v, s);
+      if (i % w[10] == 0) ((float *)(uintptr_t)ptrs[2])[i / w[10]] = s;
+    }
+  }
+}
+
 // The argument block every kernel takes (kernels/cuda/common.cuh `Args`): 8 pointers, then 16 words.
 CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned smem, void *stream, void **params, void **extra) {
@@ -310,6 +341,7 @@ CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned gz, unsigne
   for (int i = 0; i < 16; i++) o += snprintf(w + o, sizeof w - (size_t)o, "%s%u", i ? "," : "", words[i]);
   logf_("cuLaunchKernel fn=%s grid=%u,%u,%u block=%u,%u,%u smem=%u stream=%p extra=%p ptrs=%s words=%s",
         (const char *)fn, gx, gy, gz, bx, by, bz, smem, stream, (void *)extra, p, w);
+  if (strncmp((const char *)fn, "random_", 7) == 0) run_random((const char *)fn, ptrs, words);
   return 0;
 }
 

@@ -7,3 +7,4 @@
 #include "mla.cu"
 #include "attention.cu"
 #include "sample.cu"
+#include "random.cu"

@@ -15,6 +15,8 @@
  *   later call throw it, so a server answers 503 instead of hanging.
  * - Dtypes and layouts: the webgpu backend's (its ops.ts `storedBytes`): activations f32, ids i32, every weight
  *   dtype kept as it is and decoded by the kernels that read it; bf16 caches stay bf16.
+ * - Preset weights (a source with a `random` recipe) are made by kernels where they live (device_weights.ts),
+ *   bit-identical to the host generator: f32 / bf16 / f16, and FP8 when the recipe gives its block count.
  * - Execution: `prepare` compiles each node into a step (ops.ts); `run` lets every step queue its launches (grid
  *   and block per op and shape) with host-computed tables (rope's cos/sin, ranges, scatter targets) copied first,
  *   on the same stream. A step's sampled ids are the only read-back. CUDA graphs (one launch per decode step) come
@@ -64,6 +66,7 @@ import { checkDriverVersion, CudaError, CudaUnavailableError, Driver, type Launc
 import { type DeviceInfo, deviceInfo, loadKernels } from "./device.ts";
 import { compileNode, type Encoder, type LaunchSpec, type PartRef, type Ref, type Step } from "./ops.ts";
 import { Staging, uploadWeightChunks } from "./staging.ts";
+import { deviceRecipe, generateOnDevice } from "./device_weights.ts";
 
 export { CudaError, CudaUnavailableError } from "./ffi.ts";
 
@@ -74,6 +77,8 @@ export type CudaBackendOptions = BackendOptions & {
   /** Bytes of one pinned staging slot (default 4 MiB) and the slot count (default 4). */
   stagingBytes?: number;
   stagingSlots?: number;
+  /** Make preset weights on the device (default true; false streams them from the host generator). */
+  deviceWeights?: boolean;
 };
 
 type CudaPrepared = Prepared & {
@@ -98,6 +103,7 @@ class CudaBackend implements Backend {
   readonly #ordinal: number;
   readonly #refuse: ReadonlySet<string>;
   readonly #staging: Staging;
+  readonly #deviceWeights: boolean;
   #functions = new Map<string, Deno.PointerValue>();
   #buffers = new Map<number, { ptr: bigint; bytes: number }>();
   #nextId = 1;
@@ -117,6 +123,7 @@ class CudaBackend implements Backend {
     this.#ordinal = ordinal;
     this.device = device;
     this.#refuse = refusedOps(options, name);
+    this.#deviceWeights = options.deviceWeights ?? true;
     d.primaryContext(device.handle);
     this.#stream = d.streamCreate();
     this.#module = loadKernels(d, device);
@@ -189,6 +196,33 @@ class CudaBackend implements Backend {
 
   async uploadWeight(target: WeightTarget, source: WeightSource): Promise<void> {
     this.#live();
+    const how = this.#deviceWeights ? deviceRecipe(target, source) : undefined;
+    if (how) {
+      // A preset's weight made where it lives (device_weights.ts): no host generation, no copy.
+      const temps: bigint[] = [];
+      try {
+        generateOnDevice(
+          {
+            launch: (spec) => this.#launch(spec),
+            zeroed: (bytes) => {
+              const p = this.#d.memAlloc(bytes);
+              temps.push(p);
+              this.#d.memsetD8Async(p, 0, bytes, this.#stream);
+              return p;
+            },
+            address: (view) => this.#address(view, 0, target.decl.name),
+          },
+          target,
+          how,
+        );
+      } catch (e) {
+        throw this.#fail(e);
+      } finally {
+        // cuMemFree waits for the kernels that use them.
+        for (const p of temps) this.#call(() => this.#d.memFree(p));
+      }
+      return;
+    }
     try {
       await uploadWeightChunks(target, source, (view, data) => this.write(view, data));
     } catch (e) {
