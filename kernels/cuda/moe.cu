@@ -1,6 +1,6 @@
-// MoE (ops/moe_topk.ts, moe_gate.ts, moe_experts.ts): routing one thread per token (the router softmax in f32),
-// then the routed experts in three passes over every (token, slot) pair, expert weights read where `ids` points on
-// the device (no read-back):
+// MoE (ops/moe_topk.ts, moe_gate.ts, moe_experts.ts): routing one thread per token (the router softmax rounded as
+// the reference rounds it), then the routed experts in three passes over every (token, slot) pair, expert weights
+// read where `ids` points on the device (no read-back):
 // 1. moe_act_<dtype>: act[t, j, i] = silu(gate_e[i] · x[t]) · (up_e[i] · x[t]), e = ids[t, j]: one warp per
 //    (t, j, i), lanes along D (coalesced rows of the expert);
 // 2. moe_down_<dtype>: y[t, j, c] = down_e[c] · act[t, j]: one warp per (t, j, c);
@@ -9,11 +9,17 @@
 // it, a grouped GEMM for prefill) is the next step once a device verifies these.
 #include "common.cuh"
 
-__device__ __forceinline__ void rowMaxSum(const float *l, u32 e, float &m, float &s) {
+// Router probability of expert i, as ops/moe_topk.ts `routerProbabilities` rounds it: exp and sum in f64 of the
+// f32 logits' differences, one division, then f32.
+__device__ __forceinline__ double routerSum(const float *l, u32 e, float &m) {
   m = l[0];
   for (u32 i = 1; i < e; i++) m = fmaxf(m, l[i]);
-  s = 0.0f;
-  for (u32 i = 0; i < e; i++) s += expf(l[i] - m);
+  double s = 0.0;
+  for (u32 i = 0; i < e; i++) s += exp((double)l[i] - (double)m);
+  return s;
+}
+__device__ __forceinline__ float routerP(const float *l, u32 i, float m, double s) {
+  return (float)(exp((double)l[i] - (double)m) / s);
 }
 
 // The K most probable experts per token, most probable first, ties to the lower id. p0 T, p1 E, p2 K;
@@ -23,15 +29,15 @@ KERNEL(moe_topk) {
   if (t >= a.p[0]) return;
   u32 e = a.p[1], k = a.p[2];
   const float *l = ptr<const float>(a, 0) + (u64)t * e;
-  float m, s;
-  rowMaxSum(l, e, m, s);
+  float m;
+  double s = routerSum(l, e, m);
   float lastP = 2.0f;
   int lastI = -1;
   for (u32 j = 0; j < k; j++) {
     float bestP = -1.0f;
     int bestI = -1;
     for (u32 i = 0; i < e; i++) {
-      float p = expf(l[i] - m) / s;
+      float p = routerP(l, i, m, s);
       bool after = p < lastP || (p == lastP && (int)i > lastI);
       if (after && p > bestP) bestP = p, bestI = (int)i;
     }
@@ -41,18 +47,20 @@ KERNEL(moe_topk) {
   }
 }
 
-// The chosen experts' probabilities renormalised. p0 T, p1 E, p2 K; ptr0 logits, ptr1 ids, ptr2 gates [T, K].
+// The chosen experts' probabilities renormalised (ops/moe_gate.ts: the sum of the chosen in f32, each divided by it
+// in f64, then f32). p0 T, p1 E, p2 K; ptr0 logits, ptr1 ids, ptr2 gates [T, K].
 KERNEL(moe_gate) {
   u32 t = flat();
   if (t >= a.p[0]) return;
   u32 e = a.p[1], k = a.p[2];
   const float *l = ptr<const float>(a, 0) + (u64)t * e;
   const int *ids = ptr<const int>(a, 1) + (u64)t * k;
-  float m, s;
-  rowMaxSum(l, e, m, s);
+  float m;
+  double s = routerSum(l, e, m);
   float top = 0.0f;
-  for (u32 j = 0; j < k; j++) top += expf(l[ids[j]] - m) / s;
-  for (u32 j = 0; j < k; j++) ptr<float>(a, 2)[t * k + j] = (expf(l[ids[j]] - m) / s) / (top + 1e-20f);
+  for (u32 j = 0; j < k; j++) top = __fadd_rn(top, routerP(l, (u32)ids[j], m, s));
+  double denom = (double)(float)((double)top + 1e-20);
+  for (u32 j = 0; j < k; j++) ptr<float>(a, 2)[t * k + j] = (float)((double)routerP(l, (u32)ids[j], m, s) / denom);
 }
 
 #define MOE_WARPS 4

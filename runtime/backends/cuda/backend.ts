@@ -9,7 +9,7 @@
  * - Memory: one `cuMemAlloc` per buffer. Host data goes through a ring of pinned staging slots (`cuMemAllocHost`):
  *   `write` and `uploadWeight` copy into a slot and queue `cuMemcpyHtoDAsync` from it, an event per slot guarding
  *   its reuse, so a weight streams through a few MiB of pinned memory. `read` copies into a pinned buffer of its
- *   own and waits for the stream. An allocation the device cannot hold is an {@link OutOfMemoryError} at once
+ *   own (queued at once, behind the work before it) and waits for the stream. An allocation the device cannot hold is an {@link OutOfMemoryError} at once
  *   (naming the tensor once the executor knows it); any other driver failure is a {@link CudaError} naming the call
  *   and the code, and one that leaves the context unusable (`fatal`: illegal address, launch failure) makes every
  *   later call throw it, so a server answers 503 instead of hanging.
@@ -112,8 +112,9 @@ class CudaBackend implements Backend {
   #args = new Uint8Array(ARGS_BYTES);
   #argPtrs = new BigUint64Array(this.#args.buffer, 0, 8);
   #argWords = new Uint32Array(this.#args.buffer, 64, 16);
-  #readBuffer: { ptr: Deno.PointerObject; bytes: number } | undefined;
-  #reading: Promise<unknown> = Promise.resolve();
+  /** Pinned read-back buffers: all of them (freed at dispose), and those not in use. */
+  #readBuffers: { ptr: Deno.PointerObject; bytes: number }[] = [];
+  #readPool: { ptr: Deno.PointerObject; bytes: number }[] = [];
   #lost: CudaError | undefined;
   #disposed = false;
 
@@ -238,17 +239,23 @@ class CudaBackend implements Backend {
   }
 
   read(view: TensorView, bytes: number): Promise<Uint8Array> {
-    const src = this.#address(view, bytes, "read");
-    if (bytes === 0) return Promise.resolve(new Uint8Array(0));
-    // Reads share one pinned buffer: each waits for the one before.
-    const done = this.#reading.then(async () => {
+    try {
+      const src = this.#address(view, bytes, "read");
+      if (bytes === 0) return Promise.resolve(new Uint8Array(0));
+      // Queued now, behind the work queued so far, into a pinned buffer of its own until it is copied out.
       const buf = this.#pinnedRead(bytes);
-      this.#call(() => this.#d.memcpyDtoHAsync(buf.ptr, src, bytes, this.#stream));
-      await this.sync();
-      return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(buf.ptr, bytes)).slice();
-    });
-    this.#reading = done.catch(() => {});
-    return done;
+      try {
+        this.#call(() => this.#d.memcpyDtoHAsync(buf.ptr, src, bytes, this.#stream));
+      } catch (e) {
+        this.#readPool.push(buf);
+        throw e;
+      }
+      return this.sync().then(
+        () => new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(buf.ptr, bytes)).slice(),
+      ).finally(() => this.#readPool.push(buf));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   copy(src: TensorView, dst: TensorView, bytes: number): void {
@@ -345,7 +352,7 @@ class CudaBackend implements Backend {
     this.#buffers.clear();
     this.#prepared = [];
     this.#staging.dispose();
-    if (this.#readBuffer) quiet(() => d.memFreeHost(this.#readBuffer!.ptr));
+    for (const b of this.#readBuffers) quiet(() => d.memFreeHost(b.ptr));
     quiet(() => d.streamDestroy(this.#stream));
     quiet(() => d.moduleUnload(this.#module));
     quiet(() => d.releasePrimaryContext(this.device.handle));
@@ -376,14 +383,17 @@ class CudaBackend implements Backend {
     return f;
   }
 
+  /** A free pinned read buffer of at least `bytes` (the smallest that fits), or a new one. */
   #pinnedRead(bytes: number): { ptr: Deno.PointerObject; bytes: number } {
-    if (!this.#readBuffer || this.#readBuffer.bytes < bytes) {
-      const size = Math.max(bytes, 2 * (this.#readBuffer?.bytes ?? 0), 64 * 1024);
-      if (this.#readBuffer) this.#d.memFreeHost(this.#readBuffer.ptr);
-      this.#readBuffer = undefined;
-      this.#readBuffer = { ptr: this.#d.memAllocHost(size), bytes: size };
-    }
-    return this.#readBuffer;
+    let best = -1;
+    this.#readPool.forEach((b, i) => {
+      if (b.bytes >= bytes && (best < 0 || b.bytes < this.#readPool[best].bytes)) best = i;
+    });
+    if (best >= 0) return this.#readPool.splice(best, 1)[0];
+    const size = Math.max(bytes, 64 * 1024);
+    const buf = { ptr: this.#d.memAllocHost(size), bytes: size };
+    this.#readBuffers.push(buf);
+    return buf;
   }
 
   /** Free device memory, when the driver can say. */
