@@ -70,6 +70,11 @@ Deno.test({
         const back = await b.read(view, n);
         assertEquals(back, data);
         assertEquals(await b.read({ buffer: view.buffer, offset: 0 }, 4), new Uint8Array([9, 9, 9, 9]));
+        // A read is queued when it is called: work queued after it does not change what it returns.
+        const early = b.read({ buffer: view.buffer, offset: 0 }, 4);
+        b.fill({ buffer: view.buffer, offset: 0 }, 4, 5);
+        const late = b.read({ buffer: view.buffer, offset: 0 }, 4);
+        assertEquals([...await early, ...await late], [9, 9, 9, 9, 5, 5, 5, 5]);
         const calls = log();
         const stream = calls.find((c) => c.call === "cuStreamCreate")!.args.stream;
         const pinned = calls.filter((c) => c.call === "cuMemAllocHost_v2").map((c) => c.args.host);
