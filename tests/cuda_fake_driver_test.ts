@@ -197,6 +197,8 @@ function expectedShape(fn: string, w: number[]): { grid: number[]; block: number
     case "random_amax":
     case "random_fp8":
       return { grid: [Math.min(blocks(w[0]), 65536), 1, 1], block: 256 };
+    case "random_nvfp4":
+      return { grid: [Math.min(blocks(w[0] / 16), 65536), 1, 1], block: 256 };
     default:
       return { grid: [blocks(w[0]), 1, 1], block: 256 };
   }
@@ -403,6 +405,8 @@ Deno.test({
           { shape: [10, 33], dtype: "f32", runs: undefined, split: 2 },
           { shape: [8, 48, 32], dtype: "f8e4m3", runs: 8, split: 2 },
           { shape: [30, 40], dtype: "f8e4m3", runs: 1, split: 3 },
+          { shape: [4, 24, 48], dtype: "nvfp4", runs: 4, split: 2 },
+          { shape: [12, 64], dtype: "nvfp4", runs: 2, split: 3 },
         ] as const;
         for (const c of cases) {
           const n = c.shape.reduce((a, x) => a * x, 1), k = c.shape[c.shape.length - 1];
@@ -435,9 +439,10 @@ Deno.test({
             const codes = chunk.data.length;
             assertEquals(got.subarray(0, codes), chunk.data, `${c.dtype} [${c.shape}] rows ${p.row0}+${p.rows}: codes`);
             if (chunk.scales) {
-              // One f32 scale per K-row after the part's codes (padded to a word).
+              // f32 scales after the part's codes (padded to a word): one per K-row (FP8), per 16 values (NVFP4).
               const at = 4 * Math.ceil(codes / 4);
-              assertEquals(new Float32Array(got.slice(at, at + 4 * (p.rows * per / k)).buffer), chunk.scales);
+              const count = c.dtype === "nvfp4" ? p.rows * per / 16 : p.rows * per / k;
+              assertEquals(new Float32Array(got.slice(at, at + 4 * count).buffer), chunk.scales);
             }
             b.free(p.view.buffer);
           }

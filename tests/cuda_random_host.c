@@ -26,3 +26,16 @@ void rnd_fp8(uint32_t state, double mean, double width, uint64_t n, uint64_t run
     if (i % k == 0) scales[i / k] = s;
   }
 }
+
+void rnd_nvfp4(uint32_t state, double mean, double width, uint64_t n, uint64_t run, uint32_t *amax, uint8_t *packed,
+               float *scales) {
+  for (uint64_t i = 0; i < n; i++) {
+    uint32_t b = rnd_f32_bits(rnd_value(state, i, mean, width)) & 0x7fffffffu;
+    if (b > amax[i / run]) amax[i / run] = b;
+  }
+  for (uint64_t b = 0; b < n / 16; b++) {
+    float v[16];
+    for (int j = 0; j < 16; j++) v[j] = rnd_value(state, 16 * b + j, mean, width);
+    scales[b] = rnd_nvfp4_block(v, rnd_nvfp4_global(rnd_bits_f32(amax[16 * b / run])), packed + 8 * b);
+  }
+}

@@ -2,8 +2,8 @@
  * The cuda backend's device-made preset weights are the host's, bit for bit: kernels/cuda/random.cuh (the one
  * source of the device generator) compiled for the host by clang-19 (tests/cuda_random_host.c) against
  * weights/random_source.ts and weights/codecs.ts — the uniform stream at any element index (past 2^32 too), the
- * bf16 / f16 / FP8 encoders on every kind of f32 (normal, subnormal, huge, infinite, NaN), and whole FP8 tensors of
- * several blocks with their scales. The device compiles the same functions with round-to-nearest f64 intrinsics.
+ * bf16 / f16 / FP8 encoders on every kind of f32 (normal, subnormal, huge, infinite, NaN), whole FP8 tensors of
+ * several blocks with their scales, and whole NVFP4 tensors (codes and folded block scales). The device compiles the same functions with round-to-nearest f64 intrinsics.
  *
  * @module
  */
@@ -18,6 +18,7 @@ const SYMBOLS = {
   rnd_fill: { parameters: ["u32", "f64", "f64", "u64", "u32", "buffer"], result: "void" },
   rnd_encode: { parameters: ["i32", "buffer", "u32", "buffer"], result: "void" },
   rnd_fp8: { parameters: ["u32", "f64", "f64", "u64", "u64", "u32", "buffer", "buffer", "buffer"], result: "void" },
+  rnd_nvfp4: { parameters: ["u32", "f64", "f64", "u64", "u64", "buffer", "buffer", "buffer"], result: "void" },
 } as const;
 
 async function build(): Promise<Deno.DynamicLibrary<typeof SYMBOLS> | undefined> {
@@ -135,6 +136,34 @@ Deno.test({
       lib!.symbols.rnd_fp8(recipe.state, 0, uniformWidth(std), BigInt(n), BigInt(n / runs), k, amax, codes, scales);
       assertEquals(codes, want.data, `codes of [${shape}] in ${runs} blocks`);
       assertEquals(scales, want.scales, `scales of [${shape}] in ${runs} blocks`);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cuda device weights: whole NVFP4 tensors (global-scale runs, f8 block scales, E2M1 codes) ≡ RandomTensorSource",
+  ignore: !lib,
+  fn() {
+    for (
+      const [shape, runs, std] of [[[32, 64], 1, 0.1], [[4, 24, 48], 8, 1 / Math.sqrt(48)], [[6, 32], 3, 3e-3]] as const
+    ) {
+      const recipe = { state: 7 + runs, mean: 0, std };
+      const n = shape.reduce((a, b) => a * b, 1);
+      const source = new RandomTensorSource({
+        name: "w",
+        shape,
+        dtype: "nvfp4",
+        recipe,
+        origin: "test",
+        bytes: n / 2 + n / 16 + 4 * runs,
+        runs,
+      });
+      const want = source.readSync(0, shape[0]);
+      const packed = new Uint8Array(n / 2), scales = new Float32Array(n / 16), amax = new Uint32Array(runs);
+      lib!.symbols.rnd_nvfp4(recipe.state, 0, uniformWidth(std), BigInt(n), BigInt(n / runs), amax, packed, scales);
+      assertEquals(packed, want.data, `codes of [${shape}] in ${runs} runs`);
+      assertEquals(scales, want.scales, `folded scales of [${shape}] in ${runs} runs`);
     }
   },
 });

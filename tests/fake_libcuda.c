@@ -311,6 +311,15 @@ static double dbits(unsigned lo, unsigned hi) {
 static void run_random(const char *fn, const unsigned long long *ptrs, const unsigned *w) {
   uint64_t n = w[0], first = ((uint64_t)w[2] << 32) | w[1], run = ((uint64_t)w[9] << 32) | w[8];
   double mean = dbits(w[4], w[5]), width = dbits(w[6], w[7]);
+  if (strcmp(fn, "random_nvfp4") == 0) {
+    for (uint64_t b = 0; b < n / 16; b++) {
+      float v[16];
+      for (int j = 0; j < 16; j++) v[j] = rnd_value(w[3], first + 16 * b + j, mean, width);
+      float g = rnd_nvfp4_global(rnd_bits_f32(((const uint32_t *)(uintptr_t)ptrs[1])[(first + 16 * b) / run]));
+      ((float *)(uintptr_t)ptrs[2])[b] = rnd_nvfp4_block(v, g, (uint8_t *)(uintptr_t)ptrs[0] + 8 * b);
+    }
+    return;
+  }
   for (uint64_t i = 0; i < n; i++) {
     float v = rnd_value(w[3], first + i, mean, width);
     uint32_t b = rnd_f32_bits(v);

@@ -51,3 +51,17 @@ KERNEL(random_fp8) {
     if (i % k == 0) ptr<float>(a, 2)[i / k] = s;
   }
 }
+
+// NVFP4 codes and folded block scales, one thread per block of 16 (the range starts on a K-row, K a multiple of
+// 16). p8/p9 elements per global-scale run. ptr0 packed codes (this range), ptr1 amax bits per run, ptr2 f32 scales
+// per 16 values (this range's first block).
+KERNEL(random_nvfp4) {
+  u64 run = ((u64)a.p[9] << 32) | a.p[8];
+  const u32 *amax = ptr<const u32>(a, 1);
+  for (u64 b = flat(); b < a.p[0] / 16; b += (u64)gridDim.x * blockDim.x) {
+    float v[16];
+    for (int j = 0; j < 16; j++) v[j] = value(a, 16 * b + j);
+    float g = rnd_nvfp4_global(rnd_bits_f32(amax[(first(a) + 16 * b) / run]));
+    ptr<float>(a, 2)[b] = rnd_nvfp4_block(v, g, ptr<unsigned char>(a, 0) + 8 * b);
+  }
+}

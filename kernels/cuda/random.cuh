@@ -114,3 +114,67 @@ RHD uint32_t rnd_fp8_code(float v, float s) {
 #endif
   return rnd_e4m3(rnd_f32_bits(q));
 }
+
+// The f32 value of an E4M3FN code (exact; NaN codes give NaN).
+RHD float rnd_e4m3_value(uint32_t c) {
+  uint32_t s = (c & 0x80u) << 24, e = (c >> 3) & 15u, m = c & 7u;
+  if (e == 15u && m == 7u) return rnd_bits_f32(s | 0x7fc00000u);
+  if (e != 0u) return rnd_bits_f32(s | ((e + 120u) << 23) | (m << 20));
+  float v = (float)m * 0.001953125f;
+  return s ? -v : v;
+}
+
+// NVFP4's global divisor of a run from its absolute maximum: f32(448 · 6 / amax), 1 for zeros (`nvfp4GlobalScale`).
+RHD float rnd_nvfp4_global(float amax) {
+#if defined(__CUDA_ARCH__)
+  return amax > 0.0f ? __double2float_rn(__ddiv_rn(2688.0, (double)amax)) : 1.0f;
+#else
+  return amax > 0.0f ? (float)(2688.0 / (double)amax) : 1.0f;
+#endif
+}
+
+// E2M1 code of an f64 quotient with compressed-tensors' boundaries (`encodeE2m1`); zero and NaN give 0.
+RHD uint32_t rnd_e2m1(double x) {
+  double a = x < 0 ? -x : x;
+  uint32_t c;
+  if (!(a > 0.25)) c = 0;
+  else if (a < 0.75) c = 1;
+  else if (a <= 1.25) c = 2;
+  else if (a < 1.75) c = 3;
+  else if (a <= 2.5) c = 4;
+  else if (a < 3.5) c = 5;
+  else if (a <= 5) c = 6;
+  else c = 7;
+  return c != 0 && x < 0 ? c | 8u : c;
+}
+
+// One NVFP4 block of 16 values under global divisor g (`quantizeNvfp4Blocks`): the f8e4m3 block scale code of
+// f32(f32(bmax / 6) · g), the folded scale eff = f32(value(code) / g) (returned), and the packed E2M1 codes of
+// v / eff (f64), element 2j in the low nibble of byte j.
+RHD float rnd_nvfp4_block(const float *v, float g, uint8_t *packed) {
+  float bmax = 0.0f;
+  for (int j = 0; j < 16; j++) {
+    float a = v[j] < 0 ? -v[j] : v[j];
+    if (a > bmax) bmax = a;
+  }
+#if defined(__CUDA_ARCH__)
+  float b6 = __double2float_rn(__ddiv_rn((double)bmax, 6.0));
+  float code_in = __double2float_rn(__dmul_rn((double)b6, (double)g));
+  float eff = __double2float_rn(__ddiv_rn((double)rnd_e4m3_value(rnd_e4m3(rnd_f32_bits(code_in))), (double)g));
+#else
+  float b6 = (float)((double)bmax / 6.0);
+  float code_in = (float)((double)b6 * (double)g);
+  float eff = (float)((double)rnd_e4m3_value(rnd_e4m3(rnd_f32_bits(code_in))) / (double)g);
+#endif
+  for (int j = 0; j < 16; j += 2) {
+#if defined(__CUDA_ARCH__)
+    uint32_t lo = eff > 0.0f ? rnd_e2m1(__ddiv_rn((double)v[j], (double)eff)) : 0;
+    uint32_t hi = eff > 0.0f ? rnd_e2m1(__ddiv_rn((double)v[j + 1], (double)eff)) : 0;
+#else
+    uint32_t lo = eff > 0.0f ? rnd_e2m1((double)v[j] / (double)eff) : 0;
+    uint32_t hi = eff > 0.0f ? rnd_e2m1((double)v[j + 1] / (double)eff) : 0;
+#endif
+    packed[j >> 1] = (uint8_t)(lo | (hi << 4));
+  }
+  return eff;
+}

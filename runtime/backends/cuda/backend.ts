@@ -16,7 +16,7 @@
  * - Dtypes and layouts: the webgpu backend's (its ops.ts `storedBytes`): activations f32, ids i32, every weight
  *   dtype kept as it is and decoded by the kernels that read it; bf16 caches stay bf16.
  * - Preset weights (a source with a `random` recipe) are made by kernels where they live (device_weights.ts),
- *   bit-identical to the host generator: f32 / bf16 / f16, and FP8 when the recipe gives its block count.
+ *   bit-identical to the host generator: f32 / bf16 / f16, and FP8 / NVFP4 with their scales.
  * - Execution: `prepare` compiles each node into a step (ops.ts); `run` lets every step queue its launches (grid
  *   and block per op and shape) with host-computed tables (rope's cos/sin, ranges, scatter targets) copied first,
  *   on the same stream. A step's sampled ids are the only read-back. CUDA graphs (one launch per decode step) come

@@ -4,9 +4,9 @@
  * generation pass. Bit-identical to the host generator: the kernels' generator (kernels/cuda/random.cuh) is tested
  * against it compiled for the host (tests/cuda_random_test.ts).
  *
- * Made on the device: f32, bf16, f16 and FP8 weights (FP8 blocks are the recipe's `runs`: equal runs of whole
- * K-rows, each scaled by its absmax / 448). NVFP4 (and q8 / q4, which presets do not generate) comes from the host
- * generator through pinned staging like a checkpoint.
+ * Made on the device: f32, bf16, f16, FP8 and NVFP4 weights (the quantised ones in the recipe's `runs`: FP8 blocks of
+ * whole K-rows scaled by absmax / 448, NVFP4 global-scale runs, then f8 block scales per 16 values). A recipe without
+ * its run count comes from the host generator through pinned staging like a checkpoint.
  *
  * @module
  */
@@ -35,14 +35,15 @@ export interface DeviceGen {
 export function deviceRecipe(
   target: WeightTarget,
   source: WeightSource,
-): { kind: "fill" | "fp8"; recipe: RandomRecipe; runs: number } | undefined {
+): { kind: "fill" | "fp8" | "nvfp4"; recipe: RandomRecipe; runs: number } | undefined {
   const recipe = source.random;
   if (!recipe || source.dtype !== target.storage) return undefined;
   if (target.storage === "f32" || target.storage === "bf16" || target.storage === "f16") {
     return { kind: "fill", recipe, runs: 1 };
   }
-  if (target.storage === "f8e4m3" && Number.isInteger(recipe.runs) && recipe.runs! > 0) {
-    return { kind: "fp8", recipe, runs: recipe.runs! };
+  const quantised = target.storage === "f8e4m3" || target.storage === "nvfp4";
+  if (quantised && Number.isInteger(recipe.runs) && recipe.runs! > 0) {
+    return { kind: target.storage === "nvfp4" ? "nvfp4" : "fp8", recipe, runs: recipe.runs! };
   }
   return undefined;
 }
@@ -60,7 +61,7 @@ function f64Words(x: number): [number, number] {
 export function generateOnDevice(
   g: DeviceGen,
   target: WeightTarget,
-  how: { kind: "fill" | "fp8"; recipe: RandomRecipe; runs: number },
+  how: { kind: "fill" | "fp8" | "nvfp4"; recipe: RandomRecipe; runs: number },
 ): void {
   const shape = maxShape(target.decl.shape), per = rowElements(shape), k = shape[shape.length - 1] ?? 1;
   const total = (shape[0] ?? 1) * per, run = total / how.runs;
@@ -103,15 +104,27 @@ export function generateOnDevice(
       words: [...common(first, n), ...runWords],
     });
   });
+  const stored = how.kind === "fp8" ? "f8e4m3" : "nvfp4";
   ranges((part, first, n, at) => {
-    const base = g.address(part.view),
-      scales = base + 4n * BigInt(scaleWord([part.rows, ...shape.slice(1)], part.rows, "f8e4m3"));
-    g.launch({
-      kernel: "random_fp8",
-      grid: grid(n),
-      block: 256,
-      ptrs: [base + BigInt(at), amax, scales + 4n * BigInt(at / k)],
-      words: [...common(first, n), ...runWords, k],
-    });
+    const base = g.address(part.view);
+    const scales = base + 4n * BigInt(scaleWord([part.rows, ...shape.slice(1)], part.rows, stored));
+    if (how.kind === "fp8") {
+      g.launch({
+        kernel: "random_fp8",
+        grid: grid(n),
+        block: 256,
+        ptrs: [base + BigInt(at), amax, scales + 4n * BigInt(at / k)],
+        words: [...common(first, n), ...runWords, k],
+      });
+    } else {
+      // One thread per 16 values: codes two to a byte, one f32 scale per 16.
+      g.launch({
+        kernel: "random_nvfp4",
+        grid: grid(n / 16),
+        block: 256,
+        ptrs: [base + BigInt(at / 2), amax, scales + 4n * BigInt(at / 16)],
+        words: [...common(first, n), ...runWords],
+      });
+    }
   });
 }
