@@ -183,6 +183,12 @@ function expectedShape(fn: string, w: number[]): { grid: number[]; block: number
     case "moe_act":
     case "moe_down":
       return { grid: [Math.ceil(w[0] / 4), 1, 1], block: 128 };
+    case "moe_group":
+      return { grid: [1, 1, 1], block: 1024, smem: 8 * (w[1] + 2) };
+    case "moe_act_grouped":
+      return { grid: [Math.ceil(w[2] / 64), w[4], 1], block: 256 };
+    case "moe_down_grouped":
+      return { grid: [Math.ceil(w[3] / 64), w[4], 1], block: 256 };
     case "mla_absorb":
       return { grid: [w[0] * w[1], 1, 1], block: 256, smem: 4 * w[2] };
     case "mla_split":
@@ -277,12 +283,16 @@ Deno.test({
         assert(inputs.length > 0 && inputs.every(inSlot), "step inputs staged through pinned memory");
         const pf = families(prefill);
         assert(pf.has("gemm_f8e4m3"), `prefill matmuls on the GEMM: ${[...pf]}`);
+        for (const k of ["moe_group", "moe_act_grouped_f8e4m3", "moe_down_grouped_f8e4m3"]) {
+          assert(pf.has(k), `prefill groups its tokens per expert: ${[...pf].sort()}`);
+        }
         const decode = await stepCalls(() => m.step(input([PROMPT[1]], PROMPT.length)));
         const dc = families(decode);
         for (const k of ["gather_bf16", "matvec_f8e4m3", "mla_absorb_f8e4m3", "mla_split_bf16", "mla_merge_f8e4m3"]) {
           assert(dc.has(k), `decode launches ${k}: ${[...dc].sort()}`);
         }
         assert(!dc.has("gemm_f8e4m3"), "a one-token step reads its weights through the matvec");
+        assert(dc.has("moe_act_f8e4m3") && !dc.has("moe_group"), "a one-token step's experts: a warp per row");
         // MLA decode splits the context into 256-position chunks: one here.
         const split = decode.filter((c) => c.args.fn === "mla_split_bf16").map(launchOf);
         assert(split.every((l) => l.grid[1] === 1 && l.words[10] === 1));

@@ -8,7 +8,8 @@
  *
  * Grid and block per op and shape: elementwise and copies one thread per element (256 a block); rms_norm a block
  * of 256 per row; matmul `matvec_*` (one warp per output feature, 4 a block) for up to 8 rows with K a multiple
- * of 4, else `gemm_*` (64 × 64 tiles, 256 threads); MoE one warp per output; MLA `mla_absorb` then `mla_split`
+ * of 4, else `gemm_*` (64 × 64 tiles, 256 threads); MoE one warp per output row under 4 tokens, else `moe_group`
+ * (one block of 1024) then grouped tiles of (⌈F / 64⌉ or ⌈D / 64⌉, E) blocks; MLA `mla_absorb` then `mla_split`
  * over (token · head, ⌈context / 256⌉ chunks) then `mla_merge`; attention a block of 128 per (query, head);
  * sample a block of 256 per row.
  *
@@ -80,8 +81,10 @@ export const MLA_CHUNK = 256;
 /** Output features per `matvec_*` block (4 warps), and the most rows it takes (kernels/cuda/matmul.cu). */
 export const MATVEC_ROWS = 4;
 export const MATVEC_MAX_M = 8;
-/** `gemm_*` output tile. */
+/** `gemm_*` output tile (and the grouped MoE kernels'). */
 export const GEMM_TILE = 64;
+/** Tokens from which a step's routed experts group their tokens per expert (fewer: one warp per output row). */
+export const MOE_GROUP_MIN_TOKENS = 4;
 
 const blocksFor = (n: number) => Math.ceil(n / BLOCK);
 
@@ -355,7 +358,7 @@ const COMPILERS: Record<string, Compiler> = {
   },
   moe_experts(c, node) {
     const [x, ids, weights, gateUp, down] = node.inputs;
-    const act = `moe_act_${dtypeSuffix(c.table[gateUp])}`, dn = `moe_down_${dtypeSuffix(c.table[down])}`;
+    const gdt = dtypeSuffix(c.table[gateUp]), ddt = dtypeSuffix(c.table[down]);
     const [maxT, D] = maxShape(c.table[x].shape), K = maxShape(c.table[ids].shape)[1];
     const [E, F2] = maxShape(c.table[gateUp].shape), F = F2 / 2;
     const warps = 4;
@@ -365,22 +368,51 @@ const COMPILERS: Record<string, Compiler> = {
       const a = e.scratch("act", 4 * maxT * K * F), y = e.scratch("y", 4 * maxT * K * D);
       const [gu, gus] = weightPtrs(whole(e, gateUp, node), [E, F2, D], c.table[gateUp]);
       const [dw, dws] = weightPtrs(whole(e, down, node), [E, D, F], c.table[down]);
-      const words = (n: number) => [n, K, F, D, E];
-      e.launch({
-        kernel: act,
-        grid: Math.ceil((T * K * F) / warps),
-        block: 32 * warps,
-        ptrs: [e.view(x).ptr, e.view(ids).ptr, gu, gus, a.ptr],
-        words: words(T * K * F),
-      });
-      e.launch({
-        kernel: dn,
-        grid: Math.ceil((T * K * D) / warps),
-        block: 32 * warps,
-        ptrs: [a.ptr, e.view(ids).ptr, dw, dws, y.ptr],
-        words: words(T * K * D),
-      });
-      elementwise(e, "moe_mix", T * D, [y.ptr, e.view(weights).ptr, e.view(node.id).ptr], [K, F, D]);
+      const pairs = T * K, idp = e.view(ids).ptr;
+      if (T >= MOE_GROUP_MIN_TOKENS) {
+        // Tokens grouped per expert on the device, then one tiled product per expert (kernels/cuda/moe.cu).
+        const offsets = e.scratch("offsets", 4 * (E + 2)), order = e.scratch("order", 4 * maxT * K);
+        e.launch({
+          kernel: "moe_group",
+          grid: 1,
+          block: 1024,
+          shared: 8 * (E + 2),
+          ptrs: [idp, offsets.ptr, order.ptr],
+          words: [pairs, E],
+        });
+        const words = [pairs, K, F, D, E], xp = e.view(x).ptr;
+        e.launch({
+          kernel: `moe_act_grouped_${gdt}`,
+          grid: [Math.ceil(F / GEMM_TILE), E],
+          block: 256,
+          ptrs: [xp, offsets.ptr, order.ptr, gu, gus, a.ptr],
+          words,
+        });
+        e.launch({
+          kernel: `moe_down_grouped_${ddt}`,
+          grid: [Math.ceil(D / GEMM_TILE), E],
+          block: 256,
+          ptrs: [a.ptr, offsets.ptr, order.ptr, dw, dws, y.ptr],
+          words,
+        });
+      } else {
+        const words = (n: number) => [n, K, F, D, E];
+        e.launch({
+          kernel: `moe_act_${gdt}`,
+          grid: Math.ceil((pairs * F) / warps),
+          block: 32 * warps,
+          ptrs: [e.view(x).ptr, idp, gu, gus, a.ptr],
+          words: words(pairs * F),
+        });
+        e.launch({
+          kernel: `moe_down_${ddt}`,
+          grid: Math.ceil((pairs * D) / warps),
+          block: 32 * warps,
+          ptrs: [a.ptr, idp, dw, dws, y.ptr],
+          words: words(pairs * D),
+        });
+      }
+      elementwise(e, "moe_mix", T * D, [y.ptr, e.view(weights).ptr, e.view(node.id).ptr, idp], [K, F, D, E]);
     };
   },
   sample(c, node) {
