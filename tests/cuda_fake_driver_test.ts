@@ -488,3 +488,44 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "cuda fake driver: a run's host tables (rope's cos/sin of every rope node) go in one copy, before its launches",
+  ignore,
+  async fn() {
+    await withFake({}, async (log) => {
+      const b = await makeCudaFactory({ libcuda: lib }).create();
+      try {
+        const g = new GraphBuilder();
+        const x = g.input("x", [3, 2, 8], "f32"), pos = g.input("pos", [3], "i32");
+        let y = x;
+        for (let l = 0; l < 4; l++) y = ops.rope(g, y, pos, { theta: 10000 });
+        g.output("y", y);
+        const graph = g.build();
+        const buf = b.alloc(4096), view = (offset: number) => ({ buffer: buf, offset });
+        const bindings = new Map([[x.id, view(0)], [pos.id, view(256)], [graph.outputs[0].id, view(512)]]);
+        const prepared = await b.prepare(makeSegment(graph, graph.nodes.map((n) => n.id)));
+        const host = new Map([[pos.id, Int32Array.of(0, 5, 9)]]);
+        for (let run = 0; run < 2; run++) {
+          const before = log().length;
+          b.run(prepared, bindings, {}, host);
+          const calls = log().slice(before).filter((c) => c.call !== "cuModuleGetFunction");
+          const copies = calls.filter((c) => c.call === "cuMemcpyHtoDAsync_v2");
+          // 4 rope tables of 2 · 3 · 4 floats, each 256-aligned, in one copy; the first run sizes the arena.
+          assertEquals(copies.length, 1, `run ${run}`);
+          assertEquals(Number(copies[0].args.bytes), 3 * 256 + 96);
+          assertEquals(calls.findIndex((c) => c.call === "cuLaunchKernel"), calls.indexOf(copies[0]) + 1);
+          const launches = calls.filter((c) => c.call === "cuLaunchKernel").map(launchOf);
+          assertEquals(launches.map((l) => l.fn), ["rope", "rope", "rope", "rope"]);
+          // Each rope reads its own table in the arena.
+          const arena = BigInt(copies[0].args.dst);
+          assertEquals(launches.map((l) => l.ptrs[1] - arena), [0n, 256n, 512n, 768n]);
+          // The second run allocates nothing (arena, and the unbound intermediate results, kept).
+          if (run === 1) assertEquals(calls.filter((c) => c.call === "cuMemAlloc_v2").length, 0);
+        }
+      } finally {
+        b.dispose();
+      }
+    });
+  },
+});

@@ -17,10 +17,10 @@
  *   dtype kept as it is and decoded by the kernels that read it; bf16 caches stay bf16.
  * - Preset weights (a source with a `random` recipe) are made by kernels where they live (device_weights.ts),
  *   bit-identical to the host generator: f32 / bf16 / f16, and FP8 / NVFP4 with their scales.
- * - Execution: `prepare` compiles each node into a step (ops.ts); `run` lets every step queue its launches (grid
- *   and block per op and shape) with host-computed tables (rope's cos/sin, ranges, scatter targets) copied first,
- *   on the same stream. A step's sampled ids are the only read-back. CUDA graphs (one launch per decode step) come
- *   once the kernels are verified on a device.
+ * - Execution: `prepare` compiles each node into a step (ops.ts); `run` lets every step record its launches (grid
+ *   and block per op and shape) and its host-computed tables (rope's cos/sin, ranges, scatter targets), then
+ *   queues one copy of all the tables and the launches, on the same stream. A step's sampled ids are the only
+ *   read-back. CUDA graphs (one launch per decode step) come once the kernels are verified on a device.
  * - Probe: 0 with the reason (no driver library, `cuInit` failing, a driver older than the PTX needs, no device),
  *   which `--backend cuda` repeats; otherwise 5, below `wasm` (10), so `auto` keeps the CPU until
  *   `bench/cuda_check.sh` has verified the kernels on a device.
@@ -43,6 +43,7 @@
 import type { DType } from "../../../graph/dtype.ts";
 import { maxShape, type Node, numel, type TensorInfo, tensorTable, type Vars } from "../../../graph/ir.ts";
 import {
+  alignUp,
   type Backend,
   type BackendCaps,
   type BackendFactory,
@@ -85,8 +86,10 @@ type CudaPrepared = Prepared & {
   nodes: Node[];
   steps: Step[];
   table: TensorInfo[];
-  /** Device buffers of this segment: scratch, unbound results, host tables (by key). */
+  /** Device buffers of this segment: scratch and unbound results (by key). */
   own: Map<string, Ref>;
+  /** The arena a run's host-computed tables are copied to, in one copy (grown as runs need). */
+  tables?: Ref;
 };
 
 /** Bytes of the argument block every kernel takes (kernels/cuda/common.cuh `Args`: 8 pointers, 16 words). */
@@ -303,29 +306,54 @@ class CudaBackend implements Backend {
     for (const id of [...p.segment.inputs, ...p.segment.outputs]) {
       if (!bindings.has(id)) throw new Error(`run: tensor ${id} "${p.table[id].name}" is not bound`);
     }
-    let stepKey = "";
-    const encoder: Encoder = {
-      vars,
-      host,
-      view: (id) => this.#view(p, bindings, id),
-      parts: (id) => this.#parts(p, bindings, id),
-      scratch: (key, bytes) => this.#own(p, `${stepKey}/${key}`, bytes),
-      upload: (key, data, max) => {
-        const ref = this.#own(p, `${stepKey}/${key}`, max);
-        if (data.byteLength) this.#staging.put(ref.ptr, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-        return ref;
-      },
-      launch: (spec) => this.#launch(spec),
-    };
-    for (let i = 0; i < p.steps.length; i++) {
-      stepKey = String(p.nodes[i].id);
-      try {
-        p.steps[i](encoder);
-      } catch (e) {
-        const n = p.nodes[i];
-        if (e instanceof CudaError) throw this.#fail(e);
-        throw new Error(`${this.name}: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
+    // Record first (launches, and host tables placed in the segment's table arena), then one copy of every table,
+    // then the launches: a run's tables land before its kernels and after everything queued earlier. An arena
+    // too small for this run's tables grows and the steps record again (the first run of a larger bucket).
+    for (;;) {
+      let stepKey = "", used = 0, end = 0;
+      const launches: LaunchSpec[] = [], tables: { at: number; data: Uint8Array }[] = [];
+      const arena = p.tables?.ptr ?? 0n, capacity = p.tables?.size ?? 0;
+      const encoder: Encoder = {
+        vars,
+        host,
+        view: (id) => this.#view(p, bindings, id),
+        parts: (id) => this.#parts(p, bindings, id),
+        scratch: (key, bytes) => this.#own(p, `${stepKey}/${key}`, bytes),
+        upload: (_key, data, max) => {
+          const at = used;
+          used = alignUp(used + data.byteLength, 256);
+          end = Math.max(end, at + data.byteLength);
+          if (data.byteLength) tables.push({ at, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+          return { ptr: arena + BigInt(at), size: max };
+        },
+        launch: (spec) => launches.push(spec),
+      };
+      for (let i = 0; i < p.steps.length; i++) {
+        stepKey = String(p.nodes[i].id);
+        try {
+          p.steps[i](encoder);
+        } catch (e) {
+          const n = p.nodes[i];
+          if (e instanceof CudaError) throw this.#fail(e);
+          throw new Error(`${this.name}: ${n.op} #${n.id} "${n.name}" failed: ${(e as Error).message}`, { cause: e });
+        }
       }
+      if (used > capacity) {
+        const size = Math.max(used, 2 * capacity, 4096);
+        this.#call(() => {
+          if (p.tables) this.#d.memFree(p.tables.ptr); // waits for the runs that read it
+          p.tables = undefined;
+          p.tables = { ptr: this.#d.memAlloc(size), size };
+        });
+        continue;
+      }
+      if (end) {
+        const all = new Uint8Array(end);
+        for (const t of tables) all.set(t.data, t.at);
+        this.#call(() => this.#staging.put(arena, all));
+      }
+      for (const l of launches) this.#call(() => this.#launch(l));
+      return;
     }
   }
 
@@ -348,7 +376,9 @@ class CudaBackend implements Backend {
       } catch { /* releasing after a fatal error: nothing more to do */ }
     };
     for (const b of this.#buffers.values()) quiet(() => d.memFree(b.ptr));
-    for (const p of this.#prepared) for (const r of p.own.values()) quiet(() => d.memFree(r.ptr));
+    for (const p of this.#prepared) {
+      for (const r of [...p.own.values(), ...(p.tables ? [p.tables] : [])]) quiet(() => d.memFree(r.ptr));
+    }
     this.#buffers.clear();
     this.#prepared = [];
     this.#staging.dispose();
