@@ -12,6 +12,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { type FakeCall, fakeLibcuda, launchOf, withFake } from "./cuda_helpers.ts";
 import { makeCudaFactory, probeCuda } from "../runtime/backends/cuda/backend.ts";
 import { CudaError } from "../runtime/backends/cuda/ffi.ts";
+import { matvecGroup } from "../runtime/backends/cuda/ops.ts";
 import { makeSegment, OutOfMemoryError } from "../runtime/backend.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import * as ops from "../ops/mod.ts";
@@ -176,7 +177,7 @@ function expectedShape(fn: string, w: number[]): { grid: number[]; block: number
     case "rms_norm":
       return { grid: [w[0], 1, 1], block: 256 };
     case "matvec":
-      assert(w[0] <= 8 && w[2] % 4 === 0, `matvec for M ${w[0]} K ${w[2]}`);
+      assert(w[0] <= 8 && w[2] % matvecGroup(fn.slice("matvec_".length)) === 0, `matvec for M ${w[0]} K ${w[2]}`);
       return { grid: [Math.ceil(w[1] / 4), 1, 1], block: 128 };
     case "gemm":
       return { grid: [Math.ceil(w[1] / 64), Math.ceil(w[0] / 64), 1], block: 256 };

@@ -130,6 +130,70 @@ template <> __device__ __forceinline__ void at4<NVFP4>(const W &w, u64 i, float 
   for (int j = 0; j < 4; j++) o[j] = e2m1f((v >> (4 * j)) & 15u) * s;
 }
 
+// V<D>::N consecutive elements from one 16-byte load of the codes (a decode matvec lane's step): f32 4, bf16 / f16
+// 8, FP8 / q8 16, NVFP4 32 (two scales); q4 falls back to 4 element reads. Needs i a multiple of N and K-rows a
+// multiple of N long (so the codes are 16-byte aligned and one K-row, and a 16- or 32-block, holds them all).
+template <int D> struct V {
+  static constexpr int N = 4;
+  static __device__ __forceinline__ void load(const W &w, u64 i, float *o) { at4<D>(w, i, o); }
+};
+template <> struct V<F32> {
+  static constexpr int N = 4;
+  static __device__ __forceinline__ void load(const W &w, u64 i, float *o) { at4<F32>(w, i, o); }
+};
+__device__ __forceinline__ void halves(u32 v, float *o, bool bf) {
+  if (bf) {
+    o[0] = __uint_as_float(v << 16), o[1] = __uint_as_float(v & 0xffff0000u);
+  } else {
+    __half2 h = *reinterpret_cast<__half2 *>(&v);
+    o[0] = __low2float(h), o[1] = __high2float(h);
+  }
+}
+template <> struct V<BF16> {
+  static constexpr int N = 8;
+  static __device__ __forceinline__ void load(const W &w, u64 i, float *o) {
+    uint4 v = reinterpret_cast<const uint4 *>(w.c)[i / 8];
+    halves(v.x, o, true), halves(v.y, o + 2, true), halves(v.z, o + 4, true), halves(v.w, o + 6, true);
+  }
+};
+template <> struct V<F16> {
+  static constexpr int N = 8;
+  static __device__ __forceinline__ void load(const W &w, u64 i, float *o) {
+    uint4 v = reinterpret_cast<const uint4 *>(w.c)[i / 8];
+    halves(v.x, o, false), halves(v.y, o + 2, false), halves(v.z, o + 4, false), halves(v.w, o + 6, false);
+  }
+};
+template <> struct V<F8> {
+  static constexpr int N = 16;
+  static __device__ __forceinline__ void load(const W &w, u64 i, float *o) {
+    uint4 v = reinterpret_cast<const uint4 *>(w.c)[i / 16];
+    float s = reinterpret_cast<const float *>(w.s)[i / w.k];
+    u32 q[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int j = 0; j < 16; j++) o[j] = e4m3f((q[j / 4] >> (8 * (j % 4))) & 0xffu) * s;
+  }
+};
+template <> struct V<Q8> {
+  static constexpr int N = 16;
+  static __device__ __forceinline__ void load(const W &w, u64 i, float *o) {
+    uint4 v = reinterpret_cast<const uint4 *>(w.c)[i / 16];
+    float s = reinterpret_cast<const float *>(w.s)[i / 32];
+    u32 q[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int j = 0; j < 16; j++) o[j] = (float)(signed char)((q[j / 4] >> (8 * (j % 4))) & 0xffu) * s;
+  }
+};
+template <> struct V<NVFP4> {
+  static constexpr int N = 32;
+  static __device__ __forceinline__ void load(const W &w, u64 i, float *o) {
+    uint4 v = reinterpret_cast<const uint4 *>(w.c)[i / 32];
+    const float *sc = reinterpret_cast<const float *>(w.s) + i / 16;
+    u32 q[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int j = 0; j < 32; j++) o[j] = e2m1f((q[j / 8] >> (4 * (j % 8))) & 15u) * sc[j / 16];
+  }
+};
+
 __device__ __forceinline__ float warpSum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -2,10 +2,11 @@
 // part, W stored as any weight dtype and decoded as it is read, accumulating in f32.
 //
 // Two kernels per dtype, chosen by the host from the shape (runtime/backends/cuda/ops.ts):
-// - matvec_<dtype> (decode, M ≤ 8): memory-bound, one warp per output feature, the warp's lanes reading
-//   consecutive groups of 4 codes of the K-row (one word of FP8 / q8, 8 bytes of bf16, 16 of f32: coalesced) and
-//   up to 8 tokens' dot products per pass, so the weight is read once per step; a shuffle reduction ends the row.
-//   Needs K a multiple of 4 (every model dimension is); other K go to the GEMM.
+// - matvec_<dtype> (decode, M ≤ 8): memory-bound, one warp per output feature, each lane reading 16 bytes of codes
+//   per step (16 FP8 / q8 codes, 8 bf16 / f16, 4 f32, 32 NVFP4; q4 4 codes by element), the warp 512 contiguous
+//   bytes of the K-row, and up to 8 tokens' dot products per pass, so the weight is read once per step; a shuffle
+//   reduction ends the row. Needs K a multiple of that group (matvecGroup in ops.ts: every model dimension is);
+//   other K go to the GEMM.
 // - gemm_<dtype> (prefill): 64 × 64 output tiles, 256 threads of 4 × 4 outputs each, K in steps of 16 through
 //   shared memory (the weight tile decoded to f32 once per block). A plain tiled kernel: tensor cores
 //   (mma.sync bf16 / FP8) are the next step once a device verifies this one.
@@ -18,6 +19,7 @@
 #define MV_WARPS 4
 
 template <int D> __device__ void matvec(const Args &a) {
+  constexpr int N = V<D>::N;
   u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   u32 j = blockIdx.x * MV_WARPS + warp, rows = a.p[1], K = a.p[2], M = a.p[0];
   if (j >= rows) return;
@@ -29,14 +31,20 @@ template <int D> __device__ void matvec(const Args &a) {
     float acc[MV_TOKENS];
 #pragma unroll
     for (int t = 0; t < MV_TOKENS; t++) acc[t] = 0.0f;
-    for (u32 c = 4 * lane; c < K; c += 128) {
-      float v[4];
-      at4<D>(w, (u64)j * K + c, v);
+    for (u32 c = N * lane; c < K; c += 32 * N) {
+      float v[N];
+      V<D>::load(w, (u64)j * K + c, v);
 #pragma unroll
       for (int t = 0; t < MV_TOKENS; t++) {
         if ((u32)t < mt) {
-          float4 xv = *reinterpret_cast<const float4 *>(x + (u64)(m0 + t) * K + c);
-          acc[t] += xv.x * v[0] + xv.y * v[1] + xv.z * v[2] + xv.w * v[3];
+          const float4 *xv = reinterpret_cast<const float4 *>(x + (u64)(m0 + t) * K + c);
+          float s = 0.0f;
+#pragma unroll
+          for (int q = 0; q < N / 4; q++) {
+            float4 xq = xv[q];
+            s += xq.x * v[4 * q] + xq.y * v[4 * q + 1] + xq.z * v[4 * q + 2] + xq.w * v[4 * q + 3];
+          }
+          acc[t] += s;
         }
       }
     }

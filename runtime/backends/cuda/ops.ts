@@ -8,10 +8,10 @@
  *
  * Grid and block per op and shape: elementwise and copies one thread per element (256 a block); rms_norm a block
  * of 256 per row; matmul `matvec_*` (one warp per output feature, 4 a block) for up to 8 rows with K a multiple
- * of 4, else `gemm_*` (64 × 64 tiles, 256 threads); MoE one warp per output row under 4 tokens, else `moe_group`
- * (one block of 1024) then grouped tiles of (⌈F / 64⌉ or ⌈D / 64⌉, E) blocks; MLA `mla_absorb` then `mla_split`
- * over (token · head, ⌈context / 256⌉ chunks) then `mla_merge`; attention a block of 128 per (query, head);
- * sample a block of 256 per row.
+ * of the lane's group ({@link matvecGroup}), else `gemm_*` (64 × 64 tiles, 256 threads); MoE one warp per output
+ * row under 4 tokens, else `moe_group` (one block of 1024) then grouped tiles of (⌈F / 64⌉ or ⌈D / 64⌉, E) blocks;
+ * MLA `mla_absorb` then `mla_split` over (token · head, ⌈context / 256⌉ chunks) then `mla_merge`; attention a
+ * block of 128 per (query, head); sample a block of 256 per row.
  *
  * @module
  */
@@ -81,6 +81,14 @@ export const MLA_CHUNK = 256;
 /** Output features per `matvec_*` block (4 warps), and the most rows it takes (kernels/cuda/matmul.cu). */
 export const MATVEC_ROWS = 4;
 export const MATVEC_MAX_M = 8;
+/**
+ * Elements a `matvec_*` lane reads per step (16 bytes of codes; q4 4 values): K must be a multiple of it, or the
+ * GEMM runs instead (kernels/cuda/common.cuh `V`).
+ */
+export function matvecGroup(dtype: string): number {
+  return ({ f32: 4, bf16: 8, f16: 8, f8e4m3: 16, q8: 16, nvfp4: 32 } as Record<string, number>)[dtype] ?? 4;
+}
+
 /** `gemm_*` output tile (and the grouped MoE kernels'). */
 export const GEMM_TILE = 64;
 /** Tokens from which a step's routed experts group their tokens per expert (fewer: one warp per output row). */
@@ -287,7 +295,7 @@ const COMPILERS: Record<string, Compiler> = {
       for (const p of e.parts(w)) {
         const [codes, scales] = weightPtrs(p.ref, [p.rows, K], c.table[w]);
         const ptrs = [e.view(x).ptr, codes, scales, e.view(node.id).ptr], words = [M, p.rows, K, N, p.row0];
-        if (M <= MATVEC_MAX_M && K % 4 === 0) {
+        if (M <= MATVEC_MAX_M && K % matvecGroup(dt) === 0) {
           e.launch({
             kernel: `matvec_${dt}`,
             grid: Math.ceil(p.rows / MATVEC_ROWS),
