@@ -65,7 +65,15 @@ import { maxBytes, storedBytes, storedOf, supportsNode } from "../webgpu/ops.ts"
 import type { Stored } from "../../../kernels/wgsl/common.ts";
 import { checkDriverVersion, CudaError, CudaUnavailableError, Driver, type Launch, libcudaPath } from "./ffi.ts";
 import { type DeviceInfo, deviceInfo, loadKernels } from "./device.ts";
-import { compileNode, type Encoder, type LaunchSpec, type PartRef, type Ref, type Step } from "./ops.ts";
+import {
+  ATTENTION_MAX_DV,
+  compileNode,
+  type Encoder,
+  type LaunchSpec,
+  type PartRef,
+  type Ref,
+  type Step,
+} from "./ops.ts";
 import { Staging, uploadWeightChunks } from "./staging.ts";
 import { deviceRecipe, generateOnDevice } from "./device_weights.ts";
 
@@ -145,7 +153,13 @@ class CudaBackend implements Backend {
   supports(node: Node, inputs: readonly TensorInfo[]): boolean {
     if (this.#refuse.has(node.op)) return false;
     if (!canStore(this.caps, node.dtype) || !inputs.every((t) => canStore(this.caps, t.dtype))) return false;
-    // The webgpu kernels' coverage and layouts; shared memory and binding counts are no limit here.
+    // The webgpu kernels' coverage and layouts; shared memory and binding counts are no limit here, but the
+    // attention kernel holds at most ATTENTION_MAX_DV value columns per query.
+    if (
+      (node.op === "attention" || node.op === "attention_rows") && !(Number(inputs[2]?.shape[2]) <= ATTENTION_MAX_DV)
+    ) {
+      return false;
+    }
     return supportsNode(node, inputs, 48 * 1024, 16);
   }
 
