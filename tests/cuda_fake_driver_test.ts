@@ -155,8 +155,11 @@ Deno.test({
         }
       });
     }
-    await withFake({ fail: "cuModuleLoadData:218" }, async () => {
+    await withFake({ fail: "cuModuleLoadData:218" }, async (log) => {
       await assertRejects(() => factory.create(), CudaError, "cuModuleLoadData failed: CUDA_ERROR_INVALID_PTX (218)");
+      // What create made before the failure is released.
+      const calls = log().map((c) => c.call);
+      assert(calls.includes("cuStreamDestroy_v2") && calls.includes("cuDevicePrimaryCtxRelease_v2"), calls.join(" "));
     });
   },
 });

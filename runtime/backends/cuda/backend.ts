@@ -136,10 +136,23 @@ class CudaBackend implements Backend {
     this.device = device;
     this.#refuse = refusedOps(options, name);
     this.#deviceWeights = options.deviceWeights ?? true;
+    // What is made here is released again if a later part fails (a module the driver rejects, no pinned memory).
     d.primaryContext(device.handle);
-    this.#stream = d.streamCreate();
-    this.#module = loadKernels(d, device);
-    this.#staging = new Staging(d, this.#stream, options.stagingBytes ?? 4 * 2 ** 20, options.stagingSlots ?? 4);
+    const undo: (() => void)[] = [() => d.releasePrimaryContext(device.handle)];
+    try {
+      this.#stream = d.streamCreate();
+      undo.push(() => d.streamDestroy(this.#stream));
+      this.#module = loadKernels(d, device);
+      undo.push(() => d.moduleUnload(this.#module));
+      this.#staging = new Staging(d, this.#stream, options.stagingBytes ?? 4 * 2 ** 20, options.stagingSlots ?? 4);
+    } catch (e) {
+      for (const f of undo.reverse()) {
+        try {
+          f();
+        } catch { /* the first error is the one to report */ }
+      }
+      throw e;
+    }
     this.caps = {
       alignment: 256,
       dtypes: ["f32", "i32", "bf16", "f16", "f8e4m3", "q8", "nvfp4", "q4"],
