@@ -15,6 +15,7 @@ import { CudaError } from "../runtime/backends/cuda/ffi.ts";
 import { matvecGroup } from "../runtime/backends/cuda/ops.ts";
 import { makeSegment, OutOfMemoryError } from "../runtime/backend.ts";
 import { GraphBuilder } from "../graph/builder.ts";
+import { sym } from "../graph/ir.ts";
 import * as ops from "../ops/mod.ts";
 import { RandomTensorSource } from "../weights/random_source.ts";
 import { greedySampling, loadModel } from "../engine/model.ts";
@@ -236,8 +237,9 @@ function checkLaunches(calls: FakeCall[]): ReturnType<typeof launchOf>[] {
 const PROMPT = [1, 3, 1500, 2201, 77_000, 4, 1100, 1200, 9000, 1042, 1043];
 
 Deno.test({
-  name: "cuda fake driver: tiny (f8e4m3) loads with device-made weights; prefill, decode and a sampled step queue " +
-    "checked launches on one stream, inputs staged through pinned memory; the sampled step reads back its ids only",
+  name: "cuda fake driver: tiny (f8e4m3) loads with device-made weights; prefill and decode queue checked launches " +
+    "on one stream, inputs staged through pinned memory; repeated decode steps replay one CUDA graph; a sampled " +
+    "step reads back its ids only",
   ignore,
   async fn() {
     await withFake({}, async (log) => {
@@ -266,7 +268,7 @@ Deno.test({
           slots.some((s) => BigInt(c.args.src) >= s && BigInt(c.args.src) < s + slotBytes);
 
         const seq = m.pool.newSequence();
-        assert(m.pool.grow(seq, PROMPT.length + 4));
+        assert(m.pool.grow(seq, PROMPT.length + 6));
         const input = (ids: number[], p0: number) => ({
           ids,
           pos: ids.map((_, i) => p0 + i),
@@ -305,14 +307,23 @@ Deno.test({
         assertEquals(reads.length, 1);
         assertEquals(Number(reads[0].args.bytes), 4 * m.config.vocab_size);
 
-        const sampled = await stepCalls(() => m.sampleStep(input([PROMPT[2]], PROMPT.length + 1), greedySampling(1)));
-        assert(families(sampled).has("sample"));
+        // The next decode steps repeat the first one's launches (only positions and tables change): the second is
+        // captured, the third is one graph launch, then the logits' read-back.
+        await stepCalls(() => m.step(input([PROMPT[3]], PROMPT.length + 1)));
+        const replayed = await stepCalls(() => m.step(input([PROMPT[4]], PROMPT.length + 2)));
+        assertEquals(replayed.filter((c) => c.call === "cuLaunchKernel").length, 0);
+        assertEquals(replayed.filter((c) => c.call === "cuGraphLaunch").length, 1);
+        assertEquals(replayed.filter((c) => c.call === "cuMemcpyDtoHAsync_v2").length, 1);
+
+        const sampled = await stepCalls(() => m.sampleStep(input([PROMPT[2]], PROMPT.length + 3), greedySampling(1)));
+        // The same launches as the decode steps (the sampler runs in every step): the graph again.
+        assertEquals(sampled.filter((c) => c.call === "cuGraphLaunch").length, 1);
         const sampledReads = sampled.filter((c) => c.call === "cuMemcpyDtoHAsync_v2");
         assertEquals(sampledReads.map((c) => Number(c.args.bytes)), [4], "only the sampled id comes back");
         assertEquals(sampled.filter((c) => c.call === "cuStreamSynchronize").length, 1);
-        // The step's launches precede its read-back, all on the one stream (checkLaunches).
+        // The step's graph launch precedes its read-back, on the one stream.
         const order = sampled.map((c) => c.call);
-        assert(order.lastIndexOf("cuLaunchKernel") < order.indexOf("cuMemcpyDtoHAsync_v2"));
+        assert(order.indexOf("cuGraphLaunch") < order.indexOf("cuMemcpyDtoHAsync_v2"));
         m.pool.release(seq);
       } finally {
         m.dispose();
@@ -494,14 +505,15 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cuda fake driver: a run's host tables (rope's cos/sin of every rope node) go in one copy, before its launches",
+  name: "cuda fake driver: a run's host tables (rope's cos/sin of every rope node) go in one copy, before its " +
+    "launches; a run repeating the last one's launches becomes a CUDA graph, replayed while they repeat",
   ignore,
   async fn() {
     await withFake({}, async (log) => {
       const b = await makeCudaFactory({ libcuda: lib }).create();
       try {
         const g = new GraphBuilder();
-        const x = g.input("x", [3, 2, 8], "f32"), pos = g.input("pos", [3], "i32");
+        const T = sym("T", 3), x = g.input("x", [T, 2, 8], "f32"), pos = g.input("pos", [T], "i32");
         let y = x;
         for (let l = 0; l < 4; l++) y = ops.rope(g, y, pos, { theta: 10000 });
         g.output("y", y);
@@ -512,7 +524,17 @@ Deno.test({
         const host = new Map([[pos.id, Int32Array.of(0, 5, 9)]]);
         for (let run = 0; run < 2; run++) {
           const before = log().length;
-          b.run(prepared, bindings, {}, host);
+          b.run(prepared, bindings, { T: 3 }, host);
+          // The second run repeats the first one's launches: it is captured into a graph (then launched).
+          if (run === 1) {
+            const graph = log().slice(before).map((c) => c.call).filter((c) => /Capture|Graph/.test(c));
+            assertEquals(graph, [
+              "cuStreamBeginCapture_v2",
+              "cuStreamEndCapture",
+              "cuGraphInstantiateWithFlags",
+              "cuGraphLaunch",
+            ]);
+          }
           const calls = log().slice(before).filter((c) => c.call !== "cuModuleGetFunction");
           const copies = calls.filter((c) => c.call === "cuMemcpyHtoDAsync_v2");
           // 4 rope tables of 2 · 3 · 4 floats, each 256-aligned, in one copy; the first run sizes the arena.
@@ -527,7 +549,54 @@ Deno.test({
           // The second run allocates nothing (arena, and the unbound intermediate results, kept).
           if (run === 1) assertEquals(calls.filter((c) => c.call === "cuMemAlloc_v2").length, 0);
         }
+        // Later runs with the same launches (other positions: only the tables' contents differ) replay the graph:
+        // no kernel launch, no copy of their own; the tables go through the graph's pinned buffer.
+        for (const p of [Int32Array.of(1, 2, 3), Int32Array.of(0, 5, 9)]) {
+          const before = log().length;
+          b.run(prepared, bindings, { T: 3 }, new Map([[pos.id, p]]));
+          const calls = log().slice(before).map((c) => c.call);
+          assertEquals(calls.filter((c) => /Launch|Memcpy|Capture/.test(c)), ["cuGraphLaunch"]);
+        }
+        // Other shapes (T = 2): other launches, eager again.
+        const before = log().length;
+        b.run(prepared, bindings, { T: 2 }, host);
+        assert(!log().slice(before).some((c) => c.call === "cuGraphLaunch"));
       } finally {
+        b.dispose();
+      }
+    });
+  },
+});
+
+Deno.test({
+  name: "cuda fake driver: a capture the driver refuses turns graphs off (one warning); runs stay eager and correct",
+  ignore,
+  async fn() {
+    await withFake({ fail: "cuStreamEndCapture:900" }, async (log) => {
+      const b = await makeCudaFactory({ libcuda: lib }).create();
+      const warn = console.warn, warnings: string[] = [];
+      console.warn = (m: string) => warnings.push(m);
+      try {
+        const g = new GraphBuilder();
+        const x = g.input("x", [4], "f32");
+        g.output("y", ops.add(g, x, x));
+        const graph = g.build();
+        const buf = b.alloc(1024),
+          bindings = new Map([[x.id, { buffer: buf, offset: 0 }], [graph.outputs[0].id, {
+            buffer: buf,
+            offset: 256,
+          }]]);
+        const prepared = await b.prepare(makeSegment(graph, graph.nodes.map((n) => n.id)));
+        for (let run = 0; run < 3; run++) b.run(prepared, bindings, {}, new Map());
+        const calls = log().map((c) => c.call);
+        assertEquals(calls.filter((c) => c === "cuStreamBeginCapture_v2").length, 1);
+        assertEquals(calls.filter((c) => c === "cuGraphLaunch").length, 0);
+        // Run 1 eager, run 2 captured (refused) then eager, run 3 eager.
+        assertEquals(calls.filter((c) => c === "cuLaunchKernel").length, 4);
+        assertEquals(warnings.length, 1);
+        assert(warnings[0].includes("CUDA graphs off (cuStreamEndCapture failed: CUDA_ERROR_900 (900))"), warnings[0]);
+      } finally {
+        console.warn = warn;
         b.dispose();
       }
     });

@@ -394,3 +394,43 @@ CUresult cuEventDestroy_v2(void *event) {
   logf_("cuEventDestroy_v2 event=%p", event);
   return 0;
 }
+
+static int graph_, exec_;
+
+CUresult cuStreamBeginCapture_v2(void *stream, int mode) {
+  ENTER("cuStreamBeginCapture_v2");
+  logf_("cuStreamBeginCapture_v2 stream=%p mode=%d", stream, mode);
+  return 0;
+}
+
+CUresult cuStreamEndCapture(void *stream, void **graph) {
+  ENTER("cuStreamEndCapture");
+  *graph = &graph_;
+  logf_("cuStreamEndCapture stream=%p graph=%p", stream, *graph);
+  return 0;
+}
+
+CUresult cuGraphInstantiateWithFlags(void **exec, void *graph, unsigned long long flags) {
+  ENTER("cuGraphInstantiateWithFlags");
+  *exec = &exec_;
+  logf_("cuGraphInstantiateWithFlags graph=%p exec=%p flags=%llu", graph, *exec, flags);
+  return 0;
+}
+
+CUresult cuGraphLaunch(void *exec, void *stream) {
+  ENTER("cuGraphLaunch");
+  logf_("cuGraphLaunch exec=%p stream=%p", exec, stream);
+  return 0;
+}
+
+CUresult cuGraphExecDestroy(void *exec) {
+  ENTER("cuGraphExecDestroy");
+  logf_("cuGraphExecDestroy exec=%p", exec);
+  return 0;
+}
+
+CUresult cuGraphDestroy(void *graph) {
+  ENTER("cuGraphDestroy");
+  logf_("cuGraphDestroy graph=%p", graph);
+  return 0;
+}

@@ -19,8 +19,10 @@
  *   bit-identical to the host generator: f32 / bf16 / f16, and FP8 / NVFP4 with their scales.
  * - Execution: `prepare` compiles each node into a step (ops.ts); `run` lets every step record its launches (grid
  *   and block per op and shape) and its host-computed tables (rope's cos/sin, ranges, scatter targets), then
- *   queues one copy of all the tables and the launches, on the same stream. A step's sampled ids are the only
- *   read-back. CUDA graphs (one launch per decode step) come once the kernels are verified on a device.
+ *   queues one copy of all the tables and the launches, on the same stream. A run whose launches (kernels, grids,
+ *   addresses, words) repeat the last run's is captured into a CUDA graph and replayed while they stay the same:
+ *   a decode step of one bucket is one graph launch, its tables copied from a pinned buffer the graph reads. A
+ *   step's sampled ids are the only read-back.
  * - Probe: 0 with the reason (no driver library, `cuInit` failing, a driver older than the PTX needs, no device),
  *   which `--backend cuda` repeats; otherwise 5, below `wasm` (10), so `auto` keeps the CPU until
  *   `bench/cuda_check.sh` has verified the kernels on a device.
@@ -88,6 +90,11 @@ export type CudaBackendOptions = BackendOptions & {
   stagingSlots?: number;
   /** Make preset weights on the device (default true; false streams them from the host generator). */
   deviceWeights?: boolean;
+  /**
+   * Replay a run whose launches repeat the last run's as a CUDA graph (default true, or `TRAMONTANE_CUDA_GRAPHS=0`
+   * to turn them off): a decode step is then one graph launch.
+   */
+  graphs?: boolean;
 };
 
 type CudaPrepared = Prepared & {
@@ -98,7 +105,29 @@ type CudaPrepared = Prepared & {
   own: Map<string, Ref>;
   /** The arena a run's host-computed tables are copied to, in one copy (grown as runs need). */
   tables?: Ref;
+  /** The key of the last run's launches ({@link launchKey}). */
+  lastKey?: string;
+  /**
+   * The graph captured when a run repeated the last one's launches: replayed while they stay the same, its table
+   * copy reading `pinned` (written before each launch, once `done`, the event behind its last launch, completed).
+   */
+  graph?: {
+    key: string;
+    graph: Deno.PointerValue;
+    exec: Deno.PointerValue;
+    pinned: { ptr: Deno.PointerObject; bytes: number; view: Uint8Array };
+    done: Deno.PointerValue;
+  };
 };
+
+/** Everything a run's launches depend on but the tables' contents: equal keys, equal graphs. */
+function launchKey(launches: readonly LaunchSpec[], arena: bigint, tableBytes: number): string {
+  let k = `${arena}:${tableBytes}`;
+  for (const l of launches) {
+    k += `;${l.kernel}/${l.grid}/${l.block}/${l.shared ?? 0}/${l.ptrs.join(",")}/${l.words.join(",")}`;
+  }
+  return k;
+}
 
 /** Bytes of the argument block every kernel takes (kernels/cuda/common.cuh `Args`: 8 pointers, 16 words). */
 export const ARGS_BYTES = 8 * 8 + 16 * 4;
@@ -115,6 +144,7 @@ class CudaBackend implements Backend {
   readonly #refuse: ReadonlySet<string>;
   readonly #staging: Staging;
   readonly #deviceWeights: boolean;
+  #graphs: boolean;
   #functions = new Map<string, Deno.PointerValue>();
   #buffers = new Map<number, { ptr: bigint; bytes: number }>();
   #nextId = 1;
@@ -136,6 +166,7 @@ class CudaBackend implements Backend {
     this.device = device;
     this.#refuse = refusedOps(options, name);
     this.#deviceWeights = options.deviceWeights ?? true;
+    this.#graphs = options.graphs ?? envFlag("TRAMONTANE_CUDA_GRAPHS", true);
     // What is made here is released again if a later part fails (a module the driver rejects, no pinned memory).
     d.primaryContext(device.handle);
     const undo: (() => void)[] = [() => d.releasePrimaryContext(device.handle)];
@@ -374,13 +405,79 @@ class CudaBackend implements Backend {
         });
         continue;
       }
-      if (end) {
-        const all = new Uint8Array(end);
-        for (const t of tables) all.set(t.data, t.at);
-        this.#call(() => this.#staging.put(arena, all));
+      const all = new Uint8Array(end);
+      for (const t of tables) all.set(t.data, t.at);
+      if (this.#graphs) {
+        // The same launches as the last run (a decode step of one bucket): replay its graph, or capture one.
+        const key = launchKey(launches, arena, end);
+        if (p.graph?.key === key) return this.#call(() => this.#replay(p, all));
+        if (p.lastKey === key && this.#capture(p, key, launches, arena, all)) return;
+        p.lastKey = key;
       }
+      if (end) this.#call(() => this.#staging.put(arena, all));
       for (const l of launches) this.#call(() => this.#launch(l));
       return;
+    }
+  }
+
+  /** Tables into the segment's pinned table buffer (once the graph that read it last is done), then the graph. */
+  #replay(p: CudaPrepared, tables: Uint8Array): void {
+    const g = p.graph!;
+    this.#d.eventSynchronize(g.done);
+    g.pinned.view.set(tables);
+    this.#d.graphLaunch(g.exec, this.#stream);
+    this.#d.eventRecord(g.done, this.#stream);
+  }
+
+  /**
+   * Captures the run's table copy (from a pinned buffer of the segment, at a fixed address) and launches into a
+   * graph and launches it; false (graphs off from now on, the run goes eager) when the driver refuses to capture.
+   */
+  #capture(p: CudaPrepared, key: string, launches: LaunchSpec[], arena: bigint, tables: Uint8Array): boolean {
+    const d = this.#d, old = p.graph;
+    if (old) d.eventSynchronize(old.done);
+    let pinned = old?.pinned;
+    if (!pinned || pinned.bytes < tables.length) {
+      if (pinned) d.memFreeHost(pinned.ptr);
+      const bytes = Math.max(tables.length, 4096), ptr = d.memAllocHost(bytes);
+      pinned = { ptr, bytes, view: new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, bytes)) };
+    }
+    pinned.view.set(tables);
+    let graph: Deno.PointerValue = null, exec: Deno.PointerValue = null;
+    try {
+      d.beginCapture(this.#stream);
+      try {
+        if (tables.length) d.memcpyHtoDAsync(arena, pinned.ptr, tables.length, this.#stream);
+        for (const l of launches) this.#launch(l);
+      } finally {
+        graph = d.endCapture(this.#stream);
+      }
+      exec = d.graphInstantiate(graph);
+    } catch (e) {
+      if (!(e instanceof CudaError) || e.fatal) throw this.#fail(e);
+      if (graph) d.graphDestroy(graph);
+      d.memFreeHost(pinned.ptr);
+      if (old) this.#dropGraph(old, false);
+      p.graph = undefined;
+      this.#graphs = false;
+      console.warn(`${this.name}: CUDA graphs off (${e.message}); steps launch their kernels one by one`);
+      return false;
+    }
+    const done = old?.done ?? d.eventCreate(0);
+    if (old) this.#dropGraph(old, false);
+    p.graph = { key, graph, exec, pinned, done };
+    d.graphLaunch(exec, this.#stream);
+    d.eventRecord(done, this.#stream);
+    return true;
+  }
+
+  /** Destroys a segment's graph (and its pinned table buffer and event with `all`). */
+  #dropGraph(g: NonNullable<CudaPrepared["graph"]>, all: boolean): void {
+    this.#d.graphExecDestroy(g.exec);
+    this.#d.graphDestroy(g.graph);
+    if (all) {
+      this.#d.memFreeHost(g.pinned.ptr);
+      this.#d.eventDestroy(g.done);
     }
   }
 
@@ -405,6 +502,7 @@ class CudaBackend implements Backend {
     for (const b of this.#buffers.values()) quiet(() => d.memFree(b.ptr));
     for (const p of this.#prepared) {
       for (const r of [...p.own.values(), ...(p.tables ? [p.tables] : [])]) quiet(() => d.memFree(r.ptr));
+      if (p.graph) quiet(() => this.#dropGraph(p.graph!, true));
     }
     this.#buffers.clear();
     this.#prepared = [];
@@ -546,6 +644,16 @@ class CudaBackend implements Backend {
   /** Test hook: the device ordinal. */
   get ordinal(): number {
     return this.#ordinal;
+  }
+}
+
+/** A boolean environment variable (`0` / `false` off), `fallback` when unset or unreadable. */
+function envFlag(name: string, fallback: boolean): boolean {
+  try {
+    const v = Deno.env.get(name);
+    return v === undefined ? fallback : !(v === "0" || v.toLowerCase() === "false");
+  } catch {
+    return fallback;
   }
 }
 

@@ -8,8 +8,7 @@
  * The library is `libcuda.so.1` (the driver's, installed with it: no CUDA toolkit is needed to run), or the path
  * in `TRAMONTANE_LIBCUDA` (tests load a fake driver built from tests/fake_libcuda.c that way). Handles (contexts,
  * streams, modules, functions, events, pinned host memory) are pointers; device addresses (`CUdeviceptr`) are
- * bigints. CUDA graphs (capturing a decode step once and replaying it) are not bound yet: they come once the
- * kernels are verified on a device.
+ * bigints. CUDA graphs are captured from the stream (`cuStreamBeginCapture`), instantiated and launched whole.
  *
  * @module
  */
@@ -152,6 +151,12 @@ export const SYMBOLS = {
   cuEventQuery: { parameters: [P], result: I },
   cuEventElapsedTime: { parameters: [B, P, P], result: I },
   cuEventDestroy_v2: { parameters: [P], result: I },
+  cuStreamBeginCapture_v2: { parameters: [P, I], result: I },
+  cuStreamEndCapture: { parameters: [P, B], result: I },
+  cuGraphInstantiateWithFlags: { parameters: [B, P, "u64"], result: I },
+  cuGraphLaunch: { parameters: [P, P], result: I },
+  cuGraphExecDestroy: { parameters: [P], result: I },
+  cuGraphDestroy: { parameters: [P], result: I },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -414,6 +419,37 @@ export class Driver {
 
   eventDestroy(event: Deno.PointerValue): void {
     this.check("cuEventDestroy_v2", this.lib.cuEventDestroy_v2(event));
+  }
+
+  /**
+   * Starts capturing the stream's work into a graph (`CU_STREAM_CAPTURE_MODE_RELAXED`: nothing else the backend
+   * calls meanwhile is refused, and it calls nothing else).
+   */
+  beginCapture(stream: Deno.PointerValue): void {
+    this.check("cuStreamBeginCapture_v2", this.lib.cuStreamBeginCapture_v2(stream, 2));
+  }
+
+  /** Ends the capture: the graph of the work queued since {@link beginCapture}. */
+  endCapture(stream: Deno.PointerValue): Deno.PointerValue {
+    this.check("cuStreamEndCapture", this.lib.cuStreamEndCapture(stream, this.#ptr));
+    return Deno.UnsafePointer.create(this.#ptr[0]);
+  }
+
+  graphInstantiate(graph: Deno.PointerValue): Deno.PointerValue {
+    this.check("cuGraphInstantiateWithFlags", this.lib.cuGraphInstantiateWithFlags(this.#ptr, graph, 0n));
+    return Deno.UnsafePointer.create(this.#ptr[0]);
+  }
+
+  graphLaunch(exec: Deno.PointerValue, stream: Deno.PointerValue): void {
+    this.check("cuGraphLaunch", this.lib.cuGraphLaunch(exec, stream));
+  }
+
+  graphExecDestroy(exec: Deno.PointerValue): void {
+    this.check("cuGraphExecDestroy", this.lib.cuGraphExecDestroy(exec));
+  }
+
+  graphDestroy(graph: Deno.PointerValue): void {
+    this.check("cuGraphDestroy", this.lib.cuGraphDestroy(graph));
   }
 }
 
