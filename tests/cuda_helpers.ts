@@ -1,7 +1,7 @@
 /**
  * The fake CUDA driver of the cuda backend's host-code tests: tests/fake_libcuda.c built by clang-19 into a
- * temporary shared library (once per process), loaded through `TRAMONTANE_LIBCUDA` or the factory's `libcuda`
- * option, and its call log read back as records.
+ * temporary shared library (once per process; optionally with the kernels built for the CPU), loaded through
+ * `TRAMONTANE_LIBCUDA` or the factory's `libcuda` option, and its call log read back as records.
  *
  * @module
  */
@@ -9,29 +9,57 @@
 /** One logged driver call: the entry point and its `key=value` arguments. */
 export type FakeCall = { call: string; args: Record<string, string> };
 
-let built: Promise<string | undefined> | undefined;
+const built = new Map<boolean, Promise<string | undefined>>();
 
-/** Builds the fake driver (cached); undefined with a printed line when clang-19 is missing. */
-export function fakeLibcuda(): Promise<string | undefined> {
-  return built ??= (async () => {
-    const dir = await Deno.makeTempDir({ prefix: "tramontane_fake_cuda_" });
-    const out = `${dir}/libcuda.so.1`;
-    const src = new URL("./fake_libcuda.c", import.meta.url).pathname;
-    try {
-      const r = await new Deno.Command("clang-19", {
-        args: ["-shared", "-fPIC", "-O1", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror", "-o", out, src],
-        stderr: "piped",
-      }).output();
-      if (!r.success) throw new Error(new TextDecoder().decode(r.stderr));
+/**
+ * Builds the fake driver (cached); undefined with a printed line when clang-19 is missing. With `kernels`, the
+ * cuda backend's kernels are built into it for the CPU (tests/cuda_host_shim.cpp), and `FAKE_CUDA_RUN=1` makes its
+ * cuLaunchKernel run them.
+ */
+export function fakeLibcuda(o: { kernels?: boolean } = {}): Promise<string | undefined> {
+  const kernels = o.kernels ?? false;
+  let p = built.get(kernels);
+  if (!p) built.set(kernels, p = build(kernels));
+  return p;
+}
+
+async function build(kernels: boolean): Promise<string | undefined> {
+  const dir = await Deno.makeTempDir({ prefix: "tramontane_fake_cuda_" });
+  const out = `${dir}/libcuda.so.1`;
+  const path = (f: string) => new URL(f, import.meta.url).pathname;
+  const cc = async (args: string[]) => {
+    const r = await new Deno.Command("clang-19", { args, stderr: "piped" }).output();
+    if (!r.success) throw new Error(`clang-19 ${args.join(" ")}:\n${new TextDecoder().decode(r.stderr)}`);
+  };
+  const flags = ["-fPIC", "-O1", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror"];
+  try {
+    if (!kernels) {
+      await cc(["-shared", ...flags, "-o", out, path("./fake_libcuda.c")]);
       return out;
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) {
-        console.log("cuda fake-driver tests skipped: clang-19 is not installed (apt-get install clang-19)");
-        return undefined;
-      }
-      throw e;
     }
-  })();
+    const cxx = [...flags, "-std=c++17", "-x", "c++", "-DTRAMONTANE_SHIM"];
+    await Promise.all([
+      cc(["-c", ...flags, "-o", `${dir}/fake.o`, path("./fake_libcuda.c")]),
+      cc([
+        "-c",
+        ...cxx,
+        "-include",
+        path("./cuda_host_shim.h"),
+        "-o",
+        `${dir}/kernels.o`,
+        path("../kernels/cuda/kernels.cu"),
+      ]),
+      cc(["-c", ...cxx, "-o", `${dir}/shim.o`, path("./cuda_host_shim.cpp")]),
+    ]);
+    await cc(["-shared", "-o", out, `${dir}/fake.o`, `${dir}/kernels.o`, `${dir}/shim.o`, "-ldl"]);
+    return out;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      console.log("cuda fake-driver tests skipped: clang-19 is not installed (apt-get install clang-19)");
+      return undefined;
+    }
+    throw e;
+  }
 }
 
 /** Settings of the fake for one test (environment variables it reads at each call), and a fresh log file. */

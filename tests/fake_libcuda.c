@@ -10,6 +10,7 @@
 //   FAKE_CUDA_VERSION=v            cuDriverGetVersion's answer (default 13000)
 //   FAKE_CUDA_CC=major.minor       compute capability (default 9.0)
 //   FAKE_CUDA_MEM=bytes            total device memory; cuMemAlloc beyond it returns CUDA_ERROR_OUT_OF_MEMORY
+//   FAKE_CUDA_RUN=1                run every kernel on the CPU (a build with tests/cuda_host_shim.cpp linked in)
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -297,6 +298,10 @@ CUresult cuModuleGetFunction(void **fn, void *module, const char *name) {
   return 0;
 }
 
+// The kernels built for the CPU, when they are linked in (tests/cuda_host_shim.cpp); absent otherwise.
+extern int shim_launch(const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned smem,
+                       const void *args) __attribute__((weak));
+
 // The weight generator's kernels run here (kernels/cuda/random.cu's loops over random.cuh, on the host), so a test
 // can compare device-made weights with the host's; every other kernel only logs its launch.
 #include "../kernels/cuda/random.cuh"
@@ -350,7 +355,17 @@ CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned gz, unsigne
   for (int i = 0; i < 16; i++) o += snprintf(w + o, sizeof w - (size_t)o, "%s%u", i ? "," : "", words[i]);
   logf_("cuLaunchKernel fn=%s grid=%u,%u,%u block=%u,%u,%u smem=%u stream=%p extra=%p ptrs=%s words=%s",
         (const char *)fn, gx, gy, gz, bx, by, bz, smem, stream, (void *)extra, p, w);
-  if (strncmp((const char *)fn, "random_", 7) == 0) run_random((const char *)fn, ptrs, words);
+  const char *run = getenv("FAKE_CUDA_RUN");
+  if (shim_launch && run && strcmp(run, "1") == 0) {
+    // Built with the kernels for the CPU (tests/cuda_host_shim.cpp): run this one.
+    if (shim_launch((const char *)fn, gx, gy, gz, bx, smem, ptrs) != 0) {
+      logf_("cuLaunchKernel fn=%s failed=no kernel", (const char *)fn);
+      return 500;
+    }
+    (void)by, (void)bz;
+  } else if (strncmp((const char *)fn, "random_", 7) == 0) {
+    run_random((const char *)fn, ptrs, words);
+  }
   return 0;
 }
 

@@ -13,7 +13,9 @@
 // blocks of 16 bytes per 32 values of a K-row (element j of a block in byte j's low nibble, j + 16 in its high
 // one), then f16 scales, each K-row's starting at a 32-bit word.
 #pragma once
-#include <cuda_fp16.h>
+#ifndef TRAMONTANE_SHIM
+#include <cuda_fp16.h> // (tests/cuda_host_shim.h stands in for CUDA when the kernels are built for the CPU)
+#endif
 #include <stdint.h>
 
 typedef unsigned int u32;
@@ -28,8 +30,12 @@ struct Args {
 
 // The block's dynamic shared memory (16-byte aligned), sized by the host at launch.
 __device__ __forceinline__ float *dynShared() {
+#ifdef TRAMONTANE_SHIM
+  return shim_dyn_shared();
+#else
   extern __shared__ float4 dyn_shared_[];
   return reinterpret_cast<float *>(dyn_shared_);
+#endif
 }
 
 __device__ __forceinline__ float pf(const Args &a, int i) { return __uint_as_float(a.p[i]); }
