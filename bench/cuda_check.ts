@@ -3,7 +3,7 @@
  * markdown table to stdout (the script writes it to `$OUT` before the next stage starts).
  *
  * ```
- * deno run -A --no-lock --cached-only bench/cuda_check.ts logits [--gen 64]        # stage 2
+ * deno run -A --no-lock --cached-only bench/cuda_check.ts logits [--gen 64] [--models tiny,ms4-mini]  # stage 2
  * deno run -A --no-lock --cached-only bench/cuda_check.ts bandwidth                # device copy bandwidth, GB/s
  * deno run -A --no-lock --cached-only bench/cuda_check.ts roofline BENCH.json GBPS [--batch 64]   # stage 3 table
  * deno run -A --no-lock --cached-only bench/cuda_check.ts hf-logits DIR OUT.bin    # stage 4: our logits on cuda
@@ -71,7 +71,10 @@ async function logitsStage(): Promise<string> {
     "| model | logits error (cuda vs wasm) | bound | greedy ids identical | verdict |",
     "|---|---|---|---|---|",
   );
-  for (const model of ["tiny", "ms4-mini"]) {
+  const models = (args[args.indexOf("--models") + 1] && args.includes("--models"))
+    ? args[args.indexOf("--models") + 1].split(",")
+    : ["tiny", "ms4-mini"];
+  for (const model of models) {
     const opts = { seed: 3, maxModelLen: 256, maxTokens: 128, maxSeqs: 2, cacheDtype: "f32" as const, quiet: true };
     const run = async (backend: string) => {
       const m = await loadModel(model, { ...opts, backend });
