@@ -602,3 +602,32 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "cuda fake driver: a driver without the graph entry points still loads (they are optional): runs stay eager",
+  ignore,
+  async fn() {
+    const noGraphs = await fakeLibcuda({ noGraphs: true });
+    await withFake({}, async (log) => {
+      const b = await makeCudaFactory({ libcuda: noGraphs }).create();
+      try {
+        const g = new GraphBuilder();
+        const x = g.input("x", [4], "f32");
+        g.output("y", ops.mul(g, x, x));
+        const graph = g.build();
+        const buf = b.alloc(1024);
+        const bindings = new Map([[x.id, { buffer: buf, offset: 0 }], [graph.outputs[0].id, {
+          buffer: buf,
+          offset: 256,
+        }]]);
+        const prepared = await b.prepare(makeSegment(graph, graph.nodes.map((n) => n.id)));
+        for (let run = 0; run < 3; run++) b.run(prepared, bindings, {}, new Map());
+        const calls = log().map((c) => c.call);
+        assertEquals(calls.filter((c) => c === "cuLaunchKernel").length, 3);
+        assert(!calls.some((c) => /Capture|Graph/.test(c)));
+      } finally {
+        b.dispose();
+      }
+    });
+  },
+});

@@ -9,21 +9,21 @@
 /** One logged driver call: the entry point and its `key=value` arguments. */
 export type FakeCall = { call: string; args: Record<string, string> };
 
-const built = new Map<boolean, Promise<string | undefined>>();
+const built = new Map<string, Promise<string | undefined>>();
 
 /**
  * Builds the fake driver (cached); undefined with a printed line when clang-19 is missing. With `kernels`, the
  * cuda backend's kernels are built into it for the CPU (tests/cuda_host_shim.cpp), and `FAKE_CUDA_RUN=1` makes its
- * cuLaunchKernel run them.
+ * cuLaunchKernel run them; with `noGraphs`, it exports no CUDA graph entry points (an older driver).
  */
-export function fakeLibcuda(o: { kernels?: boolean } = {}): Promise<string | undefined> {
-  const kernels = o.kernels ?? false;
-  let p = built.get(kernels);
-  if (!p) built.set(kernels, p = build(kernels));
+export function fakeLibcuda(o: { kernels?: boolean; noGraphs?: boolean } = {}): Promise<string | undefined> {
+  const kernels = o.kernels ?? false, noGraphs = o.noGraphs ?? false, key = `${kernels}/${noGraphs}`;
+  let p = built.get(key);
+  if (!p) built.set(key, p = build(kernels, noGraphs));
   return p;
 }
 
-async function build(kernels: boolean): Promise<string | undefined> {
+async function build(kernels: boolean, noGraphs: boolean): Promise<string | undefined> {
   const dir = await Deno.makeTempDir({ prefix: "tramontane_fake_cuda_" });
   const out = `${dir}/libcuda.so.1`;
   const path = (f: string) => new URL(f, import.meta.url).pathname;
@@ -31,7 +31,15 @@ async function build(kernels: boolean): Promise<string | undefined> {
     const r = await new Deno.Command("clang-19", { args, stderr: "piped" }).output();
     if (!r.success) throw new Error(`clang-19 ${args.join(" ")}:\n${new TextDecoder().decode(r.stderr)}`);
   };
-  const flags = ["-fPIC", "-O1", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror"];
+  const flags = [
+    "-fPIC",
+    "-O1",
+    "-ffp-contract=off",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    ...(noGraphs ? ["-DFAKE_NO_GRAPHS"] : []),
+  ];
   try {
     if (!kernels) {
       await cc(["-shared", ...flags, "-o", out, path("./fake_libcuda.c")]);

@@ -166,7 +166,7 @@ class CudaBackend implements Backend {
     this.device = device;
     this.#refuse = refusedOps(options, name);
     this.#deviceWeights = options.deviceWeights ?? true;
-    this.#graphs = options.graphs ?? envFlag("TRAMONTANE_CUDA_GRAPHS", true);
+    this.#graphs = (options.graphs ?? envFlag("TRAMONTANE_CUDA_GRAPHS", true)) && d.hasGraphs;
     // What is made here is released again if a later part fails (a module the driver rejects, no pinned memory).
     d.primaryContext(device.handle);
     const undo: (() => void)[] = [() => d.releasePrimaryContext(device.handle)];

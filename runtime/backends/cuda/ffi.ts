@@ -148,15 +148,16 @@ export const SYMBOLS = {
   cuEventCreate: { parameters: [B, U], result: I },
   cuEventRecord: { parameters: [P, P], result: I },
   cuEventSynchronize: { parameters: [P], result: I },
-  cuEventQuery: { parameters: [P], result: I },
-  cuEventElapsedTime: { parameters: [B, P, P], result: I },
+  cuEventQuery: { parameters: [P], result: I, optional: true },
+  cuEventElapsedTime: { parameters: [B, P, P], result: I, optional: true },
   cuEventDestroy_v2: { parameters: [P], result: I },
-  cuStreamBeginCapture_v2: { parameters: [P, I], result: I },
-  cuStreamEndCapture: { parameters: [P, B], result: I },
-  cuGraphInstantiateWithFlags: { parameters: [B, P, "u64"], result: I },
-  cuGraphLaunch: { parameters: [P, P], result: I },
-  cuGraphExecDestroy: { parameters: [P], result: I },
-  cuGraphDestroy: { parameters: [P], result: I },
+  // Optional: a driver without them still runs the backend (graphs off, no event timing).
+  cuStreamBeginCapture_v2: { parameters: [P, I], result: I, optional: true },
+  cuStreamEndCapture: { parameters: [P, B], result: I, optional: true },
+  cuGraphInstantiateWithFlags: { parameters: [B, P, "u64"], result: I, optional: true },
+  cuGraphLaunch: { parameters: [P, P], result: I, optional: true },
+  cuGraphExecDestroy: { parameters: [P], result: I, optional: true },
+  cuGraphDestroy: { parameters: [P], result: I, optional: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -221,6 +222,19 @@ export class Driver {
   /** Closes the library (every handle from it must be released first). */
   close(): void {
     this.#close();
+  }
+
+  /** True when this driver exports the CUDA graph entry points. */
+  get hasGraphs(): boolean {
+    const l = this.lib;
+    return !!(l.cuStreamBeginCapture_v2 && l.cuStreamEndCapture && l.cuGraphInstantiateWithFlags && l.cuGraphLaunch &&
+      l.cuGraphExecDestroy && l.cuGraphDestroy);
+  }
+
+  /** An optional entry point, or a CudaError (CUDA_ERROR_NOT_FOUND) naming it when this driver lacks it. */
+  #need<F>(f: F | null, name: string): F {
+    if (f === null) throw new CudaError(name, 500, "CUDA_ERROR_NOT_FOUND", "this driver does not export it");
+    return f;
   }
 
   /** Throws a {@link CudaError} for `code` (≠ 0) from `call`. */
@@ -413,7 +427,7 @@ export class Driver {
   /** Milliseconds between two recorded events. */
   eventElapsed(start: Deno.PointerValue, end: Deno.PointerValue): number {
     const ms = new Float32Array(1);
-    this.check("cuEventElapsedTime", this.lib.cuEventElapsedTime(ms, start, end));
+    this.check("cuEventElapsedTime", this.#need(this.lib.cuEventElapsedTime, "cuEventElapsedTime")(ms, start, end));
     return ms[0];
   }
 
@@ -426,30 +440,34 @@ export class Driver {
    * calls meanwhile is refused, and it calls nothing else).
    */
   beginCapture(stream: Deno.PointerValue): void {
-    this.check("cuStreamBeginCapture_v2", this.lib.cuStreamBeginCapture_v2(stream, 2));
+    this.check(
+      "cuStreamBeginCapture_v2",
+      this.#need(this.lib.cuStreamBeginCapture_v2, "cuStreamBeginCapture_v2")(stream, 2),
+    );
   }
 
   /** Ends the capture: the graph of the work queued since {@link beginCapture}. */
   endCapture(stream: Deno.PointerValue): Deno.PointerValue {
-    this.check("cuStreamEndCapture", this.lib.cuStreamEndCapture(stream, this.#ptr));
+    this.check("cuStreamEndCapture", this.#need(this.lib.cuStreamEndCapture, "cuStreamEndCapture")(stream, this.#ptr));
     return Deno.UnsafePointer.create(this.#ptr[0]);
   }
 
   graphInstantiate(graph: Deno.PointerValue): Deno.PointerValue {
-    this.check("cuGraphInstantiateWithFlags", this.lib.cuGraphInstantiateWithFlags(this.#ptr, graph, 0n));
+    const instantiate = this.#need(this.lib.cuGraphInstantiateWithFlags, "cuGraphInstantiateWithFlags");
+    this.check("cuGraphInstantiateWithFlags", instantiate(this.#ptr, graph, 0n));
     return Deno.UnsafePointer.create(this.#ptr[0]);
   }
 
   graphLaunch(exec: Deno.PointerValue, stream: Deno.PointerValue): void {
-    this.check("cuGraphLaunch", this.lib.cuGraphLaunch(exec, stream));
+    this.check("cuGraphLaunch", this.#need(this.lib.cuGraphLaunch, "cuGraphLaunch")(exec, stream));
   }
 
   graphExecDestroy(exec: Deno.PointerValue): void {
-    this.check("cuGraphExecDestroy", this.lib.cuGraphExecDestroy(exec));
+    this.check("cuGraphExecDestroy", this.#need(this.lib.cuGraphExecDestroy, "cuGraphExecDestroy")(exec));
   }
 
   graphDestroy(graph: Deno.PointerValue): void {
-    this.check("cuGraphDestroy", this.lib.cuGraphDestroy(graph));
+    this.check("cuGraphDestroy", this.#need(this.lib.cuGraphDestroy, "cuGraphDestroy")(graph));
   }
 }
 
