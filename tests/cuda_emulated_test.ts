@@ -9,8 +9,13 @@
  * @module
  */
 
-import { assert } from "./assert.ts";
+import { assert, assertEquals } from "./assert.ts";
 import { fakeLibcuda } from "./cuda_helpers.ts";
+import { makeCudaFactory } from "../runtime/backends/cuda/backend.ts";
+import { makeSegment } from "../runtime/backend.ts";
+import { GraphBuilder } from "../graph/builder.ts";
+import { sym } from "../graph/ir.ts";
+import * as ops from "../ops/mod.ts";
 
 const lib = await fakeLibcuda({ kernels: true });
 
@@ -38,5 +43,47 @@ Deno.test({
     const cases = Number(summary.match(/\((\d+) steps\)/)![1]);
     assert(cases >= 150, `only ${cases} cases ran on cuda`);
     console.log(`cuda column on the CPU: ${summary}`);
+  },
+});
+
+Deno.test({
+  name: "cuda kernels on the CPU: a replayed CUDA graph computes each run's own values (its tables copied anew) ≡ " +
+    "the same runs launched one by one",
+  ignore: lib === undefined,
+  async fn() {
+    Deno.env.set("FAKE_CUDA_RUN", "1");
+    const graphs = await makeCudaFactory({ libcuda: lib, graphs: true }).create();
+    const eager = await makeCudaFactory({ libcuda: lib, graphs: false }).create();
+    try {
+      const g = new GraphBuilder();
+      const T = sym("T", 3), x = g.input("x", [T, 2, 8], "f32"), pos = g.input("pos", [T], "i32");
+      let y = x;
+      for (let l = 0; l < 3; l++) y = ops.mul(g, ops.rope(g, y, pos, { theta: 10000 }), x);
+      g.output("y", y);
+      const graph = g.build();
+      const out = graph.outputs[0].id, values = new Float32Array(48).map((_, i) => Math.sin(i) + 0.5);
+      const setups = await Promise.all([graphs, eager].map(async (b) => {
+        const buf = b.alloc(4096);
+        const bindings = new Map([[x.id, { buffer: buf, offset: 0 }], [pos.id, { buffer: buf, offset: 256 }], [out, {
+          buffer: buf,
+          offset: 512,
+        }]]);
+        b.write({ buffer: buf, offset: 0 }, values);
+        return { b, buf, bindings, prepared: await b.prepare(makeSegment(graph, graph.nodes.map((n) => n.id))) };
+      }));
+      for (const p of [[0, 1, 2], [7, 8, 9], [3, 100, 1000], [5, 5, 5]]) {
+        const positions = Int32Array.from(p), results: Float32Array[] = [];
+        for (const s of setups) {
+          s.b.write({ buffer: s.buf, offset: 256 }, positions);
+          s.b.run(s.prepared, s.bindings, { T: 3 }, new Map([[pos.id, positions]]));
+          results.push(new Float32Array((await s.b.read({ buffer: s.buf, offset: 512 }, 4 * 48)).buffer));
+        }
+        assertEquals(results[0], results[1], `positions ${p}`);
+      }
+    } finally {
+      graphs.dispose();
+      eager.dispose();
+      Deno.env.delete("FAKE_CUDA_RUN");
+    }
   },
 });

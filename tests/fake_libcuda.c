@@ -20,6 +20,32 @@ typedef int CUresult;
 typedef unsigned long long CUdeviceptr;
 
 static unsigned long long allocated = 0;
+
+// Stream capture: while capturing, copies and launches are recorded (not run), and a graph launch replays them,
+// reading host memory and argument blocks as a real graph does (copies read their source when they run).
+typedef struct {
+  int launch;
+  unsigned long long dst;
+  const void *src;
+  size_t bytes;
+  char fn[64];
+  unsigned grid[3], block, smem;
+  unsigned long long args[24]; // the 128-byte Args block
+} CapturedOp;
+typedef struct {
+  CapturedOp *ops;
+  int n;
+} CapturedGraph;
+static CapturedOp *capture_ops;
+static int capture_n, capture_cap, capturing;
+
+static void capture_push(CapturedOp op) {
+  if (capture_n == capture_cap) {
+    capture_cap = capture_cap ? 2 * capture_cap : 64;
+    capture_ops = realloc(capture_ops, (size_t)capture_cap * sizeof(CapturedOp));
+  }
+  capture_ops[capture_n++] = op;
+}
 static int counts[64];
 static const char *counted[64];
 
@@ -233,13 +259,20 @@ CUresult cuMemFreeHost(void *ptr) {
 
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t bytes, void *stream) {
   ENTER("cuMemcpyHtoDAsync_v2");
-  memcpy((void *)(uintptr_t)dst, src, bytes);
   logf_("cuMemcpyHtoDAsync_v2 dst=0x%llx src=%p bytes=%zu stream=%p", dst, src, bytes, stream);
+  if (capturing) {
+    CapturedOp op = {0};
+    op.dst = dst, op.src = src, op.bytes = bytes;
+    capture_push(op);
+    return 0;
+  }
+  memcpy((void *)(uintptr_t)dst, src, bytes);
   return 0;
 }
 
 CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t bytes, void *stream) {
   ENTER("cuMemcpyDtoHAsync_v2");
+  if (capturing) return 900; // not captured by the backend: a test would see it
   memcpy(dst, (void *)(uintptr_t)src, bytes);
   logf_("cuMemcpyDtoHAsync_v2 dst=%p src=0x%llx bytes=%zu stream=%p", dst, src, bytes, stream);
   return 0;
@@ -247,6 +280,7 @@ CUresult cuMemcpyDtoHAsync_v2(void *dst, CUdeviceptr src, size_t bytes, void *st
 
 CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, void *stream) {
   ENTER("cuMemcpyDtoDAsync_v2");
+  if (capturing) return 900; // not captured by the backend: a test would see it
   memmove((void *)(uintptr_t)dst, (void *)(uintptr_t)src, bytes);
   logf_("cuMemcpyDtoDAsync_v2 dst=0x%llx src=0x%llx bytes=%zu stream=%p", dst, src, bytes, stream);
   return 0;
@@ -254,6 +288,7 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes, vo
 
 CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t n, void *stream) {
   ENTER("cuMemsetD8Async");
+  if (capturing) return 900; // not captured by the backend: a test would see it
   memset((void *)(uintptr_t)dst, value, n);
   logf_("cuMemsetD8Async dst=0x%llx value=%u n=%zu stream=%p", dst, value, n, stream);
   return 0;
@@ -261,6 +296,7 @@ CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t n, void *s
 
 CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned value, size_t n, void *stream) {
   ENTER("cuMemsetD32Async");
+  if (capturing) return 900; // not captured by the backend: a test would see it
   for (size_t i = 0; i < n; i++) ((unsigned *)(uintptr_t)dst)[i] = value;
   logf_("cuMemsetD32Async dst=0x%llx value=%u n=%zu stream=%p", dst, value, n, stream);
   return 0;
@@ -342,6 +378,22 @@ static void run_random(const char *fn, const unsigned long long *ptrs, const uns
   }
 }
 
+// Runs a kernel where the fake can: every one on the CPU with FAKE_CUDA_RUN=1 in a build with the kernels linked
+// in, else the weight generator's only.
+static CUresult run_kernel(const char *fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned smem,
+                           const unsigned long long *ptrs) {
+  const char *run = getenv("FAKE_CUDA_RUN");
+  if (shim_launch && run && strcmp(run, "1") == 0) {
+    if (shim_launch(fn, gx, gy, gz, bx, smem, ptrs) != 0) {
+      logf_("cuLaunchKernel fn=%s failed=no kernel", fn);
+      return 500;
+    }
+  } else if (strncmp(fn, "random_", 7) == 0) {
+    run_random(fn, ptrs, (const unsigned *)(ptrs + 8));
+  }
+  return 0;
+}
+
 // The argument block every kernel takes (kernels/cuda/common.cuh `Args`): 8 pointers, then 16 words.
 CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned smem, void *stream, void **params, void **extra) {
@@ -355,18 +407,17 @@ CUresult cuLaunchKernel(void *fn, unsigned gx, unsigned gy, unsigned gz, unsigne
   for (int i = 0; i < 16; i++) o += snprintf(w + o, sizeof w - (size_t)o, "%s%u", i ? "," : "", words[i]);
   logf_("cuLaunchKernel fn=%s grid=%u,%u,%u block=%u,%u,%u smem=%u stream=%p extra=%p ptrs=%s words=%s",
         (const char *)fn, gx, gy, gz, bx, by, bz, smem, stream, (void *)extra, p, w);
-  const char *run = getenv("FAKE_CUDA_RUN");
-  if (shim_launch && run && strcmp(run, "1") == 0) {
-    // Built with the kernels for the CPU (tests/cuda_host_shim.cpp): run this one.
-    if (shim_launch((const char *)fn, gx, gy, gz, bx, smem, ptrs) != 0) {
-      logf_("cuLaunchKernel fn=%s failed=no kernel", (const char *)fn);
-      return 500;
-    }
-    (void)by, (void)bz;
-  } else if (strncmp((const char *)fn, "random_", 7) == 0) {
-    run_random((const char *)fn, ptrs, words);
+  (void)by, (void)bz;
+  if (capturing) {
+    CapturedOp op = {0};
+    op.launch = 1;
+    snprintf(op.fn, sizeof op.fn, "%s", (const char *)fn);
+    op.grid[0] = gx, op.grid[1] = gy, op.grid[2] = gz, op.block = bx, op.smem = smem;
+    memcpy(op.args, ptrs, 128);
+    capture_push(op);
+    return 0;
   }
-  return 0;
+  return run_kernel((const char *)fn, gx, gy, gz, bx, smem, ptrs);
 }
 
 static int events[1024], nevents;
@@ -412,24 +463,35 @@ CUresult cuEventDestroy_v2(void *event) {
 
 // The graph entry points (left out with -DFAKE_NO_GRAPHS: a driver without them).
 #ifndef FAKE_NO_GRAPHS
-static int graph_, exec_;
 
 CUresult cuStreamBeginCapture_v2(void *stream, int mode) {
+  capturing = 1; // before ENTER: a failing capture still ends with cuStreamEndCapture
+  capture_n = 0;
   ENTER("cuStreamBeginCapture_v2");
   logf_("cuStreamBeginCapture_v2 stream=%p mode=%d", stream, mode);
   return 0;
 }
 
 CUresult cuStreamEndCapture(void *stream, void **graph) {
+  capturing = 0;
   ENTER("cuStreamEndCapture");
-  *graph = &graph_;
-  logf_("cuStreamEndCapture stream=%p graph=%p", stream, *graph);
+  CapturedGraph *g = malloc(sizeof *g);
+  g->n = capture_n;
+  g->ops = malloc((size_t)(capture_n ? capture_n : 1) * sizeof(CapturedOp));
+  memcpy(g->ops, capture_ops, (size_t)capture_n * sizeof(CapturedOp));
+  *graph = g;
+  logf_("cuStreamEndCapture stream=%p graph=%p ops=%d", stream, *graph, g->n);
   return 0;
 }
 
+// An executable graph is its graph here.
 CUresult cuGraphInstantiateWithFlags(void **exec, void *graph, unsigned long long flags) {
   ENTER("cuGraphInstantiateWithFlags");
-  *exec = &exec_;
+  CapturedGraph *g = graph, *e = malloc(sizeof *e);
+  e->n = g->n;
+  e->ops = malloc((size_t)(g->n ? g->n : 1) * sizeof(CapturedOp));
+  memcpy(e->ops, g->ops, (size_t)g->n * sizeof(CapturedOp));
+  *exec = e;
   logf_("cuGraphInstantiateWithFlags graph=%p exec=%p flags=%llu", graph, *exec, flags);
   return 0;
 }
@@ -437,18 +499,32 @@ CUresult cuGraphInstantiateWithFlags(void **exec, void *graph, unsigned long lon
 CUresult cuGraphLaunch(void *exec, void *stream) {
   ENTER("cuGraphLaunch");
   logf_("cuGraphLaunch exec=%p stream=%p", exec, stream);
+  CapturedGraph *e = exec;
+  for (int i = 0; i < e->n; i++) {
+    CapturedOp *op = &e->ops[i];
+    if (!op->launch) {
+      memcpy((void *)(uintptr_t)op->dst, op->src, op->bytes);
+      continue;
+    }
+    CUresult r = run_kernel(op->fn, op->grid[0], op->grid[1], op->grid[2], op->block, op->smem, op->args);
+    if (r) return r;
+  }
   return 0;
 }
 
 CUresult cuGraphExecDestroy(void *exec) {
   ENTER("cuGraphExecDestroy");
   logf_("cuGraphExecDestroy exec=%p", exec);
+  free(((CapturedGraph *)exec)->ops);
+  free(exec);
   return 0;
 }
 
 CUresult cuGraphDestroy(void *graph) {
   ENTER("cuGraphDestroy");
   logf_("cuGraphDestroy graph=%p", graph);
+  free(((CapturedGraph *)graph)->ops);
+  free(graph);
   return 0;
 }
 #endif
