@@ -3,8 +3,10 @@
  * tests/cuda_host_shim.h (CUDA's built-ins; a block's threads as fibers, barriers and warp shuffles as scheduling
  * points) into the fake driver, whose cuLaunchKernel then runs them (`FAKE_CUDA_RUN=1`). The cuda column of
  * tests/backend_ops_test.ts then runs for real here: every op case, through the backend's host code and the very
- * kernel sources the committed PTX comes from, ≡ the reference within that file's bounds. What this cannot show
- * is what only a GPU has (its math library's rounding, memory ordering, speed): bench/cuda_check.sh stage 1 does.
+ * kernel sources the committed PTX comes from, ≡ the reference within that file's bounds; and a replayed CUDA
+ * graph (the fake records a capture and replays it) computes what the same runs launched one by one do. What this
+ * cannot show is what only a GPU has (its math library's rounding, memory ordering, speed): bench/cuda_check.sh
+ * stage 1 does.
  *
  * @module
  */
