@@ -299,9 +299,9 @@ Deno.test({
         }
         assert(!dc.has("gemm_f8e4m3"), "a one-token step reads its weights through the matvec");
         assert(dc.has("moe_act_f8e4m3") && !dc.has("moe_group"), "a one-token step's experts: a warp per row");
-        // MLA decode splits the context into 256-position chunks: one here.
+        // MLA decode splits the context into chunks of 256-position pieces: one chunk here (12 positions).
         const split = decode.filter((c) => c.args.fn === "mla_split_bf16").map(launchOf);
-        assert(split.every((l) => l.grid[1] === 1 && l.words[10] === 1));
+        assert(split.length > 0 && split.every((l) => l.grid[1] === 1 && l.words[10] === 1 && l.words[11] === 256));
         // Logits come back: one device → host copy of the row, after the launches.
         const reads = decode.filter((c) => c.call === "cuMemcpyDtoHAsync_v2");
         assertEquals(reads.length, 1);

@@ -5,9 +5,10 @@
 // - mla_cache_write_<f32|bf16>: each token's [ckv | kpe] row stored where its block table points (rounded to bf16
 //   for a bf16 cache, or when p7 asks for a bf16 cache held as f32), and passed through to the output.
 // - mla_absorb_<dtype>: qa[t, h, :] = q_nope[t, h] · W_UK[h] (kvr wide), one block per (token, head).
-// - mla_split_<f32|bf16>: one block per (token, head, context chunk of MLA_CHUNK positions): the chunk's scores
-//   (one warp per position, lanes along the 320-wide row), its max m, Σ exp(s − m) = l and the unnormalised latent
-//   sum Σ exp(s − m) · c_kv, written to scratch. Nothing grows with the context but the number of chunks.
+// - mla_split_<f32|bf16>: one block per (token, head, context chunk): the chunk's scores MLA_CHUNK positions at a
+//   time (one warp per position, lanes along the 320-wide row), its max m, Σ exp(s − m) = l and the unnormalised
+//   latent sum Σ exp(s − m) · c_kv, written to scratch. The host picks the chunk count (many for decode, one for a
+//   long prefill, whose tokens and heads are parallel enough), so the scratch stays small.
 // - mla_merge_<dtype>: one block per (token, head): rescales the chunks to their common max, divides by the total,
 //   and expands the latent through W_UV (one warp per output value, lanes along kvr).
 #include "common.cuh"
@@ -59,16 +60,19 @@ template <int D> __device__ void mla_absorb(const Args &a) {
 FOR_WEIGHT_DTYPES(mla_absorb)
 
 // p0 T, p1 sequences, p2 blocks in the cache, p3 scale (f32 bits), p4 H, p5 dn, p6 dr, p7 kvr, p8 block size,
-// p9 blocks per sequence, p10 chunks; ptr0 qa, ptr1 q, ptr2 cache, ptr3 seq, ptr4 pos, ptr5 block table,
-// ptr6 (m, l) per (token, head, chunk), ptr7 latent sums [T, H, chunks, kvr]. Grid (T · H, chunks), 128 threads.
-// Dynamic shared memory: (kvr + dr) floats of query and MLA_CHUNK scores (rounded up to an even count of floats),
-// then MLA_CHUNK 8-byte row offsets.
+// p9 blocks per sequence, p10 chunks, p11 span (positions per chunk, a multiple of MLA_CHUNK); ptr0 qa, ptr1 q,
+// ptr2 cache, ptr3 seq, ptr4 pos, ptr5 block table, ptr6 (m, l) per (token, head, chunk), ptr7 latent sums
+// [T, H, chunks, kvr]. Grid (T · H, chunks), 128 threads (kvr ≤ 128 · MLA_ACC). A block walks its span
+// MLA_CHUNK positions at a time with an online softmax (running max, sum and latent sum rescaled as the max
+// grows). Dynamic shared memory: (kvr + dr) floats of query and MLA_CHUNK scores (rounded up to an even count of
+// floats), then MLA_CHUNK 8-byte row offsets.
+#define MLA_ACC 8
 template <int C> __device__ void mlaSplit(const Args &a) {
   float *sh = dynShared();
   __shared__ float red[32];
   __shared__ int info[2];
   u32 g = blockIdx.x, chunk = blockIdx.y, H = a.p[4], dn = a.p[5], dr = a.p[6], kvr = a.p[7], row = kvr + dr;
-  u32 bs = a.p[8], mb = a.p[9], chunks = a.p[10];
+  u32 bs = a.p[8], mb = a.p[9], chunks = a.p[10], span = a.p[11];
   if (g >= a.p[0] * H) return;
   u32 t = g / H;
   float *qv = sh, *p = sh + row;
@@ -83,50 +87,61 @@ template <int C> __device__ void mlaSplit(const Args &a) {
     qv[k] = k < kvr ? ptr<const float>(a, 0)[(u64)g * kvr + k] : ptr<const float>(a, 1)[(u64)g * (dn + dr) + dn + k - kvr];
   }
   __syncthreads();
-  u32 s = (u32)info[0], n = (u32)info[1], j0 = chunk * MLA_CHUNK;
-  u32 len = n > j0 ? min((u32)MLA_CHUNK, n - j0) : 0;
+  u32 s = (u32)info[0], n = (u32)info[1], begin = chunk * span, end = min(n, begin + span);
   u64 part = (u64)g * chunks + chunk;
   float *ml = ptr<float>(a, 6), *acc = ptr<float>(a, 7) + part * kvr;
-  if (len == 0) {
-    if (threadIdx.x == 0) ml[2 * part] = -3.4e38f, ml[2 * part + 1] = 0.0f;
-    for (u32 k = threadIdx.x; k < kvr; k += blockDim.x) acc[k] = 0.0f;
-    return;
-  }
   W c{ptr<const unsigned char>(a, 2), nullptr, row};
   const int *bt = ptr<const int>(a, 5);
   u32 warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
-  float scale = pf(a, 3);
-  for (u32 jj = warp; jj < len; jj += warps) {
-    u32 j = j0 + jj;
-    int b = bt[(u64)s * mb + j / bs];
-    bool ok = b >= 0 && (u32)b < a.p[2];
-    u64 o = ok ? ((u64)b * bs + j % bs) * row : 0;
-    float d = 0.0f;
-    if (ok) {
-      for (u32 k = lane; k < row; k += 32) d += qv[k] * at<C>(c, o + k);
+  float scale = pf(a, 3), mRun = -3.4e38f, lRun = 0.0f, accR[MLA_ACC];
+#pragma unroll
+  for (int i = 0; i < MLA_ACC; i++) accR[i] = 0.0f;
+  for (u32 j0 = begin; j0 < end; j0 += MLA_CHUNK) {
+    u32 len = min((u32)MLA_CHUNK, end - j0);
+    for (u32 jj = warp; jj < len; jj += warps) {
+      u32 j = j0 + jj;
+      int b = bt[(u64)s * mb + j / bs];
+      bool ok = b >= 0 && (u32)b < a.p[2];
+      u64 o = ok ? ((u64)b * bs + j % bs) * row : 0;
+      float d = 0.0f;
+      if (ok) {
+        for (u32 k = lane; k < row; k += 32) d += qv[k] * at<C>(c, o + k);
+      }
+      d = warpSum(d);
+      if (lane == 0) p[jj] = ok ? d * scale : -3.4e38f, slot[jj] = ok ? o : ~0ull;
     }
-    d = warpSum(d);
-    if (lane == 0) p[jj] = ok ? d * scale : -3.4e38f, slot[jj] = ok ? o : ~0ull;
-  }
-  __syncthreads();
-  float m = -3.4e38f;
-  for (u32 jj = threadIdx.x; jj < len; jj += blockDim.x) m = fmaxf(m, p[jj]);
-  m = blockMax(m, red);
-  float l = 0.0f;
-  for (u32 jj = threadIdx.x; jj < len; jj += blockDim.x) {
-    float e = expf(p[jj] - m);
-    p[jj] = e;
-    l += e;
-  }
-  l = blockSum(l, red); // its barriers also order the writes to p before the reads below
-  for (u32 k = threadIdx.x; k < kvr; k += blockDim.x) {
-    float v = 0.0f;
-    for (u32 jj = 0; jj < len; jj++) {
-      if (slot[jj] != ~0ull) v += p[jj] * at<C>(c, slot[jj] + k);
+    __syncthreads();
+    float m = -3.4e38f;
+    for (u32 jj = threadIdx.x; jj < len; jj += blockDim.x) m = fmaxf(m, p[jj]);
+    m = fmaxf(blockMax(m, red), mRun);
+    float l = 0.0f;
+    for (u32 jj = threadIdx.x; jj < len; jj += blockDim.x) {
+      float e = expf(p[jj] - m);
+      p[jj] = e;
+      l += e;
     }
-    acc[k] = v;
+    l = blockSum(l, red); // its barriers also order the writes to p before the reads below
+    float old = expf(mRun - m);
+    lRun = lRun * old + l;
+    mRun = m;
+#pragma unroll
+    for (int i = 0; i < MLA_ACC; i++) {
+      u32 k = threadIdx.x + blockDim.x * i;
+      if (k >= kvr) break;
+      float v = accR[i] * old;
+      for (u32 jj = 0; jj < len; jj++) {
+        if (slot[jj] != ~0ull) v += p[jj] * at<C>(c, slot[jj] + k);
+      }
+      accR[i] = v;
+    }
+    __syncthreads(); // p and slot are rewritten by the next positions
   }
-  if (threadIdx.x == 0) ml[2 * part] = m, ml[2 * part + 1] = l;
+#pragma unroll
+  for (int i = 0; i < MLA_ACC; i++) {
+    u32 k = threadIdx.x + blockDim.x * i;
+    if (k < kvr) acc[k] = accR[i];
+  }
+  if (threadIdx.x == 0) ml[2 * part] = mRun, ml[2 * part + 1] = lRun;
 }
 KERNEL(mla_split_f32) { mlaSplit<F32>(a); }
 KERNEL(mla_split_bf16) { mlaSplit<BF16>(a); }

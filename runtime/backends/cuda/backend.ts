@@ -72,6 +72,7 @@ import {
   compileNode,
   type Encoder,
   type LaunchSpec,
+  MLA_MAX_KVR,
   type PartRef,
   type Ref,
   type Step,
@@ -204,6 +205,8 @@ class CudaBackend implements Backend {
     ) {
       return false;
     }
+    // ... and mla_split at most MLA_MAX_KVR latent columns.
+    if (node.op === "mla_attention" && !((node.attrs as { kvr?: number }).kvr! <= MLA_MAX_KVR)) return false;
     return supportsNode(node, inputs, 48 * 1024, 16);
   }
 

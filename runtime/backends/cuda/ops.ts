@@ -10,7 +10,8 @@
  * of 256 per row; matmul `matvec_*` (one warp per output feature, 4 a block) for up to 8 rows with K a multiple
  * of the lane's group ({@link matvecGroup}), else `gemm_*` (64 × 64 tiles, 256 threads); MoE one warp per output
  * row under 4 tokens, else `moe_group` (one block of 1024) then grouped tiles of (⌈F / 64⌉ or ⌈D / 64⌉, E) blocks;
- * MLA `mla_absorb` then `mla_split` over (token · head, ⌈context / 256⌉ chunks) then `mla_merge`; attention a
+ * MLA `mla_absorb` then `mla_split` over (token · head, chunks of whole 256-position pieces: about
+ * {@link MLA_TARGET_BLOCKS} blocks in all, at least one chunk) then `mla_merge`; attention a
  * block of 128 per (query, head); sample a block of 256 per row.
  *
  * @module
@@ -78,6 +79,30 @@ export function f32Bits(x: number): number {
 export const BLOCK = 256;
 /** Context positions per `mla_split` block (kernels/cuda/mla.cu `MLA_CHUNK`). */
 export const MLA_CHUNK = 256;
+/** (token · head · chunk) blocks `mla_split` aims for: about 30 per SM of an H100 or H200. */
+export const MLA_TARGET_BLOCKS = 4096;
+/** Most latent width `mla_split` holds per thread (128 threads × 8, kernels/cuda/mla.cu `MLA_ACC`). */
+export const MLA_MAX_KVR = 1024;
+
+let spanOverride: number | null | undefined;
+/**
+ * `TRAMONTANE_CUDA_MLA_SPAN` (a multiple of 256 positions), for tests that force several chunks of several pieces
+ * each: the `MLA_CHUNK`-pieces per chunk, or null when unset.
+ */
+function mlaSpanOverride(): number | null {
+  if (spanOverride === undefined) {
+    let v: string | undefined;
+    try {
+      v = Deno.env.get("TRAMONTANE_CUDA_MLA_SPAN");
+    } catch {
+      v = undefined;
+    }
+    const n = Number(v);
+    spanOverride = v && Number.isInteger(n) && n > 0 && n % MLA_CHUNK === 0 ? n / MLA_CHUNK : null;
+  }
+  return spanOverride;
+}
+
 /** Output features per `matvec_*` block (4 warps), and the most rows it takes (kernels/cuda/matmul.cu). */
 export const MATVEC_ROWS = 4;
 export const MATVEC_MAX_M = 8;
@@ -469,22 +494,25 @@ const COMPILERS: Record<string, Compiler> = {
     const [nb] = maxShape(c.table[cache].shape), maxBlocks = maxShape(c.table[bt].shape)[1];
     const maxT = maxShape(c.table[q].shape)[0], ws = maxShape(c.table[wkvb].shape);
     const wdt = dtypeSuffix(c.table[wkvb]), cdt = storedOf(c.table[cache]) === "bf16" ? "bf16" : "f32";
-    const maxChunks = Math.ceil((maxBlocks * a.blockSize) / MLA_CHUNK);
     const row = a.kvr + a.dr;
     return (e) => {
       const T = shapeOf(c, e, q)[0], S = shapeOf(c, e, bt)[0];
       if (!T) return;
       checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
-      // Chunks enough for the longest context of the step (its positions are on the host).
+      // The context of the step's longest sequence (positions are on the host) in chunks of `span` positions:
+      // enough chunks that (token, head, chunk) blocks fill the device (decode), one when tokens and heads do
+      // (prefill), so the chunks' scratch stays small.
       const hp = e.host.get(pos);
       let longest = maxBlocks * a.blockSize;
-      if (hp) longest = Math.max(1, ...Array.from(hp.subarray(0, T), (p) => p + 1));
-      const chunks = Math.min(maxChunks, Math.max(1, Math.ceil(longest / MLA_CHUNK)));
+      if (hp) longest = Math.min(longest, Math.max(1, ...Array.from(hp.subarray(0, T), (p) => p + 1)));
+      const g = T * a.heads, pieces = Math.ceil(longest / MLA_CHUNK);
+      const perChunk = mlaSpanOverride() ?? Math.ceil(pieces / Math.min(pieces, Math.ceil(MLA_TARGET_BLOCKS / g)));
+      const span = MLA_CHUNK * perChunk, chunks = Math.ceil(pieces / perChunk);
       const [w, wsc] = weightPtrs(whole(e, wkvb, node), ws, c.table[wkvb]);
       const qa = e.scratch("qa", 4 * maxT * a.heads * a.kvr);
-      const ml = e.scratch("ml", 8 * maxT * a.heads * maxChunks);
-      const acc = e.scratch("acc", 4 * maxT * a.heads * maxChunks * a.kvr);
-      const g = T * a.heads, qp = e.view(q).ptr;
+      const ml = e.scratch("ml", 8 * g * chunks);
+      const acc = e.scratch("acc", 4 * g * chunks * a.kvr);
+      const qp = e.view(q).ptr;
       e.launch({
         kernel: `mla_absorb_${wdt}`,
         grid: g,
@@ -499,7 +527,7 @@ const COMPILERS: Record<string, Compiler> = {
         block: 128,
         shared: 4 * (2 * Math.ceil((row + MLA_CHUNK) / 2)) + 8 * MLA_CHUNK,
         ptrs: [qa.ptr, qp, ...[cache, seq, pos, bt].map((id) => e.view(id).ptr), ml.ptr, acc.ptr],
-        words: [T, S, nb, f32Bits(a.scale), a.heads, a.dn, a.dr, a.kvr, a.blockSize, maxBlocks, chunks],
+        words: [T, S, nb, f32Bits(a.scale), a.heads, a.dn, a.dr, a.kvr, a.blockSize, maxBlocks, chunks, span],
       });
       e.launch({
         kernel: `mla_merge_${wdt}`,
