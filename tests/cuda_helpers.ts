@@ -25,6 +25,7 @@ export function fakeLibcuda(o: { kernels?: boolean; noGraphs?: boolean } = {}): 
 
 async function build(kernels: boolean, noGraphs: boolean): Promise<string | undefined> {
   const dir = await Deno.makeTempDir({ prefix: "tramontane_fake_cuda_" });
+  removeAtExit(dir);
   const out = `${dir}/libcuda.so.1`;
   const path = (f: string) => new URL(f, import.meta.url).pathname;
   const cc = async (args: string[]) => {
@@ -124,4 +125,15 @@ export function launchOf(c: FakeCall): {
     ptrs: c.args.ptrs.split(",").map((x) => BigInt(x)),
     words: c.args.words.split(",").map(Number),
   };
+}
+
+/** Removes `dir` when the process ends (a loaded library's file may go while it stays mapped). */
+export function removeAtExit(dir: string): void {
+  globalThis.addEventListener("unload", () => {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch {
+      // already gone
+    }
+  });
 }

@@ -13,6 +13,7 @@ import { fillUniformAt, RandomTensorSource } from "../weights/random_source.ts";
 import { f32ToBf16, f32ToF16, f32ToF8e4m3 } from "../weights/codecs.ts";
 import { mulberry32 } from "./fixtures.ts";
 import { uniformWidth } from "../runtime/backends/cuda/device_weights.ts";
+import { removeAtExit } from "./cuda_helpers.ts";
 
 const SYMBOLS = {
   rnd_fill: { parameters: ["u32", "f64", "f64", "u64", "u32", "buffer"], result: "void" },
@@ -23,6 +24,7 @@ const SYMBOLS = {
 
 async function build(): Promise<Deno.DynamicLibrary<typeof SYMBOLS> | undefined> {
   const dir = await Deno.makeTempDir({ prefix: "tramontane_cuda_random_" });
+  removeAtExit(dir);
   const src = new URL("./cuda_random_host.c", import.meta.url).pathname;
   try {
     const r = await new Deno.Command("clang-19", {
