@@ -418,91 +418,97 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cuda fake driver: preset weights made on the device (the fake runs the generator kernels) ≡ the host's " +
-    "bytes in the device layout, split parts included; an FP8 recipe without its block count streams from the host",
+  name: "cuda fake driver: preset weights made on the device ≡ the host's bytes in the device layout, split parts " +
+    "included (the generator run by the fake, then kernels/cuda/random.cu itself on the CPU); an FP8 recipe without " +
+    "its block count streams from the host",
   ignore,
   async fn() {
-    await withFake({}, async (log) => {
-      const b = await makeCudaFactory({ libcuda: lib }).create();
-      try {
-        const cases = [
-          { shape: [64, 96], dtype: "bf16", runs: undefined, split: 1 },
-          { shape: [10, 33], dtype: "f32", runs: undefined, split: 2 },
-          { shape: [8, 48, 32], dtype: "f8e4m3", runs: 8, split: 2 },
-          { shape: [30, 40], dtype: "f8e4m3", runs: 1, split: 3 },
-          { shape: [4, 24, 48], dtype: "nvfp4", runs: 4, split: 2 },
-          { shape: [12, 64], dtype: "nvfp4", runs: 2, split: 3 },
-        ] as const;
-        for (const c of cases) {
-          const n = c.shape.reduce((a, x) => a * x, 1), k = c.shape[c.shape.length - 1];
-          const random = new RandomTensorSource({
-            name: `w${c.dtype}`,
-            shape: c.shape,
-            dtype: c.dtype,
-            recipe: { state: 42 + n, mean: 0.01, std: 0.2 },
-            origin: "test",
-            bytes: n * 4,
-            runs: c.runs,
-          });
-          const source = random;
-          const rows = c.shape[0], per = n / rows, step = Math.ceil(rows / c.split);
-          const parts = [];
-          for (let r = 0; r < rows; r += step) {
-            const partRows = Math.min(step, rows - r), shape = [partRows, ...c.shape.slice(1)];
-            const bytes = b.weightBytes(shape, c.dtype);
-            parts.push({ view: { buffer: b.alloc(bytes + 256), offset: 256 }, row0: r, rows: partRows, bytes });
-          }
-          const decl = { id: 0, name: random.name, shape: [...c.shape], dtype: c.dtype };
-          const before = log().length;
-          await b.uploadWeight({ decl, storage: c.dtype, parts }, source, []);
-          const calls = log().slice(before);
-          assertEquals(calls.filter((x) => x.call === "cuMemcpyHtoDAsync_v2").length, 0, `${c.dtype}: no host copy`);
-          assert(calls.some((x) => x.args.fn?.startsWith("random_")));
-          for (const p of parts) {
-            const chunk = random.readSync(p.row0, p.rows);
-            const got = await b.read(p.view, p.bytes);
-            const codes = chunk.data.length;
-            assertEquals(got.subarray(0, codes), chunk.data, `${c.dtype} [${c.shape}] rows ${p.row0}+${p.rows}: codes`);
-            if (chunk.scales) {
-              // f32 scales after the part's codes (padded to a word): one per K-row (FP8), per 16 values (NVFP4).
-              const at = 4 * Math.ceil(codes / 4);
-              const count = c.dtype === "nvfp4" ? p.rows * per / 16 : p.rows * per / k;
-              assertEquals(new Float32Array(got.slice(at, at + 4 * count).buffer), chunk.scales);
-            }
-            b.free(p.view.buffer);
-          }
-        }
-        // A recipe without a block count (a source other than RandomTensorSource): FP8 streams from the host.
-        const host = new RandomTensorSource({
-          name: "host",
-          shape: [4, 32],
-          dtype: "f8e4m3",
-          recipe: { state: 1, mean: 0, std: 0.1 },
-          origin: "test",
-          bytes: 4 * 32 + 16,
-          runs: 2,
-        });
-        const fp8 = {
-          name: host.name,
-          shape: host.shape,
-          dtype: host.dtype,
-          bytes: host.bytes,
-          origin: host.origin,
-          random: { ...host.random, runs: undefined },
-          read: (row0: number, rows: number) => host.read(row0, rows),
-        };
-        const view = { buffer: b.alloc(1024), offset: 0 };
-        const before = log().length;
-        const decl = { id: 0, name: "host", shape: [4, 32], dtype: "f8e4m3" as const };
-        await b.uploadWeight({ decl, storage: "f8e4m3", parts: [{ view, row0: 0, rows: 4 }] }, fp8, []);
-        assert(log().slice(before).some((x) => x.call === "cuMemcpyHtoDAsync_v2"));
-        assertEquals(await b.read(view, 128), host.readSync(0, 4).data);
-      } finally {
-        b.dispose();
-      }
-    });
+    // The fake's own run of random.cuh, then random.cu's kernels through the CPU shim.
+    for (const [driver, run] of [[lib, false], [await fakeLibcuda({ kernels: true }), true]] as const) {
+      await withFake({ run }, (log) => deviceWeights(driver!, log));
+    }
   },
 });
+
+async function deviceWeights(driver: string, log: () => FakeCall[]): Promise<void> {
+  const b = await makeCudaFactory({ libcuda: driver }).create();
+  try {
+    const cases = [
+      { shape: [64, 96], dtype: "bf16", runs: undefined, split: 1 },
+      { shape: [10, 33], dtype: "f32", runs: undefined, split: 2 },
+      { shape: [8, 48, 32], dtype: "f8e4m3", runs: 8, split: 2 },
+      { shape: [30, 40], dtype: "f8e4m3", runs: 1, split: 3 },
+      { shape: [4, 24, 48], dtype: "nvfp4", runs: 4, split: 2 },
+      { shape: [12, 64], dtype: "nvfp4", runs: 2, split: 3 },
+    ] as const;
+    for (const c of cases) {
+      const n = c.shape.reduce((a, x) => a * x, 1), k = c.shape[c.shape.length - 1];
+      const random = new RandomTensorSource({
+        name: `w${c.dtype}`,
+        shape: c.shape,
+        dtype: c.dtype,
+        recipe: { state: 42 + n, mean: 0.01, std: 0.2 },
+        origin: "test",
+        bytes: n * 4,
+        runs: c.runs,
+      });
+      const source = random;
+      const rows = c.shape[0], per = n / rows, step = Math.ceil(rows / c.split);
+      const parts = [];
+      for (let r = 0; r < rows; r += step) {
+        const partRows = Math.min(step, rows - r), shape = [partRows, ...c.shape.slice(1)];
+        const bytes = b.weightBytes(shape, c.dtype);
+        parts.push({ view: { buffer: b.alloc(bytes + 256), offset: 256 }, row0: r, rows: partRows, bytes });
+      }
+      const decl = { id: 0, name: random.name, shape: [...c.shape], dtype: c.dtype };
+      const before = log().length;
+      await b.uploadWeight({ decl, storage: c.dtype, parts }, source, []);
+      const calls = log().slice(before);
+      assertEquals(calls.filter((x) => x.call === "cuMemcpyHtoDAsync_v2").length, 0, `${c.dtype}: no host copy`);
+      assert(calls.some((x) => x.args.fn?.startsWith("random_")));
+      for (const p of parts) {
+        const chunk = random.readSync(p.row0, p.rows);
+        const got = await b.read(p.view, p.bytes);
+        const codes = chunk.data.length;
+        assertEquals(got.subarray(0, codes), chunk.data, `${c.dtype} [${c.shape}] rows ${p.row0}+${p.rows}: codes`);
+        if (chunk.scales) {
+          // f32 scales after the part's codes (padded to a word): one per K-row (FP8), per 16 values (NVFP4).
+          const at = 4 * Math.ceil(codes / 4);
+          const count = c.dtype === "nvfp4" ? p.rows * per / 16 : p.rows * per / k;
+          assertEquals(new Float32Array(got.slice(at, at + 4 * count).buffer), chunk.scales);
+        }
+        b.free(p.view.buffer);
+      }
+    }
+    // A recipe without a block count (a source other than RandomTensorSource): FP8 streams from the host.
+    const host = new RandomTensorSource({
+      name: "host",
+      shape: [4, 32],
+      dtype: "f8e4m3",
+      recipe: { state: 1, mean: 0, std: 0.1 },
+      origin: "test",
+      bytes: 4 * 32 + 16,
+      runs: 2,
+    });
+    const fp8 = {
+      name: host.name,
+      shape: host.shape,
+      dtype: host.dtype,
+      bytes: host.bytes,
+      origin: host.origin,
+      random: { ...host.random, runs: undefined },
+      read: (row0: number, rows: number) => host.read(row0, rows),
+    };
+    const view = { buffer: b.alloc(1024), offset: 0 };
+    const before = log().length;
+    const decl = { id: 0, name: "host", shape: [4, 32], dtype: "f8e4m3" as const };
+    await b.uploadWeight({ decl, storage: "f8e4m3", parts: [{ view, row0: 0, rows: 4 }] }, fp8, []);
+    assert(log().slice(before).some((x) => x.call === "cuMemcpyHtoDAsync_v2"));
+    assertEquals(await b.read(view, 128), host.readSync(0, 4).data);
+  } finally {
+    b.dispose();
+  }
+}
 
 Deno.test({
   name: "cuda fake driver: a run's host tables (rope's cos/sin of every rope node) go in one copy, before its " +

@@ -73,7 +73,7 @@ async function build(kernels: boolean, noGraphs: boolean): Promise<string | unde
 
 /** Settings of the fake for one test (environment variables it reads at each call), and a fresh log file. */
 export async function withFake<T>(
-  env: { fail?: string; devices?: number; version?: number; cc?: string; mem?: number },
+  env: { fail?: string; devices?: number; version?: number; cc?: string; mem?: number; run?: boolean },
   fn: (log: () => FakeCall[]) => Promise<T>,
 ): Promise<T> {
   const logPath = await Deno.makeTempFile({ prefix: "fake_cuda_log_" });
@@ -84,6 +84,7 @@ export async function withFake<T>(
     FAKE_CUDA_VERSION: env.version?.toString(),
     FAKE_CUDA_CC: env.cc,
     FAKE_CUDA_MEM: env.mem?.toString(),
+    FAKE_CUDA_RUN: env.run ? "1" : undefined,
   };
   const before = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
   const set = (v: Record<string, string | undefined>) => {
