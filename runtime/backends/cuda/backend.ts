@@ -106,14 +106,14 @@ type CudaPrepared = Prepared & {
   own: Map<string, Ref>;
   /** The arena a run's host-computed tables are copied to, in one copy (grown as runs need). */
   tables?: Ref;
-  /** The key of the last run's launches ({@link launchKey}). */
-  lastKey?: string;
+  /** The last run's launches, and the size of its tables ({@link sameLaunches}). */
+  last?: Recorded;
   /**
    * The graph captured when a run repeated the last one's launches: replayed while they stay the same, its table
    * copy reading `pinned` (written before each launch, once `done`, the event behind its last launch, completed).
    */
   graph?: {
-    key: string;
+    recorded: Recorded;
     graph: Deno.PointerValue;
     exec: Deno.PointerValue;
     pinned: { ptr: Deno.PointerObject; bytes: number; view: Uint8Array };
@@ -121,13 +121,22 @@ type CudaPrepared = Prepared & {
   };
 };
 
-/** Everything a run's launches depend on but the tables' contents: equal keys, equal graphs. */
-function launchKey(launches: readonly LaunchSpec[], arena: bigint, tableBytes: number): string {
-  let k = `${arena}:${tableBytes}`;
-  for (const l of launches) {
-    k += `;${l.kernel}/${l.grid}/${l.block}/${l.shared ?? 0}/${l.ptrs.join(",")}/${l.words.join(",")}`;
+/** A run's launches and where and how large its tables are: everything a graph of it depends on but their values. */
+type Recorded = { launches: readonly LaunchSpec[]; arena: bigint; tableBytes: number };
+
+/** True when two runs launch the same kernels with the same grids, addresses and words (compared in place). */
+function sameLaunches(a: Recorded, b: Recorded): boolean {
+  if (a.arena !== b.arena || a.tableBytes !== b.tableBytes || a.launches.length !== b.launches.length) return false;
+  for (let i = 0; i < a.launches.length; i++) {
+    const x = a.launches[i], y = b.launches[i];
+    if (x.kernel !== y.kernel || x.block !== y.block || (x.shared ?? 0) !== (y.shared ?? 0)) return false;
+    const gx = x.grid, gy = y.grid;
+    if (typeof gx === "number" || typeof gy === "number" ? gx !== gy : gx[0] !== gy[0] || gx[1] !== gy[1]) return false;
+    if (x.ptrs.length !== y.ptrs.length || x.words.length !== y.words.length) return false;
+    for (let j = 0; j < x.ptrs.length; j++) if (x.ptrs[j] !== y.ptrs[j]) return false;
+    for (let j = 0; j < x.words.length; j++) if (x.words[j] !== y.words[j]) return false;
   }
-  return k;
+  return true;
 }
 
 /** Bytes of the argument block every kernel takes (kernels/cuda/common.cuh `Args`: 8 pointers, 16 words). */
@@ -412,10 +421,10 @@ class CudaBackend implements Backend {
       for (const t of tables) all.set(t.data, t.at);
       if (this.#graphs) {
         // The same launches as the last run (a decode step of one bucket): replay its graph, or capture one.
-        const key = launchKey(launches, arena, end);
-        if (p.graph?.key === key) return this.#call(() => this.#replay(p, all));
-        if (p.lastKey === key && this.#capture(p, key, launches, arena, all)) return;
-        p.lastKey = key;
+        const recorded: Recorded = { launches, arena, tableBytes: end };
+        if (p.graph && sameLaunches(p.graph.recorded, recorded)) return this.#call(() => this.#replay(p, all));
+        if (p.last && sameLaunches(p.last, recorded) && this.#capture(p, recorded, all)) return;
+        p.last = recorded;
       }
       if (end) this.#call(() => this.#staging.put(arena, all));
       for (const l of launches) this.#call(() => this.#launch(l));
@@ -436,7 +445,8 @@ class CudaBackend implements Backend {
    * Captures the run's table copy (from a pinned buffer of the segment, at a fixed address) and launches into a
    * graph and launches it; false (graphs off from now on, the run goes eager) when the driver refuses to capture.
    */
-  #capture(p: CudaPrepared, key: string, launches: LaunchSpec[], arena: bigint, tables: Uint8Array): boolean {
+  #capture(p: CudaPrepared, recorded: Recorded, tables: Uint8Array): boolean {
+    const { launches, arena } = recorded;
     const d = this.#d, old = p.graph;
     if (old) d.eventSynchronize(old.done);
     let pinned = old?.pinned;
@@ -468,7 +478,7 @@ class CudaBackend implements Backend {
     }
     const done = old?.done ?? d.eventCreate(0);
     if (old) this.#dropGraph(old, false);
-    p.graph = { key, graph, exec, pinned, done };
+    p.graph = { recorded, graph, exec, pinned, done };
     d.graphLaunch(exec, this.#stream);
     d.eventRecord(done, this.#stream);
     return true;
