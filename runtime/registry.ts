@@ -19,6 +19,7 @@ import { referenceBackend } from "./backends/reference.ts";
 import { wasmBackend } from "./backends/wasm/backend.ts";
 import { webgpuBackend } from "./backends/webgpu/backend.ts";
 import { onnxBackend } from "./backends/onnx/backend.ts";
+import { cudaBackend } from "./backends/cuda/backend.ts";
 
 /** Every known backend factory. A new backend is one import and one entry here. */
 export const BACKENDS: readonly BackendFactory[] = [
@@ -26,6 +27,7 @@ export const BACKENDS: readonly BackendFactory[] = [
   wasmBackend,
   webgpuBackend,
   onnxBackend,
+  cudaBackend,
 ];
 
 /** What a probe found: `score` 0 means unavailable (`error` says why when the probe threw). */

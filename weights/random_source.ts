@@ -148,6 +148,8 @@ export class RandomTensorSource implements WeightSource {
       throw new RangeError(`random weights: ${name} has dtype ${dtype}; use f32, bf16, f8e4m3 or nvfp4`);
     }
     this.#run = numel / runs;
+    // A device generating FP8 or NVFP4 itself needs the block (run) count too.
+    if (dtype === "f8e4m3" || dtype === "nvfp4") this.random = { ...this.random, runs };
     this.#runScales = new Float32Array(runs).fill(NaN);
   }
 

@@ -57,6 +57,8 @@ export interface RandomRecipe {
   mean: number;
   /** Standard deviation of the uniform distribution (an f64): values span mean ± √3·std. */
   std: number;
+  /** f8e4m3 / nvfp4: the quantisation runs (FP8 blocks, NVFP4 global-scale runs), equal runs of whole K-rows. */
+  runs?: number;
 }
 
 /** One canonical weight, readable in row chunks. */
