@@ -13,7 +13,7 @@ import { type FakeCall, fakeLibcuda, launchOf, withFake } from "./cuda_helpers.t
 import { makeCudaFactory, probeCuda } from "../runtime/backends/cuda/backend.ts";
 import { CudaError } from "../runtime/backends/cuda/ffi.ts";
 import { matvecGroup } from "../runtime/backends/cuda/ops.ts";
-import { makeSegment, OutOfMemoryError } from "../runtime/backend.ts";
+import { deviceLost, DeviceLostError, makeSegment, OutOfMemoryError } from "../runtime/backend.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
 import * as ops from "../ops/mod.ts";
@@ -142,12 +142,19 @@ Deno.test({
       await withFake({ fail: `cuStreamSynchronize:${code}` }, async () => {
         const b = await factory.create();
         try {
-          const e = await assertRejects(() => b.sync(), CudaError);
+          const thrown = await assertRejects(() => b.sync());
+          // 700..799 leave the context unusable: the device is lost (a DeviceLostError, the server's 503
+          // device_lost, caused by the driver's error), and every later call says so.
+          const lost = deviceLost(thrown);
+          const e = (lost ? lost.cause : thrown) as CudaError;
+          assert(e instanceof CudaError, String(thrown));
           assertEquals(e.message, `cuStreamSynchronize failed: ${name} (${code})`);
           assertEquals([e.call, e.code, e.codeName], ["cuStreamSynchronize", code, name]);
-          // 700..799 leave the context unusable: every later call says so.
+          assertEquals(lost !== undefined, e.fatal, "fatal errors are a lost device");
           if (e.fatal) {
-            assertThrows(() => b.alloc(16), CudaError, "unusable after this error; restart the process");
+            assertEquals([lost!.backend, lost!.call], ["cuda", "cuStreamSynchronize"]);
+            const later = assertThrows(() => b.alloc(16), DeviceLostError, `${name} (${code})`);
+            assertEquals(later.call, "alloc");
           } else {
             b.alloc(16);
           }

@@ -11,8 +11,8 @@
  *   its reuse, so a weight streams through a few MiB of pinned memory. `read` copies into a pinned buffer of its
  *   own (queued at once, behind the work before it) and waits for the stream. An allocation the device cannot hold is an {@link OutOfMemoryError} at once
  *   (naming the tensor once the executor knows it); any other driver failure is a {@link CudaError} naming the call
- *   and the code, and one that leaves the context unusable (`fatal`: illegal address, launch failure) makes every
- *   later call throw it, so a server answers 503 instead of hanging.
+ *   and the code, and one that leaves the context unusable (`fatal`: illegal address, launch failure) is the device
+ *   lost: a `DeviceLostError` (caused by it) from then on, which the engine and server answer with 503 `device_lost`.
  * - Dtypes and layouts: the webgpu backend's (its ops.ts `storedBytes`): activations f32, ids i32, every weight
  *   dtype kept as it is and decoded by the kernels that read it; bf16 caches stay bf16.
  * - Preset weights (a source with a `random` recipe) are made by kernels where they live (device_weights.ts),
@@ -53,6 +53,7 @@ import {
   type Bindings,
   type BufferHandle,
   canStore,
+  DeviceLostError,
   type HostInputs,
   isSplit,
   OutOfMemoryError,
@@ -226,7 +227,7 @@ class CudaBackend implements Backend {
   }
 
   alloc(bytes: number): BufferHandle {
-    this.#live();
+    this.#live("alloc");
     if (!Number.isInteger(bytes) || bytes < 0) throw new Error(`alloc: bad size ${bytes}`);
     const size = Math.max(256, bytes);
     if (this.#allocated + size > this.caps.memoryBytes) {
@@ -269,7 +270,7 @@ class CudaBackend implements Backend {
   }
 
   async uploadWeight(target: WeightTarget, source: WeightSource): Promise<void> {
-    this.#live();
+    this.#live("uploadWeight");
     const how = this.#deviceWeights ? deviceRecipe(target, source) : undefined;
     if (how) {
       // A preset's weight made where it lives (device_weights.ts): no host generation, no copy.
@@ -348,7 +349,7 @@ class CudaBackend implements Backend {
 
   prepare(segment: Segment): Promise<Prepared> {
     try {
-      this.#live();
+      this.#live("prepare");
       const table = tensorTable(segment.graph);
       const byId = new Map(segment.graph.nodes.map((n) => [n.id, n]));
       const nodes: Node[] = [], steps: Step[] = [];
@@ -371,7 +372,7 @@ class CudaBackend implements Backend {
   }
 
   run(prepared: Prepared, bindings: Bindings, vars: Vars, host: HostInputs): void {
-    this.#live();
+    this.#live("run");
     const p = prepared as CudaPrepared;
     for (const id of [...p.segment.inputs, ...p.segment.outputs]) {
       if (!bindings.has(id)) throw new Error(`run: tensor ${id} "${p.table[id].name}" is not bound`);
@@ -495,7 +496,7 @@ class CudaBackend implements Backend {
   }
 
   async sync(): Promise<void> {
-    this.#live();
+    this.#live("sync");
     try {
       await this.#d.streamSynchronize(this.#stream);
     } catch (e) {
@@ -582,20 +583,31 @@ class CudaBackend implements Backend {
     }
   }
 
+  /**
+   * A fatal error (the context is unusable) is the device lost: a {@link DeviceLostError} (the engine fails every
+   * sequence with it, the server answers 503 `device_lost`) whose `cause` is the driver's error; it sticks.
+   */
   #fail(e: unknown): unknown {
-    if (e instanceof CudaError && e.fatal && !this.#lost) this.#lost = e;
+    if (e instanceof CudaError && e.fatal) {
+      this.#lost ??= e;
+      return this.#lostError(e.call);
+    }
     return e;
   }
 
-  #live(): void {
-    if (this.#lost) {
-      throw new CudaError(
-        this.#lost.call,
-        this.#lost.code,
-        this.#lost.codeName,
-        `the CUDA context of ${this.name} is unusable after this error; restart the process to use the GPU again`,
-      );
-    }
+  #lostError(call: string): DeviceLostError {
+    const e = this.#lost!;
+    const lost = new DeviceLostError({
+      backend: this.name,
+      call,
+      reason: `${e.call} failed: ${e.codeName} (${e.code})`,
+    });
+    lost.cause = e;
+    return lost;
+  }
+
+  #live(call = "a call"): void {
+    if (this.#lost) throw this.#lostError(call);
     if (this.#disposed) throw new Error(`${this.name}: used after dispose()`);
   }
 
@@ -643,7 +655,7 @@ class CudaBackend implements Backend {
 
   /** The device address of `view`, checking `bytes` fit its buffer. */
   #address(view: TensorView, bytes: number, what: string): bigint {
-    this.#live();
+    this.#live("a read, write, copy or fill");
     const b = view.buffer.backend === this.name ? this.#buffers.get(view.buffer.id) : undefined;
     if (!b) {
       throw new Error(`${what}: buffer ${view.buffer.backend}:${view.buffer.id} is not a live ${this.name} buffer`);
