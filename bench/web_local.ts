@@ -14,8 +14,8 @@
 import { parseArgs } from "node:util";
 import { createLLM } from "../engine/llm.ts";
 import {
+  browserAvailable,
   chatInPage,
-  haveChromium,
   loadInPage,
   NO_WEBGPU_FLAGS,
   openPage,
@@ -30,7 +30,7 @@ const args = parseArgs({
 const model = args.model!;
 const n = Number(args.tokens);
 const prompt = "Write a haiku about the north wind.";
-if (!(await haveChromium())) Deno.exit(1);
+if (!(browserAvailable())) Deno.exit(1);
 
 const t0 = performance.now();
 const llm = await createLLM(model, { backend: "wasm", quiet: true });

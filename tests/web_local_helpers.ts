@@ -10,24 +10,14 @@
 import { chromium } from "playwright-core";
 import type { Browser, Page } from "playwright-core";
 import { WEB_MODELS_PREFIX, WebModels } from "../server/web_models.ts";
+import { CHROMIUM } from "./browser_helpers.ts";
 
-/** Debian's chromium (`.ci/run` installs it). */
-export const CHROMIUM = "/usr/bin/chromium";
+export { browserAvailable, screenshot } from "./browser_helpers.ts";
 
 /** WebGPU on SwiftShader (CPU), headless: Chromium's own software adapter. */
 export const WEBGPU_FLAGS = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"];
 /** No WebGPU at all: the worker must fall back to wasm. */
 export const NO_WEBGPU_FLAGS = ["--disable-features=WebGPU"];
-
-/** Whether chromium is installed; without it the browser tests skip (one line), but fail under CI=true. */
-export async function haveChromium(): Promise<boolean> {
-  const ok = await Deno.stat(CHROMIUM).then((s) => s.isFile, () => false);
-  if (!ok && Deno.env.get("CI") === "true") {
-    throw new Error(`${CHROMIUM} is missing under CI: apt-get install chromium`);
-  }
-  if (!ok) console.log(`web_local: ${CHROMIUM} not found, browser tests skipped (apt-get install chromium)`);
-  return ok;
-}
 
 const DIST = new URL("../web/dist/", import.meta.url);
 const TYPES: Record<string, string> = { js: "text/javascript", wasm: "application/wasm", json: "application/json" };
@@ -209,10 +199,3 @@ export function chatInPage(
 
 /** A message part the page sends: text, or an image as a data: URL (as an attachment is sent). */
 export type ContentPart = { type: "text"; text: string } | { type: "image_url"; image_url: { url: string } };
-
-/** Saves a screenshot of the page under bench/screenshots/. */
-export async function screenshot(page: Page, name: string): Promise<void> {
-  const dir = new URL("../bench/screenshots/", import.meta.url);
-  await Deno.mkdir(dir, { recursive: true });
-  await page.screenshot({ path: new URL(`${name}.png`, dir).pathname });
-}

@@ -2,10 +2,12 @@
  * The in-page engine in a real browser (Debian's chromium driven by playwright-core): the worker bundle
  * (web/dist/worker.js) loads `demo` on WebGPU (SwiftShader) and on wasm (WebGPU disabled) and gives the greedy
  * tokens `createLLM` gives in Deno; abort stops a stream; a checkpoint directory streams in over range requests
- * (server/web_models.ts) and gives the reference tokens; an attached JPEG is decoded and seen in the page as in Deno. None of this reaches a `Deno.` API in the browser: there
- * is none there, so a call would fail the test. Screenshots go to bench/screenshots/web_local_*.png.
+ * (server/web_models.ts) and gives the reference tokens; an attached JPEG is decoded and seen in the page as in Deno. None
+ * of this reaches a `Deno.` API in the browser: there is none there, so a call would fail the test. Screenshots go
+ * to bench/screenshots/test/ (git-ignored; bench/screenshots/web_local_*.png are committed copies).
  *
- * Also: the range route's answers (206, 416, refused paths), and web/dist being what its sources build.
+ * Also: the range route's answers (206, 416, refused paths). `.ci/run` checks that web/dist is what its sources build
+ * (`deno task build:web:check`).
  */
 import { join } from "node:path";
 import { loadDemoTekkenFile } from "../chat/demo_tokenizer.ts";
@@ -19,9 +21,9 @@ import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { fixture } from "./fixtures.ts";
 import { startServer } from "./server_helpers.ts";
 import {
+  browserAvailable,
   chatInPage,
   type ContentPart,
-  haveChromium,
   loadInPage,
   NO_WEBGPU_FLAGS,
   openPage,
@@ -31,7 +33,7 @@ import {
 } from "./web_local_helpers.ts";
 
 const PROMPT = "Write a haiku about the north wind.";
-const browser = await haveChromium();
+const browser = browserAvailable();
 
 /** The greedy tokens of `model` in Deno (wasm) and the prompt's length, as the page asks for them. */
 async function reference(
@@ -207,6 +209,7 @@ Deno.test({
       assertEquals(got.error, undefined);
       assertEquals(got.tokens, want);
       assertEquals(errors, []);
+      await screenshot(page, "web_local_not_isolated");
     } finally {
       await browser.close();
       await server.close();

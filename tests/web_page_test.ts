@@ -2,7 +2,7 @@
 /**
  * The chat page at `/`, server mode, in a real browser (Debian chromium via playwright-core) against the real server
  * with a scripted fake engine (and once the real `tiny` preset): streaming, stop, images, reasoning and tool-call
- * rendering, the sanitiser, the API-key field, local mode without its bundle (server/web_ui_test.ts checks the routes
+ * rendering, the sanitiser, the API-key field, local mode (the page's own engine against the server's answer; server/web_ui_test.ts checks the routes
  * and headers without a browser). Each step saves a screenshot under bench/screenshots/test/.
  */
 import { assert, assertEquals } from "./assert.ts";
@@ -314,34 +314,56 @@ Deno.test({
         },
       );
 
-      // Once the in-page engine is built (web/dist/worker.js), its own test covers local mode.
-      const noWorker = await Deno.stat(new URL("../web/dist/worker.js", import.meta.url)).then(() => false, () => true);
-      await t.step({
-        name: "local mode without the in-page engine's bundle says so, and server mode still works",
-        ignore: !noWorker,
-        fn: async () => {
-          await using h = await startServer();
-          h.engine.script = say(h.tok, "From the server.");
-          const w = await openPage(browser, `${h.url}/?mode=local&model=demo`);
-          const { page } = w;
-          assertEquals(await page.getByTestId("mode").inputValue(), "local");
-          const alert = page.locator('[role="alert"]');
-          await alert.waitFor();
-          assertMatch(await alert.textContent() ?? "", /in-page engine \(\/web\/worker\.js\)/);
-          await page.getByTestId("mode").selectOption("server");
-          assertEquals(new URL(page.url()).searchParams.get("mode"), null);
-          await sendMessage(page, "Hi");
-          await waitForAnswer(page);
-          assertEquals(
-            await page.getByTestId("message-assistant").last().locator(".markdown").textContent(),
-            "From the server.\n",
-          );
-          // The HEAD probe's 404 is the expected console error.
-          w.errors.splice(0, w.errors.length, ...w.errors.filter((e) => !/404/.test(e)));
-          await assertClean(w);
-          await w.close();
+      await t.step(
+        "local mode (/?mode=local&model=demo): the page's own engine answers as the server does; stop stops it",
+        async () => {
+          // The real server over demo (wasm); the page loads demo itself in a worker (wasm: this browser has no
+          // GPU) and sends nothing to the server's engine.
+          const e2e = await startE2eServer({ model: "demo", backend: "wasm" });
+          try {
+            const prompt = "Write a haiku about the north wind.";
+            const direct = await e2e.client.chat.completions.create({
+              model: e2e.model,
+              messages: [{ role: "user", content: prompt }],
+              max_tokens: 16,
+              temperature: 0,
+            });
+            const w = await openPage(browser, `${e2e.handle.url}/?mode=local&model=demo`);
+            const { page } = w;
+            assertEquals(await page.getByTestId("mode").inputValue(), "local");
+            await page.locator("#settings summary").click();
+            await page.locator("#max-tokens").fill("16");
+            await page.locator("#temperature").fill("0");
+            await sendMessage(page, prompt);
+            await waitForAnswer(page, 60_000);
+            const stored = await page.evaluate(() =>
+              JSON.parse(localStorage.getItem("tramontane.conversations") ?? "[]")
+            ) as { messages: { role: string; content: string }[] }[];
+            const answer = stored.flatMap((c) => c.messages).findLast((m) => m.role === "assistant");
+            assertEquals(
+              answer?.content,
+              direct.choices[0].message.content,
+              "the page's greedy answer is the server's",
+            );
+            assertEquals(e2e.engine.stats().running, 0);
+            await screenshot(page, "web_page_local");
+            // Stop: a long answer ends early and says so.
+            await page.locator("#max-tokens").fill("400");
+            await sendMessage(page, "And another, longer.");
+            await page.getByTestId("message-assistant").last().locator(".markdown:not(:empty)").waitFor();
+            await page.getByTestId("stop").click();
+            await waitForAnswer(page, 30_000);
+            const stats = await page.getByTestId("message-assistant").last().locator(".stats").textContent() ?? "";
+            assertMatch(stats, /stopped/);
+            const completion = Number(/(\d+) completion tokens/.exec(stats)?.[1]);
+            assert(completion > 0 && completion < 400, `stopped early: ${stats}`);
+            await assertClean(w);
+            await w.close();
+          } finally {
+            await e2e.close();
+          }
         },
-      });
+      );
     } finally {
       await browser.close();
     }

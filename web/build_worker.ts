@@ -24,6 +24,16 @@ const PACKAGE_ASSETS: Record<string, string[]> = {
   "@jsquash/webp": ["codec/dec/webp_dec.wasm"],
 };
 
+/** The backends that run only under Deno (onnx, cuda) become stand-ins whose probe says so (local/shims/host_backends.ts). */
+const hostBackendsOut: esbuild.Plugin = {
+  name: "host-backends-out",
+  setup(build) {
+    build.onResolve({ filter: /\/backends\/(onnx|cuda)\/backend\.ts$/ }, () => ({
+      path: fromFileUrl(new URL("./local/shims/host_backends.ts", import.meta.url)),
+    }));
+  },
+};
+
 /** The esbuild options of the two bundles; `packages` collects the npm packages bundled (name → folder). */
 export function workerBuildOptions(packages?: Map<string, string>): esbuild.BuildOptions {
   return {
@@ -40,7 +50,7 @@ export function workerBuildOptions(packages?: Map<string, string>): esbuild.Buil
     charset: "utf8",
     write: false,
     logLevel: "silent",
-    plugins: [denoImports(packages)],
+    plugins: [hostBackendsOut, denoImports(packages)],
   };
 }
 

@@ -289,6 +289,8 @@ async function send(): Promise<void> {
       if (chunk.choices[0]?.finish_reason === "length") note = "stopped at max tokens";
       ui.messages.scrollTop = ui.messages.scrollHeight;
     }
+    // The in-page engine ends an aborted stream itself (finish_reason "abort") rather than throwing as fetch does.
+    if (running.signal.aborted) note = "stopped";
   } catch (e) {
     if (running.signal.aborted) note = "stopped";
     else view.fail((e as Error).message);
