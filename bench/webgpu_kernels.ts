@@ -16,7 +16,7 @@
 import { parseArgs } from "node:util";
 import { GEMM_TILE, gemmKernel, matvecKernel, matvecThreads } from "../kernels/wgsl/matmul.ts";
 import type { Stored } from "../kernels/wgsl/common.ts";
-import { scaleWord, storedBytes } from "../runtime/backends/webgpu/ops.ts";
+import { scaleWord, storedBytes } from "../runtime/backends/gpu_layout.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,

@@ -64,7 +64,7 @@ import {
   type WeightSource,
   type WeightTarget,
 } from "../../backend.ts";
-import { maxBytes, storedBytes, storedOf, supportsNode } from "../webgpu/ops.ts";
+import { supportsNode } from "../webgpu/ops.ts";
 import type { Stored } from "../../../kernels/wgsl/common.ts";
 import { checkDriverVersion, CudaError, CudaUnavailableError, Driver, type Launch, libcudaPath } from "./ffi.ts";
 import { type DeviceInfo, deviceInfo, loadKernels } from "./device.ts";
@@ -80,6 +80,7 @@ import {
 } from "./ops.ts";
 import { Staging, uploadWeightChunks } from "./staging.ts";
 import { deviceRecipe, generateOnDevice } from "./device_weights.ts";
+import { maxBytes, storedBytes, storedOf } from "../gpu_layout.ts";
 
 export { CudaError, CudaUnavailableError } from "./ffi.ts";
 

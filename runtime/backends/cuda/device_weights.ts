@@ -15,8 +15,8 @@ import { maxShape } from "../../../graph/ir.ts";
 import type { TensorView, WeightSource, WeightTarget } from "../../backend.ts";
 import type { RandomRecipe } from "../../../weights/source.ts";
 import { rowElements } from "../../../weights/source.ts";
-import { scaleWord } from "../webgpu/ops.ts";
 import type { LaunchSpec } from "./ops.ts";
+import { scaleWord } from "../gpu_layout.ts";
 
 /** `std · √12 / 2^32`, as `fillUniformAt` computes it (an f64): the step of one hash unit. */
 export function uniformWidth(std: number): number {

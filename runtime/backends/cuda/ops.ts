@@ -23,8 +23,8 @@ import { attnTemperatureScale } from "../../../ops/attn_temperature.ts";
 import type { MlaAttentionAttrs } from "../../../ops/mla_attention.ts";
 import type { RopeAttrs } from "../../../ops/rope.ts";
 import type { HostInputs } from "../../backend.ts";
-import { checkCacheIndices, checkIndices } from "../../step_plan.ts";
-import { scaleWord, storedOf } from "../webgpu/ops.ts";
+import { checkIndices } from "../../step_plan.ts";
+import { checkHostCache, f32Bits, hostOf, keyRanges, lastWins, scaleWord, storedOf } from "../gpu_layout.ts";
 
 /** A device range: its address and size in bytes. */
 export type Ref = { readonly ptr: bigint; readonly size: number };
@@ -66,14 +66,6 @@ export type Step = (e: Encoder) => void;
 
 /** What compiling a node may look at. */
 export type CompileContext = { table: TensorInfo[] };
-
-const F32 = new Float32Array(1), U32 = new Uint32Array(F32.buffer);
-
-/** The bits of `x` as an f32 (a float parameter word). */
-export function f32Bits(x: number): number {
-  F32[0] = x;
-  return U32[0];
-}
 
 /** Threads per block of the one-thread-per-element kernels. */
 export const BLOCK = 256;
@@ -221,7 +213,12 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const T = shapeOf(c, e, x)[0], R = shapeOf(c, e, rows)[0];
       copyRows(e, e.view(x), e.view(node.id), { rows: 1, width: T * d, srcStride: 0, dstStride: 0 });
-      const targets = lastWins(hostOf(e.host, rows, "scatter_rows rows").subarray(0, R), T, "scatter_rows: row", false);
+      const targets = lastWins(
+        hostOf("cuda", e.host, rows, "scatter_rows rows").subarray(0, R),
+        T,
+        "scatter_rows: row",
+        false,
+      );
       copyRows(e, e.view(src), e.view(node.id), { rows: R, width: d, srcStride: d, dstStride: d }, {
         ref: e.upload("rows", targets, 4 * maxR),
         base: 0,
@@ -237,7 +234,12 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const R = shapeOf(c, e, rows)[0];
       copyRows(e, e.view(src), e.view(node.id), { rows: 1, width: R * d, srcStride: 0, dstStride: 0 });
-      const targets = lastWins(hostOf(e.host, rows, "write_rows rows").subarray(0, R), n, "write_rows: row", true);
+      const targets = lastWins(
+        hostOf("cuda", e.host, rows, "write_rows rows").subarray(0, R),
+        n,
+        "write_rows: row",
+        true,
+      );
       copyRows(e, e.view(src), e.view(target), { rows: R, width: d, srcStride: d, dstStride: d }, {
         ref: e.upload("rows", targets, 4 * maxR),
         base: 0,
@@ -345,7 +347,7 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const T = shapeOf(c, e, x)[0];
       if (!T) return;
-      const p = hostOf(e.host, pos, "rope positions");
+      const p = hostOf("cuda", e.host, pos, "rope positions");
       // cos then sin, [T, half] each, exactly as the reference computes them (f64 trig of the f32 angle).
       const cs = new Float32Array(2 * T * half);
       for (let t = 0; t < T; t++) {
@@ -366,7 +368,7 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const T = shapeOf(c, e, x)[0];
       if (!T) return;
-      const p = hostOf(e.host, pos, "attn_temperature positions");
+      const p = hostOf("cuda", e.host, pos, "attn_temperature positions");
       const scales = new Float32Array(T);
       for (let t = 0; t < T; t++) scales[t] = attnTemperatureScale(p[t], beta, original);
       const s = e.upload("scales", scales, 4 * xs[0]);
@@ -483,7 +485,7 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const T = shapeOf(c, e, ckv)[0], S = shapeOf(c, e, bt)[0];
       if (!T) return;
-      checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks: mb, numBlocks: nb, blockSize: bs });
+      checkHostCache(e.host, seq, pos, bt, T, { sequences: S, maxBlocks: mb, numBlocks: nb, blockSize: bs });
       const ptrs = [ckv, kpe, cache, seq, pos, bt, node.id].map((id) => e.view(id).ptr);
       elementwise(e, kernel, T * (kvr + dr), ptrs, [kvr, dr, nb, bs, S, mb, round]);
     };
@@ -498,7 +500,7 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const T = shapeOf(c, e, q)[0], S = shapeOf(c, e, bt)[0];
       if (!T) return;
-      checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
+      checkHostCache(e.host, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
       // The context of the step's longest sequence (positions are on the host) in chunks of `span` positions:
       // enough chunks that (token, head, chunk) blocks fill the device (decode), one when tokens and heads do
       // (prefill), so the chunks' scratch stays small.
@@ -558,25 +560,10 @@ function attention(c: CompileContext, node: Node, rows: boolean): Step {
   return (e) => {
     const Q = shapeOf(c, e, q)[0];
     if (!Q) return;
-    const seg = hostOf(e.host, segment, `${node.op} segments`).subarray(0, shapeOf(c, e, segment)[0]);
-    const picked = rows ? hostOf(e.host, rowIds, "attention_rows rows").subarray(0, Q) : undefined;
+    const seg = hostOf("cuda", e.host, segment, `${node.op} segments`).subarray(0, shapeOf(c, e, segment)[0]);
+    const picked = rows ? hostOf("cuda", e.host, rowIds, "attention_rows rows").subarray(0, Q) : undefined;
     if (picked) checkIndices(picked, seg.length, "attention_rows: row");
-    // Runs of equal segment ids: [start, end) for every position.
-    const runStart = new Int32Array(seg.length), runEnd = new Int32Array(seg.length);
-    for (let a = 0; a < seg.length;) {
-      let b = a + 1;
-      while (b < seg.length && seg[b] === seg[a]) b++;
-      runStart.fill(a, a, b);
-      runEnd.fill(b, a, b);
-      a = b;
-    }
-    const ranges = new Int32Array(2 * Q);
-    for (let i = 0; i < Q; i++) {
-      const row = picked ? picked[i] : i;
-      ranges[2 * i] = runStart[row];
-      ranges[2 * i + 1] = runEnd[row];
-    }
-    const r = e.upload("ranges", ranges, 8 * maxQ);
+    const r = e.upload("ranges", keyRanges(seg, Q, picked), 8 * maxQ);
     const [qi, ki, vi] = node.inputs;
     e.launch({
       kernel: "attention",
@@ -601,43 +588,4 @@ function whole(e: Encoder, id: number, node: Node): Ref {
     throw new Error(`cuda: ${node.op} "${node.name}" reads its weight whole, but it is split in ${parts.length} parts`);
   }
   return parts[0].ref;
-}
-
-/**
- * The destination of each source row, −1 where a later source row goes to the same place (the reference writes in
- * order, so the last one stays) or where the index is negative and `skipNegative`; throws on an index outside
- * `0..bound − 1` as the reference does.
- */
-function lastWins(rows: Int32Array, bound: number, what: string, skipNegative: boolean): Int32Array {
-  const out = new Int32Array(rows.length), seen = new Set<number>();
-  for (let r = rows.length - 1; r >= 0; r--) {
-    const i = rows[r];
-    if (i < 0 && skipNegative) {
-      out[r] = -1;
-      continue;
-    }
-    if (!(i >= 0 && i < bound)) throw new RangeError(`${what} ${i} at ${r} outside 0..${bound - 1}`);
-    out[r] = seen.has(i) ? -1 : i;
-    seen.add(i);
-  }
-  return out;
-}
-
-function hostOf(host: HostInputs, id: number, what: string): Int32Array {
-  const h = host.get(id);
-  if (!h) throw new Error(`cuda: ${what} have no host copy (they must be a per-run graph input)`);
-  return h;
-}
-
-/** The reference's index checks, on the host copies when the inputs have them (they do in the model). */
-function checkHostCache(
-  e: Encoder,
-  seq: number,
-  pos: number,
-  bt: number,
-  T: number,
-  o: { sequences: number; maxBlocks: number; numBlocks: number; blockSize: number },
-): void {
-  const s = e.host.get(seq), p = e.host.get(pos), b = e.host.get(bt);
-  if (s && p && b) checkCacheIndices(s.subarray(0, T), p.subarray(0, T), b, o);
 }

@@ -17,9 +17,9 @@ import { uploadChunks } from "../../weight_upload.ts";
 import { chunkToF32, scratchF32 } from "../../../weights/chunks.ts";
 import { encodeF16 } from "../../../weights/codecs.ts";
 import { rowElements } from "../../../weights/source.ts";
-import { q4RowWords, scaleWord } from "../webgpu/ops.ts";
 import type { Stored } from "../../../kernels/wgsl/common.ts";
 import type { Driver } from "./ffi.ts";
+import { q4RowWords, scaleWord } from "../gpu_layout.ts";
 
 /** A ring of pinned staging slots on one stream. */
 export class Staging {

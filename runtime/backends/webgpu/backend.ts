@@ -81,23 +81,12 @@ import { uploadChunks } from "../../weight_upload.ts";
 import { chunkToF32, scratchF32 } from "../../../weights/chunks.ts";
 import { encodeF16 } from "../../../weights/codecs.ts";
 import { rowElements } from "../../../weights/source.ts";
-import {
-  compileNode,
-  type Encoder,
-  maxBytes,
-  type PartRef,
-  q4RowWords,
-  type Ref,
-  scaleWord,
-  type Step,
-  storedBytes,
-  storedOf,
-  supportsNode,
-} from "./ops.ts";
+import { compileNode, type Encoder, type PartRef, type Ref, type Step, supportsNode } from "./ops.ts";
 import type { Stored } from "../../../kernels/wgsl/common.ts";
 import { DEFAULT_WEBGPU_TUNING, type WebGpuTuning } from "./tuning.ts";
 import { KernelProfiler, type KernelTime } from "./profile.ts";
 import { describe, findAdapter, type Found, isFallback } from "./adapter.ts";
+import { maxBytes, q4RowWords, scaleWord, storedBytes, storedOf } from "../gpu_layout.ts";
 
 /** Options of the `webgpu` factory: the common ones and test-only limits. */
 export type WebGpuBackendOptions = BackendOptions & {

@@ -18,19 +18,20 @@ import { attnTemperatureScale } from "../../../ops/attn_temperature.ts";
 import type { MlaAttentionAttrs } from "../../../ops/mla_attention.ts";
 import type { RopeAttrs } from "../../../ops/rope.ts";
 import type { HostInputs } from "../../backend.ts";
-import { checkCacheIndices, checkIndices } from "../../step_plan.ts";
+import { checkIndices } from "../../step_plan.ts";
 import { binaryKernel, ROW_SCALE, SWIGLU } from "../../../kernels/wgsl/elementwise.ts";
 import { mlaCacheWriteKernel } from "../../../kernels/wgsl/mla.ts";
 import { rmsNormKernel } from "../../../kernels/wgsl/norm.ts";
 import { COPY_ROWS, gatherKernel } from "../../../kernels/wgsl/rows.ts";
 import { ROPE } from "../../../kernels/wgsl/rope.ts";
-import { type Stored, WG } from "../../../kernels/wgsl/common.ts";
+import { WG } from "../../../kernels/wgsl/common.ts";
 import { attentionKernel, GELU, PATCH_MERGE } from "../../../kernels/wgsl/vision.ts";
 import { SAMPLE } from "../../../kernels/wgsl/sample.ts";
 import { MOE_COMPILERS, moeFits } from "./ops_moe.ts";
 import { compileMatmul } from "./ops_matmul.ts";
 import { compileMlaAttention } from "./ops_mla.ts";
 import type { WebGpuTuning } from "./tuning.ts";
+import { checkHostCache, f32Bits, hostOf, keyRanges, lastWins, QUANTISED, scaleWord, storedOf } from "../gpu_layout.ts";
 
 /** A byte range of a device buffer, as a kernel binds it (opaque to the compilers). */
 export type Ref = { readonly buffer: unknown; readonly offset: number; readonly size: number };
@@ -79,14 +80,6 @@ export type CompileContext = {
   /** Whether the device has `shader-f16` and the tuning allows it. */
   f16: boolean;
 };
-
-const F32 = new Float32Array(1), U32 = new Uint32Array(F32.buffer);
-
-/** The bits of `x` as an f32 (a float parameter word). */
-export function f32Bits(x: number): number {
-  F32[0] = x;
-  return U32[0];
-}
 
 const groupsFor = (n: number) => Math.ceil(n / WG);
 
@@ -173,68 +166,6 @@ export function supportsNode(
   }
 }
 
-const QUANTISED = new Set<Stored>(["f8e4m3", "q8", "nvfp4", "q4"]);
-
-/**
- * How tensor `t` is stored on this device: bf16, f16, FP8, q8, NVFP4 and q4 as they are, f32 as f32 (ids are 32-bit
- * too).
- */
-export function storedOf(t: Pick<TensorInfo, "dtype">): Stored {
-  const d = t.dtype;
-  return d === "bf16" || d === "f16" || d === "f8e4m3" || d === "q8" || d === "nvfp4" || d === "q4" ? d : "f32";
-}
-
-/** 32-bit words of one K-row of `k` values in q4: its codes (16 bytes a block of 32), then its f16 scales. */
-export function q4RowWords(k: number): { codes: number; scales: number } {
-  const blocks = Math.ceil(k / 32);
-  return { codes: 4 * blocks, scales: Math.ceil(blocks / 2) };
-}
-
-/** Scales per K-row: FP8 one, q8 one per 32 values, NVFP4 one per 16. */
-function scalesPerKRow(stored: Stored, k: number): number {
-  return stored === "q8" ? k / 32 : stored === "nvfp4" ? k / 16 : 1;
-}
-
-/** Codes per 32-bit word of a quantised weight. */
-function codesPerWord(stored: Stored): number {
-  return stored === "nvfp4" ? 8 : 4;
-}
-
-/**
- * Bytes of a tensor of concrete `shape` stored as `stored`: 4 or 2 per value, or for a quantised weight its codes
- * (one byte each, NVFP4 half a byte, padded to a word) then its f32 scales; q4 its padded K-rows of codes then their
- * f16 scales ({@link q4RowWords}).
- */
-export function storedBytes(shape: readonly number[], stored: Stored): number {
-  const n = numel(shape);
-  if (stored === "f32") return 4 * n;
-  if (stored === "bf16" || stored === "f16") return 2 * n;
-  const k = shape[shape.length - 1] ?? 1;
-  if (stored === "q4") {
-    const w = q4RowWords(k);
-    return k ? 4 * (n / k) * (w.codes + w.scales) : 0;
-  }
-  return 4 * Math.ceil(n / codesPerWord(stored)) + 4 * (k ? n / k : 0) * scalesPerKRow(stored, k);
-}
-
-/**
- * The first scale word of `rows` leading rows of a weight of `shape` quantised as `stored` (its codes come first;
- * 0 for other dtypes, which have none).
- */
-export function scaleWord(shape: readonly number[], rows: number, stored: Stored): number {
-  if (!QUANTISED.has(stored)) return 0;
-  if (stored === "q4") {
-    const k = shape[shape.length - 1] ?? 1;
-    return k ? (rows * numel(shape)) / (shape[0] || 1) / k * q4RowWords(k).codes : 0;
-  }
-  return Math.ceil((rows * numel(shape)) / (shape[0] || 1) / codesPerWord(stored));
-}
-
-/** Bytes of tensor `t` at its largest shape on this device. */
-export function maxBytes(t: TensorInfo): number {
-  return storedBytes(maxShape(t.shape), storedOf(t));
-}
-
 /** Compiles `node` (which {@link supportsNode} accepts) into a step. */
 export function compileNode(c: CompileContext, node: Node): Step {
   const compile = COMPILERS[node.op];
@@ -312,7 +243,12 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const T = shapeOf(c, e, x)[0], R = shapeOf(c, e, rows)[0];
       copyRows(e, e.view(x), e.view(node.id), { rows: 1, width: T * d, srcStride: 0, dstStride: 0 });
-      const targets = lastWins(hostOf(e.host, rows, "scatter_rows rows").subarray(0, R), T, "scatter_rows: row", false);
+      const targets = lastWins(
+        hostOf("webgpu", e.host, rows, "scatter_rows rows").subarray(0, R),
+        T,
+        "scatter_rows: row",
+        false,
+      );
       copyRows(e, e.view(src), e.view(node.id), { rows: R, width: d, srcStride: d, dstStride: d }, {
         ref: e.upload("rows", targets, 4 * maxR),
         base: 0,
@@ -329,7 +265,12 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const R = shapeOf(c, e, rows)[0];
       copyRows(e, e.view(src), e.view(node.id), { rows: 1, width: R * d, srcStride: 0, dstStride: 0 });
-      const targets = lastWins(hostOf(e.host, rows, "write_rows rows").subarray(0, R), n, "write_rows: row", true);
+      const targets = lastWins(
+        hostOf("webgpu", e.host, rows, "write_rows rows").subarray(0, R),
+        n,
+        "write_rows: row",
+        true,
+      );
       copyRows(e, e.view(src), e.view(target), { rows: R, width: d, srcStride: d, dstStride: d }, {
         ref: e.upload("rows", targets, 4 * maxR),
         base: 0,
@@ -415,7 +356,7 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const T = shapeOf(c, e, x)[0];
       if (!T) return;
-      const p = hostOf(e.host, pos, "rope positions");
+      const p = hostOf("webgpu", e.host, pos, "rope positions");
       // cos then sin, [T, half] each, exactly as the reference computes them (f64 trig of the f32 angle).
       const cs = new Float32Array(2 * T * half);
       for (let t = 0; t < T; t++) {
@@ -438,7 +379,7 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const T = shapeOf(c, e, x)[0];
       if (!T) return;
-      const p = hostOf(e.host, pos, "attn_temperature positions");
+      const p = hostOf("webgpu", e.host, pos, "attn_temperature positions");
       const scales = new Float32Array(T);
       for (let t = 0; t < T; t++) scales[t] = attnTemperatureScale(p[t], beta, original);
       const s = e.upload("scales", scales, 4 * xs[0]);
@@ -489,7 +430,7 @@ const COMPILERS: Record<string, Compiler> = {
     return (e) => {
       const T = shapeOf(c, e, ckv)[0], S = shapeOf(c, e, bt)[0];
       if (!T) return;
-      checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks: mb, numBlocks: nb, blockSize: bs });
+      checkHostCache(e.host, seq, pos, bt, T, { sequences: S, maxBlocks: mb, numBlocks: nb, blockSize: bs });
       const n = T * (kvr + dr);
       e.dispatch(kernel, [n, kvr, dr, nb, bs, S, mb, bf16], [
         e.view(ckv),
@@ -518,25 +459,10 @@ function attention(c: CompileContext, node: Node, rows: boolean): Step {
   return (e) => {
     const Q = shapeOf(c, e, q)[0];
     if (!Q) return;
-    const seg = hostOf(e.host, segment, `${node.op} segments`).subarray(0, shapeOf(c, e, segment)[0]);
-    const picked = rows ? hostOf(e.host, rowIds, "attention_rows rows").subarray(0, Q) : undefined;
+    const seg = hostOf("webgpu", e.host, segment, `${node.op} segments`).subarray(0, shapeOf(c, e, segment)[0]);
+    const picked = rows ? hostOf("webgpu", e.host, rowIds, "attention_rows rows").subarray(0, Q) : undefined;
     if (picked) checkIndices(picked, seg.length, "attention_rows: row");
-    // Runs of equal segment ids: [start, end) for every position.
-    const runStart = new Int32Array(seg.length), runEnd = new Int32Array(seg.length);
-    for (let a = 0; a < seg.length;) {
-      let b = a + 1;
-      while (b < seg.length && seg[b] === seg[a]) b++;
-      runStart.fill(a, a, b);
-      runEnd.fill(b, a, b);
-      a = b;
-    }
-    const ranges = new Int32Array(2 * Q);
-    for (let i = 0; i < Q; i++) {
-      const row = picked ? picked[i] : i;
-      ranges[2 * i] = runStart[row];
-      ranges[2 * i + 1] = runEnd[row];
-    }
-    const r = e.upload("ranges", ranges, 8 * maxQ);
+    const r = e.upload("ranges", keyRanges(seg, Q, picked), 8 * maxQ);
     e.dispatch(kernel, [Q, f32Bits(scale)], [e.view(q), e.view(k), e.view(v), r, e.view(node.id)], Q * heads);
   };
 }
@@ -560,43 +486,4 @@ export function whole(e: Encoder, id: number, node: Node): Ref {
     );
   }
   return parts[0].ref;
-}
-
-/**
- * The destination of each source row, −1 where a later source row goes to the same place (the reference writes in
- * order, so the last one stays) or where the index is negative and `skipNegative`; throws on an index outside
- * `0..bound − 1` as the reference does.
- */
-function lastWins(rows: Int32Array, bound: number, what: string, skipNegative: boolean): Int32Array {
-  const out = new Int32Array(rows.length), seen = new Set<number>();
-  for (let r = rows.length - 1; r >= 0; r--) {
-    const i = rows[r];
-    if (i < 0 && skipNegative) {
-      out[r] = -1;
-      continue;
-    }
-    if (!(i >= 0 && i < bound)) throw new RangeError(`${what} ${i} at ${r} outside 0..${bound - 1}`);
-    out[r] = seen.has(i) ? -1 : i;
-    seen.add(i);
-  }
-  return out;
-}
-
-function hostOf(host: HostInputs, id: number, what: string): Int32Array {
-  const h = host.get(id);
-  if (!h) throw new Error(`webgpu: ${what} have no host copy (they must be a per-run graph input)`);
-  return h;
-}
-
-/** The reference's index checks, on the host copies when the inputs have them (they do in the model). */
-export function checkHostCache(
-  e: Encoder,
-  seq: number,
-  pos: number,
-  bt: number,
-  T: number,
-  o: { sequences: number; maxBlocks: number; numBlocks: number; blockSize: number },
-): void {
-  const s = e.host.get(seq), p = e.host.get(pos), b = e.host.get(bt);
-  if (s && p && b) checkCacheIndices(s.subarray(0, T), p.subarray(0, T), b, o);
 }

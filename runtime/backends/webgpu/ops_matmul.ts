@@ -10,7 +10,7 @@
 import { maxShape, type Node, numel, resolveShape } from "../../../graph/ir.ts";
 import { GEMM_TILE, gemmKernel, MATVEC_MAX_M, matvecKernel, matvecThreads } from "../../../kernels/wgsl/matmul.ts";
 import type { CompileContext, Encoder, Step } from "./ops.ts";
-import { scaleWord, storedOf } from "./ops.ts";
+import { scaleWord, storedOf } from "../gpu_layout.ts";
 
 /** `matmul` (see the module docs). */
 export function compileMatmul(c: CompileContext, node: Node): Step {

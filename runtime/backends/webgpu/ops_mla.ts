@@ -13,8 +13,9 @@ import type { MlaAttentionAttrs } from "../../../ops/mla_attention.ts";
 import { mlaAttentionKernel } from "../../../kernels/wgsl/mla.ts";
 import { mlaHeadsPerGroup, mlaSplitKernels } from "../../../kernels/wgsl/mla_split.ts";
 import type { CompileContext, Encoder, Step } from "./ops.ts";
-import { checkHostCache, f32Bits, scaleWord, storedOf, whole } from "./ops.ts";
+import { whole } from "./ops.ts";
 import { MAX_SPLITS } from "./tuning.ts";
+import { checkHostCache, f32Bits, scaleWord, storedOf } from "../gpu_layout.ts";
 
 /** The split plan of a node: positions per chunk, chunks per (token, head) at most, tokens at most. */
 export type MlaSplitPlan = { chunk: number; maxChunks: number; tokens: number };
@@ -46,7 +47,7 @@ export function compileMlaAttention(c: CompileContext, node: Node): Step {
   return (e: Encoder) => {
     const T = resolveShape(c.table[q].shape, e.vars)[0], S = resolveShape(c.table[bt].shape, e.vars)[0];
     if (!T) return;
-    checkHostCache(e, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
+    checkHostCache(e.host, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
     const params = [T, S, nb, f32Bits(a.scale), scaleWord(ws, ws[0], storedOf(c.table[wkvb]))];
     const Q = e.view(q), W = whole(e, wkvb, node), C = e.view(cache), out = e.view(node.id);
     const index = [e.view(seq), e.view(pos), e.view(bt)];

@@ -21,7 +21,8 @@ import {
   moeRouteKernel,
 } from "../../../kernels/wgsl/moe.ts";
 import type { CompileContext, Encoder, Step } from "./ops.ts";
-import { scaleWord, storedOf, whole } from "./ops.ts";
+import { whole } from "./ops.ts";
+import { scaleWord, storedOf } from "../gpu_layout.ts";
 
 const groupsFor = (n: number) => Math.ceil(n / WG);
 const shapeOf = (c: CompileContext, e: Encoder, id: number) => resolveShape(c.table[id].shape, e.vars);
