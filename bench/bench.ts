@@ -19,7 +19,8 @@
  * runs `--gen` steps of `B` sequences (one token each, greedy: on the backend where it samples, so only the ids
  * are read back, as in the engine) for every batch size B, `--repetitions` times (default 3; the median counts). The same run measures the
  * machine's memory bandwidth (a STREAM-style add on the WASM kernels) so decode can be read against its roofline:
- * bytes read per decoded token (active weights in their stored dtype + latent cache) / bandwidth. Peak RSS is read
+ * bytes read per decoded token (active weights in their stored dtype + latent cache) / bandwidth. Not for cuda or
+ * webgpu (the CPU's bandwidth is not theirs: no roofline is printed; bench/cuda_check.ts measures a GPU's). Peak RSS is read
  * against the plan's prediction: weights, latent cache, arena and I/O of the step plan plus the backend's kernel
  * scratch.
  *
@@ -307,7 +308,9 @@ if (model.draft) {
 const perToken = bytesPerToken(model);
 const scratchBytes = model.backends.reduce((n, b) => n + ((b as { scratchBytes?: number }).scratchBytes ?? 0), 0);
 const planned = Object.values(model.plannedMemory).reduce((a, b) => a + b, 0) + scratchBytes;
-const bandwidth = await memoryBandwidth();
+// The CPU's STREAM rate is no roofline for a GPU backend's decode (cuda_check.ts measures the device's): skip it.
+const gpu = model.backends.some((b) => ["cuda", "webgpu"].includes(kindOf(b.name)));
+const bandwidth = gpu ? null : await memoryBandwidth();
 const peakRss = peakRssBytes();
 
 const result = {
@@ -326,9 +329,12 @@ const result = {
   decodeTokensPerSecond: decodeTps[batches[0]],
   decodeTokensPerSecondByBatch: decodeTps,
   bytesPerToken: perToken,
+  // null for cuda and webgpu (no CPU bandwidth measured).
   memoryBandwidthGBps: bandwidth,
-  rooflineTokensPerSecond: (bandwidth * 1e9) / perToken,
-  rooflineFraction: decodeTps[1] !== undefined ? decodeTps[1] / ((bandwidth * 1e9) / perToken) : null,
+  rooflineTokensPerSecond: bandwidth === null ? null : (bandwidth * 1e9) / perToken,
+  rooflineFraction: bandwidth !== null && decodeTps[1] !== undefined
+    ? decodeTps[1] / ((bandwidth * 1e9) / perToken)
+    : null,
   peakRssBytes: peakRss,
   // The step plan's sizes (weights, latent cache, arena, I/O) plus the backend's kernel scratch: what the engine
   // itself asks for; the rest of the RSS is the runtime and the host's copy of the weights while they load.
@@ -356,10 +362,12 @@ else {
   const head = `| ${result.model} | ${result.backend} | ${result.dtype} (head ${result.headDtype}) | ${threads}`;
   console.log(`${head} | pp${promptLen} | ${f(prefillTps)} |`);
   for (const b of batches) console.log(`${head} | tg${gen} (batch ${b}) | ${f(decodeTps[b], 2)} |`);
+  const roofline = bandwidth === null || result.rooflineTokensPerSecond === null
+    ? "no CPU roofline for a GPU backend"
+    : `bandwidth ${f(bandwidth)} GB/s · roofline ${f(result.rooflineTokensPerSecond, 2)} tok/s` +
+      (result.rooflineFraction !== null ? ` (${f(100 * result.rooflineFraction)}% reached at batch 1)` : "");
   console.log(
-    `\nbytes/token ${(perToken / 1e6).toFixed(1)} MB · bandwidth ${f(bandwidth)} GB/s · roofline ` +
-      `${f(result.rooflineTokensPerSecond, 2)} tok/s` +
-      (result.rooflineFraction !== null ? ` (${f(100 * result.rooflineFraction)}% reached at batch 1)` : "") +
+    `\nbytes/token ${(perToken / 1e6).toFixed(1)} MB · ${roofline}` +
       ` · peak RSS ${(peakRss / 2 ** 30).toFixed(2)} GiB · load ${f(loadSeconds)} s · softmax scale ` +
       result.softmaxScale,
   );

@@ -32,6 +32,8 @@ async function cudaColumn(env: Record<string, string> = {}): Promise<string> {
       FAKE_CUDA_RUN: "1",
       // The column runs each case once: launched one by one (graph replay has its own test below).
       TRAMONTANE_CUDA_GRAPHS: "0",
+      // One `cuda\tCASE\terror\tstate error` line per case that ran on cuda (not refused by `supports`).
+      BACKEND_OPS_REPORT: "1",
       NO_COLOR: "1",
       XDG_RUNTIME_DIR: "/tmp",
       ...env,
@@ -43,8 +45,16 @@ async function cudaColumn(env: Record<string, string> = {}): Promise<string> {
   const summary = text.match(/^(ok|FAILED) \| .*$/m)?.[0] ?? "(no summary)";
   const failed = [...text.matchAll(/^\s+(.+) \.\.\. FAILED/gm)].map((m) => m[1]);
   assert(out.success && /ok \| 1 passed \((\d+) steps\)/.test(summary), `${summary}\nfailed: ${failed.join("; ")}`);
-  const cases = Number(summary.match(/\((\d+) steps\)/)![1]);
-  assert(cases >= 150, `only ${cases} cases ran on cuda`);
+  // The table's size as backend_ops_test builds it (OP_CASES.length, in the column's name): every case must be a
+  // step and must have run on cuda, so a family the backend stops running (refused, so skipped) fails here.
+  const listed = Number(text.match(/^backend ops: cuda ≡ reference on (\d+) cases/m)?.[1]);
+  const steps = Number(summary.match(/\((\d+) steps\)/)![1]);
+  const ran = new Set([...text.matchAll(/^cuda\t(.+?)\t\S+\t\S+$/gm)].map((m) => m[1]));
+  const refused = text.match(/^cuda does not run: (.*)$/m)?.[1];
+  assert(listed > 0, `no "backend ops: cuda ≡ reference on N cases" line in:\n${text.slice(0, 2000)}`);
+  assertEquals(refused, undefined, "cases the cuda backend refused");
+  assertEquals(steps, listed, `steps of the cuda column vs OP_CASES.length`);
+  assertEquals(ran.size, listed, `cases that ran on cuda (BACKEND_OPS_REPORT lines) vs OP_CASES.length`);
   return summary;
 }
 
