@@ -24,7 +24,9 @@ const lib = path
 /** D = A·B + C through one `mma_probe` launch (one warp), host pointers in the argument block. */
 function probe(A: Float32Array, B: Float32Array, C: Float32Array): Float32Array {
   const D = new Float32Array(128), args = new DataView(new ArrayBuffer(128));
-  [A, B, C, D].forEach((m, i) => args.setBigUint64(8 * i, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(m))), true));
+  [A, B, C, D].forEach((m, i) =>
+    args.setBigUint64(8 * i, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(m))), true)
+  );
   const rc = lib!.symbols.shim_launch(new TextEncoder().encode("mma_probe\0"), 1, 1, 1, 32, 0, args.buffer);
   assertEquals(rc, 0, "shim_launch mma_probe");
   return D;
