@@ -1,8 +1,8 @@
 // matmul (ops/matmul.ts) for prefill on tensor cores: gemm_mma_<dtype>, y[m, col0 + j] = Σ_k x[m, k] · W[j, k], for
 // the weight dtypes whose codes are exact in bf16 (bf16 itself; FP8 E4M3 ⊂ bf16; q8 int8; NVFP4's E2M1 values;
 // q4's −8..7). The weight's codes go into the mma as bf16 and its scales are applied outside it: FP8's one scale per
-// K-row once at the end; q8 (blocks of 32), NVFP4 (blocks of 16) and q4 (blocks of 32 per K-row) per k-step of 16,
-// each k-step's product landing in a temporary fragment that is added to the accumulator times its column's scale.
+// K-row once at the end; q8 and q4 per block of 32 (two k-steps of 16), NVFP4 per block of 16 (one k-step): a block's
+// products sum in a temporary fragment, added to the accumulator times its column's scale when the block ends.
 // Activations are f32: each is split into three bf16 terms, hi = bf16(x), mid = bf16(x − hi), lo = bf16(x − hi −
 // mid) (x − hi − mid − lo is below f32's own rounding of x's 24 bits), and a k-step issues three mma (lo, mid, then
 // hi, smallest first), so the sum keeps f32 accuracy: products of bf16 are exact in f32 and sum in f32.
@@ -71,7 +71,7 @@ template <int D> __device__ void gemmMma(const Args &a) {
   u32 warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   W w{ptr<const unsigned char>(a, 1), ptr<const void>(a, 2), K};
   const float *x = ptr<const float>(a, 0);
-  float acc[8][4] = {};
+  float acc[8][4] = {}, tmp[8][4] = {};
   for (u32 k0 = 0; k0 < K; k0 += MK) {
     // 64 × 16 values of x and of W: 8 each per thread, k fastest (coalesced along K-rows).
 #pragma unroll
@@ -88,6 +88,8 @@ template <int D> __device__ void gemmMma(const Args &a) {
     }
     if (stepScaled && tid < MN) wsc[tid] = n0 + tid < rows ? mmaStepScale<D>(w, n0 + tid, k0) : 0.0f;
     __syncthreads();
+    // A q8 / q4 block of 32 is two k-steps under one scale: the pair's products sum unscaled, then scale once.
+    bool blockEnds = D == NVFP4 || ((k0 >> 4) & 1u) || k0 + MK >= K;
     u32 af[3][4];
     u32 r = 16 * warp + g;
 #pragma unroll
@@ -99,12 +101,15 @@ template <int D> __device__ void gemmMma(const Args &a) {
     for (int j = 0; j < 8; j++) {
       u32 n = 8 * j + g, bf[2] = {pack2(&ws[n][2 * t]), pack2(&ws[n][2 * t + 8])};
       if (stepScaled) {
-        float tmp[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        mma_bf16_16816(tmp, af[2], bf, tmp);
-        mma_bf16_16816(tmp, af[1], bf, tmp);
-        mma_bf16_16816(tmp, af[0], bf, tmp);
-        float s0 = wsc[8 * j + 2 * t], s1 = wsc[8 * j + 2 * t + 1];
-        acc[j][0] += s0 * tmp[0], acc[j][1] += s1 * tmp[1], acc[j][2] += s0 * tmp[2], acc[j][3] += s1 * tmp[3];
+        mma_bf16_16816(tmp[j], af[2], bf, tmp[j]);
+        mma_bf16_16816(tmp[j], af[1], bf, tmp[j]);
+        mma_bf16_16816(tmp[j], af[0], bf, tmp[j]);
+        if (blockEnds) {
+          float s0 = wsc[8 * j + 2 * t], s1 = wsc[8 * j + 2 * t + 1];
+          acc[j][0] += s0 * tmp[j][0], acc[j][1] += s1 * tmp[j][1];
+          acc[j][2] += s0 * tmp[j][2], acc[j][3] += s1 * tmp[j][3];
+          tmp[j][0] = tmp[j][1] = tmp[j][2] = tmp[j][3] = 0.0f;
+        }
       } else {
         mma_bf16_16816(acc[j], af[2], bf, acc[j]);
         mma_bf16_16816(acc[j], af[1], bf, acc[j]);
