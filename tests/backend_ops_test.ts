@@ -224,6 +224,14 @@ function matmulCases(): OpCase[] {
   }
   cases.push(...nvfp4MatmulCases());
   cases.push(...q4MatmulCases());
+  // Prefill shapes over more than one 64 × 64 tile with M, N and K off it (cuda's tensor-core GEMM: K steps of 16).
+  for (const [dt, M, K, N] of [["bf16", 70, 100, 75], ["f8e4m3", 67, 130, 66], ["q8", 66, 160, 70]] as const) {
+    const tol = dt === "q8" && INT8_PREFILL ? 2e-2 : MATRIX_TOL.f32;
+    cases.push(opCase(`matmul ${dt} prefill M=${M} K=${K} N=${N}`, "matmul", tol, (c) => {
+      const x = c.f32("x", [[M, M + 4], K]);
+      return { y: ops.matmul(c.g, x, c.weight("w", [N, K], dt, 1 / Math.sqrt(K))) };
+    }));
+  }
   cases.push(opCase("matmul f32 x rank 3 [T, 2, 17]", "matmul", 1e-5, (c) => {
     const x = c.f32("x", [[3, 8], 2, 17]);
     return { y: ops.matmul(c.g, x, c.weight("w", [7, 17], "f32")) };
@@ -240,7 +248,7 @@ function matmulCases(): OpCase[] {
 export function nvfp4MatmulCases(): OpCase[] {
   const cases: OpCase[] = [];
   const shapes = [[1, 16, 13, 1], [1, 272, 34, 2], [3, 48, 17, 1], [5, 1040, 18, 2], [8, 64, 1, 1]];
-  shapes.push([9, 272, 13, 1], [20, 48, 34, 2], [33, 1040, 40, 2]);
+  shapes.push([9, 272, 13, 1], [20, 48, 34, 2], [33, 1040, 40, 2], [68, 144, 70, 1]);
   for (const [M, K, N, globals] of shapes) {
     const tol = M > 8 ? MATRIX_TOL.f32 : MATRIX_TOL.nvfp4;
     const c = opCase(`matmul nvfp4 M=${M} K=${K} N=${N} globals ${globals}`, "matmul", tol, (c) => {
@@ -285,13 +293,17 @@ export function nvfp4MatmulCases(): OpCase[] {
  */
 function q4MatmulCases(): OpCase[] {
   const shapes = [[1, 32, 13], [3, 17, 33], [8, 65, 16], [1, 257, 9], [9, 96, 17], [12, 257, 33], [40, 1050, 24], [
+    70,
+    100,
+    66,
+  ], [
     5,
     1050,
     3,
   ]];
   return shapes.map(([M, K, N]) =>
     opCase(`matmul q4 M=${M} K=${K} N=${N}`, "matmul", MATRIX_TOL.q4, (c) => {
-      const x = c.f32("x", [[M, 48], K]);
+      const x = c.f32("x", [[M, Math.max(M, 48)], K]);
       return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "q4", 1 / Math.sqrt(K))) };
     })
   );

@@ -12,7 +12,7 @@ import { assert, assertEquals, assertRejects, assertThrows } from "./assert.ts";
 import { type FakeCall, fakeLibcuda, launchOf, withFake } from "./cuda_helpers.ts";
 import { makeCudaFactory, probeCuda } from "../runtime/backends/cuda/backend.ts";
 import { CudaError } from "../runtime/backends/cuda/ffi.ts";
-import { matvecGroup } from "../runtime/backends/cuda/ops.ts";
+import { matvecGroup, mmaGemm } from "../runtime/backends/cuda/ops.ts";
 import { deviceLost, DeviceLostError, makeSegment, OutOfMemoryError } from "../runtime/backend.ts";
 import { GraphBuilder } from "../graph/builder.ts";
 import { sym } from "../graph/ir.ts";
@@ -191,7 +191,11 @@ function expectedShape(fn: string, w: number[]): { grid: number[]; block: number
       assert(w[0] <= 8 && w[2] % matvecGroup(fn.slice("matvec_".length)) === 0, `matvec for M ${w[0]} K ${w[2]}`);
       return { grid: [Math.ceil(w[1] / 4), 1, 1], block: 128 };
     case "gemm":
+      assert(!mmaGemm(fn.slice("gemm_".length), w[2]), `${fn} where gemm_mma runs: K ${w[2]}`);
       return { grid: [Math.ceil(w[1] / 64), Math.ceil(w[0] / 64), 1], block: 256 };
+    case "gemm_mma":
+      assert(mmaGemm(fn.slice("gemm_mma_".length), w[2]), `${fn} for K ${w[2]}`);
+      return { grid: [Math.ceil(w[1] / 64), Math.ceil(w[0] / 64), 1], block: 128 };
     case "moe_act":
     case "moe_down":
       return { grid: [Math.ceil(w[0] / 4), 1, 1], block: 128 };
@@ -295,7 +299,7 @@ Deno.test({
         const inputs = prefill.filter((c) => c.call === "cuMemcpyHtoDAsync_v2");
         assert(inputs.length > 0 && inputs.every(inSlot), "step inputs staged through pinned memory");
         const pf = families(prefill);
-        assert(pf.has("gemm_f8e4m3"), `prefill matmuls on the GEMM: ${[...pf]}`);
+        assert(pf.has("gemm_mma_f8e4m3"), `prefill matmuls on the tensor-core GEMM: ${[...pf]}`);
         for (const k of ["moe_group", "moe_act_grouped_f8e4m3", "moe_down_grouped_f8e4m3"]) {
           assert(pf.has(k), `prefill groups its tokens per expert: ${[...pf].sort()}`);
         }
@@ -304,7 +308,10 @@ Deno.test({
         for (const k of ["gather_bf16", "matvec_f8e4m3", "mla_absorb_f8e4m3", "mla_split_bf16", "mla_merge_f8e4m3"]) {
           assert(dc.has(k), `decode launches ${k}: ${[...dc].sort()}`);
         }
-        assert(!dc.has("gemm_f8e4m3"), "a one-token step reads its weights through the matvec");
+        assert(
+          !dc.has("gemm_f8e4m3") && !dc.has("gemm_mma_f8e4m3"),
+          "a one-token step reads its weights through the matvec",
+        );
         assert(dc.has("moe_act_f8e4m3") && !dc.has("moe_group"), "a one-token step's experts: a warp per row");
         // MLA decode splits the context into chunks of 256-position pieces: one chunk here (12 positions).
         const split = decode.filter((c) => c.args.fn === "mla_split_bf16").map(launchOf);
@@ -382,7 +389,7 @@ Deno.test({
           if (M <= 8) {
             assertEquals([l.fn, l.grid, l.block], ["matvec_f8e4m3", [10, 1, 1], [128, 1, 1]]);
           } else {
-            assertEquals([l.fn, l.grid, l.block], ["gemm_f8e4m3", [1, 1, 1], [256, 1, 1]]);
+            assertEquals([l.fn, l.grid, l.block], ["gemm_mma_f8e4m3", [1, 1, 1], [128, 1, 1]]);
           }
           assertEquals(log().slice(before).find((c) => c.call === "cuLaunchKernel")!.args.extra, "(nil)");
           for (const buf of bufs) b.free(buf);

@@ -166,6 +166,38 @@ unsigned shim_lane_exchange(unsigned v, int lane) {
   return r;
 }
 
+// mma.sync m16n8k16 bf16 → f32 (kernels/cuda/common.cuh mma_bf16_16816): every lane posts its A and B fragments
+// and C, waits for its warp, rebuilds the whole 16 × 16 A and 16 × 8 B from the PTX ISA's fragment layout (the one
+// common.cuh states), computes its own four outputs, and waits again before the scratch can be reused. Each output
+// is c + s with s = Σ_{k = 0..15} A[r][k]·B[k][n] summed in f32 in increasing k (every product of two bf16 is exact
+// in f32; the tensor core sums with more internal precision and its own order, so hardware may differ by f32
+// rounding of that sum).
+namespace {
+unsigned mmaA[1024][4], mmaB[1024][2];
+float bf16Half(unsigned reg, unsigned k) { return __uint_as_float(k & 1 ? reg & 0xffff0000u : reg << 16); }
+}  // namespace
+
+void shim_mma_bf16_16816(float *d, const unsigned *a, const unsigned *b, const float *c) {
+  unsigned me = threadIdx.x, base = me & ~31u, lane = me & 31u, g = lane >> 2, t = lane & 3u;
+  memcpy(mmaA[me], a, sizeof mmaA[me]);
+  memcpy(mmaB[me], b, sizeof mmaB[me]);
+  float cin[4] = {c[0], c[1], c[2], c[3]};
+  wait(WARP);
+  auto A = [&](unsigned r, unsigned k) {  // lane (r % 8)·4 + (k % 8) / 2, register (r ≥ 8) + 2·(k ≥ 8)
+    return bf16Half(mmaA[base + (r & 7u) * 4 + ((k & 7u) >> 1)][(r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k);
+  };
+  auto B = [&](unsigned k, unsigned n) {  // lane n·4 + (k % 8) / 2, register (k ≥ 8)
+    return bf16Half(mmaB[base + n * 4 + ((k & 7u) >> 1)][k >= 8 ? 1 : 0], k);
+  };
+  for (unsigned i = 0; i < 4; i++) {
+    unsigned r = g + (i >= 2 ? 8 : 0), n = 2 * t + (i & 1u);
+    float s = 0.0f;
+    for (unsigned k = 0; k < 16; k++) s += A(r, k) * B(k, n);
+    d[i] = cin[i] + s;
+  }
+  wait(WARP);
+}
+
 // Runs kernel `name` of this library over the grid; returns 0, or -1 when there is no such kernel.
 extern "C" int shim_launch(const char *name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned smem,
                            const void *args) {

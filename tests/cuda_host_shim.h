@@ -44,6 +44,8 @@ void __syncthreads();
 void shim_warp_barrier();
 float *shim_dyn_shared();
 unsigned shim_lane_exchange(unsigned v, int lane);
+// kernels/cuda/common.cuh mma_bf16_16816 on the CPU (tests/cuda_host_shim.cpp).
+void shim_mma_bf16_16816(float *d, const unsigned *a, const unsigned *b, const float *c);
 
 inline float __uint_as_float(unsigned u) {
   float f;

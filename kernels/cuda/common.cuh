@@ -240,6 +240,30 @@ __device__ __forceinline__ u32 bf16Bits(float v) {
   return ((u + 0x7fffu + ((u >> 16) & 1u)) >> 16) & 0xffffu;
 }
 
+// One warp-wide tensor-core product D = A·B + C of shape m16n8k16: A 16 × 16 bf16 (row-major), B 16 × 8 bf16
+// (column-major), C and D 16 × 8 f32. Fragments as the PTX ISA gives them ("Matrix Fragments for mma.m16n8k16 with
+// floating point type", section "Warp-level matrix multiply-accumulate instructions"), with groupID = lane >> 2 and
+// tig (threadID_in_group) = lane % 4, two bf16 per 32-bit register, the lower-indexed element in the low half:
+//   a[0] A[groupID][2·tig + {0,1}]   a[1] A[groupID + 8][2·tig + {0,1}]
+//   a[2] A[groupID][2·tig + 8 + {0,1}]   a[3] A[groupID + 8][2·tig + 8 + {0,1}]
+//   b[0] B[2·tig + {0,1}][groupID]   b[1] B[2·tig + 8 + {0,1}][groupID]
+//   c/d[0,1] C[groupID][2·tig + {0,1}]   c/d[2,3] C[groupID + 8][2·tig + {0,1}]
+// Every lane of the warp must call it together (it is .sync.aligned). On the CPU (tests/cuda_host_shim.cpp) the
+// lanes swap fragments at a warp scheduling point and each computes its four outputs in f32.
+__device__ __forceinline__ void mma_bf16_16816(float d[4], const u32 a[4], const u32 b[2], const float c[4]) {
+#ifdef TRAMONTANE_SHIM
+  shim_mma_bf16_16816(d, a, b, c);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%10, %11, %12, %13};\n"
+               : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+                 "f"(c[3]));
+#else
+  __trap(); // the module is built for compute_80 and newer only (kernels/cuda/build.sh)
+#endif
+}
+
 // Instantiates `name##_<dtype>` for every weight dtype from a template kernel body `name<D>(a)`.
 #define FOR_WEIGHT_DTYPES(name)                                                                                \
   KERNEL(name##_f32) { name<F32>(a); }                                                                          \

@@ -3,6 +3,7 @@
 #include "rows.cu"
 #include "norm.cu"
 #include "matmul.cu"
+#include "matmul_mma.cu"
 #include "moe.cu"
 #include "mla.cu"
 #include "attention.cu"

@@ -8,7 +8,8 @@
  *
  * Grid and block per op and shape: elementwise and copies one thread per element (256 a block); rms_norm a block
  * of 256 per row; matmul `matvec_*` (one warp per output feature, 4 a block) for up to 8 rows with K a multiple
- * of the lane's group ({@link matvecGroup}), else `gemm_*` (64 × 64 tiles, 256 threads); MoE one warp per output
+ * of the lane's group ({@link matvecGroup}), else `gemm_mma_*` on tensor cores where {@link mmaGemm} allows
+ * (64 × 64 tiles, 128 threads) or `gemm_*` (64 × 64 tiles, 256 threads); MoE one warp per output
  * row under 4 tokens, else `moe_group` (one block of 1024) then grouped tiles of (⌈F / 64⌉ or ⌈D / 64⌉, E) blocks;
  * MLA `mla_absorb` then `mla_split` over (token · head, chunks of whole 256-position pieces: about
  * {@link MLA_TARGET_BLOCKS} blocks in all, at least one chunk) then `mla_merge`; attention a
@@ -104,6 +105,17 @@ export const MATVEC_MAX_M = 8;
  */
 export function matvecGroup(dtype: string): number {
   return ({ f32: 4, bf16: 8, f16: 8, f8e4m3: 16, q8: 16, nvfp4: 32 } as Record<string, number>)[dtype] ?? 4;
+}
+
+/**
+ * Whether a prefill matmul of weight dtype `dtype` and K-row length `K` runs on tensor cores (`gemm_mma_*`,
+ * kernels/cuda/matmul_mma.cu: bf16 mma, activations split into three bf16 terms): the dtypes whose codes are exact
+ * in bf16, with q8's 32- and NVFP4's 16-blocks whole inside each K-row. Every device the backend opens has compute
+ * capability ≥ 8.0 (device.ts), which mma.sync bf16 needs. f32 and f16 weights, and other K, take the SIMT `gemm_*`.
+ */
+export function mmaGemm(dtype: string, K: number): boolean {
+  const block = ({ bf16: 1, f8e4m3: 1, q4: 1, q8: 32, nvfp4: 16 } as Record<string, number>)[dtype];
+  return block !== undefined && K % block === 0;
 }
 
 /** `gemm_*` output tile (and the grouped MoE kernels'). */
@@ -330,6 +342,9 @@ const COMPILERS: Record<string, Compiler> = {
             ptrs,
             words,
           });
+        } else if (mmaGemm(dt, K)) {
+          const grid = [Math.ceil(p.rows / GEMM_TILE), Math.ceil(M / GEMM_TILE)] as const;
+          e.launch({ kernel: `gemm_mma_${dt}`, grid, block: 128, ptrs, words });
         } else {
           const grid = [Math.ceil(p.rows / GEMM_TILE), Math.ceil(M / GEMM_TILE)] as const;
           e.launch({ kernel: `gemm_${dt}`, grid, block: 256, ptrs, words });
