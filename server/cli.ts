@@ -156,11 +156,15 @@ export function speculativeFlags(
 
 /** `--cache-dtype`: bf16 or f32; undefined when not given. Shared with `deno task bench`. */
 export function cacheDtypeFlag(v: string | undefined): DType | undefined {
-  if (v === undefined) return undefined;
-  if (!CACHE_DTYPES.includes(v as DType)) {
-    throw new UsageError(`--cache-dtype must be one of ${CACHE_DTYPES.join(", ")}, got "${v}"`);
+  return dtypeFlag("cache-dtype", v, CACHE_DTYPES);
+}
+
+/** `--name`'s value, one of `allowed`; undefined when not given. */
+function dtypeFlag(name: string, v: string | undefined, allowed: readonly DType[]): DType | undefined {
+  if (v !== undefined && !allowed.includes(v as DType)) {
+    throw new UsageError(`--${name} must be one of ${allowed.join(", ")}, got "${v}"`);
   }
-  return v as DType;
+  return v as DType | undefined;
 }
 
 /** A flag the server cannot start with: an unknown flag, a stray argument or a bad value; the message says which. */
@@ -275,14 +279,8 @@ export function parseServeArgs(args: string[]): ServeOptions {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const dtype = values.dtype as string | undefined;
-  if (dtype !== undefined && !WEIGHT_DTYPES.includes(dtype as DType)) {
-    throw new UsageError(`--dtype must be one of ${WEIGHT_DTYPES.join(", ")}, got "${dtype}"`);
-  }
-  const head = values["head-dtype"] as string | undefined;
-  if (head !== undefined && !HEAD_DTYPES.includes(head as DType)) {
-    throw new UsageError(`--head-dtype must be one of ${HEAD_DTYPES.join(", ")}, got "${head}"`);
-  }
+  const dtype = dtypeFlag("dtype", values.dtype as string | undefined, WEIGHT_DTYPES);
+  const headDType = dtypeFlag("head-dtype", values["head-dtype"] as string | undefined, HEAD_DTYPES);
   let softmaxScale: SoftmaxScaleMode | undefined;
   try {
     if (values["softmax-scale"] !== undefined) {
@@ -301,8 +299,8 @@ export function parseServeArgs(args: string[]): ServeOptions {
     apiKey: textFlag(values, "api-key"), // an empty key would turn authentication off
     backend: textFlag(values, "backend"),
     strict: values.strict === true,
-    dtype: dtype as DType | undefined,
-    headDType: head as DType | undefined,
+    dtype,
+    headDType,
     threads: intFlag(values, "threads", 1),
     maxModelLen: intFlag(values, "max-model-len", 1),
     maxNumSeqs: intFlag(values, "max-num-seqs", 1) ?? 8,
