@@ -32,12 +32,16 @@ export function isNotFound(e: unknown): boolean {
 export async function readTextFile(path: string): Promise<string> {
   if (hasFileSystem()) return await Deno.readTextFile(path);
   const res = await fetch(path);
-  if (res.status === 404) {
-    await res.body?.cancel();
-    throw new FileNotFoundError(`${path}: not found (HTTP 404)`);
-  }
-  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+  await checkOk(res, path);
   return await res.text();
+}
+
+/** Throws unless `res` is a 2xx, after dropping its body: {@link FileNotFoundError} for a 404. */
+async function checkOk(res: Response, url: string): Promise<void> {
+  if (res.ok) return;
+  await res.body?.cancel();
+  if (res.status === 404) throw new FileNotFoundError(`${url}: not found (HTTP 404)`);
+  throw new Error(`${url}: HTTP ${res.status}`);
 }
 
 /**
@@ -52,11 +56,7 @@ export async function listFiles(dir: string): Promise<string[]> {
   }
   const url = dir.endsWith("/") ? dir : `${dir}/`;
   const res = await fetch(url);
-  if (!res.ok) {
-    await res.body?.cancel();
-    if (res.status === 404) throw new FileNotFoundError(`${url}: not found (HTTP 404)`);
-    throw new Error(`${url}: HTTP ${res.status}`);
-  }
+  await checkOk(res, url);
   const body = await res.json().catch(() => null) as { files?: unknown } | null;
   if (!Array.isArray(body?.files) || !body.files.every((n) => typeof n === "string")) {
     throw new Error(`${url}: not a directory listing (expected {"files": [names]})`);
@@ -94,11 +94,9 @@ export async function openRandomAccess(path: string): Promise<RandomAccessFile> 
 /** A URL's size, from a HEAD request's Content-Length. */
 async function httpSize(path: string): Promise<number> {
   const res = await fetch(path, { method: "HEAD" });
-  if (res.status === 404) throw new FileNotFoundError(`${path}: not found (HTTP 404)`);
+  await checkOk(res, path);
   const length = Number(res.headers.get("content-length"));
-  if (!res.ok || !Number.isSafeInteger(length)) {
-    throw new Error(`${path}: HTTP ${res.status}${res.ok ? " without a Content-Length" : ""}`);
-  }
+  if (!Number.isSafeInteger(length)) throw new Error(`${path}: HTTP ${res.status} without a Content-Length`);
   return length;
 }
 
