@@ -81,6 +81,11 @@ function localModel(): string {
   return params.get("model") ?? "demo";
 }
 
+/** The in-page engine, made on first use (its loading lines go to the status bar). */
+function localEngine(): LocalEngine {
+  return local ??= new LocalEngine(localModel(), (text) => status(`local · ${text}`));
+}
+
 async function setMode(mode: string): Promise<void> {
   ui.mode.value = mode;
   // Only the mode and model go in the URL (a reload keeps them); the key never does.
@@ -93,10 +98,9 @@ async function setMode(mode: string): Promise<void> {
   }
   history.replaceState(null, "", url);
   if (mode === "server") return await probeServer();
-  local ??= new LocalEngine(localModel(), (text) => status(`local · ${text}`));
   status(`local · loading ${localModel()}…`);
   try {
-    const backend = await local.load();
+    const backend = await localEngine().load();
     status(`local · ${localModel()} on ${backend}`);
   } catch (e) {
     local = null;
@@ -257,10 +261,7 @@ function buildRequest(): PageChatRequest {
 }
 
 function chunks(req: PageChatRequest, signal: AbortSignal): AsyncIterable<ChatCompletionChunk> {
-  if (ui.mode.value === "local") {
-    local ??= new LocalEngine(localModel(), (text) => status(`local · ${text}`));
-    return local.chat(req, signal);
-  }
+  if (ui.mode.value === "local") return localEngine().chat(req, signal);
   return serverChunks(req, ui.key.value, signal);
 }
 
