@@ -1,6 +1,6 @@
 /**
  * The machine's memory bandwidth as the WASM kernels see it: a STREAM-style add over three 128 MiB arrays on the
- * thread pool, best of 5, in GB/s (bytes read and written). `bench/bench.ts` runs it in a process of its own so its
+ * thread pool, best of 5, in GB/s (bytes read and written). `bench/roofline.ts` runs it in a process of its own so its
  * arrays stay out of the benchmark's peak RSS.
  *
  * ```

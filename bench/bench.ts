@@ -43,8 +43,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { BITS_PER_ELEMENT, type DType, headDTypeOf, isDType } from "../graph/dtype.ts";
-import { activeFraction } from "../graph/inspect.ts";
+import { type DType, headDTypeOf, isDType } from "../graph/dtype.ts";
 import { greedySampling, loadModel, type Model } from "../engine/model.ts";
 import { softmaxScaleMode } from "../graph/models/mistral4.ts";
 import { WasmKernels } from "../runtime/backends/wasm/module.ts";
@@ -53,6 +52,7 @@ import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
 import { wasmProfile } from "../runtime/backends/wasm/profile.ts";
 import { cacheDtypeFlag, speculativeFlags } from "../server/cli.ts";
 import { speculativeRow } from "./speculative_run.ts";
+import { bytesPerToken, memoryBandwidth } from "./roofline.ts";
 import { kindOf } from "../runtime/backend.ts";
 
 const { values } = parseArgs({
@@ -209,30 +209,6 @@ async function decode(m: Model, batch: number): Promise<number> {
   return (batch * gen) / seconds;
 }
 
-/** Bytes read from memory to decode one token at batch 1: active weights in their stored dtype. */
-function bytesPerToken(m: Model): number {
-  let bytes = 0;
-  for (const w of m.graph.weights) {
-    const n = (w.shape as number[]).reduce((a, b) => a * b, 1);
-    // The embedding is read one row per token.
-    const read = w.name === "embed" ? n / m.config.vocab_size : n * activeFraction(w.name, m.config);
-    bytes += (read * BITS_PER_ELEMENT[w.dtype]) / 8;
-  }
-  return bytes;
-}
-
-/** STREAM-style add (y = a + b over 3 × 128 MiB) on the WASM kernels with `threads` threads: GB/s, best of 5. */
-async function memoryBandwidth(): Promise<number> {
-  // In a process of its own: its 384 MiB of arrays must not count in this process's peak RSS (the model's).
-  const script = new URL("./bandwidth.ts", import.meta.url).pathname;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", script, "--threads", String(threads)],
-    stderr: "inherit",
-  }).output();
-  if (!out.success) throw new Error("bench/bandwidth.ts failed");
-  return Number(new TextDecoder().decode(out.stdout).trim());
-}
-
 /** Wall time of one thread-pool job that does nothing (wake the workers, wait for them), in ms: median of 2000. */
 async function emptyJobMs(): Promise<number> {
   const k = await WasmKernels.load({ maxBytes: 64 * 2 ** 20 });
@@ -310,7 +286,7 @@ const scratchBytes = model.backends.reduce((n, b) => n + ((b as { scratchBytes?:
 const planned = Object.values(model.plannedMemory).reduce((a, b) => a + b, 0) + scratchBytes;
 // The CPU's STREAM rate is no roofline for a GPU backend's decode (cuda_check.ts measures the device's): skip it.
 const gpu = model.backends.some((b) => ["cuda", "webgpu"].includes(kindOf(b.name)));
-const bandwidth = gpu ? null : await memoryBandwidth();
+const bandwidth = gpu ? null : await memoryBandwidth(threads);
 const peakRss = peakRssBytes();
 
 const result = {

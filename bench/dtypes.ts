@@ -21,9 +21,9 @@
  */
 
 import { parseArgs } from "node:util";
-import { BITS_PER_ELEMENT, type DType, headDTypeOf, isDType } from "../graph/dtype.ts";
-import { activeFraction } from "../graph/inspect.ts";
+import { type DType, headDTypeOf, isDType } from "../graph/dtype.ts";
 import { greedySampling, loadModel, type Model } from "../engine/model.ts";
+import { bytesPerToken, memoryBandwidth } from "./roofline.ts";
 
 const { values } = parseArgs({
   options: {
@@ -45,29 +45,7 @@ const dtypes = values.dtypes!.split(",").map((entry) => {
 const prompt = Number(values.prompt), gen = Number(values.gen), rounds = Number(values.rounds);
 const threads = Number(values.threads);
 
-/** STREAM-style bandwidth in GB/s (bench/bandwidth.ts, in a process of its own). */
-async function bandwidth(): Promise<number> {
-  const script = new URL("./bandwidth.ts", import.meta.url).pathname;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", script, "--threads", String(threads)],
-    stderr: "inherit",
-  }).output();
-  if (!out.success) throw new Error("bench/bandwidth.ts failed");
-  return Number(new TextDecoder().decode(out.stdout).trim());
-}
-
-/** Bytes a decode step at batch 1 reads: active weights in their stored dtype (as bench/bench.ts counts them). */
-function bytesPerToken(m: Model): number {
-  let bytes = 0;
-  for (const w of m.graph.weights) {
-    const n = (w.shape as number[]).reduce((a, b) => a * b, 1);
-    const read = w.name === "embed" ? n / m.config.vocab_size : n * activeFraction(w.name, m.config);
-    bytes += (read * BITS_PER_ELEMENT[w.dtype]) / 8;
-  }
-  return bytes;
-}
-
-const bw0 = await bandwidth();
+const bw0 = await memoryBandwidth(threads);
 const variants: { dtype: string; model: Model }[] = [];
 for (const { entry, dtype, head } of dtypes) {
   const model = await loadModel(values.model!, {
@@ -133,7 +111,7 @@ for (let r = 0; r <= rounds; r++) { // round 0 warms up (V8 tiers, first-touch p
   const steps = await decodeInterleaved();
   if (r > 0) steps.forEach((t, i) => runs[i].steps.push(...t));
 }
-const bw = Math.max(bw0, await bandwidth());
+const bw = Math.max(bw0, await memoryBandwidth(threads));
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
 const quantile = (a: number[], q: number) => [...a].sort((x, y) => x - y)[Math.floor(q * (a.length - 1))];
 const rows = variants.map((v, i) => {

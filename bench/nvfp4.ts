@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 import type { DType } from "../graph/dtype.ts";
 import { greedySampling, loadModel, type Model } from "../engine/model.ts";
 import { decodeTraffic } from "../engine/server_plan.ts";
+import { memoryBandwidth } from "./roofline.ts";
 
 const { values } = parseArgs({
   options: {
@@ -31,16 +32,7 @@ const { values } = parseArgs({
 const threads = Number(values.threads), promptLen = Number(values.prompt), rounds = Number(values.rounds);
 const STEPS = 16, dtypes: DType[] = ["q8", "nvfp4"];
 
-async function bandwidth(): Promise<number> {
-  const script = new URL("./bandwidth.ts", import.meta.url).pathname;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", script, "--threads", String(threads)],
-    stdout: "piped",
-  }).output();
-  return Number(new TextDecoder().decode(out.stdout).trim()) * 1e9;
-}
-
-const bw = await bandwidth();
+const bw = (await memoryBandwidth(threads)) * 1e9;
 const models: Model[] = [];
 for (const dtype of dtypes) {
   models.push(

@@ -641,24 +641,19 @@ export async function loadModel(spec: string, options: LoadModelOptions = {}): P
         : weights.source(d);
     const executors: PlanExecutor[] = [];
     const sharedArenas = { key: "vision", bytes: sharedArenaBytes(stagePlans) };
+    let small: SmallSteps | null = null;
     try {
       for (const [i, p] of planned.plans.entries()) {
         const o = { weights: source, residency, ...(isStage(i) ? { sharedArenas } : {}) };
         executors.push(await PlanExecutor.create(graphs[i], p, backends, o));
       }
+      if (smallGraph && smallPlan) {
+        const executor = await PlanExecutor.create(smallGraph, smallPlan, backends, { weights: source, residency });
+        small = { executor, tokens: smallLimits.maxTokens, rows: smallLimits.maxRows };
+      }
     } catch (e) {
       for (const ex of executors) ex.dispose();
       throw e;
-    }
-    let small: SmallSteps | null = null;
-    if (smallGraph && smallPlan) {
-      try {
-        const executor = await PlanExecutor.create(smallGraph, smallPlan, backends, { weights: source, residency });
-        small = { executor, tokens: smallLimits.maxTokens, rows: smallLimits.maxRows };
-      } catch (e) {
-        for (const ex of executors) ex.dispose();
-        throw e;
-      }
     }
     const [executor, ...restExecutors] = executors;
     const stageExecutors = restExecutors.slice(0, stages.length);

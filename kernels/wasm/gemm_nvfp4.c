@@ -187,18 +187,9 @@ INLINE void dot_nv(int MR, int NR, const NvAct *xa, const uint8_t *w, size_t K, 
 
 // One function per (MR, NR) shape mm_nvfp4 asks for, so the accumulators stay in registers.
 NOINLINE void dec_nv(int mr, int nr, const NvAct *xa, const uint8_t *w, size_t K, size_t rs, float out[4][4]) {
-  switch (mr * 8 + nr) {
-    case 4 * 8 + 2: dot_nv(4, 2, xa, w, K, rs, out); break;
-    case 4 * 8 + 1: dot_nv(4, 1, xa, w, K, rs, out); break;
-    case 3 * 8 + 2: dot_nv(3, 2, xa, w, K, rs, out); break;
-    case 3 * 8 + 1: dot_nv(3, 1, xa, w, K, rs, out); break;
-    case 2 * 8 + 4: dot_nv(2, 4, xa, w, K, rs, out); break;
-    case 2 * 8 + 2: dot_nv(2, 2, xa, w, K, rs, out); break;
-    case 2 * 8 + 1: dot_nv(2, 1, xa, w, K, rs, out); break;
-    case 1 * 8 + 4: dot_nv(1, 4, xa, w, K, rs, out); break;
-    case 1 * 8 + 2: dot_nv(1, 2, xa, w, K, rs, out); break;
-    default: dot_nv(1, 1, xa, w, K, rs, out); break;
-  }
+#define CALL(A, B) dot_nv(A, B, xa, w, K, rs, out)
+  DECODE_CASES(CALL)
+#undef CALL
 }
 
 // y[:, n + r·dr] for r < nr against the M quantised rows xa (groups of ≤ 4).

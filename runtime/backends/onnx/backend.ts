@@ -57,9 +57,10 @@ import {
   type WeightTarget,
 } from "../../backend.ts";
 import { uploadChunks } from "../../weight_upload.ts";
-import { chunkToF32, scratchF32 } from "../../../weights/chunks.ts";
-import { rowElements } from "../../../weights/source.ts";
-import { inputInfos, inputName, Lowering, lowers, matrixDims, Q8_BLOCK } from "./lower.ts";
+import { chunkBytes, chunkScaleCount, chunkToF32, scratchF32 } from "../../../weights/chunks.ts";
+import { Q8_BLOCK } from "../../../weights/codecs.ts";
+import { leadingRows, rowElements } from "../../../weights/source.ts";
+import { inputInfos, inputName, Lowering, lowers, matrixDims } from "./lower.ts";
 import { type ExpertDType, expertModel, type MoeShape, runMoe, type WeightAt } from "./moe.ts";
 import { loadOrt, type OrtModule, type OrtSession, type OrtTensor, sessionOptions } from "./ort.ts";
 import { encodeModel, type ModelDef } from "./proto.ts";
@@ -115,12 +116,6 @@ type OnnxPrepared = Prepared & {
   label: string;
 };
 
-/** Bytes of a q8 weight here: the codes, then one f32 scale per 32 codes. */
-function q8Bytes(shape: readonly number[]): number {
-  const n = numel(shape), k = shape[shape.length - 1];
-  return n + 4 * (n / k) * Math.ceil(k / Q8_BLOCK);
-}
-
 class OnnxBackend implements Backend {
   readonly name = "onnx";
   readonly caps: BackendCaps;
@@ -151,7 +146,8 @@ class OnnxBackend implements Backend {
   }
 
   weightBytes(shape: readonly number[], storage: DType): number {
-    if (storage === "q8") return q8Bytes(shape);
+    // q8: the codes, then one f32 scale per 32 codes (the chunks' own layout).
+    if (storage === "q8") return chunkBytes(shape, "q8", leadingRows(shape));
     if (storage !== "f32" && storage !== "i32") throw new RangeError(`onnx: weights are not stored as ${storage}`);
     return 4 * numel(shape);
   }
@@ -159,7 +155,7 @@ class OnnxBackend implements Backend {
   /** f32 and i32 as they come; q8 codes with the sign bit flipped (MatMulNBits' zero point 128) and their scales. */
   uploadWeight(target: WeightTarget, source: WeightSource): Promise<void> {
     const shape = maxShape(target.decl.shape), per = rowElements(shape);
-    const k = shape[shape.length - 1], scalesPerRow = (per / k) * Math.ceil(k / Q8_BLOCK);
+    const scalesPerRow = chunkScaleCount("q8", per, shape[shape.length - 1]);
     return uploadChunks(target, source, (chunk, part, row) => {
       const { buffer, offset } = part.view;
       if (target.storage === "q8") {

@@ -16,10 +16,8 @@
 
 import type { DType } from "../../../graph/dtype.ts";
 import type { Dim, Node, TensorInfo } from "../../../graph/ir.ts";
+import { Q8_BLOCK } from "../../../weights/codecs.ts";
 import { type ElemType, i64Tensor, type NodeDef, type TensorValue, type ValueInfo } from "./proto.ts";
-
-/** q8 block length (MatMulNBits `block_size`): one f32 scale per 32 codes along K. */
-export const Q8_BLOCK = 32;
 
 /** The ops lowered to ONNX graphs (`moe_experts` runs as per-expert sessions instead: moe.ts). */
 export const ONNX_OPS: readonly string[] = ["matmul", "rms_norm", "swiglu", "embedding"];

@@ -9,7 +9,7 @@
  */
 
 import type { ModelDef, NodeDef, ValueInfo } from "./proto.ts";
-import { Q8_BLOCK } from "./lower.ts";
+import { Q8_BLOCK } from "../../../weights/codecs.ts";
 import type { OrtModule, OrtSession, OrtTensor } from "./ort.ts";
 
 /** How one stacked expert weight is stored here. */

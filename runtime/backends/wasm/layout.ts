@@ -21,17 +21,14 @@
 import type { DType } from "../../../graph/dtype.ts";
 import { numel } from "../../../graph/ir.ts";
 import { chunkScaleCount, chunkToF32, codeBytes, scratchF32 } from "../../../weights/chunks.ts";
-import { f32ToF16, unfoldNvfp4Scales } from "../../../weights/codecs.ts";
+import { f32ToF16, NVFP4_BLOCK, Q4_BLOCK, q4RowBytes, unfoldNvfp4Scales } from "../../../weights/codecs.ts";
 import type { WeightChunk } from "../../../weights/source.ts";
-import { Q4_BLOCK, q4RowBytes, Q8_BLOCK } from "./module.ts";
+import { Q8_BLOCK } from "./module.ts";
 
 /** Byte offset of the scales after `n` one-byte values: 4-aligned so the kernels read them as f32. */
 export function scalesOffset(n: number): number {
   return Math.ceil(n / 4) * 4;
 }
-
-/** Elements per NVFP4 block scale. */
-export const NVFP4_BLOCK = 16;
 
 /** Bytes one NVFP4 K-row of `k` values takes in the wasm layout: codes, then its block scale codes. */
 export function nvfp4RowBytes(k: number): number {

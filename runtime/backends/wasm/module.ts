@@ -51,7 +51,7 @@
  * `wqs` is non-zero, one f32 scale per row (`W[n] = f8 · wqs[n]`; MoE: `qg/qu/qd` with strides `qsg/qsu/qsd`);
  * q8 = int8 values `[N, K]` plus f32 scales `[N, ceil(K/32)]` (`W = q · scale` per 32-block along K, `wqs` points
  * at the scales; {@linkcode q8Bytes} gives the sizes); q4 = 16 bytes of split nibbles per 32-block along K
- * (`[N, ceil(K/32), 16]`, {@linkcode q4RowBytes}) plus f16 scales `[N, ceil(K/32)]` at `wqs` (`W = (u − 8) · scale`,
+ * (`[N, ceil(K/32), 16]`, weights/codecs.ts `q4RowBytes`) plus f16 scales `[N, ceil(K/32)]` at `wqs` (`W = (u − 8) · scale`,
  * kernels/wasm/gemm_q4.c). Activations are always f32 in memory, accumulation is f32.
  *
  * Numerics: f32/bf16/f8 weights are decoded exactly, so results differ from an f64 reference only by f32
@@ -92,14 +92,6 @@ export const Q8_BLOCK = 32;
 export function q8Bytes(n: number, k: number): { values: number; scales: number; scalesOffset: number } {
   const values = n * k;
   return { values, scales: n * Math.ceil(k / Q8_BLOCK) * 4, scalesOffset: Math.ceil(values / 64) * 64 };
-}
-
-/** Elements per q4 scale block along K. */
-export const Q4_BLOCK = 32;
-
-/** Bytes of one q4 row of `k` inputs: 16 per 32-block, the last block padded. */
-export function q4RowBytes(k: number): number {
-  return 16 * Math.ceil(k / Q4_BLOCK);
 }
 
 type Fn = (...args: number[]) => number | void;

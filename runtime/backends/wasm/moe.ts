@@ -9,7 +9,8 @@
 import { maxShape, type Node } from "../../../graph/ir.ts";
 import { type CompileContext, matrixArgs, minRows, pieces, shapeOf, type Step } from "./compile.ts";
 import { nvfp4RowBytes, nvfp4Slots } from "./layout.ts";
-import { MOE_PARAMS, paramOffset, paramsBytes, Q4_BLOCK, q4RowBytes, Q8_BLOCK, writeParams } from "./module.ts";
+import { MOE_PARAMS, paramOffset, paramsBytes, Q8_BLOCK, writeParams } from "./module.ts";
+import { Q4_BLOCK, q4RowBytes } from "../../../weights/codecs.ts";
 
 /** `moe_topk`: ids of each token's k most probable experts (`moe_route` without weights). */
 export function compileMoeTopK(c: CompileContext, node: Node): Step {
