@@ -426,13 +426,12 @@ const COMPILERS: Record<string, Compiler> = {
     c.use(kernel);
     const kvr = maxShape(c.table[ckv].shape)[1], dr = maxShape(c.table[kpe].shape)[1];
     const [nb, bs] = maxShape(c.table[cache].shape), mb = maxShape(c.table[bt].shape)[1];
-    const bf16 = c.table[cache].dtype === "bf16" ? 1 : 0;
     return (e) => {
       const T = shapeOf(c, e, ckv)[0], S = shapeOf(c, e, bt)[0];
       if (!T) return;
       checkHostCache(e.host, seq, pos, bt, T, { sequences: S, maxBlocks: mb, numBlocks: nb, blockSize: bs });
       const n = T * (kvr + dr);
-      e.dispatch(kernel, [n, kvr, dr, nb, bs, S, mb, bf16], [
+      e.dispatch(kernel, [n, kvr, dr, nb, bs, S, mb], [
         e.view(ckv),
         e.view(kpe),
         e.view(cache),
