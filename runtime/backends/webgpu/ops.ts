@@ -81,7 +81,8 @@ export type CompileContext = {
   f16: boolean;
 };
 
-const groupsFor = (n: number) => Math.ceil(n / WG);
+/** Workgroups of an element-wise kernel over `n` elements. */
+export const groupsFor = (n: number) => Math.ceil(n / WG);
 
 /**
  * True when the kernels run `node` whose inputs are `inputs` (graph dtypes; every float is f32 on this device).
@@ -175,7 +176,8 @@ export function compileNode(c: CompileContext, node: Node): Step {
 
 type Compiler = (c: CompileContext, node: Node) => Step;
 
-const shapeOf = (c: CompileContext, e: Encoder, id: number) => resolveShape(c.table[id].shape, e.vars);
+/** Tensor `id`'s shape in this run. */
+export const shapeOf = (c: CompileContext, e: Encoder, id: number) => resolveShape(c.table[id].shape, e.vars);
 const lastOf = (s: readonly number[]) => s[s.length - 1];
 
 /** A row copy through COPY_ROWS (see kernels/wgsl/rows.ts), with an optional index binding. */
