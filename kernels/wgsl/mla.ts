@@ -24,19 +24,16 @@ fn bf16Round(v: f32) -> f32 {
 /**
  * `mla_cache_write` for a cache stored as `cache`, one thread per element of the step's rows. Parameters: `P[0]`
  * T · row, `P[1]` kvr, `P[2]` dr, `P[3]` blocks in the cache, `P[4]` block size, `P[5]` sequences (block table
- * rows), `P[6]` blocks per sequence, `P[7]` 1 to round to bf16 (a bf16 cache held as f32). A bf16 cache is written a
- * 32-bit word (two elements) at a time by the even threads, so the row width must be even. A token whose sequence,
- * position or block falls outside the cache writes nothing there.
+ * rows), `P[6]` blocks per sequence. A bf16 cache is written a 32-bit word (two elements, each rounded to bf16) at
+ * a time by the even threads, so the row width must be even. A token whose sequence, position or block falls
+ * outside the cache writes nothing there.
  */
 export function mlaCacheWriteKernel(cache: Stored): string {
-  const store = cache === "f32"
-    ? `if (P[7] == 1u) { v = bf16Round(v); }
-  C[o + c] = v;`
-    : `if ((c & 1u) == 1u) { return; }
+  const store = cache === "f32" ? `C[o + c] = v;` : `if ((c & 1u) == 1u) { return; }
   let lo = bitcast<u32>(bf16Round(v)) >> 16u;
   let hi = bitcast<u32>(bf16Round(value(t, c + 1u))) & 0xffff0000u;
   C[(o + c) >> 1u] = lo | hi;`;
-  return PRELUDE + BF16_ROUND + /* wgsl */ `
+  return PRELUDE + (cache === "f32" ? "" : BF16_ROUND) + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> CKV: array<f32>;
 @group(0) @binding(2) var<storage, read_write> KPE: array<f32>;
 @group(0) @binding(3) var<storage, read_write> C: array<${cache === "f32" ? "f32" : "u32"}>;
@@ -54,7 +51,7 @@ fn value(t: u32, c: u32) -> f32 {
   let row = P[1] + P[2];
   let t = n / row;
   let c = n - t * row;
-  var v = value(t, c);
+  let v = value(t, c);
   O[n] = v;
   let s = SEQ[t];
   let p = POS[t];

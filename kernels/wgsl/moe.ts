@@ -100,15 +100,6 @@ export function moeMaxChunks(pairs: number, E: number, chunk: number): number {
 }
 
 /**
- * The expert kernels' parameters, read-only: WGSL's uniformity analysis treats values read from a read-only
- * binding (the parameters, the chunk table) as uniform. Only buffers of the step are bound read-only (a read-only
- * and a writable binding of one buffer in one dispatch are an error).
- */
-const PARAMS = /* wgsl */ `
-@group(0) @binding(0) var<storage, read> P: array<u32>;
-`;
-
-/**
  * Workgroup bytes the routing pass needs for `E` experts (four arrays of E words); the op is refused past the
  * device's limit.
  */
@@ -126,7 +117,7 @@ export function moeRouteBytes(E: number): number {
  * list (the combine pass skips it). Parameters: `P[0]` T·K.
  */
 export function moeRouteKernel(E: number, chunk: number): string {
-  return PARAMS + /* wgsl */ `
+  return PRELUDE + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> IDS: array<i32>;
 @group(0) @binding(2) var<storage, read_write> CH: array<u32>;
 @group(0) @binding(3) var<storage, read_write> LIST: array<u32>;
@@ -181,7 +172,9 @@ var<workgroup> chunk0: array<u32, ${E}>;
 /**
  * The workgroup's chunk and tile from its flat index (`P[2]` tiles per chunk), and the chunk's expert `e`, first list
  * position `first` and pair count `n`; a workgroup past the routed chunks returns (the grid is sized for the most
- * chunks a bucket can have).
+ * chunks a bucket can have). The chunk table is bound read-only, as the parameters are (PRELUDE): WGSL's uniformity
+ * analysis treats values read from a read-only binding as uniform. Only buffers of the step are bound read-only (a
+ * read-only and a writable binding of one buffer in one dispatch are an error).
  */
 const CHUNK_OF = /* wgsl */ `
   let flat = wid.y * nwg.x + wid.x;
@@ -203,7 +196,7 @@ const GROUP_ARGS =
  * Parameters: `P[0]` K, `P[1]` F, `P[2]` tiles of F, `P[3]` D, `P[4]` the first scale word (quantised).
  */
 export function moeGroupActKernel(w: Stored, chunk: number): string {
-  return PARAMS + floats("GU", 2, w, "P[3]", "P[4]") + /* wgsl */ `
+  return PRELUDE + floats("GU", 2, w, "P[3]", "P[4]") + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
 @group(0) @binding(3) var<storage, read> CH: array<u32>;
 @group(0) @binding(4) var<storage, read> LIST: array<u32>;
@@ -244,7 +237,7 @@ ${CHUNK_OF}
  * word (quantised).
  */
 export function moeGroupDownKernel(w: Stored, chunk: number): string {
-  return PARAMS + floats("DN", 2, w, "P[1]", "P[4]") + /* wgsl */ `
+  return PRELUDE + floats("DN", 2, w, "P[1]", "P[4]") + /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> A: array<f32>;
 @group(0) @binding(3) var<storage, read> CH: array<u32>;
 @group(0) @binding(4) var<storage, read> LIST: array<u32>;

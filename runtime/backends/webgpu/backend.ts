@@ -468,8 +468,10 @@ export class WebGpuBackend implements Backend {
     recorded.forEach((d, i) => {
       const group = this.#bindGroup(p, d.wgsl, i, d.refs);
       if (!d.groups) return; // a variant this run skips: its bind group is ready for the runs that take it
-      const bytes = d.refs.reduce((n, r) => n + r.size, 0);
-      const pass = one ?? commands.beginComputePass(prof!.pass(KernelProfiler.nameOf(d.wgsl, d.op), bytes));
+      const pass = one ??
+        commands.beginComputePass(
+          prof!.pass(KernelProfiler.nameOf(d.wgsl, d.op), d.refs.reduce((n, r) => n + r.size, 0)),
+        );
       pass.setPipeline(this.#pipeline(d.wgsl));
       pass.setBindGroup(0, group);
       const x = Math.min(d.groups, 65535);

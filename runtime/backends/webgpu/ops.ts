@@ -81,7 +81,8 @@ export type CompileContext = {
   f16: boolean;
 };
 
-const groupsFor = (n: number) => Math.ceil(n / WG);
+/** Workgroups of an element-wise kernel over `n` elements. */
+export const groupsFor = (n: number) => Math.ceil(n / WG);
 
 /**
  * True when the kernels run `node` whose inputs are `inputs` (graph dtypes; every float is f32 on this device).
@@ -175,7 +176,8 @@ export function compileNode(c: CompileContext, node: Node): Step {
 
 type Compiler = (c: CompileContext, node: Node) => Step;
 
-const shapeOf = (c: CompileContext, e: Encoder, id: number) => resolveShape(c.table[id].shape, e.vars);
+/** Tensor `id`'s shape in this run. */
+export const shapeOf = (c: CompileContext, e: Encoder, id: number) => resolveShape(c.table[id].shape, e.vars);
 const lastOf = (s: readonly number[]) => s[s.length - 1];
 
 /** A row copy through COPY_ROWS (see kernels/wgsl/rows.ts), with an optional index binding. */
@@ -426,13 +428,12 @@ const COMPILERS: Record<string, Compiler> = {
     c.use(kernel);
     const kvr = maxShape(c.table[ckv].shape)[1], dr = maxShape(c.table[kpe].shape)[1];
     const [nb, bs] = maxShape(c.table[cache].shape), mb = maxShape(c.table[bt].shape)[1];
-    const bf16 = c.table[cache].dtype === "bf16" ? 1 : 0;
     return (e) => {
       const T = shapeOf(c, e, ckv)[0], S = shapeOf(c, e, bt)[0];
       if (!T) return;
       checkHostCache(e.host, seq, pos, bt, T, { sequences: S, maxBlocks: mb, numBlocks: nb, blockSize: bs });
       const n = T * (kvr + dr);
-      e.dispatch(kernel, [n, kvr, dr, nb, bs, S, mb, bf16], [
+      e.dispatch(kernel, [n, kvr, dr, nb, bs, S, mb], [
         e.view(ckv),
         e.view(kpe),
         e.view(cache),

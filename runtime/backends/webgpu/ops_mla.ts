@@ -43,12 +43,12 @@ export function compileMlaAttention(c: CompileContext, node: Node): Step {
   const group = mlaHeadsPerGroup(geometry, c.workgroupBytes);
   const split = plan && mlaSplitKernels(geometry, plan.maxChunks, group);
   c.use(onePass, ...(split ? [split.absorb, split.chunk, split.merge] : []));
-  const H = a.heads, kvr = a.kvr;
+  const H = a.heads, kvr = a.kvr, wScales = scaleWord(ws, ws[0], geometry.weight);
   return (e: Encoder) => {
     const T = resolveShape(c.table[q].shape, e.vars)[0], S = resolveShape(c.table[bt].shape, e.vars)[0];
     if (!T) return;
     checkHostCache(e.host, seq, pos, bt, T, { sequences: S, maxBlocks, numBlocks: nb, blockSize: a.blockSize });
-    const params = [T, S, nb, f32Bits(a.scale), scaleWord(ws, ws[0], storedOf(c.table[wkvb]))];
+    const params = [T, S, nb, f32Bits(a.scale), wScales];
     const Q = e.view(q), W = whole(e, wkvb, node), C = e.view(cache), out = e.view(node.id);
     const index = [e.view(seq), e.view(pos), e.view(bt)];
     if (!split || !plan) {

@@ -6,8 +6,7 @@
  * @module
  */
 
-import { maxShape, type Node, resolveShape } from "../../../graph/ir.ts";
-import { WG } from "../../../kernels/wgsl/common.ts";
+import { maxShape, type Node } from "../../../graph/ir.ts";
 import {
   MOE_COMBINE,
   MOE_GATE,
@@ -20,12 +19,9 @@ import {
   moeRouteBytes,
   moeRouteKernel,
 } from "../../../kernels/wgsl/moe.ts";
-import type { CompileContext, Encoder, Step } from "./ops.ts";
-import { whole } from "./ops.ts";
+import type { CompileContext, Step } from "./ops.ts";
+import { groupsFor, shapeOf, whole } from "./ops.ts";
 import { scaleWord, storedOf } from "../gpu_layout.ts";
-
-const groupsFor = (n: number) => Math.ceil(n / WG);
-const shapeOf = (c: CompileContext, e: Encoder, id: number) => resolveShape(c.table[id].shape, e.vars);
 
 /** Whether the routing pass fits the device: its per-expert arrays live in workgroup memory. */
 export function moeFits(experts: unknown, workgroupBytes: number, storageBuffers: number): boolean {
