@@ -130,21 +130,6 @@ export function dtypeSuffix(t: Pick<TensorInfo, "dtype">): string {
   return storedOf(t);
 }
 
-/** The name of every kernel a node may launch, for loading them at prepare. */
-export function kernelsOf(c: CompileContext, node: Node): string[] {
-  const out: string[] = [];
-  compileNode(c, node)({
-    vars: {},
-    host: new Map(),
-    view: () => ({ ptr: 0n, size: 0 }),
-    parts: () => [],
-    scratch: () => ({ ptr: 0n, size: 0 }),
-    upload: () => ({ ptr: 0n, size: 0 }),
-    launch: (s) => out.push(s.kernel),
-  });
-  return out;
-}
-
 /** Compiles `node` (which the webgpu `supportsNode` accepts) into a step. */
 export function compileNode(c: CompileContext, node: Node): Step {
   const compile = COMPILERS[node.op];
