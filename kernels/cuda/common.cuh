@@ -143,10 +143,6 @@ template <int D> struct V {
   static constexpr int N = 4;
   static __device__ __forceinline__ void load(const W &w, u64 i, float *o) { at4<D>(w, i, o); }
 };
-template <> struct V<F32> {
-  static constexpr int N = 4;
-  static __device__ __forceinline__ void load(const W &w, u64 i, float *o) { at4<F32>(w, i, o); }
-};
 __device__ __forceinline__ void halves(u32 v, float *o, bool bf) {
   if (bf) {
     o[0] = __uint_as_float(v << 16), o[1] = __uint_as_float(v & 0xffff0000u);
