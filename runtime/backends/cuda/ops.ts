@@ -506,7 +506,11 @@ const COMPILERS: Record<string, Compiler> = {
       // (prefill), so the chunks' scratch stays small.
       const hp = e.host.get(pos);
       let longest = maxBlocks * a.blockSize;
-      if (hp) longest = Math.min(longest, Math.max(1, ...Array.from(hp.subarray(0, T), (p) => p + 1)));
+      if (hp) {
+        let last = 1;
+        for (const p of hp.subarray(0, T)) last = Math.max(last, p + 1);
+        longest = Math.min(longest, last);
+      }
       const g = T * a.heads, pieces = Math.ceil(longest / MLA_CHUNK);
       const perChunk = mlaSpanOverride() ?? Math.ceil(pieces / Math.min(pieces, Math.ceil(MLA_TARGET_BLOCKS / g)));
       const span = MLA_CHUNK * perChunk, chunks = Math.ceil(pieces / perChunk);
