@@ -31,24 +31,14 @@ import { numel } from "../graph/ir.ts";
 import { decodeGraph } from "../graph/inspect.ts";
 import { resolveModel } from "../graph/models/mod.ts";
 import { cacheBytesPerToken } from "../graph/models/mistral4.ts";
-
-/** The prompt of stages 2 and 4 (the model tests' prompt). */
-export const PROMPT = [1, 3, 1500, 2201, 77_000, 4, 1100, 1200, 9000, 1042, 1043];
+import { normalisedError } from "../tests/op_helpers.ts";
+import { PROMPT } from "../tests/model_helpers.ts"; // the prompt of stages 2 and 4
 
 const [stage, ...args] = Deno.args;
 const flag = (name: string, fallback: number) => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 ? Number(args[i + 1]) : fallback;
 };
-
-function normalisedError(got: Float32Array, want: Float32Array): number {
-  let err = 0, scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    err = Math.max(err, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  return Number.isFinite(err) ? err / (scale || 1) : Infinity;
-}
 
 /** `n` greedy ids after `prompt`: a prefill, then one-token steps sampled on the model's backend (argmax). */
 async function greedyIds(m: Model, n: number): Promise<number[]> {

@@ -19,6 +19,7 @@ import { sym } from "../graph/ir.ts";
 import * as ops from "../ops/mod.ts";
 import { RandomTensorSource } from "../weights/random_source.ts";
 import { greedySampling, loadModel } from "../engine/model.ts";
+import { PROMPT } from "./model_helpers.ts";
 
 const lib = await fakeLibcuda();
 const ignore = lib === undefined;
@@ -244,8 +245,6 @@ function checkLaunches(calls: FakeCall[]): ReturnType<typeof launchOf>[] {
   }
   return launches;
 }
-
-const PROMPT = [1, 3, 1500, 2201, 77_000, 4, 1100, 1200, 9000, 1042, 1043];
 
 Deno.test({
   name: "cuda fake driver: tiny (f8e4m3) loads with device-made weights; prefill and decode queue checked launches " +

@@ -294,14 +294,6 @@ CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t n, void *s
   return 0;
 }
 
-CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned value, size_t n, void *stream) {
-  ENTER("cuMemsetD32Async");
-  if (capturing) return 900; // not captured by the backend: a test would see it
-  for (size_t i = 0; i < n; i++) ((unsigned *)(uintptr_t)dst)[i] = value;
-  logf_("cuMemsetD32Async dst=0x%llx value=%u n=%zu stream=%p", dst, value, n, stream);
-  return 0;
-}
-
 static int module_;
 
 CUresult cuModuleLoadData(void **module, const void *image) {
@@ -438,12 +430,6 @@ CUresult cuEventRecord(void *event, void *stream) {
 CUresult cuEventSynchronize(void *event) {
   ENTER("cuEventSynchronize");
   logf_("cuEventSynchronize event=%p", event);
-  return 0;
-}
-
-CUresult cuEventQuery(void *event) {
-  ENTER("cuEventQuery");
-  (void)event;
   return 0;
 }
 

@@ -93,12 +93,20 @@ template <> __device__ __forceinline__ float at<NVFP4>(const W &w, u64 i) {
   u32 b = w.c[i >> 1];
   return e2m1f((i & 1) ? b >> 4 : b & 15u) * reinterpret_cast<const float *>(w.s)[i / 16];
 }
+// q4: the code (0..15) of column c of K-row r, and the f16 scale of the row's block b of 32 values.
+__device__ __forceinline__ u32 q4Code(const W &w, u64 r, u64 c) {
+  u64 nb = (w.k + 31) / 32;
+  u32 byte = w.c[(r * nb + (c >> 5)) * 16 + (c & 15)];
+  return (c & 16) ? byte >> 4 : byte & 15u;
+}
+__device__ __forceinline__ float q4Scale(const W &w, u64 r, u64 b) {
+  u64 nb = (w.k + 31) / 32;
+  return __half2float(reinterpret_cast<const __half *>(w.s)[r * 2 * ((nb + 1) / 2) + b]);
+}
 template <> __device__ __forceinline__ float at<Q4>(const W &w, u64 i) {
-  u64 k = w.k, nb = (k + 31) / 32, r = i / k, c = i - r * k, b = c >> 5;
-  u32 byte = w.c[(r * nb + b) * 16 + (c & 15)];
-  u32 q = (c & 16) ? byte >> 4 : byte & 15u;
-  const __half *s = reinterpret_cast<const __half *>(w.s);
-  float d = __half2float(s[r * 2 * ((nb + 1) / 2) + b]);
+  u64 r = i / w.k, c = i - r * w.k;
+  u32 q = q4Code(w, r, c);
+  float d = q4Scale(w, r, c >> 5);
   return ((float)q - 8.0f) * d;
 }
 
@@ -142,10 +150,6 @@ template <> __device__ __forceinline__ void at4<NVFP4>(const W &w, u64 i, float 
 template <int D> struct V {
   static constexpr int N = 4;
   static __device__ __forceinline__ void load(const W &w, u64 i, float *o) { at4<D>(w, i, o); }
-};
-template <> struct V<F32> {
-  static constexpr int N = 4;
-  static __device__ __forceinline__ void load(const W &w, u64 i, float *o) { at4<F32>(w, i, o); }
 };
 __device__ __forceinline__ void halves(u32 v, float *o, bool bf) {
   if (bf) {

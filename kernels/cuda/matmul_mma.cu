@@ -41,10 +41,7 @@ template <> __device__ __forceinline__ u32 mmaCode<NVFP4>(const W &w, u64 n, u64
   return bf16Bits(e2m1f((i & 1) ? b >> 4 : b & 15u));
 }
 template <> __device__ __forceinline__ u32 mmaCode<Q4>(const W &w, u64 n, u64 k) {
-  u64 nb = (w.k + 31) / 32, b = k >> 5;
-  u32 byte = w.c[(n * nb + b) * 16 + (k & 15)];
-  u32 q = (k & 16) ? byte >> 4 : byte & 15u;
-  return bf16Bits((float)q - 8.0f);
+  return bf16Bits((float)q4Code(w, n, k) - 8.0f);
 }
 // 1 where the scale is not per k-step (bf16: none; FP8: per K-row, applied at the end).
 template <int D> __device__ __forceinline__ float mmaStepScale(const W &, u64, u64) { return 1.0f; }
@@ -55,8 +52,7 @@ template <> __device__ __forceinline__ float mmaStepScale<NVFP4>(const W &w, u64
   return reinterpret_cast<const float *>(w.s)[(n * w.k + k0) / 16];
 }
 template <> __device__ __forceinline__ float mmaStepScale<Q4>(const W &w, u64 n, u64 k0) {
-  u64 nb = (w.k + 31) / 32;
-  return __half2float(reinterpret_cast<const __half *>(w.s)[n * 2 * ((nb + 1) / 2) + (k0 >> 5)]);
+  return q4Scale(w, n, k0 >> 5);
 }
 
 __device__ __forceinline__ u32 pack2(const unsigned short *p) { return (u32)p[0] | ((u32)p[1] << 16); }

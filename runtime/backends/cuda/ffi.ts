@@ -140,7 +140,6 @@ export const SYMBOLS = {
   cuMemcpyDtoHAsync_v2: { parameters: [P, DP, SZ, P], result: I },
   cuMemcpyDtoDAsync_v2: { parameters: [DP, DP, SZ, P], result: I },
   cuMemsetD8Async: { parameters: [DP, "u8", SZ, P], result: I },
-  cuMemsetD32Async: { parameters: [DP, U, SZ, P], result: I },
   cuModuleLoadData: { parameters: [B, B], result: I },
   cuModuleUnload: { parameters: [P], result: I },
   cuModuleGetFunction: { parameters: [B, P, B], result: I },
@@ -148,7 +147,6 @@ export const SYMBOLS = {
   cuEventCreate: { parameters: [B, U], result: I },
   cuEventRecord: { parameters: [P, P], result: I },
   cuEventSynchronize: { parameters: [P], result: I },
-  cuEventQuery: { parameters: [P], result: I, optional: true },
   cuEventElapsedTime: { parameters: [B, P, P], result: I, optional: true },
   cuEventDestroy_v2: { parameters: [P], result: I },
   // Optional: a driver without them still runs the backend (graphs off, no event timing).
@@ -369,10 +367,6 @@ export class Driver {
 
   memsetD8Async(dst: bigint, value: number, count: number, stream: Deno.PointerValue): void {
     this.check("cuMemsetD8Async", this.lib.cuMemsetD8Async(dst, value, BigInt(count), stream));
-  }
-
-  memsetD32Async(dst: bigint, value: number, count: number, stream: Deno.PointerValue): void {
-    this.check("cuMemsetD32Async", this.lib.cuMemsetD32Async(dst, value, BigInt(count), stream));
   }
 
   /**

@@ -130,21 +130,6 @@ export function dtypeSuffix(t: Pick<TensorInfo, "dtype">): string {
   return storedOf(t);
 }
 
-/** The name of every kernel a node may launch, for loading them at prepare. */
-export function kernelsOf(c: CompileContext, node: Node): string[] {
-  const out: string[] = [];
-  compileNode(c, node)({
-    vars: {},
-    host: new Map(),
-    view: () => ({ ptr: 0n, size: 0 }),
-    parts: () => [],
-    scratch: () => ({ ptr: 0n, size: 0 }),
-    upload: () => ({ ptr: 0n, size: 0 }),
-    launch: (s) => out.push(s.kernel),
-  });
-  return out;
-}
-
 /** Compiles `node` (which the webgpu `supportsNode` accepts) into a step. */
 export function compileNode(c: CompileContext, node: Node): Step {
   const compile = COMPILERS[node.op];
@@ -521,7 +506,11 @@ const COMPILERS: Record<string, Compiler> = {
       // (prefill), so the chunks' scratch stays small.
       const hp = e.host.get(pos);
       let longest = maxBlocks * a.blockSize;
-      if (hp) longest = Math.min(longest, Math.max(1, ...Array.from(hp.subarray(0, T), (p) => p + 1)));
+      if (hp) {
+        let last = 1;
+        for (const p of hp.subarray(0, T)) last = Math.max(last, p + 1);
+        longest = Math.min(longest, last);
+      }
       const g = T * a.heads, pieces = Math.ceil(longest / MLA_CHUNK);
       const perChunk = mlaSpanOverride() ?? Math.ceil(pieces / Math.min(pieces, Math.ceil(MLA_TARGET_BLOCKS / g)));
       const span = MLA_CHUNK * perChunk, chunks = Math.ceil(pieces / perChunk);
