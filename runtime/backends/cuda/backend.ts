@@ -78,7 +78,8 @@ import {
   type Ref,
   type Step,
 } from "./ops.ts";
-import { Staging, uploadWeightChunks } from "./staging.ts";
+import { Staging } from "./staging.ts";
+import { uploadWeightChunks } from "../gpu_upload.ts";
 import { deviceRecipe, generateOnDevice } from "./device_weights.ts";
 import { maxBytes, storedBytes, storedOf } from "../gpu_layout.ts";
 
@@ -300,7 +301,7 @@ class CudaBackend implements Backend {
       return;
     }
     try {
-      await uploadWeightChunks(target, source, (view, data) => this.write(view, data));
+      await uploadWeightChunks(target, source, { backend: this.name, write: (view, data) => this.write(view, data) });
     } catch (e) {
       throw e instanceof CudaError ? this.#fail(e) : e;
     }

@@ -73,20 +73,16 @@ import {
   refusedOps,
   type Segment,
   type TensorView,
-  type WeightPart,
   type WeightSource,
   type WeightTarget,
 } from "../../backend.ts";
-import { uploadChunks } from "../../weight_upload.ts";
-import { chunkToF32, scratchF32 } from "../../../weights/chunks.ts";
-import { encodeF16 } from "../../../weights/codecs.ts";
-import { rowElements } from "../../../weights/source.ts";
 import { compileNode, type Encoder, type PartRef, type Ref, type Step, supportsNode } from "./ops.ts";
 import type { Stored } from "../../../kernels/wgsl/common.ts";
 import { DEFAULT_WEBGPU_TUNING, type WebGpuTuning } from "./tuning.ts";
 import { KernelProfiler, type KernelTime } from "./profile.ts";
+import { uploadWeightChunks } from "../gpu_upload.ts";
 import { describe, findAdapter, type Found, isFallback } from "./adapter.ts";
-import { maxBytes, q4RowWords, scaleWord, storedBytes, storedOf } from "../gpu_layout.ts";
+import { maxBytes, storedBytes, storedOf } from "../gpu_layout.ts";
 
 /** Options of the `webgpu` factory: the common ones and test-only limits. */
 export type WebGpuBackendOptions = BackendOptions & {
@@ -261,74 +257,10 @@ export class WebGpuBackend implements Backend {
       }
       this.#allocChecks.delete(part.view.buffer.id);
     }
-    const per = rowElements(maxShape(target.decl.shape));
-    const stored = target.storage;
-    if (stored === "q4") return this.#uploadQ4(target, source);
-    if (stored !== "f32" && stored !== "i32") {
-      // Codes go as they come (2 bytes a bf16 value, 1 an FP8 or q8 code): a chunk may end inside a 32-bit word,
-      // whose bytes wait for the next chunk (writeBuffer writes whole words); the last word of a part is padded
-      // (its buffer is). A quantised weight's scales follow its codes in each part, a word each.
-      const shape = maxShape(target.decl.shape);
-      const width = stored === "bf16" || stored === "f16" ? 2 : stored === "nvfp4" ? 0.5 : 1;
-      const k = shape[shape.length - 1] ?? 1;
-      const scalesPerRow = stored === "q8" ? per / 32 : stored === "nvfp4" ? per / 16 : per / k;
-      let pending: { part: WeightPart; offset: number; bytes: Uint8Array } | undefined;
-      const flush = () => {
-        if (!pending) return;
-        const padded = new Uint8Array(alignUp(pending.bytes.length, 4));
-        padded.set(pending.bytes);
-        this.write({ buffer: pending.part.view.buffer, offset: pending.offset }, padded);
-        pending = undefined;
-      };
-      await uploadChunks(target, source, (chunk, part, row) => {
-        if (chunk.dtype !== stored) throw new Error(`webgpu: weight ${name} comes as ${chunk.dtype}, not ${stored}`);
-        let offset = part.view.offset + width * row * per, bytes = chunk.data;
-        if (pending && pending.part === part) {
-          const joined = new Uint8Array(pending.bytes.length + bytes.length);
-          joined.set(pending.bytes);
-          joined.set(bytes, pending.bytes.length);
-          offset = pending.offset;
-          bytes = joined;
-          pending = undefined;
-        }
-        flush();
-        const whole = bytes.length - (bytes.length % 4);
-        if (whole) this.write({ buffer: part.view.buffer, offset }, bytes.subarray(0, whole));
-        if (whole < bytes.length) pending = { part, offset: offset + whole, bytes: bytes.slice(whole) };
-        if (stored === "f8e4m3" || stored === "q8" || stored === "nvfp4") {
-          if (!chunk.scales) throw new Error(`webgpu: weight ${name}: a ${stored} chunk has no scales`);
-          const at = part.view.offset + 4 * scaleWord([part.rows, ...shape.slice(1)], part.rows, stored as Stored);
-          this.write({ buffer: part.view.buffer, offset: at + 4 * row * scalesPerRow }, chunk.scales);
-        }
-      });
-      flush();
-      return;
-    }
-    await uploadChunks(target, source, (chunk, part, row) => {
-      const values = chunk.dtype === "i32" ? chunk.data : chunkToF32(chunk, scratchF32(chunk.rows * per, 3));
-      this.write({ buffer: part.view.buffer, offset: part.view.offset + 4 * row * per }, values);
-    });
-  }
-
-  /**
-   * A q4 weight, chunk by chunk: its codes as they come (whole 16-byte blocks), its scales as f16 two to a word,
-   * each K-row's from a new word (ops.ts `q4RowWords`), so every chunk is whole words.
-   */
-  async #uploadQ4(target: WeightTarget, source: WeightSource): Promise<void> {
-    const name = target.decl.name, shape = maxShape(target.decl.shape);
-    const k = shape[shape.length - 1] ?? 1, kRows = rowElements(shape) / k;
-    const words = q4RowWords(k), blocks = Math.ceil(k / 32);
-    await uploadChunks(target, source, (chunk, part, row) => {
-      if (chunk.dtype !== "q4") throw new Error(`webgpu: weight ${name} comes as ${chunk.dtype}, not q4`);
-      if (!chunk.scales) throw new Error(`webgpu: weight ${name}: a q4 chunk has no scales`);
-      const n = chunk.rows * kRows;
-      this.write({ buffer: part.view.buffer, offset: part.view.offset + 4 * words.codes * row * kRows }, chunk.data);
-      const halves = new Uint16Array(2 * words.scales * n);
-      for (let r = 0; r < n; r++) {
-        for (let b = 0; b < blocks; b++) halves[2 * words.scales * r + b] = encodeF16(chunk.scales[r * blocks + b]);
-      }
-      const at = part.view.offset + 4 * scaleWord([part.rows, ...shape.slice(1)], part.rows, "q4");
-      this.write({ buffer: part.view.buffer, offset: at + 4 * words.scales * row * kRows }, halves);
+    await uploadWeightChunks(target, source, {
+      backend: this.name,
+      write: (view, data) => this.write(view, data),
+      wholeWords: true,
     });
   }
 
