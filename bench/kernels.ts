@@ -14,7 +14,6 @@ import { parseArgs } from "node:util";
 import {
   DT,
   MLA_PARAMS,
-  q4RowBytes,
   q8Bytes,
   warmup,
   WasmKernels,
@@ -23,6 +22,7 @@ import {
 } from "../runtime/backends/wasm/module.ts";
 import { ThreadPool } from "../runtime/backends/wasm/threads.ts";
 import { nvfp4RowBytes, scalesOffset, wasmWeightBytes } from "../runtime/backends/wasm/layout.ts";
+import { q4RowBytes } from "../weights/codecs.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
