@@ -3,6 +3,7 @@
  * second), for 1 and 2 threads. Medians over repeated runs.
  *
  *   deno run --allow-read bench/kernels.ts [--threads 1,2] [--quick] [--json] [--dtypes q4,q8] [--only decode]
+ *     [--memory64] [--module FILE] [--shapes 1024x384,1024x1024]
  *
  * Decode rows are measured twice: "hot" reuses one weight matrix (it stays in the last-level cache) and "cold"
  * rotates through ≥ 512 MiB of copies so the weights come from DRAM, as they do for a real model.
@@ -33,6 +34,11 @@ const { values: flags } = parseArgs({
     // Only these weight dtypes (default: all), only these kernels (prefill, decode, attention; default: all).
     dtypes: { type: "string" },
     only: { type: "string" },
+    // The wasm64 build (memory64: its loads carry explicit bounds checks), or a module file to try a kernel variant.
+    memory64: { type: "boolean", default: false },
+    // Decode shapes as K×N (default 1024×4096,4096×1024); ms4-mini's small linears are e.g. 1024×384.
+    shapes: { type: "string" },
+    module: { type: "string" },
   },
 });
 const wanted = (dt: string) => flags.dtypes === undefined || flags.dtypes.split(",").includes(dt);
@@ -40,7 +46,10 @@ const runs = (kind: string) => flags.only === undefined || flags.only.split(",")
 const threadCounts = flags.threads!.split(",").map(Number);
 const quick = flags.quick!;
 
-const k = await WasmKernels.load();
+const k = await WasmKernels.load({
+  memory64: flags.memory64,
+  wasm: flags.module === undefined ? undefined : await Deno.readFile(flags.module),
+});
 warmup(k, 500);
 const BYTES: Record<WasmWeightDType, number> = { f32: 4, bf16: 2, f8e4m3: 1, q8: 1, nvfp4: 0.5, q4: 0.5 };
 
@@ -180,7 +189,9 @@ async function benchPrefill(threads: number): Promise<void> {
 
 async function benchDecode(threads: number): Promise<void> {
   using pool = await ThreadPool.create(k, threads);
-  const shapes: [number, number][] = [[1024, 4096], [4096, 1024]]; // [K, N]: up/gate-like, down-like
+  const shapes: [number, number][] = flags.shapes === undefined
+    ? [[1024, 4096], [4096, 1024]] // [K, N]: up/gate-like, down-like
+    : flags.shapes.split(",").map((s) => s.split(/[x×]/).map(Number) as [number, number]);
   const dts = (["f32", "bf16", "f8e4m3", "q8", "q4", "nvfp4"] as WasmWeightDType[]).filter(wanted);
   for (const [kk, n] of shapes) {
     for (const dt of dts) {

@@ -34,6 +34,11 @@ typedef struct {
 typedef v128_t f4;
 
 INLINE f4 splat(float x) { return wasm_f32x4_splat(x); }
+// A byte splat the compiler cannot fold into a v128.const: V8 rebuilds a v128 constant at every use inside a loop
+// (a scalar move, a move into SIMD and a shuffle: 2–3 SIMD ops), while a splat of a loaded value is hoisted out of
+// the loop and kept in a register. opaque_byte holds 0; hot loops take their byte masks from here.
+extern int32_t opaque_byte;
+INLINE v128_t splat_u8(uint8_t b) { return wasm_i8x16_splat((int8_t)(b | opaque_byte)); }
 INLINE f4 ld(const void *p) { return wasm_v128_load(p); }
 INLINE void st(void *p, f4 v) { wasm_v128_store(p, v); }
 INLINE float hsum(f4 v) {

@@ -3,6 +3,9 @@
 // bytes at w + n · 16·ceil(K/32); byte j of a block holds element j in its low nibble and element j + 16 in its high
 // nibble, so one 16-byte load, an `and 15` and a `shr 4` give the block's 32 codes in order (no shuffle, no
 // interleave: the activations are read in their natural order). A short last block is padded with code 8 (zero).
+// In wasm memory each whole group of 4 blocks (64 bytes) is stored transposed as a 4 × 4 matrix of 32-bit words
+// (runtime/backends/wasm/layout.ts): word t of block j at word 4t + j, so one 16-byte load holds codes of all 4
+// blocks and decode sums a group in one vector (dot_q4i); blocks past a row's last whole group stay as they are.
 // The f16 scales follow as a separate array [N][ceil(K/32)] (W->qs points at it, read as uint16_t).
 //
 // With int8 activations (the default): each activation row is quantised per 32-block exactly as the q8 paths do
@@ -14,9 +17,11 @@
 #include "matmul.h"
 
 #define Q4_NB(K) (((K) + Q4_BLOCK - 1) / Q4_BLOCK)
+#define Q4_GROUP 4  // blocks per group: the wasm layout transposes each whole group's 16 words
 #define GK 1024  // prefill K block: the unpacked panel (8 rows × GK bytes) stays in L1
 #define GM 64    // prefill M block: quantised activations (GM × GK bytes) stay in L2
 
+int32_t opaque_byte = 0;  // common.h splat_u8 (defined here, once; never written)
 static int32_t q4mode = 1;  // 1: int8 activations, 0: f32 activations (in linear memory: holds for every thread)
 
 // want = 1: int8 activations (every host with relaxed SIMD); 0: f32 activations. Returns the mode now on.
@@ -40,6 +45,20 @@ INLINE const uint16_t *q4_scales(const WDesc *W, size_t K, size_t n) {
   return (const uint16_t *)(const void *)W->qs + n * Q4_NB(K);
 }
 
+// Block b of a row (nb blocks) in its own order: inside a whole group its 4 words are gathered.
+INLINE v128_t q4_block(const uint8_t *row, size_t nb, size_t b) {
+  if (b >= nb / Q4_GROUP * Q4_GROUP) return ld(row + 16 * b);
+  const uint32_t *g = (const uint32_t *)(const void *)(row + 64 * (b / Q4_GROUP));
+  size_t j = b % Q4_GROUP;
+  return wasm_u32x4_make(g[j], g[4 + j], g[8 + j], g[12 + j]);
+}
+
+// Byte p (0..15) of block b of a row, as q4_block places it.
+INLINE uint8_t q4_byte(const uint8_t *row, size_t nb, size_t b, size_t p) {
+  if (b >= nb / Q4_GROUP * Q4_GROUP) return row[16 * b + p];
+  return row[64 * (b / Q4_GROUP) + 16 * (p / 4) + 4 * (b % Q4_GROUP) + p % 4];
+}
+
 // One block's 16 bytes → the signed values q = u − 8 of elements 0..15 (lo) and 16..31 (hi).
 INLINE void q4_signed(v128_t v, v128_t *lo, v128_t *hi) {
   const v128_t eight = wasm_i8x16_splat(8);
@@ -59,14 +78,13 @@ INLINE void i8x16_to_f32(v128_t v, f4 out[4]) {
 void decode_row_q4(const WDesc *W, size_t K, size_t n, size_t k0, int len, float *out) {
   const uint8_t *w = q4_codes(W, K, n);
   const uint16_t *s = q4_scales(W, K, n);
-  size_t k = k0, end = k0 + (size_t)len;
+  size_t k = k0, end = k0 + (size_t)len, nb = Q4_NB(K);
   while (k < end) {
     size_t b = k / Q4_BLOCK;
     float d = f16_to_f32(s[b]);
-    const uint8_t *blk = w + 16 * b;
     if (k % Q4_BLOCK == 0 && k + Q4_BLOCK <= end) {
       v128_t lo, hi;
-      q4_signed(ld(blk), &lo, &hi);
+      q4_signed(q4_block(w, nb, b), &lo, &hi);
       f4 v[8], dv = splat(d);
       i8x16_to_f32(lo, v);
       i8x16_to_f32(hi, v + 4);
@@ -76,7 +94,7 @@ void decode_row_q4(const WDesc *W, size_t K, size_t n, size_t k0, int len, float
     }
     for (size_t e = (b + 1) * Q4_BLOCK < end ? (b + 1) * Q4_BLOCK : end; k < e; k++) {
       size_t j = k % Q4_BLOCK;
-      int u = j < 16 ? blk[j] & 15 : blk[j - 16] >> 4;
+      int u = j < 16 ? q4_byte(w, nb, b, j) & 15 : q4_byte(w, nb, b, j - 16) >> 4;
       out[k - k0] = (float)(u - 8) * d;
     }
   }
@@ -127,58 +145,85 @@ static void quantize_act_q4(const float *x, size_t K, int8_t *q, float *s, int32
   }
 }
 
-// 4 f16 scales → f32x4 (as f16_to_f32, lane-wise).
-INLINE f4 f16x4_to_f32(const uint16_t *h) {
-  v128_t v = wasm_u32x4_extend_low_u16x8(wasm_v128_load64_zero(h));
-  f4 mag = wasm_f32x4_mul(wasm_i32x4_shl(wasm_v128_and(v, wasm_i32x4_splat(0x7fff)), 13), splat(0x1p112f));
-  return wasm_v128_or(mag, wasm_i32x4_shl(wasm_v128_and(v, wasm_i32x4_splat(0x8000)), 16));
+// Decode reads each whole group of 4 activation blocks in the weights' order: vector 2t holds word t (elements
+// 4t .. 4t+3) of the 4 blocks and vector 2t + 1 their word 4 + t (elements 16+4t ..), as the codes' low and high
+// nibbles of one transposed 16-byte load. Two 4 × 4 word transposes a group.
+static void permute_act_q4(int8_t *q, size_t nb) {
+  for (size_t g = 0; g < nb / Q4_GROUP; g++) {
+    int8_t *p = q + 128 * g;
+    v128_t lo[4], hi[4];
+    for (int j = 0; j < 4; j++) {
+      lo[j] = ld(p + 32 * j);
+      hi[j] = ld(p + 32 * j + 16);
+    }
+    transpose4(&lo[0], &lo[1], &lo[2], &lo[3]);
+    transpose4(&hi[0], &hi[1], &hi[2], &hi[3]);
+    for (int t = 0; t < 4; t++) {
+      st(p + 32 * t, lo[t]);
+      st(p + 32 * t + 16, hi[t]);
+    }
+  }
 }
 
-// out[m][r] = Σ_k x_m[k] · W[r·dr, k] for MR activation rows (int8) and NR weight rows dr rows apart. Blocks go in
-// groups of 4: first each (row, activation row) pair's 4 combined scales d·s are formed with one f16x4 decode and one
-// multiply, and the group's correction Σ_b d·s·(−8·Σq_b) enters the accumulator as one multiply-add (its lanes are
-// summed at the end with the rest). Per block and pair: Σ q·u of the two halves on i16x8 dots (pmaddubsw; at most
-// 2·2·127·15 per lane, no overflow), one pairwise widening to i32 (exact), a conversion and one multiply-add.
+// f16 scales → f32, 4 at a time (as f16_to_f32, lane-wise): the sign-extended half shifted into f32 position keeps
+// its sign in bit 31 and its magnitude in bits 27..13 once bits 30..28 are cleared, then × 2^112 rebiases the
+// exponent (exact for normal and subnormal halves).
+INLINE f4 f16x4_to_f32(const uint16_t *h) {
+  v128_t v = wasm_i32x4_shl(wasm_i32x4_extend_low_i16x8(wasm_v128_load64_zero(h)), 13);
+  return wasm_f32x4_mul(wasm_v128_and(v, wasm_i32x4_splat((int32_t)0x8fffe000)), splat(0x1p112f));
+}
+
+// out[m][r] = Σ_k x_m[k] · W[r·dr, k] for MR activation rows (int8, group-permuted: quantize_act_q4) and NR weight
+// rows dr rows apart. Per group of 4 blocks and (row, activation row): 4 loads of codes, 8 i16x8 dots (pmaddubsw)
+// summed in i16 — lane pair 2j, 2j+1 is block j, at most 8 · 2·15·127 = 30480 per lane, so no overflow — then one
+// pairwise widening gives the 4 blocks' sums in the 4 lanes: one conversion and one multiply-add by the 4 combined
+// scales d·s, and one more for the correction Σ d·s·(−8·Σq). Blocks past the last whole group run one at a time.
 INLINE void dot_q4i(int MR, int NR, const Q4Act *xa, const uint8_t *w, const uint16_t *ws, size_t nb, size_t dr,
                     float out[4][4]) {
-  const size_t rs = dr * nb * 16, rsb = dr * nb;
-  const v128_t mask = wasm_i8x16_splat(15);
+  const size_t rs = dr * nb * 16, rsb = dr * nb, ng = nb / Q4_GROUP;
+  const v128_t mask = splat_u8(15);
   f4 acc[4][4];
-  float comb[4][4][4] __attribute__((aligned(16)));  // [r][m][block in group]
   for (int m = 0; m < MR; m++)
     for (int r = 0; r < NR; r++) acc[m][r] = splat(0.0f);
-  for (size_t b0 = 0; b0 < nb; b0 += 4) {
-    int nbk = nb - b0 < 4 ? (int)(nb - b0) : 4;
-    for (int r = 0; r < NR; r++) {
-      f4 d;
-      if (nbk == 4) d = f16x4_to_f32(ws + r * rsb + b0);
-      else {
-        uint16_t t[4] = {0, 0, 0, 0};
-        for (int j = 0; j < nbk; j++) t[j] = ws[r * rsb + b0 + (size_t)j];
-        d = f16x4_to_f32(t);
-      }
+  for (size_t g = 0; g < ng; g++) {
+    v128_t sum[4][4];
+    for (int t = 0; t < 4; t++) {
+      v128_t qa[4], qb[4];
       for (int m = 0; m < MR; m++) {
-        f4 c = wasm_f32x4_mul(d, ld(xa[m].s + b0));
-        st(comb[r][m], c);
-        acc[m][r] = madd(c, ld(xa[m].corr + b0), acc[m][r]);
+        qa[m] = ld(xa[m].q + 128 * g + 32 * (size_t)t);
+        qb[m] = ld(xa[m].q + 128 * g + 32 * (size_t)t + 16);
+      }
+      for (int r = 0; r < NR; r++) {
+        v128_t v = ld(w + r * rs + 64 * g + 16 * (size_t)t);
+        v128_t lo = wasm_v128_and(v, mask), hi = wasm_v128_and(wasm_u16x8_shr(v, 4), mask);
+        for (int m = 0; m < MR; m++) {
+          v128_t d = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(qa[m], lo),
+                                    wasm_i16x8_relaxed_dot_i8x16_i7x16(qb[m], hi));
+          sum[m][r] = t == 0 ? d : wasm_i16x8_add(sum[m][r], d);
+        }
       }
     }
-    for (int j = 0; j < nbk; j++) {
-      size_t b = b0 + (size_t)j;
-      v128_t lo[4], hi[4];
-      for (int r = 0; r < NR; r++) {
-        v128_t v = ld(w + r * rs + 16 * b);
-        lo[r] = wasm_v128_and(v, mask);
-        hi[r] = wasm_u8x16_shr(v, 4);
-      }
+    for (int r = 0; r < NR; r++) {
+      f4 d = f16x4_to_f32(ws + r * rsb + Q4_GROUP * g);
       for (int m = 0; m < MR; m++) {
-        v128_t q0 = ld(xa[m].q + 32 * b), q1 = ld(xa[m].q + 32 * b + 16);
-        for (int r = 0; r < NR; r++) {
-          v128_t h = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(q0, lo[r]),
-                                    wasm_i16x8_relaxed_dot_i8x16_i7x16(q1, hi[r]));
-          v128_t i = wasm_i32x4_extadd_pairwise_i16x8(h);
-          acc[m][r] = madd(wasm_f32x4_convert_i32x4(i), wasm_v128_load32_splat(&comb[r][m][j]), acc[m][r]);
-        }
+        f4 c = wasm_f32x4_mul(d, ld(xa[m].s + Q4_GROUP * g));
+        acc[m][r] = madd(wasm_f32x4_convert_i32x4(wasm_i32x4_extadd_pairwise_i16x8(sum[m][r])), c, acc[m][r]);
+        acc[m][r] = madd(c, ld(xa[m].corr + Q4_GROUP * g), acc[m][r]);
+      }
+    }
+  }
+  for (size_t b = ng * Q4_GROUP; b < nb; b++) {
+    for (int r = 0; r < NR; r++) {
+      v128_t v = ld(w + r * rs + 16 * b);
+      v128_t lo = wasm_v128_and(v, mask), hi = wasm_v128_and(wasm_u16x8_shr(v, 4), mask);
+      float d = f16_to_f32(ws[r * rsb + b]);
+      for (int m = 0; m < MR; m++) {
+        v128_t h = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(ld(xa[m].q + 32 * b), lo),
+                                  wasm_i16x8_relaxed_dot_i8x16_i7x16(ld(xa[m].q + 32 * b + 16), hi));
+        f4 i = wasm_f32x4_convert_i32x4(wasm_i32x4_extadd_pairwise_i16x8(h));
+        float c = d * xa[m].s[b];
+        acc[m][r] = madd(i, splat(c), acc[m][r]);
+        acc[m][r] = madd(splat(c), wasm_f32x4_make(xa[m].corr[b], 0.0f, 0.0f, 0.0f), acc[m][r]);
       }
     }
   }
@@ -196,7 +241,7 @@ INLINE void dot_q4f(int MR, int NR, const float *const *xr, const float *const *
   for (size_t b = 0; b < nb; b++) {
     for (int r = 0; r < NR; r++) {
       v128_t lo, hi;
-      q4_signed(ld(w + r * rs + 16 * b), &lo, &hi);
+      q4_signed(q4_block(w + r * rs, nb, b), &lo, &hi);
       f4 v[8];
       i8x16_to_f32(lo, v);
       i8x16_to_f32(hi, v + 4);
@@ -265,6 +310,7 @@ static void mm_decode_q4(const WDesc *W, const float *x, const int32_t *xidx, si
       qa[m].s = s;
       qa[m].corr = corr;
       quantize_act_q4(xr[m], K, (int8_t *)qa[m].q, s, sumbuf);
+      permute_act_q4((int8_t *)qa[m].q, nb);
       for (size_t b = 0; b < nb4; b++) {
         if (b >= nb) s[b] = 0.0f;
         corr[b] = b < nb ? (float)(-8 * sumbuf[b]) : 0.0f;
@@ -312,9 +358,9 @@ static void pack_weights_q4(const WDesc *W, size_t K, int n, int nr, size_t b0, 
           sc[i] = 0.0f;
           continue;
         }
-        v128_t v = ld(q4_codes(W, K, (size_t)(n + r)) + 16 * (b0 + (size_t)b));
+        v128_t v = q4_block(q4_codes(W, K, (size_t)(n + r)), Q4_NB(K), b0 + (size_t)b);
         lo[i] = wasm_v128_and(v, mask);
-        hi[i] = wasm_u8x16_shr(v, 4);
+        hi[i] = wasm_v128_and(wasm_u16x8_shr(v, 4), mask);
         sc[i] = f16_to_f32(q4_scales(W, K, (size_t)(n + r))[b0 + (size_t)b]);
       }
       transpose4(&lo[0], &lo[1], &lo[2], &lo[3]);  // vector j: k 4j .. 4j+3 of each of the 4 rows

@@ -8,10 +8,32 @@ import { ScheduleError } from "../../schedule/plan.ts";
 import { quantizeFp8, unfoldNvfp4Scales } from "../../../weights/codecs.ts";
 import { nvfp4Weight } from "../../../weights/convert.ts";
 import { memorySource } from "../../../weights/memory_source.ts";
-import { encodeChunk, wasmWeightBytes } from "./layout.ts";
+import { encodeChunk, transposeQ4Groups, wasmWeightBytes } from "./layout.ts";
 import { wasmBackend } from "./backend.ts";
 
 const available = await wasmBackend.probe().then((s) => s > 0, () => false);
+
+Deno.test("wasm q4 layout: each whole group of 4 blocks transposed by words, the tail blocks kept; aligned or not", () => {
+  const K = 32 * 9, rowBytes = 16 * 9, rows = 2; // two whole groups and one tail block a row
+  const codes = Uint8Array.from({ length: rows * rowBytes }, (_, i) => (i * 37 + 11) & 255);
+  const moved = codes.slice();
+  transposeQ4Groups(moved, 0, rows, K);
+  for (let r = 0; r < rows; r++) {
+    for (let b = 0; b < 9; b++) {
+      for (let p = 0; p < 16; p++) {
+        const from = r * rowBytes + 16 * b + p, g = Math.floor(b / 4), j = b % 4, t = Math.floor(p / 4);
+        const to = b < 8 ? r * rowBytes + 64 * g + 16 * t + 4 * j + (p % 4) : from;
+        assertEquals(moved[to], codes[from], `row ${r} block ${b} byte ${p}`);
+      }
+    }
+  }
+  const odd = new Uint8Array(rows * rowBytes + 1); // a view one byte off the word: the unaligned path
+  odd.set(codes, 1);
+  transposeQ4Groups(odd, 1, rows, K);
+  assertEquals(odd.subarray(1), moved);
+  transposeQ4Groups(moved, 0, rows, K); // its own inverse
+  assertEquals(moved, codes);
+});
 
 Deno.test("wasm weight layout: q8 and f8 scales after the values, f8 block scales expanded to rows", async () => {
   assertEquals(wasmWeightBytes([3, 5], "f32"), 60);

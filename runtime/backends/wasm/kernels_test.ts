@@ -17,6 +17,7 @@
 
 import { DT, MLA_PARAMS, MOE_PARAMS, moeRows, q8Bytes, warmup, WasmKernels, writeParams } from "./module.ts";
 import { ThreadPool } from "./threads.ts";
+import { transposeQ4Groups } from "./layout.ts";
 import { assert } from "../../../tests/assert.ts";
 import { mulberry32 } from "../../../tests/fixtures.ts";
 import { f32ToF16, quantizeQ4 } from "../../../weights/codecs.ts";
@@ -283,7 +284,10 @@ for (const dt of DTYPES) {
   });
 }
 
-/** A random q4 weight [N, K] in the kernels' layout (weights/codecs.ts quantizeQ4), its values and its q = u − 8. */
+/**
+ * A random q4 weight [N, K] in the kernels' layout (weights/codecs.ts quantizeQ4, whole groups of 4 blocks transposed
+ * as layout.ts stores them), its values and its q = u − 8.
+ */
 function makeQ4(b: Bufs, r: () => number, n: number, kk: number): Weight {
   const t = quantizeQ4(randArray(r, n * kk), n, kk), nb = Math.ceil(kk / 32);
   const dec = new Float64Array(n * kk), q = new Int8Array(n * kk);
@@ -294,6 +298,7 @@ function makeQ4(b: Bufs, r: () => number, n: number, kk: number): Weight {
       dec[i * kk + j] = q[i * kk + j] * t.scales[i * nb + Math.floor(j / 32)];
     }
   }
+  transposeQ4Groups(t.packed, 0, n, kk);
   return { dt: "q4", dec, w: b.bytes(t.packed), scale: 1, qs: b.bytes(f32ToF16(t.scales)), q, qsv: t.scales };
 }
 

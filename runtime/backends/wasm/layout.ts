@@ -3,8 +3,11 @@
  * `[..., K]` with `rows = numel / K` K-rows:
  * - f32, bf16, i32: the elements, little-endian, as is.
  * - q8: int8 values `[rows, K]`, zero bytes up to a multiple of 4, then f32 scales `[rows, ceil(K/32)]`.
- * - q4: codes `[rows, ceil(K/32), 16]` (split nibbles, the chunks' own layout: weights/codecs.ts `quantizeQ4`), then
- *   f16 scales `[rows, ceil(K/32)]` (the chunks' f32 scales are f16 values, so the narrowing is exact).
+ * - q4: codes `[rows, ceil(K/32), 16]` (split nibbles, the chunks' own layout: weights/codecs.ts `quantizeQ4`) with
+ *   each whole group of 4 blocks transposed as a 4 × 4 matrix of 32-bit words (word t of block j moves to word
+ *   4t + j of the group: {@link transposeQ4Groups}), then f16 scales `[rows, ceil(K/32)]` (the chunks' f32 scales
+ *   are f16 values, so the narrowing is exact). The transpose puts 4 codes of each of 4 blocks in one 16-byte
+ *   load, so the decode kernel sums 4 blocks in one vector and converts once per group (kernels/wasm/gemm_q4.c).
  * - f8e4m3: E4M3 codes `[rows, K]`, zero bytes up to a multiple of 4, then one f32 scale per K-row `[rows]` (the
  *   checkpoint's per-tensor or block scales expanded, as chunks carry them), so `W[r, :] = f8 · scale[r]`.
  * - nvfp4 (as released, MODEL.md §2; K a multiple of 16): per K-row its K/2 bytes of E2M1 codes (even element in the
@@ -99,6 +102,7 @@ export function encodeChunk(
     throw new RangeError(`wasm: chunk of ${chunk.rows} rows has ${chunk.data.byteLength} B, not ${dataBytes}`);
   }
   bytes.set(chunk.data, codeBytes(storage, first, K));
+  if (storage === "q4") transposeQ4Groups(bytes, codeBytes(storage, first, K), count / K, K);
   const perK = chunkScaleCount(storage, K, K);
   if (perK === 0) return;
   const scales = chunk.scales!, at = (first / K) * perK;
@@ -112,6 +116,33 @@ export function encodeChunk(
   }
   const out = new Float32Array(bytes.buffer, bytes.byteOffset + scalesOffset(n), (n / K) * perK);
   out.set(scales, at);
+}
+
+/**
+ * q4 codes of `rows` K-rows at `offset` of `bytes`, in place: in each row, each whole group of 4 blocks (64 bytes)
+ * transposed as a 4 × 4 matrix of little-endian 32-bit words; a row's last blocks past its last whole group stay.
+ * The transpose is its own inverse.
+ */
+export function transposeQ4Groups(bytes: Uint8Array, offset: number, rows: number, K: number): void {
+  const rowWords = q4RowBytes(K) / 4, groups = Math.floor(rowWords / 16), at = bytes.byteOffset + offset;
+  if (at % 4 !== 0) { // not on a word: transpose an aligned copy
+    const copy = bytes.slice(offset, offset + rows * rowWords * 4);
+    transposeQ4Groups(copy, 0, rows, K);
+    return void bytes.set(copy, offset);
+  }
+  const w = new Uint32Array(bytes.buffer, at, rows * rowWords);
+  for (let r = 0; r < rows; r++) {
+    for (let g = 0; g < groups; g++) {
+      const b = r * rowWords + 16 * g;
+      for (let j = 1; j < 4; j++) {
+        for (let t = 0; t < j; t++) {
+          const x = w[b + 4 * j + t];
+          w[b + 4 * j + t] = w[b + 4 * t + j];
+          w[b + 4 * t + j] = x;
+        }
+      }
+    }
+  }
 }
 
 /** {@link encodeChunk} for NVFP4: elements `[first, first + count)` of `shape`, whole K-rows (and whole experts). */
