@@ -289,43 +289,83 @@ static void dec_rows_q4(const WDesc *W, int M, const Q4Act *qa, const float *con
   }
 }
 
-static void mm_decode_q4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
-                         size_t K, int n0, int n1) {
-  const size_t nb = Q4_NB(K);
-  const int int8 = q4mode;
-  const float *xr[8], *xt[8];
-  const size_t nb4 = (nb + 3) & ~(size_t)3;  // scales padded to whole groups of 4 blocks
-  int8_t qbuf[int8 ? (size_t)M * nb * Q4_BLOCK : 16] __attribute__((aligned(16)));
-  float sbuf[int8 ? (size_t)M * nb4 : 4] __attribute__((aligned(16)));
-  float corrbuf[int8 ? (size_t)M * nb4 : 4] __attribute__((aligned(16)));
-  int32_t sumbuf[int8 ? nb : 1];
-  float tail[8 * Q4_BLOCK] __attribute__((aligned(16)));
-  Q4Act qa[8];
-  for (int m = 0; m < M; m++) {
-    xr[m] = x + (xidx ? (size_t)xidx[m] : (size_t)m) * ldx;
-    xt[m] = tail + m * Q4_BLOCK;
-    if (int8) {
-      float *s = sbuf + (size_t)m * nb4, *corr = corrbuf + (size_t)m * nb4;
-      qa[m].q = qbuf + (size_t)m * nb * Q4_BLOCK;
-      qa[m].s = s;
-      qa[m].corr = corr;
-      quantize_act_q4(xr[m], K, (int8_t *)qa[m].q, s, sumbuf);
-      permute_act_q4((int8_t *)qa[m].q, nb);
-      for (size_t b = 0; b < nb4; b++) {
-        if (b >= nb) s[b] = 0.0f;
-        corr[b] = b < nb ? (float)(-8 * sumbuf[b]) : 0.0f;
-      }
-    } else {
-      size_t k0 = K / Q4_BLOCK * Q4_BLOCK;
-      for (size_t k = 0; k < Q4_BLOCK; k++) tail[m * Q4_BLOCK + (int)k] = k0 + k < K ? xr[m][k0 + k] : 0.0f;
-    }
-  }
-  // As mm_decode (matmul.c): the rows of a step are q rows apart, so each stream reads its rows in order.
+// The output rows [n0, n1) of a decode step: int8 activations qa, or (qa = 0) f32 rows xr with their zero-padded
+// last blocks xt. As mm_decode (matmul.c): the rows of a step are q rows apart, so each stream reads its rows in order.
+static void dec_all_q4(const WDesc *W, int M, const Q4Act *qa, const float *const *xr, const float *const *xt, size_t K,
+                       float *y, size_t ldy, int n0, int n1) {
   int nrmax = M <= 2 ? 4 : 2;
   int q = (n1 - n0) / nrmax, tail_n = n0 + q * nrmax;
-  const Q4Act *a = int8 ? qa : 0;
-  for (int i = 0; i < q; i++) dec_rows_q4(W, M, a, xr, xt, (size_t)(n0 + i), nrmax, (size_t)q, K, y, ldy);
-  for (int n = tail_n; n < n1; n++) dec_rows_q4(W, M, a, xr, xt, (size_t)n, 1, 0, K, y, ldy);
+  for (int i = 0; i < q; i++) dec_rows_q4(W, M, qa, xr, xt, (size_t)(n0 + i), nrmax, (size_t)q, K, y, ldy);
+  for (int n = tail_n; n < n1; n++) dec_rows_q4(W, M, qa, xr, xt, (size_t)n, 1, 0, K, y, ldy);
+}
+
+// Quantised activation rows in one buffer, q4_act_bytes(K) bytes a row: the row's codes q [nb·32] (group-permuted),
+// then per block, zero-padded to whole groups of 4, its scale and its correction −8·Σq as f32.
+INLINE size_t q4_nb4(size_t K) { return (Q4_NB(K) + 3) & ~(size_t)3; }
+
+EXPORT(q4_act_bytes)
+int q4_act_bytes(int K) { return (int)(32 * Q4_NB((size_t)K) + 8 * q4_nb4((size_t)K)); }
+
+INLINE Q4Act q4_act_at(const uint8_t *buf, size_t K, size_t row) {
+  const uint8_t *p = buf + row * (size_t)q4_act_bytes((int)K);
+  const float *s = (const float *)(const void *)(p + 32 * Q4_NB(K));
+  Q4Act a = {(const int8_t *)p, s, s + q4_nb4(K)};
+  return a;
+}
+
+// Rows [r0, r1) of x (ldx apart) quantised into rows r0.. of buf, once for all the threads of a decode matmul
+// (each would otherwise quantise the row again for every piece it takes).
+EXPORT(q4_quantize)
+void q4_quantize(const float *x, int ldx, int K, uint8_t *buf, int r0, int r1) {
+  const size_t nb = Q4_NB((size_t)K), nb4 = q4_nb4((size_t)K);
+  int32_t sum[nb];
+  for (int m = r0; m < r1; m++) {
+    Q4Act a = q4_act_at(buf, (size_t)K, (size_t)m);
+    float *s = (float *)a.s, *corr = (float *)a.corr;
+    quantize_act_q4(x + (size_t)m * (size_t)ldx, (size_t)K, (int8_t *)a.q, s, sum);
+    permute_act_q4((int8_t *)a.q, nb);
+    for (size_t b = 0; b < nb4; b++) {
+      if (b >= nb) s[b] = 0.0f;
+      corr[b] = b < nb ? (float)(-8 * sum[b]) : 0.0f;
+    }
+  }
+}
+
+static void mm_decode_q4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
+                         size_t K, int n0, int n1) {
+  const float *xr[8], *xt[8];
+  for (int m = 0; m < M; m++) xr[m] = x + (xidx ? (size_t)xidx[m] : (size_t)m) * ldx;
+  if (q4mode) {
+    uint8_t buf[(size_t)M * (size_t)q4_act_bytes((int)K)] __attribute__((aligned(16)));
+    Q4Act qa[8];
+    for (int m = 0; m < M; m++) {
+      q4_quantize(xr[m], 0, (int)K, buf + (size_t)m * (size_t)q4_act_bytes((int)K), 0, 1);
+      qa[m] = q4_act_at(buf, K, (size_t)m);
+    }
+    dec_all_q4(W, M, qa, xr, xt, K, y, ldy, n0, n1);
+    return;
+  }
+  float tail[8 * Q4_BLOCK] __attribute__((aligned(16)));
+  size_t k0 = K / Q4_BLOCK * Q4_BLOCK;
+  for (int m = 0; m < M; m++) {
+    xt[m] = tail + m * Q4_BLOCK;
+    for (size_t k = 0; k < Q4_BLOCK; k++) tail[m * Q4_BLOCK + (int)k] = k0 + k < K ? xr[m][k0 + k] : 0.0f;
+  }
+  dec_all_q4(W, M, 0, xr, xt, K, y, ldy, n0, n1);
+}
+
+void mm_q4_quantised(const WDesc *W, const uint8_t *xq, const int32_t *ridx, int base, int M, size_t K, float *y,
+                     size_t ldy, int n0, int n1) {
+  Q4Act qa[8];
+  for (int m = 0; m < M; m++) qa[m] = q4_act_at(xq, K, (size_t)(ridx ? ridx[m] : base + m));
+  dec_all_q4(W, M, qa, 0, 0, K, y, ldy, n0, n1);
+}
+
+// y[:, r0 .. r1) = x · Wᵀ for a q4 W and M ≤ 8 activation rows already quantised by q4_quantize into xq.
+EXPORT(matmul_q4_act)
+void matmul_q4_act(const uint8_t *xq, const void *w, const float *wqs, float *y, int M, int N, int K, int r0, int r1) {
+  WDesc W = {w, wqs, 1.0f, DT_Q4};
+  mm_q4_quantised(&W, xq, 0, 0, M, (size_t)K, y, (size_t)N, r0, r1);
 }
 
 // ---------------------------------------------------------------- prefill (M > 8) on int8 products

@@ -107,6 +107,7 @@ typedef struct {
   float *out;                         // [T, D]
   int32_t T, D, F, k;
   int32_t chunk;                      // output columns per work item, a multiple of 8
+  const uint8_t *qx, *qact;           // q4 decode (T ≤ 8): x and act quantised by q4_quantize (0: quantise per call)
 } MoeParams;
 
 static WDesc expert(const MoeParams *p, const void *w, uint32_t stride, const float *fs, const float *qs,
@@ -131,8 +132,13 @@ void moe_gate_up(const MoeParams *p, int r0, int r1) {
     WDesc g = expert(p, p->wg, p->sg, p->fsg, p->qg, p->qsg, e);
     WDesc u = expert(p, p->wu, p->su, p->fsu, p->qu, p->qsu, e);
     float *act = p->act + (size_t)off * (size_t)p->F, *up = p->up + (size_t)off * (size_t)p->F;
-    mm_core(&g, p->x, p->order + off, (size_t)p->D, act, (size_t)p->F, M, (size_t)p->D, f0, f1);
-    mm_core(&u, p->x, p->order + off, (size_t)p->D, up, (size_t)p->F, M, (size_t)p->D, f0, f1);
+    if (p->qx) {
+      mm_q4_quantised(&g, p->qx, p->order + off, 0, M, (size_t)p->D, act, (size_t)p->F, f0, f1);
+      mm_q4_quantised(&u, p->qx, p->order + off, 0, M, (size_t)p->D, up, (size_t)p->F, f0, f1);
+    } else {
+      mm_core(&g, p->x, p->order + off, (size_t)p->D, act, (size_t)p->F, M, (size_t)p->D, f0, f1);
+      mm_core(&u, p->x, p->order + off, (size_t)p->D, up, (size_t)p->F, M, (size_t)p->D, f0, f1);
+    }
     for (int m = 0; m < M; m++) {
       size_t o = (size_t)m * (size_t)p->F + (size_t)f0;
       swiglu_row(act + o, up + o, act + o, f1 - f0);
@@ -148,8 +154,9 @@ void moe_down(const MoeParams *p, int r0, int r1) {
     int d0 = c * p->chunk, d1 = d0 + p->chunk < p->D ? d0 + p->chunk : p->D;
     int off = p->offsets[e], M = p->offsets[e + 1] - off;
     WDesc d = expert(p, p->wd, p->sd, p->fsd, p->qd, p->qsd, e);
-    mm_core(&d, p->act + (size_t)off * (size_t)p->F, 0, (size_t)p->F, p->ys + (size_t)off * (size_t)p->D,
-            (size_t)p->D, M, (size_t)p->F, d0, d1);
+    float *ys = p->ys + (size_t)off * (size_t)p->D;
+    if (p->qact) mm_q4_quantised(&d, p->qact, 0, off, M, (size_t)p->F, ys, (size_t)p->D, d0, d1);
+    else mm_core(&d, p->act + (size_t)off * (size_t)p->F, 0, (size_t)p->F, ys, (size_t)p->D, M, (size_t)p->F, d0, d1);
   }
 }
 

@@ -559,8 +559,8 @@ Deno.test("params layouts: 4-byte slots in wasm32, 8-byte aligned pointers in wa
   const mla = paramLayout(MLA_PARAMS, 8);
   const want = [0, 8, 16, 20, 24, 32, 40, 48, 56, 60, 64, 72, 80, 88, 92, 96, 100, 104, 108, 112, 116, 120, 124, 128];
   assert(mla.offsets.join() === want.join() && mla.bytes === 136, `MlaParams wasm64: ${mla.offsets} ${mla.bytes}`);
-  // MoeParams: 4 bytes of padding after qsd (148) before act; chunk at 216; 220 rounded up to 8.
-  assert(paramLayout(MOE_PARAMS, 8).bytes === 224, `MoeParams wasm64: ${paramLayout(MOE_PARAMS, 8).bytes}`);
+  // MoeParams: 4 bytes of padding after qsd (148) before act; chunk at 216, 4 more before qx (224), qact at 232.
+  assert(paramLayout(MOE_PARAMS, 8).bytes === 240, `MoeParams wasm64: ${paramLayout(MOE_PARAMS, 8).bytes}`);
   assert(paramOffset(k64, MOE_PARAMS, "chunk") === 216 && paramOffset(k32, MOE_PARAMS, "chunk") === 128, "chunk");
   assert(paramOffset(k64, MOE_PARAMS, "act") === 152, "act after the padding");
   const p = k64.alloc(paramsBytes(k64, MLA_PARAMS)), far = 3 * GIB + BASE + 12345 * 64;

@@ -25,6 +25,9 @@
  * | `q8_decode_u8` (no rows; returns 1 when on) | want: 1 = q8 decode products with u8 weights where allowed, 0 = off | — |
  * | `nvfp4_prefill_int8` (no rows) | mode: 1 = NVFP4 prefill on int8 products, 0 = f32 panels, −1 = auto (≤ 64 rows or VNNI) | — |
  * | `q4_int8` (no rows; returns the mode) | want: 1 = q4 matmuls on int8 activations (default), 0 = f32 activations | — |
+ * | `q4_act_bytes` (no rows) | K — bytes of one activation row quantised for the q4 decode | — |
+ * | `q4_quantize` | x, ldx, K, out (`q4_act_bytes(K)` a row) — int8 activations for `matmul_q4_act`, MoE `qx`/`qact` | rows |
+ * | `matmul_q4_act` | xq (from `q4_quantize`), w, wqs, y, M (≤ 8), N, K — `matmul` for q4 on quantised rows | N |
  * | `f32_to_bf16_n`, `bf16_to_f32_n` | src, dst | elements |
  * | `rms_norm` | x, ldx, w (0: none), y, ldy, D, eps | rows |
  * | `softmax` | x, ldx, y, ldy, D, scale | rows |
@@ -105,6 +108,9 @@ export interface KernelExports {
   q8_decode_u8: (want: number) => number;
   nvfp4_prefill_int8: (mode: number) => number;
   q4_int8: (want: number) => number;
+  q4_act_bytes: (K: number) => number;
+  q4_quantize: Fn;
+  matmul_q4_act: Fn;
   f32_to_bf16_n: Fn;
   bf16_to_f32_n: Fn;
   rms_norm: Fn;
@@ -230,6 +236,8 @@ export const MOE_PARAMS = [
   "F",
   "k",
   "chunk",
+  "qx:p",
+  "qact:p",
 ] as const;
 
 /** Row counts of the three MoE phases for `ThreadPool.parallelFor`. */
