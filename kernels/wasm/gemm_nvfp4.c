@@ -7,10 +7,13 @@
 // byte shuffle (a 16-entry table, offset by +12 to lie in [0, 24]) and multiply int8-quantised activations (per
 // 32-block, as the q8 path quantises them: q = round(x·127/amax), |q| ≤ 127) on relaxed_dot_i8x16_i7x16 with the
 // weight as the 7-bit operand, exact in i32 on every host; each lane starts at −12·Σq over its elements, which takes
-// the offset back out. Each 16-byte load holds a 32-block of codes: the low nibbles are its even elements and the
-// high ones its odd elements, so the activations are stored split the same way (16 even, then 16 odd values per
-// block) and no weight byte is moved. The dot's 4 lanes cover elements 0–7, 8–15 (the first f8 block) and 16–23,
-// 24–31 (the second), so one vector [s0 s0 s1 s1] scales them all; the scale codes of four 32-blocks decode at once.
+// the offset back out. In wasm memory each whole group of 64 elements of a row (32 bytes of codes, 4 f8 blocks) is
+// stored as two vectors (runtime/backends/wasm/layout.ts permuteNvfp4Groups): the first holds the first 4 bytes
+// (elements 0–7) of each of the 4 blocks, the second their last 4 (8–15). Their low nibbles are even elements and
+// their high ones odd, so the activations are stored permuted the same way, and a lane pair of the i16 dots is one
+// f8 block: 4 dots sum in i16 (8 products a lane, at most 8·24·127 = 24384), one widening gives the 4 blocks' sums
+// in the 4 lanes, and one conversion and one multiply-add by [s0 s1 s2 s3] take the group. Elements past a row's last
+// whole group (K % 64, a multiple of 16) keep the plain order and run scalar.
 //
 // Decode (M ≤ 8) always runs on int8 products; prefill as nvfp4_prefill_int8 says (by default up to 64 rows, or
 // where the host runs q8 prefill on int8), in groups of 8 activation rows; otherwise mm_core's f32 panel path decodes
@@ -46,6 +49,12 @@ int nvfp4_gemm_int8(int M) { return prefill_mode < 0 ? (M <= NV_INT8_MAX_M || q8
 INLINE size_t nv_row_bytes(size_t K) { return K / 2 + K / NV_BLOCK; }
 // The global scale (divisor) of row n: per row when the backend laid them out so, else the matrix's.
 INLINE float nv_global(const WDesc *W, size_t n) { return W->qs ? W->qs[n] : W->scale; }
+// Whole 64-element groups of a row, and the byte of a row's codes holding element e (see the layout above).
+INLINE size_t nv_groups(size_t K) { return K / 64; }
+INLINE size_t nv_code_byte(size_t K, size_t e) {
+  if (e >= 64 * nv_groups(K)) return e >> 1;
+  return 32 * (e / 64) + 16 * ((e / 8) & 1) + 4 * ((e / 16) & 3) + ((e / 2) & 3);
+}
 
 // W[n, k0 .. k0+len) as f32: e2m1 · fround(f8 / global), the product rounded once, as weights/codecs.ts decodes.
 void nvfp4_decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, float *out) {
@@ -59,130 +68,131 @@ void nvfp4_decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, fl
     if (end > len) end = len;
     for (; k < end; k++) {
       size_t e = k0 + (size_t)k;
-      uint8_t byte = row[e >> 1];
+      uint8_t byte = row[nv_code_byte(K, e)];
       out[k] = E2M1_F[(e & 1) ? byte >> 4 : byte & 15] * s;
     }
   }
 }
 
-// One activation row quantised per 32-block (q8's rounding), each block stored as its 16 even then 16 odd elements.
+// One activation row quantised per 32-block (q8's rounding), laid out for dot_nv: per whole 64-element group, 4
+// vectors (the even then odd elements 0–7 of each f8 block, then the same of 8–15), its 4 lane corrections
+// −12·Σq (one per f8 block) and its 4 scales (the 32-block scale of each f8 block); past the groups, the plain q
+// (zero up to a multiple of 32) and the 32-block scales.
 typedef struct {
-  const int8_t *q;     // q [Kp], Kp = K rounded up to 32 (zero past K)
-  const int32_t *c;    // per 32-block, per dot lane: −12 · Σ q over the lane's 8 elements [Kp/32][4]
-  const float *s;      // scale per 32-block
+  const int8_t *q;   // [64·ng] permuted, then [Kp − 64·ng] plain
+  const int32_t *c;  // [ng][4]
+  const float *s;    // [ng][4]
+  const float *s32;  // [Kp/32] scale per 32-block (the tail's)
 } NvAct;
 
-static void nv_quant_act(const float *x, size_t K, int8_t *q, int32_t *c, float *s) {
-  size_t nb = (K + 31) / 32;
-  const v128_t ones = wasm_i8x16_splat(1), zero = wasm_i32x4_splat(0);
+static void nv_quant_act(const float *x, size_t K, int8_t *q, int32_t *c, float *s, float *s32) {
+  size_t nb = (K + 31) / 32, ng = nv_groups(K);
+  int8_t t[32] __attribute__((aligned(16)));
   for (size_t b = 0; b < nb; b++) {
     size_t k0 = b * 32, k1 = k0 + 32 < K ? k0 + 32 : K;
     float amax = absmax(x + k0, (int)(k1 - k0)), id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    s[b] = amax / 127.0f;
-    v128_t q0, q1;
+    s32[b] = amax / 127.0f;
     if (k1 - k0 == 32) {
       f4 idv = splat(id);
-      q0 = quant16(x + k0, idv);
-      q1 = quant16(x + k0 + 16, idv);
+      st(t, quant16(x + k0, idv));
+      st(t + 16, quant16(x + k0 + 16, idv));
     } else {  // a 16-element last block (K is a multiple of 16): the rest is zero
-      int8_t t[32] __attribute__((aligned(16))) = {0};
-      for (size_t k = k0; k < k1; k++) {
-        float v = __builtin_nearbyintf(x[k] * id);
+      for (size_t k = k0; k < k0 + 32; k++) {
+        float v = k < k1 ? __builtin_nearbyintf(x[k] * id) : 0.0f;
         t[k - k0] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
       }
-      q0 = ld(t);
-      q1 = ld(t + 16);
     }
-    v128_t ev = wasm_i8x16_shuffle(q0, q1, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    v128_t od = wasm_i8x16_shuffle(q0, q1, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    st(q + 32 * b, ev);
-    st(q + 32 * b + 16, od);
-    // Lane j of the block's dots covers elements 8j … 8j+7 (bytes 4j … 4j+3 of both halves).
-    v128_t sum = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(ev, ones, zero);
-    sum = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(od, ones, sum);
-    st(c + 4 * b, wasm_i32x4_mul(sum, wasm_i32x4_splat(-NV_OFFSET)));
-  }
-}
-
-// f8 codes in the top byte of each lane → f32, for codes with exponent ≥ 1 only: the exponent rebiased by an integer
-// add (f8_top_exact without its exponent-0 fix).
-INLINE f4 f8_top_normal(v128_t t) {
-  v128_t mag = wasm_i32x4_add(wasm_v128_and(wasm_u32x4_shr(t, 4), wasm_i32x4_splat(0x07f00000)),
-                              wasm_i32x4_splat(120 << 23));
-  return wasm_v128_or(mag, wasm_v128_and(t, wasm_i32x4_splat((int32_t)0x80000000)));
-}
-
-// The f8 block scales of 32-blocks b … b+3 of a row (8 codes at sc): two vectors [s0 s1 s2 s3], [s4 … s7]. Block
-// scales are normal f8 values in practice; a zero or subnormal one takes the exact decoder.
-INLINE void nv_scales8(const uint8_t *sc, f4 *lo, f4 *hi) {
-  v128_t v = wasm_v128_load64_zero(sc), z = wasm_i32x4_splat(0);
-  v128_t a = wasm_i8x16_shuffle(v, z, 16, 16, 16, 0, 16, 16, 16, 1, 16, 16, 16, 2, 16, 16, 16, 3);
-  v128_t b = wasm_i8x16_shuffle(v, z, 16, 16, 16, 4, 16, 16, 16, 5, 16, 16, 16, 6, 16, 16, 16, 7);
-  v128_t e0 = wasm_i8x16_eq(wasm_v128_and(v, wasm_i8x16_splat(0x78)), z);
-  if (__builtin_expect(wasm_i64x2_extract_lane(e0, 0) != 0, 0)) {
-    *lo = f8_top_exact(a);
-    *hi = f8_top_exact(b);
-  } else {
-    *lo = f8_top_normal(a);
-    *hi = f8_top_normal(b);
-  }
-}
-
-// acc[m][r] += the products of 32-block b (packed codes at w + r·rs + 16b; sc[r] = [s s s' s'] its two f8 scales).
-// The codes go in as 2·e2m1 + 12 ∈ [0, 24] (the 7-bit operand, exact on every host); the lane corrections −12·Σq
-// take the offset back out.
-INLINE void nv_block(int MR, int NR, const NvAct *xa, const uint8_t *w, size_t rs, size_t b, int half,
-                     const f4 *sc, f4 acc[4][4]) {
-  const v128_t lut = ld(E2M1_X2_OFF), lo4 = wasm_i8x16_splat(0x0f);
-  v128_t wl[4], wh[4];
-  for (int r = 0; r < NR; r++) {
-    const uint8_t *p = w + (size_t)r * rs + 16 * b;
-    v128_t v = half ? wasm_v128_load64_zero(p) : ld(p);
-    wl[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(v, lo4));
-    wh[r] = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(wasm_u16x8_shr(v, 4), lo4));
-  }
-  for (int m = 0; m < MR; m++) {
-    v128_t qe = ld(xa[m].q + 32 * b), qo = ld(xa[m].q + 32 * b + 16), c = ld(xa[m].c + 4 * b);
-    f4 xs = splat(xa[m].s[b]);
-    for (int r = 0; r < NR; r++) {
-      v128_t d = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(qe, wl[r], c);
-      d = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(qo, wh[r], d);
-      acc[m][r] = madd(wasm_f32x4_convert_i32x4(d), wasm_f32x4_mul(sc[r], xs), acc[m][r]);
+    if (b / 2 >= ng) {  // past the whole groups: plain
+      st(q + 32 * b, ld(t));
+      st(q + 32 * b + 16, ld(t + 16));
+      continue;
+    }
+    // f8 blocks j0 = 2(b % 2), j0 + 1 of group g = b / 2: their even/odd elements of 0–7 and of 8–15.
+    size_t g = b / 2, j0 = 2 * (b % 2);
+    int8_t *p = q + 64 * g;
+    for (int jj = 0; jj < 2; jj++) {
+      const int8_t *e = t + 16 * jj;
+      size_t j = j0 + (size_t)jj;
+      int32_t sum = 0;
+      for (int i = 0; i < 4; i++) {
+        p[4 * j + (size_t)i] = e[2 * i];               // elements 0, 2, 4, 6
+        p[16 + 4 * j + (size_t)i] = e[2 * i + 1];      // 1, 3, 5, 7
+        p[32 + 4 * j + (size_t)i] = e[8 + 2 * i];      // 8, 10, 12, 14
+        p[48 + 4 * j + (size_t)i] = e[8 + 2 * i + 1];  // 9, 11, 13, 15
+      }
+      for (int i = 0; i < 16; i++) sum += e[i];
+      c[4 * g + j] = -NV_OFFSET * sum;
+      s[4 * g + j] = s32[b];
     }
   }
+}
+
+// Four f8 block scale codes → f32, lane j from byte j, for positive normal codes (exponent ≥ 1, sign 0: what real
+// checkpoints hold): the code shifted into bits 20–26 and its exponent rebiased by an integer add.
+INLINE f4 nv_scales4(const uint8_t *sc) {
+  // Widened rather than shuffled, and the bias a splat the compiler cannot fold: V8 would rebuild a shuffle mask
+  // or a v128 constant at every use in the loop (common.h, splat_u8).
+  v128_t c = wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(wasm_v128_load32_zero(sc)));
+  return wasm_i32x4_add(wasm_i32x4_shl(c, 20), wasm_i32x4_splat((120 << 23) | opaque_byte));
+}
+// The same for any code (zero, subnormal or negative: the exact decoder).
+INLINE f4 nv_scales4_exact(const uint8_t *sc) {
+  return f8_top_exact(wasm_i8x16_shuffle(wasm_v128_load32_zero(sc), wasm_i32x4_splat(0), 16, 16, 16, 0, 16, 16,
+                                         16, 1, 16, 16, 16, 2, 16, 16, 16, 3));
+}
+// Whether nv_scales4 would be wrong for any of 4 codes: a sign bit, or a zero byte of c & 0x78 (exponent 0), on
+// the scalar bytes (no vector work on the fast path).
+INLINE int nv_scales_slow(const uint8_t *sc) {
+  uint32_t c, x;
+  __builtin_memcpy(&c, sc, 4);
+  x = c & 0x78787878u;
+  return ((c & 0x80808080u) | ((x - 0x01010101u) & ~x & 0x80808080u)) != 0;
 }
 
 // out[m][r] = Σ_k x_m[k] · W[row r, k] · 2 · global for MR activation rows and NR weight rows rs bytes apart.
 INLINE void dot_nv(int MR, int NR, const NvAct *xa, const uint8_t *w, size_t K, size_t rs, float out[4][4]) {
-  size_t nb = (K + 31) / 32, full = K / 32;
+  const size_t ng = nv_groups(K);
+  const v128_t lut = ld(E2M1_X2_OFF), lo4 = splat_u8(0x0f);
   f4 acc[4][4];
   for (int m = 0; m < MR; m++)
     for (int r = 0; r < NR; r++) acc[m][r] = splat(0.0f);
-  size_t b = 0;
-  // Four 32-blocks at a time: their 8 scale codes decode together.
-  for (; b + 4 <= full; b += 4) {
-    f4 slo[4], shi[4], sc[4];
-    for (int r = 0; r < NR; r++) nv_scales8(w + (size_t)r * rs + K / 2 + 2 * b, &slo[r], &shi[r]);
-    for (int r = 0; r < NR; r++) sc[r] = wasm_i32x4_shuffle(slo[r], slo[r], 0, 0, 1, 1);
-    nv_block(MR, NR, xa, w, rs, b, 0, sc, acc);
-    for (int r = 0; r < NR; r++) sc[r] = wasm_i32x4_shuffle(slo[r], slo[r], 2, 2, 3, 3);
-    nv_block(MR, NR, xa, w, rs, b + 1, 0, sc, acc);
-    for (int r = 0; r < NR; r++) sc[r] = wasm_i32x4_shuffle(shi[r], shi[r], 0, 0, 1, 1);
-    nv_block(MR, NR, xa, w, rs, b + 2, 0, sc, acc);
-    for (int r = 0; r < NR; r++) sc[r] = wasm_i32x4_shuffle(shi[r], shi[r], 2, 2, 3, 3);
-    nv_block(MR, NR, xa, w, rs, b + 3, 0, sc, acc);
-  }
-  for (; b < nb; b++) {  // the rest, one 32-block (or a last 16-element one) at a time
-    f4 sc[4];
+  for (size_t g = 0; g < ng; g++) {
     for (int r = 0; r < NR; r++) {
-      const uint8_t *c = w + (size_t)r * rs + K / 2 + 2 * b;
-      int32_t c0 = (int32_t)((uint32_t)c[0] << 24), c1 = b < full ? (int32_t)((uint32_t)c[1] << 24) : 0;
-      sc[r] = f8_top_exact(wasm_i32x4_make(c0, c0, c1, c1));
+      const uint8_t *p = w + (size_t)r * rs + 32 * g, *sc = w + (size_t)r * rs + K / 2 + 4 * g;
+      v128_t a = ld(p), b = ld(p + 16);
+      v128_t ae = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(a, lo4));
+      v128_t ao = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(wasm_u16x8_shr(a, 4), lo4));
+      v128_t be = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(b, lo4));
+      v128_t bo = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(wasm_u16x8_shr(b, 4), lo4));
+      f4 ws = __builtin_expect(nv_scales_slow(sc), 0) ? nv_scales4_exact(sc) : nv_scales4(sc);
+      for (int m = 0; m < MR; m++) {
+        const int8_t *q = xa[m].q + 64 * g;
+        v128_t h = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(ld(q), ae),
+                                  wasm_i16x8_relaxed_dot_i8x16_i7x16(ld(q + 16), ao));
+        h = wasm_i16x8_add(h, wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(ld(q + 32), be),
+                                             wasm_i16x8_relaxed_dot_i8x16_i7x16(ld(q + 48), bo)));
+        v128_t d = wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(h), ld(xa[m].c + 4 * g));
+        acc[m][r] = madd(wasm_f32x4_convert_i32x4(d), wasm_f32x4_mul(ws, ld(xa[m].s + 4 * g)), acc[m][r]);
+      }
     }
-    nv_block(MR, NR, xa, w, rs, b, b >= full, sc, acc);
   }
   for (int m = 0; m < MR; m++)
     for (int r = 0; r < NR; r++) out[m][r] = hsum(acc[m][r]);
+  // Past the whole groups (K % 64: one to three f8 blocks), plain order, scalar: the same integer products.
+  for (size_t k0 = 64 * ng; k0 < K; k0 += NV_BLOCK) {
+    for (int r = 0; r < NR; r++) {
+      const uint8_t *row = w + (size_t)r * rs;
+      float ws = f8_to_f32(row[K / 2 + k0 / NV_BLOCK]);
+      for (int m = 0; m < MR; m++) {
+        int32_t isum = 0;
+        for (size_t k = k0; k < k0 + NV_BLOCK; k++) {
+          uint8_t byte = row[k >> 1];
+          isum += (int32_t)xa[m].q[k] * (E2M1_X2_OFF[(k & 1) ? byte >> 4 : byte & 15] - NV_OFFSET);
+        }
+        out[m][r] += (float)isum * (ws * xa[m].s32[k0 / 32]);
+      }
+    }
+  }
 }
 
 // One function per (MR, NR) shape mm_nvfp4 asks for, so the accumulators stay in registers.
@@ -212,19 +222,21 @@ static void nv_rows(const WDesc *W, int M, const NvAct *xa, size_t n, int nr, si
 // As mm_decode does, a step's rows are q rows apart so each of its streams reads memory in order.
 void mm_nvfp4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
               size_t K, int n0, int n1) {
-  size_t kp = (K + 31) & ~(size_t)31, nb = kp / 32;
+  size_t kp = (K + 31) & ~(size_t)31, nb = kp / 32, ng = nv_groups(K);
   int8_t qbuf[NV_GROUP * kp] __attribute__((aligned(16)));
-  int32_t cbuf[NV_GROUP * 4 * nb] __attribute__((aligned(16)));
-  float sbuf[NV_GROUP * nb];
+  int32_t cbuf[NV_GROUP * 4 * (ng + 1)] __attribute__((aligned(16)));
+  float sbuf[NV_GROUP * 4 * (ng + 1)] __attribute__((aligned(16)));
+  float s32buf[NV_GROUP * nb];
   NvAct xa[NV_GROUP];
   for (int mg = 0; mg < M; mg += NV_GROUP) {
     int mc = M - mg < NV_GROUP ? M - mg : NV_GROUP;
     for (int m = 0; m < mc; m++) {
       const float *xr = x + (xidx ? (size_t)xidx[mg + m] : (size_t)(mg + m)) * ldx;
       int8_t *q = qbuf + (size_t)m * kp;
-      int32_t *c = cbuf + (size_t)m * 4 * nb;
-      xa[m] = (NvAct){q, c, sbuf + (size_t)m * nb};
-      nv_quant_act(xr, K, q, c, sbuf + (size_t)m * nb);
+      int32_t *c = cbuf + (size_t)m * 4 * (ng + 1);
+      float *sg = sbuf + (size_t)m * 4 * (ng + 1), *s32 = s32buf + (size_t)m * nb;
+      xa[m] = (NvAct){q, c, sg, s32};
+      nv_quant_act(xr, K, q, c, sg, s32);
     }
     int nrmax = mc <= 2 ? 4 : 2;
     int q = (n1 - n0) / nrmax, tail = n0 + q * nrmax;

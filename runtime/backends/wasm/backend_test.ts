@@ -8,7 +8,7 @@ import { ScheduleError } from "../../schedule/plan.ts";
 import { quantizeFp8, unfoldNvfp4Scales } from "../../../weights/codecs.ts";
 import { nvfp4Weight } from "../../../weights/convert.ts";
 import { memorySource } from "../../../weights/memory_source.ts";
-import { encodeChunk, transposeQ4Groups, wasmWeightBytes } from "./layout.ts";
+import { encodeChunk, permuteNvfp4Groups, transposeQ4Groups, wasmWeightBytes } from "./layout.ts";
 import { wasmBackend } from "./backend.ts";
 
 const available = await wasmBackend.probe().then((s) => s > 0, () => false);
@@ -54,6 +54,17 @@ Deno.test("wasm weight layout: q8 and f8 scales after the values, f8 block scale
   assertThrows(() => wasmWeightBytes([4], "nvfp4"), RangeError, "multiple of 16");
 });
 
+Deno.test("wasm NVFP4 layout: each 64-element group as elements 0–7 of its 4 blocks, then 8–15; the tail kept", () => {
+  const K = 64 * 2 + 16, codes = Uint8Array.from({ length: K / 2 }, (_, i) => (i * 29 + 5) & 255);
+  const moved = codes.slice();
+  permuteNvfp4Groups(moved, 0, K);
+  for (let e = 0; e < K; e += 2) { // a byte holds elements e (low nibble) and e + 1
+    const g = Math.floor(e / 64), j = Math.floor((e % 64) / 16), h = Math.floor((e % 16) / 8), p = (e % 8) / 2;
+    const to = e < 128 ? 32 * g + 16 * h + 4 * j + p : e / 2;
+    assertEquals(moved[to], codes[e / 2], `element ${e}`);
+  }
+});
+
 Deno.test("wasm weight layout: NVFP4 as released, 0.5625 bytes per expert weight value", async () => {
   // Experts [E, N, K]: per K-row K/2 code bytes and K/16 f8 block scales, then 2 globals per expert.
   const [E, N, K] = [3, 8, 64];
@@ -69,7 +80,9 @@ Deno.test("wasm weight layout: NVFP4 as released, 0.5625 bytes per expert weight
   const rb = K / 2 + K / 16, globals = new Float32Array(out.buffer, E * N * rb, 2 * E);
   assertEquals([...globals], [...w.globalScales!]);
   for (let r = 0; r < E * N; r++) {
-    assertEquals(out.subarray(r * rb, r * rb + K / 2), w.data.subarray((r * K) / 2, ((r + 1) * K) / 2));
+    const codes64 = w.data.slice((r * K) / 2, ((r + 1) * K) / 2); // the codes, each 64-element group permuted
+    permuteNvfp4Groups(codes64, 0, K);
+    assertEquals(out.subarray(r * rb, r * rb + K / 2), codes64);
     const codes = unfoldNvfp4Scales(w.scales!.subarray(r * (K / 16), (r + 1) * (K / 16)), [globals[r >> 2]]);
     assertEquals(out.subarray(r * rb + K / 2, (r + 1) * rb), codes);
   }

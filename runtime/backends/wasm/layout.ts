@@ -11,7 +11,7 @@
  * - f8e4m3: E4M3 codes `[rows, K]`, zero bytes up to a multiple of 4, then one f32 scale per K-row `[rows]` (the
  *   checkpoint's per-tensor or block scales expanded, as chunks carry them), so `W[r, :] = f8 · scale[r]`.
  * - nvfp4 (as released, MODEL.md §2; K a multiple of 16): per K-row its K/2 bytes of E2M1 codes (even element in the
- *   low nibble) then its K/16 f8e4m3 block scale codes (9K/16 bytes a K-row, so a row streams as one run), zero
+ *   low nibble; each whole group of 64 elements permuted by {@link permuteNvfp4Groups}) then its K/16 f8e4m3 block scale codes (9K/16 bytes a K-row, so a row streams as one run), zero
  *   bytes up to a multiple of 4, then the f32 global scales (divisors, `W = e2m1 · f8 / global`): for an expert
  *   tensor `[E, N, K]` {@link nvfp4Slots} per expert (gate ‖ up's two halves, each its linear's; 0.5625 bytes per
  *   value plus 8 per expert), else one per K-row.
@@ -145,6 +145,25 @@ export function transposeQ4Groups(bytes: Uint8Array, offset: number, rows: numbe
   }
 }
 
+/**
+ * One K-row of NVFP4 codes at `offset` of `bytes`, in place: each whole group of 64 elements (32 bytes, 4 f8 blocks
+ * of 16) becomes the first 4 bytes (elements 0–7) of each of its 4 blocks, then their last 4 (8–15), so one 16-byte
+ * load holds 8 elements of every block and a lane pair of the kernel's dots is one block (kernels/wasm/gemm_nvfp4.c).
+ * Bytes past the last whole group stay.
+ */
+export function permuteNvfp4Groups(bytes: Uint8Array, offset: number, K: number): void {
+  const t = new Uint8Array(32);
+  for (let g = 0; g < Math.floor(K / 64); g++) {
+    const at = offset + 32 * g;
+    t.set(bytes.subarray(at, at + 32));
+    for (let j = 0; j < 4; j++) {
+      for (let h = 0; h < 2; h++) {
+        for (let i = 0; i < 4; i++) bytes[at + 16 * h + 4 * j + i] = t[8 * j + 4 * h + i];
+      }
+    }
+  }
+}
+
 /** {@link encodeChunk} for NVFP4: elements `[first, first + count)` of `shape`, whole K-rows (and whole experts). */
 function encodeNvfp4(bytes: Uint8Array, shape: readonly number[], chunk: WeightChunk, first: number, count: number) {
   const K = shape[shape.length - 1], n = numel(shape), kb = K / NVFP4_BLOCK, rb = nvfp4RowBytes(K);
@@ -165,6 +184,7 @@ function encodeNvfp4(bytes: Uint8Array, shape: readonly number[], chunk: WeightC
   for (let r = 0; r < kRows; r++) {
     const at = (r0 + r) * rb;
     bytes.set(chunk.data.subarray((r * K) / 2, ((r + 1) * K) / 2), at);
+    permuteNvfp4Groups(bytes, at, K);
     bytes.set(codes.subarray(r * kb, (r + 1) * kb), at + K / 2);
   }
   const out = new Float32Array(bytes.buffer, bytes.byteOffset + scalesOffset((n / K) * rb), nvfp4Globals(shape));
