@@ -64,6 +64,17 @@ void nvfp4_decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, fl
   while (k < len) {
     size_t kk = k0 + (size_t)k, b = kk / NV_BLOCK;
     float s = f8_to_f32(sc[b]) / g;
+    if (kk % NV_BLOCK == 0 && kk + NV_BLOCK <= 64 * nv_groups(K) && k + NV_BLOCK <= len) {
+      // A whole block inside a group: its 8 bytes are 4 at 32·group + 4j and 4 more 16 bytes on.
+      const uint8_t *p = row + 32 * (kk / 64) + 4 * ((kk / NV_BLOCK) & 3);
+      for (int i = 0; i < 8; i++) {
+        uint8_t byte = p[16 * (i / 4) + (i & 3)];
+        out[k + 2 * i] = E2M1_F[byte & 15] * s;
+        out[k + 2 * i + 1] = E2M1_F[byte >> 4] * s;
+      }
+      k += NV_BLOCK;
+      continue;
+    }
     int end = (int)((b + 1) * NV_BLOCK - k0);
     if (end > len) end = len;
     for (; k < end; k++) {
