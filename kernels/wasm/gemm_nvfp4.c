@@ -229,29 +229,72 @@ static void nv_rows(const WDesc *W, int M, const NvAct *xa, size_t n, int nr, si
   }
 }
 
+// Quantised activation rows in one buffer, nvfp4_act_bytes(K) bytes a row: NvAct's q [Kp], c [4·ng], s [4·ng] and
+// s32 [Kp/32], each 16-byte aligned.
+INLINE size_t nv_act_stride(size_t K) {
+  size_t kp = (K + 31) & ~(size_t)31;
+  return kp + 32 * nv_groups(K) + ((kp / 32 * 4 + 15) & ~(size_t)15);
+}
+EXPORT(nvfp4_act_bytes)
+int nvfp4_act_bytes(int K) { return (int)nv_act_stride((size_t)K); }
+
+INLINE NvAct nv_act_at(const uint8_t *buf, size_t K, size_t row) {
+  const uint8_t *p = buf + row * nv_act_stride(K);
+  size_t kp = (K + 31) & ~(size_t)31, ng = nv_groups(K);
+  const int32_t *c = (const int32_t *)(const void *)(p + kp);
+  const float *s = (const float *)(const void *)(c + 4 * ng);
+  NvAct a = {(const int8_t *)p, c, s, s + 4 * ng};
+  return a;
+}
+
+// Rows [r0, r1) of x (ldx apart) quantised into rows r0.. of buf, once for all the threads of a decode matmul.
+EXPORT(nvfp4_quantize)
+void nvfp4_quantize(const float *x, int ldx, int K, uint8_t *buf, int r0, int r1) {
+  for (int m = r0; m < r1; m++) {
+    NvAct a = nv_act_at(buf, (size_t)K, (size_t)m);
+    nv_quant_act(x + (size_t)m * (size_t)ldx, (size_t)K, (int8_t *)a.q, (int32_t *)a.c, (float *)a.s,
+                 (float *)a.s32);
+  }
+}
+
+// Output rows [n0, n1) for mc ≤ NV_GROUP quantised activation rows xa, written at y rows m0 …; as mm_decode does,
+// a step's rows are q rows apart so each of its streams reads memory in order.
+static void nv_all(const WDesc *W, int mc, const NvAct *xa, size_t K, float *y, size_t ldy, size_t m0, int n0,
+                   int n1) {
+  int nrmax = mc <= 2 ? 4 : 2;
+  int q = (n1 - n0) / nrmax, tail = n0 + q * nrmax;
+  for (int i = 0; i < q; i++) nv_rows(W, mc, xa, (size_t)(n0 + i), nrmax, (size_t)q, K, y, ldy, m0);
+  for (int n = tail; n < n1; n++) nv_rows(W, mc, xa, (size_t)n, 1, 0, K, y, ldy, m0);
+}
+
 // y[m*ldy + n] = Σ_k x[row(m)*ldx + k] · W[n, k] for n in [n0, n1), int8 products, NV_GROUP rows at a time.
-// As mm_decode does, a step's rows are q rows apart so each of its streams reads memory in order.
 void mm_nvfp4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
               size_t K, int n0, int n1) {
-  size_t kp = (K + 31) & ~(size_t)31, nb = kp / 32, ng = nv_groups(K);
-  int8_t qbuf[NV_GROUP * kp] __attribute__((aligned(16)));
-  int32_t cbuf[NV_GROUP * 4 * (ng + 1)] __attribute__((aligned(16)));
-  float sbuf[NV_GROUP * 4 * (ng + 1)] __attribute__((aligned(16)));
-  float s32buf[NV_GROUP * nb];
+  uint8_t buf[NV_GROUP * nv_act_stride(K)] __attribute__((aligned(16)));
   NvAct xa[NV_GROUP];
   for (int mg = 0; mg < M; mg += NV_GROUP) {
     int mc = M - mg < NV_GROUP ? M - mg : NV_GROUP;
     for (int m = 0; m < mc; m++) {
       const float *xr = x + (xidx ? (size_t)xidx[mg + m] : (size_t)(mg + m)) * ldx;
-      int8_t *q = qbuf + (size_t)m * kp;
-      int32_t *c = cbuf + (size_t)m * 4 * (ng + 1);
-      float *sg = sbuf + (size_t)m * 4 * (ng + 1), *s32 = s32buf + (size_t)m * nb;
-      xa[m] = (NvAct){q, c, sg, s32};
-      nv_quant_act(xr, K, q, c, sg, s32);
+      nvfp4_quantize(xr, 0, (int)K, buf + (size_t)m * nv_act_stride(K), 0, 1);
+      xa[m] = nv_act_at(buf, K, (size_t)m);
     }
-    int nrmax = mc <= 2 ? 4 : 2;
-    int q = (n1 - n0) / nrmax, tail = n0 + q * nrmax;
-    for (int i = 0; i < q; i++) nv_rows(W, mc, xa, (size_t)(n0 + i), nrmax, (size_t)q, K, y, ldy, (size_t)mg);
-    for (int n = tail; n < n1; n++) nv_rows(W, mc, xa, (size_t)n, 1, 0, K, y, ldy, (size_t)mg);
+    nv_all(W, mc, xa, K, y, ldy, (size_t)mg, n0, n1);
   }
+}
+
+void mm_nvfp4_quantised(const WDesc *W, const uint8_t *xq, const int32_t *ridx, int base, int M, size_t K, float *y,
+                        size_t ldy, int n0, int n1) {
+  NvAct xa[NV_GROUP];
+  for (int m = 0; m < M; m++) xa[m] = nv_act_at(xq, K, (size_t)(ridx ? ridx[m] : base + m));
+  nv_all(W, M, xa, K, y, ldy, 0, n0, n1);
+}
+
+// y[:, r0 .. r1) = x · Wᵀ for an NVFP4 W (per-row globals at wqs) and M ≤ 8 rows already quantised by
+// nvfp4_quantize into xq.
+EXPORT(matmul_nvfp4_act)
+void matmul_nvfp4_act(const uint8_t *xq, const void *w, const float *wqs, float *y, int M, int N, int K, int r0,
+                      int r1) {
+  WDesc W = {w, wqs, 1.0f, DT_NVFP4};
+  mm_nvfp4_quantised(&W, xq, 0, 0, M, (size_t)K, y, (size_t)N, r0, r1);
 }

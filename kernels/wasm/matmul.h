@@ -54,6 +54,9 @@ void nvfp4_decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, fl
 int nvfp4_gemm_int8(int M);
 void mm_nvfp4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
               size_t K, int n0, int n1);
+// The NVFP4 product (M ≤ 8) on activation rows nvfp4_quantize wrote into xq, as mm_q4_quantised.
+void mm_nvfp4_quantised(const WDesc *W, const uint8_t *xq, const int32_t *ridx, int base, int M, size_t K, float *y,
+                        size_t ldy, int n0, int n1);
 void mm_prefill_q8(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
                    size_t K, int n0, int n1);
 // One call per (MR, NR) of a decode tile (matmul.c per dtype, gemm_q4.c): the switch makes both constant so the

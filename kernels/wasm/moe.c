@@ -107,8 +107,16 @@ typedef struct {
   float *out;                         // [T, D]
   int32_t T, D, F, k;
   int32_t chunk;                      // output columns per work item, a multiple of 8
-  const uint8_t *qx, *qact;           // q4 decode (T ≤ 8): x and act quantised by q4_quantize (0: quantise per call)
+  const uint8_t *qx, *qact;           // q4, NVFP4 decode (T ≤ 8): x and act quantised by q4_quantize / nvfp4_quantize
+                                      // (0: each product quantises its rows)
 } MoeParams;
+
+// The decode product on pre-quantised rows: q4 or NVFP4 (the dtypes with a q4_quantize / nvfp4_quantize).
+static void mm_quantised(const WDesc *W, const uint8_t *xq, const int32_t *ridx, int base, int M, size_t K, float *y,
+                         size_t ldy, int n0, int n1) {
+  if (W->dt == DT_NVFP4) mm_nvfp4_quantised(W, xq, ridx, base, M, K, y, ldy, n0, n1);
+  else mm_q4_quantised(W, xq, ridx, base, M, K, y, ldy, n0, n1);
+}
 
 static WDesc expert(const MoeParams *p, const void *w, uint32_t stride, const float *fs, const float *qs,
                     uint32_t qstride, int e) {
@@ -133,8 +141,8 @@ void moe_gate_up(const MoeParams *p, int r0, int r1) {
     WDesc u = expert(p, p->wu, p->su, p->fsu, p->qu, p->qsu, e);
     float *act = p->act + (size_t)off * (size_t)p->F, *up = p->up + (size_t)off * (size_t)p->F;
     if (p->qx) {
-      mm_q4_quantised(&g, p->qx, p->order + off, 0, M, (size_t)p->D, act, (size_t)p->F, f0, f1);
-      mm_q4_quantised(&u, p->qx, p->order + off, 0, M, (size_t)p->D, up, (size_t)p->F, f0, f1);
+      mm_quantised(&g, p->qx, p->order + off, 0, M, (size_t)p->D, act, (size_t)p->F, f0, f1);
+      mm_quantised(&u, p->qx, p->order + off, 0, M, (size_t)p->D, up, (size_t)p->F, f0, f1);
     } else {
       mm_core(&g, p->x, p->order + off, (size_t)p->D, act, (size_t)p->F, M, (size_t)p->D, f0, f1);
       mm_core(&u, p->x, p->order + off, (size_t)p->D, up, (size_t)p->F, M, (size_t)p->D, f0, f1);
@@ -155,7 +163,7 @@ void moe_down(const MoeParams *p, int r0, int r1) {
     int off = p->offsets[e], M = p->offsets[e + 1] - off;
     WDesc d = expert(p, p->wd, p->sd, p->fsd, p->qd, p->qsd, e);
     float *ys = p->ys + (size_t)off * (size_t)p->D;
-    if (p->qact) mm_q4_quantised(&d, p->qact, 0, off, M, (size_t)p->F, ys, (size_t)p->D, d0, d1);
+    if (p->qact) mm_quantised(&d, p->qact, 0, off, M, (size_t)p->F, ys, (size_t)p->D, d0, d1);
     else mm_core(&d, p->act + (size_t)off * (size_t)p->F, 0, (size_t)p->F, ys, (size_t)p->D, M, (size_t)p->F, d0, d1);
   }
 }

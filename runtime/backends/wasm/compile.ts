@@ -118,6 +118,38 @@ export function matrixArgs(c: CompileContext, id: number): { wdt: number; scales
   return { wdt: WDT[dt]!, scales };
 }
 
+/**
+ * Decode products on activation rows quantised once by the calling thread (kernels/wasm/gemm_q4.c `q4_quantize`,
+ * gemm_nvfp4.c `nvfp4_quantize`) rather than by every piece of the split: for q4 and NVFP4 weights (kernel dtype
+ * `wdt`) and inputs of width K, else undefined. `on(M)`: whether a run of M rows takes it (M ≤ 8; q4 only with int8
+ * activations). `quantize(x, out, M)` writes the M rows of x (K apart) at out, `rowBytes` each.
+ */
+export function preQuantised(c: CompileContext, wdt: number, K: number): {
+  rowBytes: number;
+  matmul: "matmul_q4_act" | "matmul_nvfp4_act";
+  on(M: number): boolean;
+  quantize(x: number, out: number, M: number): void;
+} | undefined {
+  const ex = c.k.exports;
+  if (wdt === DT.q4) {
+    return {
+      rowBytes: ex.q4_act_bytes(K),
+      matmul: "matmul_q4_act",
+      on: (M) => M <= 8 && c.tuning.q4Activations === "int8",
+      quantize: (x, out, M) => ex.q4_quantize(x, K, K, out, 0, M),
+    };
+  }
+  if (wdt === DT.nvfp4) {
+    return {
+      rowBytes: ex.nvfp4_act_bytes(K),
+      matmul: "matmul_nvfp4_act",
+      on: (M) => M <= 8,
+      quantize: (x, out, M) => ex.nvfp4_quantize(x, K, K, out, 0, M),
+    };
+  }
+  return undefined;
+}
+
 /** The host copy of integer input `id` (`supportsNode` admits index inputs only when they are graph inputs). */
 export function hostInts(s: RunState, id: number): Int32Array {
   const v = s.host.get(id);

@@ -28,6 +28,7 @@
  * | `q4_act_bytes` (no rows) | K — bytes of one activation row quantised for the q4 decode | — |
  * | `q4_quantize` | x, ldx, K, out (`q4_act_bytes(K)` a row) — int8 activations for `matmul_q4_act`, MoE `qx`/`qact` | rows |
  * | `matmul_q4_act` | xq (from `q4_quantize`), w, wqs, y, M (≤ 8), N, K — `matmul` for q4 on quantised rows | N |
+ * | `nvfp4_act_bytes`, `nvfp4_quantize`, `matmul_nvfp4_act` | the same for NVFP4 (wqs: per-row global scales) | — / rows / N |
  * | `f32_to_bf16_n`, `bf16_to_f32_n` | src, dst | elements |
  * | `rms_norm` | x, ldx, w (0: none), y, ldy, D, eps | rows |
  * | `softmax` | x, ldx, y, ldy, D, scale | rows |
@@ -111,6 +112,9 @@ export interface KernelExports {
   q4_act_bytes: (K: number) => number;
   q4_quantize: Fn;
   matmul_q4_act: Fn;
+  nvfp4_act_bytes: (K: number) => number;
+  nvfp4_quantize: Fn;
+  matmul_nvfp4_act: Fn;
   f32_to_bf16_n: Fn;
   bf16_to_f32_n: Fn;
   rms_norm: Fn;

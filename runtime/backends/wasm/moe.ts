@@ -7,7 +7,7 @@
  */
 
 import { maxShape, type Node } from "../../../graph/ir.ts";
-import { type CompileContext, matrixArgs, minRows, pieces, shapeOf, type Step } from "./compile.ts";
+import { type CompileContext, matrixArgs, minRows, pieces, preQuantised, shapeOf, type Step } from "./compile.ts";
 import { nvfp4RowBytes, nvfp4Slots } from "./layout.ts";
 import { MOE_PARAMS, paramOffset, paramsBytes, Q8_BLOCK, writeParams } from "./module.ts";
 import { Q4_BLOCK, q4RowBytes } from "../../../weights/codecs.ts";
@@ -48,13 +48,12 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
   const guRow = rowScales(D), dnRow = rowScales(F), scaleBytes = dt === "q4" ? 2 : 4;
   // NVFP4: global scales per expert (the gate and up halves, then down's), one per matrix the kernel takes.
   const nv = dt === "nvfp4", guSlots = nvfp4Slots(2 * F), dnSlots = nvfp4Slots(D);
-  // q4 decode (T ≤ 8 with int8 activations): x and act quantised once by the main thread (q4_quantize), not once
-  // per work item. The kernels' bytes per quantised row; 0 when not q4.
-  const q4 = dt === "q4", qxRow = q4 ? c.k.exports.q4_act_bytes(D) : 0, qactRow = q4 ? c.k.exports.q4_act_bytes(F) : 0;
+  // q4 and NVFP4 decode (T ≤ 8): x and act quantised once by the calling thread, not once per work item.
+  const preX = preQuantised(c, wdt, D), preAct = preQuantised(c, wdt, F);
   // Temp layout (bytes): order, inv [A] · offsets [E+1] · active [E] · act, up [A, F] · ys [A, D] · params ·
-  // (q4) qx [8 rows] · qact [8·k rows].
+  // (q4, NVFP4) qx [8 rows] · qact [8·k rows].
   const sizes = [4 * A, 4 * A, 4 * (E + 1), 4 * E, 4 * A * F, 4 * A * F, 4 * A * D, paramsBytes(c.k, MOE_PARAMS)];
-  sizes.push(8 * qxRow, 8 * K * qactRow);
+  sizes.push(8 * (preX?.rowBytes ?? 0), 8 * K * (preAct?.rowBytes ?? 0));
   const starts: number[] = [];
   let total = 0;
   for (const b of sizes) starts.push(total), total += Math.ceil(b / 64) * 64;
@@ -64,8 +63,8 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
     const T = shapeOf(c, x, s.vars)[0];
     if (T === 0) return;
     const [order, inv, offs, active, act, up, ys, params, qx, qact] = starts.map((o) => s.temp + o);
-    const preQuantised = q4 && T <= 8 && c.tuning.q4Activations === "int8";
-    if (preQuantised) c.k.exports.q4_quantize(s.ptr[x], D, D, qx, 0, T);
+    const pre = preX !== undefined && preAct !== undefined && preX.on(T);
+    if (pre) preX.quantize(s.ptr[x], qx, T);
     const nActive = c.k.exports.moe_plan(s.ptr[ids], T, K, E, offs, order, inv, active);
     if (nActive < 0) throw new RangeError(`moe_experts: an expert id outside 0..${E - 1}`);
     const gu = s.ptr[gateUp], dw = s.ptr[down];
@@ -100,8 +99,8 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
       F,
       k: K,
       chunk: 8,
-      qx: preQuantised ? qx : 0,
-      qact: preQuantised ? qact : 0,
+      qx: pre ? qx : 0,
+      qact: pre ? qact : 0,
     });
     // Work items are (expert, chunk of output columns): about 4 per thread, in multiples of 8 columns.
     const perExpert = Math.max(1, Math.ceil((4 * c.pool.threads) / nActive));
@@ -109,7 +108,7 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
     const field = c.k.i32(params + chunkAt, 1);
     field[0] = chunk(F);
     c.pool.parallelFor("moe_gate_up", [params], nActive * Math.ceil(F / chunk(F)), { chunks: pieces(c) });
-    if (preQuantised) c.k.exports.q4_quantize(act, F, F, qact, 0, T * K);
+    if (pre) preAct.quantize(act, qact, T * K);
     field[0] = chunk(D);
     c.pool.parallelFor("moe_down", [params], nActive * Math.ceil(D / chunk(D)), { chunks: pieces(c) });
     c.pool.parallelFor("moe_combine", [params], T, { minRows: minRows(D * K) });

@@ -24,10 +24,10 @@ import {
   MIN_ELEMS,
   minRows,
   pieces,
+  preQuantised,
   type RunState,
   shapeOf,
   type Step,
-  WDT,
 } from "./compile.ts";
 import { compileCacheWrite, compileMla } from "./mla.ts";
 import { compileMoeExperts, compileMoeGate, compileMoeTopK } from "./moe.ts";
@@ -154,18 +154,18 @@ const COMPILERS: Record<string, Compiler> = {
   matmul(c, node) {
     const [x, wid] = node.inputs, { wdt, scales } = matrixArgs(c, wid);
     const [N, K] = maxShape(c.table[wid].shape);
-    // q4 decode: the activation rows are quantised once here, not by every piece of the split (K = 1024 costs
-    // about as much as a piece's 48 rows of weights at ms4-mini's sizes).
-    const q4Row = wdt === WDT.q4 ? c.k.exports.q4_act_bytes(K) : 0;
-    if (q4Row) c.temp(8 * q4Row);
+    // q4 and NVFP4 decode: the activation rows are quantised once here, not by every piece of the split (K = 1024
+    // costs about as much as a piece's 48 rows of q4 weights at ms4-mini's sizes).
+    const pre = preQuantised(c, wdt, K);
+    if (pre) c.temp(8 * pre.rowBytes);
     return (s) => {
       const M = numel(shapeOf(c, x, s.vars)) / K, w = s.ptr[wid], qs = scales ? w + scales : 0;
       // Split over output features in 8-row panels; enough of them per thread to pay for the wake-up, in pieces
       // the threads take as they finish (a thread descheduled on a busy machine would otherwise hold up the step).
       const split = { align: 8, minRows: minRows(M * K), chunks: pieces(c) };
-      if (q4Row && M <= 8 && c.tuning.q4Activations === "int8") {
-        c.k.exports.q4_quantize(s.ptr[x], K, K, s.temp, 0, M);
-        return c.pool.parallelFor("matmul_q4_act", [s.temp, w, qs, s.ptr[node.id], M, N, K], N, split);
+      if (pre?.on(M)) {
+        pre.quantize(s.ptr[x], s.temp, M);
+        return c.pool.parallelFor(pre.matmul, [s.temp, w, qs, s.ptr[node.id], M, N, K], N, split);
       }
       c.pool.parallelFor("matmul", [s.ptr[x], w, wdt, 1, qs, s.ptr[node.id], M, N, K], N, split);
     };
