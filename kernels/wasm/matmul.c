@@ -526,45 +526,84 @@ static void dec_rows(const WDesc *W, int M, const float *const *xr, const float 
   }
 }
 
+// q8 decode activations in one buffer, q8_act_bytes(K) bytes a row: |q|, the sign mask and q [qk] each, the block
+// scales [nb] and, where the u8 product is on, the per-lane corrections [4·nb] (QAct).
+INLINE size_t q8_act_stride(size_t K) {
+  size_t qk = (K + 15) & ~(size_t)15, nb = (K + Q8_BLOCK - 1) / Q8_BLOCK;
+  return 3 * qk + ((4 * nb + 15) & ~(size_t)15) + 16 * nb;
+}
+EXPORT(q8_act_bytes)
+int q8_act_bytes(int K) { return (int)q8_act_stride((size_t)K); }
+
+INLINE QAct q8_act_at(const uint8_t *buf, size_t K, size_t row) {
+  size_t qk = (K + 15) & ~(size_t)15, nb = (K + Q8_BLOCK - 1) / Q8_BLOCK;
+  const uint8_t *p = buf + row * q8_act_stride(K);
+  const float *s = (const float *)(const void *)(p + 3 * qk);
+  QAct a = {p, p + qk, (const int8_t *)(p + 2 * qk),
+            q8_decode_u8_on() ? (const int32_t *)(const void *)(p + 3 * qk + ((4 * nb + 15) & ~(size_t)15)) : 0, s};
+  return a;
+}
+
+// Rows [r0, r1) of x (ldx apart) quantised into rows r0.. of buf, once for all the threads of a decode matmul
+// (each would otherwise quantise the rows again for every piece it takes).
+EXPORT(q8_quantize)
+void q8_quantize(const float *x, int ldx, int K, uint8_t *buf, int r0, int r1) {
+  for (int m = r0; m < r1; m++) {
+    QAct a = q8_act_at(buf, (size_t)K, (size_t)m);
+    quantize_act_q8(x + (size_t)m * (size_t)ldx, (size_t)K, (uint8_t *)a.ab, (uint8_t *)a.sg, (int8_t *)a.q,
+                    (int32_t *)a.corr, (float *)a.s);
+  }
+}
+
+// Output rows [n0, n1) of a decode step. Fewer activation rows → more W rows per step (MR·NR ≤ 8 accumulators).
+// Rows beyond 4 form a second group that re-reads the same W rows from L1 instead of memory.
+// The nrmax rows of a step are q rows apart, not adjacent: each of the nrmax streams then reads its rows in
+// order, sequential in memory. Adjacent rows of 1–2 KiB (q8, f8, bf16 at K = 1024) would put nrmax interleaved
+// streams in one 4 KiB page, which the hardware prefetcher (one stream per page) does not follow: measured
+// 4.5 → 9 GB/s per thread for the q8 lm head. A row's result does not depend on its group.
+static void dec_all(const WDesc *W, int M, const float *const *xr, const float *const *xp, const QAct *qa, size_t K,
+                    float *y, size_t ldy, int n0, int n1) {
+  int nrmax = M <= 2 ? 4 : 2;
+  int q = (n1 - n0) / nrmax, tail = n0 + q * nrmax;
+  for (int i = 0; i < q; i++) dec_rows(W, M, xr, xp, qa, (size_t)(n0 + i), nrmax, (size_t)q, K, y, ldy);
+  for (int n = tail; n < n1; n++) dec_rows(W, M, xr, xp, qa, (size_t)n, 1, 0, K, y, ldy);
+}
+
 static void mm_decode(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
                       size_t K, int n0, int n1) {
   const float *xr[DECODE_MAX_M];
   for (int m = 0; m < M; m++) xr[m] = x + (xidx ? (size_t)xidx[m] : (size_t)m) * ldx;
   // Per-call activation copies on the stack: permuted f32 rows (bf16/f8) or int8 rows (q8).
   int perm = W->dt == DT_BF16 || W->dt == DT_F8E4M3;
-  size_t nb = (K + Q8_BLOCK - 1) / Q8_BLOCK;
   size_t pk = perm ? (K + 15) & ~(size_t)15 : 4;
-  size_t qk = W->dt == DT_Q8 ? (K + 15) & ~(size_t)15 : 16;
   float xpbuf[M * pk] __attribute__((aligned(16)));
-  uint8_t qbuf[M * (3 * qk)] __attribute__((aligned(16)));
-  float qsbuf[W->dt == DT_Q8 ? M * nb : 1];
-  int32_t corrbuf[W->dt == DT_Q8 ? 4 * M * nb : 1] __attribute__((aligned(16)));
-  const int u8 = W->dt == DT_Q8 && q8_decode_u8_on();
+  uint8_t qbuf[W->dt == DT_Q8 ? (size_t)M * q8_act_stride(K) : 16] __attribute__((aligned(16)));
   const float *xp[DECODE_MAX_M];
   QAct qa[DECODE_MAX_M];
   for (int m = 0; m < M; m++) {
     xp[m] = xpbuf + m * pk;
     if (perm) perm_rows(W->dt, xr[m], K, xpbuf + m * pk);
     if (W->dt == DT_Q8) {
-      qa[m].ab = qbuf + m * 3 * qk;
-      qa[m].sg = qbuf + m * 3 * qk + qk;
-      qa[m].q = (const int8_t *)(qbuf + m * 3 * qk + 2 * qk);
-      qa[m].corr = u8 ? corrbuf + 4 * m * nb : 0;
-      qa[m].s = qsbuf + m * nb;
-      quantize_act_q8(xr[m], K, (uint8_t *)qa[m].ab, (uint8_t *)qa[m].sg, (int8_t *)qa[m].q, (int32_t *)qa[m].corr,
-                      (float *)qa[m].s);
+      q8_quantize(xr[m], 0, (int)K, qbuf + (size_t)m * q8_act_stride(K), 0, 1);
+      qa[m] = q8_act_at(qbuf, K, (size_t)m);
     }
   }
-  // Fewer activation rows → more W rows per step (MR·NR ≤ 8 accumulators). Rows beyond 4 form a second group
-  // that re-reads the same W rows from L1 instead of memory.
-  // The nrmax rows of a step are q rows apart, not adjacent: each of the nrmax streams then reads its rows in
-  // order, sequential in memory. Adjacent rows of 1–2 KiB (q8, f8, bf16 at K = 1024) would put nrmax interleaved
-  // streams in one 4 KiB page, which the hardware prefetcher (one stream per page) does not follow: measured
-  // 4.5 → 9 GB/s per thread for the q8 lm head. A row's result does not depend on its group.
-  int nrmax = M <= 2 ? 4 : 2;
-  int q = (n1 - n0) / nrmax, tail = n0 + q * nrmax;
-  for (int i = 0; i < q; i++) dec_rows(W, M, xr, xp, qa, (size_t)(n0 + i), nrmax, (size_t)q, K, y, ldy);
-  for (int n = tail; n < n1; n++) dec_rows(W, M, xr, xp, qa, (size_t)n, 1, 0, K, y, ldy);
+  dec_all(W, M, xr, xp, qa, K, y, ldy, n0, n1);
+}
+
+void mm_q8_quantised(const WDesc *W, const uint8_t *xq, const int32_t *ridx, int base, int M, size_t K, float *y,
+                     size_t ldy, int n0, int n1) {
+  const float *none[DECODE_MAX_M] = {0};  // q8 reads only the quantised rows
+  QAct qa[DECODE_MAX_M];
+  for (int m = 0; m < M; m++) qa[m] = q8_act_at(xq, K, (size_t)(ridx ? ridx[m] : base + m));
+  dec_all(W, M, none, none, qa, K, y, ldy, n0, n1);
+}
+
+// y[:, r0 .. r1) = x · Wᵀ for a q8 W and M ≤ 8 activation rows already quantised by q8_quantize into xq.
+EXPORT(matmul_q8_act)
+void matmul_q8_act(const uint8_t *xq, const void *w, const float *wqs, float *y, int M, int N, int K, int r0, int r1) {
+  WDesc W = {w, wqs, 1.0f, DT_Q8};
+  mm_q8_quantised(&W, xq, 0, 0, M, (size_t)K, y, (size_t)N, r0, r1);
 }
 
 void mm_core(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M, size_t K,

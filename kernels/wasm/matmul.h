@@ -54,6 +54,9 @@ void nvfp4_decode_row(const WDesc *W, size_t K, size_t n, size_t k0, int len, fl
 int nvfp4_gemm_int8(int M);
 void mm_nvfp4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float *y, size_t ldy, int M,
               size_t K, int n0, int n1);
+// The q8 decode (M ≤ 8) on activation rows q8_quantize wrote into xq, as mm_q4_quantised.
+void mm_q8_quantised(const WDesc *W, const uint8_t *xq, const int32_t *ridx, int base, int M, size_t K, float *y,
+                     size_t ldy, int n0, int n1);
 // The NVFP4 product (M ≤ 8) on activation rows nvfp4_quantize wrote into xq, as mm_q4_quantised.
 void mm_nvfp4_quantised(const WDesc *W, const uint8_t *xq, const int32_t *ridx, int base, int M, size_t K, float *y,
                         size_t ldy, int n0, int n1);

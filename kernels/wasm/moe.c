@@ -107,14 +107,15 @@ typedef struct {
   float *out;                         // [T, D]
   int32_t T, D, F, k;
   int32_t chunk;                      // output columns per work item, a multiple of 8
-  const uint8_t *qx, *qact;           // q4, NVFP4 decode (T ≤ 8): x and act quantised by q4_quantize / nvfp4_quantize
+  const uint8_t *qx, *qact;           // q8, q4, NVFP4 decode (T ≤ 8): x and act quantised by q8_/q4_/nvfp4_quantize
                                       // (0: each product quantises its rows)
 } MoeParams;
 
-// The decode product on pre-quantised rows: q4 or NVFP4 (the dtypes with a q4_quantize / nvfp4_quantize).
+// The decode product on pre-quantised rows: q8, q4 or NVFP4 (the dtypes with a *_quantize export).
 static void mm_quantised(const WDesc *W, const uint8_t *xq, const int32_t *ridx, int base, int M, size_t K, float *y,
                          size_t ldy, int n0, int n1) {
   if (W->dt == DT_NVFP4) mm_nvfp4_quantised(W, xq, ridx, base, M, K, y, ldy, n0, n1);
+  else if (W->dt == DT_Q8) mm_q8_quantised(W, xq, ridx, base, M, K, y, ldy, n0, n1);
   else mm_q4_quantised(W, xq, ridx, base, M, K, y, ldy, n0, n1);
 }
 

@@ -119,18 +119,27 @@ export function matrixArgs(c: CompileContext, id: number): { wdt: number; scales
 }
 
 /**
- * Decode products on activation rows quantised once by the calling thread (kernels/wasm/gemm_q4.c `q4_quantize`,
- * gemm_nvfp4.c `nvfp4_quantize`) rather than by every piece of the split: for q4 and NVFP4 weights (kernel dtype
- * `wdt`) and inputs of width K, else undefined. `on(M)`: whether a run of M rows takes it (M ≤ 8; q4 only with int8
- * activations). `quantize(x, out, M)` writes the M rows of x (K apart) at out, `rowBytes` each.
+ * Decode products on activation rows quantised once by the calling thread (kernels/wasm/matmul.c `q8_quantize`,
+ * gemm_q4.c `q4_quantize`, gemm_nvfp4.c `nvfp4_quantize`) rather than by every piece of the split: for q8, q4 and
+ * NVFP4 weights (kernel dtype `wdt`) and inputs of width K, else undefined. `on(M)`: whether a run of M rows takes it
+ * (M ≤ 8; q4 only with int8 activations). `quantize(x, out, M)` writes the M rows of x (K apart) at out, `rowBytes`
+ * each.
  */
 export function preQuantised(c: CompileContext, wdt: number, K: number): {
   rowBytes: number;
-  matmul: "matmul_q4_act" | "matmul_nvfp4_act";
+  matmul: "matmul_q8_act" | "matmul_q4_act" | "matmul_nvfp4_act";
   on(M: number): boolean;
   quantize(x: number, out: number, M: number): void;
 } | undefined {
   const ex = c.k.exports;
+  if (wdt === DT.q8) {
+    return {
+      rowBytes: ex.q8_act_bytes(K),
+      matmul: "matmul_q8_act",
+      on: (M) => M <= 8,
+      quantize: (x, out, M) => ex.q8_quantize(x, K, K, out, 0, M),
+    };
+  }
   if (wdt === DT.q4) {
     return {
       rowBytes: ex.q4_act_bytes(K),

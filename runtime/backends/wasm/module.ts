@@ -29,6 +29,7 @@
  * | `q4_quantize` | x, ldx, K, out (`q4_act_bytes(K)` a row) — int8 activations for `matmul_q4_act`, MoE `qx`/`qact` | rows |
  * | `matmul_q4_act` | xq (from `q4_quantize`), w, wqs, y, M (≤ 8), N, K — `matmul` for q4 on quantised rows | N |
  * | `nvfp4_act_bytes`, `nvfp4_quantize`, `matmul_nvfp4_act` | the same for NVFP4 (wqs: per-row global scales) | — / rows / N |
+ * | `q8_act_bytes`, `q8_quantize`, `matmul_q8_act` | the same for q8 (wqs: its block scales) | — / rows / N |
  * | `f32_to_bf16_n`, `bf16_to_f32_n` | src, dst | elements |
  * | `rms_norm` | x, ldx, w (0: none), y, ldy, D, eps | rows |
  * | `softmax` | x, ldx, y, ldy, D, scale | rows |
@@ -109,6 +110,9 @@ export interface KernelExports {
   q8_decode_u8: (want: number) => number;
   nvfp4_prefill_int8: (mode: number) => number;
   q4_int8: (want: number) => number;
+  q8_act_bytes: (K: number) => number;
+  q8_quantize: Fn;
+  matmul_q8_act: Fn;
   q4_act_bytes: (K: number) => number;
   q4_quantize: Fn;
   matmul_q4_act: Fn;

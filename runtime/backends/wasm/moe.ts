@@ -48,10 +48,10 @@ export function compileMoeExperts(c: CompileContext, node: Node): Step {
   const guRow = rowScales(D), dnRow = rowScales(F), scaleBytes = dt === "q4" ? 2 : 4;
   // NVFP4: global scales per expert (the gate and up halves, then down's), one per matrix the kernel takes.
   const nv = dt === "nvfp4", guSlots = nvfp4Slots(2 * F), dnSlots = nvfp4Slots(D);
-  // q4 and NVFP4 decode (T ≤ 8): x and act quantised once by the calling thread, not once per work item.
+  // q8, q4 and NVFP4 decode (T ≤ 8): x and act quantised once by the calling thread, not once per work item.
   const preX = preQuantised(c, wdt, D), preAct = preQuantised(c, wdt, F);
   // Temp layout (bytes): order, inv [A] · offsets [E+1] · active [E] · act, up [A, F] · ys [A, D] · params ·
-  // (q4, NVFP4) qx [8 rows] · qact [8·k rows].
+  // (q8, q4, NVFP4) qx [8 rows] · qact [8·k rows].
   const sizes = [4 * A, 4 * A, 4 * (E + 1), 4 * E, 4 * A * F, 4 * A * F, 4 * A * D, paramsBytes(c.k, MOE_PARAMS)];
   sizes.push(8 * (preX?.rowBytes ?? 0), 8 * K * (preAct?.rowBytes ?? 0));
   const starts: number[] = [];

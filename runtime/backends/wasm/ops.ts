@@ -154,8 +154,8 @@ const COMPILERS: Record<string, Compiler> = {
   matmul(c, node) {
     const [x, wid] = node.inputs, { wdt, scales } = matrixArgs(c, wid);
     const [N, K] = maxShape(c.table[wid].shape);
-    // q4 and NVFP4 decode: the activation rows are quantised once here, not by every piece of the split (K = 1024
-    // costs about as much as a piece's 48 rows of q4 weights at ms4-mini's sizes).
+    // q8, q4 and NVFP4 decode: the activation rows are quantised once here, not by every piece of the split (K =
+    // 1024 costs about as much as a piece's 48 rows of q4 weights at ms4-mini's sizes).
     const pre = preQuantised(c, wdt, K);
     if (pre) c.temp(8 * pre.rowBytes);
     return (s) => {
