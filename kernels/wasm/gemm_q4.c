@@ -102,8 +102,9 @@ void decode_row_q4(const WDesc *W, size_t K, size_t n, size_t k0, int len, float
 
 // ---------------------------------------------------------------- decode (M ≤ 8): stream W once
 
-// An activation row quantised per block: q [nb·32] (zero past K); per block (both padded with zeros to whole groups
-// of 4 blocks) its scale and −8·Σq as f32 (the correction, taken in the float domain: see dot_q4i).
+// An activation row quantised per block (q4_quantize): q [nb·32] (zero past K; each whole group of 4 blocks permuted
+// as permute_act_q4 says); per block (both padded with zeros to whole groups of 4 blocks) its scale and −8·Σq as f32
+// (the correction, taken in the float domain: see dot_q4i).
 typedef struct {
   const int8_t *q;
   const float *s;
@@ -173,7 +174,7 @@ INLINE f4 f16x4_to_f32(const uint16_t *h) {
   return wasm_f32x4_mul(wasm_v128_and(v, wasm_i32x4_splat((int32_t)0x8fffe000)), splat(0x1p112f));
 }
 
-// out[m][r] = Σ_k x_m[k] · W[r·dr, k] for MR activation rows (int8, group-permuted: quantize_act_q4) and NR weight
+// out[m][r] = Σ_k x_m[k] · W[r·dr, k] for MR activation rows (int8, group-permuted: q4_quantize) and NR weight
 // rows dr rows apart. Per group of 4 blocks and (row, activation row): 4 loads of codes, 8 i16x8 dots (pmaddubsw)
 // summed in i16 — lane pair 2j, 2j+1 is block j, at most 8 · 2·15·127 = 30480 per lane, so no overflow — then one
 // pairwise widening gives the 4 blocks' sums in the 4 lanes: one conversion and one multiply-add by the 4 combined
