@@ -131,32 +131,15 @@ export function preQuantised(c: CompileContext, wdt: number, K: number): {
   on(M: number): boolean;
   quantize(x: number, out: number, M: number): void;
 } | undefined {
-  const ex = c.k.exports;
-  if (wdt === DT.q8) {
-    return {
-      rowBytes: ex.q8_act_bytes(K),
-      matmul: "matmul_q8_act",
-      on: (M) => M <= 8,
-      quantize: (x, out, M) => ex.q8_quantize(x, K, K, out, 0, M),
-    };
-  }
-  if (wdt === DT.q4) {
-    return {
-      rowBytes: ex.q4_act_bytes(K),
-      matmul: "matmul_q4_act",
-      on: (M) => M <= 8 && c.tuning.q4Activations === "int8",
-      quantize: (x, out, M) => ex.q4_quantize(x, K, K, out, 0, M),
-    };
-  }
-  if (wdt === DT.nvfp4) {
-    return {
-      rowBytes: ex.nvfp4_act_bytes(K),
-      matmul: "matmul_nvfp4_act",
-      on: (M) => M <= 8,
-      quantize: (x, out, M) => ex.nvfp4_quantize(x, K, K, out, 0, M),
-    };
-  }
-  return undefined;
+  const name = wdt === DT.q8 ? "q8" : wdt === DT.q4 ? "q4" : wdt === DT.nvfp4 ? "nvfp4" : undefined;
+  if (name === undefined) return undefined;
+  const ex = c.k.exports, quantize = ex[`${name}_quantize`];
+  return {
+    rowBytes: ex[`${name}_act_bytes`](K),
+    matmul: `matmul_${name}_act`,
+    on: (M) => M <= 8 && (name !== "q4" || c.tuning.q4Activations === "int8"),
+    quantize: (x, out, M) => quantize(x, K, K, out, 0, M),
+  };
 }
 
 /** The host copy of integer input `id` (`supportsNode` admits index inputs only when they are graph inputs). */
