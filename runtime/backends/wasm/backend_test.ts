@@ -54,7 +54,7 @@ Deno.test("wasm weight layout: q8 and f8 scales after the values, f8 block scale
   assertThrows(() => wasmWeightBytes([4], "nvfp4"), RangeError, "multiple of 16");
 });
 
-Deno.test("wasm NVFP4 layout: each 64-element group as elements 0–7 of its 4 blocks, then 8–15; the tail kept", () => {
+Deno.test("wasm NVFP4 layout: each 64-element group as elements 0–7 of its 4 blocks, then 8–15; the tail kept; aligned or not", () => {
   const K = 64 * 2 + 16, codes = Uint8Array.from({ length: K / 2 }, (_, i) => (i * 29 + 5) & 255);
   const moved = codes.slice();
   permuteNvfp4Groups(moved, 0, K);
@@ -63,6 +63,10 @@ Deno.test("wasm NVFP4 layout: each 64-element group as elements 0–7 of its 4 b
     const to = e < 128 ? 32 * g + 16 * h + 4 * j + p : e / 2;
     assertEquals(moved[to], codes[e / 2], `element ${e}`);
   }
+  const odd = new Uint8Array(K / 2 + 3); // a row off the word (rows are 9K/16 bytes): the unaligned path
+  odd.set(codes, 3);
+  permuteNvfp4Groups(odd, 3, K);
+  assertEquals(odd.subarray(3), moved);
 });
 
 Deno.test("wasm weight layout: NVFP4 as released, 0.5625 bytes per expert weight value", async () => {

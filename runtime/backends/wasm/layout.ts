@@ -132,15 +132,11 @@ export function transposeQ4Groups(bytes: Uint8Array, offset: number, rows: numbe
   }
   const w = new Uint32Array(bytes.buffer, at, rows * rowWords);
   for (let r = 0; r < rows; r++) {
-    for (let g = 0; g < groups; g++) {
-      const b = r * rowWords + 16 * g;
-      for (let j = 1; j < 4; j++) {
-        for (let t = 0; t < j; t++) {
-          const x = w[b + 4 * j + t];
-          w[b + 4 * j + t] = w[b + 4 * t + j];
-          w[b + 4 * t + j] = x;
-        }
-      }
+    for (let b = r * rowWords, end = b + 16 * groups; b < end; b += 16) {
+      // Six swaps: words (4j + t) ↔ (4t + j) for t < j.
+      const a1 = w[b + 1], a2 = w[b + 2], a3 = w[b + 3], a6 = w[b + 6], a7 = w[b + 7], a11 = w[b + 11];
+      w[b + 1] = w[b + 4], w[b + 4] = a1, w[b + 2] = w[b + 8], w[b + 8] = a2, w[b + 3] = w[b + 12], w[b + 12] = a3;
+      w[b + 6] = w[b + 9], w[b + 9] = a6, w[b + 7] = w[b + 13], w[b + 13] = a7, w[b + 11] = w[b + 14], w[b + 14] = a11;
     }
   }
 }
@@ -152,15 +148,23 @@ export function transposeQ4Groups(bytes: Uint8Array, offset: number, rows: numbe
  * Bytes past the last whole group stay.
  */
 export function permuteNvfp4Groups(bytes: Uint8Array, offset: number, K: number): void {
-  const t = new Uint8Array(32);
-  for (let g = 0; g < Math.floor(K / 64); g++) {
-    const at = offset + 32 * g;
-    t.set(bytes.subarray(at, at + 32));
-    for (let j = 0; j < 4; j++) {
-      for (let h = 0; h < 2; h++) {
-        for (let i = 0; i < 4; i++) bytes[at + 16 * h + 4 * j + i] = t[8 * j + 4 * h + i];
-      }
-    }
+  const groups = Math.floor(K / 64), at = bytes.byteOffset + offset;
+  if (groups === 0) return;
+  if (at % 4 !== 0) { // not on a word (K/16 odd makes rows of 9K/16 bytes): permute an aligned copy
+    const copy = bytes.slice(offset, offset + 32 * groups);
+    permuteNvfp4Groups(copy, 0, K);
+    return void bytes.set(copy, offset);
+  }
+  // Word 2j + h of a group (block j, elements 8h … 8h+7) moves to word 4h + j.
+  const w = new Uint32Array(bytes.buffer, at, 8 * groups);
+  for (let g = 0; g < 8 * groups; g += 8) {
+    const w1 = w[g + 1], w2 = w[g + 2], w3 = w[g + 3], w4 = w[g + 4], w5 = w[g + 5], w6 = w[g + 6];
+    w[g + 1] = w2;
+    w[g + 2] = w4;
+    w[g + 3] = w6;
+    w[g + 4] = w1;
+    w[g + 5] = w3;
+    w[g + 6] = w5;
   }
 }
 
