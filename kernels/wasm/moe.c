@@ -141,7 +141,7 @@ void moe_gate_up(const MoeParams *p, int r0, int r1) {
     WDesc g = expert(p, p->wg, p->sg, p->fsg, p->qg, p->qsg, e);
     WDesc u = expert(p, p->wu, p->su, p->fsu, p->qu, p->qsu, e);
     float *act = p->act + (size_t)off * (size_t)p->F, *up = p->up + (size_t)off * (size_t)p->F;
-    if (p->qx) {
+    if (p->qx && M <= 8) {  // the decode product takes ≤ 8 rows (an expert listed twice by a token gets more)
       mm_quantised(&g, p->qx, p->order + off, 0, M, (size_t)p->D, act, (size_t)p->F, f0, f1);
       mm_quantised(&u, p->qx, p->order + off, 0, M, (size_t)p->D, up, (size_t)p->F, f0, f1);
     } else {
@@ -164,7 +164,7 @@ void moe_down(const MoeParams *p, int r0, int r1) {
     int off = p->offsets[e], M = p->offsets[e + 1] - off;
     WDesc d = expert(p, p->wd, p->sd, p->fsd, p->qd, p->qsd, e);
     float *ys = p->ys + (size_t)off * (size_t)p->D;
-    if (p->qact) mm_quantised(&d, p->qact, 0, off, M, (size_t)p->F, ys, (size_t)p->D, d0, d1);
+    if (p->qact && M <= 8) mm_quantised(&d, p->qact, 0, off, M, (size_t)p->F, ys, (size_t)p->D, d0, d1);
     else mm_core(&d, p->act + (size_t)off * (size_t)p->F, 0, (size_t)p->F, ys, (size_t)p->D, M, (size_t)p->F, d0, d1);
   }
 }

@@ -178,3 +178,49 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "wasm moe_experts at decode sizes with a token listing one expert twice (> 8 rows for it) ≡ the reference",
+  ignore: !available,
+  async fn() {
+    // T ≤ 8 takes the once-quantised activations (MoeParams qx, qact), whose products hold ≤ 8 rows; repeated ids
+    // give an expert more rows than tokens, which must take the general product instead.
+    const { referenceBackend } = await import("../reference.ts");
+    const { moeExperts } = await import("../../../ops/mod.ts");
+    const { f32ToBytes } = await import("../../../weights/codecs.ts");
+    const [T, K, E, D, F] = [8, 2, 4, 64, 64];
+    let seed = 1;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff) - 0.5;
+    const values = (n: number) => Float32Array.from({ length: n }, () => rnd() * 0.2);
+    const gu = values(E * 2 * F * D), dn = values(E * D * F);
+    const inputs = {
+      x: Float32Array.from({ length: T * D }, () => rnd()),
+      ids: new Int32Array(T * K).fill(1), // every assignment to expert 1: 16 rows
+      w: new Float32Array(T * K).fill(0.5),
+    };
+    const wasm = await wasmBackend.create({ threads: 1 }), reference = await referenceBackend.create();
+    try {
+      for (const dtype of ["q8", "q4", "nvfp4"] as const) {
+        const g = new GraphBuilder();
+        const x = g.input("x", [T, D], "f32"), ids = g.input("ids", [T, K], "i32"), w = g.input("w", [T, K], "f32");
+        const wg = g.weight("gu", [E, 2 * F, D], dtype), wd = g.weight("dn", [E, D, F], dtype);
+        g.output("y", moeExperts(g, x, ids, w, wg, wd));
+        const source = (name: string, shape: number[], data: Float32Array) =>
+          memorySource({ name, shape, dtype: "f32", data: f32ToBytes(data, "f32") }, dtype);
+        const weights = (d: { name: string }) =>
+          d.name === "gu" ? source("gu", [E, 2 * F, D], gu) : source("dn", [E, D, F], dn);
+        const want = (await runGraph(g.build(), reference, { weights, inputs })).y as Float32Array;
+        const got = (await runGraph(g.build(), wasm, { weights, inputs })).y as Float32Array;
+        let err = 0, max = 0;
+        for (let i = 0; i < want.length; i++) {
+          err = Math.max(err, Math.abs(got[i] - want[i]));
+          max = Math.max(max, Math.abs(want[i]));
+        }
+        assert(err <= 2e-2 * max, `${dtype}: max error ${err} against max |y| ${max}`);
+      }
+    } finally {
+      wasm.dispose();
+      reference.dispose();
+    }
+  },
+});
