@@ -81,6 +81,27 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "model backends: decode-sized steps of q8, q4 and NVFP4 weights on memory64 above 4 GiB ≡ the wasm32 build",
+  ignore: !wasm,
+  async fn() {
+    // Up to 8 rows take the once-quantised activations (q8_/q4_/nvfp4_quantize, matmul_*_act): pointers past 4 GiB
+    // cross into them as i64; the same kernels on the same data give the same numbers.
+    for (const dtype of ["q8", "q4", "nvfp4"] as const) {
+      const one = async (backendOptions: Record<string, unknown>) => {
+        const m = await loadModel("tiny", { ...SMALL, dtype, backend: "wasm", backendOptions });
+        try {
+          return await m.forward(PROMPT.slice(0, 3));
+        } finally {
+          m.dispose();
+        }
+      };
+      const low = await one({}), high = await one({ memory64: true, reserveBelow: 4 * 2 ** 30 });
+      assertEquals(normalisedError(high, low), 0, dtype);
+    }
+  },
+});
+
 Deno.test("model backends: an unknown name in the list is an error naming the known backends", async () => {
   await assertRejects(
     () => loadModel("tiny", { ...SMALL, backend: ["wasm", "tpu"] }),
