@@ -124,13 +124,8 @@ export function encodeChunk(
  * The transpose is its own inverse.
  */
 export function transposeQ4Groups(bytes: Uint8Array, offset: number, rows: number, K: number): void {
-  const rowWords = q4RowBytes(K) / 4, groups = Math.floor(rowWords / 16), at = bytes.byteOffset + offset;
-  if (at % 4 !== 0) { // not on a word: transpose an aligned copy
-    const copy = bytes.slice(offset, offset + rows * rowWords * 4);
-    transposeQ4Groups(copy, 0, rows, K);
-    return void bytes.set(copy, offset);
-  }
-  const w = new Uint32Array(bytes.buffer, at, rows * rowWords);
+  const rowWords = q4RowBytes(K) / 4, groups = Math.floor(rowWords / 16);
+  const w = wordsAt(bytes, offset, rows * rowWords * 4);
   for (let r = 0; r < rows; r++) {
     for (let b = r * rowWords, end = b + 16 * groups; b < end; b += 16) {
       // Six swaps: words (4j + t) ↔ (4t + j) for t < j.
@@ -139,6 +134,22 @@ export function transposeQ4Groups(bytes: Uint8Array, offset: number, rows: numbe
       w[b + 6] = w[b + 9], w[b + 9] = a6, w[b + 7] = w[b + 13], w[b + 13] = a7, w[b + 11] = w[b + 14], w[b + 14] = a11;
     }
   }
+  writeBack(bytes, offset, w);
+}
+
+/**
+ * `length` bytes (a multiple of 4) of `bytes` at `offset` as little-endian 32-bit words: a view where they lie on a
+ * word, else an aligned copy for {@link writeBack} (NVFP4 rows are 9K/16 bytes, off the word when K/16 is odd).
+ */
+function wordsAt(bytes: Uint8Array, offset: number, length: number): Uint32Array {
+  const at = bytes.byteOffset + offset;
+  if (at % 4 === 0) return new Uint32Array(bytes.buffer, at, length / 4);
+  return new Uint32Array(bytes.slice(offset, offset + length).buffer);
+}
+
+/** Writes words from {@link wordsAt} back to `bytes` at `offset` when they were a copy. */
+function writeBack(bytes: Uint8Array, offset: number, w: Uint32Array): void {
+  if (w.buffer !== bytes.buffer) bytes.set(new Uint8Array(w.buffer), offset);
 }
 
 /**
@@ -148,24 +159,13 @@ export function transposeQ4Groups(bytes: Uint8Array, offset: number, rows: numbe
  * Bytes past the last whole group stay.
  */
 export function permuteNvfp4Groups(bytes: Uint8Array, offset: number, K: number): void {
-  const groups = Math.floor(K / 64), at = bytes.byteOffset + offset;
-  if (groups === 0) return;
-  if (at % 4 !== 0) { // not on a word (K/16 odd makes rows of 9K/16 bytes): permute an aligned copy
-    const copy = bytes.slice(offset, offset + 32 * groups);
-    permuteNvfp4Groups(copy, 0, K);
-    return void bytes.set(copy, offset);
-  }
+  const groups = Math.floor(K / 64), w = wordsAt(bytes, offset, 32 * groups);
   // Word 2j + h of a group (block j, elements 8h … 8h+7) moves to word 4h + j.
-  const w = new Uint32Array(bytes.buffer, at, 8 * groups);
   for (let g = 0; g < 8 * groups; g += 8) {
     const w1 = w[g + 1], w2 = w[g + 2], w3 = w[g + 3], w4 = w[g + 4], w5 = w[g + 5], w6 = w[g + 6];
-    w[g + 1] = w2;
-    w[g + 2] = w4;
-    w[g + 3] = w6;
-    w[g + 4] = w1;
-    w[g + 5] = w3;
-    w[g + 6] = w5;
+    w[g + 1] = w2, w[g + 2] = w4, w[g + 3] = w6, w[g + 4] = w1, w[g + 5] = w3, w[g + 6] = w5;
   }
+  writeBack(bytes, offset, w);
 }
 
 /** {@link encodeChunk} for NVFP4: elements `[first, first + count)` of `shape`, whole K-rows (and whole experts). */
