@@ -21,7 +21,7 @@
 #include "matmul.h"
 
 #define NV_BLOCK 16
-#define NV_GROUP 8  // activation rows quantised at a time (stack: 8 × K bytes, and 16 bytes of corrections per 32)
+#define NV_GROUP 8  // activation rows quantised at a time (stack: 8 × nvfp4_act_bytes(K))
 
 // 2·E2M1 + 12 by code: the products' weights, non-negative so they are the dot's 7-bit operand (the offset comes
 // back out through per-lane corrections, and the result is halved once at the end).
