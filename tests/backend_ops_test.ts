@@ -257,18 +257,19 @@ export function nvfp4MatmulCases(): OpCase[] {
     });
     cases.push(M > 8 ? { ...c, wasmTol: NVFP4_F32_TOL } : c);
   }
-  // Zero, subnormal and small normal f8 block scales (codes 0x00–0x0f, of like size): the kernels' exact decoder.
+  // Zero, subnormal, small normal and negative f8 block scales (codes 0x00–0x0f and their negatives, of like size):
+  // the decoders' edge cases (released checkpoints hold positive normal codes, and some zeros).
   for (const M of [2, 12]) {
-    const [K, N] = [256, 24], codes = [0, 1, 3, 5, 7, 0x08, 0x0b, 0x0f];
+    const [K, N] = [256, 24], codes = [0, 1, 3, 5, 7, 0x08, 0x0b, 0x0f, 0x80, 0x81, 0x86, 0x88, 0x8f];
     const c = opCase(
-      `matmul nvfp4 zero and subnormal block scales M=${M}`,
+      `matmul nvfp4 zero, subnormal and negative block scales M=${M}`,
       "matmul",
       M > 8 ? MATRIX_TOL.f32 : 2e-2,
       (c) => {
         const data = Uint8Array.from(c.values((N * K) / 2), (v) => Math.floor((v + 1) * 128) & 0xff);
         const scales = Float32Array.from(
           { length: (N * K) / 16 },
-          (_, b) => nvfp4BlockScale(codes[(b + (b >> 4)) % 8], 1),
+          (_, b) => nvfp4BlockScale(codes[(b + (b >> 4)) % codes.length], 1),
         );
         c.weights.set("w", {
           name: "w",

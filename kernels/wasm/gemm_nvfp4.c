@@ -138,26 +138,18 @@ static void nv_quant_act(const float *x, size_t K, int8_t *q, int32_t *c, float 
   }
 }
 
-// Four f8 block scale codes → f32, lane j from byte j, for positive normal codes (exponent ≥ 1, sign 0: what real
-// checkpoints hold): the code shifted into bits 20–26 and its exponent rebiased by an integer add.
+// Four f8 block scale codes → f32, lane j from byte j, exact for every code (0x7f/0xff: ±480, as every decoder here
+// reads the NaN codes weights never hold): the sign-extended code shifted into bits 20–27, its sign moved to bit 31
+// (the mask clears the extension's copies in bits 27–30), then × 2^120 rebiases the exponent; a subnormal code lands
+// on an f32 denormal, which that multiply scales exactly. That multiply is slow on x86 only when a lane is a denormal
+// (a microcode assist, common.h): a group with a subnormal block scale, which real checkpoints almost never hold. No
+// per-group test of the codes: it cost as much as the decode itself (≈ 15% of the decode kernel, measured).
+// The mask and the multiplier are splats of values the compiler cannot fold: V8 would rebuild a v128 constant at
+// every use in the loop (common.h, splat_u8).
 INLINE f4 nv_scales4(const uint8_t *sc) {
-  // Widened rather than shuffled, and the bias a splat the compiler cannot fold: V8 would rebuild a shuffle mask
-  // or a v128 constant at every use in the loop (common.h, splat_u8).
-  v128_t c = wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(wasm_v128_load32_zero(sc)));
-  return wasm_i32x4_add(wasm_i32x4_shl(c, 20), wasm_i32x4_splat((120 << 23) | opaque_byte));
-}
-// The same for any code (zero, subnormal or negative: the exact decoder).
-INLINE f4 nv_scales4_exact(const uint8_t *sc) {
-  return f8_top_exact(wasm_i8x16_shuffle(wasm_v128_load32_zero(sc), wasm_i32x4_splat(0), 16, 16, 16, 0, 16, 16,
-                                         16, 1, 16, 16, 16, 2, 16, 16, 16, 3));
-}
-// Whether nv_scales4 would be wrong for any of 4 codes: a sign bit, or a zero byte of c & 0x78 (exponent 0), on
-// the scalar bytes (no vector work on the fast path).
-INLINE int nv_scales_slow(const uint8_t *sc) {
-  uint32_t c, x;
-  __builtin_memcpy(&c, sc, 4);
-  x = c & 0x78787878u;
-  return ((c & 0x80808080u) | ((x - 0x01010101u) & ~x & 0x80808080u)) != 0;
+  v128_t c = wasm_i32x4_extend_low_i16x8(wasm_i16x8_extend_low_i8x16(wasm_v128_load32_zero(sc)));
+  v128_t t = wasm_v128_and(wasm_i32x4_shl(c, 20), wasm_i32x4_splat((int32_t)(0x87f00000u | (uint32_t)opaque_byte)));
+  return wasm_f32x4_mul(t, splat(bits2f(0x7b800000u | (uint32_t)opaque_byte)));
 }
 
 // out[m][r] = Σ_k x_m[k] · W[row r, k] · 2 · global for MR activation rows and NR weight rows rs bytes apart.
@@ -175,7 +167,7 @@ INLINE void dot_nv(int MR, int NR, const NvAct *xa, const uint8_t *w, size_t K, 
       v128_t ao = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(wasm_u16x8_shr(a, 4), lo4));
       v128_t be = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(b, lo4));
       v128_t bo = wasm_i8x16_relaxed_swizzle(lut, wasm_v128_and(wasm_u16x8_shr(b, 4), lo4));
-      f4 ws = __builtin_expect(nv_scales_slow(sc), 0) ? nv_scales4_exact(sc) : nv_scales4(sc);
+      f4 ws = nv_scales4(sc);
       for (int m = 0; m < MR; m++) {
         const int8_t *q = xa[m].q + 64 * g;
         v128_t h = wasm_i16x8_add(wasm_i16x8_relaxed_dot_i8x16_i7x16(ld(q), ae),
