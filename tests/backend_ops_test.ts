@@ -214,6 +214,22 @@ function matmulCases(): OpCase[] {
       return { y: ops.matmul(c.g, x, c.weight("w", [N, K], "f8e4m3", 0.3, blocks)) };
     }));
   }
+  // FP8 codes with exponent 0 (zeros, subnormals: 1 in 32) among small normals of both signs, all of like size
+  // (exponents 0–2), so a chunk decoded on the wrong path is far outside the bound, and some 16-byte chunks of a row
+  // hold one while others do not: decode with one test for 4 rows' chunks (M 1), a test per chunk (M 3), K past whole
+  // chunks, and prefill.
+  for (const [M, K, N] of [[1, 80, 13], [3, 72, 10], [12, 40, 9]]) {
+    cases.push(opCase(`matmul f8e4m3 zero and subnormal codes M=${M} K=${K} N=${N}`, "matmul", 1e-5, (c) => {
+      const [r, x] = [c.values(3 * N * K), c.f32("x", [[M, 16], K])];
+      const u = (i: number) => (r[i] + 1) / 2;
+      const data = Uint8Array.from({ length: N * K }, (_, i) => {
+        const e = u(3 * i + 1) < 1 / 32 ? 0 : u(3 * i + 1) < 0.5 ? 1 : 2;
+        return (u(3 * i) < 0.5 ? 0x80 : 0) | (e << 3) | Math.min(7, Math.floor(u(3 * i + 2) * 8));
+      });
+      c.weights.set("w", { name: "w", shape: [N, K], dtype: "f8e4m3", data, scales: new Float32Array([1 / 64]) });
+      return { y: ops.matmul(c.g, x, c.g.weight("w", [N, K], "f8e4m3")) };
+    }));
+  }
   // q8: K a multiple of 32 (its block); M ≤ 8 quantises activations, so does M > 8 where the host runs the int8
   // prefill path, else the weight dequantises exactly.
   for (const [M, K, N] of [[1, 32, 13], [5, 96, 33], [12, 288, 17], [3, 64, 1]]) {

@@ -34,11 +34,13 @@ typedef struct {
 typedef v128_t f4;
 
 INLINE f4 splat(float x) { return wasm_f32x4_splat(x); }
-// A byte splat the compiler cannot fold into a v128.const: V8 rebuilds a v128 constant at every use inside a loop
-// (a scalar move, a move into SIMD and a shuffle: 2–3 SIMD ops), while a splat of a loaded value is hoisted out of
-// the loop and kept in a register. opaque_byte holds 0; hot loops take their byte masks from here.
+// Splats the compiler cannot fold into a v128.const: V8 rebuilds a v128 constant at every use inside a loop (a scalar
+// move, a move into SIMD and a shuffle: 2–3 SIMD ops), while a splat of a loaded value is hoisted out of the loop and
+// kept in a register. opaque_byte holds 0; hot loops take their masks and rebiases from here.
 extern int32_t opaque_byte;
 INLINE v128_t splat_u8(uint8_t b) { return wasm_i8x16_splat((int8_t)(b | opaque_byte)); }
+INLINE v128_t splat_u16(uint16_t h) { return wasm_i16x8_splat((int16_t)(h | opaque_byte)); }
+INLINE v128_t splat_u32(uint32_t w) { return wasm_i32x4_splat((int32_t)(w | (uint32_t)opaque_byte)); }
 INLINE f4 ld(const void *p) { return wasm_v128_load(p); }
 INLINE void st(void *p, f4 v) { wasm_v128_store(p, v); }
 INLINE float hsum(f4 v) {
@@ -94,7 +96,7 @@ INLINE f4 f8_top_exact(v128_t t) {
 }
 // True when any of the 16 bytes has exponent 0 (zero or subnormal): those chunks take the exact path.
 INLINE int f8_any_e0(v128_t v) {
-  return wasm_v128_any_true(wasm_i8x16_eq(wasm_v128_and(v, wasm_i8x16_splat(0x78)), wasm_i8x16_splat(0)));
+  return wasm_v128_any_true(wasm_i8x16_eq(wasm_v128_and(v, splat_u8(0x78)), splat_u8(0)));
 }
 INLINE float f8_to_f32(uint8_t b) {
   return wasm_f32x4_extract_lane(f8_top_exact(wasm_i32x4_splat((int32_t)((uint32_t)b << 24))), 0);
@@ -104,22 +106,25 @@ INLINE float f8_to_f32(uint8_t b) {
 // byte moves to the top (even bytes by a shift, odd ones by a mask), an arithmetic shift and mask give the bf16 bit
 // pattern with exponent e, and +120 on the exponent rebiases it (exact for e ≥ 1, no float op at all); two more
 // ops widen bf16 to f32. Chunks with a zero or subnormal byte use f8_top_exact.
+INLINE void f8x16_dec_perm_exact(v128_t v, f4 d[4]) {
+  d[0] = f8_top_exact(wasm_i32x4_shl(v, 24));
+  d[1] = f8_top_exact(wasm_i32x4_shl(v, 16));
+  d[2] = f8_top_exact(wasm_i32x4_shl(v, 8));
+  d[3] = f8_top_exact(v);
+}
+// The fast path alone: right only when no byte has exponent 0.
+INLINE void f8x16_dec_perm_fast(v128_t v, f4 d[4]) {
+  v128_t m = splat_u16(0x87f0), b = splat_u16(120 << 7), hi = splat_u32(0xffff0000u);
+  v128_t ev = wasm_i16x8_add(wasm_v128_and(wasm_i16x8_shr(wasm_i16x8_shl(v, 8), 4), m), b);  // bytes 0,2,..
+  v128_t od = wasm_i16x8_add(wasm_v128_and(wasm_i16x8_shr(v, 4), m), b);                     // bytes 1,3,..
+  d[0] = wasm_i32x4_shl(ev, 16);  // bytes 0, 4, 8, 12
+  d[2] = wasm_v128_and(ev, hi);   // bytes 2, 6, 10, 14
+  d[1] = wasm_i32x4_shl(od, 16);  // bytes 1, 5, 9, 13
+  d[3] = wasm_v128_and(od, hi);   // bytes 3, 7, 11, 15
+}
 INLINE void f8x16_dec_perm(v128_t v, f4 d[4]) {
-  if (__builtin_expect(f8_any_e0(v), 0)) {
-    d[0] = f8_top_exact(wasm_i32x4_shl(v, 24));
-    d[1] = f8_top_exact(wasm_i32x4_shl(v, 16));
-    d[2] = f8_top_exact(wasm_i32x4_shl(v, 8));
-    d[3] = f8_top_exact(v);
-  } else {
-    v128_t m = wasm_i16x8_splat((int16_t)0x87f0), b = wasm_i16x8_splat(120 << 7);
-    v128_t hi = wasm_i32x4_splat((int32_t)0xffff0000);
-    v128_t ev = wasm_i16x8_add(wasm_v128_and(wasm_i16x8_shr(wasm_i16x8_shl(v, 8), 4), m), b);  // bytes 0,2,..
-    v128_t od = wasm_i16x8_add(wasm_v128_and(wasm_i16x8_shr(v, 4), m), b);                     // bytes 1,3,..
-    d[0] = wasm_i32x4_shl(ev, 16);      // bytes 0, 4, 8, 12
-    d[2] = wasm_v128_and(ev, hi);       // bytes 2, 6, 10, 14
-    d[1] = wasm_i32x4_shl(od, 16);      // bytes 1, 5, 9, 13
-    d[3] = wasm_v128_and(od, hi);       // bytes 3, 7, 11, 15
-  }
+  if (__builtin_expect(f8_any_e0(v), 0)) f8x16_dec_perm_exact(v, d);
+  else f8x16_dec_perm_fast(v, d);
 }
 // 4×4 transpose: turns the permuted f8 decode into natural order (and back).
 INLINE void transpose4(f4 *a, f4 *b, f4 *c, f4 *d) {

@@ -144,12 +144,10 @@ static void nv_quant_act(const float *x, size_t K, int8_t *q, int32_t *c, float 
 // on an f32 denormal, which that multiply scales exactly. That multiply is slow on x86 only when a lane is a denormal
 // (a microcode assist, common.h): a group with a subnormal block scale, which real checkpoints almost never hold. No
 // per-group test of the codes: it cost as much as the decode itself (≈ 15% of the decode kernel, measured).
-// The mask and the multiplier are splats of values the compiler cannot fold: V8 would rebuild a v128 constant at
-// every use in the loop (common.h, splat_u8).
+// The mask and the multiplier are splats the compiler cannot fold (common.h, splat_u32).
 INLINE f4 nv_scales4(const uint8_t *sc) {
   v128_t c = wasm_i32x4_extend_low_i16x8(wasm_i16x8_extend_low_i8x16(wasm_v128_load32_zero(sc)));
-  v128_t t = wasm_v128_and(wasm_i32x4_shl(c, 20), wasm_i32x4_splat((int32_t)(0x87f00000u | (uint32_t)opaque_byte)));
-  return wasm_f32x4_mul(t, splat(bits2f(0x7b800000u | (uint32_t)opaque_byte)));
+  return wasm_f32x4_mul(wasm_v128_and(wasm_i32x4_shl(c, 20), splat_u32(0x87f00000u)), splat_u32(0x7b800000u));  // 2^120
 }
 
 // out[m][r] = Σ_k x_m[k] · W[row r, k] · 2 · global for MR activation rows and NR weight rows rs bytes apart.

@@ -171,7 +171,7 @@ static void permute_act_q4(int8_t *q, size_t nb) {
 // exponent (exact for normal and subnormal halves).
 INLINE f4 f16x4_to_f32(const uint16_t *h) {
   v128_t v = wasm_i32x4_shl(wasm_i32x4_extend_low_i16x8(wasm_v128_load64_zero(h)), 13);
-  return wasm_f32x4_mul(wasm_v128_and(v, wasm_i32x4_splat((int32_t)0x8fffe000)), splat(0x1p112f));
+  return wasm_f32x4_mul(wasm_v128_and(v, splat_u32(0x8fffe000u)), splat_u32(0x77800000u));  // × 2^112
 }
 
 // out[m][r] = Σ_k x_m[k] · W[r·dr, k] for MR activation rows (int8, group-permuted: q4_quantize) and NR weight
