@@ -416,34 +416,32 @@ static void pack_weights_q4(const WDesc *W, size_t K, int n, int nr, size_t b0, 
 }
 
 // y rows c0 (and c1 when mr = 2), columns 0 .. nc (+)= the tile of 2 activation rows × 8 weight rows over nblk
-// blocks: per block the i32 sums start at −8·Σq, take 8 dot steps, then scale into the f32 accumulators.
+// blocks: per block 8 dot steps summed in i16 (a lane pair is one row's 4 k; each step adds at most 2·127·15, so 8
+// steps stay below 2^15), widened once and started at −8·Σq, then scaled into the f32 accumulators. The i16 dot is
+// one pmaddubsw on x86 where the i32 dot-add without AVX-VNNI is that, a multiply by a rebuilt ones vector and an add.
 NOINLINE void ukr_q4(const int8_t *a0, const int8_t *a1, const float *s0, const float *s1, const int32_t *c0s,
                      const int32_t *c1s, const v128_t *P, const f4 *ws, int nblk, float *c0, float *c1, int mr, int nc,
                      int acc) {
   f4 y00 = splat(0.0f), y01 = y00, y10 = y00, y11 = y00;
   for (int b = 0; b < nblk; b++) {
-    v128_t d00 = wasm_i32x4_splat(c0s[b]), d01 = d00, d10 = wasm_i32x4_splat(c1s[b]), d11 = d10;
-    v128_t zero = wasm_i32x4_splat(0), e00 = zero, e01 = zero, e10 = zero, e11 = zero;
+    v128_t h00, h01, h10, h11;
     const v128_t *p = P + b * 16;
     const int8_t *x0 = a0 + b * Q4_BLOCK, *x1 = a1 + b * Q4_BLOCK;
-    for (int j = 0; j < 8; j += 2) {  // two chains per output vector: the dot's latency would bound one
+    for (int j = 0; j < 8; j++) {
       v128_t w0 = p[2 * j], w1 = p[2 * j + 1];
       v128_t u0 = wasm_v128_load32_splat(x0 + 4 * j), u1 = wasm_v128_load32_splat(x1 + 4 * j);
-      d00 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u0, w0, d00);
-      d01 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u0, w1, d01);
-      d10 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u1, w0, d10);
-      d11 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u1, w1, d11);
-      w0 = p[2 * j + 2], w1 = p[2 * j + 3];
-      u0 = wasm_v128_load32_splat(x0 + 4 * j + 4), u1 = wasm_v128_load32_splat(x1 + 4 * j + 4);
-      e00 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u0, w0, e00);
-      e01 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u0, w1, e01);
-      e10 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u1, w0, e10);
-      e11 = wasm_i32x4_relaxed_dot_i8x16_i7x16_add(u1, w1, e11);
+      v128_t t00 = wasm_i16x8_relaxed_dot_i8x16_i7x16(u0, w0), t01 = wasm_i16x8_relaxed_dot_i8x16_i7x16(u0, w1);
+      v128_t t10 = wasm_i16x8_relaxed_dot_i8x16_i7x16(u1, w0), t11 = wasm_i16x8_relaxed_dot_i8x16_i7x16(u1, w1);
+      h00 = j ? wasm_i16x8_add(h00, t00) : t00;
+      h01 = j ? wasm_i16x8_add(h01, t01) : t01;
+      h10 = j ? wasm_i16x8_add(h10, t10) : t10;
+      h11 = j ? wasm_i16x8_add(h11, t11) : t11;
     }
-    d00 = wasm_i32x4_add(d00, e00);
-    d01 = wasm_i32x4_add(d01, e01);
-    d10 = wasm_i32x4_add(d10, e10);
-    d11 = wasm_i32x4_add(d11, e11);
+    v128_t c0v = wasm_i32x4_splat(c0s[b]), c1v = wasm_i32x4_splat(c1s[b]);
+    v128_t d00 = wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(h00), c0v);
+    v128_t d01 = wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(h01), c0v);
+    v128_t d10 = wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(h10), c1v);
+    v128_t d11 = wasm_i32x4_add(wasm_i32x4_extadd_pairwise_i16x8(h11), c1v);
     f4 e0 = splat(s0[b]), e1 = splat(s1[b]);
     y00 = madd(wasm_f32x4_convert_i32x4(d00), wasm_f32x4_mul(ws[2 * b], e0), y00);
     y01 = madd(wasm_f32x4_convert_i32x4(d01), wasm_f32x4_mul(ws[2 * b + 1], e0), y01);
