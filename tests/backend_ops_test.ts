@@ -216,9 +216,9 @@ function matmulCases(): OpCase[] {
   }
   // FP8 codes with exponent 0 (zeros, subnormals: 1 in 32) among small normals of both signs, all of like size
   // (exponents 0–2), so a chunk decoded on the wrong path is far outside the bound, and some 16-byte chunks of a row
-  // hold one while others do not: decode with one test for 4 rows' chunks (M 1), a test per chunk (M 3), K past whole
-  // chunks, and prefill.
-  for (const [M, K, N] of [[1, 80, 13], [3, 72, 10], [12, 40, 9]]) {
+  // hold one while others do not: decode with one test for 4 rows' chunks (M 1) or 2 (M 5's last row), a test per chunk
+  // (M 3, M 5's first 4), K past whole chunks, and prefill.
+  for (const [M, K, N] of [[1, 80, 13], [3, 72, 10], [5, 48, 11], [12, 40, 9]]) {
     cases.push(opCase(`matmul f8e4m3 zero and subnormal codes M=${M} K=${K} N=${N}`, "matmul", 1e-5, (c) => {
       const [r, x] = [c.values(3 * N * K), c.f32("x", [[M, 16], K])];
       const u = (i: number) => (r[i] + 1) / 2;

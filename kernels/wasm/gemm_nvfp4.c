@@ -141,7 +141,9 @@ static void nv_quant_act(const float *x, size_t K, int8_t *q, int32_t *c, float 
 // Four f8 block scale codes → f32, lane j from byte j, exact for every code (0x7f/0xff: ±480, as every decoder here
 // reads the NaN codes weights never hold): the sign-extended code shifted into bits 20–27, its sign moved to bit 31
 // (the mask clears the extension's copies in bits 27–30), then × 2^120 rebiases the exponent; a subnormal code lands
-// on an f32 denormal, which that multiply scales exactly. That multiply is slow on x86 only when a lane is a denormal
+// on an f32 denormal, which that multiply scales exactly where f32x4.mul keeps denormals, as the spec requires (x86,
+// AArch64; 32-bit ARM NEON flushes them, so there a subnormal scale would read 0, as a subnormal f16 scale already
+// does in gemm_q4.c f16x4_to_f32). That multiply is slow on x86 only when a lane is a denormal
 // (a microcode assist, common.h): a group with a subnormal block scale, which real checkpoints almost never hold. No
 // per-group test of the codes: it cost as much as the decode itself (≈ 15% of the decode kernel, measured).
 // The mask and the multiplier are splats the compiler cannot fold (common.h, splat_u32).

@@ -9,10 +9,11 @@
 // The f16 scales follow as a separate array [N][ceil(K/32)] (W->qs points at it, read as uint16_t).
 //
 // With int8 activations (the default): each activation row is quantised per 32-block exactly as the q8 paths do
-// (q = round(x·127/amax), |q| ≤ 127) and multiplied on i32x4.relaxed_dot_i8x16_i7x16_add with the activation as the
-// signed operand and the codes u (0..15, inside the 7-bit range every lowering multiplies exactly: pmaddubsw cannot
-// saturate, vpdpbusd and sdot are exact) as the other, so Σ q·(u − 8) = Σ q·u − 8·Σ q with the second sum taken once
-// per activation block. No host probe is needed, unlike q8's u8 operands. With f32 activations (q4_int8(0)) the
+// (q = round(x·127/amax), |q| ≤ 127) and multiplied on i16x8.relaxed_dot_i8x16_i7x16 (pairs of products summed in
+// i16, several dots of a block or group summed in i16, then widened once: decode and prefill) with the activation as
+// the signed operand and the codes u (0..15, inside the 7-bit range every lowering multiplies exactly: pmaddubsw cannot
+// saturate, sdot is exact) as the other, so Σ q·(u − 8) = Σ q·u − 8·Σ q with the second sum taken once per activation
+// block. No host probe is needed, unlike q8's u8 operands. With f32 activations (q4_int8(0)) the
 // codes are widened to f32 and multiplied with x as is: the same values the reference dequantises, f32 sums.
 #include "matmul.h"
 

@@ -291,9 +291,9 @@ INLINE void dot_f8(int MR, int NR, const float *const *xr, const float *const *x
   ACC_DECL
   size_t k = 0;
   for (; k + 16 <= K; k += 16) {
-    // With ≤ 2 activation rows (4 weight rows), one exponent-0 test for the 4 rows' chunks (common.h, f8_any_e0): a
-    // byte with exponent 0 in any sends all 4 to the exact path. Measured at M = 1: +13–15%; with 4 activation rows
-    // (2 weight rows) it measured 15% slower than a test per chunk, so those keep that.
+    // With ≤ 2 activation rows, one exponent-0 test for the NR weight rows' chunks (common.h, f8_any_e0): a byte with
+    // exponent 0 in any sends all NR to the exact path (the decoders agree on every other code). Measured at M = 1
+    // (NR 4): +13–15%; with 4 activation rows (NR 2) it measured 15% slower than a test per chunk, so those keep that.
     v128_t v[4];
     int exact = 0;
     for (int r = 0; r < NR; r++) v[r] = ld(w + r * rs + k);
