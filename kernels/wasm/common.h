@@ -101,18 +101,14 @@ INLINE int f8_any_e0(v128_t v) {
 INLINE float f8_to_f32(uint8_t b) {
   return wasm_f32x4_extract_lane(f8_top_exact(wasm_i32x4_splat((int32_t)((uint32_t)b << 24))), 0);
 }
-// 16 f8 → four f32x4, lane-permuted: d[j] holds elements {j, 4+j, 8+j, 12+j}. Decode kernels pair it with an
-// activation permuted the same way (perm_rows). Fast path (no exponent-0 byte in the chunk): in 16-bit lanes the
-// byte moves to the top (even bytes by a shift, odd ones by a mask), an arithmetic shift and mask give the bf16 bit
-// pattern with exponent e, and +120 on the exponent rebiases it (exact for e ≥ 1, no float op at all); two more
-// ops widen bf16 to f32. Chunks with a zero or subnormal byte use f8_top_exact.
+// The two paths of f8x16_dec_perm (below): the exact one for any code, and the fast one, right only when no byte
+// has exponent 0 (kernels that test several chunks at once call them directly).
 INLINE void f8x16_dec_perm_exact(v128_t v, f4 d[4]) {
   d[0] = f8_top_exact(wasm_i32x4_shl(v, 24));
   d[1] = f8_top_exact(wasm_i32x4_shl(v, 16));
   d[2] = f8_top_exact(wasm_i32x4_shl(v, 8));
   d[3] = f8_top_exact(v);
 }
-// The fast path alone: right only when no byte has exponent 0.
 INLINE void f8x16_dec_perm_fast(v128_t v, f4 d[4]) {
   v128_t m = splat_u16(0x87f0), b = splat_u16(120 << 7), hi = splat_u32(0xffff0000u);
   v128_t ev = wasm_i16x8_add(wasm_v128_and(wasm_i16x8_shr(wasm_i16x8_shl(v, 8), 4), m), b);  // bytes 0,2,..
@@ -122,6 +118,11 @@ INLINE void f8x16_dec_perm_fast(v128_t v, f4 d[4]) {
   d[1] = wasm_i32x4_shl(od, 16);  // bytes 1, 5, 9, 13
   d[3] = wasm_v128_and(od, hi);   // bytes 3, 7, 11, 15
 }
+// 16 f8 → four f32x4, lane-permuted: d[j] holds elements {j, 4+j, 8+j, 12+j}. Decode kernels pair it with an
+// activation permuted the same way (perm_rows). Fast path (no exponent-0 byte in the chunk): in 16-bit lanes the
+// byte moves to the top (even bytes by a shift, odd ones by a mask), an arithmetic shift and mask give the bf16 bit
+// pattern with exponent e, and +120 on the exponent rebiases it (exact for e ≥ 1, no float op at all); two more
+// ops widen bf16 to f32. Chunks with a zero or subnormal byte use f8_top_exact.
 INLINE void f8x16_dec_perm(v128_t v, f4 d[4]) {
   if (__builtin_expect(f8_any_e0(v), 0)) f8x16_dec_perm_exact(v, d);
   else f8x16_dec_perm_fast(v, d);

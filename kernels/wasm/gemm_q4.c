@@ -22,7 +22,7 @@
 #define GK 1024  // prefill K block: the unpacked panel (8 rows × GK bytes) stays in L1
 #define GM 64    // prefill M block: quantised activations (GM × GK bytes) stay in L2
 
-int32_t opaque_byte = 0;  // common.h splat_u8 (defined here, once; never written)
+int32_t opaque_byte = 0;  // common.h's splat_u8/u16/u32 (defined here, once, for every file; never written)
 static int32_t q4mode = 1;  // 1: int8 activations, 0: f32 activations (in linear memory: holds for every thread)
 
 // want = 1: int8 activations (every host with relaxed SIMD); 0: f32 activations. Returns the mode now on.

@@ -88,4 +88,3 @@ int mm_q4(const WDesc *W, const float *x, const int32_t *xidx, size_t ldx, float
 // The q4 decode (M ≤ 8) on activation rows q4_quantize wrote into xq: row m is xq's row ridx[m] (ridx = 0: base + m).
 void mm_q4_quantised(const WDesc *W, const uint8_t *xq, const int32_t *ridx, int base, int M, size_t K, float *y,
                      size_t ldy, int n0, int n1);
-int q4_act_bytes(int K);
